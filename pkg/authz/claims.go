@@ -1,0 +1,117 @@
+package authz
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// DefaultRolesClaim is the namespaced custom claim that carries a user's roles.
+const DefaultRolesClaim = "https://authmesh.dev/roles"
+
+// Claims is what a verified access token says about its caller.
+type Claims struct {
+	Subject   string    // sub: "auth0|..." for users, "<client_id>@clients" for M2M
+	Issuer    string    // iss, exactly as accepted
+	Audience  []string  // aud, always as a list
+	IssuedAt  time.Time // iat (zero when absent)
+	ExpiresAt time.Time // exp (always present on a verified token)
+	KeyID     string    // kid of the key that signed the token
+
+	Scopes      Scopes   // scope, split on spaces
+	Permissions []string // permissions (RBAC, token dialect access_token_authz)
+	Roles       []string // the namespaced roles claim
+	AZP         string   // azp: the client the token was issued to
+	GTY         []string // gty, parsed loosely (string or array)
+	OrgID       string   // org_id (Auth0 Organizations)
+}
+
+// IsM2M reports whether the token was issued to a machine through the
+// client-credentials grant rather than to a user.
+func (c *Claims) IsM2M() bool {
+	if slices.Contains(c.GTY, "client-credentials") {
+		return true
+	}
+	return strings.HasSuffix(c.Subject, "@clients")
+}
+
+// HasPermission reports whether the permissions claim contains p.
+func (c *Claims) HasPermission(p string) bool { return slices.Contains(c.Permissions, p) }
+
+// HasScope reports whether the scope claim contains s.
+func (c *Claims) HasScope(s string) bool { return c.Scopes.Has(s) }
+
+// HasRole reports whether the roles claim contains r.
+func (c *Claims) HasRole(r string) bool { return slices.Contains(c.Roles, r) }
+
+// Scopes is the set of values of a space-delimited scope claim.
+type Scopes map[string]struct{}
+
+// ParseScopes splits a space-delimited scope string into a set.
+func ParseScopes(s string) Scopes {
+	fields := strings.Fields(s)
+	set := make(Scopes, len(fields))
+	for _, f := range fields {
+		set[f] = struct{}{}
+	}
+	return set
+}
+
+// Has reports whether the set contains s.
+func (s Scopes) Has(v string) bool {
+	_, ok := s[v]
+	return ok
+}
+
+// List returns the scopes sorted.
+func (s Scopes) List() []string {
+	out := make([]string, 0, len(s))
+	for v := range s {
+		out = append(out, v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+type ctxKey int
+
+const (
+	claimsKey ctxKey = iota
+	tokenKey
+)
+
+// echoClaimsKey is the key under which the Echo middleware stores claims in an
+// echo.Context. It is unexported so that only this package can set it.
+const echoClaimsKey = "authmesh.authz.claims"
+
+// WithClaims returns a context carrying the verified claims and the raw token
+// they came from (the token is kept so it can be propagated to other services;
+// it is never logged by this package).
+func WithClaims(ctx context.Context, c *Claims, token string) context.Context {
+	ctx = context.WithValue(ctx, claimsKey, c)
+	return context.WithValue(ctx, tokenKey, token)
+}
+
+// ClaimsFromContext returns the verified claims stored by WithClaims or by the
+// Echo middleware (which also stores them in the request's context).
+func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
+	c, ok := ctx.Value(claimsKey).(*Claims)
+	return c, ok && c != nil
+}
+
+// TokenFromContext returns the raw bearer token stored by WithClaims.
+func TokenFromContext(ctx context.Context) (string, bool) {
+	t, ok := ctx.Value(tokenKey).(string)
+	return t, ok && t != ""
+}
+
+// ClaimsFromEcho returns the verified claims of the request being served.
+func ClaimsFromEcho(c echo.Context) (*Claims, bool) {
+	if cl, ok := c.Get(echoClaimsKey).(*Claims); ok && cl != nil {
+		return cl, true
+	}
+	return ClaimsFromContext(c.Request().Context())
+}

@@ -1,0 +1,3 @@
+module github.com/authmesh/authmesh/pkg/platform
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/authmesh/authmesh/tools/devstack
+
+go 1.26

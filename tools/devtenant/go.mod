@@ -1,0 +1,3 @@
+module github.com/authmesh/authmesh/tools/devtenant
+
+go 1.26
