@@ -1,0 +1,3 @@
+module github.com/authmesh/authmesh/tests/browser
+
+go 1.26
