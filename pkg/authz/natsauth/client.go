@@ -1,0 +1,150 @@
+package natsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+)
+
+// AsService returns a context under which outgoing messages carry a token
+// from ts (a service's own M2M identity, see ClientCredentials) instead of the
+// caller's token. Use it for work no user started, such as cancelling a
+// blocked user's orders.
+func AsService(ctx context.Context, ts TokenSource) context.Context {
+	return context.WithValue(ctx, tokenSourceKey, ts)
+}
+
+// outgoingToken picks the token a message sent under ctx carries: an explicit
+// service identity (AsService) wins over the caller's token, because choosing
+// it is a deliberate decision by the code that set it.
+func outgoingToken(ctx context.Context) (string, error) {
+	if ts, ok := ctx.Value(tokenSourceKey).(TokenSource); ok && ts != nil {
+		tok, err := ts.Token(ctx)
+		if err != nil {
+			return "", fmt.Errorf("natsauth: service token: %w", err)
+		}
+		return tok, nil
+	}
+	tok, _ := authz.TokenFromContext(ctx)
+	return tok, nil
+}
+
+// NewMsg builds a message for subj carrying, from ctx: the bearer token
+// (AsService's token source, else authz.TokenFromContext), the W3C trace
+// context (continued when ctx has one, else started) and the request id
+// (WithRequestID, else a fresh one). A context with no token yields a message
+// without Authorization, which only Public endpoints accept.
+func NewMsg(ctx context.Context, subj string, data []byte) (*nats.Msg, error) {
+	tok, err := outgoingToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(subj)
+	msg.Data = data
+	if tok != "" {
+		msg.Header.Set(HeaderAuthorization, "Bearer "+tok)
+	}
+	id, ok := RequestIDFromContext(ctx)
+	if !ok {
+		id = newUUID()
+	}
+	msg.Header.Set(HeaderRequestID, id)
+	tc := outgoingTrace(ctx)
+	msg.Header.Set(HeaderTraceparent, tc.Traceparent)
+	if tc.Tracestate != "" {
+		msg.Header.Set(HeaderTracestate, tc.Tracestate)
+	}
+	return msg, nil
+}
+
+// Request sends a request built by NewMsg and waits for the reply until ctx
+// ends (give ctx a deadline). A micro error reply is returned as a
+// *ServiceError; authz.CodeOf works on it for 401/403/503 answers.
+func Request(ctx context.Context, nc *nats.Conn, subj string, data []byte) (*nats.Msg, error) {
+	msg, err := NewMsg(ctx, subj, data)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, fmt.Errorf("natsauth: request %s: %w", subj, err)
+	}
+	if err := replyError(subj, reply); err != nil {
+		return reply, err
+	}
+	return reply, nil
+}
+
+// Publish publishes data on a JetStream subject with the headers NewMsg sets
+// and Nats-Msg-Id = msgID, so a republish within the stream's duplicate
+// window is dropped by the server (docs/conventions.md: "<type>:<entity id>").
+func Publish(ctx context.Context, js jetstream.JetStream, subj string, data []byte, msgID string) (*jetstream.PubAck, error) {
+	if msgID == "" {
+		return nil, errors.New("natsauth: publish: a message id is required for de-duplication")
+	}
+	msg, err := NewMsg(ctx, subj, data)
+	if err != nil {
+		return nil, err
+	}
+	msg.Header.Set(HeaderMsgID, msgID)
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return nil, fmt.Errorf("natsauth: publish %s: %w", subj, err)
+	}
+	return ack, nil
+}
+
+// ServiceError is an error answer from a micro endpoint.
+type ServiceError struct {
+	Subject     string
+	Code        int    // the Nats-Service-Error-Code (401, 403, 503, 500, ...)
+	Description string // the Nats-Service-Error text
+	// AuthCode is the authz failure code of a 401/403/503 from a natsauth
+	// service ("" for other errors).
+	AuthCode authz.Code
+}
+
+func (e *ServiceError) Error() string {
+	return fmt.Sprintf("natsauth: %s answered %d: %s", e.Subject, e.Code, e.Description)
+}
+
+// Unwrap exposes an authz failure as an *authz.Error, so that
+// errors.Is(err, authz.ErrInsufficientScope) and authz.CodeOf(err) work.
+func (e *ServiceError) Unwrap() error {
+	if e.AuthCode == "" {
+		return nil
+	}
+	_, desc, _ := strings.Cut(e.Description, ": ")
+	return &authz.Error{Code: e.AuthCode, Description: desc}
+}
+
+func replyError(subj string, reply *nats.Msg) error {
+	if reply.Header == nil {
+		return nil
+	}
+	codeStr := reply.Header.Get(micro.ErrorCodeHeader)
+	desc := reply.Header.Get(micro.ErrorHeader)
+	if codeStr == "" && desc == "" {
+		return nil
+	}
+	code, err := strconv.Atoi(codeStr)
+	if err != nil {
+		code = 500
+	}
+	se := &ServiceError{Subject: subj, Code: code, Description: desc}
+	prefix, _, _ := strings.Cut(desc, ": ")
+	switch ac := authz.Code(prefix); ac {
+	case authz.CodeMissingToken, authz.CodeInvalidToken, authz.CodeInsufficientScope,
+		authz.CodeKeysUnavailable, authz.CodeNoPolicy:
+		se.AuthCode = ac
+	}
+	return se
+}

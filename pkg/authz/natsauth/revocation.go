@@ -1,0 +1,258 @@
+package natsauth
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// RevocationBucket is the JetStream KV bucket of revoked subjects
+// (docs/conventions.md). The users service writes it; every validator watches it.
+const RevocationBucket = "authmesh_revocations"
+
+// revokedForever is used for an entry whose value cannot be read: failing
+// closed rejects every token of that subject until the entry is fixed.
+var revokedForever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Revocation is the value stored under RevocationKey(sub).
+type Revocation struct {
+	Subject   string    `json:"sub"`
+	RevokedAt time.Time `json:"revoked_at"` // RFC 3339 with nanoseconds, UTC
+}
+
+// RevocationKey is the bucket key of a subject: base64url without padding,
+// because subjects like "auth0|123" contain characters keys may not.
+func RevocationKey(sub string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(sub))
+}
+
+// RevocationStore writes revocations. Only the users service uses it.
+type RevocationStore struct {
+	kv jetstream.KeyValue
+}
+
+// NewRevocationStore creates (or updates) the bucket idempotently, with the
+// given number of replicas (1 in development, 3 in compose).
+func NewRevocationStore(ctx context.Context, js jetstream.JetStream, replicas int) (*RevocationStore, error) {
+	if replicas < 1 {
+		replicas = 1
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      RevocationBucket,
+		Description: "authmesh: subjects whose tokens issued before revoked_at are rejected",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsauth: revocation bucket: %w", err)
+	}
+	return &RevocationStore{kv: kv}, nil
+}
+
+// Revoke rejects, from now on and in every service, the tokens of sub issued
+// at or before at. A later revocation moves the instant forward; an earlier
+// one is a no-op, so re-blocking never resurrects tokens. Unblocking a user
+// must not call anything here: tokens issued before the block stay rejected,
+// and tokens issued after it carry a later iat and pass.
+func (s *RevocationStore) Revoke(ctx context.Context, sub string, at time.Time) error {
+	if sub == "" {
+		return errors.New("natsauth: revoke: empty subject")
+	}
+	if at.IsZero() {
+		return errors.New("natsauth: revoke: zero time")
+	}
+	key := RevocationKey(sub)
+	val, err := json.Marshal(Revocation{Subject: sub, RevokedAt: at.UTC()})
+	if err != nil {
+		return fmt.Errorf("natsauth: revoke: %w", err)
+	}
+	// Optimistic concurrency: two replicas blocking the same user at once
+	// must end with the later instant, whatever the order of writes.
+	for range 10 {
+		entry, err := s.kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if _, err = s.kv.Create(ctx, key, val); err == nil {
+				return nil
+			}
+		case err != nil:
+			return fmt.Errorf("natsauth: revoke: %w", err)
+		default:
+			var cur Revocation
+			if json.Unmarshal(entry.Value(), &cur) == nil && !cur.RevokedAt.Before(at) {
+				return nil
+			}
+			if _, err = s.kv.Update(ctx, key, val, entry.Revision()); err == nil {
+				return nil
+			}
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLastSequence(err) {
+			return fmt.Errorf("natsauth: revoke: %w", err)
+		}
+	}
+	return errors.New("natsauth: revoke: too many concurrent writers")
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// RevocationWatcher implements authz.RevocationChecker from an in-memory copy
+// of the bucket, kept current by a KV watch (initial values, then updates):
+// a lookup is a map read, and a revocation reaches every watcher within
+// milliseconds of being written.
+//
+// A service must not report ready before Ready returns nil: until the initial
+// values are loaded it would accept tokens revoked before it started.
+//
+//	w := natsauth.NewRevocationWatcher(js)
+//	go w.Run(ctx)
+//	v, _ := authz.NewValidator(keys, authz.WithRevocations(w), ...)
+//	if err := w.WaitReady(ctx); err != nil { ... }
+type RevocationWatcher struct {
+	js    jetstream.JetStream
+	retry time.Duration
+
+	mu      sync.RWMutex
+	revoked map[string]time.Time
+	err     error
+
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// NewRevocationWatcher returns a watcher; call Run to start it.
+func NewRevocationWatcher(js jetstream.JetStream) *RevocationWatcher {
+	return &RevocationWatcher{
+		js:      js,
+		retry:   time.Second,
+		revoked: make(map[string]time.Time),
+		err:     errors.New("natsauth: revocations not loaded yet"),
+		ready:   make(chan struct{}),
+	}
+}
+
+// RevokedAt implements authz.RevocationChecker.
+func (w *RevocationWatcher) RevokedAt(sub string) (time.Time, bool) {
+	w.mu.RLock()
+	t, ok := w.revoked[sub]
+	w.mu.RUnlock()
+	return t, ok
+}
+
+// Ready returns nil once the initial values have been loaded.
+func (w *RevocationWatcher) Ready() error {
+	select {
+	case <-w.ready:
+		return nil
+	default:
+		w.mu.RLock()
+		defer w.mu.RUnlock()
+		return w.err
+	}
+}
+
+// WaitReady blocks until Ready would return nil or ctx ends.
+func (w *RevocationWatcher) WaitReady(ctx context.Context) error {
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w (%w)", ctx.Err(), w.Ready())
+	}
+}
+
+// Run watches the bucket until ctx ends. It waits for the bucket to exist
+// (the users service creates it) and re-establishes the watch if it closes,
+// keeping the last known revocations meanwhile (failing closed).
+func (w *RevocationWatcher) Run(ctx context.Context) error {
+	for {
+		err := w.watchOnce(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		select {
+		case <-w.ready:
+		default:
+			w.mu.Lock()
+			w.err = fmt.Errorf("natsauth: revocations not loaded: %w", err)
+			w.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(w.retry):
+		}
+	}
+}
+
+func (w *RevocationWatcher) watchOnce(ctx context.Context) error {
+	kv, err := w.js.KeyValue(ctx, RevocationBucket)
+	if err != nil {
+		return err
+	}
+	watcher, err := kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = watcher.Stop() }()
+
+	// During the initial replay, collect a fresh snapshot so that keys deleted
+	// while a previous watch was down disappear, but keep serving (and
+	// updating) the old map until the snapshot is complete.
+	snapshot := make(map[string]time.Time)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case entry, ok := <-watcher.Updates():
+			if !ok {
+				return errors.New("natsauth: revocation watch closed")
+			}
+			if entry == nil {
+				w.mu.Lock()
+				w.revoked = snapshot
+				w.err = nil
+				w.mu.Unlock()
+				snapshot = nil
+				w.readyOnce.Do(func() { close(w.ready) })
+				continue
+			}
+			w.apply(entry, snapshot)
+		}
+	}
+}
+
+func (w *RevocationWatcher) apply(entry jetstream.KeyValueEntry, snapshot map[string]time.Time) {
+	raw, err := base64.RawURLEncoding.DecodeString(entry.Key())
+	if err != nil || len(raw) == 0 {
+		return // not a key this package writes; it cannot match any subject
+	}
+	sub := string(raw)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if entry.Operation() != jetstream.KeyValuePut {
+		delete(w.revoked, sub)
+		if snapshot != nil {
+			delete(snapshot, sub)
+		}
+		return
+	}
+	at := revokedForever
+	var r Revocation
+	if json.Unmarshal(entry.Value(), &r) == nil && r.Subject == sub && !r.RevokedAt.IsZero() {
+		at = r.RevokedAt
+	}
+	w.revoked[sub] = at
+	if snapshot != nil {
+		snapshot[sub] = at
+	}
+}
