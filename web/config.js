@@ -1,0 +1,26 @@
+// Where the SPA finds its tenant and the services. The defaults are the local
+// stack (`make run` or `docker compose up`). For a real Auth0 tenant, set
+// issuer to "https://YOUR_TENANT.eu.auth0.com/", tenantLogout to true, register
+// this page's origin as the Application's Allowed Callback URL, Allowed Logout
+// URL and Allowed Web Origin, and point services at wherever they run.
+export const config = Object.freeze({
+  // Exactly the `iss` of the tokens (with Auth0's trailing slash); /authorize,
+  // /oauth/token and /v2/logout are resolved against it.
+  issuer: "http://localhost:8400/",
+  clientId: "authmesh-web",
+  audience: "https://api.authmesh.dev",
+  // offline_access asks for a refresh token; the tenant rotates it on each use.
+  scope: "openid profile email offline_access",
+  // The page itself is the callback; it must be registered with the client.
+  redirectUri: `${window.location.origin}/`,
+  // true: logging out also ends the tenant's login session via /v2/logout
+  // (Auth0 keeps one; the local devtenant form does not need it).
+  tenantLogout: false,
+  services: Object.freeze({
+    users: "http://localhost:8401",
+    orders: "http://localhost:8402",
+    billing: "http://localhost:8403",
+  }),
+  // Refresh this many seconds before the access token expires.
+  refreshLeewaySeconds: 60,
+});
