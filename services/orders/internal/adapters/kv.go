@@ -1,0 +1,306 @@
+// Package adapters implements the app's interfaces on JetStream KV and
+// streams, and on the users and billing services over NATS.
+package adapters
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/services/orders/internal/app"
+	"github.com/authmesh/authmesh/services/orders/internal/domain"
+)
+
+// Bucket names (docs/conventions.md).
+const (
+	OrdersBucket      = "orders"
+	IdempotencyBucket = "orders_idempotency"
+)
+
+// IdempotencyTTL is how long an Idempotency-Key is remembered.
+const IdempotencyTTL = 24 * time.Hour
+
+// EnsureBuckets creates or updates the service's buckets (idempotent).
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (orders, idem jetstream.KeyValue, err error) {
+	if replicas < 1 {
+		replicas = 1
+	}
+	orders, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: OrdersBucket, Description: "orders by user, and the event outbox",
+		History: 5, Replicas: replicas, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bucket %s: %w", OrdersBucket, err)
+	}
+	idem, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: IdempotencyBucket, Description: "Idempotency-Key reservations per user",
+		TTL: IdempotencyTTL, Replicas: replicas, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bucket %s: %w", IdempotencyBucket, err)
+	}
+	return orders, idem, nil
+}
+
+// Key layout of the orders bucket:
+//
+//	u.<base64url(user id)>.<order id>   the order (one user's orders are one filter)
+//	outbox.<order id>.<event id>        an event still owed to ORDERS_EVENTS
+//
+// Looking an order up by id alone uses the filter u.*.<order id>, which the
+// server answers from its subject index, so there is one record per order and
+// no second index to keep consistent.
+const (
+	userPrefix   = "u."
+	outboxPrefix = "outbox."
+)
+
+// idPattern is what this service issues as ids; anything else cannot name an
+// order (and could otherwise smuggle a wildcard into a key filter).
+var idPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// ValidID reports whether id has the shape of an order id.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+func userToken(userID string) string { return base64.RawURLEncoding.EncodeToString([]byte(userID)) }
+
+func orderKey(userID, id string) string { return userPrefix + userToken(userID) + "." + id }
+
+// OrderStore implements app.Orders and app.Outbox on the orders bucket.
+type OrderStore struct {
+	kv jetstream.KeyValue
+}
+
+var (
+	_ app.Orders = (*OrderStore)(nil)
+	_ app.Outbox = (*OrderStore)(nil)
+)
+
+// NewOrderStore wraps the orders bucket.
+func NewOrderStore(kv jetstream.KeyValue) *OrderStore { return &OrderStore{kv: kv} }
+
+// Create implements app.Orders.
+func (s *OrderStore) Create(ctx context.Context, o domain.Order) (uint64, error) {
+	if !ValidID(o.ID) || o.UserID == "" {
+		return 0, fmt.Errorf("create order: bad id or user: %w", domain.ErrValidation)
+	}
+	b, err := json.Marshal(toRecord(o))
+	if err != nil {
+		return 0, fmt.Errorf("encode order: %w", err)
+	}
+	rev, err := s.kv.Create(ctx, orderKey(o.UserID, o.ID), b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("order %s exists: %w", o.ID, domain.ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store order: %w", err)
+	}
+	return rev, nil
+}
+
+// Get implements app.Orders.
+func (s *OrderStore) Get(ctx context.Context, id string) (domain.Order, uint64, error) {
+	if !ValidID(id) {
+		return domain.Order{}, 0, fmt.Errorf("order %q: %w", id, domain.ErrNotFound)
+	}
+	keys, err := s.keys(ctx, userPrefix+"*."+id)
+	if err != nil {
+		return domain.Order{}, 0, err
+	}
+	if len(keys) == 0 {
+		return domain.Order{}, 0, fmt.Errorf("order %s: %w", id, domain.ErrNotFound)
+	}
+	return s.getKey(ctx, keys[0])
+}
+
+func (s *OrderStore) getKey(ctx context.Context, key string) (domain.Order, uint64, error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return domain.Order{}, 0, fmt.Errorf("order key %s: %w", key, domain.ErrNotFound)
+	}
+	if err != nil {
+		return domain.Order{}, 0, fmt.Errorf("read order: %w", err)
+	}
+	var r orderRecord
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return domain.Order{}, 0, fmt.Errorf("decode order %s: %w", key, err)
+	}
+	return r.toDomain(), e.Revision(), nil
+}
+
+// Update implements app.Orders with a compare-and-set on rev.
+func (s *OrderStore) Update(ctx context.Context, o domain.Order, rev uint64) (uint64, error) {
+	b, err := json.Marshal(toRecord(o))
+	if err != nil {
+		return 0, fmt.Errorf("encode order: %w", err)
+	}
+	nrev, err := s.kv.Update(ctx, orderKey(o.UserID, o.ID), b, rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("order %s changed concurrently: %w", o.ID, domain.ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("update order: %w", err)
+	}
+	return nrev, nil
+}
+
+// ListByUser implements app.Orders; only the user's keys are read.
+func (s *OrderStore) ListByUser(ctx context.Context, userID string) ([]domain.Order, error) {
+	keys, err := s.keys(ctx, userPrefix+userToken(userID)+".*")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]domain.Order, 0, len(keys))
+	for _, k := range keys {
+		o, _, err := s.getKey(ctx, k)
+		if errors.Is(err, domain.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	sortOrders(out)
+	return out, nil
+}
+
+func (s *OrderStore) keys(ctx context.Context, filter string) ([]string, error) {
+	l, err := s.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	defer func() { _ = l.Stop() }()
+	seen := map[string]bool{}
+	var keys []string
+	for k := range l.Keys() {
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
+
+func outboxKey(e app.PendingEvent) string { return outboxPrefix + e.OrderID + "." + e.EventID }
+
+// Add implements app.Outbox.
+func (s *OrderStore) Add(ctx context.Context, e app.PendingEvent) error {
+	b, err := json.Marshal(pendingRecord{
+		EventID: e.EventID, Type: string(e.Type), OrderID: e.OrderID, UserID: e.UserID,
+		Reason: e.Reason, OccurredAt: e.OccurredAt,
+	})
+	if err != nil {
+		return fmt.Errorf("encode outbox entry: %w", err)
+	}
+	if _, err := s.kv.Put(ctx, outboxKey(e), b); err != nil {
+		return fmt.Errorf("store outbox entry: %w", err)
+	}
+	return nil
+}
+
+// Remove implements app.Outbox. Purge (not Delete) so that no history of
+// delivered entries piles up.
+func (s *OrderStore) Remove(ctx context.Context, e app.PendingEvent) error {
+	if err := s.kv.Purge(ctx, outboxKey(e)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("remove outbox entry: %w", err)
+	}
+	return nil
+}
+
+// List implements app.Outbox.
+func (s *OrderStore) List(ctx context.Context) ([]app.PendingEvent, error) {
+	keys, err := s.keys(ctx, outboxPrefix+">")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]app.PendingEvent, 0, len(keys))
+	for _, k := range keys {
+		e, err := s.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read outbox entry: %w", err)
+		}
+		var r pendingRecord
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			return nil, fmt.Errorf("decode outbox entry %s: %w", k, err)
+		}
+		out = append(out, app.PendingEvent{
+			EventID: r.EventID, Type: app.EventType(r.Type), OrderID: r.OrderID, UserID: r.UserID,
+			Reason: r.Reason, OccurredAt: r.OccurredAt,
+		})
+	}
+	return out, nil
+}
+
+// IdempotencyStore implements app.Idempotency on the orders_idempotency bucket.
+type IdempotencyStore struct {
+	kv jetstream.KeyValue
+}
+
+var _ app.Idempotency = (*IdempotencyStore)(nil)
+
+// NewIdempotencyStore wraps the orders_idempotency bucket.
+func NewIdempotencyStore(kv jetstream.KeyValue) *IdempotencyStore { return &IdempotencyStore{kv: kv} }
+
+// The client's key is hashed: it may hold any characters, KV keys may not.
+func idemKey(userID, key string) string {
+	return userToken(userID) + "." + hashHex(key)
+}
+
+// Reserve implements app.Idempotency with a KV create, which exactly one of
+// several concurrent callers wins.
+func (s *IdempotencyStore) Reserve(ctx context.Context, userID, key string, rec app.IdempotencyRecord) (app.IdempotencyRecord, bool, error) {
+	b, err := json.Marshal(idemRecord{RequestHash: rec.RequestHash, OrderID: rec.OrderID, CreatedAt: rec.CreatedAt})
+	if err != nil {
+		return app.IdempotencyRecord{}, false, fmt.Errorf("encode idempotency record: %w", err)
+	}
+	k := idemKey(userID, key)
+	for range 3 {
+		_, err = s.kv.Create(ctx, k, b)
+		if err == nil {
+			return rec, true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return app.IdempotencyRecord{}, false, fmt.Errorf("reserve idempotency key: %w", err)
+		}
+		existing, gerr := s.Get(ctx, userID, key)
+		if errors.Is(gerr, domain.ErrNotFound) {
+			continue // released between our create and get
+		}
+		return existing, false, gerr
+	}
+	return app.IdempotencyRecord{}, false, fmt.Errorf("idempotency key contended: %w", domain.ErrConflict)
+}
+
+// Get implements app.Idempotency.
+func (s *IdempotencyStore) Get(ctx context.Context, userID, key string) (app.IdempotencyRecord, error) {
+	e, err := s.kv.Get(ctx, idemKey(userID, key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return app.IdempotencyRecord{}, fmt.Errorf("idempotency key: %w", domain.ErrNotFound)
+	}
+	if err != nil {
+		return app.IdempotencyRecord{}, fmt.Errorf("read idempotency key: %w", err)
+	}
+	var r idemRecord
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return app.IdempotencyRecord{}, fmt.Errorf("decode idempotency record: %w", err)
+	}
+	return app.IdempotencyRecord{RequestHash: r.RequestHash, OrderID: r.OrderID, CreatedAt: r.CreatedAt}, nil
+}
+
+// Release implements app.Idempotency.
+func (s *IdempotencyStore) Release(ctx context.Context, userID, key string) error {
+	if err := s.kv.Delete(ctx, idemKey(userID, key)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("release idempotency key: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,228 @@
+package adapters
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/services/orders/internal/app"
+	"github.com/authmesh/authmesh/services/orders/internal/domain"
+)
+
+// Streams and subjects (docs/conventions.md).
+const (
+	EventsStream     = "ORDERS_EVENTS"
+	EventsSubjects   = "orders.events.>"
+	DLQStream        = "ORDERS_DLQ"
+	DLQSubjects      = "dlq.orders.>"
+	SubjectCreated   = "orders.events.created"
+	SubjectCancelled = "orders.events.cancelled"
+
+	ProfileSubject = "authmesh.users.profile"
+	VoidSubject    = "authmesh.billing.orders.void"
+)
+
+// EnsureStreams creates or updates ORDERS_EVENTS and ORDERS_DLQ (idempotent).
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	if replicas < 1 {
+		replicas = 1
+	}
+	for _, cfg := range []jetstream.StreamConfig{
+		{Name: EventsStream, Subjects: []string{EventsSubjects}, Replicas: replicas, Storage: jetstream.FileStorage,
+			// The window in which a republished Nats-Msg-Id is dropped; later
+			// duplicates reach consumers, which are idempotent.
+			Duplicates: 2 * time.Minute, MaxAge: 30 * 24 * time.Hour},
+		{Name: DLQStream, Subjects: []string{DLQSubjects}, Replicas: replicas, Storage: jetstream.FileStorage,
+			MaxAge: 30 * 24 * time.Hour},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// Event envelope (docs/conventions.md "Events").
+type envelope struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	Actor      string    `json:"actor"`
+	UserID     string    `json:"user_id"`
+	OccurredAt time.Time `json:"occurred_at"`
+	Data       any       `json:"data"`
+}
+
+type createdData struct {
+	OrderID    string       `json:"order_id"`
+	TotalCents int64        `json:"total_cents"`
+	Currency   string       `json:"currency"`
+	Items      []lineRecord `json:"items"`
+}
+
+type cancelledData struct {
+	OrderID string `json:"order_id"`
+	Reason  string `json:"reason"`
+}
+
+// EventPublisher implements app.Publisher on ORDERS_EVENTS.
+type EventPublisher struct {
+	js jetstream.JetStream
+}
+
+var _ app.Publisher = (*EventPublisher)(nil)
+
+// NewEventPublisher returns a publisher on js.
+func NewEventPublisher(js jetstream.JetStream) *EventPublisher { return &EventPublisher{js: js} }
+
+// Publish implements app.Publisher: the token of ctx goes in Authorization and
+// Nats-Msg-Id is "<type>:<order id>".
+func (p *EventPublisher) Publish(ctx context.Context, e app.Event) error {
+	env := envelope{ID: e.ID, Type: string(e.Type), Actor: e.Actor, UserID: e.UserID, OccurredAt: e.OccurredAt.UTC()}
+	var subj string
+	switch e.Type {
+	case app.EventOrderCreated:
+		subj = SubjectCreated
+		env.Data = createdData{OrderID: e.Order.ID, TotalCents: e.Order.TotalCents, Currency: e.Order.Currency, Items: toLineRecords(e.Order.Items)}
+	case app.EventOrderCancelled:
+		subj = SubjectCancelled
+		env.Data = cancelledData{OrderID: e.Order.ID, Reason: e.Reason}
+	default:
+		return fmt.Errorf("publish: unknown event type %q", e.Type)
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	if _, err := natsauth.Publish(ctx, p.js, subj, b, string(e.Type)+":"+e.Order.ID); err != nil {
+		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// RequestTimeout bounds calls to other services when ctx has no deadline.
+const RequestTimeout = 5 * time.Second
+
+func request(ctx context.Context, nc *nats.Conn, subj string, data []byte) (*nats.Msg, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, RequestTimeout)
+		defer cancel()
+	}
+	return natsauth.Request(ctx, nc, subj, data)
+}
+
+// mapServiceError turns a peer's answer into a domain error. A 403 from a peer
+// means the caller's token lacks what the peer needs: the caller is refused.
+func mapServiceError(what string, err error) error {
+	var se *natsauth.ServiceError
+	if errors.As(err, &se) {
+		switch se.Code {
+		case http.StatusConflict:
+			return fmt.Errorf("%s: %s: %w", what, se.Description, domain.ErrConflict)
+		case http.StatusForbidden:
+			return fmt.Errorf("%s: %w", what, domain.ErrForbidden)
+		case http.StatusNotFound:
+			return fmt.Errorf("%s: %w", what, domain.ErrNotFound)
+		}
+	}
+	return fmt.Errorf("%s: %w: %w", what, domain.ErrUnavailable, err)
+}
+
+// ProfileClient implements app.Profiles over authmesh.users.profile.
+type ProfileClient struct {
+	nc *nats.Conn
+}
+
+var _ app.Profiles = (*ProfileClient)(nil)
+
+// NewProfileClient returns a client on nc.
+func NewProfileClient(nc *nats.Conn) *ProfileClient { return &ProfileClient{nc: nc} }
+
+type profileReply struct {
+	UserID          string         `json:"user_id"`
+	ShippingAddress *addressRecord `json:"shipping_address"`
+}
+
+// ShippingAddress implements app.Profiles with the caller's token from ctx.
+func (c *ProfileClient) ShippingAddress(ctx context.Context) (*domain.Address, error) {
+	reply, err := request(ctx, c.nc, ProfileSubject, nil)
+	if err != nil {
+		return nil, mapServiceError("users profile", err)
+	}
+	var p profileReply
+	if err := json.Unmarshal(reply.Data, &p); err != nil {
+		return nil, fmt.Errorf("users profile: bad reply: %w: %w", domain.ErrUnavailable, err)
+	}
+	if cl, ok := claimsSubject(ctx); ok && p.UserID != "" && p.UserID != cl {
+		// Never ship one user's order to another user's address.
+		return nil, fmt.Errorf("users profile answered for another user: %w", domain.ErrUnavailable)
+	}
+	if p.ShippingAddress == nil {
+		return nil, nil
+	}
+	a := p.ShippingAddress
+	return &domain.Address{Line1: a.Line1, City: a.City, PostalCode: a.PostalCode, Country: a.Country}, nil
+}
+
+// BillingClient implements app.Billing over authmesh.billing.orders.void.
+type BillingClient struct {
+	nc *nats.Conn
+}
+
+var _ app.Billing = (*BillingClient)(nil)
+
+// NewBillingClient returns a client on nc.
+func NewBillingClient(nc *nats.Conn) *BillingClient { return &BillingClient{nc: nc} }
+
+// VoidOrder implements app.Billing with the token of ctx (the caller's, or
+// the service's under natsauth.AsService).
+func (c *BillingClient) VoidOrder(ctx context.Context, orderID string) error {
+	b, _ := json.Marshal(map[string]string{"order_id": orderID})
+	if _, err := request(ctx, c.nc, VoidSubject, b); err != nil {
+		return mapServiceError("billing void", err)
+	}
+	return nil
+}
+
+// ServiceIdentity implements app.ServiceIdentity with a client-credentials
+// token source.
+type ServiceIdentity struct {
+	ts      natsauth.TokenSource
+	subject string
+}
+
+var _ app.ServiceIdentity = (*ServiceIdentity)(nil)
+
+// NewServiceIdentity returns the identity of M2M client clientID, whose tokens
+// have sub "<client id>@clients" (Auth0's convention).
+func NewServiceIdentity(ts natsauth.TokenSource, clientID string) *ServiceIdentity {
+	return &ServiceIdentity{ts: ts, subject: clientID + "@clients"}
+}
+
+// Context implements app.ServiceIdentity. The token is fetched up front so a
+// tenant outage surfaces here, before any state changes.
+func (s *ServiceIdentity) Context(ctx context.Context) (context.Context, error) {
+	if _, err := s.ts.Token(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
+	}
+	return natsauth.AsService(ctx, s.ts), nil
+}
+
+// Subject implements app.ServiceIdentity.
+func (s *ServiceIdentity) Subject() string { return s.subject }
+
+func claimsSubject(ctx context.Context) (string, bool) {
+	c, ok := authz.ClaimsFromContext(ctx)
+	if !ok {
+		return "", false
+	}
+	return c.Subject, true
+}

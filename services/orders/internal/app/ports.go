@@ -1,0 +1,118 @@
+// Package app holds the orders use cases and declares the interfaces they need
+// from adapters (storage, messaging, the users and billing services).
+package app
+
+import (
+	"context"
+	"time"
+
+	"github.com/authmesh/authmesh/services/orders/internal/domain"
+)
+
+// Orders stores orders with optimistic concurrency. Every update names the
+// revision it read; a mismatch is reported as domain.ErrConflict.
+type Orders interface {
+	// Create stores a new order; an existing id is domain.ErrConflict.
+	Create(ctx context.Context, o domain.Order) (rev uint64, err error)
+	// Get returns the order and its revision, or domain.ErrNotFound.
+	Get(ctx context.Context, id string) (domain.Order, uint64, error)
+	// Update replaces the order if its stored revision is still rev.
+	Update(ctx context.Context, o domain.Order, rev uint64) (uint64, error)
+	// ListByUser returns one user's orders, oldest first, without scanning
+	// other users' orders.
+	ListByUser(ctx context.Context, userID string) ([]domain.Order, error)
+}
+
+// EventType names an event of ORDERS_EVENTS.
+type EventType string
+
+// Event types published by this service.
+const (
+	EventOrderCreated   EventType = "order.created"
+	EventOrderCancelled EventType = "order.cancelled"
+)
+
+// PendingEvent is an outbox entry: an event that must reach ORDERS_EVENTS.
+// It is written before the state change it announces, so a crash between the
+// change and the publish leaves it behind for the relay.
+type PendingEvent struct {
+	EventID    string
+	Type       EventType
+	OrderID    string
+	UserID     string
+	Reason     string // order.cancelled only
+	OccurredAt time.Time
+}
+
+// Outbox keeps pending events until they are published.
+type Outbox interface {
+	Add(ctx context.Context, e PendingEvent) error
+	// Remove deletes the entry; a missing entry is not an error.
+	Remove(ctx context.Context, e PendingEvent) error
+	// List returns every pending entry.
+	List(ctx context.Context) ([]PendingEvent, error)
+}
+
+// Event is what is published. Actor must be the subject of the token the
+// publisher sends with it (the context's token).
+type Event struct {
+	ID         string
+	Type       EventType
+	Actor      string
+	UserID     string
+	OccurredAt time.Time
+	Order      domain.Order
+	Reason     string
+}
+
+// Publisher publishes events on ORDERS_EVENTS with the token carried by ctx,
+// de-duplicated by "<type>:<order id>".
+type Publisher interface {
+	Publish(ctx context.Context, e Event) error
+}
+
+// IdempotencyRecord binds an Idempotency-Key to the request it first came with.
+type IdempotencyRecord struct {
+	RequestHash string
+	OrderID     string
+	CreatedAt   time.Time
+}
+
+// Idempotency stores Idempotency-Key reservations per user.
+type Idempotency interface {
+	// Reserve atomically claims (userID, key). When the key is already
+	// claimed it returns the existing record and reserved=false.
+	Reserve(ctx context.Context, userID, key string, rec IdempotencyRecord) (existing IdempotencyRecord, reserved bool, err error)
+	// Get returns the record, or domain.ErrNotFound.
+	Get(ctx context.Context, userID, key string) (IdempotencyRecord, error)
+	// Release removes a reservation whose order was never stored.
+	Release(ctx context.Context, userID, key string) error
+}
+
+// Profiles asks the users service for the caller's profile, with the token
+// carried by ctx.
+type Profiles interface {
+	// ShippingAddress returns the caller's address, nil when none is set.
+	ShippingAddress(ctx context.Context) (*domain.Address, error)
+}
+
+// Billing asks the billing service to void an order's invoice, with the token
+// carried by ctx. domain.ErrConflict means the invoice is already paid.
+type Billing interface {
+	VoidOrder(ctx context.Context, orderID string) error
+}
+
+// ServiceIdentity yields a context carrying the service's own M2M token, for
+// work no user started (relaying the outbox, cancelling a blocked user's
+// orders). Subject is that token's sub ("<client_id>@clients").
+type ServiceIdentity interface {
+	Context(ctx context.Context) (context.Context, error)
+	Subject() string
+}
+
+// Caller is who a use case acts for, derived from verified claims by a port.
+type Caller struct {
+	Subject string
+	// ReadAll: the caller may read any user's orders (read:all-orders).
+	ReadAll bool
+}
