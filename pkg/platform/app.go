@@ -1,0 +1,317 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+)
+
+// Options tune an App; every field has a default.
+type Options struct {
+	// Logger defaults to JSON on stdout at the configured level.
+	Logger *slog.Logger
+	// Registry is the app's own Prometheus registry (default: a new one with
+	// the Go and process collectors).
+	Registry *prometheus.Registry
+	// Errors maps the service's domain sentinels to HTTP answers.
+	Errors []ErrorMapping
+	// BodyLimit bounds request bodies (default "64K"; Echo's size syntax).
+	BodyLimit string
+	// Listener, when set, is served instead of listening on Config.HTTPAddr
+	// (tests pass 127.0.0.1:0).
+	Listener net.Listener
+	// ShutdownTimeout bounds graceful shutdown (default 5 s, split between
+	// in-flight HTTP requests and draining NATS).
+	ShutdownTimeout time.Duration
+	// HTTPClient is used for the JWKS and token endpoints (default: 5 s timeout).
+	HTTPClient *http.Client
+}
+
+// ReadyCheck reports nil when a dependency is ready.
+type ReadyCheck func(ctx context.Context) error
+
+// App is one running service: configuration, logger, metrics, Echo, NATS and
+// the authz pieces. Build it with New, add routes, checks and background
+// tasks, then call Run.
+type App struct {
+	Config    Config
+	Logger    *slog.Logger
+	Registry  *prometheus.Registry
+	Echo      *echo.Echo
+	NATS      *nats.Conn
+	JetStream jetstream.JetStream
+	Keys      *authz.KeyProvider
+	Validator *authz.Validator
+	// Tokens is the service's own M2M token (client credentials), for work no
+	// user started.
+	Tokens natsauth.TokenSource
+	// Revocations is the watcher of the revocation bucket the validator consults.
+	Revocations *natsauth.RevocationWatcher
+	// Routes holds every route's policy (authz's registry).
+	Routes *authz.Registry
+	// AuthzMetrics records authorization decisions; pass it to natsauth's
+	// endpoint and consumer wrappers too.
+	AuthzMetrics *authz.Metrics
+
+	opts        Options
+	httpMetrics *httpMetrics
+
+	mu       sync.Mutex
+	checks   []namedCheck
+	tasks    []namedTask
+
+	ctx      context.Context // lives until shutdown; background work hangs off it
+	cancel   context.CancelFunc
+	draining atomic.Bool
+	addr     atomic.Value // net.Addr once serving
+	ran      atomic.Bool
+}
+
+type namedCheck struct {
+	name string
+	fn   ReadyCheck
+}
+
+type namedTask struct {
+	name string
+	fn   func(ctx context.Context) error
+}
+
+// New connects what a service needs and returns the App. It does not wait for
+// NATS or the signing keys: both are retried in the background and /readyz
+// reports 503 until they are there, so a service starts in any order.
+func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
+	if cfg.Service == "" {
+		return nil, errors.New("platform: config has no service name; use LoadConfig")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	}
+	opts.Logger = opts.Logger.With(slog.String("service", cfg.Service))
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if opts.BodyLimit == "" {
+		opts.BodyLimit = "64K"
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 5 * time.Second
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 5 * time.Second}
+	}
+
+	a := &App{
+		Config:   cfg,
+		Logger:   opts.Logger,
+		Registry: opts.Registry,
+		opts:     opts,
+		Routes:   authz.NewRegistry(),
+	}
+	a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+
+	hm, err := newHTTPMetrics(a.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("platform: metrics: %w", err)
+	}
+	a.httpMetrics = hm
+	if err := a.connectNATS(); err != nil {
+		a.cancel()
+		return nil, err
+	}
+	if err := a.wireAuthz(); err != nil {
+		a.cancel()
+		a.NATS.Close()
+		return nil, err
+	}
+	a.Echo = a.newEcho()
+	a.mountOps()
+	return a, nil
+}
+
+// Context is cancelled when the app shuts down; background work started
+// outside Go should hang off it.
+func (a *App) Context() context.Context { return a.ctx }
+
+// Route adds an HTTP route with its policy (declared in a.Routes, which
+// authz's middleware enforces). A route whose policy is the zero
+// authz.Policy makes Run refuse to start.
+func (a *App) Route(method, path string, policy authz.Policy, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) *echo.Route {
+	return authz.Handle(a.Echo, a.Routes, method, path, h, policy, mw...)
+}
+
+// AddReadyCheck adds a dependency /readyz waits for (a bucket, a consumer).
+func (a *App) AddReadyCheck(name string, fn ReadyCheck) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.checks = append(a.checks, namedCheck{name, fn})
+}
+
+// Go runs fn in the background from Run until shutdown (its context is
+// cancelled after in-flight HTTP requests finished, before NATS drains). An
+// error other than the context's ends the app with that error.
+func (a *App) Go(name string, fn func(ctx context.Context) error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tasks = append(a.tasks, namedTask{name, fn})
+}
+
+// Addr is the address being served (nil before Run listens).
+func (a *App) Addr() net.Addr {
+	v, _ := a.addr.Load().(net.Addr)
+	return v
+}
+
+// checkRoutes refuses routes without a declared policy, including ones
+// added directly to a.Echo.
+func (a *App) checkRoutes() error {
+	if err := a.Routes.Check(a.Echo.Routes()); err != nil {
+		return fmt.Errorf("platform: refusing to start: %w", err)
+	}
+	return nil
+}
+
+func (a *App) checkReady(ctx context.Context) (map[string]string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	a.mu.Lock()
+	checks := append([]namedCheck{
+		{"nats", func(context.Context) error {
+			if !a.NATS.IsConnected() {
+				return errors.New("not connected")
+			}
+			return nil
+		}},
+		{"keys", func(context.Context) error { return a.Keys.Ready() }},
+		{"revocations", func(context.Context) error { return a.Revocations.Ready() }},
+	}, a.checks...)
+	a.mu.Unlock()
+	out := make(map[string]string, len(checks))
+	ok := true
+	if a.draining.Load() {
+		out["shutdown"] = "in progress"
+		ok = false
+	}
+	for _, c := range checks {
+		if err := c.fn(ctx); err != nil {
+			out[c.name] = err.Error()
+			ok = false
+		} else {
+			out[c.name] = "ok"
+		}
+	}
+	return out, ok
+}
+
+// Ready reports whether every readiness check passes (what /readyz answers).
+func (a *App) Ready(ctx context.Context) bool {
+	_, ok := a.checkReady(ctx)
+	return ok
+}
+
+func (a *App) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{Registry: a.Registry})
+}
+
+// Run serves until ctx ends (SIGINT/SIGTERM in Main) or a background task
+// fails, then shuts down gracefully: /readyz turns 503, the listener stops
+// accepting, in-flight requests finish, background tasks stop, NATS drains.
+func (a *App) Run(ctx context.Context) error {
+	if !a.ran.CompareAndSwap(false, true) {
+		return errors.New("platform: Run called twice")
+	}
+	defer a.cancel()
+	if err := a.checkRoutes(); err != nil {
+		a.NATS.Close()
+		return err
+	}
+	ln := a.opts.Listener
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", a.Config.HTTPAddr)
+		if err != nil {
+			a.NATS.Close()
+			return fmt.Errorf("platform: listen %s: %w", a.Config.HTTPAddr, err)
+		}
+	}
+	a.addr.Store(ln.Addr())
+	srv := &http.Server{
+		Handler:           a.Echo,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn),
+	}
+
+	taskCtx, stopTasks := context.WithCancel(a.ctx)
+	defer stopTasks()
+	fail := make(chan error, 1+len(a.tasks))
+	var wg sync.WaitGroup
+	a.mu.Lock()
+	tasks := slices.Clone(a.tasks)
+	a.mu.Unlock()
+	for _, t := range tasks {
+		wg.Go(func() {
+			err := t.fn(taskCtx)
+			if err != nil && taskCtx.Err() == nil {
+				fail <- fmt.Errorf("%s: %w", t.name, err)
+			}
+		})
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fail <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	a.Logger.Info("started", slog.String("addr", ln.Addr().String()), slog.String("config", a.Config.String()))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		a.Logger.Info("shutting down", slog.String("cause", context.Cause(ctx).Error()))
+	case runErr = <-fail:
+		a.Logger.Error("shutting down after a failure", slog.String("error", runErr.Error()))
+	}
+
+	a.draining.Store(true)
+	deadline := time.Now().Add(a.opts.ShutdownTimeout)
+	httpCtx, cancel := context.WithDeadline(context.Background(), deadline.Add(-a.opts.ShutdownTimeout/3))
+	if err := srv.Shutdown(httpCtx); err != nil {
+		a.Logger.Warn("in-flight requests cut short", slog.String("error", err.Error()))
+		_ = srv.Close()
+	}
+	cancel()
+	stopTasks()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Until(deadline) / 2):
+		a.Logger.Warn("background tasks still running at shutdown")
+	}
+	a.cancel()
+	a.drainNATS(time.Until(deadline))
+	a.Logger.Info("stopped")
+	return runErr
+}

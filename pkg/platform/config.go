@@ -1,0 +1,193 @@
+package platform
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Local defaults of the contract (docs/conventions.md).
+const (
+	DefaultIssuer   = "http://localhost:8400/"
+	DefaultAudience = "https://api.authmesh.dev"
+	DefaultNATSURL  = "nats://localhost:4222"
+	DefaultCORS     = "http://localhost:8404"
+)
+
+// defaultPorts are the contract's host ports of the services.
+var defaultPorts = map[string]string{
+	"users":   ":8401",
+	"orders":  ":8402",
+	"billing": ":8403",
+}
+
+// Auth0 is the identity-provider part of the configuration, shared by every
+// service (Auth0's own, unprefixed variable names).
+type Auth0 struct {
+	Domain   string // AUTH0_DOMAIN; empty for the local tenant
+	Audience string // AUTH0_AUDIENCE
+	Issuer   string // AUTH0_ISSUER, compared exactly
+	JWKSURL  string // AUTH0_JWKS_URL: where keys are fetched (may differ from the issuer's host)
+	TokenURL string // AUTH0_TOKEN_URL: client-credentials endpoint
+
+	// ManagementURL and ManagementAudience come from <P>MGMT_URL and
+	// <P>MGMT_AUDIENCE (only the users service reads them).
+	ManagementURL      string
+	ManagementAudience string
+}
+
+// Config is a service's configuration, read from the environment by LoadConfig.
+type Config struct {
+	Service string // "users", "orders", "billing"
+	Prefix  string // "BILLING_"
+
+	HTTPAddr     string
+	NATSURL      string // comma-separated server URLs
+	NATSUser     string
+	NATSPassword string
+	NATSReplicas int
+
+	ClientID     string
+	ClientSecret string
+	CORSOrigins  []string
+	LogLevel     slog.Level
+
+	Auth0 Auth0
+
+	getenv func(string) string
+}
+
+// Getenv returns the service-prefixed variable name (e.g. "MGMT_URL" reads
+// USERS_MGMT_URL), so service-specific settings follow the same convention.
+func (c Config) Getenv(name string) string {
+	if c.getenv == nil {
+		return ""
+	}
+	return c.getenv(c.Prefix + name)
+}
+
+// String renders the configuration without secrets, for the start-up log.
+func (c Config) String() string {
+	return fmt.Sprintf("service=%s http=%s nats=%s nats_user=%s replicas=%d client_id=%s issuer=%s audience=%s jwks=%s",
+		c.Service, c.HTTPAddr, c.NATSURL, c.NATSUser, c.NATSReplicas, c.ClientID, c.Auth0.Issuer, c.Auth0.Audience, c.Auth0.JWKSURL)
+}
+
+// LoadConfig reads the configuration of service ("users", "orders" or
+// "billing"; the prefix is its upper-case name and "_") through getenv
+// (os.Getenv in production, a map in tests). Every value has the local
+// stack's default; invalid values are errors naming the variable.
+func LoadConfig(service string, getenv func(string) string) (Config, error) {
+	if service == "" || strings.ToLower(service) != service || strings.ContainsAny(service, " _-/") {
+		return Config{}, fmt.Errorf("platform: invalid service name %q", service)
+	}
+	if getenv == nil {
+		return Config{}, errors.New("platform: getenv is nil")
+	}
+	p := strings.ToUpper(service) + "_"
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+
+	cfg := Config{Service: service, Prefix: p, getenv: getenv}
+	defAddr, ok := defaultPorts[service]
+	if !ok {
+		defAddr = ":8080"
+	}
+	cfg.HTTPAddr = get(p+"HTTP_ADDR", defAddr)
+	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("%sHTTP_ADDR %q: %w", p, cfg.HTTPAddr, err))
+	}
+	cfg.NATSURL = get(p+"NATS_URL", DefaultNATSURL)
+	for _, u := range strings.Split(cfg.NATSURL, ",") {
+		if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || pu.Host == "" {
+			errs = append(errs, fmt.Errorf("%sNATS_URL: %q is not a server URL", p, u))
+		}
+	}
+	cfg.NATSUser = get(p+"NATS_USER", service)
+	cfg.NATSPassword = get(p+"NATS_PASSWORD", service+"-nats-dev-secret")
+	rep := get(p+"NATS_REPLICAS", "1")
+	n, err := strconv.Atoi(rep)
+	if err != nil || n < 1 || n > 5 {
+		errs = append(errs, fmt.Errorf("%sNATS_REPLICAS %q: want an integer from 1 to 5", p, rep))
+	}
+	cfg.NATSReplicas = n
+	cfg.ClientID = get(p+"CLIENT_ID", service+"-service")
+	cfg.ClientSecret = get(p+"CLIENT_SECRET", service+"-service-dev-secret")
+	for _, o := range strings.Split(get(p+"CORS_ORIGINS", DefaultCORS), ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.CORSOrigins = append(cfg.CORSOrigins, o)
+		}
+	}
+	lvl := get(p+"LOG_LEVEL", "info")
+	if err := cfg.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
+		errs = append(errs, fmt.Errorf("%sLOG_LEVEL %q: want debug, info, warn or error", p, lvl))
+	}
+
+	a, err := loadAuth0(get, p)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	cfg.Auth0 = a
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("platform: config: %w", err)
+	}
+	return cfg, nil
+}
+
+// loadAuth0 derives the identity-provider URLs. AUTH0_DOMAIN names a real
+// tenant: it supplies the issuer and, because the canonical domain always
+// serves the tenant's keys and token endpoint even when AUTH0_ISSUER names a
+// custom domain, the JWKS, token and Management URLs. Explicit variables win.
+func loadAuth0(get func(string, string) string, p string) (Auth0, error) {
+	var a Auth0
+	var errs []error
+	a.Domain = get("AUTH0_DOMAIN", "")
+	base := "" // where keys, token endpoint and Management API live
+	if a.Domain != "" {
+		if strings.ContainsAny(a.Domain, "/ \t") || !strings.Contains(a.Domain, ".") {
+			errs = append(errs, fmt.Errorf("AUTH0_DOMAIN %q: want a host name like tenant.eu.auth0.com (no scheme, no path)", a.Domain))
+		}
+		base = "https://" + a.Domain + "/"
+	}
+	defIssuer := DefaultIssuer
+	if base != "" {
+		defIssuer = base
+	}
+	a.Issuer = get("AUTH0_ISSUER", defIssuer)
+	if err := checkURL("AUTH0_ISSUER", a.Issuer); err != nil {
+		errs = append(errs, err)
+	}
+	if base == "" {
+		base = a.Issuer
+		if !strings.HasSuffix(base, "/") {
+			base += "/"
+		}
+	}
+	a.Audience = get("AUTH0_AUDIENCE", DefaultAudience)
+	a.JWKSURL = get("AUTH0_JWKS_URL", base+".well-known/jwks.json")
+	a.TokenURL = get("AUTH0_TOKEN_URL", base+"oauth/token")
+	a.ManagementURL = get(p+"MGMT_URL", base+"api/v2/")
+	a.ManagementAudience = get(p+"MGMT_AUDIENCE", base+"api/v2/")
+	for name, v := range map[string]string{"AUTH0_JWKS_URL": a.JWKSURL, "AUTH0_TOKEN_URL": a.TokenURL, p + "MGMT_URL": a.ManagementURL} {
+		if err := checkURL(name, v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return a, errors.Join(errs...)
+}
+
+func checkURL(name, v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s %q: want an absolute http(s) URL", name, v)
+	}
+	return nil
+}

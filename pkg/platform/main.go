@@ -1,0 +1,70 @@
+package platform
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Main is the whole of a service's main function:
+//
+//	func main() { platform.Main("billing", run) }
+//
+// With the argument "healthcheck" it probes the running service's /healthz on
+// 127.0.0.1 (for the exec-form Docker HEALTHCHECK in scratch images) and
+// exits 0 or 1. Otherwise it loads the configuration, runs run until SIGINT or
+// SIGTERM, and exits 1 when run fails.
+func Main(service string, run func(ctx context.Context, cfg Config) error) {
+	os.Exit(main(service, os.Args[1:], os.Getenv, run))
+}
+
+func main(service string, args []string, getenv func(string) string, run func(context.Context, Config) error) int {
+	cfg, err := LoadConfig(service, getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if len(args) > 0 {
+		switch args[0] {
+		case "healthcheck":
+			if err := Healthcheck(cfg.HTTPAddr, 3*time.Second); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			return 0
+		default:
+			fmt.Fprintf(os.Stderr, "usage: %s [healthcheck]\n", service)
+			return 2
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", service, err)
+		return 1
+	}
+	return 0
+}
+
+// Healthcheck GETs http://127.0.0.1:<port of addr>/healthz and returns nil on 200.
+func Healthcheck(addr string, timeout time.Duration) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("healthcheck: address %q: %w", addr, err)
+	}
+	client := &http.Client{Timeout: timeout}
+	resp, err := client.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz")
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: status %d", resp.StatusCode)
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+package platform
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// connectNATS connects with the service's own credentials. The connection
+// retries forever, also for the first connect, so the service comes up
+// before NATS does and /readyz reports 503 until it is connected.
+func (a *App) connectNATS() error {
+	log := a.Logger
+	nc, err := nats.Connect(strings.ReplaceAll(a.Config.NATSURL, " ", ""),
+		nats.Name(a.Config.Service),
+		nats.UserInfo(a.Config.NATSUser, a.Config.NATSPassword),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.Timeout(3*time.Second),
+		nats.DrainTimeout(a.opts.ShutdownTimeout),
+		nats.ConnectHandler(func(c *nats.Conn) {
+			log.Info("nats connected", slog.String("server", c.ConnectedUrlRedacted()))
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", slog.String("error", err.Error()))
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", slog.String("server", c.ConnectedUrlRedacted()))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			attrs := []any{slog.String("error", err.Error())}
+			if sub != nil {
+				attrs = append(attrs, slog.String("subject", sub.Subject))
+			}
+			log.Error("nats async error", attrs...)
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("platform: nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("platform: jetstream: %w", err)
+	}
+	a.NATS, a.JetStream = nc, js
+	return a.registerNATSMetrics()
+}
+
+func (a *App) registerNATSMetrics() error {
+	nc := a.NATS
+	stat := func(name, help string, f func(nats.Statistics) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(nc.Stats())) })
+	}
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nats_connected", Help: "1 while the NATS connection is up.",
+		}, func() float64 {
+			if nc.IsConnected() {
+				return 1
+			}
+			return 0
+		}),
+		stat("nats_reconnects_total", "NATS reconnects.", func(s nats.Statistics) uint64 { return s.Reconnects }),
+		stat("nats_in_msgs_total", "Messages received over NATS.", func(s nats.Statistics) uint64 { return s.InMsgs }),
+		stat("nats_out_msgs_total", "Messages sent over NATS.", func(s nats.Statistics) uint64 { return s.OutMsgs }),
+		stat("nats_in_bytes_total", "Bytes received over NATS.", func(s nats.Statistics) uint64 { return s.InBytes }),
+		stat("nats_out_bytes_total", "Bytes sent over NATS.", func(s nats.Statistics) uint64 { return s.OutBytes }),
+	}
+	for _, c := range cs {
+		if err := a.Registry.Register(c); err != nil {
+			return fmt.Errorf("platform: nats metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// drainNATS lets subscriptions finish their messages and flushes what was
+// published, within d.
+func (a *App) drainNATS(d time.Duration) {
+	if a.NATS == nil || a.NATS.IsClosed() {
+		return
+	}
+	closed := make(chan struct{})
+	a.NATS.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := a.NATS.Drain(); err != nil {
+		if !errors.Is(err, nats.ErrConnectionClosed) {
+			a.Logger.Warn("nats drain", slog.String("error", err.Error()))
+		}
+		a.NATS.Close()
+		return
+	}
+	if d < 100*time.Millisecond {
+		d = 100 * time.Millisecond
+	}
+	select {
+	case <-closed:
+	case <-time.After(d):
+		a.Logger.Warn("nats drain timed out")
+		a.NATS.Close()
+	}
+}
