@@ -74,9 +74,9 @@ type App struct {
 	opts        Options
 	httpMetrics *httpMetrics
 
-	mu       sync.Mutex
-	checks   []namedCheck
-	tasks    []namedTask
+	mu     sync.Mutex
+	checks []namedCheck
+	tasks  []namedTask
 
 	ctx      context.Context // lives until shutdown; background work hangs off it
 	cancel   context.CancelFunc
