@@ -47,6 +47,10 @@ func NewMsg(ctx context.Context, subj string, data []byte) (*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
+	return buildMsg(ctx, subj, data, tok), nil
+}
+
+func buildMsg(ctx context.Context, subj string, data []byte, tok string) *nats.Msg {
 	msg := nats.NewMsg(subj)
 	msg.Data = data
 	if tok != "" {
@@ -62,7 +66,7 @@ func NewMsg(ctx context.Context, subj string, data []byte) (*nats.Msg, error) {
 	if tc.Tracestate != "" {
 		msg.Header.Set(HeaderTracestate, tc.Tracestate)
 	}
-	return msg, nil
+	return msg
 }
 
 // Request sends a request built by NewMsg and waits for the reply until ctx

@@ -1,0 +1,342 @@
+package natsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+)
+
+// DefaultMaxBacklogAge bounds how long after being stored an event is still
+// verified as of its stored time.
+const DefaultMaxBacklogAge = 7 * 24 * time.Hour
+
+// Event is a verified event handed to an EventHandler.
+type Event struct {
+	Envelope
+	Claims   *authz.Claims // of the token that published it; Claims.Subject == Actor
+	Subject  string        // NATS subject
+	StoredAt time.Time     // JetStream's stored time, the instant the token was checked at
+	Attempt  int           // 1 on first delivery
+}
+
+// EventHandler handles one verified event. Returning an error retries it with
+// backoff; after MaxDeliver attempts the event is dead-lettered. Handlers must
+// be idempotent (key on Event.ID): delivery is at least once.
+type EventHandler func(ctx context.Context, ev *Event) error
+
+// ConsumerConfig configures a Consumer.
+type ConsumerConfig struct {
+	Stream         string   // e.g. ORDERS_EVENTS. Required.
+	Durable        string   // e.g. billing-orders. Required.
+	FilterSubjects []string // optional
+	// DeadLetterPrefix is where poison messages go: <prefix>.<original subject>,
+	// e.g. "dlq.billing". Required.
+	DeadLetterPrefix string
+
+	// Policy is what every event's token must satisfy (default
+	// authz.Authenticated(): a valid token whose sub is the actor).
+	Policy authz.Policy
+	// OnBehalfPolicy is required of the token when user_id != actor (acting on
+	// another user's data, e.g. RequireAll("cancel:orders").Clients("users-service")).
+	// The zero value rejects every such event.
+	OnBehalfPolicy authz.Policy
+
+	MaxDeliver    int             // handler attempts, default 5
+	BackOff       []time.Duration // delay before attempt n+1, default 1s, 5s, 30s, 2m
+	AckWait       time.Duration   // default 30 s; also the handler's deadline
+	MaxBacklogAge time.Duration   // default DefaultMaxBacklogAge
+
+	Metrics *Metrics // optional
+}
+
+// Consumer runs a durable JetStream consumer whose events are verified before
+// the handler sees them. Nothing is dropped silently: each message is either
+// handled and acked, retried with backoff, or published to the dead-letter
+// subject with its reason and then terminated.
+type Consumer struct {
+	js    jetstream.JetStream
+	v     Verifier
+	cfg   ConsumerConfig
+	h     EventHandler
+	now   func() time.Time
+	ready chan struct{}
+}
+
+// NewConsumer validates cfg; Run starts consuming.
+//
+//	c, err := natsauth.NewConsumer(js, validator, natsauth.ConsumerConfig{
+//		Stream: "ORDERS_EVENTS", Durable: "billing-orders", DeadLetterPrefix: "dlq.billing",
+//		OnBehalfPolicy: authz.RequireAll("cancel:orders").Clients("users-service"),
+//		Metrics: m,
+//	}, func(ctx context.Context, ev *natsauth.Event) error { ... })
+//	go c.Run(ctx)
+func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h EventHandler) (*Consumer, error) {
+	if !cfg.Policy.Declared() {
+		cfg.Policy = authz.Authenticated()
+	}
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = 5
+	}
+	if cfg.BackOff == nil {
+		cfg.BackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.MaxBacklogAge == 0 {
+		cfg.MaxBacklogAge = DefaultMaxBacklogAge
+	}
+	var errs []error
+	if js == nil || v == nil || h == nil {
+		errs = append(errs, errors.New("JetStream, verifier and handler are required"))
+	}
+	if cfg.Stream == "" || cfg.Durable == "" || cfg.DeadLetterPrefix == "" {
+		errs = append(errs, errors.New("Stream, Durable and DeadLetterPrefix are required"))
+	}
+	if cfg.Policy.IsPublic() {
+		errs = append(errs, errors.New("Policy must not be public: events always carry a verified token"))
+	}
+	if cfg.MaxDeliver < 1 || cfg.AckWait < 0 || cfg.MaxBacklogAge < 0 {
+		errs = append(errs, errors.New("MaxDeliver, AckWait and MaxBacklogAge must be positive"))
+	}
+	for _, d := range cfg.BackOff {
+		if d <= 0 {
+			errs = append(errs, errors.New("BackOff values must be positive"))
+			break
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("natsauth: consumer config: %w", err)
+	}
+	return &Consumer{js: js, v: v, cfg: cfg, h: h, now: time.Now, ready: make(chan struct{})}, nil
+}
+
+// Ready returns nil once the durable consumer exists and messages flow.
+func (c *Consumer) Ready() error {
+	select {
+	case <-c.ready:
+		return nil
+	default:
+		return fmt.Errorf("natsauth: consumer %s on %s not started", c.cfg.Durable, c.cfg.Stream)
+	}
+}
+
+// Run creates or updates the durable consumer (waiting, while the stream does
+// not exist yet, for its owner to create it) and processes messages until
+// ctx ends; then it drains what it has in hand.
+func (c *Consumer) Run(ctx context.Context) error {
+	cc := jetstream.ConsumerConfig{
+		Durable:        c.cfg.Durable,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        c.cfg.AckWait,
+		FilterSubjects: c.cfg.FilterSubjects,
+		// One delivery more than handler attempts: if the last attempt dies
+		// (crash, ack timeout) the extra one dead-letters the message instead
+		// of the server dropping it silently.
+		MaxDeliver: c.cfg.MaxDeliver + 1,
+	}
+	if n := min(len(c.cfg.BackOff), cc.MaxDeliver-1); n > 0 {
+		// The server's BackOff governs redeliveries after an ack timeout.
+		cc.BackOff = c.cfg.BackOff[:n]
+	}
+	var cons jetstream.Consumer
+	for {
+		var err error
+		cons, err = c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, cc)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("natsauth: consumer %s: %w", c.cfg.Durable, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	consumeCtx, err := cons.Consume(func(msg jetstream.Msg) { c.process(ctx, msg) })
+	if err != nil {
+		return fmt.Errorf("natsauth: consume %s: %w", c.cfg.Durable, err)
+	}
+	close(c.ready)
+	<-ctx.Done()
+	consumeCtx.Drain()
+	<-consumeCtx.Closed()
+	return ctx.Err()
+}
+
+// rejection says why a message cannot be handled. label is a bounded metrics
+// label; detail goes to the dead-letter reason header (never a token).
+type rejection struct {
+	label, detail string
+	transient     bool // worth retrying (keys unavailable)
+}
+
+func (r *rejection) reason() string {
+	if r.detail == "" || r.detail == r.label {
+		return r.label
+	}
+	return r.label + ": " + r.detail
+}
+
+func (c *Consumer) process(base context.Context, msg jetstream.Msg) {
+	start := c.now()
+	result := c.handle(base, msg)
+	if m := c.cfg.Metrics; m != nil {
+		m.latency.WithLabelValues(c.cfg.Durable, result).Observe(time.Since(start).Seconds())
+	}
+}
+
+// handle returns the result label for the latency histogram.
+func (c *Consumer) handle(base context.Context, msg jetstream.Msg) string {
+	meta, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream delivery: nothing to ack or dead-letter.
+		c.count("rejected", "bad_metadata")
+		return "rejected"
+	}
+	attempt := int(meta.NumDelivered)
+	ctx := ContextFromHeaders(base, msg.Headers())
+
+	if attempt > c.cfg.MaxDeliver {
+		return c.deadLetter(ctx, msg, meta, &rejection{label: "max_deliveries", detail: "last attempt timed out or crashed"})
+	}
+	ev, tok, rej := c.verify(ctx, msg, meta)
+	if rej != nil {
+		if rej.transient && attempt < c.cfg.MaxDeliver {
+			c.count("retried", rej.label)
+			_ = msg.NakWithDelay(c.backoff(attempt))
+			return "retried"
+		}
+		return c.deadLetter(ctx, msg, meta, rej)
+	}
+	ev.Attempt = attempt
+	hctx, cancel := context.WithTimeout(authz.WithClaims(ctx, ev.Claims, tok), c.cfg.AckWait)
+	err = c.safeHandle(hctx, ev)
+	cancel()
+	if err == nil {
+		if err := msg.DoubleAck(ctx); err != nil {
+			// Unknown whether the server saw the ack: it will redeliver and the
+			// idempotent handler will see the event again.
+			c.count("retried", "ack_failed")
+			return "retried"
+		}
+		c.count("accepted", "ok")
+		return "accepted"
+	}
+	if attempt < c.cfg.MaxDeliver {
+		c.count("retried", "handler_error")
+		_ = msg.NakWithDelay(c.backoff(attempt))
+		return "retried"
+	}
+	return c.deadLetter(ctx, msg, meta, &rejection{label: "handler_error", detail: truncate(err.Error(), 200)})
+}
+
+func (c *Consumer) safeHandle(ctx context.Context, ev *Event) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panic: %v", r)
+		}
+	}()
+	return c.h(ctx, ev)
+}
+
+// verify checks, in order: backlog age, token presence, the token as of the
+// stored time (signature, issuer, audience, exp/iat, revocation), the
+// consumer's policy, the envelope, actor == sub, and the on-behalf policy.
+func (c *Consumer) verify(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata) (*Event, string, *rejection) {
+	stored := meta.Timestamp
+	if age := c.now().Sub(stored); age > c.cfg.MaxBacklogAge {
+		return nil, "", &rejection{label: "backlog_too_old", detail: fmt.Sprintf("stored %s ago, max %s", age.Round(time.Second), c.cfg.MaxBacklogAge)}
+	}
+	tok, err := tokenFromHeader(msg.Headers())
+	if err != nil {
+		return nil, "", authRejection(err)
+	}
+	claims, err := c.v.ValidateAt(ctx, tok, stored)
+	if err != nil {
+		return nil, "", authRejection(err)
+	}
+	if err := c.cfg.Policy.Authorize(claims); err != nil {
+		return nil, "", &rejection{label: "not_authorized", detail: reasonOf(err)}
+	}
+	env, err := DecodeEnvelope(msg.Data())
+	if err != nil {
+		return nil, "", &rejection{label: "bad_payload", detail: truncate(err.Error(), 200)}
+	}
+	if env.Actor != claims.Subject {
+		return nil, "", &rejection{label: "actor_mismatch", detail: "envelope actor is not the token's subject"}
+	}
+	if env.UserID != env.Actor {
+		if err := c.cfg.OnBehalfPolicy.Authorize(claims); err != nil {
+			return nil, "", &rejection{label: "on_behalf_denied", detail: reasonOf(err)}
+		}
+	}
+	return &Event{Envelope: *env, Claims: claims, Subject: msg.Subject(), StoredAt: stored}, tok, nil
+}
+
+func authRejection(err error) *rejection {
+	code := authz.CodeOf(err)
+	if code == "" {
+		return &rejection{label: "verify_error", transient: true}
+	}
+	return &rejection{label: string(code), detail: reasonOf(err), transient: code == authz.CodeKeysUnavailable}
+}
+
+// deadLetter publishes the message to <prefix>.<subject> with the reason and
+// then terminates it. If the publish fails the message is nak'ed instead, so
+// it comes back rather than being lost.
+func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, rej *rejection) string {
+	dl := nats.NewMsg(c.cfg.DeadLetterPrefix + "." + msg.Subject())
+	dl.Data = msg.Data()
+	dl.Header = copyHeaders(msg.Headers())
+	dl.Header.Set(HeaderDLQReason, rej.reason())
+	dl.Header.Set(HeaderDLQStream, meta.Stream)
+	dl.Header.Set(HeaderDLQConsumer, meta.Consumer)
+	dl.Header.Set(HeaderDLQSubject, msg.Subject())
+	dl.Header.Set(HeaderDLQSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
+	// A crash between publish and Term redelivers; the same id de-duplicates.
+	dl.Header.Set(HeaderMsgID, "dlq:"+meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10))
+
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := c.js.PublishMsg(pctx, dl); err != nil {
+		c.count("retried", "dlq_unavailable")
+		_ = msg.NakWithDelay(c.backoff(int(meta.NumDelivered)))
+		return "retried"
+	}
+	_ = msg.TermWithReason(rej.label)
+	c.count("rejected", rej.label)
+	if m := c.cfg.Metrics; m != nil {
+		m.deadLettered.WithLabelValues(c.cfg.Durable, rej.label).Inc()
+	}
+	return "dead_lettered"
+}
+
+func (c *Consumer) backoff(attempt int) time.Duration {
+	if len(c.cfg.BackOff) == 0 {
+		return time.Second
+	}
+	return c.cfg.BackOff[min(max(attempt-1, 0), len(c.cfg.BackOff)-1)]
+}
+
+func (c *Consumer) count(result, reason string) {
+	if m := c.cfg.Metrics; m != nil {
+		m.events.WithLabelValues(c.cfg.Durable, result, reason).Inc()
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

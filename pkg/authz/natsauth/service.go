@@ -1,0 +1,225 @@
+package natsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+)
+
+// Verifier verifies access tokens. *authz.Validator implements it; services
+// pass the same validator they give their HTTP middleware, so NATS and HTTP
+// accept exactly the same tokens.
+type Verifier interface {
+	Validate(ctx context.Context, token string) (*authz.Claims, error)
+	ValidateAt(ctx context.Context, token string, at time.Time) (*authz.Claims, error)
+}
+
+// Handler serves an authorized request. ctx carries the verified claims and
+// token (authz.ClaimsFromContext / authz.TokenFromContext), the request id
+// and the trace context, so Request and Publish calls made with it propagate
+// the caller's identity.
+type Handler func(ctx context.Context, req micro.Request)
+
+// Service wraps a micro.Service whose endpoints all declare a policy.
+type Service struct {
+	svc     micro.Service
+	name    string
+	v       Verifier
+	ctx     context.Context
+	metrics *Metrics
+}
+
+// ServiceOption configures a Service.
+type ServiceOption func(*Service) error
+
+// WithMetrics records every decision in m.
+func WithMetrics(m *Metrics) ServiceOption {
+	return func(s *Service) error {
+		if m == nil {
+			return errors.New("nil metrics")
+		}
+		s.metrics = m
+		return nil
+	}
+}
+
+// WithContext sets the context handlers' contexts derive from (default
+// context.Background()); cancel it to tell running handlers to give up.
+func WithContext(ctx context.Context) ServiceOption {
+	return func(s *Service) error {
+		if ctx == nil {
+			return errors.New("nil context")
+		}
+		s.ctx = ctx
+		return nil
+	}
+}
+
+// NewService starts a micro service (micro.AddService) whose endpoints are
+// authorized by v.
+//
+//	svc, err := natsauth.NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, validator,
+//		natsauth.WithMetrics(m))
+//	err = svc.AddEndpoint("profile", "authmesh.users.profile", authz.RequireAll("read:profile"),
+//		func(ctx context.Context, req micro.Request) {
+//			claims, _ := authz.ClaimsFromContext(ctx)
+//			_ = req.RespondJSON(profiles[claims.Subject])
+//		})
+func NewService(nc *nats.Conn, cfg micro.Config, v Verifier, opts ...ServiceOption) (*Service, error) {
+	s := &Service{name: cfg.Name, v: v, ctx: context.Background()}
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			return nil, fmt.Errorf("natsauth: service option: %w", err)
+		}
+	}
+	if nc == nil || v == nil {
+		return nil, errors.New("natsauth: service needs a connection and a verifier")
+	}
+	svc, err := micro.AddService(nc, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("natsauth: service %q: %w", cfg.Name, err)
+	}
+	s.svc = svc
+	return s, nil
+}
+
+// AddEndpoint registers an endpoint on subject ("" = name) that runs h only for
+// callers policy admits. A zero (undeclared) policy is refused: every endpoint
+// must say who may call it, deny by default. The policy's names are published
+// in the endpoint metadata (authmesh.policy) for discovery.
+func (s *Service) AddEndpoint(name, subject string, policy authz.Policy, h Handler, opts ...micro.EndpointOpt) error {
+	if !policy.Declared() {
+		return fmt.Errorf("natsauth: endpoint %q: %w", name, authz.ErrNoPolicy)
+	}
+	if h == nil {
+		return fmt.Errorf("natsauth: endpoint %q: nil handler", name)
+	}
+	meta := map[string]string{"authmesh.policy": strings.Join(policy.Names(), " ")}
+	if policy.IsPublic() {
+		meta["authmesh.policy"] = "public"
+	}
+	all := []micro.EndpointOpt{micro.WithEndpointMetadata(meta)}
+	if subject != "" {
+		all = append(all, micro.WithEndpointSubject(subject))
+	}
+	all = append(all, opts...)
+	return s.svc.AddEndpoint(name, micro.HandlerFunc(func(req micro.Request) {
+		s.serve(name, policy, h, req)
+	}), all...)
+}
+
+func (s *Service) serve(endpoint string, policy authz.Policy, h Handler, req micro.Request) {
+	hdr := nats.Header(req.Headers())
+	ctx := ContextFromHeaders(s.ctx, hdr)
+	if policy.IsPublic() {
+		s.count(endpoint, "allowed", "public")
+		h(ctx, req)
+		return
+	}
+	tok, err := tokenFromHeader(hdr)
+	if err == nil {
+		var claims *authz.Claims
+		claims, err = s.v.Validate(ctx, tok)
+		if err == nil {
+			err = policy.Authorize(claims)
+		}
+		if err == nil {
+			s.count(endpoint, "allowed", "ok")
+			h(authz.WithClaims(ctx, claims, tok), req)
+			return
+		}
+	}
+	status, desc := denial(err, tok)
+	s.count(endpoint, "denied", reasonOf(err))
+	_ = req.Error(status, desc, nil)
+}
+
+func (s *Service) count(endpoint, result, reason string) {
+	if s.metrics != nil {
+		s.metrics.requests.WithLabelValues(s.name, endpoint, result, reason).Inc()
+	}
+}
+
+// Micro returns the underlying micro.Service (Info, Stats, groups).
+func (s *Service) Micro() micro.Service { return s.svc }
+
+// Stop drains the endpoints.
+func (s *Service) Stop() error { return s.svc.Stop() }
+
+var errMalformedHeader = &authz.Error{
+	Code:        authz.CodeInvalidToken,
+	Reason:      "malformed_header",
+	Description: "Authorization must be \"Bearer <token>\"",
+}
+
+func tokenFromHeader(h nats.Header) (string, error) {
+	raw := h.Get(HeaderAuthorization)
+	if raw == "" {
+		return "", authz.ErrMissingToken
+	}
+	tok, ok := bearer(raw)
+	if !ok {
+		return "", errMalformedHeader
+	}
+	return tok, nil
+}
+
+// denial maps an authorization failure to a micro error code and a
+// description "<authz code>: <safe description>" that clients can map back
+// (see ServiceError). The token is never echoed.
+func denial(err error, tok string) (status, desc string) {
+	code := authz.CodeOf(err)
+	switch code {
+	case authz.CodeMissingToken, authz.CodeInvalidToken:
+		status = "401"
+	case authz.CodeInsufficientScope, authz.CodeNoPolicy:
+		status = "403"
+	case authz.CodeKeysUnavailable:
+		status = "503"
+	default:
+		// Not an authz failure (a bug or an unexpected validator error): deny,
+		// without details.
+		return "500", "internal_error: authorization failed"
+	}
+	var e *authz.Error
+	detail := ""
+	if errors.As(err, &e) {
+		detail = e.Description
+	}
+	if detail == "" {
+		detail = defaultDescription[code]
+	}
+	if tok != "" {
+		detail = strings.ReplaceAll(detail, tok, "[token]")
+	}
+	return status, string(code) + ": " + detail
+}
+
+var defaultDescription = map[authz.Code]string{
+	authz.CodeMissingToken:      "a bearer token is required",
+	authz.CodeInvalidToken:      "the token is not valid",
+	authz.CodeInsufficientScope: "the token lacks a required permission",
+	authz.CodeKeysUnavailable:   "signing keys are unavailable, retry later",
+	authz.CodeNoPolicy:          "no policy declared",
+}
+
+func reasonOf(err error) string {
+	var e *authz.Error
+	if errors.As(err, &e) {
+		if e.Reason != "" {
+			return e.Reason
+		}
+		return string(e.Code)
+	}
+	if err != nil {
+		return "internal_error"
+	}
+	return "ok"
+}
