@@ -196,7 +196,7 @@ async function loadCatalog() {
 function cartItems() {
   return [...document.querySelectorAll("#catalog input.qty")]
     .map((i) => ({ sku: i.dataset.sku, quantity: Number(i.value) }))
-    .filter((i) => i.quantity !== 0 || Number.isNaN(i.quantity));
+    .filter((i) => i.quantity !== 0);
 }
 
 function updateTotal() {
@@ -278,11 +278,13 @@ function newestFirst(a, b) {
 }
 
 async function loadMyOrders() {
+  $("orders-list").dataset.state = "loading";
   const [os, is] = await Promise.all([orders.mine(), billing.mine()]);
   const invoices = byOrder(list(is, "invoices"));
   const mine = list(os, "orders").sort(newestFirst);
   $("orders-list").replaceChildren(...mine.map((o) => orderRow(o, invoices.get(o.id), { onOpen: (id) => openOrder(id) })));
   $("orders-empty").hidden = mine.length > 0;
+  $("orders-list").dataset.state = "loaded";
 }
 
 // detail is the order shown in the detail card.
@@ -481,6 +483,7 @@ async function loadUsers() {
     $("users-list").replaceChildren(h("tr", {}, h("td", { colspan: 4, class: "hint" }, "Listing users needs read:users; enter a user id below.")));
     return;
   }
+  $("users-list").dataset.state = "loading";
   const all = list(await users.list(0, 100), "users");
   $("users-list").replaceChildren(
     ...all.map((u) => {
@@ -502,6 +505,7 @@ async function loadUsers() {
       );
     }),
   );
+  $("users-list").dataset.state = "loaded";
 }
 
 async function setBlocked(user, blocked, button) {
@@ -523,6 +527,7 @@ async function loadAdminOrders(user) {
   $("admin-user").hidden = false;
   $("admin-user-label").textContent = user.email || user.user_id;
   $("admin-user").dataset.userId = user.user_id;
+  $("admin-orders").dataset.state = "loading";
   const [os, is] = await Promise.all([orders.ofUser(user.user_id), can("read:all-invoices") ? billing.ofUser(user.user_id) : Promise.resolve([])]);
   const invoices = byOrder(list(is, "invoices"));
   const all = list(os, "orders").sort(newestFirst);
@@ -538,6 +543,7 @@ async function loadAdminOrders(user) {
     ),
   );
   $("admin-orders-empty").hidden = all.length > 0;
+  $("admin-orders").dataset.state = "loaded";
 }
 
 // ---- start ----------------------------------------------------------------

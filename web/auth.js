@@ -94,7 +94,7 @@ export async function handleRedirect() {
   const raw = sessionStorage.getItem(TXN_KEY);
   sessionStorage.removeItem(TXN_KEY);
   // The code must not linger in the address bar or the history.
-  window.history.replaceState(null, "", window.location.pathname);
+  window.history.replaceState(null, "", new URL(".", new URL(config.redirectUri)).pathname);
 
   if (params.has("error")) {
     throw new AuthError(params.get("error"), params.get("error_description") || "The login was not completed.");
@@ -209,13 +209,27 @@ export function roles() {
   return Array.isArray(r) ? r : [];
 }
 
-// logout forgets the tokens. With tenantLogout it also ends the tenant's own
-// login session, which Auth0 keeps in a cookie, and comes back here.
-export function logout() {
+// logout forgets the tokens and revokes the refresh token's family (RFC 7009),
+// so a copy of it is worthless. With tenantLogout it also ends the tenant's
+// own login session, which Auth0 keeps in a cookie, and comes back here.
+export async function logout() {
+  const refreshToken = session?.refreshToken;
   end("logout");
+  if (refreshToken) {
+    try {
+      await fetch(endpoint("oauth/revoke"), {
+        method: "POST",
+        headers: { "Content-Type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ client_id: config.clientId, token: refreshToken }),
+      });
+    } catch {
+      // The tokens are gone from this page either way; the refresh token
+      // expires on its own.
+    }
+  }
   if (config.tenantLogout) {
     const url = new URL(endpoint("v2/logout"));
-    url.search = new URLSearchParams({ client_id: config.clientId, returnTo: config.redirectUri }).toString();
+    url.search = new URLSearchParams({ client_id: config.clientId, returnTo: config.logoutReturnTo }).toString();
     window.location.assign(url.toString());
   }
 }

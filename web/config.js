@@ -11,8 +11,12 @@ export const config = Object.freeze({
   audience: "https://api.authmesh.dev",
   // offline_access asks for a refresh token; the tenant rotates it on each use.
   scope: "openid profile email offline_access",
-  // The page itself is the callback; it must be registered with the client.
-  redirectUri: `${window.location.origin}/`,
+  // Registered with the client (deploy/tenant.yaml: ##SPA_ORIGIN##/callback).
+  // A static server serves callback/index.html there, which hands the
+  // response to the app; a server with an SPA fallback serves the app itself.
+  redirectUri: `${window.location.origin}/callback`,
+  // Where a tenant logout returns to (an Allowed Logout URL of the client).
+  logoutReturnTo: window.location.origin,
   // true: logging out also ends the tenant's login session via /v2/logout
   // (Auth0 keeps one; the local devtenant form does not need it).
   tenantLogout: false,
