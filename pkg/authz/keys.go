@@ -2,57 +2,518 @@ package authz
 
 import (
 	"context"
+	"crypto/rsa"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"golang.org/x/sync/singleflight"
+)
+
+// Defaults of the key provider.
+const (
+	DefaultKeyTTL          = 10 * time.Minute
+	DefaultRefetchCooldown = 30 * time.Second
+	DefaultMaxStale        = 24 * time.Hour
+	DefaultRetainRotated   = 7 * 24 * time.Hour
+	DefaultHTTPTimeout     = 5 * time.Second
+
+	// maxJWKSBytes bounds what we read from the identity provider: a JWKS of a
+	// handful of RSA keys with certificates is a few kilobytes.
+	maxJWKSBytes = 1 << 20
+	// minRSABits refuses keys too weak to trust even if the endpoint serves them.
+	minRSABits = 2048
 )
 
 // KeyProvider fetches, caches and refreshes an issuer's RS256 signing keys.
 //
-// API SKELETON — implementation pending (see issue 2).
-type KeyProvider struct{}
+// Reads are lock-free (an atomically swapped snapshot). A fetch happens at
+// start, in the background before the TTL runs out, and when a token names an
+// unknown kid — the latter at most once per cool-down and single-flight, so a
+// flood of bogus kids costs at most one request to the identity provider per
+// cool-down. When fetches fail, the last good keys keep serving until they are
+// older than max-stale; keys that leave the JWKS are retained (for ValidateAt
+// only) for the retention window.
+type KeyProvider struct {
+	o keyOptions
+
+	snap atomic.Pointer[keySnapshot]
+	sf   singleflight.Group
+
+	mu          sync.Mutex // guards the fields below
+	lastAttempt time.Time
+	lastErr     error
+	jwksURL     string // explicit, or found through discovery
+}
+
+type keySnapshot struct {
+	keys      map[string]*rsa.PublicKey // the current JWKS
+	retired   map[string]retiredKey     // kids that left the JWKS, with when
+	fetchedAt time.Time                 // last successful fetch
+}
+
+type retiredKey struct {
+	key     *rsa.PublicKey
+	removed time.Time
+}
 
 // KeyOption configures a KeyProvider.
 type KeyOption func(*keyOptions) error
 
-type keyOptions struct{}
+type keyOptions struct {
+	jwksURL      string
+	discoveryURL string
+	client       *http.Client
+	ttl          time.Duration
+	cooldown     time.Duration
+	maxStale     time.Duration
+	retain       time.Duration
+	metrics      *Metrics
+	now          func() time.Time
+}
 
 // WithJWKSURL fetches keys from an explicit JWKS URL (skips discovery).
-func WithJWKSURL(url string) KeyOption { return nil }
+func WithJWKSURL(u string) KeyOption {
+	return func(o *keyOptions) error {
+		if err := checkHTTPURL(u); err != nil {
+			return fmt.Errorf("authz: JWKS URL: %w", err)
+		}
+		o.jwksURL = u
+		return nil
+	}
+}
 
 // WithDiscovery finds jwks_uri in <issuerURL>/.well-known/openid-configuration.
-func WithDiscovery(issuerURL string) KeyOption { return nil }
+func WithDiscovery(issuerURL string) KeyOption {
+	return func(o *keyOptions) error {
+		if err := checkHTTPURL(issuerURL); err != nil {
+			return fmt.Errorf("authz: issuer URL: %w", err)
+		}
+		o.discoveryURL = strings.TrimSuffix(issuerURL, "/") + "/.well-known/openid-configuration"
+		return nil
+	}
+}
 
-// WithHTTPClient sets the HTTP client (default: 5 s timeout).
-func WithHTTPClient(c *http.Client) KeyOption { return nil }
+// WithHTTPClient sets the HTTP client (default: 5 s timeout). A client
+// without a timeout gets each request bounded by the default timeout anyway.
+func WithHTTPClient(c *http.Client) KeyOption {
+	return func(o *keyOptions) error {
+		if c == nil {
+			return errors.New("authz: nil HTTP client")
+		}
+		o.client = c
+		return nil
+	}
+}
 
 // WithTTL sets how long fetched keys are fresh (default 10 min); they are
 // refreshed in the background before that, without blocking requests.
-func WithTTL(d time.Duration) KeyOption { return nil }
+func WithTTL(d time.Duration) KeyOption {
+	return func(o *keyOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("authz: key TTL must be positive, got %v", d)
+		}
+		o.ttl = d
+		return nil
+	}
+}
 
 // WithRefetchCooldown bounds refetches triggered by unknown kids (default 30 s):
 // at most one per cool-down, single-flight.
-func WithRefetchCooldown(d time.Duration) KeyOption { return nil }
+func WithRefetchCooldown(d time.Duration) KeyOption {
+	return func(o *keyOptions) error {
+		if d < 0 {
+			return fmt.Errorf("authz: refetch cool-down must not be negative, got %v", d)
+		}
+		o.cooldown = d
+		return nil
+	}
+}
 
 // WithMaxStale sets how long the last good keys keep serving while the
 // endpoint fails (default 24 h).
-func WithMaxStale(d time.Duration) KeyOption { return nil }
+func WithMaxStale(d time.Duration) KeyOption {
+	return func(o *keyOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("authz: max-stale must be positive, got %v", d)
+		}
+		o.maxStale = d
+		return nil
+	}
+}
 
 // WithRetainRotated keeps keys that left the JWKS for d, for ValidateAt only
 // (default 7 days; 0 disables).
-func WithRetainRotated(d time.Duration) KeyOption { return nil }
+func WithRetainRotated(d time.Duration) KeyOption {
+	return func(o *keyOptions) error {
+		if d < 0 {
+			return fmt.Errorf("authz: retention must not be negative, got %v", d)
+		}
+		o.retain = d
+		return nil
+	}
+}
 
 // WithKeyMetrics records fetches, failures and key age in m.
-func WithKeyMetrics(m *Metrics) KeyOption { return nil }
+func WithKeyMetrics(m *Metrics) KeyOption {
+	return func(o *keyOptions) error {
+		o.metrics = m
+		return nil
+	}
+}
+
+// withClock replaces time.Now (tests).
+func withClock(now func() time.Time) KeyOption {
+	return func(o *keyOptions) error {
+		o.now = now
+		return nil
+	}
+}
 
 // NewKeyProvider returns a provider; exactly one of WithJWKSURL or WithDiscovery is required.
+//
+//	keys, err := authz.NewKeyProvider(authz.WithJWKSURL("https://tenant.eu.auth0.com/.well-known/jwks.json"))
+//	if err != nil { ... }
+//	go keys.Start(ctx) // or call it and log its error: the provider keeps trying
 func NewKeyProvider(opts ...KeyOption) (*KeyProvider, error) {
-	return nil, errors.New("authz: not implemented")
+	o := keyOptions{
+		client:   &http.Client{Timeout: DefaultHTTPTimeout},
+		ttl:      DefaultKeyTTL,
+		cooldown: DefaultRefetchCooldown,
+		maxStale: DefaultMaxStale,
+		retain:   DefaultRetainRotated,
+		now:      time.Now,
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case o.jwksURL == "" && o.discoveryURL == "":
+		return nil, errors.New("authz: key provider needs WithJWKSURL or WithDiscovery")
+	case o.jwksURL != "" && o.discoveryURL != "":
+		return nil, errors.New("authz: WithJWKSURL and WithDiscovery are exclusive")
+	}
+	if o.maxStale < o.ttl {
+		o.maxStale = o.ttl
+	}
+	p := &KeyProvider{o: o, jwksURL: o.jwksURL}
+	if o.metrics != nil {
+		o.metrics.attachKeys(p)
+	}
+	return p, nil
 }
 
 // Start loads the keys once (its error is returned, but the provider keeps
 // trying in the background) and refreshes them until ctx ends.
-func (p *KeyProvider) Start(ctx context.Context) error { return errors.New("authz: not implemented") }
+func (p *KeyProvider) Start(ctx context.Context) error {
+	err := p.refresh(ctx, true)
+	go p.loop(ctx, err)
+	return err
+}
+
+func (p *KeyProvider) loop(ctx context.Context, lastErr error) {
+	// Refresh well before the TTL runs out so requests never see expired keys;
+	// on failure retry with a backoff bounded by the TTL.
+	backoff := time.Second
+	for {
+		wait := p.o.ttl * 4 / 5
+		if lastErr != nil {
+			wait = min(backoff, p.o.ttl)
+			backoff = min(backoff*2, time.Minute)
+		} else {
+			backoff = time.Second
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		lastErr = p.refresh(ctx, true)
+	}
+}
+
+// refresh fetches the JWKS. force ignores the cool-down (scheduled refreshes);
+// otherwise the fetch happens only when the last attempt is older than the
+// cool-down. Concurrent callers share one in-flight fetch.
+func (p *KeyProvider) refresh(ctx context.Context, force bool) error {
+	ch := p.claimFetch(force)
+	select {
+	case r := <-ch:
+		return r.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var errCoolingDown = errors.New("authz: key refetch cooling down")
+
+// claimFetch starts a fetch if allowed, or joins one in flight; when neither
+// is possible the channel yields errCoolingDown at once.
+func (p *KeyProvider) claimFetch(force bool) <-chan singleflight.Result {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.o.now()
+	if force || p.lastAttempt.IsZero() || now.Sub(p.lastAttempt) >= p.o.cooldown {
+		p.lastAttempt = now
+		// DoChan under p.mu so that a joiner below can never register its
+		// no-op before the real fetch.
+		return p.sf.DoChan("jwks", p.fetch)
+	}
+	// Join a fetch in flight; if none is, the no-op returns at once.
+	return p.sf.DoChan("jwks", func() (any, error) { return nil, errCoolingDown })
+}
+
+// refreshAsync starts a refresh without waiting for it (stale keys on the
+// request path when Start was not called or the loop is backing off).
+func (p *KeyProvider) refreshAsync() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.o.now()
+	if !p.lastAttempt.IsZero() && now.Sub(p.lastAttempt) < p.o.cooldown {
+		return
+	}
+	p.lastAttempt = now
+	p.sf.DoChan("jwks", p.fetch)
+}
+
+// fetch runs detached from any request context: a cancelled request must not
+// abort the fetch others are waiting for.
+func (p *KeyProvider) fetch() (any, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout())
+	defer cancel()
+	keys, err := p.fetchKeys(ctx)
+	now := p.o.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.lastErr = err
+		p.o.metrics.keyFetch(false)
+		return nil, err
+	}
+	p.lastErr = nil
+	p.o.metrics.keyFetch(true)
+	p.install(keys, now)
+	return nil, nil
+}
+
+func (p *KeyProvider) timeout() time.Duration {
+	if p.o.client.Timeout > 0 {
+		return p.o.client.Timeout
+	}
+	return DefaultHTTPTimeout
+}
+
+// install swaps in a new snapshot, moving keys that left the JWKS to the
+// retired set. Called with p.mu held, so snapshots are built one at a time.
+func (p *KeyProvider) install(keys map[string]*rsa.PublicKey, now time.Time) {
+	old := p.snap.Load()
+	retired := make(map[string]retiredKey)
+	if old != nil && p.o.retain > 0 {
+		for kid, r := range old.retired {
+			if now.Sub(r.removed) <= p.o.retain {
+				retired[kid] = r
+			}
+		}
+		for kid, k := range old.keys {
+			if _, still := keys[kid]; !still {
+				retired[kid] = retiredKey{key: k, removed: now}
+			}
+		}
+	}
+	for kid := range keys {
+		delete(retired, kid)
+	}
+	p.snap.Store(&keySnapshot{keys: keys, retired: retired, fetchedAt: now})
+}
+
+func (p *KeyProvider) fetchKeys(ctx context.Context) (map[string]*rsa.PublicKey, error) {
+	u, err := p.keysURL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := p.getJSON(ctx, u, &set); err != nil {
+		return nil, fmt.Errorf("authz: JWKS: %w", err)
+	}
+	keys := make(map[string]*rsa.PublicKey, len(set.Keys))
+	for _, raw := range set.Keys {
+		kid, pub, ok := usableKey(raw)
+		if !ok {
+			continue // one unsupported key must not fail the whole set
+		}
+		if _, dup := keys[kid]; dup {
+			return nil, fmt.Errorf("authz: JWKS: duplicate kid %q", kid)
+		}
+		keys[kid] = pub
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("authz: JWKS: no usable RS256 signing keys")
+	}
+	return keys, nil
+}
+
+// usableKey accepts only RSA public keys meant for RS256 signatures, of at
+// least 2048 bits, with a kid.
+func usableKey(raw json.RawMessage) (string, *rsa.PublicKey, bool) {
+	var k jose.JSONWebKey
+	if err := k.UnmarshalJSON(raw); err != nil {
+		return "", nil, false
+	}
+	pub, ok := k.Key.(*rsa.PublicKey)
+	if !ok || k.KeyID == "" || pub.N.BitLen() < minRSABits {
+		return "", nil, false
+	}
+	if k.Use != "" && k.Use != "sig" {
+		return "", nil, false
+	}
+	if k.Algorithm != "" && k.Algorithm != string(jose.RS256) {
+		return "", nil, false
+	}
+	return k.KeyID, pub, true
+}
+
+func (p *KeyProvider) keysURL(ctx context.Context) (string, error) {
+	p.mu.Lock()
+	u := p.jwksURL
+	p.mu.Unlock()
+	if u != "" {
+		return u, nil
+	}
+	var doc struct {
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := p.getJSON(ctx, p.o.discoveryURL, &doc); err != nil {
+		return "", fmt.Errorf("authz: discovery: %w", err)
+	}
+	if err := checkHTTPURL(doc.JWKSURI); err != nil {
+		return "", fmt.Errorf("authz: discovery: jwks_uri: %w", err)
+	}
+	p.mu.Lock()
+	p.jwksURL = doc.JWKSURI
+	p.mu.Unlock()
+	return doc.JWKSURI, nil
+}
+
+func (p *KeyProvider) getJSON(ctx context.Context, u string, dst any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := p.o.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("GET %s: status %d", u, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", u, err)
+	}
+	if len(body) > maxJWKSBytes {
+		return fmt.Errorf("GET %s: response larger than %d bytes", u, maxJWKSBytes)
+	}
+	if err := json.Unmarshal(body, dst); err != nil {
+		return fmt.Errorf("GET %s: not JSON: %w", u, err)
+	}
+	return nil
+}
+
+func checkHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	return nil
+}
+
+var (
+	errUnknownKID = invalid("unknown_kid", "the token was signed by an unknown key", nil)
+)
+
+func keysUnavailable(cause error) *Error {
+	return &Error{Code: CodeKeysUnavailable, Reason: "keys_unavailable", Description: "signing keys are unavailable", Err: cause}
+}
+
+// key returns the current key for kid, fetching the JWKS when the kid is
+// unknown (rate-limited) or nothing is loaded yet.
+func (p *KeyProvider) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
+	return p.lookup(ctx, kid, time.Time{})
+}
+
+// lookup finds kid among the current keys or, when at is not zero (the
+// ValidateAt path), also among keys retired within the retention window.
+func (p *KeyProvider) lookup(ctx context.Context, kid string, at time.Time) (*rsa.PublicKey, error) {
+	for attempt := 0; ; attempt++ {
+		s := p.snap.Load()
+		now := p.o.now()
+		if s != nil {
+			age := now.Sub(s.fetchedAt)
+			if age <= p.o.maxStale {
+				if age > p.o.ttl {
+					p.refreshAsync()
+				}
+				if k, ok := s.keys[kid]; ok {
+					return k, nil
+				}
+				if !at.IsZero() {
+					if r, ok := s.retired[kid]; ok && now.Sub(r.removed) <= p.o.retain {
+						return r.key, nil
+					}
+				}
+			}
+		}
+		if attempt > 0 {
+			break
+		}
+		err := p.refresh(ctx, false)
+		if err != nil && ctx.Err() != nil {
+			return nil, keysUnavailable(ctx.Err())
+		}
+	}
+	s := p.snap.Load()
+	if s == nil || p.o.now().Sub(s.fetchedAt) > p.o.maxStale {
+		p.mu.Lock()
+		cause := p.lastErr
+		p.mu.Unlock()
+		return nil, keysUnavailable(cause)
+	}
+	return nil, errUnknownKID
+}
+
+// hasKey reports whether kid is in the current JWKS and the keys are not
+// older than max-stale (the verified-token cache relies on it).
+func (p *KeyProvider) hasKey(kid string, now time.Time) bool {
+	s := p.snap.Load()
+	if s == nil || now.Sub(s.fetchedAt) > p.o.maxStale {
+		return false
+	}
+	_, ok := s.keys[kid]
+	return ok
+}
 
 // KeyState is the provider's state for readiness probes and metrics.
 type KeyState struct {
@@ -64,10 +525,31 @@ type KeyState struct {
 }
 
 // State returns the current state.
-func (p *KeyProvider) State() KeyState { return KeyState{} }
+func (p *KeyProvider) State() KeyState {
+	p.mu.Lock()
+	lastErr := p.lastErr
+	p.mu.Unlock()
+	st := KeyState{LastError: lastErr}
+	if s := p.snap.Load(); s != nil {
+		st.Keys = len(s.keys)
+		st.LastSuccess = s.fetchedAt
+		st.Age = p.o.now().Sub(s.fetchedAt)
+		st.Stale = st.Age > p.o.ttl
+	}
+	return st
+}
 
 // Ready returns nil when keys are loaded and not older than max-stale.
-func (p *KeyProvider) Ready() error { return errors.New("authz: not implemented") }
-
-// Metrics holds the Prometheus collectors of this package.
-type Metrics struct{}
+func (p *KeyProvider) Ready() error {
+	s := p.snap.Load()
+	if s == nil {
+		p.mu.Lock()
+		cause := p.lastErr
+		p.mu.Unlock()
+		return &Error{Code: CodeKeysUnavailable, Reason: "no_keys", Description: "no signing keys loaded yet", Err: cause}
+	}
+	if age := p.o.now().Sub(s.fetchedAt); age > p.o.maxStale {
+		return &Error{Code: CodeKeysUnavailable, Reason: "keys_too_old", Description: fmt.Sprintf("signing keys are %v old", age.Round(time.Second))}
+	}
+	return nil
+}

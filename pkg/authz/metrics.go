@@ -1,0 +1,108 @@
+package authz
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics holds the Prometheus collectors of this package. A nil *Metrics
+// records nothing, so every use is optional.
+type Metrics struct {
+	decisions *prometheus.CounterVec
+	fetches   *prometheus.CounterVec
+	cache     *prometheus.CounterVec
+	keys      atomic.Pointer[KeyProvider]
+
+	// Pre-resolved children: the hot path must not hash label values.
+	fetchOK, fetchFail, cacheHit, cacheMiss prometheus.Counter
+}
+
+// NewMetrics registers the package's collectors on reg under namespace
+// (e.g. "orders"):
+//
+//	<ns>_authz_decisions_total{result,reason}  allow/deny per reason
+//	<ns>_authz_key_fetches_total{result}       JWKS fetches: success/failure
+//	<ns>_authz_key_age_seconds                 age of the keys being served
+//	<ns>_authz_token_cache_total{result}       verified-token cache hit/miss
+func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
+	if reg == nil {
+		return nil, errors.New("authz: nil prometheus registerer")
+	}
+	m := &Metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "authz", Name: "decisions_total",
+			Help: "Authorization decisions by result (allow, deny) and reason.",
+		}, []string{"result", "reason"}),
+		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "authz", Name: "key_fetches_total",
+			Help: "JWKS fetches by result (success, failure).",
+		}, []string{"result"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "authz", Name: "token_cache_total",
+			Help: "Verified-token cache lookups by result (hit, miss).",
+		}, []string{"result"}),
+	}
+	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "authz", Name: "key_age_seconds",
+		Help: "Age of the signing keys being served (-1 when none are loaded).",
+	}, func() float64 {
+		p := m.keys.Load()
+		if p == nil {
+			return -1
+		}
+		st := p.State()
+		if st.LastSuccess.IsZero() {
+			return -1
+		}
+		return st.Age.Seconds()
+	})
+	for _, c := range []prometheus.Collector{m.decisions, m.fetches, m.cache, age} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m.fetchOK = m.fetches.WithLabelValues("success")
+	m.fetchFail = m.fetches.WithLabelValues("failure")
+	m.cacheHit = m.cache.WithLabelValues("hit")
+	m.cacheMiss = m.cache.WithLabelValues("miss")
+	return m, nil
+}
+
+func (m *Metrics) attachKeys(p *KeyProvider) {
+	if m != nil {
+		m.keys.Store(p)
+	}
+}
+
+func (m *Metrics) keyFetch(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.fetchOK.Inc()
+	} else {
+		m.fetchFail.Inc()
+	}
+}
+
+func (m *Metrics) cacheLookup(hit bool) {
+	if m == nil {
+		return
+	}
+	if hit {
+		m.cacheHit.Inc()
+	} else {
+		m.cacheMiss.Inc()
+	}
+}
+
+// Decision records one authorization decision; result is "allow" or "deny".
+// Exported so that other transports (natsauth) count into the same series.
+func (m *Metrics) Decision(result, reason string) {
+	if m == nil {
+		return
+	}
+	m.decisions.WithLabelValues(result, reason).Inc()
+}

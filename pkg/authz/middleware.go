@@ -1,0 +1,213 @@
+package authz
+
+import (
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+)
+
+// DefaultRealm is the realm in WWW-Authenticate challenges.
+const DefaultRealm = "authmesh"
+
+// MiddlewareConfig configures the Echo middleware.
+type MiddlewareConfig struct {
+	// Skipper skips the middleware entirely (the route is then not protected).
+	// Default: never skip.
+	Skipper middleware.Skipper
+	// Validator verifies bearer tokens. Required.
+	Validator *Validator
+	// Registry holds each route's policy. Required: a matched route without a
+	// policy is refused (deny by default).
+	Registry *Registry
+	// Realm of the WWW-Authenticate challenge. Default "authmesh".
+	Realm string
+	// Metrics, when set, counts decisions by result and reason.
+	Metrics *Metrics
+	// RetryAfter is sent with 503 when no signing keys can be had. Default 30 s.
+	RetryAfter time.Duration
+}
+
+// Middleware is MiddlewareWithConfig with defaults.
+func Middleware(v *Validator, reg *Registry) echo.MiddlewareFunc {
+	return MiddlewareWithConfig(MiddlewareConfig{Validator: v, Registry: reg})
+}
+
+var notFoundHandler = reflect.ValueOf(echo.NotFoundHandler).Pointer()
+
+// MiddlewareWithConfig returns middleware that authenticates the bearer token
+// and authorizes it against the policy declared for the matched route
+// (method + c.Path()). Register it with e.Use so it runs after routing.
+//
+// Answers (RFC 6750; body {"error":"<code>","message":"..."}):
+//   - no token: 401, WWW-Authenticate: Bearer realm="authmesh"
+//   - bad token: 401, ... error="invalid_token", error_description="..."
+//   - missing permission: 403, ... error="insufficient_scope", scope="<needed>"
+//   - no keys obtainable: 503 with Retry-After
+//   - matched route without a policy: 403 no_policy
+//
+// CORS preflight requests (OPTIONS with Origin and Access-Control-Request-Method
+// and no Authorization) pass through untouched, as do requests Echo answers
+// itself with 404 or 405. On success the claims are in the echo.Context
+// (ClaimsFromEcho) and in the request's context (ClaimsFromContext,
+// TokenFromContext). It panics when Validator or Registry is missing.
+func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
+	if cfg.Validator == nil {
+		panic("authz: middleware requires a Validator")
+	}
+	if cfg.Registry == nil {
+		panic("authz: middleware requires a Registry")
+	}
+	if cfg.Skipper == nil {
+		cfg.Skipper = middleware.DefaultSkipper
+	}
+	if cfg.Realm == "" {
+		cfg.Realm = DefaultRealm
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 30 * time.Second
+	}
+	retryAfter := strconv.Itoa(int(cfg.RetryAfter.Round(time.Second) / time.Second))
+	realm := `Bearer realm="` + quoteSafe(cfg.Realm) + `"`
+
+	deny := func(c echo.Context, err error) error {
+		e, ok := err.(*Error)
+		if !ok {
+			e = &Error{Code: CodeInvalidToken, Reason: "internal", Description: "the token could not be verified"}
+		}
+		cfg.Metrics.Decision("deny", reasonOf(e))
+		h := c.Response().Header()
+		status := http.StatusUnauthorized
+		switch e.Code {
+		case CodeMissingToken:
+			h.Set(echo.HeaderWWWAuthenticate, realm)
+		case CodeInsufficientScope:
+			status = http.StatusForbidden
+			h.Set(echo.HeaderWWWAuthenticate, realm+`, error="insufficient_scope", scope="`+quoteSafe(strings.Join(e.Needed, " "))+`"`)
+		case CodeKeysUnavailable:
+			status = http.StatusServiceUnavailable
+			h.Set("Retry-After", retryAfter)
+		case CodeNoPolicy:
+			status = http.StatusForbidden
+		default:
+			h.Set(echo.HeaderWWWAuthenticate, realm+`, error="invalid_token", error_description="`+quoteSafe(e.Description)+`"`)
+		}
+		h.Set(echo.HeaderCacheControl, "no-store")
+		return c.JSON(status, errorBody{Error: publicCode(e.Code), Message: message(e)})
+	}
+
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if cfg.Skipper(c) {
+				return next(c)
+			}
+			req := c.Request()
+			authz := req.Header.Get(echo.HeaderAuthorization)
+			if req.Method == http.MethodOptions && authz == "" &&
+				req.Header.Get(echo.HeaderOrigin) != "" && req.Header.Get(echo.HeaderAccessControlRequestMethod) != "" {
+				return next(c)
+			}
+			policy, ok := cfg.Registry.Policy(req.Method, c.Path())
+			if !ok || !policy.Declared() {
+				if routeUnmatched(c) {
+					return next(c) // Echo answers 404/405 itself
+				}
+				return deny(c, &Error{Code: CodeNoPolicy, Reason: "no_policy", Description: "no access policy is declared for this route"})
+			}
+			if policy.IsPublic() {
+				cfg.Metrics.Decision("allow", "public")
+				return next(c)
+			}
+			token, ok := bearer(authz)
+			if !ok {
+				return deny(c, ErrMissingToken)
+			}
+			claims, err := cfg.Validator.Validate(req.Context(), token)
+			if err != nil {
+				return deny(c, err)
+			}
+			if err := policy.Authorize(claims); err != nil {
+				return deny(c, err)
+			}
+			cfg.Metrics.Decision("allow", "ok")
+			c.Set(echoClaimsKey, claims)
+			c.SetRequest(req.WithContext(WithClaims(req.Context(), claims, token)))
+			return next(c)
+		}
+	}
+}
+
+// routeUnmatched reports whether the router found no route: Echo then runs
+// its own 404 handler, or the 405/OPTIONS handlers after setting Allow.
+func routeUnmatched(c echo.Context) bool {
+	if c.Get(echo.ContextKeyHeaderAllow) != nil {
+		return true
+	}
+	h := c.Handler()
+	return h == nil || reflect.ValueOf(h).Pointer() == notFoundHandler
+}
+
+// bearer extracts the token of an "Authorization: Bearer <token>" header. Any
+// other scheme counts as no token (RFC 6750 §3.1: no error attribute).
+func bearer(h string) (string, bool) {
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	t := strings.TrimSpace(h[len(prefix):])
+	return t, t != ""
+}
+
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+func publicCode(c Code) string {
+	if c == CodeKeysUnavailable {
+		return "temporarily_unavailable"
+	}
+	return string(c)
+}
+
+func reasonOf(e *Error) string {
+	if e.Reason != "" {
+		return e.Reason
+	}
+	return string(e.Code)
+}
+
+func message(e *Error) string {
+	switch e.Code {
+	case CodeMissingToken:
+		return "a bearer token is required"
+	case CodeInsufficientScope:
+		if len(e.Needed) > 0 {
+			return "insufficient permissions: requires " + strings.Join(e.Needed, " ")
+		}
+		return "insufficient permissions"
+	case CodeKeysUnavailable:
+		return "token verification is temporarily unavailable; retry later"
+	case CodeNoPolicy:
+		return "access denied"
+	}
+	if e.Description != "" {
+		return e.Description
+	}
+	return "the token is invalid"
+}
+
+// quoteSafe keeps a value safe inside a quoted-string of a header (RFC 6750
+// restricts error_description to %x20-21 / %x23-5B / %x5D-7E).
+func quoteSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return -1
+		}
+		return r
+	}, s)
+}
