@@ -1,0 +1,85 @@
+package adapters
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/services/users/internal/domain"
+)
+
+// Stream and subjects the service owns (docs/conventions.md).
+const (
+	EventsStream       = "USERS_EVENTS"
+	SubjectBlocked     = "users.events.blocked"
+	SubjectUnblocked   = "users.events.unblocked"
+	eventsSubjectsGlob = "users.events.>"
+)
+
+// EnsureEventsStream creates or updates USERS_EVENTS idempotently.
+func EnsureEventsStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        EventsStream,
+		Description: "users service events: user.blocked, user.unblocked",
+		Subjects:    []string{eventsSubjectsGlob},
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Retention:   jetstream.LimitsPolicy,
+		// Events stay long enough for a consumer that was down for the
+		// longest backlog natsauth accepts.
+		MaxAge:     natsauth.DefaultMaxBacklogAge,
+		Duplicates: 2 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", EventsStream, err)
+	}
+	return nil
+}
+
+// Events publishes user.blocked / user.unblocked (app.Events).
+type Events struct{ js jetstream.JetStream }
+
+// NewEvents returns the publisher.
+func NewEvents(js jetstream.JetStream) *Events { return &Events{js: js} }
+
+type moderationData struct {
+	UserID string    `json:"user_id"`
+	At     time.Time `json:"at"`
+}
+
+// PublishModeration implements app.Events with the identity of ctx (the
+// caller's token, or natsauth.AsService's) and Nats-Msg-Id
+// "<type>:<intent id>", so a retried publish is dropped by the server.
+func (e *Events) PublishModeration(ctx context.Context, m domain.Moderation) error {
+	subj := SubjectUnblocked
+	if m.Blocked {
+		subj = SubjectBlocked
+	}
+	_, err := natsauth.PublishEvent(ctx, e.js, subj, m.EventType(), m.EntityID(), m.UserID,
+		moderationData{UserID: m.UserID, At: m.At.UTC()})
+	if err != nil {
+		return fmt.Errorf("publish %s: %w: %w", m.EventType(), domain.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Revocations writes to natsauth's revocation bucket (app.Revoker).
+type Revocations struct{ st *Storage }
+
+// NewRevocations returns the writer on the Storage's revocation bucket.
+func NewRevocations(st *Storage) *Revocations { return &Revocations{st: st} }
+
+// Revoke implements app.Revoker.
+func (r *Revocations) Revoke(ctx context.Context, sub string, at time.Time) error {
+	store, err := r.st.revocations()
+	if err != nil {
+		return err
+	}
+	if err := store.Revoke(ctx, sub, at); err != nil {
+		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
+	}
+	return nil
+}

@@ -1,0 +1,260 @@
+package adapters
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/services/users/internal/domain"
+)
+
+// ProfilesBucket is the service's KV bucket (docs/conventions.md). It holds
+// profiles under "profile.<id>" and block/unblock intents under
+// "moderation.<id>", <id> being the user id in base64url without padding
+// (ids such as "auth0|123" have characters keys may not).
+const ProfilesBucket = "users_profiles"
+
+const (
+	profilePrefix    = "profile."
+	moderationPrefix = "moderation."
+)
+
+func encodeID(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
+
+func decodeID(s string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return string(b), err
+}
+
+// EnsureProfilesBucket creates or updates the bucket idempotently.
+func EnsureProfilesBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      ProfilesBucket,
+		Description: "users service: local profiles and block/unblock intents",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kv %s: %w", ProfilesBucket, err)
+	}
+	return kv, nil
+}
+
+// isConflict reports a failed compare-and-set: Create on an existing key, or
+// Update with a stale revision.
+func isConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// casPut stores val under key if its revision is still rev (0: absent).
+func casPut(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, rev uint64) (uint64, error) {
+	var (
+		n   uint64
+		err error
+	)
+	if rev == 0 {
+		n, err = kv.Create(ctx, key, val)
+	} else {
+		n, err = kv.Update(ctx, key, val, rev)
+	}
+	if isConflict(err) {
+		return 0, fmt.Errorf("kv %s: %w", key, domain.ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("kv %s: %w: %w", key, domain.ErrUnavailable, err)
+	}
+	return n, nil
+}
+
+// get returns the entry's value and revision; domain.ErrNotFound when absent.
+func get(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, fmt.Errorf("kv %s: %w", key, domain.ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("kv %s: %w: %w", key, domain.ErrUnavailable, err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// Profiles stores local profile data (app.Profiles).
+type Profiles struct{ st *Storage }
+
+// NewProfiles returns the store on the Storage's bucket.
+func NewProfiles(st *Storage) *Profiles { return &Profiles{st: st} }
+
+type addressRecord struct {
+	Line1      string `json:"line1"`
+	City       string `json:"city"`
+	PostalCode string `json:"postal_code"`
+	Country    string `json:"country"`
+}
+
+type profileRecord struct {
+	UserID          string         `json:"user_id"`
+	Name            string         `json:"name,omitempty"`
+	ShippingAddress *addressRecord `json:"shipping_address,omitempty"`
+	UpdatedAt       time.Time      `json:"updated_at"`
+}
+
+func toProfileRecord(p domain.Profile) profileRecord {
+	r := profileRecord{UserID: p.UserID, Name: p.Name, UpdatedAt: p.UpdatedAt}
+	if a := p.ShippingAddress; a != nil {
+		r.ShippingAddress = &addressRecord{Line1: a.Line1, City: a.City, PostalCode: a.PostalCode, Country: a.Country}
+	}
+	return r
+}
+
+func (r profileRecord) toDomain() domain.Profile {
+	p := domain.Profile{UserID: r.UserID, Name: r.Name, UpdatedAt: r.UpdatedAt}
+	if a := r.ShippingAddress; a != nil {
+		p.ShippingAddress = &domain.Address{Line1: a.Line1, City: a.City, PostalCode: a.PostalCode, Country: a.Country}
+	}
+	return p
+}
+
+func (s *Profiles) get(ctx context.Context, userID string) (domain.Profile, uint64, error) {
+	kv, err := s.st.bucket()
+	if err != nil {
+		return domain.Profile{}, 0, err
+	}
+	val, rev, err := get(ctx, kv, profilePrefix+encodeID(userID))
+	if err != nil {
+		return domain.Profile{}, 0, err
+	}
+	var r profileRecord
+	if err := json.Unmarshal(val, &r); err != nil {
+		return domain.Profile{}, 0, fmt.Errorf("profile of %s: corrupt record: %w", userID, err)
+	}
+	return r.toDomain(), rev, nil
+}
+
+// Get implements app.Profiles.
+func (s *Profiles) Get(ctx context.Context, userID string) (domain.Profile, error) {
+	p, _, err := s.get(ctx, userID)
+	return p, err
+}
+
+// maxCASAttempts bounds retries of a read-modify-write against concurrent writers.
+const maxCASAttempts = 10
+
+// Update implements app.Profiles with compare-and-set on the entry's revision.
+func (s *Profiles) Update(ctx context.Context, userID string, fn func(*domain.Profile) error) (domain.Profile, error) {
+	for range maxCASAttempts {
+		p, rev, err := s.get(ctx, userID)
+		if err != nil && !errors.Is(err, domain.ErrNotFound) {
+			return domain.Profile{}, err
+		}
+		p.UserID = userID
+		if err := fn(&p); err != nil {
+			return domain.Profile{}, err
+		}
+		val, err := json.Marshal(toProfileRecord(p))
+		if err != nil {
+			return domain.Profile{}, err
+		}
+		kv, err := s.st.bucket()
+		if err != nil {
+			return domain.Profile{}, err
+		}
+		_, err = casPut(ctx, kv, profilePrefix+encodeID(userID), val, rev)
+		if errors.Is(err, domain.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return domain.Profile{}, err
+		}
+		return p, nil
+	}
+	return domain.Profile{}, fmt.Errorf("profile of %s: too many concurrent updates: %w", userID, domain.ErrConflict)
+}
+
+// Moderations stores block/unblock intents (app.Moderations).
+type Moderations struct{ st *Storage }
+
+// NewModerations returns the store on the Storage's bucket.
+func NewModerations(st *Storage) *Moderations { return &Moderations{st: st} }
+
+type moderationRecord struct {
+	UserID         string    `json:"user_id"`
+	Blocked        bool      `json:"blocked"`
+	RequestedAt    time.Time `json:"requested_at"`
+	At             time.Time `json:"at,omitzero"`
+	RevokedAt      time.Time `json:"revoked_at,omitzero"`
+	TenantDone     bool      `json:"tenant_done"`
+	RevocationDone bool      `json:"revocation_done"`
+	EventDone      bool      `json:"event_done"`
+}
+
+// Get implements app.Moderations.
+func (s *Moderations) Get(ctx context.Context, userID string) (domain.Moderation, uint64, error) {
+	kv, err := s.st.bucket()
+	if err != nil {
+		return domain.Moderation{}, 0, err
+	}
+	val, rev, err := get(ctx, kv, moderationPrefix+encodeID(userID))
+	if err != nil {
+		return domain.Moderation{}, 0, err
+	}
+	var r moderationRecord
+	if err := json.Unmarshal(val, &r); err != nil {
+		return domain.Moderation{}, 0, fmt.Errorf("moderation of %s: corrupt record: %w", userID, err)
+	}
+	return domain.Moderation(r), rev, nil
+}
+
+// Put implements app.Moderations.
+func (s *Moderations) Put(ctx context.Context, m domain.Moderation, rev uint64) (uint64, error) {
+	val, err := json.Marshal(moderationRecord(m))
+	if err != nil {
+		return 0, err
+	}
+	kv, err := s.st.bucket()
+	if err != nil {
+		return 0, err
+	}
+	return casPut(ctx, kv, moderationPrefix+encodeID(m.UserID), val, rev)
+}
+
+// Unfinished implements app.Moderations. It reads every intent: there is
+// one per user ever blocked, which stays small for a moderation log.
+func (s *Moderations) Unfinished(ctx context.Context) ([]string, error) {
+	kv, err := s.st.bucket()
+	if err != nil {
+		return nil, err
+	}
+	lister, err := kv.ListKeysFiltered(ctx, moderationPrefix+">")
+	if err != nil {
+		return nil, fmt.Errorf("kv %s: list: %w: %w", ProfilesBucket, domain.ErrUnavailable, err)
+	}
+	var ids []string
+	for key := range lister.Keys() {
+		id, err := decodeID(strings.TrimPrefix(key, moderationPrefix))
+		if err != nil {
+			continue // not written by this service
+		}
+		m, _, err := s.Get(ctx, id)
+		if err != nil {
+			if errors.Is(err, domain.ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		if !m.Done() {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
