@@ -1,0 +1,199 @@
+package natsauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+)
+
+type seen struct {
+	Sub, RequestID, Traceparent, Downstream string
+}
+
+// TestRequestPropagation: a caller's token, request id and trace travel
+// through two hops of micro endpoints, each validating with its own policy.
+func TestRequestPropagation(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss)
+	nc, _ := connect(t, startNATS(t))
+
+	back, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = back.Stop() })
+	if err := back.AddEndpoint("profile", "authmesh.users.profile", authz.RequireAll("read:profile"),
+		func(ctx context.Context, req micro.Request) {
+			c, _ := authz.ClaimsFromContext(ctx)
+			id, _ := RequestIDFromContext(ctx)
+			tc, _ := TraceContextFromContext(ctx)
+			_ = req.RespondJSON(seen{Sub: c.Subject, RequestID: id, Traceparent: tc.Traceparent})
+		}); err != nil {
+		t.Fatal(err)
+	}
+	front, err := NewService(nc, micro.Config{Name: "orders", Version: "1.0.0"}, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = front.Stop() })
+	if err := front.AddEndpoint("summary", "authmesh.orders.summary", authz.Authenticated(),
+		func(ctx context.Context, req micro.Request) {
+			// The handler's ctx carries the caller's identity onward.
+			reply, err := Request(ctx, nc, "authmesh.users.profile", nil)
+			if err != nil {
+				_ = req.Error("500", err.Error(), nil)
+				return
+			}
+			var s seen
+			_ = json.Unmarshal(reply.Data, &s)
+			s.Downstream = s.Traceparent
+			tc, _ := TraceContextFromContext(ctx)
+			s.Traceparent = tc.Traceparent
+			_ = req.RespondJSON(s)
+		}); err != nil {
+		t.Fatal(err)
+	}
+
+	tok := iss.Token(t, nil)
+	incoming := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := userCtx(t, v, tok)
+	ctx = WithRequestID(ctx, "req-123")
+	ctx = WithTraceContext(ctx, TraceContext{Traceparent: incoming, Tracestate: "vendor=1"})
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+
+	reply, err := Request(ctx, nc, "authmesh.orders.summary", nil)
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	var got seen
+	if err := json.Unmarshal(reply.Data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Sub != "auth0|6553da60a54af58e29493993" || got.RequestID != "req-123" {
+		t.Fatalf("downstream saw sub %q request id %q", got.Sub, got.RequestID)
+	}
+	traceID := incoming[3:35]
+	for _, tp := range []string{got.Traceparent, got.Downstream} {
+		if !validTraceparent(tp) || tp[3:35] != traceID || tp == incoming {
+			t.Fatalf("traceparent %q: want trace id %s with a new parent id", tp, traceID)
+		}
+	}
+	if got.Traceparent == got.Downstream {
+		t.Fatal("each hop must get its own parent id")
+	}
+}
+
+// TestEndpointPolicy: every authorization outcome maps to the right micro
+// error code, authz.CodeOf recovers the code, and the token is never echoed.
+func TestEndpointPolicy(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss)
+	nc, _ := connect(t, startNATS(t))
+	svc, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	ok := func(ctx context.Context, req micro.Request) { _ = req.Respond([]byte("ok")) }
+	for _, ep := range []struct {
+		name string
+		p    authz.Policy
+	}{
+		{"profile", authz.RequireAll("read:profile")},
+		{"admin", authz.RequireAll("admin:users")},
+		{"cancel", authz.RequireAll("cancel:orders").Clients("users-service").M2MOnly()},
+		{"health", authz.Public()},
+	} {
+		if err := svc.AddEndpoint(ep.name, "t."+ep.name, ep.p, ok); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	expired := iss.Token(t, authztest.Claims{"iat": time.Now().Add(-2 * time.Hour).Unix(), "exp": time.Now().Add(-time.Hour).Unix()})
+	foreign := authztest.Sign(t, foreignRSAKey(t), map[string]any{"alg": "RS256", "typ": "JWT", "kid": iss.SigningKey().ID}, iss.DefaultClaims())
+	cases := []struct {
+		name, subj, header string
+		wantStatus         int
+		wantCode           authz.Code
+	}{
+		{"user with permission", "t.profile", "Bearer " + iss.Token(t, nil), 0, ""},
+		{"missing token", "t.profile", "", 401, authz.CodeMissingToken},
+		{"malformed header", "t.profile", "Basic dXNlcjpwdw==", 401, authz.CodeInvalidToken},
+		{"expired", "t.profile", "Bearer " + expired, 401, authz.CodeInvalidToken},
+		{"foreign key", "t.profile", "Bearer " + foreign, 401, authz.CodeInvalidToken},
+		{"missing permission", "t.admin", "Bearer " + iss.Token(t, nil), 403, authz.CodeInsufficientScope},
+		{"m2m allowed client", "t.cancel", "Bearer " + iss.M2MToken(t, "users-service", "cancel:orders"), 0, ""},
+		{"m2m other client", "t.cancel", "Bearer " + iss.M2MToken(t, "billing-service", "cancel:orders"), 403, authz.CodeInsufficientScope},
+		{"user on m2m endpoint", "t.cancel", "Bearer " + iss.Token(t, authztest.Claims{"permissions": []string{"cancel:orders"}}), 403, authz.CodeInsufficientScope},
+		{"public without token", "t.health", "", 0, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			msg, err := NewMsg(context.Background(), tc.subj, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.header != "" {
+				msg.Header.Set(HeaderAuthorization, tc.header)
+			}
+			reply, err := nc.RequestMsg(msg, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = replyError(tc.subj, reply)
+			if tc.wantStatus == 0 {
+				if err != nil || string(reply.Data) != "ok" {
+					t.Fatalf("want ok, got %q, %v", reply.Data, err)
+				}
+				return
+			}
+			var se *ServiceError
+			if !errors.As(err, &se) || se.Code != tc.wantStatus || authz.CodeOf(err) != tc.wantCode {
+				t.Fatalf("got %v (code %q), want %d %s", err, authz.CodeOf(err), tc.wantStatus, tc.wantCode)
+			}
+			if tok, _ := bearer(tc.header); tok != "" && strings.Contains(err.Error(), tok) {
+				t.Fatal("error echoes the token")
+			}
+		})
+	}
+
+	t.Run("metrics count denials", func(t *testing.T) {
+		// Covered with a registry in TestConsumerRejects; here: Request maps
+		// errors the same way as replyError.
+		_, err := Request(context.Background(), nc, "t.admin", nil)
+		if authz.CodeOf(err) != authz.CodeMissingToken {
+			t.Fatalf("Request without token: %v", err)
+		}
+	})
+}
+
+func TestAddEndpointRequiresPolicy(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss)
+	nc, _ := connect(t, startNATS(t))
+	svc, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	err = svc.AddEndpoint("open", "t.open", authz.Policy{}, func(context.Context, micro.Request) {})
+	if !errors.Is(err, authz.ErrNoPolicy) {
+		t.Fatalf("zero policy accepted: %v", err)
+	}
+	if n := len(svc.Micro().Info().Endpoints); n != 0 {
+		t.Fatalf("%d endpoints registered", n)
+	}
+}
