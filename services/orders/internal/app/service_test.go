@@ -1,0 +1,400 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authmesh/authmesh/services/orders/internal/adapters"
+	"github.com/authmesh/authmesh/services/orders/internal/app"
+	"github.com/authmesh/authmesh/services/orders/internal/domain"
+	"github.com/authmesh/authmesh/services/orders/internal/natstest"
+)
+
+type fakePublisher struct {
+	mu     sync.Mutex
+	fail   bool
+	events []app.Event
+}
+
+func (p *fakePublisher) Publish(_ context.Context, e app.Event) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fail {
+		return domain.ErrUnavailable
+	}
+	p.events = append(p.events, e)
+	return nil
+}
+
+func (p *fakePublisher) setFail(f bool) { p.mu.Lock(); p.fail = f; p.mu.Unlock() }
+
+func (p *fakePublisher) byType(t app.EventType) []app.Event {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []app.Event
+	for _, e := range p.events {
+		if e.Type == t {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+type fakeProfiles struct{ calls atomic.Int32 }
+
+func (p *fakeProfiles) ShippingAddress(context.Context) (*domain.Address, error) {
+	p.calls.Add(1)
+	return &domain.Address{Line1: "1 Main St", City: "Berlin", PostalCode: "10115", Country: "DE"}, nil
+}
+
+type fakeBilling struct {
+	mu     sync.Mutex
+	paid   map[string]bool
+	voided []string
+	ctxs   []context.Context
+}
+
+func (b *fakeBilling) VoidOrder(ctx context.Context, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.paid[id] {
+		return domain.ErrConflict
+	}
+	b.voided = append(b.voided, id)
+	b.ctxs = append(b.ctxs, ctx)
+	return nil
+}
+
+type svcKey struct{}
+
+type fakeIdentity struct{}
+
+func (fakeIdentity) Context(ctx context.Context) (context.Context, error) {
+	return context.WithValue(ctx, svcKey{}, true), nil
+}
+func (fakeIdentity) Subject() string { return "orders-service@clients" }
+
+type fixture struct {
+	svc     *app.Service
+	orders  *adapters.OrderStore
+	pub     *fakePublisher
+	billing *fakeBilling
+	clock   *atomic.Int64 // offset added to time.Now, ns
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ns := natstest.Start(t)
+	okv, ikv, err := adapters.EnsureBuckets(context.Background(), ns.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{orders: adapters.NewOrderStore(okv), pub: &fakePublisher{}, billing: &fakeBilling{paid: map[string]bool{}}, clock: &atomic.Int64{}}
+	f.svc, err = app.New(app.Config{
+		Orders: f.orders, Outbox: f.orders, Idempotency: adapters.NewIdempotencyStore(ikv),
+		Publisher: f.pub, Profiles: &fakeProfiles{}, Billing: f.billing, Identity: fakeIdentity{},
+		Now: func() time.Time { return time.Now().Add(time.Duration(f.clock.Load())) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+var (
+	alice = app.Caller{Subject: "auth0|alice"}
+	bob   = app.Caller{Subject: "auth0|bob"}
+	dave  = app.Caller{Subject: "auth0|dave", ReadAll: true}
+	mugs  = []domain.LineRequest{{SKU: "mug", Quantity: 2}}
+)
+
+func TestPlaceOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	o, replayed, err := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	if err != nil || replayed {
+		t.Fatalf("place: %v replayed=%v", err, replayed)
+	}
+	if o.TotalCents != 2400 || o.ShippingAddress == nil || o.Status != domain.StatusPending {
+		t.Fatalf("bad order %+v", o)
+	}
+	ev := f.pub.byType(app.EventOrderCreated)
+	if len(ev) != 1 || ev[0].Actor != alice.Subject || ev[0].Order.ID != o.ID {
+		t.Fatalf("created events %+v", ev)
+	}
+	if pending := mustList(t, f); len(pending) != 0 {
+		t.Fatalf("outbox not cleared: %+v", pending)
+	}
+	if _, _, err := f.svc.PlaceOrder(ctx, alice, "", []domain.LineRequest{{SKU: "spoon", Quantity: 1}}); !errors.Is(err, domain.ErrValidation) {
+		t.Fatalf("want ErrValidation, got %v", err)
+	}
+}
+
+func mustList(t *testing.T, f *fixture) []app.PendingEvent {
+	t.Helper()
+	l, err := f.orders.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	first, _, err := f.svc.PlaceOrder(ctx, alice, "k1", mugs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("same body", func(t *testing.T) {
+		again, replayed, err := f.svc.PlaceOrder(ctx, alice, "k1", []domain.LineRequest{{SKU: "mug", Quantity: 2}})
+		if err != nil || !replayed || again.ID != first.ID {
+			t.Fatalf("replay: %v replayed=%v id=%s want %s", err, replayed, again.ID, first.ID)
+		}
+	})
+	t.Run("different body", func(t *testing.T) {
+		if _, _, err := f.svc.PlaceOrder(ctx, alice, "k1", []domain.LineRequest{{SKU: "mug", Quantity: 3}}); !errors.Is(err, domain.ErrIdempotencyMismatch) {
+			t.Fatalf("want mismatch, got %v", err)
+		}
+	})
+	t.Run("other user same key", func(t *testing.T) {
+		o, replayed, err := f.svc.PlaceOrder(ctx, bob, "k1", mugs)
+		if err != nil || replayed || o.ID == first.ID {
+			t.Fatalf("bob: %v replayed=%v", err, replayed)
+		}
+	})
+	t.Run("concurrent", func(t *testing.T) {
+		const n = 12
+		ids := make(chan string, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				o, _, err := f.svc.PlaceOrder(ctx, alice, "k-concurrent", mugs)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids <- o.ID
+			})
+		}
+		wg.Wait()
+		close(ids)
+		seen := map[string]bool{}
+		for id := range ids {
+			seen[id] = true
+		}
+		if len(seen) != 1 {
+			t.Fatalf("%d distinct orders for one key", len(seen))
+		}
+	})
+	list, err := f.svc.ListOrders(ctx, alice, "")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("alice has %d orders (%v), want 2", len(list), err)
+	}
+}
+
+func TestOutboxRelay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	f.pub.setFail(true)
+	o, _, err := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	if err != nil {
+		t.Fatalf("an order stored while NATS publishing fails must still be accepted: %v", err)
+	}
+	if len(mustList(t, f)) != 1 {
+		t.Fatal("no outbox entry left behind")
+	}
+	// An entry whose order never got stored (crash before Create).
+	orphan := app.PendingEvent{EventID: app.NewUUID(), Type: app.EventOrderCreated, OrderID: app.NewUUID(), UserID: alice.Subject, OccurredAt: time.Now().UTC()}
+	if err := f.orders.Add(ctx, orphan); err != nil {
+		t.Fatal(err)
+	}
+	f.pub.setFail(false)
+	if n, err := f.svc.RelayOutbox(ctx); err != nil || n != 0 {
+		t.Fatalf("within the grace period nothing is relayed: n=%d err=%v", n, err)
+	}
+	f.clock.Store(int64(time.Minute))
+	n, err := f.svc.RelayOutbox(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("relay: n=%d err=%v", n, err)
+	}
+	ev := f.pub.byType(app.EventOrderCreated)
+	if len(ev) != 1 || ev[0].Order.ID != o.ID || ev[0].Actor != "orders-service@clients" || ev[0].UserID != alice.Subject || ev[0].Order.TotalCents != 2400 {
+		t.Fatalf("relayed %+v", ev)
+	}
+	if l := mustList(t, f); len(l) != 0 {
+		t.Fatalf("outbox after relay: %+v", l)
+	}
+}
+
+func TestCancelOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	paidOrder, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	f.billing.paid[paidOrder.ID] = true
+
+	tests := []struct {
+		name   string
+		caller app.Caller
+		id     string
+		want   error
+	}{
+		{"someone else's", bob, o.ID, domain.ErrNotFound},
+		{"support cannot cancel others", dave, o.ID, domain.ErrNotFound},
+		{"unknown", alice, app.NewUUID(), domain.ErrNotFound},
+		{"billing says paid", alice, paidOrder.ID, domain.ErrConflict},
+		{"own pending", alice, o.ID, nil},
+		{"already cancelled", alice, o.ID, domain.ErrConflict},
+	}
+	for _, tc := range tests {
+		got, err := f.svc.CancelOrder(ctx, tc.caller, tc.id)
+		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+			t.Fatalf("%s: want %v, got %v", tc.name, tc.want, err)
+		}
+		if tc.want == nil && got.Status != domain.StatusCancelled {
+			t.Fatalf("%s: status %s", tc.name, got.Status)
+		}
+	}
+	if got, _ := f.svc.GetOrder(ctx, alice, paidOrder.ID); got.Status != domain.StatusPending {
+		t.Fatalf("order billing refused to void is %s", got.Status)
+	}
+	ev := f.pub.byType(app.EventOrderCancelled)
+	if len(ev) != 1 || ev[0].Order.ID != o.ID || ev[0].Actor != alice.Subject {
+		t.Fatalf("cancelled events %+v", ev)
+	}
+}
+
+func TestGetAndListOwnership(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	if _, err := f.svc.GetOrder(ctx, bob, o.ID); !errors.Is(err, domain.ErrNotFound) {
+		t.Fatalf("bob reads alice's order: %v", err)
+	}
+	if _, err := f.svc.GetOrder(ctx, dave, o.ID); err != nil {
+		t.Fatalf("support reads any order: %v", err)
+	}
+	if _, err := f.svc.ListOrders(ctx, bob, alice.Subject); !errors.Is(err, domain.ErrForbidden) {
+		t.Fatalf("bob lists alice's orders: %v", err)
+	}
+	if l, err := f.svc.ListOrders(ctx, dave, alice.Subject); err != nil || len(l) != 1 {
+		t.Fatalf("support lists alice's: %v %v", l, err)
+	}
+	if l, err := f.svc.ListOrders(ctx, bob, ""); err != nil || len(l) != 0 {
+		t.Fatalf("bob's own: %v %v", l, err)
+	}
+}
+
+func TestApplyInvoiceStatus(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	other, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	steps := []struct {
+		name  string
+		id    string
+		user  string
+		next  domain.Status
+		want  error
+		state domain.Status
+	}{
+		{"refund before pay", o.ID, alice.Subject, domain.StatusRefunded, domain.ErrConflict, domain.StatusPending},
+		{"wrong owner", o.ID, bob.Subject, domain.StatusPaid, domain.ErrForbidden, domain.StatusPending},
+		{"paid", o.ID, alice.Subject, domain.StatusPaid, nil, domain.StatusPaid},
+		{"paid redelivered", o.ID, alice.Subject, domain.StatusPaid, nil, domain.StatusPaid},
+		{"refunded", o.ID, alice.Subject, domain.StatusRefunded, nil, domain.StatusRefunded},
+		{"refunded redelivered", o.ID, alice.Subject, domain.StatusRefunded, nil, domain.StatusRefunded},
+		{"cancel is not an invoice status", other.ID, alice.Subject, domain.StatusCancelled, domain.ErrValidation, domain.StatusPending},
+		{"unknown order", app.NewUUID(), alice.Subject, domain.StatusPaid, domain.ErrNotFound, ""},
+	}
+	for _, s := range steps {
+		err := f.svc.ApplyInvoiceStatus(ctx, s.id, s.user, s.next)
+		if (s.want == nil && err != nil) || !errors.Is(err, s.want) {
+			t.Fatalf("%s: want %v, got %v", s.name, s.want, err)
+		}
+		if s.state != "" {
+			got, _ := f.svc.GetOrder(ctx, dave, s.id)
+			if got.Status != s.state {
+				t.Fatalf("%s: status %s, want %s", s.name, got.Status, s.state)
+			}
+		}
+	}
+}
+
+func TestConcurrentInvoiceAndCancelCAS(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	// Billing's arbiter is faked away here to exercise the KV compare-and-set
+	// alone: of a paid event and a cancel racing, exactly one may win.
+	var wg sync.WaitGroup
+	var payErr, cancelErr error
+	wg.Go(func() { payErr = f.svc.ApplyInvoiceStatus(ctx, o.ID, alice.Subject, domain.StatusPaid) })
+	wg.Go(func() { _, cancelErr = f.svc.CancelOrder(ctx, alice, o.ID) })
+	wg.Wait()
+	got, _ := f.svc.GetOrder(ctx, alice, o.ID)
+	switch got.Status {
+	case domain.StatusPaid:
+		if payErr != nil || !errors.Is(cancelErr, domain.ErrConflict) {
+			t.Fatalf("paid won but pay=%v cancel=%v", payErr, cancelErr)
+		}
+	case domain.StatusCancelled:
+		if cancelErr != nil || !errors.Is(payErr, domain.ErrConflict) {
+			t.Fatalf("cancel won but pay=%v cancel=%v", payErr, cancelErr)
+		}
+	default:
+		t.Fatalf("status %s", got.Status)
+	}
+}
+
+func TestCancelPendingForUser(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	p1, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	p2, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	paid, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	racing, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	bobs, _, _ := f.svc.PlaceOrder(ctx, bob, "", mugs)
+	if err := f.svc.ApplyInvoiceStatus(ctx, paid.ID, alice.Subject, domain.StatusPaid); err != nil {
+		t.Fatal(err)
+	}
+	f.billing.paid[racing.ID] = true // paid at billing, event not here yet
+
+	n, err := f.svc.CancelPendingForUser(ctx, alice.Subject)
+	if err != nil || n != 2 {
+		t.Fatalf("cancelled %d (%v), want 2", n, err)
+	}
+	want := map[string]domain.Status{p1.ID: domain.StatusCancelled, p2.ID: domain.StatusCancelled, paid.ID: domain.StatusPaid, racing.ID: domain.StatusPending, bobs.ID: domain.StatusPending}
+	for id, st := range want {
+		if got, _ := f.svc.GetOrder(ctx, dave, id); got.Status != st {
+			t.Fatalf("order %s: %s, want %s", id, got.Status, st)
+		}
+	}
+	for _, c := range f.billing.ctxs {
+		if c.Value(svcKey{}) == nil {
+			t.Fatal("billing was called without the service identity")
+		}
+	}
+	for _, e := range f.pub.byType(app.EventOrderCancelled) {
+		if e.Actor != "orders-service@clients" || e.Reason != "user_blocked" || e.UserID != alice.Subject {
+			t.Fatalf("bad cancelled event %+v", e)
+		}
+	}
+	// Redelivery of the same user.blocked event: nothing more to do.
+	if n, err := f.svc.CancelPendingForUser(ctx, alice.Subject); err != nil || n != 0 {
+		t.Fatalf("second run: %d %v", n, err)
+	}
+}
