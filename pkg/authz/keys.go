@@ -48,7 +48,10 @@ type KeyProvider struct {
 	snap atomic.Pointer[keySnapshot]
 	sf   singleflight.Group
 
-	mu          sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below
+	// lastAttempt is the last fetch not on the schedule (unknown kid, cold
+	// start, stale keys): the cool-down is measured from it, so the scheduled
+	// refreshes never delay picking up a freshly rotated key.
 	lastAttempt time.Time
 	lastErr     error
 	jwksURL     string // explicit, or found through discovery
@@ -268,7 +271,10 @@ func (p *KeyProvider) claimFetch(force bool) <-chan singleflight.Result {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.o.now()
-	if force || p.lastAttempt.IsZero() || now.Sub(p.lastAttempt) >= p.o.cooldown {
+	if force {
+		return p.sf.DoChan("jwks", p.fetch)
+	}
+	if p.lastAttempt.IsZero() || now.Sub(p.lastAttempt) >= p.o.cooldown {
 		p.lastAttempt = now
 		// DoChan under p.mu so that a joiner below can never register its
 		// no-op before the real fetch.

@@ -106,3 +106,9 @@ func (m *Metrics) Decision(result, reason string) {
 	}
 	m.decisions.WithLabelValues(result, reason).Inc()
 }
+
+// CacheCounter returns the token-cache counter for result "hit" or "miss"
+// (tests and dashboards).
+func (m *Metrics) CacheCounter(result string) prometheus.Counter {
+	return m.cache.WithLabelValues(result)
+}

@@ -49,7 +49,7 @@ func NewRSAKey(tb testing.TB) *rsa.PrivateKey {
 	tb.Helper()
 	poolMu.Lock()
 	defer poolMu.Unlock()
-	const size = 6
+	const size = 4
 	if len(pool) < size {
 		k, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {

@@ -1,0 +1,297 @@
+package authz_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+)
+
+func TestValidateAttackCorpus(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss, nil)
+	e, _ := newEcho(t, v)
+	k := iss.SigningKey()
+	attacker := authztest.NewRSAKey(t)
+	for attacker.Equal(k.Private) {
+		attacker = authztest.NewRSAKey(t)
+	}
+	hdr := func(extra map[string]any) map[string]any {
+		h := map[string]any{"alg": "RS256", "typ": "JWT", "kid": k.ID}
+		for kk, vv := range extra {
+			if vv == nil {
+				delete(h, kk)
+			} else {
+				h[kk] = vv
+			}
+		}
+		return h
+	}
+	claims := func(extra authztest.Claims) authztest.Claims {
+		c := iss.DefaultClaims()
+		for kk, vv := range extra {
+			if vv == nil {
+				delete(c, kk)
+			} else {
+				c[kk] = vv
+			}
+		}
+		return c
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	// HS256 with the RSA public key (as its PEM/JWK modulus bytes) as the secret.
+	hsToken := func() string {
+		in := authztest.Encode(t, hdr(map[string]any{"alg": "HS256"})) + "." + authztest.Encode(t, claims(nil))
+		mac := hmac.New(sha256.New, k.Private.PublicKey.N.Bytes())
+		mac.Write([]byte(in))
+		return in + "." + b64(mac.Sum(nil))
+	}
+	attackerJWK := authztest.PublicJWK(&authztest.Key{ID: k.ID, Private: attacker})
+	now := time.Now()
+	good := iss.Token(t, nil)
+	parts := strings.Split(good, ".")
+	_ = crypto.SHA256
+
+	tests := []struct{ name, token, reason string }{
+		{"alg none", authztest.Encode(t, hdr(map[string]any{"alg": "none"})) + "." + authztest.Encode(t, claims(nil)) + ".", "algorithm"},
+		{"HS256 with public key as secret", hsToken(), "algorithm"},
+		{"foreign key under known kid", authztest.Sign(t, attacker, hdr(nil), claims(nil)), "bad_signature"},
+		{"unknown kid", authztest.Sign(t, attacker, hdr(map[string]any{"kid": "nope"}), claims(nil)), "unknown_kid"},
+		{"no kid", authztest.Sign(t, k.Private, hdr(map[string]any{"kid": nil}), claims(nil)), "missing_kid"},
+		{"expired", iss.Token(t, authztest.Claims{"exp": now.Add(-time.Hour).Unix(), "iat": now.Add(-2 * time.Hour).Unix()}), "expired"},
+		{"nbf in the future", iss.Token(t, authztest.Claims{"nbf": now.Add(time.Hour).Unix()}), "not_yet_valid"},
+		{"iat in the future", iss.Token(t, authztest.Claims{"iat": now.Add(time.Hour).Unix()}), "issued_in_future"},
+		{"missing exp", iss.Token(t, authztest.Claims{"exp": nil}), "missing_exp"},
+		{"wrong issuer", iss.Token(t, authztest.Claims{"iss": "https://evil.example/"}), "issuer"},
+		{"issuer without trailing slash", iss.Token(t, authztest.Claims{"iss": strings.TrimSuffix(iss.Issuer(), "/")}), "issuer"},
+		{"wrong audience", iss.Token(t, authztest.Claims{"aud": "https://other.api"}), "audience"},
+		{"wrong audience array", iss.Token(t, authztest.Claims{"aud": []string{"https://other.api", iss.Issuer() + "userinfo"}}), "audience"},
+		{"jku to attacker", authztest.Sign(t, attacker, hdr(map[string]any{"jku": "https://evil.example/jwks.json"}), claims(nil)), "key_in_header"},
+		{"x5u to attacker", authztest.Sign(t, attacker, hdr(map[string]any{"x5u": "https://evil.example/cert.pem"}), claims(nil)), "key_in_header"},
+		{"embedded jwk", authztest.Sign(t, attacker, hdr(map[string]any{"jwk": attackerJWK}), claims(nil)), "key_in_header"},
+		{"embedded x5c", authztest.Sign(t, attacker, hdr(map[string]any{"x5c": []string{"MIIB"}}), claims(nil)), "key_in_header"},
+		{"crit header", authztest.Sign(t, k.Private, hdr(map[string]any{"crit": []string{"exp"}, "exp": 1}), claims(nil)), "crit_header"},
+		{"two segments", parts[0] + "." + parts[1], "malformed"},
+		{"four segments", good + ".x", "malformed"},
+		{"bad base64 header", "%%%." + parts[1] + "." + parts[2], "malformed"},
+		{"bad base64 payload", parts[0] + ".!!!." + parts[2], "malformed"},
+		{"bad base64 signature", parts[0] + "." + parts[1] + ".***", "malformed"},
+		{"header not JSON", b64([]byte("not json")) + "." + parts[1] + "." + parts[2], "malformed"},
+		{"claims not JSON", authztest.Sign(t, k.Private, hdr(nil), []byte("not json")), "malformed"},
+		{"claims JSON array", authztest.Sign(t, k.Private, hdr(nil), []byte("[1,2]")), "malformed"},
+		{"permissions wrong type", iss.Token(t, authztest.Claims{"permissions": "read:profile"}), "malformed"},
+		{"exp wrong type", iss.Token(t, authztest.Claims{"exp": "tomorrow"}), "malformed"},
+		{"tampered payload", parts[0] + "." + authztest.Encode(t, claims(authztest.Claims{"permissions": []string{"block:users"}})) + "." + parts[2], "bad_signature"},
+		{"typ id_token-ish", authztest.Sign(t, k.Private, hdr(map[string]any{"typ": "dpop+jwt"}), claims(nil)), "typ"},
+		{"1 MB token", parts[0] + "." + strings.Repeat("A", 1<<20) + "." + parts[2], "too_large"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := v.Validate(context.Background(), tc.token)
+			var ae *authz.Error
+			if !errors.As(err, &ae) || ae.Code != authz.CodeInvalidToken {
+				t.Fatalf("Validate error = %v, want invalid_token", err)
+			}
+			if ae.Reason != tc.reason {
+				t.Errorf("reason = %q, want %q (%v)", ae.Reason, tc.reason, err)
+			}
+			rec := do(e, "GET", "/v1/me", tc.token)
+			if rec.Code != 401 || !strings.Contains(rec.Header().Get("WWW-Authenticate"), `error="invalid_token"`) {
+				t.Errorf("HTTP %d %q, want 401 invalid_token", rec.Code, rec.Header().Get("WWW-Authenticate"))
+			}
+			if strings.Contains(rec.Body.String(), tc.token) {
+				t.Error("body echoes the token")
+			}
+		})
+	}
+}
+
+func TestValidateClaims(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss, nil)
+	tests := []struct {
+		name  string
+		token string
+		check func(t *testing.T, c *authz.Claims)
+	}{
+		{"user token", iss.Token(t, authztest.Claims{"org_id": "org_1", "scope": "openid read:users"}), func(t *testing.T, c *authz.Claims) {
+			if c.Subject != "auth0|6553da60a54af58e29493993" || c.IsM2M() || !c.HasPermission("read:profile") ||
+				!c.HasRole("customer") || c.OrgID != "org_1" || c.AZP != "authmesh-cli" || !c.HasScope("read:users") ||
+				c.KeyID != iss.SigningKey().ID || c.ExpiresAt.IsZero() || c.IssuedAt.IsZero() || len(c.Audience) != 2 {
+				t.Errorf("claims = %+v", c)
+			}
+			// A user's scope never grants what permissions lack.
+			if err := authz.RequireAll("read:users").Authorize(c); !errors.Is(err, authz.ErrInsufficientScope) {
+				t.Errorf("Authorize = %v, want insufficient_scope", err)
+			}
+		}},
+		{"m2m token, gty as array, string aud", iss.Token(t, authztest.Claims{"sub": "orders-service@clients", "gty": []string{"client-credentials"}, "scope": "read:profile", "permissions": nil, "aud": authztest.Audience}), func(t *testing.T, c *authz.Claims) {
+			if !c.IsM2M() || !c.HasScope("read:profile") || len(c.GTY) != 1 {
+				t.Errorf("claims = %+v", c)
+			}
+			if err := authz.RequireAll("read:profile").Authorize(c); err != nil {
+				t.Errorf("Authorize = %v", err)
+			}
+		}},
+		{"rfc 9068 at+jwt with client_id", authztest.Sign(t, iss.SigningKey().Private, map[string]any{"alg": "RS256", "typ": "at+jwt", "kid": iss.SigningKey().ID}, func() authztest.Claims {
+			c := iss.DefaultClaims()
+			delete(c, "azp")
+			c["client_id"] = "authmesh-web"
+			c["jti"] = "x"
+			return c
+		}()), func(t *testing.T, c *authz.Claims) {
+			if c.AZP != "authmesh-web" {
+				t.Errorf("AZP = %q", c.AZP)
+			}
+		}},
+		{"expired within leeway", iss.Token(t, authztest.Claims{"exp": time.Now().Add(-10 * time.Second).Unix()}), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := v.Validate(context.Background(), tc.token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.check != nil {
+				tc.check(t, c)
+			}
+		})
+	}
+}
+
+func TestValidateSeveralIssuersAndRoles(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss, nil, authz.WithIssuers("https://login.authmesh.dev/"), authz.WithRolesClaim("https://example.com/roles"))
+	for _, is := range []string{iss.Issuer(), "https://login.authmesh.dev/"} {
+		c, err := v.Validate(ctxT(t), iss.Token(t, authztest.Claims{"iss": is, "https://example.com/roles": []string{"admin"}}))
+		if err != nil {
+			t.Fatalf("issuer %s: %v", is, err)
+		}
+		if c.Issuer != is || !c.HasRole("admin") || c.HasRole("customer") {
+			t.Errorf("claims = %+v", c)
+		}
+	}
+	if _, err := v.Validate(ctxT(t), iss.Token(t, authztest.Claims{"iss": "https://other/"})); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("other issuer: %v", err)
+	}
+}
+
+type revocations struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (r *revocations) RevokedAt(sub string) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.m[sub]
+	return t, ok
+}
+
+func TestRevocation(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	rev := &revocations{m: map[string]time.Time{}}
+	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
+	now := time.Now().Truncate(time.Second)
+	before := iss.Token(t, authztest.Claims{"iat": now.Add(-time.Minute).Unix()})
+	sameSecond := iss.Token(t, authztest.Claims{"iat": now.Unix()})
+	after := iss.Token(t, authztest.Claims{"iat": now.Add(time.Second).Unix()})
+	other := iss.Token(t, authztest.Claims{"sub": "auth0|other", "iat": now.Add(-time.Minute).Unix()})
+	// Cache the first token before the revocation: the cache must not bypass it.
+	if _, err := v.Validate(ctxT(t), before); err != nil {
+		t.Fatal(err)
+	}
+	rev.mu.Lock()
+	rev.m["auth0|6553da60a54af58e29493993"] = now.Add(500 * time.Millisecond)
+	rev.mu.Unlock()
+	tests := []struct {
+		name    string
+		token   string
+		revoked bool
+	}{
+		{"issued before (cached)", before, true},
+		{"issued in the revocation's second", sameSecond, true},
+		{"issued after", after, false},
+		{"other subject", other, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, fn := range []func() error{
+				func() error { _, err := v.Validate(ctxT(t), tc.token); return err },
+				func() error { _, err := v.ValidateAt(ctxT(t), tc.token, time.Now()); return err },
+			} {
+				err := fn()
+				var ae *authz.Error
+				isRevoked := errors.As(err, &ae) && ae.Reason == "revoked"
+				if isRevoked != tc.revoked || (!tc.revoked && err != nil) {
+					t.Errorf("err = %v, want revoked=%v", err, tc.revoked)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateAt(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss, []authz.KeyOption{authz.WithRefetchCooldown(0)})
+	stored := time.Now().Add(-2 * time.Hour)
+	old := iss.Token(t, authztest.Claims{"iat": stored.Add(-time.Minute).Unix(), "exp": stored.Add(time.Hour).Unix()})
+
+	if _, err := v.Validate(ctxT(t), old); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Fatalf("Validate of an expired token = %v", err)
+	}
+	if _, err := v.ValidateAt(ctxT(t), old, stored); err != nil {
+		t.Fatalf("ValidateAt at stored time: %v", err)
+	}
+	if _, err := v.ValidateAt(ctxT(t), old, stored.Add(2*time.Hour)); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("ValidateAt after exp = %v", err)
+	}
+	if _, err := v.ValidateAt(ctxT(t), old, stored.Add(-2*time.Hour)); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("ValidateAt before iat = %v", err)
+	}
+
+	// Rotate: the signing key leaves the JWKS. The token still verifies at its
+	// stored time (retained key) but no longer through Validate.
+	oldKey := iss.SigningKey()
+	fresh := iss.Token(t, nil)
+	if _, err := v.Validate(ctxT(t), fresh); err != nil {
+		t.Fatal(err)
+	}
+	next := iss.AddKey(t)
+	iss.SetSigningKey(next)
+	iss.RemoveKey(oldKey.ID)
+	_, _ = v.Validate(ctxT(t), iss.Token(t, nil)) // unknown kid: refetch sees the rotation
+	if _, err := v.ValidateAt(ctxT(t), old, stored); err != nil {
+		t.Errorf("ValidateAt with a retained key: %v", err)
+	}
+	if _, err := v.Validate(ctxT(t), fresh); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("Validate (cached) with a rotated-out key = %v, want invalid_token", err)
+	}
+	// Same rules as Validate for iss/aud/alg.
+	for name, tok := range map[string]string{
+		"wrong issuer":   iss.Token(t, authztest.Claims{"iss": "https://x/", "iat": stored.Unix(), "exp": stored.Add(time.Hour).Unix()}),
+		"wrong audience": iss.Token(t, authztest.Claims{"aud": "x", "iat": stored.Unix(), "exp": stored.Add(time.Hour).Unix()}),
+		"missing exp":    iss.Token(t, authztest.Claims{"exp": nil, "iat": stored.Unix()}),
+		"alg none":       authztest.Encode(t, map[string]any{"alg": "none", "kid": next.ID}) + "." + authztest.Encode(t, iss.DefaultClaims()) + ".",
+	} {
+		if _, err := v.ValidateAt(ctxT(t), tok, stored); !errors.Is(err, authz.ErrInvalidToken) {
+			t.Errorf("%s: ValidateAt = %v, want invalid_token", name, err)
+		}
+	}
+}
