@@ -111,7 +111,7 @@ function renderSession() {
     me = null;
     return;
   }
-  $("session-user").textContent = me?.email || s.claims.sub || "";
+  $("session-user").textContent = me?.email || s.profile?.email || s.claims.sub || "";
   $("session-roles").textContent = auth.roles().join(", ");
   $("tab-admin").hidden = !(can("read:users") || can("read:all-orders"));
   const expires = new Date(s.expiresAt).toLocaleTimeString();
@@ -429,6 +429,8 @@ async function lookup(e) {
     out.dataset.status = "200";
   } catch (err) {
     const d = describe(err);
+    detail = { order: null, invoice: null };
+    renderDetail();
     out.dataset.status = String(err.status ?? "");
     out.textContent = err.status === 404 ? `Order ${id} was not found: it does not exist, or it is not yours (404).` : `${d.title}: ${d.detail}`;
     fail(err);

@@ -150,6 +150,9 @@ async function tokenRequest(form, reason) {
     refreshToken: body.refresh_token || previous?.refreshToken || null,
     expiresAt: Date.now() + (Number(body.expires_in) || 0) * 1000,
     claims: decodeClaims(body.access_token),
+    // Display only (email, name) until the users service answers; the ID
+    // token authorizes nothing here.
+    profile: body.id_token ? decodeClaims(body.id_token) : previous?.profile || {},
     refreshedAt: reason === "refresh" ? Date.now() : previous?.refreshedAt || null,
     refreshCount: reason === "refresh" ? (previous?.refreshCount || 0) + 1 : 0,
   };

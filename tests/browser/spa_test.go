@@ -1,0 +1,119 @@
+package browser
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestSPA drives the web app in real headless Chromium against the whole local
+// stack: alice logs in through the tenant's form (authorization code + PKCE),
+// orders, sees the invoice appear, pays it and sees the order paid, refreshes
+// her session (rotation) and finds nothing in storage; bob then logs in and
+// can neither list nor open alice's order. Every step leaves a screenshot in
+// testdata/screenshots; the paid order is also copied to web/screenshot.png
+// for the README.
+func TestSPA(t *testing.T) {
+	exe := chromiumPath(t)
+	portsFree(t)
+	root := repoRoot(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	startStack(t, ctx, root)
+
+	shots := filepath.Join("testdata", "screenshots")
+	if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	// alice -----------------------------------------------------------------
+	alice := &stepper{t: t, ctx: browser(t, ctx, exe), dir: shots, who: "alice"}
+	alice.login("alice@authmesh.dev")
+
+	alice.do("order-placed-invoice-open", 30*time.Second,
+		click(`#tab-shop`),
+		visible(`#qty-mug`),
+		setValue(`#qty-mug`, "2"),
+		setValue(`#qty-tea-green`, "1"),
+		click(`#place-order`),
+		// The invoice comes from billing, through the order event.
+		visible(`#detail-invoice-status[data-status="open"]`),
+	)
+	orderID := alice.text(`#detail-order-id`)
+	if orderID == "" {
+		t.Fatal("alice: the placed order shows no id")
+	}
+	// 2 × mug (1200) + 1 × tea-green (450), priced by the catalog.
+	if total := alice.text(`#detail-order-total`); !strings.Contains(total, "28.50") && !strings.Contains(total, "28,50") {
+		t.Errorf("alice: order total = %q, want 28.50 EUR", total)
+	}
+
+	alice.do("order-paid", 30*time.Second,
+		click(`#pay-invoice`),
+		visible(`#detail-order-status[data-status="paid"]`),
+		visible(`#detail-invoice-status[data-status="paid"]`),
+		waitJS(fmt.Sprintf(`!!document.querySelector('#orders-list tr[data-order-id=%q][data-status="paid"]')`, orderID)),
+	)
+	copyFile(t, filepath.Join(shots, fmt.Sprintf("alice-%02d-order-paid.png", alice.n)), filepath.Join(root, "web", "screenshot.png"))
+
+	// A refresh rotates the refresh token; the new access token must work.
+	alice.do("session-refreshed", 30*time.Second,
+		click(`#refresh`),
+		waitJS(`document.getElementById("profile-session").dataset.refreshCount === "1"`),
+		click(`#orders-reload`),
+		waitJS(fmt.Sprintf(`document.getElementById("orders-list").dataset.state === "loaded" && !!document.querySelector('#orders-list tr[data-order-id=%q]')`, orderID)),
+	)
+	if n := eval[int](alice, `localStorage.length + sessionStorage.length`); n != 0 {
+		t.Errorf("alice: %d items in web storage after login; tokens must stay in memory", n)
+	}
+	// Memory only: a reload ends the session.
+	alice.do("reloaded-signed-out", 20*time.Second,
+		chromedp.Reload(),
+		visible(`#signed-out`),
+	)
+
+	// bob -------------------------------------------------------------------
+	bob := &stepper{t: t, ctx: browser(t, ctx, exe), dir: shots, who: "bob"}
+	bob.login("bob@authmesh.dev")
+	bob.do("own-orders", 20*time.Second,
+		click(`#tab-orders`),
+		waitJS(`document.getElementById("orders-list").dataset.state === "loaded"`),
+	)
+	if eval[bool](bob, fmt.Sprintf(`!!document.querySelector('#orders-list tr[data-order-id=%q]')`, orderID)) {
+		t.Errorf("bob: his order list shows alice's order %s", orderID)
+	}
+	bob.do("alice-order-not-found", 20*time.Second,
+		setValue(`#lookup-id`, orderID),
+		click(`#lookup-submit`),
+		visible(`#lookup-result[data-status="404"]`),
+	)
+	if result := bob.text(`#lookup-result`); !strings.Contains(result, "404") || !strings.Contains(result, orderID) {
+		t.Errorf("bob: lookup of alice's order says %q, want a 404 message naming it", result)
+	}
+	if eval[bool](bob, `!document.getElementById("order-detail").hidden`) {
+		t.Errorf("bob: the order detail card is shown after a 404")
+	}
+	bob.do("logged-out", 20*time.Second,
+		click(`#logout`),
+		visible(`#signed-out`),
+	)
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Errorf("copy screenshot: %v", err)
+		return
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Errorf("copy screenshot: %v", err)
+	}
+}
