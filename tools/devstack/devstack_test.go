@@ -1,0 +1,173 @@
+package devstack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer collects the stack's output for the failure report.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startStack runs the stack through Run, as `make run` does, and returns once
+// it is ready; stop cancels it and asserts a clean stop within 5 s.
+func startStack(t *testing.T, root, data string, out *syncBuffer) (r Ready, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan Ready, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Root: root, DataDir: data, Out: out, NoBanner: true, OnReady: func(r Ready) { ready <- r }})
+	}()
+	select {
+	case r = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run returned before ready: %v\n--- output ---\n%s", err, out)
+	case <-time.After(4 * time.Minute):
+		cancel()
+		<-done
+		t.Fatalf("stack not ready within 4 minutes\n--- output ---\n%s", out)
+	}
+	return r, func() {
+		t.Helper()
+		start := time.Now()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run after cancel: %v", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("stopping took %v, want under 5s", d)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Run did not return within 10s of cancel\n--- output ---\n%s", out)
+		}
+	}
+}
+
+func call(t *testing.T, method, url, token, body string, want int, into any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, url, resp.StatusCode, want, b)
+	}
+	if into != nil {
+		if err := json.Unmarshal(b, into); err != nil {
+			t.Fatalf("%s %s: decode %s: %v", method, url, b, err)
+		}
+	}
+}
+
+// TestRunStack starts the `make run` stack twice on one data directory:
+// the first run creates an order whose invoice must appear in billing within
+// 2 s; the second run must still find that order.
+func TestRunStack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts the whole stack; skipped with -short")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range Services {
+		if _, err := os.Stat(filepath.Join(root, "services", s.Name, "cmd", s.Name)); err != nil {
+			t.Skipf("services/%s/cmd/%s does not exist yet: nothing to run", s.Name, s.Name)
+		}
+	}
+	if busy := PortsBusy(); len(busy) > 0 {
+		t.Skipf("the contract ports %v are in use (a `make run` or `make up` is running?): cannot start a second stack", busy)
+	}
+	data := t.TempDir()
+	out := &syncBuffer{}
+	defer func() {
+		if t.Failed() {
+			t.Logf("--- stack output ---\n%s", out)
+		}
+	}()
+
+	r, stop := startStack(t, root, data, out)
+	if !strings.HasPrefix(r.AliceToken, "ey") {
+		t.Fatalf("alice's token does not look like a JWT")
+	}
+	for _, s := range Services {
+		call(t, http.MethodGet, s.URL()+"/readyz", "", "", http.StatusOK, nil)
+	}
+	var order struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	call(t, http.MethodPost, "http://localhost:8402/v1/orders", r.AliceToken, `{"items":[{"sku":"mug","quantity":2}]}`, http.StatusCreated, &order)
+	if order.ID == "" || order.Status != "pending" {
+		t.Fatalf("created order = %+v, want an id and status pending", order)
+	}
+	var invoices []struct {
+		OrderID     string `json:"order_id"`
+		Status      string `json:"status"`
+		AmountCents int    `json:"amount_cents"`
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		invoices = nil
+		call(t, http.MethodGet, "http://localhost:8403/v1/invoices?order_id="+order.ID, r.AliceToken, "", http.StatusOK, &invoices)
+		if len(invoices) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(invoices) != 1 || invoices[0].Status != "open" || invoices[0].AmountCents != 2400 || invoices[0].OrderID != order.ID {
+		t.Fatalf("invoices for order %s after 2s = %+v, want one open invoice of 2400", order.ID, invoices)
+	}
+	stop()
+	if t.Failed() {
+		return
+	}
+
+	r, stop = startStack(t, root, data, out)
+	defer stop()
+	var again struct {
+		ID string `json:"id"`
+	}
+	call(t, http.MethodGet, fmt.Sprintf("http://localhost:8402/v1/orders/%s", order.ID), r.AliceToken, "", http.StatusOK, &again)
+	if again.ID != order.ID {
+		t.Fatalf("second run: order %s came back as %q", order.ID, again.ID)
+	}
+}

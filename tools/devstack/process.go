@@ -1,0 +1,101 @@
+package devstack
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// buildServices compiles the three service binaries in one go invocation
+// (workspace mode, so the shared modules come from the checkout).
+func buildServices(ctx context.Context, cfg Config, bin string) error {
+	args := []string{"build", "-o", bin + string(filepath.Separator)}
+	for _, s := range Services {
+		args = append(args, "./services/"+s.Name+"/cmd/"+s.Name)
+	}
+	cmd := exec.CommandContext(ctx, cfg.GoCmd, args...)
+	cmd.Dir = cfg.Root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("devstack: building the services failed: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// childEnv is the service's environment: the caller's, then the stack's
+// settings (later entries win in os/exec), so the contract ports and the
+// service's own NATS credentials always apply.
+func childEnv(svc Service) []string {
+	p := strings.ToUpper(svc.Name) + "_"
+	return append(os.Environ(),
+		"AUTH0_ISSUER="+Issuer,
+		"AUTH0_AUDIENCE="+Audience,
+		fmt.Sprintf("%sHTTP_ADDR=:%d", p, svc.Port),
+		p+"NATS_URL="+NATSURL,
+		p+"NATS_USER="+svc.Name,
+		p+"NATS_PASSWORD="+svc.Name+"-nats-dev-secret",
+		p+"NATS_REPLICAS=1",
+		p+"CLIENT_ID="+svc.Name+"-service",
+		p+"CLIENT_SECRET="+svc.Name+"-service-dev-secret",
+	)
+}
+
+// childCommand runs a service; cancelling ctx sends SIGTERM, and the process
+// is killed if it has not exited StopTimeout later.
+func childCommand(ctx context.Context, cfg Config, bin string, svc Service) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, svc.Name))
+	cmd.Dir = cfg.Root
+	cmd.Env = childEnv(svc)
+	out := prefixWriter(cfg.Out, svc.Name)
+	cmd.Stdout, cmd.Stderr = out, out
+	// Own process group: a terminal's Ctrl-C reaches only devstack, which
+	// then stops the children in order and within the deadline.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = cfg.StopTimeout
+	return cmd
+}
+
+// prefixWriter writes each line to w as "name | line". Lines from concurrent
+// writers never interleave mid-line.
+func prefixWriter(w io.Writer, name string) io.Writer {
+	return &linePrefixer{w: w, prefix: []byte(fmt.Sprintf("%-9s | ", name))}
+}
+
+var outMu sync.Mutex // one line at a time across every prefixer
+
+type linePrefixer struct {
+	w      io.Writer
+	prefix []byte
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (p *linePrefixer) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := p.buf[:i+1]
+		outMu.Lock()
+		_, err := p.w.Write(append(append([]byte{}, p.prefix...), line...))
+		outMu.Unlock()
+		p.buf = p.buf[i+1:]
+		if err != nil {
+			return len(b), err
+		}
+	}
+	return len(b), nil
+}
+
