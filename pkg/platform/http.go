@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -53,16 +54,23 @@ func SubjectHash(sub string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// routeLabel is the matched route template; unmatched paths share one label
-// so that scanners cannot blow up metric cardinality.
+// routeLabel is the matched route template; unmatched paths (Echo's own 404
+// and 405 answers) share one label so that scanners cannot blow up metric
+// cardinality.
 func routeLabel(c echo.Context) string {
-	if p := c.Path(); p != "" && c.Get(unmatchedKey) == nil {
+	if c.Get(echo.ContextKeyHeaderAllow) != nil {
+		return "unmatched"
+	}
+	if h := c.Handler(); h == nil || reflect.ValueOf(h).Pointer() == notFoundHandler {
+		return "unmatched"
+	}
+	if p := c.Path(); p != "" {
 		return p
 	}
 	return "unmatched"
 }
 
-const unmatchedKey = "platform.unmatched"
+var notFoundHandler = reflect.ValueOf(echo.NotFoundHandler).Pointer()
 
 // observe is the outermost middleware after the request id: it hands errors
 // to the error handler (so the status is final), then writes one log line and
@@ -127,13 +135,6 @@ func (a *App) newEcho() *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(a.opts.Errors)
-	// Unmatched requests get a label of their own (see routeLabel).
-	notFound := func(c echo.Context) error {
-		c.Set(unmatchedKey, true)
-		return echo.ErrNotFound
-	}
-	e.RouteNotFound("/*", notFound)
-
 	e.Use(requestID)
 	e.Use(a.observe)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{

@@ -1,0 +1,340 @@
+package platform
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+)
+
+// issuer is a JWKS served by httptest and tokens signed in the test.
+type issuer struct {
+	srv *httptest.Server
+	key *rsa.PrivateKey
+	iss string
+}
+
+func newIssuer(t *testing.T) *issuer {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := &issuer{key: k}
+	is.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(set)
+	}))
+	t.Cleanup(is.srv.Close)
+	is.iss = is.srv.URL + "/"
+	return is
+}
+
+func (is *issuer) token(t *testing.T, sub string, perms ...string) string {
+	t.Helper()
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: is.key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tok, err := jwt.Signed(sig).Claims(map[string]any{
+		"iss": is.iss, "sub": sub, "aud": DefaultAudience, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"azp": "authmesh-cli", "scope": "openid", "permissions": perms, "gty": "password",
+	}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func startNATS(t *testing.T) string {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Users: []*server.User{{Username: "billing", Password: "billing-nats-dev-secret"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s.ClientURL()
+}
+
+// syncBuffer collects log output written concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string             { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+var errGone = errors.New("widget not found")
+
+func TestAppServesThroughTheSharedChain(t *testing.T) {
+	t.Parallel()
+	is := newIssuer(t)
+	natsURL := startNATS(t)
+	cfg, err := LoadConfig("billing", envOf(map[string]string{
+		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": natsURL,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	app, err := New(ctx, cfg, Options{
+		Logger:   slog.New(slog.NewJSONHandler(logs, nil)),
+		Listener: ln,
+		Errors:   []ErrorMapping{{Target: errGone, Status: http.StatusNotFound, Code: "not_found"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	app.Route(http.MethodGet, "/v1/widgets/:id", authz.RequireAll("read:widgets"), func(c echo.Context) error {
+		switch c.Param("id") {
+		case "gone":
+			return errGone
+		case "boom":
+			return errors.New("kv: connection to 10.0.0.7 refused")
+		case "panic":
+			panic("secret internal state")
+		case "slow":
+			<-release
+		}
+		cl, _ := authz.ClaimsFromEcho(c)
+		return c.JSON(http.StatusOK, map[string]string{"sub": cl.Subject, "rid": RequestIDFromContext(c.Request().Context())})
+	})
+	app.Route(http.MethodPost, "/v1/widgets", authz.RequireAll("read:widgets"), func(c echo.Context) error {
+		var in struct {
+			Name string `json:"name"`
+			Qty  int    `json:"qty"`
+		}
+		if err := BindJSON(c, &in); err != nil {
+			return err
+		}
+		v := Validation{}
+		v.Check(in.Qty >= 1 && in.Qty <= 100, "qty", "must be between 1 and 100")
+		if err := v.Err(); err != nil {
+			return err
+		}
+		return c.NoContent(http.StatusCreated)
+	})
+
+	// The revocation bucket is the users service's; create it so the watcher syncs.
+	js, _ := jetstream.New(app.NATS)
+	if _, err := natsauth.NewRevocationStore(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- app.Run(ctx) }()
+	base := "http://" + ln.Addr().String()
+	waitReady(t, base)
+
+	good := is.token(t, "auth0|alice", "read:widgets")
+	weak := is.token(t, "auth0|bob")
+	tests := []struct {
+		name, method, path, token, body string
+		status                          int
+		code                            string
+		wwwAuth                         string
+	}{
+		{"ok", "GET", "/v1/widgets/1", good, "", 200, "", ""},
+		{"no token", "GET", "/v1/widgets/1", "", "", 401, "missing_token", `Bearer realm="authmesh"`},
+		{"garbage token", "GET", "/v1/widgets/1", "abc.def.ghi", "", 401, "invalid_token", `error="invalid_token"`},
+		{"missing permission", "GET", "/v1/widgets/1", weak, "", 403, "insufficient_scope", `scope="read:widgets"`},
+		{"domain sentinel", "GET", "/v1/widgets/gone", good, "", 404, "not_found", ""},
+		{"internal hidden", "GET", "/v1/widgets/boom", good, "", 500, "internal", ""},
+		{"panic recovered", "GET", "/v1/widgets/panic", good, "", 500, "internal", ""},
+		{"unknown route", "GET", "/nope", "", "", 404, "not_found", ""},
+		{"malformed json", "POST", "/v1/widgets", good, `{"name":`, 400, "malformed_json", ""},
+		{"wrong type", "POST", "/v1/widgets", good, `{"qty":"x"}`, 422, "validation_failed", ""},
+		{"unknown field", "POST", "/v1/widgets", good, `{"qtty":1}`, 422, "validation_failed", ""},
+		{"validation", "POST", "/v1/widgets", good, `{"qty":101}`, 422, "validation_failed", ""},
+		{"valid body", "POST", "/v1/widgets", good, `{"qty":3}`, 201, "", ""},
+		{"body too large", "POST", "/v1/widgets", good, `{"name":"` + strings.Repeat("x", 70<<10) + `"}`, 413, "request_too_large", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, base+tt.path, strings.NewReader(tt.body))
+			if tt.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.token)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, raw)
+			}
+			if resp.Header.Get("X-Request-Id") == "" {
+				t.Error("no X-Request-Id")
+			}
+			if tt.wwwAuth != "" && !strings.Contains(resp.Header.Get("WWW-Authenticate"), tt.wwwAuth) {
+				t.Errorf("WWW-Authenticate %q, want %q", resp.Header.Get("WWW-Authenticate"), tt.wwwAuth)
+			}
+			if tt.code == "" {
+				return
+			}
+			var body map[string]any
+			if err := json.Unmarshal(raw, &body); err != nil {
+				t.Fatalf("body %s: %v", raw, err)
+			}
+			if body["error"] != tt.code || body["message"] == "" {
+				t.Errorf("body %s, want error %q and a message", raw, tt.code)
+			}
+			if strings.Contains(string(raw), "10.0.0.7") || strings.Contains(string(raw), "secret internal") {
+				t.Errorf("internals leaked: %s", raw)
+			}
+			if tt.code == "validation_failed" {
+				if f, ok := body["fields"].(map[string]any); !ok || len(f) == 0 {
+					t.Errorf("no fields in %s", raw)
+				}
+			}
+		})
+	}
+
+	t.Run("metrics by route", func(t *testing.T) {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{
+			`http_requests_total{code="200",method="GET",route="/v1/widgets/:id"}`,
+			`http_requests_total{code="404",method="GET",route="unmatched"}`,
+			`billing_authz_decisions_total`, `nats_connected 1`,
+		} {
+			if !strings.Contains(string(raw), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
+
+	t.Run("logs: one line per request, subject hashed, no token", func(t *testing.T) {
+		out := logs.String()
+		if strings.Contains(out, good) || strings.Contains(out, "auth0|alice") {
+			t.Fatal("log holds a token or a raw subject")
+		}
+		if !strings.Contains(out, SubjectHash("auth0|alice")) || !strings.Contains(out, `"route":"/v1/widgets/:id"`) {
+			t.Fatalf("log lacks sub_hash or route:\n%s", out)
+		}
+		if n := strings.Count(out, "kv: connection to 10.0.0.7 refused"); n != 1 {
+			t.Errorf("internal error logged %d times, want once", n)
+		}
+	})
+
+	t.Run("graceful shutdown finishes in-flight requests", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", base+"/v1/widgets/slow", nil)
+		req.Header.Set("Authorization", "Bearer "+good)
+		got := make(chan int, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				got <- -1
+				return
+			}
+			resp.Body.Close()
+			got <- resp.StatusCode
+		}()
+		time.Sleep(200 * time.Millisecond)
+		cancel()
+		time.Sleep(100 * time.Millisecond)
+		close(release)
+		if code := <-got; code != 200 {
+			t.Errorf("in-flight request got %d", code)
+		}
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if !app.NATS.IsClosed() {
+			t.Error("NATS not drained and closed")
+		}
+	})
+}
+
+func TestRunRefusesRouteWithoutPolicy(t *testing.T) {
+	t.Parallel()
+	is := newIssuer(t)
+	cfg, err := LoadConfig("billing", envOf(map[string]string{
+		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": startNATS(t),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, add := range map[string]func(a *App){
+		"behind its back": func(a *App) { a.Echo.GET("/v1/sneaky", func(c echo.Context) error { return nil }) },
+		"zero policy": func(a *App) {
+			a.Route(http.MethodGet, "/v1/zero", authz.Policy{}, func(c echo.Context) error { return nil })
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			app, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			add(app)
+			err = app.Run(context.Background())
+			if err == nil || !strings.Contains(err.Error(), "/v1/") {
+				t.Fatalf("Run = %v, want a refusal naming the route", err)
+			}
+		})
+	}
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not ready: %s", raw)
+			}
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,101 @@
+package platform
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		service string
+		env     map[string]string
+		check   func(t *testing.T, c Config)
+		wantErr string
+	}{
+		{
+			name: "defaults", service: "billing",
+			check: func(t *testing.T, c Config) {
+				want := map[string]string{
+					"addr": ":8403", "nats": DefaultNATSURL, "user": "billing", "pass": "billing-nats-dev-secret",
+					"client": "billing-service", "secret": "billing-service-dev-secret",
+					"iss": "http://localhost:8400/", "aud": "https://api.authmesh.dev",
+					"jwks": "http://localhost:8400/.well-known/jwks.json", "token": "http://localhost:8400/oauth/token",
+					"mgmt": "http://localhost:8400/api/v2/",
+				}
+				got := map[string]string{
+					"addr": c.HTTPAddr, "nats": c.NATSURL, "user": c.NATSUser, "pass": c.NATSPassword,
+					"client": c.ClientID, "secret": c.ClientSecret, "iss": c.Auth0.Issuer, "aud": c.Auth0.Audience,
+					"jwks": c.Auth0.JWKSURL, "token": c.Auth0.TokenURL, "mgmt": c.Auth0.ManagementURL,
+				}
+				for k, w := range want {
+					if got[k] != w {
+						t.Errorf("%s = %q, want %q", k, got[k], w)
+					}
+				}
+				if c.NATSReplicas != 1 || c.LogLevel != slog.LevelInfo || len(c.CORSOrigins) != 1 || c.CORSOrigins[0] != DefaultCORS {
+					t.Errorf("replicas/level/cors = %d/%v/%v", c.NATSReplicas, c.LogLevel, c.CORSOrigins)
+				}
+			},
+		},
+		{
+			name: "real tenant from AUTH0_DOMAIN", service: "users",
+			env: map[string]string{"AUTH0_DOMAIN": "example.eu.auth0.com", "AUTH0_AUDIENCE": "https://api.example"},
+			check: func(t *testing.T, c Config) {
+				if c.Auth0.Issuer != "https://example.eu.auth0.com/" ||
+					c.Auth0.JWKSURL != "https://example.eu.auth0.com/.well-known/jwks.json" ||
+					c.Auth0.TokenURL != "https://example.eu.auth0.com/oauth/token" ||
+					c.Auth0.ManagementURL != "https://example.eu.auth0.com/api/v2/" ||
+					c.Auth0.Audience != "https://api.example" || c.HTTPAddr != ":8401" {
+					t.Errorf("auth0 = %+v addr %s", c.Auth0, c.HTTPAddr)
+				}
+			},
+		},
+		{
+			name: "compose: issuer and key URL apart", service: "orders",
+			env: map[string]string{"AUTH0_JWKS_URL": "http://devtenant:8400/.well-known/jwks.json", "ORDERS_NATS_REPLICAS": "3",
+				"ORDERS_CORS_ORIGINS": "http://a.test, http://b.test", "ORDERS_LOG_LEVEL": "debug", "ORDERS_MGMT_URL": "http://devtenant:8400/api/v2/"},
+			check: func(t *testing.T, c Config) {
+				if c.Auth0.Issuer != DefaultIssuer || c.Auth0.JWKSURL != "http://devtenant:8400/.well-known/jwks.json" ||
+					c.NATSReplicas != 3 || len(c.CORSOrigins) != 2 || c.CORSOrigins[1] != "http://b.test" ||
+					c.LogLevel != slog.LevelDebug || c.Auth0.ManagementURL != "http://devtenant:8400/api/v2/" {
+					t.Errorf("config = %+v", c)
+				}
+				if c.Getenv("MGMT_URL") != "http://devtenant:8400/api/v2/" {
+					t.Errorf("Getenv prefixed lookup failed")
+				}
+				if strings.Contains(c.String(), c.ClientSecret) || strings.Contains(c.String(), c.NATSPassword) {
+					t.Errorf("String() leaks a secret: %s", c.String())
+				}
+			},
+		},
+		{name: "bad replicas", service: "billing", env: map[string]string{"BILLING_NATS_REPLICAS": "0"}, wantErr: "BILLING_NATS_REPLICAS"},
+		{name: "bad level", service: "billing", env: map[string]string{"BILLING_LOG_LEVEL": "loud"}, wantErr: "BILLING_LOG_LEVEL"},
+		{name: "bad addr", service: "billing", env: map[string]string{"BILLING_HTTP_ADDR": "8403"}, wantErr: "BILLING_HTTP_ADDR"},
+		{name: "domain with scheme", service: "billing", env: map[string]string{"AUTH0_DOMAIN": "https://x.auth0.com"}, wantErr: "AUTH0_DOMAIN"},
+		{name: "issuer not a URL", service: "billing", env: map[string]string{"AUTH0_ISSUER": "localhost"}, wantErr: "AUTH0_ISSUER"},
+		{name: "bad service", service: "Billing", wantErr: "invalid service name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := LoadConfig(tt.service, envOf(tt.env))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want mention of %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
