@@ -98,4 +98,3 @@ func (p *linePrefixer) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
-
