@@ -30,7 +30,7 @@ const (
 
 var (
 	testTenantFile = filepath.Join("..", "..", "..", "deploy", "tenant.yaml")
-	devDir     = filepath.Join("..", "..", "..", "deploy", "dev")
+	devDir         = filepath.Join("..", "..", "..", "deploy", "dev")
 )
 
 // seedKeys generates one key file per test binary: RSA generation under -race
