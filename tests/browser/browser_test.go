@@ -3,7 +3,6 @@ package browser
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmesh/authmesh/tools/devstack"
 	"github.com/chromedp/chromedp"
 )
 
@@ -20,10 +20,6 @@ const (
 	tenantURL = "http://localhost:8400/"
 	password  = "dev-password"
 )
-
-// stackPorts are what the stack binds; another process holding one of them
-// would make the test talk to something else.
-var stackPorts = []int{8400, 8401, 8402, 8403, 8404, 4222, 8222}
 
 // requireBrowser is set by .ci/run: there the test must run, never skip.
 func requireBrowser() bool { return os.Getenv("REQUIRE_BROWSER") == "1" }
@@ -60,42 +56,25 @@ func portsFree(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var busy []string
-		for _, p := range stackPorts {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				busy = append(busy, fmt.Sprint(p))
-				continue
-			}
-			_ = l.Close()
-		}
+		busy := devstack.PortsBusy()
 		if len(busy) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			skipOrFail(t, "ports %s are in use (is `make run` or docker compose up?); the browser test needs the contract ports 8400-8404, 4222 and 8222 free", strings.Join(busy, ", "))
+			skipOrFail(t, "ports %v are in use (is `make run` or docker compose up?); the browser test starts the stack itself on the contract ports %v", busy, devstack.Ports())
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 }
 
-// repoRoot is the directory holding go.work.
+// repoRoot is the repository root (go.work, deploy/, web/).
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	root, err := devstack.FindRoot(".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.work not found above the test's directory")
-		}
-		dir = parent
-	}
+	return root
 }
 
 // browser starts its own headless Chromium (own profile, so no cookie or

@@ -2,10 +2,69 @@ package browser
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/authmesh/authmesh/tools/devstack"
 )
 
+// startStack runs the whole local stack the way `make run` does (devstack.Run:
+// embedded NATS, devtenant, the three services, web/ on :8404) with a fresh
+// data directory, and stops it when the test ends. The stack's own logs go to
+// testdata/screenshots/stack.log next to the screenshots.
 func startStack(t *testing.T, ctx context.Context, root string) {
 	t.Helper()
-	skipOrFail(t, "tools/devstack has no Run entry point yet")
+	logPath := filepath.Join(outputDir(t), "stack.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, stop := context.WithCancel(ctx)
+	ready := make(chan devstack.Ready, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- devstack.Run(ctx, devstack.Config{
+			Root:     root,
+			DataDir:  t.TempDir(),
+			Out:      logFile,
+			NoBanner: true,
+			OnReady:  func(r devstack.Ready) { ready <- r },
+		})
+	}()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("stack stopped with: %v (log: %s)", err, logPath)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("stack did not stop within 30 s (log: %s)", logPath)
+		}
+		_ = logFile.Close()
+	})
+
+	select {
+	case r := <-ready:
+		if !r.WebServed {
+			t.Fatalf("the stack does not serve web/ on %s", spaURL)
+		}
+	case err := <-done:
+		t.Fatalf("the stack did not start: %v (log: %s)", err, logPath)
+	case <-ctx.Done():
+		t.Fatalf("the stack was not ready in time: %v (log: %s)", ctx.Err(), logPath)
+	}
+}
+
+// outputDir is where screenshots and the stack log go (gitignored).
+func outputDir(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join("testdata", "screenshots")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
