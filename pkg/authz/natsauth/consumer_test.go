@@ -1,0 +1,320 @@
+package natsauth
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+)
+
+const userSub = "auth0|6553da60a54af58e29493993"
+
+type eventRig struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	iss     *authztest.Issuer
+	v       *authz.Validator
+	metrics *Metrics
+	reg     *prometheus.Registry
+
+	mu      sync.Mutex
+	handled map[string]*Event // by NATS subject
+	dead    map[string]*nats.Msg
+}
+
+func newEventRig(t *testing.T, vopts ...authz.Option) *eventRig {
+	t.Helper()
+	r := &eventRig{iss: authztest.NewIssuer(t), handled: map[string]*Event{}, dead: map[string]*nats.Msg{}}
+	r.v = newValidator(t, r.iss, vopts...)
+	r.nc, r.js = connect(t, startNATS(t))
+	r.reg = prometheus.NewRegistry()
+	var err error
+	if r.metrics, err = NewMetrics(r.reg); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := r.js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS_EVENTS", Subjects: []string{"orders.events.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureDeadLetterStream(ctx, r.js, "BILLING_DLQ", "dlq.billing", 1); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := r.nc.Subscribe("dlq.billing.>", func(m *nats.Msg) {
+		r.mu.Lock()
+		r.dead[m.Header.Get(HeaderDLQSubject)] = m
+		r.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return r
+}
+
+func (r *eventRig) run(t *testing.T, cfg ConsumerConfig, h EventHandler) *Consumer {
+	t.Helper()
+	cfg.Stream, cfg.DeadLetterPrefix, cfg.Metrics = "ORDERS_EVENTS", "dlq.billing", r.metrics
+	if cfg.Durable == "" {
+		cfg.Durable = "billing-orders"
+	}
+	if h == nil {
+		h = func(ctx context.Context, ev *Event) error {
+			if c, ok := authz.ClaimsFromContext(ctx); !ok || c.Subject != ev.Actor {
+				t.Errorf("handler ctx lacks the verified claims")
+			}
+			r.mu.Lock()
+			r.handled[ev.Subject] = ev
+			r.mu.Unlock()
+			return nil
+		}
+	}
+	c, err := NewConsumer(r.js, r.v, cfg, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, 5*time.Second, func() bool { return c.Ready() == nil }, "consumer ready")
+	return c
+}
+
+func (r *eventRig) outcome(subj string) (*Event, *nats.Msg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.handled[subj], r.dead[subj]
+}
+
+func envelope(t *testing.T, actor, user string) []byte {
+	t.Helper()
+	b, err := json.Marshal(Envelope{ID: newUUID(), Type: "order.created", Actor: actor, UserID: user,
+		OccurredAt: time.Now().UTC(), Data: json.RawMessage(`{"order_id":"o1","total_cents":100,"currency":"EUR","items":[]}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func publishRaw(t *testing.T, js jetstream.JetStream, subj, auth string, data []byte) {
+	t.Helper()
+	msg := nats.NewMsg(subj)
+	msg.Data = data
+	if auth != "" {
+		msg.Header.Set(HeaderAuthorization, auth)
+	}
+	msg.Header.Set(HeaderMsgID, subj)
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tamper changes the token's payload and keeps the original signature.
+func tamper(t *testing.T, tok string) string {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	payload = []byte(strings.Replace(string(payload), `"read:profile"`, `"admin:users"`, 1))
+	return parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2]
+}
+
+// TestConsumerVerifiesEvents publishes one event per case and checks each is
+// either handled or dead-lettered with its reason, never both, never neither.
+func TestConsumerVerifiesEvents(t *testing.T) {
+	t.Parallel()
+	r := newEventRig(t)
+	iss := r.iss
+	user := iss.Token(t, nil)
+	other := "auth0|someone-else"
+	foreign := authztest.Sign(t, foreignRSAKey(t), map[string]any{"alg": "RS256", "typ": "JWT", "kid": iss.SigningKey().ID}, iss.DefaultClaims())
+	expiredBeforeStore := iss.Token(t, authztest.Claims{"iat": time.Now().Add(-3 * time.Hour).Unix(), "exp": time.Now().Add(-2 * time.Hour).Unix()})
+	m2m := iss.M2MToken(t, "users-service", "cancel:orders")
+	m2mOther := iss.M2MToken(t, "billing-service", "cancel:orders")
+
+	cases := []struct {
+		name, auth string
+		data       []byte
+		wantReason string // "" = handled
+	}{
+		{"own event", "Bearer " + user, envelope(t, userSub, userSub), ""},
+		{"m2m on behalf, allowed client", "Bearer " + m2m, envelope(t, "users-service@clients", other), ""},
+		{"missing token", "", envelope(t, userSub, userSub), "missing_token"},
+		{"tampered token", "Bearer " + tamper(t, user), envelope(t, userSub, userSub), "invalid_token"},
+		{"foreign key", "Bearer " + foreign, envelope(t, userSub, userSub), "invalid_token"},
+		{"stolen token replayed after exp", "Bearer " + expiredBeforeStore, envelope(t, userSub, userSub), "invalid_token"},
+		{"payload actor is not sub", "Bearer " + user, envelope(t, other, other), "actor_mismatch"},
+		{"payload user is not actor", "Bearer " + user, envelope(t, userSub, other), "on_behalf_denied"},
+		{"m2m on behalf, other client", "Bearer " + m2mOther, envelope(t, "billing-service@clients", other), "on_behalf_denied"},
+		{"undecodable payload", "Bearer " + user, []byte(`{"id":`), "bad_payload"},
+		{"envelope without actor", "Bearer " + user, []byte(`{"id":"1","type":"order.created","user_id":"x","occurred_at":"2026-01-01T00:00:00Z","data":{}}`), "bad_payload"},
+	}
+	subj := func(i int) string { return "orders.events.case" + string(rune('a'+i)) }
+	for i, tc := range cases {
+		publishRaw(t, r.js, subj(i), tc.auth, tc.data)
+	}
+	r.run(t, ConsumerConfig{OnBehalfPolicy: authz.RequireAll("cancel:orders").Clients("users-service").M2MOnly()}, nil)
+
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var ev *Event
+			var dead *nats.Msg
+			eventually(t, 5*time.Second, func() bool { ev, dead = r.outcome(subj(i)); return ev != nil || dead != nil }, "an outcome")
+			time.Sleep(20 * time.Millisecond)
+			ev, dead = r.outcome(subj(i))
+			switch {
+			case ev != nil && dead != nil:
+				t.Fatal("both handled and dead-lettered")
+			case tc.wantReason == "" && ev == nil:
+				t.Fatalf("dead-lettered: %s", dead.Header.Get(HeaderDLQReason))
+			case tc.wantReason != "" && dead == nil:
+				t.Fatalf("handled, want dead letter %q", tc.wantReason)
+			case dead != nil:
+				reason := dead.Header.Get(HeaderDLQReason)
+				if !strings.HasPrefix(reason, tc.wantReason) {
+					t.Fatalf("reason %q, want %q", reason, tc.wantReason)
+				}
+				if dead.Header.Get(HeaderAuthorization) != "" {
+					t.Fatal("dead letter keeps the bearer token")
+				}
+				if string(dead.Data) != string(tc.data) {
+					t.Fatal("dead letter lost the payload")
+				}
+			}
+		})
+	}
+	if got := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "rejected", "actor_mismatch")); got != 1 {
+		t.Errorf("actor_mismatch counted %v times", got)
+	}
+	if got := testutil.ToFloat64(r.metrics.deadLettered.WithLabelValues("billing-orders", "invalid_token")); got != 3 {
+		t.Errorf("invalid_token dead letters counted %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "accepted", "ok")); got != 2 {
+		t.Errorf("accepted counted %v, want 2", got)
+	}
+	// The DLQ stream kept them (operators read it later).
+	info, err := r.js.Stream(context.Background(), "BILLING_DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 9 {
+		t.Errorf("DLQ stream holds %d messages, want 9", n)
+	}
+}
+
+// TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume: a backlog consumed
+// after the token's exp is still accepted, because the token is checked as of
+// the stored time; the same token is refused by Validate now.
+func TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume(t *testing.T) {
+	t.Parallel()
+	r := newEventRig(t, authz.WithLeeway(0))
+	tok := r.iss.Token(t, authztest.Claims{"iat": time.Now().Add(-time.Minute).Unix(), "exp": time.Now().Add(2 * time.Second).Unix()})
+	ctx := authz.WithClaims(context.Background(), &authz.Claims{Subject: userSub}, tok)
+	if _, err := PublishEvent(ctx, r.js, "orders.events.created", "order.created", "o-1", userSub, map[string]any{"order_id": "o-1"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool {
+		_, err := r.v.Validate(context.Background(), tok)
+		return authz.CodeOf(err) == authz.CodeInvalidToken
+	}, "token expired")
+
+	r.run(t, ConsumerConfig{}, nil)
+	var ev *Event
+	eventually(t, 5*time.Second, func() bool { ev, _ = r.outcome("orders.events.created"); return ev != nil }, "event handled")
+	if ev.Actor != userSub || ev.Claims.Subject != userSub || ev.Type != "order.created" || ev.ID == "" {
+		t.Fatalf("event %+v", ev.Envelope)
+	}
+	if !ev.Claims.ExpiresAt.Before(time.Now()) || ev.StoredAt.After(ev.Claims.ExpiresAt) {
+		t.Fatalf("stored %v, exp %v", ev.StoredAt, ev.Claims.ExpiresAt)
+	}
+}
+
+func TestConsumerRejectsTooOldBacklog(t *testing.T) {
+	t.Parallel()
+	r := newEventRig(t)
+	publishRaw(t, r.js, "orders.events.old", "Bearer "+r.iss.Token(t, nil), envelope(t, userSub, userSub))
+	time.Sleep(1100 * time.Millisecond)
+	r.run(t, ConsumerConfig{MaxBacklogAge: time.Second}, nil)
+	var dead *nats.Msg
+	eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.old"); return dead != nil }, "dead letter")
+	if reason := dead.Header.Get(HeaderDLQReason); !strings.HasPrefix(reason, "backlog_too_old") {
+		t.Fatalf("reason %q", reason)
+	}
+	if ev, _ := r.outcome("orders.events.old"); ev != nil {
+		t.Fatal("handled")
+	}
+}
+
+// TestConsumerRedeliveryBounded: a failing handler runs exactly MaxDeliver
+// times, with backoff, then the event is dead-lettered and not seen again.
+func TestConsumerRedeliveryBounded(t *testing.T) {
+	t.Parallel()
+	r := newEventRig(t)
+	var calls atomic.Int32
+	var times []time.Time
+	var mu sync.Mutex
+	r.run(t, ConsumerConfig{MaxDeliver: 3, BackOff: []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, AckWait: 2 * time.Second},
+		func(ctx context.Context, ev *Event) error {
+			calls.Add(1)
+			mu.Lock()
+			times = append(times, time.Now())
+			mu.Unlock()
+			return errorString("database down")
+		})
+	publishRaw(t, r.js, "orders.events.flaky", "Bearer "+r.iss.Token(t, nil), envelope(t, userSub, userSub))
+	var dead *nats.Msg
+	eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.flaky"); return dead != nil }, "dead letter")
+	if reason := dead.Header.Get(HeaderDLQReason); reason != "handler_error: database down" {
+		t.Fatalf("reason %q", reason)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("handler ran %d times, want 3", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if gap := times[1].Sub(times[0]); gap < 90*time.Millisecond {
+		t.Fatalf("first retry after %v, want ≥ 100ms backoff", gap)
+	}
+	if gap := times[2].Sub(times[1]); gap < 190*time.Millisecond {
+		t.Fatalf("second retry after %v, want ≥ 200ms backoff", gap)
+	}
+	if got := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "retried", "handler_error")); got != 2 {
+		t.Errorf("retries counted %v", got)
+	}
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+func TestNewConsumerValidatesConfig(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss)
+	_, js := connect(t, startNATS(t))
+	h := func(context.Context, *Event) error { return nil }
+	for name, cfg := range map[string]ConsumerConfig{
+		"no stream":      {Durable: "d", DeadLetterPrefix: "dlq.x"},
+		"no dlq":         {Stream: "S", Durable: "d"},
+		"public policy":  {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Policy: authz.Public()},
+		"negative delay": {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", BackOff: []time.Duration{-1}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := NewConsumer(js, v, cfg, h); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
