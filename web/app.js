@@ -69,6 +69,20 @@ function fail(err) {
   showNotice(describe(err));
 }
 
+// markInvalid flags the inputs a 422 named (aria-invalid, so screen readers
+// announce it too) and clears the flags of the others in the same form.
+function markInvalid(form, err, inputFor) {
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  let first = null;
+  for (const f of err?.fields || []) {
+    const el = inputFor(f.field);
+    if (!el) continue;
+    el.setAttribute("aria-invalid", "true");
+    first ??= el;
+  }
+  first?.focus();
+}
+
 function ok(title, detail = "") {
   showNotice({ kind: "success", title, detail });
 }
@@ -237,10 +251,17 @@ async function placeOrder(e) {
       for (const input of document.querySelectorAll("#catalog input.qty")) input.value = 0;
       updateTotal();
       ok("Order placed", `Order ${order.id}: ${money(order.total_cents, order.currency)}. Waiting for its invoice…`);
+      markInvalid($("order-form"), null, () => null);
       await show("orders");
       await openOrder(order.id, { order, waitForInvoice: true });
     } catch (err) {
       fail(err);
+      // "items[1].quantity" names the second line sent: find its input.
+      markInvalid($("order-form"), err, (field) => {
+        const m = /^items\[(\d+)\]/.exec(field);
+        const sku = m ? items[Number(m[1])]?.sku : null;
+        return sku ? document.getElementById(`qty-${sku}`) : null;
+      });
     }
   });
 }
@@ -456,22 +477,26 @@ async function loadProfile() {
 async function saveProfile(e) {
   e.preventDefault();
   hideNotice();
-  const patch = {
-    name: $("profile-name").value.trim(),
-    shipping_address: {
-      line1: $("addr-line1").value.trim(),
-      city: $("addr-city").value.trim(),
-      postal_code: $("addr-postal").value.trim(),
-      country: $("addr-country").value.trim().toUpperCase(),
-    },
+  const address = {
+    line1: $("addr-line1").value.trim(),
+    city: $("addr-city").value.trim(),
+    postal_code: $("addr-postal").value.trim(),
+    country: $("addr-country").value.trim().toUpperCase(),
   };
+  // An untouched, empty address is left alone rather than sent as blanks;
+  // a partly filled one is sent so the service can say what is missing.
+  const patch = { name: $("profile-name").value.trim() };
+  if (Object.values(address).some(Boolean)) patch.shipping_address = address;
   await busy($("profile-save"), async () => {
     try {
       await users.updateMe(patch);
+      markInvalid($("profile-form"), null, () => null);
       await loadProfile();
       ok("Profile saved");
     } catch (err) {
       fail(err);
+      // "shipping_address.postal_code" is the input named postal_code.
+      markInvalid($("profile-form"), err, (field) => $("profile-form").querySelector(`[name="${CSS.escape(field.split(".").pop())}"]`));
     }
   });
 }
