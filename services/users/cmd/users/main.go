@@ -1,0 +1,8 @@
+// Command users is the authmesh users service (contract §4): profiles, user
+// management over the tenant's Management API, block/unblock with instant
+// token revocation, role assignment, and the profile endpoint on NATS.
+package main
+
+import "github.com/authmesh/authmesh/pkg/platform"
+
+func main() { platform.Main("users", run) }

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/tools/devtenant/tenant"
+)
+
+// The stack's fixed names: devtenant's issuer is the contract's, whatever
+// port the test server got (the expected issuer and where keys are fetched
+// are separate settings, as with Auth0 custom domains).
+const (
+	issuer   = "http://localhost:8400/"
+	audience = "https://api.authmesh.dev"
+	mgmtAud  = "http://localhost:8400/api/v2/"
+
+	aliceID = "auth0|6553da60a54af58e29493991"
+	bobID   = "auth0|6553da60a54af58e29493992"
+	carolID = "auth0|6553da60a54af58e29493993"
+	daveID  = "auth0|6553da60a54af58e29493994"
+)
+
+// stack is an in-process nats-server, devtenant and users service.
+type stack struct {
+	t      *testing.T
+	nats   *server.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	tenant *tenant.Server
+	tenURL string
+	base   string // the users service, http://127.0.0.1:port
+}
+
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	s := &stack{t: t}
+
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatalf("nats-server: %v", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	s.nats = ns
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	s.nc = nc
+	if s.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+
+	ten, err := tenant.New(tenant.Config{
+		Issuer:     issuer,
+		TenantFile: "../../../../deploy/tenant.yaml",
+		DevDir:     "../../../../deploy/dev",
+		DataDir:    t.TempDir(),
+		Logger:     slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("devtenant: %v", err)
+	}
+	t.Cleanup(func() { _ = ten.Close() })
+	ts := httptest.NewServer(ten.Handler())
+	t.Cleanup(ts.Close)
+	s.tenant, s.tenURL = ten, ts.URL
+
+	env := map[string]string{
+		"AUTH0_ISSUER":        issuer,
+		"AUTH0_AUDIENCE":      audience,
+		"AUTH0_JWKS_URL":      ts.URL + "/.well-known/jwks.json",
+		"AUTH0_TOKEN_URL":     ts.URL + "/oauth/token",
+		"USERS_MGMT_URL":      ts.URL + "/api/v2/",
+		"USERS_MGMT_AUDIENCE": mgmtAud,
+		"USERS_NATS_URL":      ns.ClientURL(),
+		"USERS_LOG_LEVEL":     "error",
+	}
+	cfg, err := platform.LoadConfig("users", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := build(ctx, cfg, platform.Options{
+		Listener: ln,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		cancel()
+		t.Fatalf("build: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("service did not shut down")
+		}
+	})
+	s.base = "http://" + ln.Addr().String()
+	s.waitReady()
+	return s
+}
+
+func (s *stack) waitReady() {
+	s.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(s.base + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Fatal("users service not ready within 15 s")
+}
+
+
+func (s *stack) userToken(email string) string {
+	s.t.Helper()
+	tok, err := s.tenant.IssueUserToken(email, audience, "")
+	if err != nil {
+		s.t.Fatalf("token for %s: %v", email, err)
+	}
+	return tok
+}
+
+func (s *stack) clientToken(clientID string) string {
+	s.t.Helper()
+	tok, err := s.tenant.IssueClientToken(clientID, audience)
+	if err != nil {
+		s.t.Fatalf("token for %s: %v", clientID, err)
+	}
+	return tok
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+}
+
+func (r response) errorCode(t *testing.T) string {
+	t.Helper()
+	var e struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	r.json(t, &e)
+	if e.Message == "" {
+		t.Fatalf("error body without message: %s", r.body)
+	}
+	return e.Error
+}
+
+func (s *stack) do(method, path, token, body string) response {
+	s.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, s.base+path, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}

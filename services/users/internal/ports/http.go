@@ -1,0 +1,262 @@
+// Package ports serves the users service's use cases over HTTP (Echo) and
+// NATS micro: edge types, validation at the edge, route policies.
+package ports
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/services/users/internal/app"
+	"github.com/authmesh/authmesh/services/users/internal/domain"
+)
+
+// Router is where routes are declared with their policies (*platform.App).
+type Router interface {
+	Route(method, path string, policy authz.Policy, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) *echo.Route
+}
+
+// HTTP serves contract §4's users endpoints.
+type HTTP struct{ svc *app.Service }
+
+// NewHTTP returns the handlers.
+func NewHTTP(svc *app.Service) *HTTP { return &HTTP{svc: svc} }
+
+// Policies of the routes (contract §4). /v1/me is about a person, so only
+// user tokens may call it.
+var (
+	PolicyReadProfile   = authz.RequireAll("read:profile").UsersOnly()
+	PolicyUpdateProfile = authz.RequireAll("update:profile").UsersOnly()
+	PolicyReadUsers     = authz.RequireAll("read:users")
+	PolicyBlockUsers    = authz.RequireAll("block:users")
+	PolicyAssignRoles   = authz.RequireAll("assign:roles")
+)
+
+// Register declares every route with its policy.
+func (h *HTTP) Register(r Router) {
+	r.Route(http.MethodGet, "/v1/me", PolicyReadProfile, h.getMe)
+	r.Route(http.MethodPatch, "/v1/me", PolicyUpdateProfile, h.patchMe)
+	r.Route(http.MethodGet, "/v1/users", PolicyReadUsers, h.listUsers)
+	r.Route(http.MethodGet, "/v1/users/:user_id", PolicyReadUsers, h.getUser)
+	r.Route(http.MethodPost, "/v1/users/:user_id/block", PolicyBlockUsers, h.block)
+	r.Route(http.MethodPost, "/v1/users/:user_id/unblock", PolicyBlockUsers, h.unblock)
+	r.Route(http.MethodPut, "/v1/users/:user_id/roles", PolicyAssignRoles, h.putRoles)
+}
+
+// ErrorMappings are the domain sentinels' HTTP answers, for platform.Options.
+func ErrorMappings() []platform.ErrorMapping {
+	return []platform.ErrorMapping{
+		{Target: domain.ErrNotFound, Status: http.StatusNotFound, Code: platform.CodeNotFound, Message: "user not found"},
+		{Target: domain.ErrConflict, Status: http.StatusConflict, Code: "conflict", Message: "the user changed concurrently; retry"},
+		{Target: domain.ErrUnavailable, Status: http.StatusServiceUnavailable, Code: platform.CodeUnavailable, Message: "a dependency is unavailable; retry later"},
+	}
+}
+
+// edge turns a domain validation error into platform's 422 with its fields;
+// everything else goes to the error handler's mappings as it is.
+func edge(err error) error {
+	var ve *domain.ValidationError
+	if errors.As(err, &ve) {
+		v := platform.Validation{}
+		for f, m := range ve.Fields {
+			v.Add(f, m)
+		}
+		return v.Err()
+	}
+	return err
+}
+
+type addressJSON struct {
+	Line1      string `json:"line1"`
+	City       string `json:"city"`
+	PostalCode string `json:"postal_code"`
+	Country    string `json:"country"`
+}
+
+func toAddressJSON(a *domain.Address) *addressJSON {
+	if a == nil {
+		return nil
+	}
+	return &addressJSON{Line1: a.Line1, City: a.City, PostalCode: a.PostalCode, Country: a.Country}
+}
+
+type userJSON struct {
+	UserID          string       `json:"user_id"`
+	Email           string       `json:"email"`
+	Name            string       `json:"name"`
+	Roles           []string     `json:"roles"`
+	Blocked         bool         `json:"blocked"`
+	ShippingAddress *addressJSON `json:"shipping_address"`
+}
+
+func toUserJSON(u domain.User) userJSON {
+	roles := u.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	return userJSON{UserID: u.ID, Email: u.Email, Name: u.Name, Roles: roles, Blocked: u.Blocked, ShippingAddress: toAddressJSON(u.ShippingAddress)}
+}
+
+// listedUserJSON has no roles: the tenant's user list does not carry them
+// and a roles call per listed user would spend the Management API quota.
+type listedUserJSON struct {
+	UserID          string       `json:"user_id"`
+	Email           string       `json:"email"`
+	Name            string       `json:"name"`
+	Blocked         bool         `json:"blocked"`
+	ShippingAddress *addressJSON `json:"shipping_address"`
+}
+
+type pageJSON struct {
+	Users   []listedUserJSON `json:"users"`
+	Page    int              `json:"page"`
+	PerPage int              `json:"per_page"`
+	Total   int              `json:"total"`
+}
+
+// callerID is the sub of the verified token (the middleware guarantees one).
+func callerID(c echo.Context) (string, error) {
+	cl, ok := authz.ClaimsFromEcho(c)
+	if !ok || cl.Subject == "" {
+		return "", authz.ErrMissingToken
+	}
+	return cl.Subject, nil
+}
+
+// userIDParam returns the path's user id unescaped: clients send
+// "auth0%7C..." as Auth0's own API expects, or a raw "|".
+func userIDParam(c echo.Context) (string, error) {
+	raw := c.Param("user_id")
+	id, err := url.PathUnescape(raw)
+	if err != nil {
+		return "", platform.ValidationError("user_id", "is not a valid user id")
+	}
+	return id, nil
+}
+
+func (h *HTTP) getMe(c echo.Context) error {
+	sub, err := callerID(c)
+	if err != nil {
+		return err
+	}
+	u, err := h.svc.User(c.Request().Context(), sub)
+	if err != nil {
+		return edge(err)
+	}
+	return c.JSON(http.StatusOK, toUserJSON(u))
+}
+
+type patchMeRequest struct {
+	Name            *string      `json:"name"`
+	ShippingAddress *addressJSON `json:"shipping_address"`
+}
+
+func (r patchMeRequest) toDomain() domain.ProfileUpdate {
+	u := domain.ProfileUpdate{Name: r.Name}
+	if a := r.ShippingAddress; a != nil {
+		u.ShippingAddress = &domain.Address{Line1: a.Line1, City: a.City, PostalCode: a.PostalCode, Country: a.Country}
+	}
+	return u
+}
+
+func (h *HTTP) patchMe(c echo.Context) error {
+	sub, err := callerID(c)
+	if err != nil {
+		return err
+	}
+	var req patchMeRequest
+	if err := platform.BindJSON(c, &req); err != nil {
+		return err
+	}
+	u, err := h.svc.UpdateProfile(c.Request().Context(), sub, req.toDomain())
+	if err != nil {
+		return edge(err)
+	}
+	return c.JSON(http.StatusOK, toUserJSON(u))
+}
+
+func (h *HTTP) listUsers(c echo.Context) error {
+	v := platform.Validation{}
+	page := intParam(c, "page", 0, v)
+	perPage := intParam(c, "per_page", domain.DefaultPerPage, v)
+	v.Check(page >= 0 && page <= 1000, "page", "must be between 0 and 1000")
+	v.Check(perPage >= 1 && perPage <= domain.MaxPerPage, "per_page", "must be between 1 and 100")
+	if err := v.Err(); err != nil {
+		return err
+	}
+	p, err := h.svc.ListUsers(c.Request().Context(), page, perPage)
+	if err != nil {
+		return edge(err)
+	}
+	out := pageJSON{Users: make([]listedUserJSON, 0, len(p.Users)), Page: p.Page, PerPage: p.PerPage, Total: p.Total}
+	for _, u := range p.Users {
+		out.Users = append(out.Users, listedUserJSON{UserID: u.ID, Email: u.Email, Name: u.Name, Blocked: u.Blocked, ShippingAddress: toAddressJSON(u.ShippingAddress)})
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// intParam reads a query integer, recording a field error when malformed.
+func intParam(c echo.Context, name string, def int, v platform.Validation) int {
+	s := c.QueryParam(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		v.Add(name, "must be an integer")
+		return def
+	}
+	return n
+}
+
+func (h *HTTP) getUser(c echo.Context) error {
+	id, err := userIDParam(c)
+	if err != nil {
+		return err
+	}
+	u, err := h.svc.User(c.Request().Context(), id)
+	if err != nil {
+		return edge(err)
+	}
+	return c.JSON(http.StatusOK, toUserJSON(u))
+}
+
+func (h *HTTP) block(c echo.Context) error   { return h.setBlocked(c, true) }
+func (h *HTTP) unblock(c echo.Context) error { return h.setBlocked(c, false) }
+
+func (h *HTTP) setBlocked(c echo.Context, blocked bool) error {
+	id, err := userIDParam(c)
+	if err != nil {
+		return err
+	}
+	u, err := h.svc.SetBlocked(c.Request().Context(), id, blocked)
+	if err != nil {
+		return edge(err)
+	}
+	return c.JSON(http.StatusOK, toUserJSON(u))
+}
+
+type rolesRequest struct {
+	Roles []string `json:"roles"`
+}
+
+func (h *HTTP) putRoles(c echo.Context) error {
+	id, err := userIDParam(c)
+	if err != nil {
+		return err
+	}
+	var req rolesRequest
+	if err := platform.BindJSON(c, &req); err != nil {
+		return err
+	}
+	u, err := h.svc.ReplaceRoles(c.Request().Context(), id, req.Roles)
+	if err != nil {
+		return edge(err)
+	}
+	return c.JSON(http.StatusOK, toUserJSON(u))
+}
