@@ -1,0 +1,55 @@
+package authz_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+)
+
+// FuzzValidate feeds arbitrary strings to the whole token path: every input
+// must yield claims or an *Error, never a panic; and only the tokens signed
+// by the issuer may verify.
+func FuzzValidate(f *testing.F) {
+	iss := authztest.NewIssuer(f)
+	v := newValidator(f, iss, []authz.KeyOption{authz.WithRefetchCooldown(1 << 62)})
+	good := iss.Token(f, nil)
+	k := iss.SigningKey()
+	parts := strings.Split(good, ".")
+	seeds := []string{
+		good,
+		"",
+		"a.b.c",
+		"....",
+		parts[0] + "." + parts[1] + ".",
+		parts[0] + ".." + parts[2],
+		authztest.Encode(f, map[string]any{"alg": "none"}) + "." + parts[1] + ".",
+		authztest.Sign(f, k.Private, map[string]any{"alg": "RS256", "kid": k.ID}, []byte(`{"exp":"x"}`)),
+		authztest.Sign(f, k.Private, map[string]any{"alg": "RS256", "kid": k.ID, "crit": []string{"b64"}}, iss.DefaultClaims()),
+		authztest.Sign(f, k.Private, map[string]any{"alg": "RS256", "kid": k.ID}, []byte(`{"gty":[1],"permissions":{}}`)),
+		iss.Token(f, authztest.Claims{"gty": []string{"client-credentials", "password"}}),
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		c, err := v.Validate(context.Background(), token)
+		if err != nil {
+			var ae *authz.Error
+			if !errors.As(err, &ae) {
+				t.Fatalf("error %v is not an *authz.Error", err)
+			}
+			return
+		}
+		if c == nil || c.Subject == "" || c.ExpiresAt.IsZero() {
+			t.Fatalf("accepted token with claims %+v", c)
+		}
+		// Only the issuer's own tokens can verify, and it signs with one header.
+		if token != good && !strings.HasPrefix(token, parts[0]+".") {
+			t.Fatalf("accepted a token with a foreign header")
+		}
+	})
+}
