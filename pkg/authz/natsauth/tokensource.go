@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -195,7 +196,7 @@ func (s *ClientCredentials) fetch() (any, error) {
 }
 
 func (s *ClientCredentials) store(t *oauth2.Token, start time.Time) string {
-	lifetime := time.Duration(t.ExpiresIn) * time.Second
+	lifetime := expiresIn(t)
 	if lifetime <= 0 {
 		if exp, ok := jwtExpiry(t.AccessToken); ok {
 			lifetime = exp.Sub(start)
@@ -212,6 +213,31 @@ func (s *ClientCredentials) store(t *oauth2.Token, start time.Time) string {
 	s.refreshAt = start.Add(time.Duration(float64(lifetime) * s.cfg.RefreshAfter))
 	s.mu.Unlock()
 	return t.AccessToken
+}
+
+// expiresIn reads the token's lifetime from the raw expires_in (the
+// clientcredentials package does not copy it into Token.ExpiresIn; Expiry is
+// computed from the real clock).
+func expiresIn(t *oauth2.Token) time.Duration {
+	switch v := t.Extra("expires_in").(type) {
+	case float64:
+		return time.Duration(v * float64(time.Second))
+	case json.Number:
+		if n, err := v.Int64(); err == nil {
+			return time.Duration(n) * time.Second
+		}
+	case string:
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return time.Duration(n) * time.Second
+		}
+	}
+	if t.ExpiresIn > 0 {
+		return time.Duration(t.ExpiresIn) * time.Second
+	}
+	if !t.Expiry.IsZero() {
+		return time.Until(t.Expiry)
+	}
+	return 0
 }
 
 // retryable reports whether a failed fetch may succeed later: the tenant is

@@ -1,0 +1,143 @@
+package natsauth
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+)
+
+// TestRevocationAcrossValidators: two validators (two "replicas", each with
+// its own connection and watcher) reject a revoked user's token within 1 s,
+// also when they had it cached; one started later rejects it before it is
+// ready; unblocking does not bring old tokens back; newer tokens pass.
+func TestRevocationAcrossValidators(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	iss := authztest.NewIssuer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	_, jsUsers := connect(t, ns)
+	store, err := NewRevocationStore(ctx, jsUsers, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := func() (*authz.Validator, *RevocationWatcher) {
+		_, js := connect(t, ns)
+		w := NewRevocationWatcher(js)
+		go func() { _ = w.Run(ctx) }()
+		v := newValidator(t, iss, authz.WithRevocations(w))
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer wcancel()
+		if err := w.WaitReady(wctx); err != nil {
+			t.Fatal(err)
+		}
+		return v, w
+	}
+	v1, _ := replica()
+	v2, _ := replica()
+
+	old := iss.Token(t, authztest.Claims{"iat": time.Now().Add(-time.Minute).Unix()})
+	for _, v := range []*authz.Validator{v1, v2} {
+		if _, err := v.Validate(ctx, old); err != nil { // now cached
+			t.Fatal(err)
+		}
+	}
+	blockedAt := time.Now()
+	if err := store.Revoke(ctx, userSub, blockedAt); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i, v := range []*authz.Validator{v1, v2} {
+		eventually(t, time.Second-time.Since(start), func() bool {
+			_, err := v.Validate(ctx, old)
+			return authz.CodeOf(err) == authz.CodeInvalidToken
+		}, "revocation seen by validator")
+		if _, err := v.ValidateAt(ctx, old, time.Now()); authz.CodeOf(err) != authz.CodeInvalidToken {
+			t.Fatalf("validator %d: ValidateAt accepts a revoked token: %v", i+1, err)
+		}
+	}
+	t.Logf("both validators saw the revocation after %v", time.Since(start))
+
+	// A replica started after the block knows it once ready.
+	v3, w3 := replica()
+	if _, ok := w3.RevokedAt(userSub); !ok {
+		t.Fatal("late watcher missed the revocation")
+	}
+	if _, err := v3.Validate(ctx, old); authz.CodeOf(err) != authz.CodeInvalidToken {
+		t.Fatalf("late replica accepts revoked token: %v", err)
+	}
+
+	// An earlier revocation does not move the instant back.
+	if err := store.Revoke(ctx, userSub, blockedAt.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	kv, _ := jsUsers.KeyValue(ctx, RevocationBucket)
+	entry, err := kv.Get(ctx, RevocationKey(userSub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec Revocation
+	if err := json.Unmarshal(entry.Value(), &rec); err != nil || rec.Subject != userSub || !rec.RevokedAt.Equal(blockedAt.UTC()) {
+		t.Fatalf("stored %s (%v)", entry.Value(), err)
+	}
+
+	// Unblocked: the old token stays dead, a token issued after the block passes.
+	fresh := iss.Token(t, authztest.Claims{"iat": blockedAt.Add(2 * time.Second).Unix()})
+	if _, err := v1.Validate(ctx, fresh); err != nil {
+		t.Fatalf("token issued after the block: %v", err)
+	}
+	if _, err := v1.Validate(ctx, old); authz.CodeOf(err) != authz.CodeInvalidToken {
+		t.Fatal("old token came back")
+	}
+}
+
+func TestRevocationWatcherWaitsForBucket(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	_, js := connect(t, ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := NewRevocationWatcher(js)
+	w.retry = 50 * time.Millisecond
+	go func() { _ = w.Run(ctx) }()
+	time.Sleep(150 * time.Millisecond)
+	if w.Ready() == nil {
+		t.Fatal("ready without the bucket")
+	}
+	store, err := NewRevocationStore(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Revoke(ctx, "google-oauth2|1111", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := w.WaitReady(wctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, func() bool { _, ok := w.RevokedAt("google-oauth2|1111"); return ok }, "revocation loaded")
+}
+
+func TestRevokeValidates(t *testing.T) {
+	t.Parallel()
+	_, js := connect(t, startNATS(t))
+	store, err := NewRevocationStore(context.Background(), js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Revoke(context.Background(), "", time.Now()); err == nil {
+		t.Error("empty subject accepted")
+	}
+	if err := store.Revoke(context.Background(), "auth0|x", time.Time{}); err == nil {
+		t.Error("zero time accepted")
+	}
+	if got := RevocationKey("auth0|6553da60a54af58e29493993"); got != "YXV0aDB8NjU1M2RhNjBhNTRhZjU4ZTI5NDkzOTkz" {
+		t.Errorf("key %q", got)
+	}
+}
