@@ -74,7 +74,7 @@ func orderKey(userID, id string) string { return userPrefix + userToken(userID) 
 
 // OrderStore implements app.Orders and app.Outbox on the orders bucket.
 type OrderStore struct {
-	kv jetstream.KeyValue
+	kv Bucket
 }
 
 var (
@@ -83,7 +83,7 @@ var (
 )
 
 // NewOrderStore wraps the orders bucket.
-func NewOrderStore(kv jetstream.KeyValue) *OrderStore { return &OrderStore{kv: kv} }
+func NewOrderStore(kv Bucket) *OrderStore { return &OrderStore{kv: kv} }
 
 // Create implements app.Orders.
 func (s *OrderStore) Create(ctx context.Context, o domain.Order) (uint64, error) {
@@ -99,7 +99,7 @@ func (s *OrderStore) Create(ctx context.Context, o domain.Order) (uint64, error)
 		return 0, fmt.Errorf("order %s exists: %w", o.ID, domain.ErrConflict)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("store order: %w", err)
+		return 0, fmt.Errorf("store order: %w: %w", domain.ErrUnavailable, err)
 	}
 	return rev, nil
 }
@@ -125,7 +125,7 @@ func (s *OrderStore) getKey(ctx context.Context, key string) (domain.Order, uint
 		return domain.Order{}, 0, fmt.Errorf("order key %s: %w", key, domain.ErrNotFound)
 	}
 	if err != nil {
-		return domain.Order{}, 0, fmt.Errorf("read order: %w", err)
+		return domain.Order{}, 0, fmt.Errorf("read order: %w: %w", domain.ErrUnavailable, err)
 	}
 	var r orderRecord
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
@@ -145,7 +145,7 @@ func (s *OrderStore) Update(ctx context.Context, o domain.Order, rev uint64) (ui
 		return 0, fmt.Errorf("order %s changed concurrently: %w", o.ID, domain.ErrConflict)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("update order: %w", err)
+		return 0, fmt.Errorf("update order: %w: %w", domain.ErrUnavailable, err)
 	}
 	return nrev, nil
 }
@@ -174,7 +174,7 @@ func (s *OrderStore) ListByUser(ctx context.Context, userID string) ([]domain.Or
 func (s *OrderStore) keys(ctx context.Context, filter string) ([]string, error) {
 	l, err := s.kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
-		return nil, fmt.Errorf("list keys: %w", err)
+		return nil, fmt.Errorf("list keys: %w: %w", domain.ErrUnavailable, err)
 	}
 	defer func() { _ = l.Stop() }()
 	seen := map[string]bool{}
@@ -200,7 +200,7 @@ func (s *OrderStore) Add(ctx context.Context, e app.PendingEvent) error {
 		return fmt.Errorf("encode outbox entry: %w", err)
 	}
 	if _, err := s.kv.Put(ctx, outboxKey(e), b); err != nil {
-		return fmt.Errorf("store outbox entry: %w", err)
+		return fmt.Errorf("store outbox entry: %w: %w", domain.ErrUnavailable, err)
 	}
 	return nil
 }
@@ -209,7 +209,7 @@ func (s *OrderStore) Add(ctx context.Context, e app.PendingEvent) error {
 // delivered entries piles up.
 func (s *OrderStore) Remove(ctx context.Context, e app.PendingEvent) error {
 	if err := s.kv.Purge(ctx, outboxKey(e)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("remove outbox entry: %w", err)
+		return fmt.Errorf("remove outbox entry: %w: %w", domain.ErrUnavailable, err)
 	}
 	return nil
 }
@@ -227,7 +227,7 @@ func (s *OrderStore) List(ctx context.Context) ([]app.PendingEvent, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read outbox entry: %w", err)
+			return nil, fmt.Errorf("read outbox entry: %w: %w", domain.ErrUnavailable, err)
 		}
 		var r pendingRecord
 		if err := json.Unmarshal(e.Value(), &r); err != nil {
@@ -243,13 +243,13 @@ func (s *OrderStore) List(ctx context.Context) ([]app.PendingEvent, error) {
 
 // IdempotencyStore implements app.Idempotency on the orders_idempotency bucket.
 type IdempotencyStore struct {
-	kv jetstream.KeyValue
+	kv Bucket
 }
 
 var _ app.Idempotency = (*IdempotencyStore)(nil)
 
 // NewIdempotencyStore wraps the orders_idempotency bucket.
-func NewIdempotencyStore(kv jetstream.KeyValue) *IdempotencyStore { return &IdempotencyStore{kv: kv} }
+func NewIdempotencyStore(kv Bucket) *IdempotencyStore { return &IdempotencyStore{kv: kv} }
 
 // The client's key is hashed: it may hold any characters, KV keys may not.
 func idemKey(userID, key string) string {
@@ -270,7 +270,7 @@ func (s *IdempotencyStore) Reserve(ctx context.Context, userID, key string, rec 
 			return rec, true, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return app.IdempotencyRecord{}, false, fmt.Errorf("reserve idempotency key: %w", err)
+			return app.IdempotencyRecord{}, false, fmt.Errorf("reserve idempotency key: %w: %w", domain.ErrUnavailable, err)
 		}
 		existing, gerr := s.Get(ctx, userID, key)
 		if errors.Is(gerr, domain.ErrNotFound) {
@@ -288,7 +288,7 @@ func (s *IdempotencyStore) Get(ctx context.Context, userID, key string) (app.Ide
 		return app.IdempotencyRecord{}, fmt.Errorf("idempotency key: %w", domain.ErrNotFound)
 	}
 	if err != nil {
-		return app.IdempotencyRecord{}, fmt.Errorf("read idempotency key: %w", err)
+		return app.IdempotencyRecord{}, fmt.Errorf("read idempotency key: %w: %w", domain.ErrUnavailable, err)
 	}
 	var r idemRecord
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
@@ -300,7 +300,7 @@ func (s *IdempotencyStore) Get(ctx context.Context, userID, key string) (app.Ide
 // Release implements app.Idempotency.
 func (s *IdempotencyStore) Release(ctx context.Context, userID, key string) error {
 	if err := s.kv.Delete(ctx, idemKey(userID, key)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("release idempotency key: %w", err)
+		return fmt.Errorf("release idempotency key: %w: %w", domain.ErrUnavailable, err)
 	}
 	return nil
 }

@@ -1,0 +1,104 @@
+package ports
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/services/orders/internal/app"
+	"github.com/authmesh/authmesh/services/orders/internal/domain"
+)
+
+// Streams, durables and event types this service consumes (docs/conventions.md).
+const (
+	BillingStream  = "BILLING_EVENTS"
+	BillingDurable = "orders-billing"
+	UsersStream    = "USERS_EVENTS"
+	UsersDurable   = "orders-users"
+	DLQPrefix      = "dlq.orders"
+
+	EventInvoicePaid     = "invoice.paid"
+	EventInvoiceRefunded = "invoice.refunded"
+	EventUserBlocked     = "user.blocked"
+)
+
+// BillingConsumerConfig is the orders-billing consumer. An event about
+// another user's invoice (an admin's refund) needs refund:invoices, from a
+// user or from billing's own client.
+func BillingConsumerConfig(m *natsauth.Metrics) natsauth.ConsumerConfig {
+	return natsauth.ConsumerConfig{
+		Stream: BillingStream, Durable: BillingDurable, DeadLetterPrefix: DLQPrefix,
+		OnBehalfPolicy: authz.RequireAll("refund:invoices").Clients("billing-service"),
+		Metrics:        m,
+	}
+}
+
+// UsersConsumerConfig is the orders-users consumer. Blocking is always done
+// to someone else: it needs block:users (an admin) or the users service's
+// own client.
+func UsersConsumerConfig(m *natsauth.Metrics) natsauth.ConsumerConfig {
+	return natsauth.ConsumerConfig{
+		Stream: UsersStream, Durable: UsersDurable, DeadLetterPrefix: DLQPrefix,
+		OnBehalfPolicy: authz.RequireAll("block:users").Clients("users-service"),
+		Metrics:        m,
+	}
+}
+
+type invoiceData struct {
+	InvoiceID   string `json:"invoice_id"`
+	OrderID     string `json:"order_id"`
+	AmountCents int64  `json:"amount_cents"`
+}
+
+type userBlockedData struct {
+	UserID string `json:"user_id"`
+}
+
+// BillingHandler applies invoice.paid and invoice.refunded to orders. Both are
+// idempotent: a redelivered event finds the order already moved.
+func BillingHandler(svc *app.Service, log *slog.Logger) natsauth.EventHandler {
+	return func(ctx context.Context, ev *natsauth.Event) error {
+		var next domain.Status
+		switch ev.Type {
+		case EventInvoicePaid:
+			next = domain.StatusPaid
+		case EventInvoiceRefunded:
+			next = domain.StatusRefunded
+		default:
+			log.DebugContext(ctx, "event ignored", "type", ev.Type, "id", ev.ID)
+			return nil
+		}
+		var d invoiceData
+		if err := json.Unmarshal(ev.Data, &d); err != nil || d.OrderID == "" {
+			return fmt.Errorf("%s %s: data without order_id", ev.Type, ev.ID)
+		}
+		return svc.ApplyInvoiceStatus(ctx, d.OrderID, ev.UserID, next)
+	}
+}
+
+// UsersHandler cancels a blocked user's pending orders (with the service's
+// own identity; see app.Service.CancelPendingForUser).
+func UsersHandler(svc *app.Service, log *slog.Logger) natsauth.EventHandler {
+	return func(ctx context.Context, ev *natsauth.Event) error {
+		if ev.Type != EventUserBlocked {
+			log.DebugContext(ctx, "event ignored", "type", ev.Type, "id", ev.ID)
+			return nil
+		}
+		var d userBlockedData
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			return fmt.Errorf("%s %s: bad data: %w", ev.Type, ev.ID, err)
+		}
+		if d.UserID != "" && d.UserID != ev.UserID {
+			return fmt.Errorf("%s %s: data.user_id is not the envelope's user_id", ev.Type, ev.ID)
+		}
+		n, err := svc.CancelPendingForUser(ctx, ev.UserID)
+		if n > 0 {
+			log.InfoContext(ctx, "blocked user's pending orders cancelled", "count", n, "user", platform.SubjectHash(ev.UserID))
+		}
+		return err
+	}
+}

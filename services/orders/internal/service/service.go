@@ -1,0 +1,252 @@
+// Package service composes the orders service: platform runtime, adapters,
+// use cases, HTTP routes, event consumers and the outbox relay.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/services/orders/internal/adapters"
+	"github.com/authmesh/authmesh/services/orders/internal/app"
+	"github.com/authmesh/authmesh/services/orders/internal/ports"
+)
+
+// Name is the service's name (config prefix ORDERS_).
+const Name = "orders"
+
+// Tuning of the background loops; tests shorten them.
+type Tuning struct {
+	RelayEvery   time.Duration // outbox relay period (default 5 s)
+	RelayGrace   time.Duration // see app.Config.RelayGrace (default 5 s)
+	MetricsEvery time.Duration // consumer lag poll period (default 10 s)
+	// BeforeRun, when set, sees the assembled app before it runs (tests).
+	BeforeRun func(*platform.App, *app.Service)
+}
+
+// Run is the orders service's run function for platform.Main.
+func Run(ctx context.Context, cfg platform.Config) error {
+	return RunWith(ctx, cfg, platform.Options{}, Tuning{})
+}
+
+// RunWith is Run with explicit platform options and tuning.
+func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tun Tuning) error {
+	if tun.RelayEvery <= 0 {
+		tun.RelayEvery = 5 * time.Second
+	}
+	if tun.MetricsEvery <= 0 {
+		tun.MetricsEvery = 10 * time.Second
+	}
+	opts.Errors = append(ports.ErrorMappings(), opts.Errors...)
+	a, err := platform.New(ctx, cfg, opts)
+	if err != nil {
+		return err
+	}
+	m, err := newMetrics(a.Registry)
+	if err != nil {
+		return err
+	}
+	natsMetrics, err := natsauth.NewMetrics(a.Registry)
+	if err != nil {
+		return fmt.Errorf("natsauth metrics: %w", err)
+	}
+
+	ordersBucket := adapters.NewLateBucket(adapters.OrdersBucket)
+	idemBucket := adapters.NewLateBucket(adapters.IdempotencyBucket)
+	store := adapters.NewOrderStore(ordersBucket)
+	svc, err := app.New(app.Config{
+		Orders: store, Outbox: store,
+		Idempotency: adapters.NewIdempotencyStore(idemBucket),
+		Publisher:   adapters.NewEventPublisher(a.JetStream),
+		Profiles:    adapters.NewProfileClient(a.NATS),
+		Billing:     adapters.NewBillingClient(a.NATS),
+		Identity:    adapters.NewServiceIdentity(a.Tokens, cfg.ClientID),
+		Logger:      a.Logger,
+		RelayGrace:  tun.RelayGrace,
+	})
+	if err != nil {
+		return err
+	}
+	ports.RegisterHTTP(a.Route, svc)
+
+	billingConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator,
+		ports.BillingConsumerConfig(natsMetrics), ports.BillingHandler(svc, a.Logger))
+	if err != nil {
+		return err
+	}
+	usersConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator,
+		ports.UsersConsumerConfig(natsMetrics), ports.UsersHandler(svc, a.Logger))
+	if err != nil {
+		return err
+	}
+
+	setUp := make(chan struct{})
+	a.AddReadyCheck("orders-bucket", ordersBucket.Ready)
+	a.AddReadyCheck("idempotency-bucket", idemBucket.Ready)
+	a.AddReadyCheck(ports.BillingDurable, func(context.Context) error { return billingConsumer.Ready() })
+	a.AddReadyCheck(ports.UsersDurable, func(context.Context) error { return usersConsumer.Ready() })
+
+	a.Go("setup", func(ctx context.Context) error {
+		err := setUpState(ctx, a.JetStream, cfg.NATSReplicas, a.Logger, func(o, i jetstream.KeyValue) {
+			ordersBucket.Bind(o)
+			idemBucket.Bind(i)
+		})
+		if err == nil {
+			close(setUp)
+		}
+		return err
+	})
+	afterSetUp := func(fn func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-setUp:
+				return fn(ctx)
+			}
+		}
+	}
+	a.Go(ports.BillingDurable, afterSetUp(billingConsumer.Run))
+	a.Go(ports.UsersDurable, afterSetUp(usersConsumer.Run))
+	a.Go("outbox-relay", afterSetUp(func(ctx context.Context) error {
+		return relayLoop(ctx, svc, store, m, tun.RelayEvery, a.Logger)
+	}))
+	a.Go("consumer-lag", afterSetUp(func(ctx context.Context) error {
+		return lagLoop(ctx, a.JetStream, m, tun.MetricsEvery)
+	}))
+	if tun.BeforeRun != nil {
+		tun.BeforeRun(a, svc)
+	}
+	a.Logger.Info("starting", slog.String("config", cfg.String()))
+	return a.Run(ctx)
+}
+
+// setUpState creates the buckets and streams this service owns, retrying
+// until NATS answers (the service may start before NATS does).
+func setUpState(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger, bind func(o, i jetstream.KeyValue)) error {
+	for attempt := 1; ; attempt++ {
+		err := func() error {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			o, i, err := adapters.EnsureBuckets(cctx, js, replicas)
+			if err != nil {
+				return err
+			}
+			if err := adapters.EnsureStreams(cctx, js, replicas); err != nil {
+				return err
+			}
+			bind(o, i)
+			return nil
+		}()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn("buckets and streams not set up yet", slog.Int("attempt", attempt), slog.String("error", err.Error()))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+// relayLoop publishes what the outbox holds, once at start (events a crashed
+// predecessor owed) and then periodically.
+func relayLoop(ctx context.Context, svc *app.Service, ob app.Outbox, m *metrics, every time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := svc.RelayOutbox(ctx)
+		m.relayed.Add(float64(n))
+		if err != nil && ctx.Err() == nil {
+			m.relayErrors.Inc()
+			log.Warn("outbox relay", slog.String("error", err.Error()))
+		}
+		if pending, err := ob.List(ctx); err == nil {
+			m.outboxPending.Set(float64(len(pending)))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// lagLoop exports the durable consumers' backlog.
+func lagLoop(ctx context.Context, js jetstream.JetStream, m *metrics, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for _, c := range []struct{ stream, durable string }{
+			{ports.BillingStream, ports.BillingDurable}, {ports.UsersStream, ports.UsersDurable},
+		} {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			cons, err := js.Consumer(cctx, c.stream, c.durable)
+			var info *jetstream.ConsumerInfo
+			if err == nil {
+				info, err = cons.Info(cctx)
+			}
+			cancel()
+			if err != nil {
+				if !errors.Is(err, context.Canceled) {
+					m.lagErrors.WithLabelValues(c.durable).Inc()
+				}
+				continue
+			}
+			m.pending.WithLabelValues(c.durable).Set(float64(info.NumPending))
+			m.ackPending.WithLabelValues(c.durable).Set(float64(info.NumAckPending))
+			m.redelivered.WithLabelValues(c.durable).Set(float64(info.NumRedelivered))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type metrics struct {
+	outboxPending prometheus.Gauge
+	relayed       prometheus.Counter
+	relayErrors   prometheus.Counter
+	pending       *prometheus.GaugeVec
+	ackPending    *prometheus.GaugeVec
+	redelivered   *prometheus.GaugeVec
+	lagErrors     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		outboxPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "orders_outbox_pending",
+			Help: "Events stored in the outbox and not yet published."}),
+		relayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "orders_outbox_relayed_total",
+			Help: "Events published by the outbox relay (their request could not publish them)."}),
+		relayErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "orders_outbox_relay_errors_total",
+			Help: "Outbox relay passes that ended with an error."}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "orders_consumer_pending_messages",
+			Help: "Messages in the stream not yet delivered to the durable consumer (lag)."}, []string{"consumer"}),
+		ackPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "orders_consumer_ack_pending_messages",
+			Help: "Messages delivered to the durable consumer and not yet acknowledged."}, []string{"consumer"}),
+		redelivered: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "orders_consumer_redelivered_messages",
+			Help: "Messages the durable consumer is redelivering."}, []string{"consumer"}),
+		lagErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orders_consumer_info_errors_total",
+			Help: "Failures reading a durable consumer's state."}, []string{"consumer"}),
+	}
+	for _, c := range []prometheus.Collector{m.outboxPending, m.relayed, m.relayErrors, m.pending, m.ackPending, m.redelivered, m.lagErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("orders metrics: %w", err)
+		}
+	}
+	return m, nil
+}
