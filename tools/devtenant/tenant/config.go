@@ -217,12 +217,8 @@ func LoadModel(issuer, tenantPath, devDir string) (*Model, error) {
 			return nil, fmt.Errorf("%s: not valid YAML: %v; fix: write KEY: value lines", keywordsPath, err)
 		}
 		for k, v := range kw {
-			switch v := v.(type) {
-			case string:
-				if strings.ContainsAny(v, "'\"\n") {
-					bad(keywordsPath, "keyword %s: value must not contain quotes or newlines", k)
-				}
-			case []any:
+			switch v.(type) {
+			case string, []any:
 			default:
 				bad(keywordsPath, "keyword %s: value must be a string or a list; fix: quote it", k)
 			}

@@ -73,6 +73,22 @@ func TestUserinfo(t *testing.T) {
 	}
 }
 
+func TestOtherIssuerDerivesManagementAudience(t *testing.T) {
+	t.Parallel()
+	const iss = "http://127.0.0.1:9400/"
+	srv, err := New(Config{Issuer: iss, TenantFile: testTenantFile, DevDir: devDir, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := srv.IssueClientToken("users-service", iss+"api/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, c := decodeJWT(t, tok); c["iss"] != iss || c["aud"] != iss+"api/v2/" {
+		t.Errorf("claims = %v", c)
+	}
+}
+
 func TestIssueInProcess(t *testing.T) {
 	t.Parallel()
 	tt := newTenant(t, nil)
@@ -152,7 +168,7 @@ func TestConfigValidation(t *testing.T) {
 			[]string{"authmesh-web", "public", "fix:"}, "client-secrets.yaml"},
 		{"keyword without value", "keywords.yaml", "SPA_ORIGIN: http://localhost:8404\n", "", "",
 			[]string{"##SPA_ORIGIN##", "fix: add SPA_ORIGIN"}, "tenant.yaml"},
-		{"management audience not this issuer's", "", "", "", "http://localhost:9999/",
+		{"management audience not this issuer's", "keywords.yaml", "SPA_ORIGIN:", "AUTH0_MANAGEMENT_AUDIENCE: http://localhost:8400/api/v2/\nSPA_ORIGIN:", "http://localhost:9999/",
 			[]string{"http://localhost:8400/api/v2/", "unknown audience", "AUTH0_MANAGEMENT_AUDIENCE"}, "tenant.yaml"},
 		{"issuer without trailing slash", "", "", "", "http://localhost:8400",
 			[]string{"issuer", "ending in /"}, ""},
