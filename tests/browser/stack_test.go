@@ -24,9 +24,11 @@ func startStack(t *testing.T, ctx context.Context, root string) {
 
 	ctx, stop := context.WithCancel(ctx)
 	ready := make(chan devstack.Ready, 1)
-	done := make(chan error, 1)
+	done := make(chan struct{}) // closed when Run has returned runErr
+	var runErr error
 	go func() {
-		done <- devstack.Run(ctx, devstack.Config{
+		defer close(done)
+		runErr = devstack.Run(ctx, devstack.Config{
 			Root:     root,
 			DataDir:  t.TempDir(),
 			Out:      logFile,
@@ -37,9 +39,9 @@ func startStack(t *testing.T, ctx context.Context, root string) {
 	t.Cleanup(func() {
 		stop()
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("stack stopped with: %v (log: %s)", err, logPath)
+		case <-done:
+			if runErr != nil && !t.Failed() {
+				t.Errorf("stack stopped with: %v (log: %s)", runErr, logPath)
 			}
 		case <-time.After(30 * time.Second):
 			t.Errorf("stack did not stop within 30 s (log: %s)", logPath)
@@ -52,8 +54,8 @@ func startStack(t *testing.T, ctx context.Context, root string) {
 		if !r.WebServed {
 			t.Fatalf("the stack does not serve web/ on %s", spaURL)
 		}
-	case err := <-done:
-		t.Fatalf("the stack did not start: %v (log: %s)", err, logPath)
+	case <-done:
+		t.Fatalf("the stack did not start: %v (log: %s)", runErr, logPath)
 	case <-ctx.Done():
 		t.Fatalf("the stack was not ready in time: %v (log: %s)", ctx.Err(), logPath)
 	}
