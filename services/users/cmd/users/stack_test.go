@@ -148,7 +148,6 @@ func (s *stack) waitReady() {
 	s.t.Fatal("users service not ready within 15 s")
 }
 
-
 func (s *stack) userToken(email string) string {
 	s.t.Helper()
 	tok, err := s.tenant.IssueUserToken(email, audience, "")

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+)
+
+// eventTail reads USERS_EVENTS from its start.
+type eventTail struct {
+	t    *testing.T
+	cons jetstream.Consumer
+}
+
+func (s *stack) tailEvents(t *testing.T) *eventTail {
+	t.Helper()
+	c, err := s.js.OrderedConsumer(t.Context(), "USERS_EVENTS", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+	return &eventTail{t: t, cons: c}
+}
+
+type received struct {
+	subject string
+	msgID   string
+	auth    string
+	env     natsauth.Envelope
+	data    struct {
+		UserID string    `json:"user_id"`
+		At     time.Time `json:"at"`
+	}
+}
+
+// next returns the next event, or fails after 2 s.
+func (e *eventTail) next() received {
+	e.t.Helper()
+	msg, err := e.cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+	if err != nil {
+		e.t.Fatalf("no event: %v", err)
+	}
+	var r received
+	r.subject = msg.Subject()
+	r.msgID = msg.Headers().Get(natsauth.HeaderMsgID)
+	r.auth = msg.Headers().Get(natsauth.HeaderAuthorization)
+	if err := json.Unmarshal(msg.Data(), &r.env); err != nil {
+		e.t.Fatalf("envelope: %v", err)
+	}
+	if err := json.Unmarshal(r.env.Data, &r.data); err != nil {
+		e.t.Fatalf("data: %v", err)
+	}
+	return r
+}
+
+// none fails if another event arrives within d.
+func (e *eventTail) none(d time.Duration) {
+	e.t.Helper()
+	if msg, err := e.cons.Next(jetstream.FetchMaxWait(d)); err == nil {
+		e.t.Fatalf("unexpected event %s: %s", msg.Subject(), msg.Data())
+	}
+}
+
+// eventually polls f until it returns "" or 1 s passes.
+func eventually(t *testing.T, within time.Duration, f func() string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		msg := f()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestBlockAndUnblock(t *testing.T) {
+	s := startStack(t)
+	carol := s.userToken("carol@authmesh.dev")
+	dave := s.userToken("dave@authmesh.dev")
+	oldBob := s.userToken("bob@authmesh.dev")
+	bobPath := "/v1/users/" + url.PathEscape(bobID)
+	events := s.tailEvents(t)
+
+	if r := s.do("GET", "/v1/me", oldBob, ""); r.status != 200 {
+		t.Fatalf("bob before the block: %d %s", r.status, r.body)
+	}
+
+	r := s.do("POST", bobPath+"/block", carol, "")
+	if r.status != 200 {
+		t.Fatalf("block: %d %s", r.status, r.body)
+	}
+	var u userBody
+	r.json(t, &u)
+	if !u.Blocked || u.UserID != bobID {
+		t.Fatalf("block answered %+v", u)
+	}
+
+	t.Run("old token rejected within 1 s", func(t *testing.T) {
+		eventually(t, time.Second, func() string {
+			r := s.do("GET", "/v1/me", oldBob, "")
+			if r.status != 401 || !strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+				return string(r.body)
+			}
+			return ""
+		})
+	})
+	var revokedAt time.Time
+	t.Run("revocation entry written", func(t *testing.T) {
+		kv, err := s.js.KeyValue(t.Context(), natsauth.RevocationBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := kv.Get(t.Context(), natsauth.RevocationKey(bobID))
+		if err != nil {
+			t.Fatalf("no revocation for bob: %v", err)
+		}
+		var rev natsauth.Revocation
+		if err := json.Unmarshal(e.Value(), &rev); err != nil {
+			t.Fatal(err)
+		}
+		if rev.Subject != bobID || time.Since(rev.RevokedAt) > 10*time.Second || rev.RevokedAt.After(time.Now()) {
+			t.Fatalf("revocation = %+v", rev)
+		}
+		revokedAt = rev.RevokedAt
+	})
+	t.Run("blocked event published with the caller's token", func(t *testing.T) {
+		ev := events.next()
+		if ev.subject != "users.events.blocked" || ev.env.Type != "user.blocked" || ev.env.Actor != carolID ||
+			ev.env.UserID != bobID || ev.data.UserID != bobID || ev.env.ID == "" {
+			t.Fatalf("event = %+v", ev)
+		}
+		if ev.auth != "Bearer "+carol {
+			t.Fatal("event does not carry the caller's token")
+		}
+		if !strings.HasPrefix(ev.msgID, "user.blocked:"+bobID+"@") {
+			t.Fatalf("Nats-Msg-Id = %q", ev.msgID)
+		}
+		if !revokedAt.IsZero() && !ev.data.At.Equal(revokedAt) {
+			t.Fatalf("event at %v, revocation at %v", ev.data.At, revokedAt)
+		}
+	})
+	t.Run("tenant has the user blocked", func(t *testing.T) {
+		r := s.do("GET", bobPath, dave, "")
+		var u userBody
+		r.json(t, &u)
+		if r.status != 200 || !u.Blocked {
+			t.Fatalf("tenant view: %d %s", r.status, r.body)
+		}
+		if _, err := s.tenant.IssueUserToken("bob@authmesh.dev", audience, ""); err == nil {
+			t.Fatal("the tenant still issues tokens to bob")
+		}
+	})
+	t.Run("block again is a no-op", func(t *testing.T) {
+		r := s.do("POST", bobPath+"/block", carol, "")
+		if r.status != 200 {
+			t.Fatalf("second block: %d %s", r.status, r.body)
+		}
+		events.none(300 * time.Millisecond)
+	})
+
+	r = s.do("POST", bobPath+"/unblock", carol, "")
+	if r.status != 200 {
+		t.Fatalf("unblock: %d %s", r.status, r.body)
+	}
+	r.json(t, &u)
+	if u.Blocked {
+		t.Fatalf("unblock answered %+v", u)
+	}
+	t.Run("unblocked event", func(t *testing.T) {
+		ev := events.next()
+		if ev.subject != "users.events.unblocked" || ev.env.Type != "user.unblocked" || ev.env.UserID != bobID || ev.env.Actor != carolID {
+			t.Fatalf("event = %+v", ev)
+		}
+	})
+	t.Run("fresh token works, old one stays rejected", func(t *testing.T) {
+		fresh := s.userToken("bob@authmesh.dev")
+		if r := s.do("GET", "/v1/me", fresh, ""); r.status != 200 {
+			t.Fatalf("fresh token: %d %s", r.status, r.body)
+		}
+		if r := s.do("GET", "/v1/me", oldBob, ""); r.status != 401 {
+			t.Fatalf("old token after unblock: %d %s", r.status, r.body)
+		}
+	})
+	t.Run("block and unblock again publish again", func(t *testing.T) {
+		for _, step := range []string{"block", "unblock"} {
+			if r := s.do("POST", bobPath+"/"+step, carol, ""); r.status != 200 {
+				t.Fatalf("%s: %d %s", step, r.status, r.body)
+			}
+			if ev := events.next(); ev.env.Type != "user."+step+"ed" {
+				t.Fatalf("after %s got %s", step, ev.env.Type)
+			}
+		}
+	})
+}
+
+func TestProfileEndpoint(t *testing.T) {
+	s := startStack(t)
+	alice := s.userToken("alice@authmesh.dev")
+	if r := s.do("PATCH", "/v1/me", alice, `{"shipping_address":{"line1":"2 Rue","city":"Paris","postal_code":"75001","country":"FR"}}`); r.status != 200 {
+		t.Fatalf("patch: %d %s", r.status, r.body)
+	}
+	call := func(t *testing.T, token string) (*ProfileReply, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel()
+		if token != "" {
+			ctx = authz.WithClaims(ctx, &authz.Claims{}, token)
+		}
+		msg, err := natsauth.Request(ctx, s.nc, "authmesh.users.profile", nil)
+		if err != nil {
+			return nil, err
+		}
+		var p ProfileReply
+		if err := json.Unmarshal(msg.Data, &p); err != nil {
+			t.Fatalf("reply %s: %v", msg.Data, err)
+		}
+		return &p, nil
+	}
+	tests := []struct {
+		name    string
+		token   string
+		code    int
+		wantErr error
+	}{
+		{name: "caller's profile", token: alice},
+		{name: "no token", code: 401, wantErr: authz.ErrMissingToken},
+		{name: "bad token", token: "x.y.z", code: 401, wantErr: authz.ErrInvalidToken},
+		{name: "M2M token", token: s.clientToken("orders-service"), code: 403, wantErr: authz.ErrInsufficientScope},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := call(t, tt.token)
+			if tt.code == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.UserID != aliceID || p.Email != "alice@authmesh.dev" || p.Name != "Alice Example" || p.ShippingAddress == nil || p.ShippingAddress.City != "Paris" {
+					t.Fatalf("profile = %+v", p)
+				}
+				return
+			}
+			var se *natsauth.ServiceError
+			if !errors.As(err, &se) || se.Code != tt.code || !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %d", err, tt.code)
+			}
+		})
+	}
+}
+
+// ProfileReply is what orders decodes from users/profile.
+type ProfileReply struct {
+	UserID          string `json:"user_id"`
+	Email           string `json:"email"`
+	Name            string `json:"name"`
+	ShippingAddress *struct {
+		Line1      string `json:"line1"`
+		City       string `json:"city"`
+		PostalCode string `json:"postal_code"`
+		Country    string `json:"country"`
+	} `json:"shipping_address"`
+}
