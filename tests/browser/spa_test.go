@@ -16,7 +16,8 @@ import (
 // stack: alice logs in through the tenant's form (authorization code + PKCE),
 // orders, sees the invoice appear, pays it and sees the order paid, refreshes
 // her session (rotation) and finds nothing in storage; bob then logs in and
-// can neither list nor open alice's order. Every step leaves a screenshot in
+// can neither list nor open alice's order; carol (admin) finds alice's order
+// in the support view and refunds it. Every step leaves a screenshot in
 // testdata/screenshots; the paid order is also copied to web/screenshot.png
 // for the README.
 func TestSPA(t *testing.T) {
@@ -100,6 +101,24 @@ func TestSPA(t *testing.T) {
 	bob.do("logged-out", 20*time.Second,
 		click(`#logout`),
 		visible(`#signed-out`),
+	)
+
+	// carol (admin) ---------------------------------------------------------
+	carol := &stepper{t: t, ctx: browser(t, ctx, exe), dir: shots, who: "carol"}
+	carol.login("carol@authmesh.dev")
+	aliceRow := `#users-list tr[data-email="alice@authmesh.dev"]`
+	orderRow := fmt.Sprintf(`#admin-orders tr[data-order-id=%q]`, orderID)
+	carol.do("support-alice-orders", 20*time.Second,
+		click(`#tab-admin`),
+		visible(aliceRow),
+		click(aliceRow+` button[data-action="orders"]`),
+		visible(orderRow+`[data-status="paid"]`),
+	)
+	carol.do("refunded", 30*time.Second,
+		click(orderRow+` button[data-action="refund"]`),
+		// The order follows its invoice through billing's refunded event.
+		visible(orderRow+`[data-status="refunded"]`),
+		visible(orderRow+` [data-testid="invoice-status"][data-status="refunded"]`),
 	)
 }
 
