@@ -1,0 +1,64 @@
+package adapters
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/services/billing/internal/app"
+)
+
+// Order event types billing consumes.
+const (
+	EventOrderCreated   = "order.created"
+	EventOrderCancelled = "order.cancelled"
+)
+
+type orderCreatedData struct {
+	OrderID    string `json:"order_id"`
+	TotalCents int64  `json:"total_cents"`
+	Currency   string `json:"currency"`
+}
+
+type orderCancelledData struct {
+	OrderID string `json:"order_id"`
+}
+
+// NewOrdersConsumer returns the durable consumer of ORDERS_EVENTS. Events on
+// another user's behalf (the orders service cancelling a blocked user's
+// orders) need an M2M token of orders-service with cancel:orders.
+func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.Metrics, svc *app.Service) (*natsauth.Consumer, error) {
+	return natsauth.NewConsumer(js, v, natsauth.ConsumerConfig{
+		Stream:           OrdersStream,
+		Durable:          OrdersDurable,
+		FilterSubjects:   []string{"orders.events.created", "orders.events.cancelled"},
+		DeadLetterPrefix: DLQPrefix,
+		OnBehalfPolicy:   authz.RequireAll("cancel:orders").Clients("orders-service"),
+		Metrics:          m,
+	}, func(ctx context.Context, ev *natsauth.Event) error {
+		return handleOrderEvent(ctx, svc, ev)
+	})
+}
+
+func handleOrderEvent(ctx context.Context, svc *app.Service, ev *natsauth.Event) error {
+	switch ev.Type {
+	case EventOrderCreated:
+		var d orderCreatedData
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			return fmt.Errorf("order.created data: %w", err)
+		}
+		return svc.OpenInvoice(ctx, app.OrderCreated{OrderID: d.OrderID, UserID: ev.UserID, AmountCents: d.TotalCents, Currency: d.Currency})
+	case EventOrderCancelled:
+		var d orderCancelledData
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			return fmt.Errorf("order.cancelled data: %w", err)
+		}
+		return svc.OrderCancelled(ctx, d.OrderID)
+	default:
+		return nil // another order event billing does not act on
+	}
+}

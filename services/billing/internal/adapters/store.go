@@ -1,0 +1,246 @@
+// Package adapters connects billing's use cases to JetStream: the invoice
+// bucket with its outbox, the event publisher and relay, and the consumer of
+// the orders' events.
+package adapters
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/services/billing/internal/app"
+	"github.com/authmesh/authmesh/services/billing/internal/domain"
+)
+
+// Names owned by billing (docs/conventions.md).
+const (
+	InvoiceBucket    = "billing_invoices"
+	EventsStream     = "BILLING_EVENTS"
+	DLQStream        = "BILLING_DLQ"
+	EventsSubjects   = "billing.events.>"
+	DLQSubjects      = "dlq.billing.>"
+	DLQPrefix        = "dlq.billing"
+	OrdersStream     = "ORDERS_EVENTS"
+	OrdersDurable    = "billing-orders"
+	VoidSubject      = "authmesh.billing.orders.void"
+	eventSubjectBase = "billing.events."
+)
+
+// Setup creates or updates billing's streams and bucket, idempotently, with
+// the configured replicas. The duplicate window covers the relay's retries.
+func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: EventsStream, Subjects: []string{EventsSubjects}, Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: 10 * time.Minute},
+		{Name: DLQStream, Subjects: []string{DLQSubjects}, Storage: jetstream.FileStorage, Replicas: replicas},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: InvoiceBucket, Description: "billing: one invoice per order, with its outbox",
+		History: 5, Storage: jetstream.FileStorage, Replicas: replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", InvoiceBucket, err)
+	}
+	return kv, nil
+}
+
+// record is an invoice as stored, plus the events its last changes owe.
+type record struct {
+	ID          string        `json:"id"`
+	OrderID     string        `json:"order_id"`
+	UserID      string        `json:"user_id"`
+	Status      string        `json:"status"`
+	AmountCents int64         `json:"amount_cents"`
+	Currency    string        `json:"currency"`
+	CreatedAt   time.Time     `json:"created_at"`
+	PaidAt      *time.Time    `json:"paid_at,omitempty"`
+	Billed      bool          `json:"billed"`
+	Outbox      []outboxEvent `json:"outbox,omitempty"`
+}
+
+// outboxEvent is an event owed by a state change. It keeps the token of the
+// caller who made the change, so the event is published under that identity
+// even by the relay (the bucket is readable by billing alone; the same token
+// sits in the event stream's headers anyway).
+type outboxEvent struct {
+	ID          string    `json:"id"` // "<type>:<invoice id>", the Nats-Msg-Id
+	Type        string    `json:"type"`
+	InvoiceID   string    `json:"invoice_id"`
+	OrderID     string    `json:"order_id"`
+	UserID      string    `json:"user_id"`
+	AmountCents int64     `json:"amount_cents"`
+	Token       string    `json:"token,omitempty"`
+	RecordedAt  time.Time `json:"recorded_at"`
+}
+
+func toRecord(inv domain.Invoice) record {
+	r := record{
+		ID: inv.ID, OrderID: inv.OrderID, UserID: inv.UserID, Status: string(inv.Status),
+		AmountCents: inv.AmountCents, Currency: inv.Currency, CreatedAt: inv.CreatedAt, Billed: inv.Billed,
+	}
+	if !inv.PaidAt.IsZero() {
+		t := inv.PaidAt
+		r.PaidAt = &t
+	}
+	return r
+}
+
+func (r record) invoice() domain.Invoice {
+	inv := domain.Invoice{
+		ID: r.ID, OrderID: r.OrderID, UserID: r.UserID, Status: domain.Status(r.Status),
+		AmountCents: r.AmountCents, Currency: r.Currency, CreatedAt: r.CreatedAt, Billed: r.Billed,
+	}
+	if r.PaidAt != nil {
+		inv.PaidAt = *r.PaidAt
+	}
+	return inv
+}
+
+// Store implements app.Store on the billing_invoices bucket: key = order id,
+// so a second create for the same order fails in the server (kv.Create), and
+// updates are compare-and-set on the revision read.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+var _ app.Store = (*Store)(nil)
+
+// NewStore returns a store on kv.
+func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+
+func (s *Store) entry(ctx context.Context, orderID string) (record, uint64, error) {
+	if !domain.ValidOrderID(orderID) {
+		return record{}, 0, fmt.Errorf("%w: order %q", domain.ErrNotFound, orderID)
+	}
+	e, err := s.kv.Get(ctx, orderID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return record{}, 0, fmt.Errorf("%w: order %s", domain.ErrNotFound, orderID)
+	}
+	if err != nil {
+		return record{}, 0, fmt.Errorf("kv get %s: %w", orderID, err)
+	}
+	var r record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return record{}, 0, fmt.Errorf("kv decode %s: %w", orderID, err)
+	}
+	return r, e.Revision(), nil
+}
+
+// Get implements app.Store.
+func (s *Store) Get(ctx context.Context, orderID string) (app.Versioned, error) {
+	r, rev, err := s.entry(ctx, orderID)
+	if err != nil {
+		return app.Versioned{}, err
+	}
+	return app.Versioned{Invoice: r.invoice(), Revision: rev}, nil
+}
+
+// Create implements app.Store.
+func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
+	b, err := json.Marshal(toRecord(inv))
+	if err != nil {
+		return err
+	}
+	_, err = s.kv.Create(ctx, inv.OrderID, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%w: order %s has an invoice", domain.ErrConflict, inv.OrderID)
+	}
+	if err != nil {
+		return fmt.Errorf("kv create %s: %w", inv.OrderID, err)
+	}
+	return nil
+}
+
+// Update implements app.Store. Events are appended to the record's outbox in
+// the same write as the state they announce.
+func (s *Store) Update(ctx context.Context, inv domain.Invoice, revision uint64, events ...app.Event) error {
+	cur, rev, err := s.entry(ctx, inv.OrderID)
+	if err != nil {
+		return err
+	}
+	if rev != revision {
+		return app.ErrStale
+	}
+	r := toRecord(inv)
+	r.Outbox = cur.Outbox
+	tok, _ := authz.TokenFromContext(ctx)
+	now := time.Now().UTC()
+	for _, ev := range events {
+		r.Outbox = append(r.Outbox, outboxEvent{
+			ID: ev.Type + ":" + ev.Invoice.ID, Type: ev.Type, InvoiceID: ev.Invoice.ID, OrderID: ev.Invoice.OrderID,
+			UserID: ev.Invoice.UserID, AmountCents: ev.Invoice.AmountCents, Token: tok, RecordedAt: now,
+		})
+	}
+	return s.put(ctx, r, revision)
+}
+
+func (s *Store) put(ctx context.Context, r record, revision uint64) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Update(ctx, r.OrderID, b, revision); err != nil {
+		if isWrongLastSequence(err) {
+			return app.ErrStale
+		}
+		return fmt.Errorf("kv update %s: %w", r.OrderID, err)
+	}
+	return nil
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		return true
+	}
+	return errors.Is(err, jetstream.ErrKeyExists) || strings.Contains(err.Error(), "wrong last sequence")
+}
+
+// List implements app.Store by reading the bucket's current values in one
+// watch (no per-key round trips). It is a scan: fine for this service's
+// volumes; an index bucket per user would be the next step.
+func (s *Store) List(ctx context.Context, f app.Filter) ([]domain.Invoice, error) {
+	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("kv list: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	out := []domain.Invoice{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("kv list: watch closed")
+			}
+			if e == nil { // initial values done
+				slices.SortFunc(out, func(a, b domain.Invoice) int { return b.CreatedAt.Compare(a.CreatedAt) })
+				return out, nil
+			}
+			var r record
+			if json.Unmarshal(e.Value(), &r) != nil {
+				continue
+			}
+			if (f.UserID == "" || r.UserID == f.UserID) && (f.OrderID == "" || r.OrderID == f.OrderID) {
+				out = append(out, r.invoice())
+			}
+		}
+	}
+}
+
+// Ready checks the bucket answers.
+func (s *Store) Ready(ctx context.Context) error {
+	_, err := s.kv.Status(ctx)
+	return err
+}

@@ -1,0 +1,301 @@
+// Package app holds billing's use cases. It declares what it needs from the
+// outside (Store, Outbox) and knows nothing of NATS, HTTP or tokens.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/authmesh/authmesh/services/billing/internal/domain"
+)
+
+// Event types billing publishes.
+const (
+	EventInvoicePaid     = "invoice.paid"
+	EventInvoiceRefunded = "invoice.refunded"
+)
+
+// Event is a state change to announce. The Store writes it together with the
+// invoice (same record, same compare-and-set), so it cannot be lost.
+type Event struct {
+	Type    string
+	Invoice domain.Invoice
+}
+
+// Versioned is an invoice with the store revision it was read at.
+type Versioned struct {
+	Invoice  domain.Invoice
+	Revision uint64
+}
+
+// Filter selects invoices; empty fields match everything.
+type Filter struct {
+	UserID  string
+	OrderID string
+}
+
+// Store keeps invoices, one per order, with optimistic concurrency.
+type Store interface {
+	// Get returns the invoice of orderID, or domain.ErrNotFound.
+	Get(ctx context.Context, orderID string) (Versioned, error)
+	// Create stores a new invoice, or returns domain.ErrConflict when the
+	// order already has one.
+	Create(ctx context.Context, inv domain.Invoice) error
+	// Update replaces the invoice if it is still at revision, recording
+	// events in the same write; a concurrent change gives ErrStale.
+	Update(ctx context.Context, inv domain.Invoice, revision uint64, events ...Event) error
+	// List returns the invoices matching f, newest first.
+	List(ctx context.Context, f Filter) ([]domain.Invoice, error)
+}
+
+// Outbox publishes the events recorded with an invoice. Flush is a fast path
+// after a write; events it cannot publish are published later by the relay.
+type Outbox interface {
+	Flush(ctx context.Context, orderID string) error
+}
+
+// ErrStale reports a lost compare-and-set: re-read and try again.
+var ErrStale = errors.New("invoice changed concurrently")
+
+// Caller is who asks, as the ports see it.
+type Caller struct {
+	Subject    string
+	Service    bool // an M2M token (the orders service), not a user
+	CanReadAll bool // read:all-invoices
+}
+
+// Metrics observes transitions (optional).
+type Metrics interface {
+	Transition(to domain.Status)
+}
+
+// Service is billing's use cases.
+type Service struct {
+	store   Store
+	outbox  Outbox
+	now     func() time.Time
+	metrics Metrics
+	onFlush func(error) // the flush's own failure; the relay retries
+}
+
+// New returns the use cases over store and outbox.
+func New(store Store, outbox Outbox, m Metrics, onFlushError func(error)) *Service {
+	if onFlushError == nil {
+		onFlushError = func(error) {}
+	}
+	return &Service{store: store, outbox: outbox, now: time.Now, metrics: m, onFlush: onFlushError}
+}
+
+const maxAttempts = 8
+
+// mutate reads the invoice of orderID, applies change and writes it back
+// with compare-and-set, re-reading on a lost race. change decides from the
+// latest state, so of two concurrent transitions exactly one wins and the
+// other sees the winner's state (and, for incompatible ones, a conflict).
+func (s *Service) mutate(ctx context.Context, orderID string, change func(inv *domain.Invoice) ([]Event, bool, error)) (domain.Invoice, error) {
+	for range maxAttempts {
+		cur, err := s.store.Get(ctx, orderID)
+		if err != nil {
+			return domain.Invoice{}, err
+		}
+		inv := cur.Invoice
+		events, changed, err := change(&inv)
+		if err != nil || !changed {
+			return inv, err
+		}
+		err = s.store.Update(ctx, inv, cur.Revision, events...)
+		if errors.Is(err, ErrStale) {
+			continue
+		}
+		if err != nil {
+			return domain.Invoice{}, err
+		}
+		if s.metrics != nil && inv.Status != cur.Invoice.Status {
+			s.metrics.Transition(inv.Status)
+		}
+		if len(events) > 0 {
+			if err := s.outbox.Flush(ctx, orderID); err != nil {
+				s.onFlush(err)
+			}
+		}
+		return inv, nil
+	}
+	return domain.Invoice{}, fmt.Errorf("%w: too much contention on order %s", domain.ErrConflict, orderID)
+}
+
+// visible returns the invoice when the caller may see it; someone else's
+// invoice is "not found", so ids cannot be probed.
+func (s *Service) visible(ctx context.Context, c Caller, invoiceID string) (string, error) {
+	orderID, err := domain.OrderIDOf(invoiceID)
+	if err != nil {
+		return "", err
+	}
+	cur, err := s.store.Get(ctx, orderID)
+	if err != nil {
+		return "", err
+	}
+	if !c.CanReadAll && cur.Invoice.UserID != c.Subject {
+		return "", fmt.Errorf("%w: %s", domain.ErrNotFound, invoiceID)
+	}
+	return orderID, nil
+}
+
+// Get returns an invoice the caller owns, or any with read:all-invoices.
+func (s *Service) Get(ctx context.Context, c Caller, invoiceID string) (domain.Invoice, error) {
+	orderID, err := s.visible(ctx, c, invoiceID)
+	if err != nil {
+		return domain.Invoice{}, err
+	}
+	cur, err := s.store.Get(ctx, orderID)
+	return cur.Invoice, err
+}
+
+// List returns the caller's invoices, or user f.UserID's when the caller
+// may read all (the ports check the permission before asking).
+func (s *Service) List(ctx context.Context, c Caller, f Filter) ([]domain.Invoice, error) {
+	if f.UserID == "" {
+		f.UserID = c.Subject
+	} else if f.UserID != c.Subject && !c.CanReadAll {
+		return nil, fmt.Errorf("%w: other users' invoices", domain.ErrNotFound)
+	}
+	if f.OrderID != "" {
+		cur, err := s.store.Get(ctx, f.OrderID)
+		if errors.Is(err, domain.ErrNotFound) {
+			return []domain.Invoice{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if cur.Invoice.UserID != f.UserID {
+			return []domain.Invoice{}, nil
+		}
+		return []domain.Invoice{cur.Invoice}, nil
+	}
+	return s.store.List(ctx, f)
+}
+
+// Pay pays the caller's own open invoice.
+func (s *Service) Pay(ctx context.Context, c Caller, invoiceID string) (domain.Invoice, error) {
+	orderID, err := domain.OrderIDOf(invoiceID)
+	if err != nil {
+		return domain.Invoice{}, err
+	}
+	now := s.now()
+	return s.mutate(ctx, orderID, func(inv *domain.Invoice) ([]Event, bool, error) {
+		if inv.UserID != c.Subject {
+			return nil, false, fmt.Errorf("%w: %s", domain.ErrNotFound, invoiceID)
+		}
+		if err := inv.Pay(now); err != nil {
+			return nil, false, err
+		}
+		return []Event{{Type: EventInvoicePaid, Invoice: *inv}}, true, nil
+	})
+}
+
+// Refund refunds a paid invoice (the route requires refund:invoices, which
+// acts on any user's invoice).
+func (s *Service) Refund(ctx context.Context, c Caller, invoiceID string) (domain.Invoice, error) {
+	orderID, err := domain.OrderIDOf(invoiceID)
+	if err != nil {
+		return domain.Invoice{}, err
+	}
+	return s.mutate(ctx, orderID, func(inv *domain.Invoice) ([]Event, bool, error) {
+		if err := inv.Refund(); err != nil {
+			return nil, false, err
+		}
+		return []Event{{Type: EventInvoiceRefunded, Invoice: *inv}}, true, nil
+	})
+}
+
+// VoidOrder voids an order's open invoice for a cancel (the orders service
+// asks before it cancels: this is where a concurrent pay and cancel are
+// decided). With no invoice yet it records a void one, so the late created
+// event cannot open it. A paid invoice is a conflict: the payment won.
+// A user may void only their own order's invoice; the orders service any.
+func (s *Service) VoidOrder(ctx context.Context, c Caller, orderID string) (domain.Invoice, error) {
+	if !domain.ValidOrderID(orderID) {
+		return domain.Invoice{}, fmt.Errorf("%w: order id %q", domain.ErrInvalid, orderID)
+	}
+	for range maxAttempts {
+		inv, err := s.mutate(ctx, orderID, func(inv *domain.Invoice) ([]Event, bool, error) {
+			if !c.Service && inv.UserID != "" && inv.UserID != c.Subject {
+				return nil, false, fmt.Errorf("%w: order %s", domain.ErrNotFound, orderID)
+			}
+			changed, err := inv.Void()
+			return nil, changed, err
+		})
+		if !errors.Is(err, domain.ErrNotFound) || inv.ID != "" {
+			return inv, err
+		}
+		if _, getErr := s.store.Get(ctx, orderID); getErr == nil {
+			return inv, err // someone else's invoice
+		}
+		owner := ""
+		if !c.Service {
+			owner = c.Subject
+		}
+		void, verr := domain.NewVoidInvoice(orderID, owner, s.now())
+		if verr != nil {
+			return domain.Invoice{}, verr
+		}
+		err = s.store.Create(ctx, *void)
+		if errors.Is(err, domain.ErrConflict) {
+			continue // created meanwhile: decide on it
+		}
+		if err != nil {
+			return domain.Invoice{}, err
+		}
+		if s.metrics != nil {
+			s.metrics.Transition(domain.StatusVoid)
+		}
+		return *void, nil
+	}
+	return domain.Invoice{}, fmt.Errorf("%w: too much contention on order %s", domain.ErrConflict, orderID)
+}
+
+// OrderCreated is what billing needs from an order.created event.
+type OrderCreated struct {
+	OrderID     string
+	UserID      string
+	AmountCents int64
+	Currency    string
+}
+
+// OpenInvoice opens the invoice of a new order. However often the event is
+// delivered there is one invoice: the store creates a key per order at most
+// once. An order cancelled before this event keeps its void invoice, which
+// only gets its figures filled in.
+func (s *Service) OpenInvoice(ctx context.Context, o OrderCreated) error {
+	inv, err := domain.NewInvoice(o.OrderID, o.UserID, o.AmountCents, o.Currency, s.now())
+	if err != nil {
+		return err
+	}
+	err = s.store.Create(ctx, *inv)
+	if err == nil {
+		if s.metrics != nil {
+			s.metrics.Transition(domain.StatusOpen)
+		}
+		return nil
+	}
+	if !errors.Is(err, domain.ErrConflict) {
+		return err
+	}
+	_, err = s.mutate(ctx, o.OrderID, func(cur *domain.Invoice) ([]Event, bool, error) {
+		changed, err := cur.FillIn(o.UserID, o.AmountCents, o.Currency)
+		return nil, changed, err
+	})
+	return err
+}
+
+// OrderCancelled voids the invoice of a cancelled order (normally already
+// void: orders asks billing before cancelling; this covers the event arriving
+// on its own). A paid invoice stays paid: that conflict was decided already.
+func (s *Service) OrderCancelled(ctx context.Context, orderID string) error {
+	_, err := s.VoidOrder(ctx, Caller{Service: true}, orderID)
+	if errors.Is(err, domain.ErrConflict) {
+		return nil
+	}
+	return err
+}

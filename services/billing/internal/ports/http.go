@@ -1,0 +1,156 @@
+// Package ports is billing's edge: Echo handlers with their route policies
+// and the NATS micro endpoint orders calls to void an invoice.
+package ports
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/services/billing/internal/app"
+	"github.com/authmesh/authmesh/services/billing/internal/domain"
+)
+
+// Policies of billing's routes (contract §4).
+var (
+	PolicyRead    = authz.RequireAll("read:invoices")
+	PolicyReadAll = authz.RequireAll("read:all-invoices")
+	PolicyPay     = authz.RequireAll("pay:invoices").UsersOnly()
+	PolicyRefund  = authz.RequireAll("refund:invoices")
+	// PolicyVoid: the owner's user token, or the orders service's own.
+	PolicyVoid = authz.RequireAll("cancel:orders").Clients("orders-service")
+)
+
+// Errors maps the domain's sentinels to HTTP answers.
+var Errors = []platform.ErrorMapping{
+	{Target: domain.ErrNotFound, Status: http.StatusNotFound, Code: "not_found", Message: "invoice not found"},
+	{Target: domain.ErrConflict, Status: http.StatusConflict, Code: "conflict", Message: "the invoice's status does not allow this"},
+	{Target: domain.ErrInvalid, Status: http.StatusUnprocessableEntity, Code: "validation_failed", Message: "invalid invoice data"},
+}
+
+// invoiceJSON is the invoice on the wire.
+type invoiceJSON struct {
+	ID          string     `json:"id"`
+	OrderID     string     `json:"order_id"`
+	UserID      string     `json:"user_id"`
+	Status      string     `json:"status"`
+	AmountCents int64      `json:"amount_cents"`
+	Currency    string     `json:"currency"`
+	CreatedAt   time.Time  `json:"created_at"`
+	PaidAt      *time.Time `json:"paid_at"`
+}
+
+func toJSON(inv domain.Invoice) invoiceJSON {
+	out := invoiceJSON{
+		ID: inv.ID, OrderID: inv.OrderID, UserID: inv.UserID, Status: string(inv.Status),
+		AmountCents: inv.AmountCents, Currency: inv.Currency, CreatedAt: inv.CreatedAt,
+	}
+	if !inv.PaidAt.IsZero() {
+		t := inv.PaidAt
+		out.PaidAt = &t
+	}
+	return out
+}
+
+// Router is where routes go (platform.App).
+type Router interface {
+	Route(method, path string, policy authz.Policy, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) *echo.Route
+}
+
+// HTTP serves billing's API.
+type HTTP struct {
+	svc *app.Service
+}
+
+// RegisterHTTP adds billing's routes with their policies.
+func RegisterHTTP(r Router, svc *app.Service) {
+	h := &HTTP{svc: svc}
+	r.Route(http.MethodGet, "/v1/invoices", PolicyRead, h.list)
+	r.Route(http.MethodGet, "/v1/invoices/:id", PolicyRead, h.get)
+	r.Route(http.MethodPost, "/v1/invoices/:id/pay", PolicyPay, h.pay)
+	r.Route(http.MethodPost, "/v1/invoices/:id/refund", PolicyRefund, h.refund)
+}
+
+// caller turns verified claims into the app's view of the caller.
+func caller(cl *authz.Claims) app.Caller {
+	return app.Caller{
+		Subject:    cl.Subject,
+		Service:    cl.IsM2M(),
+		CanReadAll: PolicyReadAll.Authorize(cl) == nil,
+	}
+}
+
+func claimsOf(c echo.Context) (*authz.Claims, error) {
+	cl, ok := authz.ClaimsFromEcho(c)
+	if !ok {
+		return nil, authz.ErrMissingToken // the middleware runs first; never trust its absence
+	}
+	return cl, nil
+}
+
+func (h *HTTP) list(c echo.Context) error {
+	cl, err := claimsOf(c)
+	if err != nil {
+		return err
+	}
+	f := app.Filter{UserID: c.QueryParam("user_id"), OrderID: c.QueryParam("order_id")}
+	v := platform.Validation{}
+	v.Check(f.OrderID == "" || domain.ValidOrderID(f.OrderID), "order_id", "must be an order id")
+	v.Check(len(f.UserID) <= 256, "user_id", "is too long")
+	if err := v.Err(); err != nil {
+		return err
+	}
+	if f.UserID != "" && f.UserID != cl.Subject {
+		if err := PolicyReadAll.Authorize(cl); err != nil {
+			return err // 403 naming read:all-invoices
+		}
+	}
+	invs, err := h.svc.List(c.Request().Context(), caller(cl), f)
+	if err != nil {
+		return err
+	}
+	out := make([]invoiceJSON, 0, len(invs))
+	for _, inv := range invs {
+		out = append(out, toJSON(inv))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (h *HTTP) get(c echo.Context) error {
+	cl, err := claimsOf(c)
+	if err != nil {
+		return err
+	}
+	inv, err := h.svc.Get(c.Request().Context(), caller(cl), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toJSON(inv))
+}
+
+func (h *HTTP) pay(c echo.Context) error {
+	cl, err := claimsOf(c)
+	if err != nil {
+		return err
+	}
+	inv, err := h.svc.Pay(c.Request().Context(), caller(cl), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toJSON(inv))
+}
+
+func (h *HTTP) refund(c echo.Context) error {
+	cl, err := claimsOf(c)
+	if err != nil {
+		return err
+	}
+	inv, err := h.svc.Refund(c.Request().Context(), caller(cl), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toJSON(inv))
+}
