@@ -5,8 +5,8 @@ package service
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
