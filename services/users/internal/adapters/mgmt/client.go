@@ -329,7 +329,7 @@ func (c *Client) once(ctx context.Context, method, target string, body []byte, o
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return -1, fmt.Errorf("mgmt: %s %s: %w", method, req.URL.Path, ctx.Err())
+			return -1, fmt.Errorf("mgmt: %s %s: %w", method, req.URL.EscapedPath(), ctx.Err())
 		}
 		return 0, &Error{StatusCode: 0, Err: "transport_error", Message: err.Error(), Method: method, Path: req.URL.EscapedPath()}
 	}
@@ -364,15 +364,15 @@ func (c *Client) once(ctx context.Context, method, target string, body []byte, o
 }
 
 // rateLimitWait reads x-ratelimit-reset (Unix seconds at which the bucket
-// refills) and falls back to Retry-After (seconds); it never returns less
-// than a small floor, so a reset in the past still spaces the retries.
+// refills), falling back to Retry-After (seconds). It returns 0 when neither
+// names a future instant: the reset has one-second resolution and may already
+// look past, so the caller's growing backoff spaces the retries instead.
 func (c *Client) rateLimitWait(h http.Header) time.Duration {
-	const floor = 50 * time.Millisecond
 	if v, err := strconv.ParseInt(h.Get("X-Ratelimit-Reset"), 10, 64); err == nil && v > 0 {
-		return max(time.Unix(v, 0).Sub(c.now()), floor)
+		return max(time.Unix(v, 0).Sub(c.now()), 0)
 	}
-	if v, err := strconv.Atoi(h.Get("Retry-After")); err == nil && v >= 0 {
-		return max(time.Duration(v)*time.Second, floor)
+	if v, err := strconv.Atoi(h.Get("Retry-After")); err == nil && v > 0 {
+		return time.Duration(v) * time.Second
 	}
-	return max(c.backoff, floor)
+	return 0
 }
