@@ -1,0 +1,3 @@
+module github.com/authmesh/authmesh/tests/flows
+
+go 1.26
