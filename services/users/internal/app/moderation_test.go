@@ -20,7 +20,9 @@ type fakeDir struct {
 	fail    int // fail the next n SetBlocked calls
 }
 
-func (d *fakeDir) ListUsers(context.Context, int, int) (domain.Page, error) { return domain.Page{}, nil }
+func (d *fakeDir) ListUsers(context.Context, int, int) (domain.Page, error) {
+	return domain.Page{}, nil
+}
 func (d *fakeDir) GetUser(_ context.Context, id string) (domain.User, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -185,7 +187,9 @@ func (nopProfiles) Update(context.Context, string, func(*domain.Profile) error) 
 	return domain.Profile{}, nil
 }
 
-func as(who string) context.Context { return context.WithValue(context.Background(), identityKey{}, who) }
+func as(who string) context.Context {
+	return context.WithValue(context.Background(), identityKey{}, who)
+}
 
 func TestBlockCompletesEverything(t *testing.T) {
 	t.Parallel()

@@ -11,7 +11,9 @@ func ptr[T any](v T) *T { return &v }
 
 func TestProfileUpdateNormalize(t *testing.T) {
 	t.Parallel()
-	good := func() *Address { return &Address{Line1: " 1 Main St ", City: "Lyon", PostalCode: "69001", Country: "fr"} }
+	good := func() *Address {
+		return &Address{Line1: " 1 Main St ", City: "Lyon", PostalCode: "69001", Country: "fr"}
+	}
 	tests := []struct {
 		name       string
 		upd        ProfileUpdate
