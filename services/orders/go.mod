@@ -14,6 +14,7 @@ require (
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/auth0/go-jwt-middleware/v2 v2.3.1 // indirect
+	github.com/authmesh/authmesh/tools/devtenant v0.0.0
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
@@ -48,3 +49,5 @@ replace (
 	github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
 	github.com/authmesh/authmesh/pkg/platform => ../../pkg/platform
 )
+
+replace github.com/authmesh/authmesh/tools/devtenant => ../../tools/devtenant
