@@ -13,13 +13,17 @@ import (
 )
 
 // TestSPA drives the web app in real headless Chromium against the whole local
-// stack: alice logs in through the tenant's form (authorization code + PKCE),
-// orders, sees the invoice appear, pays it and sees the order paid, refreshes
-// her session (rotation) and finds nothing in storage; bob then logs in and
-// can neither list nor open alice's order; carol (admin) finds alice's order
-// in the support view and refunds it. Every step leaves a screenshot in
-// testdata/screenshots; the paid order is also copied to web/screenshot.png
-// for the README.
+// stack, as `make run` starts it:
+//   - alice logs in through the tenant's form (authorization code + PKCE),
+//     has an invalid order refused with the service's 422, orders, sees the
+//     invoice appear, pays it and sees the order paid, refreshes her session
+//     (rotation), finds nothing in web storage, and is signed out by a reload;
+//   - bob neither lists nor opens alice's order (404);
+//   - dave (support) sees it, and is offered neither refund nor block;
+//   - carol (admin) refunds it from the support view; the order follows.
+//
+// Every step leaves a screenshot in testdata/screenshots (with the stack's
+// log); the paid order is web/screenshot.png for the README.
 func TestSPA(t *testing.T) {
 	exe := chromiumPath(t)
 	portsFree(t)
@@ -35,9 +39,20 @@ func TestSPA(t *testing.T) {
 	alice := &stepper{t: t, ctx: browser(t, ctx, exe), dir: shots, who: "alice"}
 	alice.login("alice@authmesh.dev")
 
-	alice.do("order-placed-invoice-open", 30*time.Second,
+	// The service validates (quantity 1–100); the page shows its 422 and
+	// marks the input it names.
+	alice.do("order-rejected-422", 30*time.Second,
 		click(`#tab-shop`),
 		visible(`#qty-mug`),
+		setValue(`#qty-mug`, "101"),
+		click(`#place-order`),
+		visible(`#notice[data-kind="error"]`),
+		waitJS(`document.getElementById("notice-title").textContent.includes("422")`),
+		visible(`#notice-fields li`),
+		visible(`#qty-mug[aria-invalid="true"]`),
+	)
+
+	alice.do("order-placed-invoice-open", 30*time.Second,
 		setValue(`#qty-mug`, "2"),
 		setValue(`#qty-tea-green`, "1"),
 		click(`#place-order`),
@@ -59,7 +74,7 @@ func TestSPA(t *testing.T) {
 		visible(`#detail-invoice-status[data-status="paid"]`),
 		waitJS(fmt.Sprintf(`!!document.querySelector('#orders-list tr[data-order-id=%q][data-status="paid"]')`, orderID)),
 	)
-	copyFile(t, filepath.Join(shots, fmt.Sprintf("alice-%02d-order-paid.png", alice.n)), filepath.Join(root, "web", "screenshot.png"))
+	updateReadmeScreenshot(t, filepath.Join(shots, fmt.Sprintf("alice-%02d-order-paid.png", alice.n)), filepath.Join(root, "web", "screenshot.png"))
 
 	// A refresh rotates the refresh token; the new access token must work.
 	alice.do("session-refreshed", 30*time.Second,
@@ -103,6 +118,21 @@ func TestSPA(t *testing.T) {
 		visible(`#signed-out`),
 	)
 
+	// dave (support) --------------------------------------------------------
+	dave := &stepper{t: t, ctx: browser(t, ctx, exe), dir: shots, who: "dave"}
+	dave.login("dave@authmesh.dev")
+	daveOrderRow := fmt.Sprintf(`#admin-orders tr[data-order-id=%q]`, orderID)
+	dave.do("support-alice-orders", 20*time.Second,
+		click(`#tab-admin`),
+		visible(`#users-list tr[data-email="alice@authmesh.dev"]`),
+		click(`#users-list tr[data-email="alice@authmesh.dev"] button[data-action="orders"]`),
+		visible(daveOrderRow+`[data-status="paid"]`),
+	)
+	// Support reads everything but may neither refund nor block.
+	if eval[bool](dave, `!!document.querySelector('#admin-orders button[data-action="refund"], #users-list button[data-action="block"]')`) {
+		t.Errorf("dave: the support view offers refund or block, which support may not do")
+	}
+
 	// carol (admin) ---------------------------------------------------------
 	carol := &stepper{t: t, ctx: browser(t, ctx, exe), dir: shots, who: "carol"}
 	carol.login("carol@authmesh.dev")
@@ -122,14 +152,21 @@ func TestSPA(t *testing.T) {
 	)
 }
 
-func copyFile(t *testing.T, from, to string) {
+// updateReadmeScreenshot copies the paid-order screenshot to web/screenshot.png,
+// which the README shows. The file is committed, so it is only rewritten
+// when missing or when UPDATE_SCREENSHOT=1: a plain test run must not leave
+// the working tree dirty with a new order id and date.
+func updateReadmeScreenshot(t *testing.T, from, to string) {
 	t.Helper()
+	if _, err := os.Stat(to); err == nil && os.Getenv("UPDATE_SCREENSHOT") != "1" {
+		return
+	}
 	b, err := os.ReadFile(from)
 	if err != nil {
-		t.Errorf("copy screenshot: %v", err)
+		t.Errorf("README screenshot: %v", err)
 		return
 	}
 	if err := os.WriteFile(to, b, 0o644); err != nil {
-		t.Errorf("copy screenshot: %v", err)
+		t.Errorf("README screenshot: %v", err)
 	}
 }
