@@ -33,6 +33,10 @@ func (s *Service) SetBlocked(ctx context.Context, id string, blocked bool) (doma
 	// does not: a client hanging up must not stop the sequence half-way.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.stepTimeout)
 	defer cancel()
+	if m.Done() {
+		u.Blocked = blocked
+		return u, nil
+	}
 	if _, err := s.complete(ctx, m, rev); err != nil {
 		return domain.User{}, err
 	}
@@ -50,6 +54,10 @@ func (s *Service) begin(ctx context.Context, u domain.User, blocked bool) (domai
 		}
 		if rev != 0 && cur.Blocked == blocked && (!cur.Done() || u.Blocked == blocked) {
 			return cur, rev, nil
+		}
+		if rev == 0 && !blocked && !u.Blocked {
+			// Never blocked: nothing to undo, and no event to tell.
+			return domain.Moderation{UserID: u.ID, TenantDone: true, EventDone: true}, 0, nil
 		}
 		// A new intent; it supersedes an unfinished opposite one.
 		m := domain.Moderation{

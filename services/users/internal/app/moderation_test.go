@@ -385,6 +385,13 @@ func TestUnblock(t *testing.T) {
 			t.Fatalf("events = %d, tenant calls = %d", len(f.events.sent), f.dir.calls)
 		}
 	})
+	t.Run("unblocking a never-blocked user does nothing", func(t *testing.T) {
+		g := newFixture(t)
+		u, err := g.svc.SetBlocked(as("admin"), uid, false)
+		if err != nil || u.Blocked || g.dir.calls != 0 || len(g.events.sent) != 0 {
+			t.Fatalf("unblock: %+v, %v, tenant calls %d, events %d", u, err, g.dir.calls, len(g.events.sent))
+		}
+	})
 	t.Run("an unknown user is not found", func(t *testing.T) {
 		if _, err := f.svc.SetBlocked(as("admin"), "auth0|nobody", true); !errors.Is(err, domain.ErrNotFound) {
 			t.Fatalf("err = %v", err)
