@@ -173,3 +173,31 @@ func TestIdempotencyReserveConcurrent(t *testing.T) {
 		t.Fatalf("re-reserve: reserved=%v err=%v", reserved, err)
 	}
 }
+
+func TestLateBucketAnswersUnavailableUntilBound(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := NewLateBucket(OrdersBucket)
+	s := NewOrderStore(b)
+	if err := b.Ready(ctx); err == nil {
+		t.Fatal("unbound bucket reports ready")
+	}
+	if _, _, err := s.Get(ctx, app.NewUUID()); !errors.Is(err, domain.ErrUnavailable) {
+		t.Fatalf("unbound get: %v", err)
+	}
+	if _, err := s.Create(ctx, order("auth0|a", time.Now())); !errors.Is(err, domain.ErrUnavailable) {
+		t.Fatalf("unbound create: %v", err)
+	}
+	ns := natstest.Start(t)
+	kv, _, err := EnsureBuckets(ctx, ns.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Bind(kv)
+	if err := b.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, order("auth0|a", time.Now())); err != nil {
+		t.Fatalf("bound create: %v", err)
+	}
+}
