@@ -165,18 +165,23 @@ func orEmpty(m map[string]any) map[string]any {
 	return m
 }
 
+// queryError is a message for the caller, worded as Auth0 words it.
+type queryError string
+
+func (e queryError) Error() string { return string(e) }
+
 // paging reads page/per_page/include_totals as Auth0 does (page from 0, per_page ≤ 100).
 func paging(r *http.Request) (page, perPage int, totals bool, err error) {
 	q := r.URL.Query()
 	perPage = 50
 	if v := q.Get("page"); v != "" {
 		if page, err = strconv.Atoi(v); err != nil || page < 0 {
-			return 0, 0, false, errors.New("Query validation error: 'page' must be an integer ≥ 0")
+			return 0, 0, false, queryError("Query validation error: 'page' must be an integer ≥ 0")
 		}
 	}
 	if v := q.Get("per_page"); v != "" {
 		if perPage, err = strconv.Atoi(v); err != nil || perPage < 1 || perPage > 100 {
-			return 0, 0, false, errors.New("Query validation error: 'per_page' must be an integer between 1 and 100")
+			return 0, 0, false, queryError("Query validation error: 'per_page' must be an integer between 1 and 100")
 		}
 	}
 	switch q.Get("include_totals") {
@@ -184,7 +189,7 @@ func paging(r *http.Request) (page, perPage int, totals bool, err error) {
 	case "true":
 		totals = true
 	default:
-		return 0, 0, false, errors.New("Query validation error: 'include_totals' must be true or false")
+		return 0, 0, false, queryError("Query validation error: 'include_totals' must be true or false")
 	}
 	return page, perPage, totals, nil
 }
@@ -230,7 +235,7 @@ func matchQuery(u userRecord, q string) (bool, error) {
 				return false, nil
 			}
 		default:
-			return false, fmt.Errorf("Query validation error: devtenant does not search by %q; use email, user_id, name or blocked", truncate(field, 40))
+			return false, queryError(fmt.Sprintf("Query validation error: devtenant does not search by %q; use email, user_id, name or blocked", truncate(field, 40)))
 		}
 	}
 	return true, nil
