@@ -7,6 +7,7 @@ export class ApiError extends Error {
   constructor({ status, code, message, fields = [], service, retryAfter = "" }) {
     super(message || code || `HTTP ${status}`);
     this.name = "ApiError";
+    this.serviceMessage = message || ""; // the body's "message", for people
     this.status = status;
     this.code = code;
     this.fields = fields;
@@ -103,7 +104,7 @@ export function list(data, key) {
 
 // describe turns any error into {title, detail, fields, kind, login}.
 export function describe(err) {
-  const detail = err?.message || "";
+  const detail = (err instanceof ApiError ? err.serviceMessage : err?.message) || "";
   if (err instanceof auth.AuthError) {
     return { kind: "error", title: "Login failed", detail: `${detail} (${err.code})`, fields: [], login: true };
   }

@@ -134,7 +134,23 @@ function renderSession() {
   $("profile-session").dataset.refreshCount = String(s.refreshCount || 0);
 }
 
+// resetViews drops everything the previous user's session showed, so that
+// the next person to log in at this tab sees none of it.
+function resetViews() {
+  me = null;
+  adminUser = null;
+  detail = { order: null, invoice: null };
+  renderDetail();
+  for (const id of ["orders-list", "users-list", "admin-orders", "catalog", "detail-order-items"]) $(id).replaceChildren();
+  for (const form of document.querySelectorAll("form")) form.reset();
+  $("lookup-result").textContent = "";
+  delete $("lookup-result").dataset.status;
+  $("admin-user").hidden = true;
+  currentView = "shop";
+}
+
 auth.onChange((session, reason, err) => {
+  if (!session) resetViews();
   renderSession();
   if (!session && reason === "refresh_failed") {
     showNotice({ ...describe(err), title: "Your session has ended", login: true });
@@ -579,8 +595,6 @@ function wire() {
   for (const id of ["login", "login-main"]) $(id).addEventListener("click", () => auth.login().catch(fail));
   $("logout").addEventListener("click", () => {
     hideNotice();
-    detail = { order: null, invoice: null };
-    renderDetail();
     auth.logout();
     showNotice({ kind: "info", title: "Logged out", detail: "Your tokens were discarded." });
   });

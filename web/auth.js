@@ -68,6 +68,9 @@ function endpoint(path) {
 
 // login sends the browser to the tenant's /authorize; it does not return.
 export async function login() {
+  if (!window.isSecureContext || !crypto.subtle) {
+    throw new AuthError("insecure_context", "Logging in needs a secure page (https, or http://localhost) for PKCE's SHA-256; open the app at such an address.");
+  }
   const verifier = randomString(32); // 43 characters, RFC 7636's minimum
   const state = randomString(16);
   sessionStorage.setItem(TXN_KEY, JSON.stringify({ verifier, state, at: Date.now() }));
