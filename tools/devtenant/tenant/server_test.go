@@ -107,7 +107,7 @@ func TestIssueInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, c := decodeJWT(t, m2m); c["sub"] != "billing-service@clients" || c["scope"] != "read:all-invoices" || c["aud"] != apiAud {
+	if _, c := decodeJWT(t, m2m); c["sub"] != "billing-service@clients" || c["scope"] != "read:all-invoices refund:invoices" || c["aud"] != apiAud {
 		t.Errorf("client token claims = %v", c)
 	}
 	for name, err := range map[string]error{

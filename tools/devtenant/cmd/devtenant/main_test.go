@@ -33,7 +33,8 @@ func TestTokenAndHealthcheck(t *testing.T) {
 	}{
 		{[]string{"--user", "alice@authmesh.dev"}, "auth0|6553da60a54af58e29493991", "", "authmesh-cli"},
 		{[]string{"--client", "orders-service"}, "orders-service@clients", "https://api.authmesh.dev", "orders-service"},
-		{[]string{"--client", "users-service"}, "users-service@clients", "http://localhost:8400/api/v2/", "users-service"},
+		{[]string{"--client", "users-service", "--audience", "http://localhost:8400/api/v2/"}, "users-service@clients", "http://localhost:8400/api/v2/", "users-service"},
+		{[]string{"--client", "tenant-admin"}, "tenant-admin@clients", "http://localhost:8400/api/v2/", "tenant-admin"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
