@@ -1,0 +1,3 @@
+module github.com/authmesh/authmesh/tools/bench
+
+go 1.26
