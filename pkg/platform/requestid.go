@@ -5,20 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/labstack/echo/v4"
 )
 
-type requestIDKey struct{}
-
-// withRequestID stores the request id for code below the HTTP layer (NATS
-// propagation, logs).
-func withRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, id)
-}
-
 // RequestIDFromContext returns the id of the request being served, if any.
 func RequestIDFromContext(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
+	id, _ := natsauth.RequestIDFromContext(ctx)
 	return id
 }
 
@@ -45,7 +38,9 @@ func validRequestID(id string) bool {
 }
 
 // requestID takes a valid inbound X-Request-Id or makes one, echoes it in the
-// response and puts it in the request's context.
+// response and puts it, with an inbound W3C trace context, in the request's
+// context, where natsauth finds both for every NATS message sent on behalf of
+// the request.
 func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id := c.Request().Header.Get(echo.HeaderXRequestID)
@@ -53,7 +48,13 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 			id = newRequestID()
 		}
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
-		c.SetRequest(c.Request().WithContext(withRequestID(c.Request().Context(), id)))
+		req := c.Request()
+		ctx := natsauth.WithRequestID(req.Context(), id)
+		ctx = natsauth.WithTraceContext(ctx, natsauth.TraceContext{
+			Traceparent: req.Header.Get(natsauth.HeaderTraceparent),
+			Tracestate:  req.Header.Get(natsauth.HeaderTracestate),
+		})
+		c.SetRequest(req.WithContext(ctx))
 		return next(c)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/authmesh/authmesh/pkg/authz"
-	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
@@ -126,18 +125,14 @@ func toOrderJSON(o domain.Order) orderJSON {
 	return out
 }
 
-// caller derives the use cases' caller from the verified claims, and a
-// context that carries the request id to the services it calls over NATS.
+// caller derives the use cases' caller from the verified claims; the request's
+// context already carries the token, request id and trace (pkg/platform).
 func caller(c echo.Context) (context.Context, app.Caller, error) {
 	cl, ok := authz.ClaimsFromEcho(c)
 	if !ok {
 		return nil, app.Caller{}, authz.ErrMissingToken
 	}
-	ctx := c.Request().Context()
-	if id := c.Response().Header().Get(echo.HeaderXRequestID); id != "" {
-		ctx = natsauth.WithRequestID(ctx, id)
-	}
-	return ctx, app.Caller{Subject: cl.Subject, ReadAll: readAll.Authorize(cl) == nil}, nil
+	return c.Request().Context(), app.Caller{Subject: cl.Subject, ReadAll: readAll.Authorize(cl) == nil}, nil
 }
 
 // mapErr turns domain validation failures into 422s with field messages and
