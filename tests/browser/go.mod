@@ -27,6 +27,7 @@ require (
 )
 
 replace (
+	github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
 	github.com/authmesh/authmesh/tools/devstack => ../../tools/devstack
 	github.com/authmesh/authmesh/tools/devtenant => ../../tools/devtenant
 )
