@@ -187,7 +187,23 @@ func (a *App) checkRoutes() error {
 	if err := a.Routes.Check(a.Echo.Routes()); err != nil {
 		return fmt.Errorf("platform: refusing to start: %w", err)
 	}
+	if f := a.Config.Auth0.TenantFile; f != "" {
+		if err := CheckTenantPermissions(a.Routes, f, a.Config.Auth0.Audience); err != nil {
+			return fmt.Errorf("platform: refusing to start: %w", err)
+		}
+	}
 	return nil
+}
+
+// CheckTenantPermissions fails naming every permission a route policy in reg
+// uses that the API audience in the tenant file (Deploy CLI tenant.yaml) does
+// not define. Services run it at start-up (AUTH0_TENANT_FILE) and in tests.
+func CheckTenantPermissions(reg *authz.Registry, tenantFile, audience string) error {
+	known, err := authz.LoadTenantPermissions(tenantFile, audience)
+	if err != nil {
+		return err
+	}
+	return reg.CheckPermissions(known)
 }
 
 func (a *App) checkReady(ctx context.Context) (map[string]string, bool) {

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -340,5 +342,33 @@ func waitReady(t *testing.T, base string) {
 			t.Fatal(err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestRunRefusesPermissionTheTenantLacks(t *testing.T) {
+	t.Parallel()
+	is := newIssuer(t)
+	tenantFile := filepath.Join(t.TempDir(), "tenant.yaml")
+	tenant := "resourceServers:\n  - name: api\n    identifier: " + DefaultAudience + "\n    scopes:\n      - value: read:invoices\n"
+	if err := os.WriteFile(tenantFile, []byte(tenant), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig("billing", envOf(map[string]string{
+		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": startNATS(t),
+		"AUTH0_TENANT_FILE": tenantFile,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := func(c echo.Context) error { return nil }
+	app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices"), ok)
+	app.Route(http.MethodPost, "/v1/invoices/:id/pay", authz.RequireAll("pay:everything"), ok)
+	err = app.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "pay:everything") || strings.Contains(err.Error(), "read:invoices") {
+		t.Fatalf("Run = %v, want a refusal naming only pay:everything", err)
 	}
 }

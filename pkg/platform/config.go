@@ -38,6 +38,11 @@ type Auth0 struct {
 	// <P>MGMT_AUDIENCE (only the users service reads them).
 	ManagementURL      string
 	ManagementAudience string
+
+	// TenantFile (AUTH0_TENANT_FILE) is the Deploy CLI tenant.yaml; when set,
+	// the service refuses to start if a route policy names a permission the
+	// tenant's API does not define.
+	TenantFile string
 }
 
 // Config is a service's configuration, read from the environment by LoadConfig.
@@ -172,6 +177,7 @@ func loadAuth0(get func(string, string) string, p string) (Auth0, error) {
 		}
 	}
 	a.Audience = get("AUTH0_AUDIENCE", DefaultAudience)
+	a.TenantFile = get("AUTH0_TENANT_FILE", "")
 	a.JWKSURL = get("AUTH0_JWKS_URL", base+".well-known/jwks.json")
 	a.TokenURL = get("AUTH0_TOKEN_URL", base+"oauth/token")
 	a.ManagementURL = get(p+"MGMT_URL", base+"api/v2/")

@@ -80,7 +80,7 @@ func newStack(t *testing.T) *stack {
 	}
 
 	cfg, err := platform.LoadConfig("billing", func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": issuer, "BILLING_NATS_URL": ns.ClientURL()}[k]
+		return map[string]string{"AUTH0_ISSUER": issuer, "BILLING_NATS_URL": ns.ClientURL(), "AUTH0_TENANT_FILE": "../../../../deploy/tenant.yaml"}[k]
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -161,7 +161,7 @@ func newStack(t *testing.T) *stack {
 	users, billing := startFakes(t, natstest.Connect(t, ns.Server))
 
 	cfg, err := platform.LoadConfig(service.Name, func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": issuer, "ORDERS_NATS_URL": ns.ClientURL(), "ORDERS_LOG_LEVEL": "error"}[k]
+		return map[string]string{"AUTH0_ISSUER": issuer, "ORDERS_NATS_URL": ns.ClientURL(), "ORDERS_LOG_LEVEL": "error", "AUTH0_TENANT_FILE": "../../../../deploy/tenant.yaml"}[k]
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -96,6 +96,7 @@ func startStack(t *testing.T) *stack {
 		"USERS_MGMT_AUDIENCE": mgmtAud,
 		"USERS_NATS_URL":      ns.ClientURL(),
 		"USERS_LOG_LEVEL":     "error",
+		"AUTH0_TENANT_FILE":   "../../../../deploy/tenant.yaml",
 	}
 	cfg, err := platform.LoadConfig("users", func(k string) string { return env[k] })
 	if err != nil {
