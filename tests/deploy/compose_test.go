@@ -1,0 +1,179 @@
+package deploy
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/authmesh/authmesh/pkg/platform"
+	"sigs.k8s.io/yaml"
+)
+
+// composeService holds the keys docker-compose.yml may use; strict decoding
+// rejects any other (a misspelt key is silently ignored by Compose v1).
+type composeService struct {
+	Build struct {
+		Context    string `json:"context"`
+		Dockerfile string `json:"dockerfile"`
+	} `json:"build"`
+	Command     []string                     `json:"command"`
+	Environment map[string]string            `json:"environment"`
+	Ports       []string                     `json:"ports"`
+	Volumes     []string                     `json:"volumes"`
+	DependsOn   map[string]map[string]string `json:"depends_on"`
+	Restart     string                       `json:"restart"`
+}
+
+type composeFile struct {
+	Version  string                     `json:"version"`
+	Services map[string]composeService  `json:"services"`
+	Volumes  map[string]json.RawMessage `json:"volumes"`
+}
+
+func loadCompose(t *testing.T) composeFile {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Extension fields (x-*) are YAML anchors only; merge keys are resolved by
+	// the YAML decoder, so drop them after resolution.
+	var generic map[string]any
+	if err := yaml.Unmarshal(b, &generic); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	for k := range generic {
+		if strings.HasPrefix(k, "x-") {
+			delete(generic, k)
+		}
+	}
+	j, err := json.Marshal(generic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f composeFile
+	if err := yaml.UnmarshalStrict(j, &f); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	return f
+}
+
+func TestCompose(t *testing.T) {
+	t.Parallel()
+	f := loadCompose(t)
+	// 2.x is the format where docker-compose v1 supports health conditions; Compose v2 accepts it too.
+	if !strings.HasPrefix(f.Version, "2.") {
+		t.Errorf("version %q: want a 2.x format (health-gated depends_on in compose v1 and v2)", f.Version)
+	}
+	want := []string{"billing", "devtenant", "nats-1", "nats-2", "nats-3", "orders", "users"}
+	if got := keys(f.Services); !slices.Equal(got, want) {
+		t.Fatalf("services = %v, want %v", got, want)
+	}
+	for name, s := range f.Services {
+		if s.Build.Dockerfile == "" || s.Build.Context != "." {
+			t.Errorf("%s: must build from the repository root with its Dockerfile (no registry to pull from)", name)
+		}
+	}
+
+	for _, svc := range services {
+		t.Run(svc.name, func(t *testing.T) {
+			t.Parallel()
+			s := f.Services[svc.name]
+			known := knownEnv(t, svc.name)
+			for name := range s.Environment {
+				if !known[name] {
+					t.Errorf("environment %s is not read by pkg/platform", name)
+				}
+			}
+			cfg, err := platform.LoadConfig(svc.name, func(k string) string { return s.Environment[k] })
+			if err != nil {
+				t.Fatalf("the container's environment is rejected by pkg/platform: %v", err)
+			}
+			if cfg.Auth0.Issuer != "http://localhost:8400/" || cfg.Auth0.JWKSURL != "http://devtenant:8400/.well-known/jwks.json" ||
+				cfg.Auth0.TokenURL != "http://devtenant:8400/oauth/token" {
+				t.Errorf("auth0 = %+v: want the host issuer, keys and tokens from devtenant", cfg.Auth0)
+			}
+			if svc.name == "users" && cfg.Auth0.ManagementURL != "http://devtenant:8400/api/v2/" {
+				t.Errorf("Management API URL = %q", cfg.Auth0.ManagementURL)
+			}
+			if cfg.NATSReplicas != 3 || cfg.NATSUser != svc.name || cfg.NATSPassword != svc.name+"-nats-dev-secret" {
+				t.Errorf("NATS replicas %d user %q: want 3 and the service's own dev credentials", cfg.NATSReplicas, cfg.NATSUser)
+			}
+			for i := 1; i <= 3; i++ {
+				if !strings.Contains(cfg.NATSURL, fmt.Sprintf("nats://nats-%d:4222", i)) {
+					t.Errorf("NATS URL %q lacks node nats-%d", cfg.NATSURL, i)
+				}
+			}
+			if port := fmt.Sprintf("%d", svc.port); !slices.Equal(s.Ports, []string{port + ":" + port}) || cfg.HTTPAddr != ":"+port {
+				t.Errorf("ports %v, HTTP address %q: want %s on the host and in the container", s.Ports, cfg.HTTPAddr, port)
+			}
+			for _, dep := range []string{"devtenant", "nats-1", "nats-2", "nats-3"} {
+				if s.DependsOn[dep]["condition"] != "service_healthy" {
+					t.Errorf("does not wait for %s to be healthy", dep)
+				}
+			}
+			checkDockerfile(t, filepath.Join(root, s.Build.Dockerfile), svc.port, "/app", "healthcheck")
+		})
+	}
+
+	if got := f.Services["nats-1"].Ports; !slices.Equal(got, []string{"4222:4222", "8222:8222"}) {
+		t.Errorf("nats-1 ports %v, want the contract's 4222 and 8222", got)
+	}
+	for i := 1; i <= 3; i++ {
+		n := f.Services[fmt.Sprintf("nats-%d", i)]
+		if !slices.Contains(n.Command, "/etc/nats/cluster.conf") || !slices.Contains(n.Command, fmt.Sprintf("nats-%d", i)) {
+			t.Errorf("nats-%d command %v: want cluster.conf and its own name", i, n.Command)
+		}
+	}
+	checkDockerfile(t, filepath.Join(root, "deploy", "nats", "Dockerfile"), 4222, "/httpprobe", "http://127.0.0.1:8222/healthz")
+	dt := f.Services["devtenant"]
+	if !slices.Equal(dt.Ports, []string{"8400:8400"}) || dt.Environment["DEVTENANT_ISSUER"] != "http://localhost:8400/" {
+		t.Errorf("devtenant ports %v issuer %q", dt.Ports, dt.Environment["DEVTENANT_ISSUER"])
+	}
+	checkDockerfile(t, filepath.Join(root, dt.Build.Dockerfile), 8400, "/app", "healthcheck")
+}
+
+var (
+	healthRE = regexp.MustCompile(`(?m)^HEALTHCHECK .*CMD (\[.*\])\s*$`)
+	exposeRE = regexp.MustCompile(`(?m)^EXPOSE (.*)$`)
+)
+
+// checkDockerfile asserts what builds offline and runs safely: FROM scratch
+// only, no BuildKit syntax line, a numeric non-root user, an exec-form
+// healthcheck, the port exposed.
+func checkDockerfile(t *testing.T, path string, port int32, healthArgs ...string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(b)
+	for _, line := range strings.Split(df, "\n") {
+		if strings.HasPrefix(line, "FROM ") && strings.TrimSpace(line) != "FROM scratch" {
+			t.Errorf("%s: %q: only FROM scratch builds without a registry", path, line)
+		}
+		if strings.HasPrefix(strings.ReplaceAll(line, " ", ""), "#syntax=") {
+			t.Errorf("%s: a syntax line makes BuildKit contact a registry", path)
+		}
+	}
+	if !strings.Contains(df, "\nUSER 65532:65532\n") {
+		t.Errorf("%s: want USER 65532:65532", path)
+	}
+	m := healthRE.FindStringSubmatch(df)
+	if m == nil {
+		t.Fatalf("%s: no exec-form HEALTHCHECK", path)
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(m[1]), &args); err != nil || !slices.Equal(args, healthArgs) {
+		t.Errorf("%s: HEALTHCHECK %s, want %q", path, m[1], healthArgs)
+	}
+	e := exposeRE.FindStringSubmatch(df)
+	if e == nil || !slices.Contains(strings.Fields(e[1]), fmt.Sprint(port)) {
+		t.Errorf("%s: does not EXPOSE %d", path, port)
+	}
+}
