@@ -115,6 +115,12 @@ func TestFlows(t *testing.T) {
 		for _, o := range pending {
 			waitInvoice(t, old, o.ID, "open", flowDeadline)
 		}
+		paid := placeOrder(t, old, mugs(1))
+		paidInv := waitInvoice(t, old, paid.ID, "open", flowDeadline)
+		callJSON(t, http.MethodPost, "billing", "/v1/invoices/"+paidInv.ID+"/pay", old, nil, http.StatusOK, nil)
+		waitOrder(t, old, paid.ID, "paid", flowDeadline)
+		js := ordersJetStream(t)
+		created := storedCreated(t, js, paid, who.UserID)
 		blockPath := "/v1/users/" + url.PathEscape(who.UserID)
 		t.Cleanup(func() {
 			// Later tests need alice; unblocking an unblocked user is a no-op.
@@ -124,13 +130,15 @@ func TestFlows(t *testing.T) {
 		})
 
 		callJSON(t, http.MethodPost, "users", blockPath+"/block", admin, nil, http.StatusOK, nil)
+		// Every consequence of the block is due 2 s after it was answered.
+		due := time.Now().Add(flowDeadline)
 		routes := []struct{ svc, path string }{
 			{"users", "/v1/me"},
 			{"orders", "/v1/orders"},
 			{"billing", "/v1/invoices"},
 		}
 		for _, rt := range routes {
-			eventually(t, flowDeadline, rt.svc+" rejects alice's token issued before the block", func() (bool, string) {
+			eventually(t, time.Until(due), rt.svc+" rejects alice's token issued before the block", func() (bool, string) {
 				err := wantInvalidToken(call(t, http.MethodGet, rt.svc, rt.path, old, nil))
 				return err == nil, fmt.Sprint(err)
 			})
@@ -139,8 +147,35 @@ func TestFlows(t *testing.T) {
 			t.Errorf("devtenant for blocked alice: %d %s %q, want 401 unauthorized \"user is blocked\"", r.status, r.Error, r.Description)
 		}
 		for _, o := range pending {
-			waitOrder(t, admin, o.ID, "cancelled", flowDeadline)
-			waitInvoice(t, admin, o.ID, "void", flowDeadline, who.UserID)
+			waitOrder(t, admin, o.ID, "cancelled", time.Until(due))
+			waitInvoice(t, admin, o.ID, "void", time.Until(due), who.UserID)
+		}
+		if got := getOrder(t, admin, paid.ID); got.Status != "paid" {
+			t.Errorf("alice's paid order after the block: %q, want paid (only pending orders are cancelled)", got.Status)
+		}
+
+		// The revoked token must not work over NATS either: an order.created
+		// for a new order carrying it is refused (dead-lettered), not invoiced.
+		forgedID := newUUID()
+		var env map[string]any
+		if err := json.Unmarshal(created, &env); err != nil {
+			t.Fatal(err)
+		}
+		env["id"] = newUUID()
+		env["occurred_at"] = time.Now().UTC().Format(time.RFC3339Nano)
+		env["data"].(map[string]any)["order_id"] = forgedID
+		forged, err := json.Marshal(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dlqBefore := streamMsgs(t, js, "BILLING_DLQ")
+		publishCopies(t, js, forgedID, forged, old, 1)
+		waitSettled(t, js)
+		if invs := invoicesOf(t, admin, forgedID, who.UserID); len(invs) != 0 {
+			t.Errorf("order.created with alice's revoked token made invoices %+v, want none", invs)
+		}
+		if dlq := streamMsgs(t, js, "BILLING_DLQ"); dlq != dlqBefore+1 {
+			t.Errorf("BILLING_DLQ went from %d to %d messages after an event with a revoked token, want one more", dlqBefore, dlq)
 		}
 
 		callJSON(t, http.MethodPost, "users", blockPath+"/unblock", admin, nil, http.StatusOK, nil)
@@ -432,6 +467,16 @@ func TestIdempotencyKeyAcrossRestart(t *testing.T) {
 	if bobs.ID == first.ID {
 		t.Fatalf("bob's order with alice's Idempotency-Key is alice's order %s", first.ID)
 	}
+}
+
+// newUUID is a random (version 4) UUID.
+func newUUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 func randomHex(n int) string {
