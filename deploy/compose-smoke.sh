@@ -119,5 +119,5 @@ done
 [ "$status" = paid ] || fail "order $order_id is $status, want paid"
 
 log "NATS: streams replicated x3"
-curl -sf 'http://localhost:8222/jsz?streams=true' | jq -e '[.account_details[].stream_detail[] | select(.config.num_replicas != 3)] | length == 0' >/dev/null \
-  || fail "a stream is not replicated x3: $(curl -s 'http://localhost:8222/jsz?streams=true' | jq -c '[.account_details[].stream_detail[] | {name, r: .config.num_replicas}]')"
+curl -sf 'http://localhost:8222/jsz?accounts=true&streams=true' | jq -e '[.account_details[].stream_detail[] | select(.config.num_replicas != 3)] | length == 0' >/dev/null \
+  || fail "a stream is not replicated x3: $(curl -s 'http://localhost:8222/jsz?accounts=true&streams=true' | jq -c '[.account_details[].stream_detail[] | {name, r: .config.num_replicas}]')"

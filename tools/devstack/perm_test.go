@@ -4,10 +4,12 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
@@ -144,5 +146,36 @@ func TestNATSRejectsWrongPassword(t *testing.T) {
 	if nc, err := nats.Connect(url); err == nil {
 		nc.Close()
 		t.Fatal("anonymous connect succeeded")
+	}
+}
+
+// TestNATSKubernetesConfig loads the cluster configuration deploy/k8s/nats
+// mounts: the passwords come from the environment and the permissions are the
+// same shared ones the dev configuration uses.
+func TestNATSKubernetesConfig(t *testing.T) {
+	for _, s := range Services {
+		t.Setenv(strings.ToUpper(s.Name)+"_NATS_PASSWORD", s.Name+"-from-secret")
+	}
+	k8s, err := server.ProcessConfigFile("../../deploy/nats/cluster-k8s.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := server.ProcessConfigFile("../../deploy/nats/nats.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(k8s.Users) != 3 || len(dev.Users) != 3 {
+		t.Fatalf("users: k8s %d, dev %d; want 3 each", len(k8s.Users), len(dev.Users))
+	}
+	for i, u := range k8s.Users {
+		if u.Password != u.Username+"-from-secret" {
+			t.Errorf("%s: password not taken from %s_NATS_PASSWORD", u.Username, strings.ToUpper(u.Username))
+		}
+		if d := dev.Users[i]; d.Username != u.Username || !reflect.DeepEqual(d.Permissions, u.Permissions) {
+			t.Errorf("%s: permissions differ between the k8s and dev configurations", u.Username)
+		}
+	}
+	if len(k8s.Routes) != 3 || k8s.Cluster.Name != "authmesh" {
+		t.Errorf("cluster %q with %d routes, want authmesh with 3", k8s.Cluster.Name, len(k8s.Routes))
 	}
 }
