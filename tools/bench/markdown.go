@@ -1,0 +1,204 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+func (r *report) markdown(imgs []chart, rel func(string) string) string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	p("# Benchmarks\n\n")
+	p("Written by `make bench` (`go run ./tools/bench`); do not edit by hand. Every figure sits next to its\n")
+	p("baseline from the same run: on a shared machine absolute numbers drift, ratios hold.\n\n")
+	p("| machine | |\n|---|---|\n")
+	p("| CPU | %s |\n| cores | %d |\n| kernel | %s |\n| Go | %s |\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.GoVersion)
+	p("| date | %s (run took %s) |\n", r.Started.UTC().Format(time.RFC3339), r.Elapsed.Round(time.Second))
+	p("| load average (1, 5, 15 min) | at start %s; at end %s |\n\n", r.Machine.LoadStart, r.Machine.LoadEnd)
+	if load := firstFloat(r.Machine.LoadStart); load > float64(r.Machine.Cores) {
+		p("> The machine was busy with other work (load %.1f on %d cores): absolute figures are low and noisy;\n", load, r.Machine.Cores)
+		p("> compare the ratios, which were measured in interleaved rounds.\n\n")
+	}
+	for _, n := range r.Notes {
+		p("> **Note:** %s\n\n", strings.ReplaceAll(n, "\n", " "))
+	}
+
+	p("## Targets\n\n| issue | target | this run | status |\n|---|---|---|---|\n")
+	for _, t := range r.targets() {
+		p("| %s | %s | %s | **%s** |\n", t.Issue, t.What, orDash(t.Value, t.Measured), t.status())
+	}
+	p("\n")
+
+	if len(imgs) > 0 {
+		p("## Charts\n\n")
+		for _, c := range imgs {
+			p("![%s](%s)\n\n", c.Title, rel(c.File))
+		}
+	}
+
+	if w := r.Wrk; w != nil {
+		p("## HTTP auth overhead under wrk\n\n")
+		p("One trivial Echo handler (`GET /v1/me` → `ok`) served three ways by `tools/bench/cmd/echoserver`,\n")
+		p("each on its own loopback port, with one RS256 token from a local JWKS; wrk in its own process,\n")
+		p("`-t %d -c %d -d %s --latency`, the same `Authorization` header for all three, %d interleaved rounds\n", w.Threads, w.Conns, w.Duration, w.Rounds)
+		p("(open, authz, go-jwt-middleware, open, …); the median round is reported. Any non-2xx answer fails the run.\n\n")
+		open, gj := w.median("open"), w.median("go-jwt-middleware")
+		p("| variant | req/s (median) | req/s per round | p50 | p90 | p99 | vs open | vs go-jwt-middleware |\n|---|---|---|---|---|---|---|---|\n")
+		for _, v := range wrkVariants {
+			l := w.Latency[v]
+			p("| %s | %.0f | %s | %s | %s | %s | %.2f | %.2f× |\n", v, w.median(v), joinF(w.RPS[v]), ms(l["50%"]), ms(l["90%"]), ms(l["99%"]), w.median(v)/open, w.median(v)/gj)
+		}
+		p("\n")
+		if w.Profile != "" {
+			p("<details><summary>CPU profile of the server under wrk, authz variant (3 s, <code>go tool pprof -top</code>)</summary>\n\n```\n%s```\n</details>\n\n", w.Profile)
+		}
+	}
+
+	if g := r.Go; g != nil && len(g.Results) > 0 {
+		p("## Go benchmarks\n\n`%s` — median of %d runs each.\n\n", g.Cmd, firstRuns(g.Results))
+		p("| benchmark | ns/op | B/op | allocs/op | baseline | ratio |\n|---|---|---|---|---|---|\n")
+		rows := []struct{ name, base, kind string }{
+			{"Validate/baseline-go-jwt-middleware", "", ""},
+			{"Validate/authz-cold", "Validate/baseline-go-jwt-middleware", "time"},
+			{"Validate/authz-cached", "Validate/baseline-go-jwt-middleware", "speed"},
+			{"EchoHTTP/open", "", ""},
+			{"EchoHTTP/authz", "EchoHTTP/open", "tput"},
+			{"EchoHTTP/go-jwt-middleware", "EchoHTTP/authz", "slow"},
+			{"NATSRequest/raw", "", ""},
+			{"NATSRequest/authz", "NATSRequest/raw", "tput"},
+		}
+		for _, row := range rows {
+			s, ok := g.Results[row.name]
+			if !ok {
+				p("| %s | — | — | — | | not run |\n", row.name)
+				continue
+			}
+			ratio := ""
+			if bs, ok := g.Results[row.base]; ok && bs.NsOp > 0 && s.NsOp > 0 {
+				switch row.kind {
+				case "time":
+					ratio = fmt.Sprintf("%.2f× the baseline's time", s.NsOp/bs.NsOp)
+				case "speed":
+					ratio = fmt.Sprintf("%.1f× faster", bs.NsOp/s.NsOp)
+				case "tput":
+					ratio = fmt.Sprintf("%.0f%% of its throughput", 100*bs.NsOp/s.NsOp)
+				case "slow":
+					ratio = fmt.Sprintf("authz is %.2f× faster", s.NsOp/bs.NsOp)
+				}
+			}
+			p("| %s | %.0f | %.0f | %.0f | %s | %s |\n", row.name, s.NsOp, s.BOp, s.AllocsOp, row.base, ratio)
+		}
+		p("\nThe EchoHTTP figures share two cores between Go's HTTP client and the server, so they understate\nthe server-side difference; the wrk section above is the one the targets of issue 8 use.\n\n")
+	}
+
+	if s := r.Stack; s != nil {
+		p("## The stack under load (`tools/devstack`, embedded NATS, loopback)\n\n")
+		p("Started with `devstack.Run` and a throwaway data directory; load from vegeta (as a library) with\n")
+		p("%d workers as fast as they go, alice's access token from devtenant.\n\n", s.Clients)
+		if len(s.Stages) > 0 {
+			byName := map[string]stage{}
+			for _, st := range s.Stages {
+				byName[st.Name] = st
+			}
+			p("| stage | req/s | success | p50 | p95 | p99 | max | baseline | ratio |\n|---|---|---|---|---|---|---|---|---|\n")
+			for _, st := range s.Stages {
+				ratio := ""
+				if bs, ok := byName[st.Baseline]; ok && bs.RPS > 0 {
+					ratio = fmt.Sprintf("%.2f of its req/s", st.RPS/bs.RPS)
+				}
+				p("| %s: %s | %.0f | %.1f%% | %s | %s | %s | %s | %s | %s |\n", st.Name, st.Desc, st.RPS, 100*st.Success,
+					ms(st.P50), ms(st.P95), ms(st.P99), ms(st.Max), st.Baseline, ratio)
+			}
+			p("\n")
+		}
+		if iv := s.Invoice; iv != nil {
+			p("### Order → invoice\n\n")
+			p("%d clients, each in a loop: `POST /v1/orders`, then `GET /v1/invoices?order_id=` on billing every %s\n", iv.Clients, iv.Poll)
+			p("until the invoice is listed (billing has no public push interface, so this is polling: the figures\n")
+			p("are upper bounds at that resolution, and the polling itself loads billing). %d orders, %d without an\n", iv.Orders, iv.Missing)
+			p("invoice within 5 s or failed.\n\n")
+			p("| interval | p50 | p95 | p99 | max |\n|---|---|---|---|---|\n")
+			for _, row := range []struct {
+				n string
+				d []time.Duration
+			}{{"201 from orders → invoice listed by billing (the target)", iv.Invoice}, {"POST /v1/orders (request → 201)", iv.Create}, {"end to end (request → invoice listed)", iv.E2E}} {
+				if len(row.d) == 0 {
+					continue
+				}
+				p("| %s | %s | %s | %s | %s |\n", row.n, ms(pct(row.d, 50)), ms(pct(row.d, 95)), ms(pct(row.d, 99)), ms(row.d[len(row.d)-1]))
+			}
+			p("\n")
+		}
+		p("### Resources\n\n| service | RSS idle | RSS peak under load | ratio | cold start to ready | binary (devstack build) |\n|---|---|---|---|---|---|\n")
+		for _, name := range []string{"users", "orders", "billing"} {
+			idle, load := s.RSSIdle[name], s.RSSLoad[name]
+			ratio := ""
+			if idle > 0 && load > 0 {
+				ratio = fmt.Sprintf("%.1f×", float64(load)/float64(idle))
+			}
+			cs := "—"
+			if d, ok := s.ColdStart[name]; ok {
+				cs = ms(d)
+			}
+			p("| %s | %s | %s | %s | %s | %s |\n", name, mib(idle*1024), mib(load*1024), ratio, cs, mib(s.Binaries[name]))
+		}
+		p("\nCold start: from the process's start (`/proc/<pid>/stat`, 10 ms ticks) to its first `200` from `/readyz`\n")
+		p("(polled every 20 ms), with NATS and devtenant already up. The whole stack was ready %s after\n", s.StackReady.Round(time.Millisecond))
+		p("`devstack.Run` was called, which includes `go build` of the three services.\n\n")
+	}
+
+	if len(r.Sizes.Static) > 0 || len(r.Sizes.Images) > 0 {
+		p("### Static binaries and images\n\n| artifact | size |\n|---|---|\n")
+		for _, k := range sortedKeys(r.Sizes.Static) {
+			p("| `bin/%s` (static, `-trimpath -ldflags='-s -w'`) | %s |\n", k, mib(r.Sizes.Static[k]))
+		}
+		for _, k := range sortedKeys(r.Sizes.Images) {
+			p("| image `%s` | %s |\n", k, mib(r.Sizes.Images[k]))
+		}
+		p("\n")
+	}
+	if len(r.Sizes.Images) == 0 {
+		p("No images of the services were found (`make up` or `deploy/compose-smoke.sh` builds them).\n\n")
+	}
+	return b.String()
+}
+
+func orDash(v string, ok bool) string {
+	if !ok || v == "" {
+		return "—"
+	}
+	return v
+}
+
+func joinF(v []float64) string {
+	s := make([]string, len(v))
+	for i, f := range v {
+		s[i] = fmt.Sprintf("%.0f", f)
+	}
+	return strings.Join(s, ", ")
+}
+
+func firstFloat(s string) float64 {
+	var f float64
+	_, _ = fmt.Sscanf(s, "%g", &f)
+	return f
+}
+
+func firstRuns(m map[string]benchStat) int {
+	n := 0
+	for _, s := range m {
+		n = max(n, s.Runs)
+	}
+	return n
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	k := make([]string, 0, len(m))
+	for x := range m {
+		k = append(k, x)
+	}
+	slices.Sort(k)
+	return k
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type machine struct {
+	CPU, Kernel, GoVersion string
+	Cores                  int
+	LoadStart, LoadEnd     string
+}
+
+type report struct {
+	Machine machine
+	Started time.Time
+	Elapsed time.Duration
+	Go      *goBench
+	Wrk     *wrkResult
+	Stack   *stackResult
+	Sizes   sizeInfo
+	Notes   []string
+}
+
+func machineInfo(ctx context.Context) machine {
+	m := machine{Cores: runtime.NumCPU(), LoadStart: loadAvg(), CPU: "unknown"}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	// The toolchain that builds the benchmarks and services, not the one that
+	// built this runner (they are the same under `go run`, but say which).
+	if out, err := exec.CommandContext(ctx, "go", "version").Output(); err == nil {
+		m.GoVersion = strings.TrimSpace(string(out))
+	} else {
+		m.GoVersion = runtime.Version()
+	}
+	return m
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+type sizeInfo struct {
+	Static map[string]int64 // bin/<name>: the static, stripped binaries the images copy
+	Images map[string]int64 // repository:tag → bytes
+}
+
+// sizes reads the static binaries under bin/ (built by `make up` or
+// deploy/compose-smoke.sh) and the sizes of local images of our components.
+func sizes(ctx context.Context, root string) sizeInfo {
+	s := sizeInfo{Static: map[string]int64{}, Images: map[string]int64{}}
+	for _, n := range []string{"users", "orders", "billing", "devtenant"} {
+		if fi, err := os.Stat(filepath.Join(root, "bin", n)); err == nil && fi.Mode().IsRegular() {
+			s.Static[n] = fi.Size()
+		}
+	}
+	if _, err := exec.LookPath("docker"); err != nil {
+		return s
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "images", "--format", "{{.Repository}}:{{.Tag}}").Output()
+	if err != nil {
+		return s
+	}
+	for _, ref := range strings.Fields(string(out)) {
+		repo, _, _ := strings.Cut(ref, ":")
+		base := repo[strings.LastIndexAny(repo, "/_-")+1:]
+		if !slices.Contains([]string{"users", "orders", "billing", "devtenant"}, base) {
+			continue
+		}
+		b, err := exec.CommandContext(ctx, "docker", "image", "inspect", "--format", "{{.Size}}", ref).Output()
+		if err != nil {
+			continue
+		}
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			s.Images[ref] = n
+		}
+	}
+	return s
+}
+
+// target is one goal from issue 8 or issue 2 §4 and what this run measured.
+type target struct {
+	Issue, What string
+	Value       string
+	Met         bool
+	Measured    bool
+}
+
+func (t target) status() string {
+	switch {
+	case !t.Measured:
+		return "NOT MEASURED"
+	case t.Met:
+		return "MET"
+	default:
+		return "MISSED"
+	}
+}
+
+func (r *report) targets() []target {
+	var ts []target
+	add := func(issue, what string, measured bool, value string, met bool) {
+		ts = append(ts, target{Issue: issue, What: what, Measured: measured, Value: value, Met: met})
+	}
+	if w := r.Wrk; w != nil {
+		open, az, gj := w.median("open"), w.median("authz"), w.median("go-jwt-middleware")
+		add("#8", "wrk: authz / open throughput ≥ 0.85", open > 0, fmt.Sprintf("%.2f", az/open), az/open >= 0.85)
+		add("#8", "wrk: authz / go-jwt-middleware throughput ≥ 3×", gj > 0, fmt.Sprintf("%.2f×", az/gj), az/gj >= 3)
+	} else {
+		add("#8", "wrk: authz / open throughput ≥ 0.85", false, "", false)
+		add("#8", "wrk: authz / go-jwt-middleware throughput ≥ 3×", false, "", false)
+	}
+	g := func(n string) (benchStat, bool) {
+		if r.Go == nil {
+			return benchStat{}, false
+		}
+		s, ok := r.Go.Results[n]
+		return s, ok && s.NsOp > 0
+	}
+	raw, ok1 := g("NATSRequest/raw")
+	naz, ok2 := g("NATSRequest/authz")
+	add("#8", "NATS: authz / raw throughput ≥ 0.8", ok1 && ok2, fmt.Sprintf("%.2f", raw.NsOp/naz.NsOp), raw.NsOp/naz.NsOp >= 0.8)
+	base, ok1 := g("Validate/baseline-go-jwt-middleware")
+	cached, ok2 := g("Validate/authz-cached")
+	cold, ok3 := g("Validate/authz-cold")
+	add("#8, #2", "validate: cached ≥ 20× faster than the baseline", ok1 && ok2, fmt.Sprintf("%.1f×", base.NsOp/cached.NsOp), base.NsOp/cached.NsOp >= 20)
+	add("#2", "validate: cached ≤ 20 allocs/op", ok2, fmt.Sprintf("%.0f", cached.AllocsOp), cached.AllocsOp <= 20)
+	add("#2", "validate: cold ≤ 1.1× the baseline's ns/op", ok1 && ok3, fmt.Sprintf("%.2f×", cold.NsOp/base.NsOp), cold.NsOp/base.NsOp <= 1.1)
+	hopen, ok1 := g("EchoHTTP/open")
+	haz, ok2 := g("EchoHTTP/authz")
+	hgj, ok3 := g("EchoHTTP/go-jwt-middleware")
+	add("#2", "Echo over HTTP (in-process client): authz ≥ 85% of open", ok1 && ok2, fmt.Sprintf("%.0f%%", 100*hopen.NsOp/haz.NsOp), hopen.NsOp/haz.NsOp >= 0.85)
+	add("#2", "Echo over HTTP (in-process client): authz ≥ 2× go-jwt-middleware", ok2 && ok3, fmt.Sprintf("%.2f×", hgj.NsOp/haz.NsOp), hgj.NsOp/haz.NsOp >= 2)
+	if s := r.Stack; s != nil && s.Invoice != nil && len(s.Invoice.Invoice) > 0 {
+		p := pct(s.Invoice.Invoice, 99)
+		add("#8", fmt.Sprintf("order → invoice p99 < 50 ms at %d clients", s.Invoice.Clients), true, ms(p), p < 50*time.Millisecond && s.Invoice.Missing == 0)
+	} else {
+		add("#8", "order → invoice p99 < 50 ms at 50 clients", false, "", false)
+	}
+	if s := r.Stack; s != nil && len(s.RSSIdle) > 0 {
+		for _, name := range []string{"users", "orders", "billing"} {
+			kb := s.RSSIdle[name]
+			add("#8", fmt.Sprintf("idle RSS < 40 MiB: %s", name), kb > 0, mib(kb*1024), kb > 0 && kb < 40*1024)
+		}
+	} else {
+		add("#8", "idle RSS < 40 MiB per service", false, "", false)
+	}
+	return ts
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p/100+0.5) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func slicesSort(d []time.Duration) { slices.Sort(d) }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// under resolves p against the repository root unless it is absolute.
+func under(root, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(root, p)
+}
+
+func (r *report) write(o options) error {
+	charts, out := under(o.root, o.charts), under(o.root, o.out)
+	if err := os.MkdirAll(charts, 0o755); err != nil {
+		return err
+	}
+	imgs, err := r.charts(charts)
+	if err != nil {
+		return fmt.Errorf("charts: %w", err)
+	}
+	rel := func(name string) string {
+		p, err := filepath.Rel(filepath.Dir(out), filepath.Join(charts, name))
+		if err != nil {
+			return filepath.Join(o.charts, name)
+		}
+		return filepath.ToSlash(p)
+	}
+	return os.WriteFile(out, []byte(r.markdown(imgs, rel)), 0o644)
+}

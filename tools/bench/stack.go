@@ -1,0 +1,450 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/authmesh/authmesh/tools/devstack"
+)
+
+const pollInterval = 5 * time.Millisecond
+
+type stackResult struct {
+	Clients    int
+	StackReady time.Duration            // devstack.Run → ready, including go build of the services
+	ColdStart  map[string]time.Duration // process start → first 200 from its /readyz
+	RSSIdle    map[string]int64         // KiB, after the stack settled
+	RSSLoad    map[string]int64         // KiB, peak during the load stages
+	Binaries   map[string]int64         // bytes, as devstack builds them
+	Stages     []stage
+	Invoice    *invoiceLatency
+}
+
+type stage struct {
+	Name, Desc string
+	Baseline   string // name of the stage it is compared with
+	RPS        float64
+	Success    float64
+	Requests   uint64
+	Codes      map[string]int
+	P50, P95   time.Duration
+	P99, Max   time.Duration
+	Lat        []time.Duration
+}
+
+type invoiceLatency struct {
+	Clients, Orders, Missing int
+	Poll                     time.Duration
+	Create, Invoice, E2E     []time.Duration // sorted
+}
+
+// runStack starts the embedded stack through tools/devstack with a throwaway
+// data directory, measures it under load and stops it.
+func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, error) {
+	if busy := devstack.PortsBusy(); len(busy) > 0 {
+		return nil, fmt.Errorf("skipped: the contract ports %v are in use (a `make run` or `make up`?); stop it and run again", busy)
+	}
+	dir, err := os.MkdirTemp("", "authmesh-bench-stack-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	logf, err := os.Create(filepath.Join(dir, "stack.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	data := filepath.Join(dir, "data")
+	binDir := filepath.Join(data, "bin")
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ready := make(chan devstack.Ready, 1)
+	done := make(chan error, 1)
+	start := time.Now()
+	cold := newColdStartWatcher(binDir)
+	go cold.watch(runCtx)
+	go func() {
+		done <- devstack.Run(runCtx, devstack.Config{
+			Root: o.root, DataDir: data, Out: logf, NoBanner: true,
+			ReadyTimeout: 4 * time.Minute,
+			OnReady:      func(r devstack.Ready) { ready <- r },
+		})
+	}()
+	var r devstack.Ready
+	select {
+	case r = <-ready:
+	case err := <-done:
+		return nil, fmt.Errorf("devstack: %v (log: %s)", err, tail(logf.Name()))
+	}
+	res := &stackResult{Clients: o.clients, StackReady: time.Since(start), ColdStart: cold.result(),
+		RSSIdle: map[string]int64{}, RSSLoad: map[string]int64{}, Binaries: map[string]int64{}}
+	defer func() {
+		stop()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			log.Warn("devstack did not stop within 20s")
+		}
+	}()
+	log.Info("stack ready", "took", res.StackReady.Round(time.Millisecond), "cold", res.ColdStart)
+	for _, s := range devstack.Services {
+		if fi, err := os.Stat(filepath.Join(binDir, s.Name)); err == nil {
+			res.Binaries[s.Name] = fi.Size()
+		}
+	}
+
+	pids := findPIDs(binDir)
+	if len(pids) != len(devstack.Services) {
+		return res, fmt.Errorf("found %d of %d service processes", len(pids), len(devstack.Services))
+	}
+	// Idle: the services have started their consumers and watchers; give the
+	// runtime a moment to settle before reading RSS.
+	time.Sleep(3 * time.Second)
+	for name, pid := range pids {
+		res.RSSIdle[name] = rssKiB(pid)
+	}
+	sampler := startRSSSampler(ctx, pids)
+
+	orders, billing := "http://127.0.0.1:8402", "http://127.0.0.1:8403"
+	auth := http.Header{"Authorization": {"Bearer " + r.AliceToken}, "Content-Type": {"application/json"}}
+	body := []byte(`{"items":[{"sku":"mug","quantity":2},{"sku":"tea-green","quantity":1}]}`)
+	id, err := createOrder(ctx, http.DefaultClient, orders, auth, body)
+	if err != nil {
+		return res, fmt.Errorf("creating a first order: %w", err)
+	}
+	stages := []struct {
+		name, desc, baseline string
+		t                    vegeta.Target
+	}{
+		{"orders-healthz", "GET /healthz on orders (no auth)", "", vegeta.Target{Method: "GET", URL: orders + "/healthz"}},
+		{"orders-read", "GET /v1/orders/{id} on orders (alice's token, read:orders)", "orders-healthz",
+			vegeta.Target{Method: "GET", URL: orders + "/v1/orders/" + id, Header: auth}},
+		{"orders-create", "POST /v1/orders (alice's token; profile over NATS, KV write, JetStream event)", "orders-healthz",
+			vegeta.Target{Method: "POST", URL: orders + "/v1/orders", Header: auth, Body: body}},
+	}
+	for _, s := range stages {
+		st := attack(ctx, s.t, o.clients, o.stageDur)
+		st.Name, st.Desc, st.Baseline = s.name, s.desc, s.baseline
+		log.Info("stage", "name", st.Name, "req/s", int(st.RPS), "success", st.Success, "p99", st.P99)
+		res.Stages = append(res.Stages, st)
+	}
+	res.Invoice = orderToInvoice(ctx, orders, billing, auth, body, o.clients, o.stageDur+o.stageDur/2)
+	log.Info("order → invoice", "orders", res.Invoice.Orders, "missing", res.Invoice.Missing,
+		"p99", pct(res.Invoice.Invoice, 99))
+	res.RSSLoad = sampler.stop()
+	return res, nil
+}
+
+// attack drives t with clients workers as fast as they go for d.
+func attack(ctx context.Context, t vegeta.Target, clients int, d time.Duration) stage {
+	a := vegeta.NewAttacker(vegeta.Workers(uint64(clients)), vegeta.MaxWorkers(uint64(clients)),
+		vegeta.Connections(clients), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
+	var m vegeta.Metrics
+	var lat []time.Duration
+	results := a.Attack(vegeta.NewStaticTargeter(t), vegeta.ConstantPacer{Freq: 0}, d, "")
+	for {
+		select {
+		case r, ok := <-results:
+			if !ok {
+				m.Close()
+				slicesSort(lat)
+				return stage{RPS: m.Throughput, Success: m.Success, Requests: m.Requests, Codes: m.StatusCodes,
+					P50: m.Latencies.P50, P95: m.Latencies.P95, P99: m.Latencies.P99, Max: m.Latencies.Max, Lat: lat}
+			}
+			m.Add(r)
+			lat = append(lat, r.Latency)
+		case <-ctx.Done():
+			a.Stop()
+		}
+	}
+}
+
+func createOrder(ctx context.Context, c *http.Client, base string, h http.Header, body []byte) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/orders", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header = h.Clone()
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var o struct {
+		ID string `json:"id"`
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("POST /v1/orders: status %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&o); err != nil || o.ID == "" {
+		return "", fmt.Errorf("POST /v1/orders: no order id (%v)", err)
+	}
+	return o.ID, nil
+}
+
+// orderToInvoice runs clients loops of "create an order, then poll billing's
+// public API until its invoice is there" for d. Billing has no public push
+// interface, so the invoice's appearance is observed by polling
+// GET /v1/invoices?order_id= every pollInterval; the figures are therefore
+// upper bounds with that resolution.
+func orderToInvoice(ctx context.Context, orders, billing string, h http.Header, body []byte, clients int, d time.Duration) *invoiceLatency {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2 * clients, MaxIdleConns: 4 * clients}}
+	deadline := time.Now().Add(d)
+	res := &invoiceLatency{Clients: clients, Poll: pollInterval}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t0 := time.Now()
+				id, err := createOrder(ctx, c, orders, h, body)
+				if err != nil {
+					mu.Lock()
+					res.Missing++
+					mu.Unlock()
+					continue
+				}
+				t1 := time.Now()
+				ok := waitInvoice(ctx, c, billing, h, id, t1.Add(5*time.Second))
+				t2 := time.Now()
+				mu.Lock()
+				res.Orders++
+				if ok {
+					res.Create = append(res.Create, t1.Sub(t0))
+					res.Invoice = append(res.Invoice, t2.Sub(t1))
+					res.E2E = append(res.E2E, t2.Sub(t0))
+				} else {
+					res.Missing++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slicesSort(res.Create)
+	slicesSort(res.Invoice)
+	slicesSort(res.E2E)
+	return res
+}
+
+func waitInvoice(ctx context.Context, c *http.Client, billing string, h http.Header, id string, until time.Time) bool {
+	for time.Now().Before(until) && ctx.Err() == nil {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, billing+"/v1/invoices?order_id="+id, nil)
+		if err != nil {
+			return false
+		}
+		req.Header.Set("Authorization", h.Get("Authorization"))
+		resp, err := c.Do(req)
+		if err == nil {
+			var list []json.RawMessage
+			derr := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&list)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && derr == nil && len(list) > 0 {
+				return true
+			}
+		}
+		time.Sleep(pollInterval)
+	}
+	return false
+}
+
+// coldStartWatcher records, per service, the time from its process start
+// (from /proc/<pid>/stat, in clock ticks since boot) to its first 200 from
+// /readyz, both on the /proc/uptime clock.
+type coldStartWatcher struct {
+	bin string
+	mu  sync.Mutex
+	got map[string]time.Duration
+}
+
+func newColdStartWatcher(bin string) *coldStartWatcher {
+	return &coldStartWatcher{bin: bin, got: map[string]time.Duration{}}
+}
+
+func (w *coldStartWatcher) watch(ctx context.Context) {
+	c := &http.Client{Timeout: time.Second}
+	for ctx.Err() == nil {
+		pids := findPIDs(w.bin)
+		w.mu.Lock()
+		n := len(w.got)
+		w.mu.Unlock()
+		if n == len(devstack.Services) {
+			return
+		}
+		for _, s := range devstack.Services {
+			pid, ok := pids[s.Name]
+			w.mu.Lock()
+			_, done := w.got[s.Name]
+			w.mu.Unlock()
+			if !ok || done {
+				continue
+			}
+			resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", s.Port))
+			if err != nil {
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				continue
+			}
+			up, err1 := uptime()
+			st, err2 := procStart(pid)
+			if err1 == nil && err2 == nil {
+				w.mu.Lock()
+				w.got[s.Name] = up - st
+				w.mu.Unlock()
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (w *coldStartWatcher) result() map[string]time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]time.Duration{}
+	for k, v := range w.got {
+		out[k] = v
+	}
+	return out
+}
+
+// findPIDs maps service name → pid for processes whose executable is
+// bin/<name> (the binaries devstack built into our data directory), so no
+// other process on the machine is ever confused with ours.
+func findPIDs(bin string) map[string]int {
+	want := map[string]string{}
+	for _, s := range devstack.Services {
+		want[filepath.Join(bin, s.Name)] = s.Name
+	}
+	out := map[string]int{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil {
+			continue
+		}
+		if name, ok := want[exe]; ok {
+			out[name] = pid
+		}
+	}
+	return out
+}
+
+func rssKiB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+const clockTicks = 100 // USER_HZ on Linux
+
+func procStart(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("unparsable /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, errors.New("short /proc stat")
+	}
+	ticks, err := strconv.ParseInt(f[19], 10, 64) // field 22 overall: starttime
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+func uptime() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, errors.New("empty /proc/uptime")
+	}
+	s, err := strconv.ParseFloat(f[0], 64)
+	return time.Duration(s * float64(time.Second)), err
+}
+
+type rssSampler struct {
+	stopc chan struct{}
+	done  chan map[string]int64
+}
+
+// startRSSSampler records each process's peak VmRSS every 100 ms.
+func startRSSSampler(ctx context.Context, pids map[string]int) *rssSampler {
+	s := &rssSampler{stopc: make(chan struct{}), done: make(chan map[string]int64, 1)}
+	go func() {
+		peak := map[string]int64{}
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			for name, pid := range pids {
+				peak[name] = max(peak[name], rssKiB(pid))
+			}
+			select {
+			case <-s.stopc:
+				s.done <- peak
+				return
+			case <-ctx.Done():
+				s.done <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *rssSampler) stop() map[string]int64 {
+	close(s.stopc)
+	return <-s.done
+}
+
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// wrkVariants are served by cmd/echoserver, one port each, in this order.
+var wrkVariants = []string{"open", "authz", "go-jwt-middleware"}
+
+type wrkResult struct {
+	Threads, Conns int
+	Duration       time.Duration
+	Rounds         int
+	// Per variant: requests/s of each round, and the latency percentiles of
+	// the median round.
+	RPS     map[string][]float64
+	Latency map[string]map[string]time.Duration // "50%" → d
+	Profile string                              // top of a CPU profile of the server under authz load, if taken
+}
+
+func (w *wrkResult) median(v string) float64 { return median(w.RPS[v]) }
+
+// runWrk builds and starts cmd/echoserver, then runs wrk against each variant
+// in interleaved rounds so that drift from the machine's other load hits all
+// three alike.
+func runWrk(ctx context.Context, o options, log *slog.Logger) (*wrkResult, error) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return nil, errors.New("wrk is not installed; on Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y wrk")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "authmesh-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "echoserver")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./tools/bench/cmd/echoserver")
+	build.Dir = o.root
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building cmd/echoserver: %v\n%s", err, out)
+	}
+	srv := exec.Command(bin)
+	srv.Stderr = os.Stderr
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		_ = srv.Wait()
+	}()
+	var addrs map[string]string
+	line, err := bufio.NewReader(stdout).ReadBytes('\n')
+	if err != nil {
+		return nil, fmt.Errorf("echoserver: no address line: %w", err)
+	}
+	if err := json.Unmarshal(line, &addrs); err != nil {
+		return nil, fmt.Errorf("echoserver: %w", err)
+	}
+	token := addrs["token"]
+	for _, v := range wrkVariants {
+		if err := probe(ctx, addrs[v], token); err != nil {
+			return nil, fmt.Errorf("echoserver %s: %w", v, err)
+		}
+	}
+
+	res := &wrkResult{Threads: 2, Conns: 32, Duration: o.wrkDur, Rounds: o.wrkRounds,
+		RPS: map[string][]float64{}, Latency: map[string]map[string]time.Duration{}}
+	lat := map[string][]map[string]time.Duration{}
+	for round := range o.wrkRounds {
+		for _, v := range wrkVariants {
+			args := []string{"-t", fmt.Sprint(res.Threads), "-c", fmt.Sprint(res.Conns),
+				"-d", fmt.Sprintf("%ds", max(1, int(o.wrkDur.Seconds()))), "--latency",
+				// The same request bytes for all three; open ignores the header.
+				"-H", "Authorization: Bearer " + token, addrs[v]}
+			out, err := exec.CommandContext(ctx, wrk, args...).CombinedOutput()
+			if err != nil {
+				return nil, fmt.Errorf("wrk %s: %v\n%s", v, err, out)
+			}
+			rps, l, err := parseWrk(string(out))
+			if err != nil {
+				return nil, fmt.Errorf("wrk %s: %w\n%s", v, err, out)
+			}
+			log.Info("wrk", "round", round+1, "variant", v, "req/s", int(rps), "p99", l["99%"])
+			res.RPS[v] = append(res.RPS[v], rps)
+			lat[v] = append(lat[v], l)
+		}
+	}
+	for _, v := range wrkVariants {
+		// Percentiles of the round whose throughput is the median one.
+		m := res.median(v)
+		best := 0
+		for i, r := range res.RPS[v] {
+			if abs(r-m) < abs(res.RPS[v][best]-m) {
+				best = i
+			}
+		}
+		res.Latency[v] = lat[v][best]
+	}
+	// A CPU profile of the server while wrk drives the authz variant: it names
+	// where the time goes when a ratio falls short.
+	if p, err := profileUnderLoad(ctx, wrk, addrs["pprof"], addrs["authz"], token, dir); err == nil {
+		res.Profile = p
+	} else {
+		log.Warn("profile", "err", err)
+	}
+	return res, nil
+}
+
+func abs(f float64) float64 {
+	if f < 0 {
+		return -f
+	}
+	return f
+}
+
+func probe(ctx context.Context, url, token string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+var (
+	wrkRPS     = regexp.MustCompile(`(?m)^Requests/sec:\s+([\d.]+)`)
+	wrkPct     = regexp.MustCompile(`(?m)^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$`)
+	wrkNon2xx  = regexp.MustCompile(`(?m)Non-2xx or 3xx responses:\s+(\d+)`)
+	wrkSockErr = regexp.MustCompile(`(?m)Socket errors:.*`)
+)
+
+// parseWrk reads wrk's text output (--latency); non-2xx answers make the run
+// invalid, since a fast 401 would flatter the auth layers.
+func parseWrk(out string) (float64, map[string]time.Duration, error) {
+	if m := wrkNon2xx.FindStringSubmatch(out); m != nil {
+		return 0, nil, fmt.Errorf("%s non-2xx responses", m[1])
+	}
+	m := wrkRPS.FindStringSubmatch(out)
+	if m == nil {
+		return 0, nil, errors.New("no Requests/sec line")
+	}
+	rps, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return 0, nil, err
+	}
+	lat := map[string]time.Duration{}
+	for _, p := range wrkPct.FindAllStringSubmatch(out, -1) {
+		f, err := strconv.ParseFloat(p[2], 64)
+		if err != nil {
+			return 0, nil, err
+		}
+		unit := map[string]float64{"us": 1e3, "ms": 1e6, "s": 1e9}[p[3]]
+		lat[p[1]+"%"] = time.Duration(f * unit)
+	}
+	if len(lat) != 4 {
+		return 0, nil, errors.New("no latency distribution (wrk --latency)")
+	}
+	if s := wrkSockErr.FindString(out); s != "" && !strings.Contains(s, "connect 0, read 0, write 0, timeout 0") {
+		return 0, nil, errors.New(s)
+	}
+	return rps, lat, nil
+}
+
+// profileUnderLoad takes a 3 s CPU profile of cmd/echoserver during a wrk run
+// against url and returns `go tool pprof -top` of it.
+func profileUnderLoad(ctx context.Context, wrk, pprofURL, url, token, dir string) (string, error) {
+	w := exec.CommandContext(ctx, wrk, "-t", "2", "-c", "32", "-d", "5s", "-H", "Authorization: Bearer "+token, url)
+	if err := w.Start(); err != nil {
+		return "", err
+	}
+	defer w.Wait()
+	time.Sleep(time.Second)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pprofURL+"profile?seconds=3", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	prof := filepath.Join(dir, "cpu.pprof")
+	f, err := os.Create(prof)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return "", err
+	}
+	f.Close()
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", prof).Output()
+	if err != nil {
+		return "", err
+	}
+	// Keep the table, not the header naming the temporary file and build id.
+	text := string(out)
+	if i := strings.Index(text, "Duration:"); i >= 0 {
+		text = text[i:]
+	}
+	return text, nil
+}
