@@ -1,0 +1,114 @@
+// Package integration runs the whole system in containers (a three-node NATS
+// JetStream cluster, devtenant and the three services on a private network)
+// and drives it only through its public interfaces: HTTP on the mapped ports
+// and the NATS monitoring endpoint. See README.md.
+package integration
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/testcontainers/testcontainers-go"
+)
+
+// The stack every scenario shares; nil when no Docker engine runs.
+var stack *system
+
+// skipReason says why there is no stack, for t.Skip.
+var skipReason string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	flag.Parse()
+	// Ryuk needs a registry to pull its image, and this machine has /.dockerenv, which makes
+	// testcontainers dial the default gateway instead of the published ports.
+	setDefaultEnv("TESTCONTAINERS_RYUK_DISABLED", "true")
+	setDefaultEnv("TESTCONTAINERS_HOST_OVERRIDE", "localhost")
+
+	if err := dockerHealthy(); err != nil {
+		if os.Getenv("REQUIRE_DOCKER") == "1" {
+			fmt.Fprintf(os.Stderr, "FAIL: REQUIRE_DOCKER=1 but no Docker engine answers: %v\n", err)
+			return 1
+		}
+		skipReason = fmt.Sprintf("SKIPPING the integration suite: no Docker engine answers (%v); set REQUIRE_DOCKER=1 to make this a failure", err)
+		fmt.Fprintln(os.Stderr, skipReason)
+		return m.Run()
+	}
+	if testing.Short() {
+		skipReason = "SKIPPING the integration suite in -short mode"
+		fmt.Fprintln(os.Stderr, skipReason)
+		return m.Run()
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s, err := newSystem()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: integration stack: %v\n", err)
+		return 1
+	}
+	defer s.close()
+	started := time.Now()
+	if err := s.build(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: building binaries and images: %v\n", err)
+		return 1
+	}
+	logf("binaries and images built in %v", time.Since(started).Round(time.Millisecond))
+	started = time.Now()
+	if err := s.up(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: starting the stack: %v\n", err)
+		s.dumpLogs(os.Stderr)
+		return 1
+	}
+	logf("stack ready in %v", time.Since(started).Round(time.Millisecond))
+	stack = s
+
+	code := m.Run()
+	if code != 0 {
+		s.dumpLogs(os.Stderr)
+	}
+	return code
+}
+
+func setDefaultEnv(k, v string) {
+	if os.Getenv(k) == "" {
+		os.Setenv(k, v)
+	}
+}
+
+func dockerHealthy() (err error) {
+	defer func() {
+		// The provider panics on some broken Docker configurations.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("docker provider: %v", r)
+		}
+	}()
+	p, err := testcontainers.NewDockerProvider()
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return p.Health(ctx)
+}
+
+// requireStack skips the test, loudly, when the suite runs without Docker.
+func requireStack(t *testing.T) *system {
+	t.Helper()
+	if stack == nil {
+		t.Skip(skipReason)
+	}
+	return stack
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[integration %s] %s\n", time.Now().UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}

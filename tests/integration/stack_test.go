@@ -1,0 +1,494 @@
+package integration
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moby/moby/client"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/network"
+	"github.com/testcontainers/testcontainers-go/wait"
+	"golang.org/x/sync/errgroup"
+)
+
+// Contract values the containers are configured with (docs/contract.md, docs/conventions.md).
+const (
+	issuer     = "http://localhost:8400/"
+	audience   = "https://api.authmesh.dev"
+	mgmtAud    = "http://localhost:8400/api/v2/"
+	natsURLs   = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
+	natsHealth = "8222/tcp"
+)
+
+// image is one image the suite builds from the repository's own Dockerfile.
+type image struct {
+	name       string
+	dockerfile string
+	binaries   []string // what the Dockerfile COPYs from bin/ besides the CA bundle
+}
+
+var images = []image{
+	{"nats", "deploy/nats/Dockerfile", []string{"nats-server", "httpprobe"}},
+	{"devtenant", "tools/devtenant/Dockerfile", []string{"devtenant"}},
+	{"users", "services/users/Dockerfile", []string{"users"}},
+	{"orders", "services/orders/Dockerfile", []string{"orders"}},
+	{"billing", "services/billing/Dockerfile", []string{"billing"}},
+}
+
+// Go packages built into static binaries, as deploy/compose-smoke.sh builds them.
+var packages = []string{
+	"github.com/nats-io/nats-server/v2", "./tools/devstack/cmd/httpprobe", "./tools/devtenant/cmd/devtenant",
+	"./services/users/cmd/users", "./services/orders/cmd/orders", "./services/billing/cmd/billing",
+}
+
+// ports are the HTTP ports inside the containers (published on random host ports).
+var ports = map[string]string{
+	"devtenant": "8400/tcp", "users": "8401/tcp", "orders": "8402/tcp", "billing": "8403/tcp",
+	"nats-1": natsHealth, "nats-2": natsHealth, "nats-3": natsHealth,
+}
+
+var natsNodes = []string{"nats-1", "nats-2", "nats-3"}
+var services = []string{"users", "orders", "billing"}
+
+// system is one running stack: containers by name, and their published URLs.
+type system struct {
+	runID    string
+	root     string // repository root
+	work     string // temporary: static binaries
+	provider *testcontainers.DockerProvider
+	net      *testcontainers.DockerNetwork
+	built    []string // image references to remove at the end
+
+	mu   sync.RWMutex
+	ctrs map[string]testcontainers.Container
+	urls map[string]string // name -> http://localhost:<published port>
+}
+
+func newSystem() (*system, error) {
+	root, err := findRoot()
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "authmesh-it-")
+	if err != nil {
+		return nil, err
+	}
+	p, err := testcontainers.NewDockerProvider()
+	if err != nil {
+		os.RemoveAll(work)
+		return nil, err
+	}
+	return &system{
+		runID: hex.EncodeToString(b), root: root, work: work, provider: p,
+		ctrs: map[string]testcontainers.Container{}, urls: map[string]string{},
+	}, nil
+}
+
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.work above the working directory: run from inside the repository")
+		}
+		dir = parent
+	}
+}
+
+func (s *system) imageRef(name string) string { return "authmesh-it/" + name + ":" + s.runID }
+
+// build compiles the static binaries into a temporary directory (never the
+// repository's bin/, which compose uses) and builds each image once, tagged
+// with this run's id so nothing of make up or another run is replaced.
+func (s *system) build(ctx context.Context) error {
+	bin := filepath.Join(s.work, "bin")
+	args := append([]string{"build", "-trimpath", "-ldflags=-s -w", "-o", bin + "/"}, packages...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = s.root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	ca, err := os.ReadFile("/etc/ssl/certs/ca-certificates.crt")
+	if err != nil {
+		return fmt.Errorf("CA bundle for the images (install ca-certificates): %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "ca-certificates.crt"), ca, 0o644); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(2)
+	for _, img := range images {
+		g.Go(func() error { return s.buildImage(gctx, img) })
+	}
+	return g.Wait()
+}
+
+func (s *system) buildImage(ctx context.Context, img image) error {
+	archive, err := s.buildContext(img)
+	if err != nil {
+		return fmt.Errorf("image %s: context: %w", img.name, err)
+	}
+	var log bytes.Buffer
+	ref, err := s.provider.BuildImage(ctx, &testcontainers.ContainerRequest{
+		FromDockerfile: testcontainers.FromDockerfile{
+			ContextArchive: bytes.NewReader(archive),
+			Dockerfile:     img.dockerfile,
+			Repo:           "authmesh-it/" + img.name,
+			Tag:            s.runID,
+			KeepImage:      true,
+			BuildLogWriter: &log,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("image %s from %s: %w\n%s", img.name, img.dockerfile, err, log.Bytes())
+	}
+	s.mu.Lock()
+	s.built = append(s.built, ref)
+	s.mu.Unlock()
+	return nil
+}
+
+// buildContext is the repository-root context the Dockerfiles expect, holding
+// only what they COPY (the .dockerignore allow-list), with this run's binaries.
+func (s *system) buildContext(img image) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name, src string) error {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(b)), ModTime: time.Unix(0, 0)}); err != nil {
+			return err
+		}
+		_, err = tw.Write(b)
+		return err
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: "bin/empty/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}); err != nil {
+		return nil, err
+	}
+	for _, b := range append([]string{"ca-certificates.crt"}, img.binaries...) {
+		if err := add("bin/"+b, filepath.Join(s.work, "bin", b)); err != nil {
+			return nil, err
+		}
+	}
+	if err := add(img.dockerfile, filepath.Join(s.root, img.dockerfile)); err != nil {
+		return nil, err
+	}
+	confs, err := filepath.Glob(filepath.Join(s.root, "deploy/nats/*.conf"))
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range confs {
+		if err := add("deploy/nats/"+filepath.Base(c), c); err != nil {
+			return nil, err
+		}
+	}
+	if err := add("deploy/tenant.yaml", filepath.Join(s.root, "deploy/tenant.yaml")); err != nil {
+		return nil, err
+	}
+	err = filepath.WalkDir(filepath.Join(s.root, "deploy/dev"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(s.root, p)
+		if err != nil {
+			return err
+		}
+		return add(filepath.ToSlash(rel), p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// up brings the stack up on a private network: the NATS cluster (healthy
+// means it has a JetStream meta leader), devtenant, then the services (ready
+// means NATS connected and signing keys loaded).
+func (s *system) up(ctx context.Context) error {
+	nw, err := network.New(ctx)
+	if err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	s.net = nw
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, n := range natsNodes {
+		// All three at once: none is healthy before a quorum of routes exists.
+		g.Go(func() error { return s.run(gctx, s.natsRequest(n)) })
+	}
+	g.Go(func() error { return s.run(gctx, s.devtenantRequest()) })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	for _, svc := range services {
+		g.Go(func() error { return s.run(gctx, s.serviceRequest(svc, svc, "/readyz")) })
+	}
+	return g.Wait()
+}
+
+func (s *system) base(name, img string) testcontainers.GenericContainerRequest {
+	return testcontainers.GenericContainerRequest{
+		ContainerRequest: testcontainers.ContainerRequest{
+			Name:           "authmesh-it-" + s.runID + "-" + name,
+			Image:          s.imageRef(img),
+			ExposedPorts:   []string{ports[img]},
+			Networks:       []string{s.net.Name},
+			NetworkAliases: map[string][]string{s.net.Name: {name}},
+		},
+		Started: true,
+	}
+}
+
+func (s *system) natsRequest(name string) testcontainers.GenericContainerRequest {
+	r := s.base(name, "nats")
+	r.ExposedPorts = []string{natsHealth}
+	r.Cmd = []string{"--config", "/etc/nats/cluster.conf", "--name", name}
+	r.WaitingFor = wait.ForHTTP("/healthz").WithPort(natsHealth).
+		WithStartupTimeout(90 * time.Second).WithPollInterval(250 * time.Millisecond)
+	return r
+}
+
+func (s *system) devtenantRequest() testcontainers.GenericContainerRequest {
+	r := s.base("devtenant", "devtenant")
+	r.Env = map[string]string{"DEVTENANT_ADDR": ":8400", "DEVTENANT_ISSUER": issuer}
+	r.WaitingFor = httpWait("/.well-known/jwks.json", ports["devtenant"])
+	return r
+}
+
+// serviceRequest is a service container with compose's environment; name is
+// its network alias (an extra instance gets its own), ready the path it must
+// answer 200 on before it counts as started.
+func (s *system) serviceRequest(svc, name, ready string) testcontainers.GenericContainerRequest {
+	r := s.base(name, svc)
+	p := strings.ToUpper(svc) + "_"
+	r.Env = map[string]string{
+		"AUTH0_ISSUER":      issuer,
+		"AUTH0_AUDIENCE":    audience,
+		"AUTH0_JWKS_URL":    "http://devtenant:8400/.well-known/jwks.json",
+		"AUTH0_TOKEN_URL":   "http://devtenant:8400/oauth/token",
+		p + "HTTP_ADDR":     ":" + strings.TrimSuffix(ports[svc], "/tcp"),
+		p + "NATS_URL":      natsURLs,
+		p + "NATS_USER":     svc,
+		p + "NATS_PASSWORD": svc + "-nats-dev-secret",
+		p + "NATS_REPLICAS": "3",
+		p + "CLIENT_ID":     svc + "-service",
+		p + "CLIENT_SECRET": svc + "-service-dev-secret",
+		p + "CORS_ORIGINS":  "http://localhost:8404",
+	}
+	if svc == "users" {
+		r.Env["USERS_MGMT_URL"] = "http://devtenant:8400/api/v2/"
+		r.Env["USERS_MGMT_AUDIENCE"] = mgmtAud
+	}
+	r.WaitingFor = httpWait(ready, ports[svc])
+	return r
+}
+
+func httpWait(path, port string) wait.Strategy {
+	return wait.ForHTTP(path).WithPort(port).WithStartupTimeout(120 * time.Second).WithPollInterval(250 * time.Millisecond)
+}
+
+// run creates and starts a container and records it under its alias.
+func (s *system) run(ctx context.Context, req testcontainers.GenericContainerRequest) error {
+	name := req.NetworkAliases[s.net.Name][0]
+	ctr, err := testcontainers.GenericContainer(ctx, req)
+	if ctr != nil {
+		s.mu.Lock()
+		s.ctrs[name] = ctr
+		s.mu.Unlock()
+	}
+	if err != nil {
+		return fmt.Errorf("container %s: %w", name, err)
+	}
+	return s.refreshURL(ctx, name)
+}
+
+// refreshURL reads the published port again: Docker picks a new host port
+// each time a container starts.
+func (s *system) refreshURL(ctx context.Context, name string) error {
+	ctr := s.container(name)
+	img := name
+	if strings.HasPrefix(name, "nats-") {
+		img = "nats-1"
+	} else if i := strings.IndexByte(name, '-'); i > 0 {
+		img = name[:i] // billing-2 is a billing
+	}
+	p, err := ctr.MappedPort(ctx, ports[img])
+	if err != nil {
+		return fmt.Errorf("%s: published port: %w", name, err)
+	}
+	host, err := ctr.Host(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.urls[name] = "http://" + host + ":" + p.Port()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *system) container(name string) testcontainers.Container {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ctrs[name]
+}
+
+// url is the published base URL of a container, e.g. http://localhost:49153.
+func (s *system) url(name string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	u, ok := s.urls[name]
+	if !ok {
+		panic("integration: no container " + name)
+	}
+	return u
+}
+
+// stop stops a container gracefully (SIGTERM, then SIGKILL after 10 s).
+func (s *system) stop(ctx context.Context, name string) error {
+	d := 10 * time.Second
+	if err := s.container(name).Stop(ctx, &d); err != nil {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	return nil
+}
+
+// kill sends SIGKILL: no graceful shutdown, no drained acks.
+func (s *system) kill(ctx context.Context, name string) error {
+	id := s.container(name).GetContainerID()
+	if _, err := s.provider.Client().ContainerKill(ctx, id, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+		return fmt.Errorf("kill %s: %w", name, err)
+	}
+	// Wait until Docker reports it gone so a following start is a real restart.
+	for {
+		st, err := s.container(name).State(ctx)
+		if err != nil {
+			return err
+		}
+		if !st.Running {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// start starts a stopped container and waits for its wait strategy again.
+func (s *system) start(ctx context.Context, name string) error {
+	if err := s.container(name).Start(ctx); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	return s.refreshURL(ctx, name)
+}
+
+// remove terminates one container (an extra instance) and forgets it.
+func (s *system) remove(ctx context.Context, name string) error {
+	ctr := s.container(name)
+	s.mu.Lock()
+	delete(s.ctrs, name)
+	delete(s.urls, name)
+	s.mu.Unlock()
+	if ctr == nil {
+		return nil
+	}
+	return ctr.Terminate(ctx)
+}
+
+// dumpLogs prints the tail of every container's log.
+func (s *system) dumpLogs(w io.Writer) {
+	s.mu.RLock()
+	names := make([]string, 0, len(s.ctrs))
+	for n := range s.ctrs {
+		names = append(names, n)
+	}
+	s.mu.RUnlock()
+	for _, n := range names {
+		fmt.Fprintf(w, "\n===== logs of %s (last 200 lines) =====\n", n)
+		fmt.Fprint(w, s.logTail(n, 200))
+	}
+}
+
+func (s *system) logTail(name string, lines int) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rc, err := s.container(name).Logs(ctx)
+	if err != nil {
+		return fmt.Sprintf("(logs unavailable: %v)\n", err)
+	}
+	defer rc.Close()
+	var ring []string
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		ring = append(ring, sc.Text())
+		if len(ring) > lines {
+			ring = ring[1:]
+		}
+	}
+	return strings.Join(ring, "\n") + "\n"
+}
+
+// close removes every container, the network, the images and the binaries
+// (Ryuk is off, so nothing else would).
+func (s *system) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s.mu.Lock()
+	ctrs := s.ctrs
+	s.ctrs = map[string]testcontainers.Container{}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for n, c := range ctrs {
+		wg.Go(func() {
+			if err := c.Terminate(ctx, testcontainers.StopTimeout(time.Second)); err != nil {
+				logf("cleanup: container %s: %v", n, err)
+			}
+		})
+	}
+	wg.Wait()
+	if s.net != nil {
+		if err := s.net.Remove(ctx); err != nil {
+			logf("cleanup: network %s: %v", s.net.Name, err)
+		}
+	}
+	for _, ref := range s.built {
+		if _, err := s.provider.Client().ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
+			logf("cleanup: image %s: %v", ref, err)
+		}
+	}
+	s.provider.Close()
+	os.RemoveAll(s.work)
+}
