@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -51,6 +52,19 @@ type system struct {
 	tenant    *tenant.Server
 	tenantURL string
 	services  map[string]*service
+
+	// mgmtCalls counts requests to devtenant's Management API (/api/v2/),
+	// whose rate limit the whole tenant shares.
+	mgmtCalls atomic.Int64
+}
+
+func (s *system) countManagement(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/v2/") {
+			s.mgmtCalls.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // service is one child process; its port is fixed for the run, so a
@@ -123,7 +137,7 @@ func runMain(m *testing.M) (code int, err error) {
 		return 1, err
 	}
 	defer s.tenant.Close()
-	ts := httptest.NewServer(s.tenant.Handler())
+	ts := httptest.NewServer(s.countManagement(s.tenant.Handler()))
 	defer ts.Close()
 	s.tenantURL = ts.URL + "/"
 

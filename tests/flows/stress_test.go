@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -129,4 +130,67 @@ func TestOrdersStoppedWithOrdersInFlight(t *testing.T) {
 		}
 		return len(per) == len(want), fmt.Sprintf("%d of %d accepted orders invoiced", len(per), len(want))
 	})
+}
+
+// TestOrdersSpareTheManagementAPI: placing an order asks users for the
+// caller's profile; that must not cost Management API calls each time. The
+// tenant's Management API is rate limited for the whole tenant (devtenant:
+// 1000 requests a minute, a real Auth0 tenant far less), and once the limit
+// is reached every order placement and every GET /v1/me answers 503 until
+// the window resets.
+func TestOrdersSpareTheManagementAPI(t *testing.T) {
+	setup(t)
+	tok := token(t, alice)
+	placeOrder(t, tok, mugs(1)) // warm whatever the services cache
+	const n = 50
+	before := stack.mgmtCalls.Load()
+	for range n {
+		placeOrder(t, tok, mugs(1))
+	}
+	if calls := stack.mgmtCalls.Load() - before; calls >= n {
+		t.Errorf("%d orders by one user made %d Management API requests; at that rate the tenant's limit caps the whole system at about %d orders a minute (devtenant's 1000/min)",
+			n, calls, 1000*n/int(calls))
+	}
+}
+
+// TestBlockCancelsManyPendingOrders: contract §6 gives the whole block flow
+// 2 s, including the cancellation of the user's pending orders, which a user
+// may have many of.
+func TestBlockCancelsManyPendingOrders(t *testing.T) {
+	setup(t)
+	const n = 80
+	tok, admin := token(t, bob), token(t, carol)
+	who := whoami(t, tok)
+	var pending []order
+	for range n {
+		pending = append(pending, placeOrder(t, tok, mugs(1)))
+	}
+	blockPath := "/v1/users/" + url.PathEscape(who.UserID)
+	t.Cleanup(func() {
+		if r, err := tryCall(http.MethodPost, "users", blockPath+"/unblock", admin, nil); err != nil || r.status != http.StatusOK {
+			t.Errorf("cleanup: unblocking bob: %v %v", r, err)
+		}
+	})
+	callJSON(t, http.MethodPost, "users", blockPath+"/block", admin, nil, http.StatusOK, nil)
+	began := time.Now()
+	eventually(t, 10*time.Second, fmt.Sprintf("bob's %d pending orders cancelled", n), func() (bool, string) {
+		var orders []order
+		callJSON(t, http.MethodGet, "orders", "/v1/orders?user_id="+url.QueryEscape(who.UserID), admin, nil, http.StatusOK, &orders)
+		status := map[string]string{}
+		for _, o := range orders {
+			status[o.ID] = o.Status
+		}
+		left := 0
+		for _, o := range pending {
+			if status[o.ID] != "cancelled" {
+				left++
+			}
+		}
+		return left == 0, fmt.Sprintf("%d of %d not cancelled yet", left, n)
+	})
+	took := time.Since(began)
+	t.Logf("%d pending orders cancelled %v after the block", n, took.Round(time.Millisecond))
+	if took > flowDeadline {
+		t.Errorf("cancelling bob's %d pending orders after the block took %v, want within %v (contract §6)", n, took.Round(time.Millisecond), flowDeadline)
+	}
 }
