@@ -50,7 +50,7 @@ log "waiting for every container to be healthy (up to ${HEALTH_TIMEOUT}s)"
 deadline=$((SECONDS + HEALTH_TIMEOUT))
 while :; do
   ids=$("${COMPOSE[@]}" ps -q)
-  [ "$(wc -w <<<"$ids")" -eq 6 ] || fail "expected 6 containers, got: $ids"
+  [ "$(wc -w <<<"$ids")" -eq 7 ] || fail "expected 7 containers, got: $ids"
   states=$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}' $ids)
   grep -qv ' healthy$' <<<"$states" || break
   if grep -Eq ' (exited|dead) ' <<<"$states"; then fail "a container stopped: $states"; fi
@@ -119,5 +119,5 @@ done
 [ "$status" = paid ] || fail "order $order_id is $status, want paid"
 
 log "NATS: streams replicated x3"
-curl -sf 'http://localhost:8222/jsz?accounts=true&streams=true' | jq -e '[.account_details[].stream_detail[] | select(.config.num_replicas != 3)] | length == 0' >/dev/null \
-  || fail "a stream is not replicated x3: $(curl -s 'http://localhost:8222/jsz?accounts=true&streams=true' | jq -c '[.account_details[].stream_detail[] | {name, r: .config.num_replicas}]')"
+curl -sf 'http://localhost:8222/jsz?accounts=true&streams=true&config=true' | jq -e '[.account_details[].stream_detail[] | select(.config.num_replicas != 3)] | length == 0' >/dev/null \
+  || fail "a stream is not replicated x3: $(curl -s 'http://localhost:8222/jsz?accounts=true&streams=true&config=true' | jq -c '[.account_details[].stream_detail[] | {name, r: .config.num_replicas}]')"
