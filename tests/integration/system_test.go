@@ -9,4 +9,5 @@ import "testing"
 func TestSystem(t *testing.T) {
 	requireStack(t)
 	t.Run("flows", testFlows)
+	t.Run("attack tokens", testAttackTokens)
 }
