@@ -19,11 +19,21 @@ func TestCancelBeforeTheInvoiceExists(t *testing.T) {
 	setup(t)
 	tok := token(t, alice)
 	js := ordersJetStream(t)
+	const rounds = 25
 	var placed []order
-	for range 10 {
+	refused := 0
+	for range rounds {
 		o := placeOrder(t, tok, mugs(1))
-		callJSON(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil, http.StatusOK, nil)
+		if r := call(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil); r.status != http.StatusOK {
+			// Keep going: how often it happens says how wide the window is.
+			t.Errorf("cancelling own order %s right after placing it: got %s, want 200", o.ID, r)
+			refused++
+			continue
+		}
 		placed = append(placed, o)
+	}
+	if refused > 0 {
+		t.Errorf("%d of %d immediate cancels refused", refused, rounds)
 	}
 	waitSettled(t, js)
 	for _, o := range placed {
@@ -142,7 +152,7 @@ func TestOrdersSpareTheManagementAPI(t *testing.T) {
 	setup(t)
 	tok := token(t, alice)
 	placeOrder(t, tok, mugs(1)) // warm whatever the services cache
-	const n = 50
+	const n = 20
 	before := stack.mgmtCalls.Load()
 	for range n {
 		placeOrder(t, tok, mugs(1))
