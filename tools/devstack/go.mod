@@ -24,3 +24,5 @@ require (
 )
 
 replace github.com/authmesh/authmesh/tools/devtenant => ../devtenant
+
+replace github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
