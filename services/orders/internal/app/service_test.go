@@ -54,15 +54,29 @@ func (p *fakeProfiles) ShippingAddress(context.Context) (*domain.Address, error)
 type fakeBilling struct {
 	mu     sync.Mutex
 	paid   map[string]bool
+	fail   map[string]error // VoidOrder's answer for these orders
 	voided []string
 	ctxs   []context.Context
+
+	delay       time.Duration // how long a void takes, outside the lock
+	inflight    int
+	maxInflight int
 }
 
 func (b *fakeBilling) VoidOrder(ctx context.Context, id string) error {
 	b.mu.Lock()
+	b.inflight++
+	b.maxInflight = max(b.maxInflight, b.inflight)
+	b.mu.Unlock()
+	time.Sleep(b.delay)
+	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.inflight--
 	if b.paid[id] {
 		return domain.ErrConflict
+	}
+	if err := b.fail[id]; err != nil {
+		return err
 	}
 	b.voided = append(b.voided, id)
 	b.ctxs = append(b.ctxs, ctx)
@@ -396,5 +410,50 @@ func TestCancelPendingForUser(t *testing.T) {
 	// Redelivery of the same user.blocked event: nothing more to do.
 	if n, err := f.svc.CancelPendingForUser(ctx, alice.Subject); err != nil || n != 0 {
 		t.Fatalf("second run: %d %v", n, err)
+	}
+}
+
+// A blocked user's orders are cancelled several at a time (never more than
+// eight billing calls at once), every one is tried, and each failure is
+// reported.
+func TestCancelPendingForUserConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	const total = 24
+	ids := make([]string, 0, total)
+	for range total {
+		o, _, err := f.svc.PlaceOrder(ctx, alice, "", mugs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, o.ID)
+	}
+	errA := errors.New("billing timeout A")
+	errB := errors.New("billing timeout B")
+	f.billing.fail = map[string]error{ids[3]: errA, ids[17]: errB}
+	f.billing.delay = 20 * time.Millisecond
+
+	n, err := f.svc.CancelPendingForUser(ctx, alice.Subject)
+	if n != total-2 {
+		t.Fatalf("cancelled %d, want %d", n, total-2)
+	}
+	if !errors.Is(err, errA) || !errors.Is(err, errB) {
+		t.Fatalf("want both billing failures joined, got %v", err)
+	}
+	f.billing.mu.Lock()
+	peak := f.billing.maxInflight
+	f.billing.mu.Unlock()
+	if peak < 2 || peak > 8 {
+		t.Fatalf("at most %d voids at once, want 2..8", peak)
+	}
+	for i, id := range ids {
+		want := domain.StatusCancelled
+		if i == 3 || i == 17 {
+			want = domain.StatusPending // not voided, so not cancelled
+		}
+		if got, _ := f.svc.GetOrder(ctx, dave, id); got.Status != want {
+			t.Fatalf("order %s: %s, want %s", id, got.Status, want)
+		}
 	}
 }
