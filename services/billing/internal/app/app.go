@@ -227,11 +227,12 @@ func (s *Service) VoidOrder(ctx context.Context, c Caller, orderID string) (doma
 			return nil, changed, err
 		})
 		if !errors.Is(err, domain.ErrNotFound) || inv.ID != "" {
-			return inv, err
+			return inv, err // decided by mutate, ownership included
 		}
-		if _, getErr := s.store.Get(ctx, orderID); getErr == nil {
-			return inv, err // someone else's invoice
-		}
+		// No invoice when mutate looked. One created since (the created
+		// event arriving now) makes Create conflict, and the next round lets
+		// mutate decide on it: judging it here instead took the caller's own
+		// fresh invoice for someone else's.
 		owner := ""
 		if !c.Service {
 			owner = c.Subject
