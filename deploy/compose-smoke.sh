@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for port in 8400 8401 8402 8403 4222 8222; do
+for port in 8400 8401 8402 8403 8404 4222 8222; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then fail "port $port is in use (make run or make up still running?)"; fi
 done
 
@@ -39,7 +39,7 @@ mkdir -p bin/empty
 cp /etc/ssl/certs/ca-certificates.crt bin/ca-certificates.crt
 go build -trimpath -ldflags='-s -w' -o bin/ \
   github.com/nats-io/nats-server/v2 ./tools/devstack/cmd/httpprobe ./tools/devtenant/cmd/devtenant \
-  ./services/users/cmd/users ./services/orders/cmd/orders ./services/billing/cmd/billing
+  ./services/users/cmd/users ./services/orders/cmd/orders ./services/billing/cmd/billing ./tools/devstack/cmd/webserve
 
 log "building images"
 "${COMPOSE[@]}" build --quiet 2>/dev/null || "${COMPOSE[@]}" build
@@ -117,6 +117,9 @@ for _ in $(seq 1 20); do
   sleep 0.2
 done
 [ "$status" = paid ] || fail "order $order_id is $status, want paid"
+
+log "web: the SPA is served on :8404"
+curl -sf http://localhost:8404/ | grep -q '<script' || fail "http://localhost:8404/ does not serve the SPA"
 
 log "NATS: streams replicated x3"
 curl -sf 'http://localhost:8222/jsz?accounts=true&streams=true&config=true' | jq -e '[.account_details[].stream_detail[] | select(.config.num_replicas != 3)] | length == 0' >/dev/null \

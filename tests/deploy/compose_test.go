@@ -70,7 +70,7 @@ func TestCompose(t *testing.T) {
 	if !strings.HasPrefix(f.Version, "2.") {
 		t.Errorf("version %q: want a 2.x format (health-gated depends_on in compose v1 and v2)", f.Version)
 	}
-	want := []string{"billing", "devtenant", "nats-1", "nats-2", "nats-3", "orders", "users"}
+	want := []string{"billing", "devtenant", "nats-1", "nats-2", "nats-3", "orders", "users", "web"}
 	if got := keys(f.Services); !slices.Equal(got, want) {
 		t.Fatalf("services = %v, want %v", got, want)
 	}
@@ -136,6 +136,11 @@ func TestCompose(t *testing.T) {
 		t.Errorf("devtenant ports %v issuer %q", dt.Ports, dt.Environment["DEVTENANT_ISSUER"])
 	}
 	checkDockerfile(t, filepath.Join(root, dt.Build.Dockerfile), 8400, "/app", "healthcheck")
+	web := f.Services["web"]
+	if !slices.Equal(web.Ports, []string{"8404:8404"}) {
+		t.Errorf("web ports %v, want the SPA on 8404", web.Ports)
+	}
+	checkDockerfile(t, filepath.Join(root, web.Build.Dockerfile), 8404, "/app", "healthcheck")
 }
 
 var (
