@@ -102,14 +102,20 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			for _, st := range s.Stages {
 				byName[st.Name] = st
 			}
-			p("| stage | req/s | success | p50 | p95 | p99 | max | baseline | ratio |\n|---|---|---|---|---|---|---|---|---|\n")
+			p("| stage | req/s | success | status codes | p50 | p95 | p99 | max | baseline | ratio |\n|---|---|---|---|---|---|---|---|---|---|\n")
 			for _, st := range s.Stages {
 				ratio := ""
 				if bs, ok := byName[st.Baseline]; ok && bs.RPS > 0 {
 					ratio = fmt.Sprintf("%.2f of its req/s", st.RPS/bs.RPS)
 				}
-				p("| %s: %s | %.0f | %.1f%% | %s | %s | %s | %s | %s | %s |\n", st.Name, st.Desc, st.RPS, 100*st.Success,
+				p("| %s: %s | %.0f | %.1f%% | %s | %s | %s | %s | %s | %s | %s |\n", st.Name, st.Desc, st.RPS, 100*st.Success, codes(st.Codes),
 					ms(st.P50), ms(st.P95), ms(st.P99), ms(st.Max), st.Baseline, ratio)
+			}
+			p("\n")
+			for _, st := range s.Stages {
+				if st.FirstFail > 0 {
+					p("- **%s**: the first failure came %s into the stage; until then %.0f successful req/s.\n", st.Name, st.FirstFail.Round(time.Millisecond), st.RPSBeforeFail)
+				}
 			}
 			p("\n")
 		}
@@ -118,7 +124,14 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			p("%d clients, each in a loop: `POST /v1/orders`, then `GET /v1/invoices?order_id=` on billing every %s\n", iv.Clients, iv.Poll)
 			p("until the invoice is listed (billing has no public push interface, so this is polling: the figures\n")
 			p("are upper bounds at that resolution, and the polling itself loads billing). %d orders, %d without an\n", iv.Orders, iv.Missing)
-			p("invoice within 5 s or failed.\n\n")
+			p("invoice within 5 s or failed; at most %d orders per client, so the stage stays inside one window of\n", invoicePerClient)
+			p("devtenant's Management API rate limit (each order costs users two Management API calls, see below).\n\n")
+			for _, k := range sortedKeys(iv.Failures) {
+				p("- %d × %s\n", iv.Failures[k], k)
+			}
+			if len(iv.Failures) > 0 {
+				p("\n")
+			}
 			p("| interval | p50 | p95 | p99 | max |\n|---|---|---|---|---|\n")
 			for _, row := range []struct {
 				n string
@@ -130,6 +143,9 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 				p("| %s | %s | %s | %s | %s |\n", row.n, ms(pct(row.d, 50)), ms(pct(row.d, 95)), ms(pct(row.d, 99)), ms(row.d[len(row.d)-1]))
 			}
 			p("\n")
+		}
+		if s.Profile != "" {
+			p("<details><summary>CPU profile of orders and billing during the order → invoice stage (<code>perf record -g --all-user</code>, user-space symbols ≥ 1%%)</summary>\n\n```\n%s```\n</details>\n\n", s.Profile)
 		}
 		p("### Resources\n\n| service | RSS idle | RSS peak under load | ratio | cold start to ready | binary (devstack build) |\n|---|---|---|---|---|---|\n")
 		for _, name := range []string{"users", "orders", "billing"} {
@@ -163,6 +179,14 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("No images of the services were found (`make up` or `deploy/compose-smoke.sh` builds them).\n\n")
 	}
 	return b.String()
+}
+
+func codes(m map[string]int) string {
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
 }
 
 func orDash(v string, ok bool) string {

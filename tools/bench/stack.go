@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,7 +22,12 @@ import (
 	"github.com/authmesh/authmesh/tools/devstack"
 )
 
-const pollInterval = 5 * time.Millisecond
+const (
+	pollInterval = 5 * time.Millisecond
+	// invoicePerClient bounds the latency stage to 50×8 = 400 orders, 800
+	// Management API calls: inside one rate-limit window (see runStack).
+	invoicePerClient = 8
+)
 
 type stackResult struct {
 	Clients    int
@@ -32,6 +38,7 @@ type stackResult struct {
 	Binaries   map[string]int64         // bytes, as devstack builds them
 	Stages     []stage
 	Invoice    *invoiceLatency
+	Profile    string // perf report of orders and billing during the latency stage
 }
 
 type stage struct {
@@ -41,13 +48,19 @@ type stage struct {
 	Success    float64
 	Requests   uint64
 	Codes      map[string]int
-	P50, P95   time.Duration
-	P99, Max   time.Duration
-	Lat        []time.Duration
+	Errors     []string
+	// Throughput over the stretch before the first failed request, and how
+	// far into the stage that failure came (0: none failed).
+	RPSBeforeFail float64
+	FirstFail     time.Duration
+	P50, P95      time.Duration
+	P99, Max      time.Duration
+	Lat           []time.Duration
 }
 
 type invoiceLatency struct {
 	Clients, Orders, Missing int
+	Failures                 map[string]int // why an order or its invoice is missing
 	Poll                     time.Duration
 	Create, Invoice, E2E     []time.Duration // sorted
 }
@@ -63,7 +76,14 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	logf, err := os.Create(filepath.Join(dir, "stack.log"))
+	logPath := o.stackLog
+	if logPath == "" {
+		logPath = filepath.Join(dir, "stack.log")
+	}
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
@@ -123,6 +143,10 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 	orders, billing := "http://127.0.0.1:8402", "http://127.0.0.1:8403"
 	auth := http.Header{"Authorization": {"Bearer " + r.AliceToken}, "Content-Type": {"application/json"}}
 	body := []byte(`{"items":[{"sku":"mug","quantity":2},{"sku":"tea-green","quantity":1}]}`)
+	// Each order costs the users service two Management API calls to
+	// devtenant, which (like Auth0) allows 1000 per minute per client in a
+	// fixed window; the window opens at the first call, about now.
+	windowStart := time.Now()
 	id, err := createOrder(ctx, http.DefaultClient, orders, auth, body)
 	if err != nil {
 		return res, fmt.Errorf("creating a first order: %w", err)
@@ -140,11 +164,33 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 	for _, s := range stages {
 		st := attack(ctx, s.t, o.clients, o.stageDur)
 		st.Name, st.Desc, st.Baseline = s.name, s.desc, s.baseline
-		log.Info("stage", "name", st.Name, "req/s", int(st.RPS), "success", st.Success, "p99", st.P99)
+		log.Info("stage", "name", st.Name, "req/s", int(st.RPS), "success", st.Success, "p99", st.P99, "codes", st.Codes, "errors", st.Errors)
 		res.Stages = append(res.Stages, st)
 	}
-	res.Invoice = orderToInvoice(ctx, orders, billing, auth, body, o.clients, o.stageDur+o.stageDur/2)
-	log.Info("order → invoice", "orders", res.Invoice.Orders, "missing", res.Invoice.Missing,
+	// The create stage has used most or all of the window: wait for a fresh
+	// one so the latency stage measures the pipeline, not the limiter.
+	if wait := time.Until(windowStart.Add(61 * time.Second)); wait > 0 {
+		log.Info("waiting for devtenant's Management API rate-limit window to reset", "wait", wait.Round(time.Second))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+	// The services have no pprof endpoint, so a CPU profile of orders and
+	// billing during the latency stage comes from perf (which reads Go's
+	// frame pointers), while their binaries still exist to symbolize it.
+	var prof *perfRecorder
+	if o.perf {
+		if prof, err = startPerf(dir, pids["orders"], pids["billing"]); err != nil {
+			log.Warn("perf", "err", err)
+		}
+	}
+	res.Invoice = orderToInvoice(ctx, orders, billing, auth, body, o.clients, invoicePerClient, o.stageDur+o.stageDur/2)
+	if prof != nil {
+		res.Profile = prof.stop(ctx)
+	}
+	log.Info("order → invoice", "orders", res.Invoice.Orders, "missing", res.Invoice.Missing, "failures", res.Invoice.Failures,
 		"p99", pct(res.Invoice.Invoice, 99))
 	res.RSSLoad = sampler.stop()
 	return res, nil
@@ -156,6 +202,9 @@ func attack(ctx context.Context, t vegeta.Target, clients int, d time.Duration) 
 		vegeta.Connections(clients), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
 	var m vegeta.Metrics
 	var lat []time.Duration
+	var okAt []time.Time
+	var firstFail time.Time
+	start := time.Now()
 	results := a.Attack(vegeta.NewStaticTargeter(t), vegeta.ConstantPacer{Freq: 0}, d, "")
 	for {
 		select {
@@ -163,11 +212,30 @@ func attack(ctx context.Context, t vegeta.Target, clients int, d time.Duration) 
 			if !ok {
 				m.Close()
 				slicesSort(lat)
-				return stage{RPS: m.Throughput, Success: m.Success, Requests: m.Requests, Codes: m.StatusCodes,
+				st := stage{RPS: m.Throughput, Success: m.Success, Requests: m.Requests, Codes: m.StatusCodes, Errors: m.Errors,
 					P50: m.Latencies.P50, P95: m.Latencies.P95, P99: m.Latencies.P99, Max: m.Latencies.Max, Lat: lat}
+				if !firstFail.IsZero() {
+					n := 0
+					for _, at := range okAt {
+						if at.Before(firstFail) {
+							n++
+						}
+					}
+					st.FirstFail = firstFail.Sub(start)
+					if st.FirstFail > 0 {
+						st.RPSBeforeFail = float64(n) / st.FirstFail.Seconds()
+					}
+				}
+				return st
 			}
 			m.Add(r)
 			lat = append(lat, r.Latency)
+			done := r.Timestamp.Add(r.Latency)
+			if r.Code >= 200 && r.Code < 300 && r.Error == "" {
+				okAt = append(okAt, done)
+			} else if firstFail.IsZero() || done.Before(firstFail) {
+				firstFail = done
+			}
 		case <-ctx.Done():
 			a.Stop()
 		}
@@ -189,7 +257,11 @@ func createOrder(ctx context.Context, c *http.Client, base string, h http.Header
 		ID string `json:"id"`
 	}
 	if resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("POST /v1/orders: status %d", resp.StatusCode)
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
+		return "", fmt.Errorf("POST /v1/orders: status %d %s", resp.StatusCode, e.Error)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&o); err != nil || o.ID == "" {
 		return "", fmt.Errorf("POST /v1/orders: no order id (%v)", err)
@@ -202,21 +274,25 @@ func createOrder(ctx context.Context, c *http.Client, base string, h http.Header
 // interface, so the invoice's appearance is observed by polling
 // GET /v1/invoices?order_id= every pollInterval; the figures are therefore
 // upper bounds with that resolution.
-func orderToInvoice(ctx context.Context, orders, billing string, h http.Header, body []byte, clients int, d time.Duration) *invoiceLatency {
+func orderToInvoice(ctx context.Context, orders, billing string, h http.Header, body []byte, clients, perClient int, d time.Duration) *invoiceLatency {
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2 * clients, MaxIdleConns: 4 * clients}}
 	deadline := time.Now().Add(d)
-	res := &invoiceLatency{Clients: clients, Poll: pollInterval}
+	res := &invoiceLatency{Clients: clients, Poll: pollInterval, Failures: map[string]int{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for range clients {
 		wg.Go(func() {
-			for time.Now().Before(deadline) && ctx.Err() == nil {
+			for n := 0; n < perClient && time.Now().Before(deadline) && ctx.Err() == nil; n++ {
 				t0 := time.Now()
 				id, err := createOrder(ctx, c, orders, h, body)
 				if err != nil {
 					mu.Lock()
 					res.Missing++
+					res.Failures[err.Error()]++
 					mu.Unlock()
+					if ctx.Err() == nil {
+						time.Sleep(10 * time.Millisecond) // no hot loop on a failing endpoint
+					}
 					continue
 				}
 				t1 := time.Now()
@@ -230,6 +306,7 @@ func orderToInvoice(ctx context.Context, orders, billing string, h http.Header, 
 					res.E2E = append(res.E2E, t2.Sub(t0))
 				} else {
 					res.Missing++
+					res.Failures["no invoice within 5 s"]++
 				}
 				mu.Unlock()
 			}
@@ -447,4 +524,43 @@ func tail(path string) string {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
+}
+
+type perfRecorder struct {
+	cmd  *exec.Cmd
+	file string
+}
+
+func startPerf(dir string, pids ...int) (*perfRecorder, error) {
+	perf, err := exec.LookPath("perf")
+	if err != nil {
+		return nil, errors.New("perf is not installed (apt-get install linux-perf); no profile of the services")
+	}
+	var ps []string
+	for _, p := range pids {
+		ps = append(ps, strconv.Itoa(p))
+	}
+	file := filepath.Join(dir, "perf.data")
+	cmd := exec.Command(perf, "record", "-q", "-F", "999", "-g", "--all-user", "-o", file, "-p", strings.Join(ps, ","))
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &perfRecorder{cmd: cmd, file: file}, nil
+}
+
+func (p *perfRecorder) stop(ctx context.Context) string {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	_ = p.cmd.Wait()
+	out, err := exec.CommandContext(ctx, "perf", "report", "-i", p.file, "--stdio", "--no-children",
+		"--sort", "comm,symbol", "-g", "none", "--percent-limit", "1").Output()
+	if err != nil {
+		return ""
+	}
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(l) != "" && !strings.HasPrefix(l, "#") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n") + "\n"
 }

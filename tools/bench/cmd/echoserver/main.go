@@ -59,53 +59,66 @@ func hello(c echo.Context) error { return c.String(http.StatusOK, "ok") }
 func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	out, err := start(ctx)
 	if err != nil {
 		return err
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// start serves the identity provider, the three variants and pprof on
+// loopback until ctx ends, and returns their URLs and the token.
+func start(ctx context.Context) (map[string]string, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
 	}
 	idp, err := listen()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	issuer := "http://" + idp.Addr().String() + "/"
-	go serve(idp, idpHandler(issuer, key))
+	go serve(ctx, idp, idpHandler(issuer, key))
 
 	token, err := sign(key, issuer)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	// pkg/authz, configured like a service: explicit JWKS URL, issuer, audience.
 	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(issuer + ".well-known/jwks.json"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := keys.Start(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	v, err := authz.NewValidator(keys, authz.WithIssuers(issuer), authz.WithAudiences(audience))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	withAuthz := echo.New()
 	reg := authz.NewRegistry()
 	withAuthz.Use(authz.Middleware(v, reg))
 	authz.GET(withAuthz, reg, path, hello, authz.RequireAll("read:profile"))
 	if err := reg.Check(withAuthz.Routes()); err != nil {
-		return err
+		return nil, err
 	}
 
 	// go-jwt-middleware as its README shows it: caching provider (discovery)
 	// + validator + CheckJWT, wrapped for Echo.
 	iu, err := url.Parse(issuer)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	provider := jwks.NewCachingProvider(iu, 10*time.Minute)
 	jv, err := validator.New(provider.KeyFunc, validator.RS256, issuer, []string{audience})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	withGoJWT := echo.New()
 	withGoJWT.Use(echo.WrapMiddleware(jwtmiddleware.New(jv.ValidateToken).CheckJWT))
@@ -119,33 +132,33 @@ func run() error {
 		e.HideBanner, e.HidePort = true, true
 		l, err := listen()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		out[name] = "http://" + l.Addr().String() + path
-		go serve(l, e)
+		go serve(ctx, l, e)
 	}
 	// pprof on its own port so profiling never shares a listener with the measured ones.
 	pl, err := listen()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	out["pprof"] = "http://" + pl.Addr().String() + "/debug/pprof/"
-	go serve(pl, mux)
+	go serve(ctx, pl, mux)
 
-	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	return nil
+	return out, nil
 }
 
 func listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 
-func serve(l net.Listener, h http.Handler) {
+func serve(ctx context.Context, l net.Listener, h http.Handler) {
 	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = s.Close()
+	}()
 	if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		fmt.Fprintln(os.Stderr, "echoserver:", err)
 		os.Exit(1)
