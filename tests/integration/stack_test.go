@@ -414,6 +414,16 @@ func (s *system) start(ctx context.Context, name string) error {
 	return s.refreshURL(ctx, name)
 }
 
+// startNoWait starts a stopped container without waiting for readiness, for
+// catching a service in the middle of its start-up work.
+func (s *system) startNoWait(ctx context.Context, name string) error {
+	id := s.container(name).GetContainerID()
+	if _, err := s.provider.Client().ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	return s.refreshURL(ctx, name)
+}
+
 // remove terminates one container (an extra instance) and forgets it.
 func (s *system) remove(ctx context.Context, name string) error {
 	ctr := s.container(name)
@@ -427,7 +437,8 @@ func (s *system) remove(ctx context.Context, name string) error {
 	return ctr.Terminate(ctx)
 }
 
-// dumpLogs prints the tail of every container's log.
+// dumpLogs prints the start and the end of every container's log, and keeps
+// each whole log in a directory that outlives the run.
 func (s *system) dumpLogs(w io.Writer) {
 	s.mu.RLock()
 	names := make([]string, 0, len(s.ctrs))
@@ -435,30 +446,51 @@ func (s *system) dumpLogs(w io.Writer) {
 		names = append(names, n)
 	}
 	s.mu.RUnlock()
+	dir := filepath.Join(os.TempDir(), "authmesh-it-logs-"+s.runID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		dir = ""
+	}
 	for _, n := range names {
-		fmt.Fprintf(w, "\n===== logs of %s (last 200 lines) =====\n", n)
-		fmt.Fprint(w, s.logTail(n, 200))
+		lines := s.logLines(n)
+		if dir != "" {
+			_ = os.WriteFile(filepath.Join(dir, n+".log"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+		}
+		fmt.Fprintf(w, "\n===== logs of %s (%d lines; first 40 and last 120) =====\n", n, len(lines))
+		if len(lines) > 160 {
+			lines = append(append(lines[:40:40], "[...]"), lines[len(lines)-120:]...)
+		}
+		fmt.Fprintln(w, strings.Join(lines, "\n"))
+	}
+	if dir != "" {
+		fmt.Fprintf(w, "\nwhole container logs: %s\n", dir)
 	}
 }
 
-func (s *system) logTail(name string, lines int) string {
+// logTail is the last n lines of a container's log.
+func (s *system) logTail(name string, n int) string {
+	lines := s.logLines(name)
+	return strings.Join(lines[max(0, len(lines)-n):], "\n") + "\n"
+}
+
+func (s *system) logLines(name string) []string {
+	ctr := s.container(name)
+	if ctr == nil {
+		return []string{"(no such container)"}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rc, err := s.container(name).Logs(ctx)
+	rc, err := ctr.Logs(ctx)
 	if err != nil {
-		return fmt.Sprintf("(logs unavailable: %v)\n", err)
+		return []string{fmt.Sprintf("(logs unavailable: %v)", err)}
 	}
 	defer rc.Close()
-	var ring []string
+	var lines []string
 	sc := bufio.NewScanner(rc)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		ring = append(ring, sc.Text())
-		if len(ring) > lines {
-			ring = ring[1:]
-		}
+		lines = append(lines, sc.Text())
 	}
-	return strings.Join(ring, "\n") + "\n"
+	return lines
 }
 
 // close removes every container, the network, the images and the binaries
