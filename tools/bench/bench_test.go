@@ -168,3 +168,25 @@ func TestPct(t *testing.T) {
 		t.Error("pct of nothing must be 0")
 	}
 }
+
+func TestRatioWithinRounds(t *testing.T) {
+	t.Parallel()
+	// Load drifts between rounds: per-round ratios stay put, while the ratio
+	// of the medians (0.5 here) would not.
+	g := &goBench{Rounds: []map[string]benchStat{
+		{"raw": {NsOp: 100}, "authz": {NsOp: 110}},
+		{"raw": {NsOp: 400}, "authz": {NsOp: 440}},
+		{"raw": {NsOp: 100}, "authz": {NsOp: 800}},
+		{"raw": {NsOp: 900}, "authz": {NsOp: 990}},
+	}}
+	got, ok := g.ratio("raw", "authz", speed)
+	if !ok || abs(got-1/1.1) > 1e-9 {
+		t.Fatalf("ratio = %v, %v; want %v", got, ok, 1/1.1)
+	}
+	if _, ok := g.ratio("raw", "missing", speed); ok {
+		t.Fatal("a ratio with no data must report !ok")
+	}
+	if _, ok := (*goBench)(nil).ratio("raw", "authz", speed); ok {
+		t.Fatal("nil bench must report !ok")
+	}
+}

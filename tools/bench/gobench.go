@@ -18,8 +18,9 @@ import (
 // goBench holds the medians of each Go sub-benchmark over -count runs.
 type goBench struct {
 	Cmd     string
-	Results map[string]benchStat // key: e.g. "Validate/authz-cached"
-	Raw     string               // go test's output, kept for the report's appendix
+	Results map[string]benchStat // medians over rounds; key: e.g. "Validate/authz-cached"
+	Rounds  []map[string]benchStat
+	Raw     string // go test's output, kept for the report's appendix
 }
 
 type benchStat struct {
@@ -29,39 +30,80 @@ type benchStat struct {
 
 var procsSuffix = regexp.MustCompile(`-\d+$`)
 
-// runGoBench runs the authz and natsauth benchmarks in one go test invocation
-// (workspace mode, the checkout's own code) and parses its output.
+// runGoBench compiles the authz and natsauth test binaries (workspace mode,
+// the checkout's own code) and runs them o.count times, one -count=1 round
+// after another: each round runs a benchmark's variants back to back, so a
+// ratio taken within a round sees the same machine load on both sides, which
+// -count=N (all runs of one variant, then all of the next) does not give.
 func runGoBench(ctx context.Context, o options) (*goBench, error) {
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
-	args := []string{"test", "-run", "^$", "-bench", "^Benchmark(Validate|EchoHTTP|NATSRequest)$",
-		"-benchmem", "-count", fmt.Sprint(o.count), "-benchtime", o.benchtime, ".", "./natsauth"}
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = filepath.Join(o.root, "pkg", "authz")
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = os.Stderr
-	gb := &goBench{Cmd: "cd pkg/authz && go " + strings.Join(quoteArgs(args), " ")}
-	err := cmd.Run()
-	gb.Raw = out.String()
-	res, perr := parseGoBench(gb.Raw)
-	gb.Results = res
+	dir, err := os.MkdirTemp("", "authmesh-bench-go-")
 	if err != nil {
-		return gb, fmt.Errorf("go test: %w", err)
+		return nil, err
 	}
-	return gb, perr
+	defer os.RemoveAll(dir)
+	pkgs := []struct{ pkg, bench string }{
+		{".", "^Benchmark(Validate|EchoHTTP)$"},
+		{"./natsauth", "^BenchmarkNATSRequest$"},
+	}
+	authzDir := filepath.Join(o.root, "pkg", "authz")
+	for i, p := range pkgs {
+		build := exec.CommandContext(ctx, "go", "test", "-c", "-o", filepath.Join(dir, fmt.Sprintf("%d.test", i)), p.pkg)
+		build.Dir = authzDir
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go test -c %s: %v\n%s", p.pkg, err, out)
+		}
+	}
+	gb := &goBench{Cmd: fmt.Sprintf("cd pkg/authz && go test -c, then %d rounds of: <pkg>.test -test.run '^$' -test.bench '<benchmarks>' -test.benchmem -test.count 1 -test.benchtime %s", o.count, o.benchtime)}
+	var all strings.Builder
+	for range o.count {
+		var round strings.Builder
+		for i, p := range pkgs {
+			cmd := exec.CommandContext(ctx, filepath.Join(dir, fmt.Sprintf("%d.test", i)), "-test.run", "^$", "-test.bench", p.bench,
+				"-test.benchmem", "-test.count", "1", "-test.benchtime", o.benchtime)
+			cmd.Dir = filepath.Join(authzDir, p.pkg) // testdata is relative to the package
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, os.Stderr
+			err := cmd.Run()
+			round.Write(out.Bytes())
+			if err != nil {
+				gb.Raw = all.String() + round.String()
+				return gb, fmt.Errorf("%s benchmarks: %w", p.pkg, err)
+			}
+		}
+		res, err := parseGoBench(round.String())
+		if err != nil {
+			return gb, err
+		}
+		gb.Rounds = append(gb.Rounds, res)
+		all.WriteString(round.String())
+	}
+	gb.Raw = all.String()
+	res, err := parseGoBench(gb.Raw)
+	gb.Results = res
+	return gb, err
 }
 
-func quoteArgs(args []string) []string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		if strings.ContainsAny(a, "^$|()") {
-			a = "'" + a + "'"
-		}
-		q[i] = a
+// ratio is the median over rounds of f(a, b), a and b from the same round.
+func (g *goBench) ratio(a, b string, f func(a, b benchStat) float64) (float64, bool) {
+	if g == nil {
+		return 0, false
 	}
-	return q
+	var v []float64
+	for _, r := range g.Rounds {
+		x, ok1 := r[a]
+		y, ok2 := r[b]
+		if ok1 && ok2 && x.NsOp > 0 && y.NsOp > 0 {
+			v = append(v, f(x, y))
+		}
+	}
+	return median(v), len(v) > 0
 }
+
+// speed is how many times faster b is than a; share is a's time over b's,
+// i.e. b's throughput as a fraction of a's.
+func speed(a, b benchStat) float64 { return a.NsOp / b.NsOp }
 
 // parseGoBench reads Go benchmark output with x/perf's benchfmt and keeps the
 // median of each unit per benchmark (medians resist the outliers a shared

@@ -57,7 +57,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 	}
 
 	if g := r.Go; g != nil && len(g.Results) > 0 {
-		p("## Go benchmarks\n\n`%s` — median of %d runs each.\n\n", g.Cmd, firstRuns(g.Results))
+		p("## Go benchmarks\n\n`%s`. Figures: median of %d rounds; ratios: median of the ratios within each round.\n\n", g.Cmd, len(g.Rounds))
 		p("| benchmark | ns/op | B/op | allocs/op | baseline | ratio |\n|---|---|---|---|---|---|\n")
 		rows := []struct{ name, base, kind string }{
 			{"Validate/baseline-go-jwt-middleware", "", ""},
@@ -76,16 +76,20 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 				continue
 			}
 			ratio := ""
-			if bs, ok := g.Results[row.base]; ok && bs.NsOp > 0 && s.NsOp > 0 {
-				switch row.kind {
-				case "time":
-					ratio = fmt.Sprintf("%.2f× the baseline's time", s.NsOp/bs.NsOp)
-				case "speed":
-					ratio = fmt.Sprintf("%.1f× faster", bs.NsOp/s.NsOp)
-				case "tput":
-					ratio = fmt.Sprintf("%.0f%% of its throughput", 100*bs.NsOp/s.NsOp)
-				case "slow":
-					ratio = fmt.Sprintf("authz is %.2f× faster", s.NsOp/bs.NsOp)
+			if row.base != "" {
+				// Same-round ratios, median over rounds.
+				back, _ := g.ratio(row.base, row.name, speed) // base time / this time
+				if back > 0 {
+					switch row.kind {
+					case "time":
+						ratio = fmt.Sprintf("%.2f× the baseline's time", 1/back)
+					case "speed":
+						ratio = fmt.Sprintf("%.1f× faster", back)
+					case "tput":
+						ratio = fmt.Sprintf("%.0f%% of its throughput", 100*back)
+					case "slow":
+						ratio = fmt.Sprintf("authz is %.2f× faster", 1/back)
+					}
 				}
 			}
 			p("| %s | %.0f | %.0f | %.0f | %s | %s |\n", row.name, s.NsOp, s.BOp, s.AllocsOp, row.base, ratio)
@@ -208,14 +212,6 @@ func firstFloat(s string) float64 {
 	var f float64
 	_, _ = fmt.Sscanf(s, "%g", &f)
 	return f
-}
-
-func firstRuns(m map[string]benchStat) int {
-	n := 0
-	for _, s := range m {
-		n = max(n, s.Runs)
-	}
-	return n
 }
 
 func sortedKeys[V any](m map[string]V) []string {
