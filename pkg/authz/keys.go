@@ -486,7 +486,9 @@ func (p *KeyProvider) lookup(ctx context.Context, kid string, at time.Time) (*rs
 					return k, nil
 				}
 				if !at.IsZero() {
-					if r, ok := s.retired[kid]; ok && now.Sub(r.removed) <= p.o.retain {
+					// A key leaves an Auth0 JWKS only when it is revoked: it
+					// verifies messages stored before that, never after.
+					if r, ok := s.retired[kid]; ok && now.Sub(r.removed) <= p.o.retain && at.Before(r.removed) {
 						return r.key, nil
 					}
 				}

@@ -235,7 +235,7 @@ func (v *Validator) Validate(ctx context.Context, token string) (*Claims, error)
 			// A cached token stays good only while its key is still published.
 			if v.keys.hasKey(c.KeyID, now) {
 				v.o.metrics.cacheLookup(true)
-				if err := v.checkRevoked(c); err != nil {
+				if err := v.checkRevoked(c, time.Time{}); err != nil {
 					return nil, err
 				}
 				return c, nil
@@ -248,7 +248,7 @@ func (v *Validator) Validate(ctx context.Context, token string) (*Claims, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := v.checkRevoked(c); err != nil {
+	if err := v.checkRevoked(c, time.Time{}); err != nil {
 		return nil, err
 	}
 	if v.cache != nil {
@@ -345,12 +345,22 @@ func checkTimes(exp, nbf, iat, at time.Time, leeway time.Duration) error {
 	return nil
 }
 
-func (v *Validator) checkRevoked(c *Claims) error {
+// checkRevoked refuses a token of a revoked subject issued before the
+// revocation. stored is the zero time for a request being served now; for an
+// event it is the time the log stored the message: a message stored before the
+// revocation was published while its token was good (the publisher cannot
+// choose the stored time), so it is still accepted — otherwise a block would
+// strand every event already queued for the user (a paid invoice whose order
+// never learns it).
+func (v *Validator) checkRevoked(c *Claims, stored time.Time) error {
 	if v.o.revocations == nil {
 		return nil
 	}
 	at, ok := v.o.revocations.RevokedAt(c.Subject)
 	if !ok {
+		return nil
+	}
+	if !stored.IsZero() && stored.Before(at) {
 		return nil
 	}
 	// iat has second precision: a token issued in the same second as the
@@ -363,11 +373,12 @@ func (v *Validator) checkRevoked(c *Claims) error {
 
 // ValidateAt verifies token as of the instant at: signature, algorithm,
 // issuer and audience as usual, but exp/nbf/iat are checked against at
-// (with leeway) instead of the current time, and keys that have rotated out
-// of the JWKS but were seen within the retention window still verify.
-// It is meant for events taken from a durable log, with at = the time the
-// log stored the message; the caller bounds how old at may be. Revocation
-// applies as in Validate. Results are not cached.
+// (with leeway) instead of the current time, and a key that has left the
+// JWKS (within the retention window) still verifies messages stored before it
+// left. It is meant for events taken from a durable log, with at = the time
+// the log stored the message; the caller bounds how old at may be. Revocation
+// applies to messages stored at or after the subject's revocation. Results are
+// not cached.
 func (v *Validator) ValidateAt(ctx context.Context, token string, at time.Time) (*Claims, error) {
 	if token == "" {
 		return nil, ErrMissingToken
@@ -424,7 +435,7 @@ func (v *Validator) ValidateAt(ctx context.Context, token string, at time.Time) 
 		iatUnix = iat.Unix()
 	}
 	c := tc.claims(rc.Subject, rc.Issuer, rc.Audience, iatUnix, rc.Expiry.Time().Unix(), h.Kid)
-	if err := v.checkRevoked(c); err != nil {
+	if err := v.checkRevoked(c, at); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -229,11 +229,13 @@ func TestRevocation(t *testing.T) {
 		{"issued after", after, false},
 		{"other subject", other, false},
 	}
+	revokedAt := now.Add(500 * time.Millisecond)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, fn := range []func() error{
 				func() error { _, err := v.Validate(ctxT(t), tc.token); return err },
-				func() error { _, err := v.ValidateAt(ctxT(t), tc.token, time.Now()); return err },
+				func() error { _, err := v.ValidateAt(ctxT(t), tc.token, revokedAt); return err },
+				func() error { _, err := v.ValidateAt(ctxT(t), tc.token, revokedAt.Add(time.Second)); return err },
 			} {
 				err := fn()
 				var ae *authz.Error
@@ -243,6 +245,29 @@ func TestRevocation(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRevocationSparesEventsStoredBefore: an event the log stored before its
+// user was blocked was published while the token was good; it must still be
+// accepted, or the block strands it (an invoice paid, its order never told).
+func TestRevocationSparesEventsStoredBefore(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	revokedAt := time.Now().Truncate(time.Second)
+	rev := &revocations{m: map[string]time.Time{"auth0|6553da60a54af58e29493993": revokedAt}}
+	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
+	tok := iss.Token(t, authztest.Claims{"iat": revokedAt.Add(-time.Minute).Unix()})
+	if _, err := v.ValidateAt(ctxT(t), tok, revokedAt.Add(-time.Millisecond)); err != nil {
+		t.Errorf("stored just before the block: %v", err)
+	}
+	for _, at := range []time.Time{revokedAt, revokedAt.Add(time.Hour)} {
+		if _, err := v.ValidateAt(ctxT(t), tok, at); !errors.Is(err, authz.ErrInvalidToken) {
+			t.Errorf("stored at %v (block at %v): err = %v, want revoked", at, revokedAt, err)
+		}
+	}
+	if _, err := v.Validate(ctxT(t), tok); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("Validate now: err = %v, want revoked", err)
 	}
 }
 
@@ -279,6 +304,11 @@ func TestValidateAt(t *testing.T) {
 	_, _ = v.Validate(ctxT(t), iss.Token(t, nil)) // unknown kid: refetch sees the rotation
 	if _, err := v.ValidateAt(ctxT(t), old, stored); err != nil {
 		t.Errorf("ValidateAt with a retained key: %v", err)
+	}
+	// A key leaves the JWKS when it is revoked: a message stored after that
+	// is not trusted to it.
+	if _, err := v.ValidateAt(ctxT(t), fresh, time.Now()); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("ValidateAt stored after the key left the JWKS = %v, want invalid_token", err)
 	}
 	if _, err := v.Validate(ctxT(t), fresh); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("Validate (cached) with a rotated-out key = %v, want invalid_token", err)
