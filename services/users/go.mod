@@ -6,6 +6,7 @@ require (
 	github.com/authmesh/authmesh/pkg/authz v0.0.0
 	github.com/authmesh/authmesh/pkg/platform v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
+	golang.org/x/sync v0.25.0
 )
 
 require (
@@ -23,7 +24,6 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	golang.org/x/oauth2 v0.38.0 // indirect
-	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/go-jose/go-jose.v2 v2.6.3 // indirect

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,8 @@ type stack struct {
 	tenant *tenant.Server
 	tenURL string
 	base   string // the users service, http://127.0.0.1:port
+
+	mgmtCalls atomic.Int64 // requests to devtenant's Management API
 }
 
 func startStack(t *testing.T) *stack {
@@ -83,7 +86,13 @@ func startStack(t *testing.T) *stack {
 		t.Fatalf("devtenant: %v", err)
 	}
 	t.Cleanup(func() { _ = ten.Close() })
-	ts := httptest.NewServer(ten.Handler())
+	th := ten.Handler()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/v2/") {
+			s.mgmtCalls.Add(1)
+		}
+		th.ServeHTTP(w, r)
+	}))
 	t.Cleanup(ts.Close)
 	s.tenant, s.tenURL = ten, ts.URL
 

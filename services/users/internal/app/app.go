@@ -62,6 +62,7 @@ type Service struct {
 	mods    Moderations
 	revoker Revoker
 	events  Events
+	users   *userCache
 
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
@@ -73,13 +74,21 @@ type Service struct {
 	reconcileGrace time.Duration
 }
 
-// Deps are the Service's collaborators; all are required.
+// Deps are the Service's collaborators (all required) and the tenant user
+// cache's settings (optional).
 type Deps struct {
 	Directory   Directory
 	Profiles    Profiles
 	Moderations Moderations
 	Revoker     Revoker
 	Events      Events
+
+	// UserCacheTTL is how long Me may answer from a tenant read (default
+	// DefaultUserCacheTTL): the longest another replica's block or role
+	// change goes unseen there.
+	UserCacheTTL time.Duration
+	// UserCacheSize bounds the cached users (default DefaultUserCacheSize).
+	UserCacheSize int
 }
 
 // New returns the Service.
@@ -87,8 +96,18 @@ func New(d Deps) (*Service, error) {
 	if d.Directory == nil || d.Profiles == nil || d.Moderations == nil || d.Revoker == nil || d.Events == nil {
 		return nil, errors.New("app: every dependency is required")
 	}
+	if d.UserCacheTTL < 0 || d.UserCacheSize < 0 {
+		return nil, errors.New("app: user cache TTL and size must not be negative")
+	}
+	if d.UserCacheTTL == 0 {
+		d.UserCacheTTL = DefaultUserCacheTTL
+	}
+	if d.UserCacheSize == 0 {
+		d.UserCacheSize = DefaultUserCacheSize
+	}
 	return &Service{
 		dir: d.Directory, prof: d.Profiles, mods: d.Moderations, revoker: d.Revoker, events: d.Events,
+		users:          newUserCache(d.UserCacheTTL, d.UserCacheSize),
 		now:            time.Now,
 		sleep:          sleepCtx,
 		stepTimeout:    20 * time.Second,
@@ -107,13 +126,28 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// User returns a user as the tenant has it, merged with the local profile.
+// User returns a user as the tenant has it now, merged with the local
+// profile. It is for administrators and for the writes, which decide on the
+// tenant's current state; the read also refreshes the cache Me answers from.
 func (s *Service) User(ctx context.Context, id string) (domain.User, error) {
+	return s.user(ctx, id, true)
+}
+
+// Me returns the caller's own user, merged with the local profile, from a
+// tenant read at most Deps.UserCacheTTL old (or newer than this replica's
+// last change to the user). It answers GET /v1/me and the profile endpoint,
+// asked once per order: reading the tenant every time would spend the
+// tenant's Management API rate limit on the same few users.
+func (s *Service) Me(ctx context.Context, id string) (domain.User, error) {
+	return s.user(ctx, id, false)
+}
+
+func (s *Service) user(ctx context.Context, id string, fresh bool) (domain.User, error) {
 	if domain.ValidateUserID(id) != nil {
 		// Not a possible tenant id, so not a user: no need to ask the tenant.
 		return domain.User{}, fmt.Errorf("user %q: %w", id, domain.ErrNotFound)
 	}
-	u, err := s.dir.GetUser(ctx, id)
+	u, err := s.users.get(ctx, id, fresh, s.dir.GetUser)
 	if err != nil {
 		return domain.User{}, err
 	}
@@ -155,6 +189,8 @@ func (s *Service) UpdateProfile(ctx context.Context, id string, upd domain.Profi
 	if err := upd.Normalize(); err != nil {
 		return domain.User{}, err
 	}
+	// The user's own refresh: what Me answers next is read after the patch.
+	s.users.invalidate(id)
 	u, err := s.User(ctx, id) // only tenant users have profiles
 	if err != nil {
 		return domain.User{}, err
@@ -180,7 +216,10 @@ func (s *Service) ReplaceRoles(ctx context.Context, id string, names []string) (
 	if _, err := s.User(ctx, id); err != nil {
 		return domain.User{}, err
 	}
-	if _, err := s.dir.ReplaceRoles(ctx, id, names); err != nil {
+	_, err = s.dir.ReplaceRoles(ctx, id, names)
+	// Even a failed replace may have assigned or removed some roles.
+	s.users.invalidate(id)
+	if err != nil {
 		return domain.User{}, err
 	}
 	return s.User(ctx, id)

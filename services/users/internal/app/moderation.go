@@ -93,7 +93,10 @@ func (s *Service) complete(ctx context.Context, m domain.Moderation, rev uint64)
 				}
 			}
 		}
-		if err := s.dir.SetBlocked(ctx, m.UserID, m.Blocked); err != nil {
+		err = s.dir.SetBlocked(ctx, m.UserID, m.Blocked)
+		// Also after a failure: the tenant may have applied it anyway.
+		s.users.invalidate(m.UserID)
+		if err != nil {
 			return m, fmt.Errorf("tenant: %w", err)
 		}
 		// Taken after the tenant confirmed: every token issued before the

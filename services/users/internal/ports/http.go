@@ -144,7 +144,7 @@ func (h *HTTP) getMe(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	u, err := h.svc.User(c.Request().Context(), sub)
+	u, err := h.svc.Me(c.Request().Context(), sub)
 	if err != nil {
 		return edge(err)
 	}

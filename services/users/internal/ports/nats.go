@@ -41,7 +41,7 @@ func AddProfileEndpoint(svc *natsauth.Service, users *app.Service, log *slog.Log
 			_ = req.Error("401", "missing token", nil)
 			return
 		}
-		u, err := users.User(ctx, cl.Subject)
+		u, err := users.Me(ctx, cl.Subject)
 		switch {
 		case errors.Is(err, domain.ErrNotFound):
 			_ = req.Error("404", "user not found", nil)
