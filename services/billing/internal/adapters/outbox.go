@@ -2,12 +2,10 @@ package adapters
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,9 +42,10 @@ type Outbox struct {
 
 var _ app.Outbox = (*Outbox)(nil)
 
-// NewOutbox returns the outbox. service is billing's own M2M identity, used
-// when the stored caller token would be expired by the time the consumer
-// checks it.
+// NewOutbox returns the outbox. service is billing's own M2M identity, under
+// which the relay publishes what a crash or an outage left behind (tenant:
+// billing-service holds refund:invoices, the on-behalf policy orders
+// declares for BILLING_EVENTS).
 func NewOutbox(kv jetstream.KeyValue, js jetstream.JetStream, service natsauth.TokenSource, log *slog.Logger) *Outbox {
 	return &Outbox{kv: kv, js: js, service: service, log: log, delay: time.Second, pending: map[string]time.Time{}}
 }
@@ -68,8 +67,15 @@ func (o *Outbox) Ready(context.Context) error {
 	return nil
 }
 
-// Flush implements app.Outbox.
+// Flush implements app.Outbox: the fast path, right after the write, under
+// the request's identity.
 func (o *Outbox) Flush(ctx context.Context, orderID string) error {
+	return o.flush(ctx, orderID, false)
+}
+
+// flush publishes orderID's owed events. relayed events always go out under
+// billing's own identity: the caller's token is not kept (see outboxEvent).
+func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error {
 	for range 5 {
 		store := &Store{kv: o.kv}
 		r, rev, err := store.entry(ctx, orderID)
@@ -82,7 +88,7 @@ func (o *Outbox) Flush(ctx context.Context, orderID string) error {
 		sent := 0
 		var pubErr error
 		for _, ev := range r.Outbox {
-			if pubErr = o.publish(ctx, ev); pubErr != nil {
+			if pubErr = o.publish(ctx, ev, relayed); pubErr != nil {
 				break
 			}
 			sent++
@@ -100,41 +106,27 @@ func (o *Outbox) Flush(ctx context.Context, orderID string) error {
 	return fmt.Errorf("outbox %s: contention", orderID)
 }
 
-// publish sends one event with the identity that made the change; if that
-// token will have expired when the consumer verifies it (as of the stored
-// time), billing's own identity stands in.
-func (o *Outbox) publish(ctx context.Context, ev outboxEvent) error {
+// publish sends one event. On the fast path the request's token goes with
+// an event its own caller caused; an event someone else's change left owing
+// (their fast path failed) and every relayed event go under billing's M2M
+// identity, the only credential billing holds at rest.
+func (o *Outbox) publish(ctx context.Context, ev outboxEvent, relayed bool) error {
 	pctx := context.WithoutCancel(ctx)
-	if ev.Token != "" && tokenValidFor(ev.Token, time.Minute) {
-		pctx = authz.WithClaims(pctx, nil, ev.Token)
-	} else if o.service != nil {
+	c, hasClaims := authz.ClaimsFromContext(ctx)
+	tok, hasToken := authz.TokenFromContext(ctx)
+	switch {
+	case !relayed && hasClaims && hasToken && ev.Actor != "" && c.Subject == ev.Actor:
+		pctx = authz.WithClaims(pctx, c, tok)
+	case o.service != nil:
 		pctx = natsauth.AsService(pctx, o.service)
+	default:
+		return fmt.Errorf("outbox: no identity to publish %s under", ev.ID)
 	}
 	pctx, cancel := context.WithTimeout(pctx, 5*time.Second)
 	defer cancel()
 	data := map[string]any{"invoice_id": ev.InvoiceID, "order_id": ev.OrderID, "amount_cents": ev.AmountCents}
 	_, err := natsauth.PublishEvent(pctx, o.js, eventSubjectBase+ev.Type, ev.Type, ev.InvoiceID, ev.UserID, data)
 	return err
-}
-
-// tokenValidFor reads exp from our own stored token (it was verified when it
-// arrived; the consumer verifies it again).
-func tokenValidFor(tok string, d time.Duration) bool {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return false
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return false
-	}
-	var c struct {
-		Exp int64 `json:"exp"`
-	}
-	if json.Unmarshal(raw, &c) != nil || c.Exp == 0 {
-		return false
-	}
-	return time.Unix(c.Exp, 0).After(time.Now().Add(d))
 }
 
 // Run relays until ctx ends: it watches the bucket and flushes records that
@@ -199,7 +191,7 @@ func (o *Outbox) relay(ctx context.Context) {
 	}
 	o.mu.Unlock()
 	for _, k := range due {
-		if err := o.Flush(ctx, k); err != nil {
+		if err := o.flush(ctx, k, true); err != nil {
 			o.log.Warn("outbox relay: publish failed; will retry", slog.String("order_id", k), slog.String("error", err.Error()))
 			o.mu.Lock()
 			if _, ok := o.pending[k]; ok {

@@ -68,10 +68,13 @@ type record struct {
 	Outbox      []outboxEvent `json:"outbox,omitempty"`
 }
 
-// outboxEvent is an event owed by a state change. It keeps the token of the
-// caller who made the change, so the event is published under that identity
-// even by the relay (the bucket is readable by billing alone; the same token
-// sits in the event stream's headers anyway).
+// outboxEvent is an event owed by a state change. It keeps only the sub of
+// the caller who made the change, never their token: the bucket is
+// replicated and keeps history, and a bearer token at rest there would be a
+// credential anyone with read access to the bucket (or its disk) could
+// replay until it expires. The fast path publishes under the request's own
+// token; the relay, which has no caller, publishes under billing's M2M
+// identity (see Outbox.publish).
 type outboxEvent struct {
 	ID          string    `json:"id"` // "<type>:<invoice id>", the Nats-Msg-Id
 	Type        string    `json:"type"`
@@ -79,7 +82,7 @@ type outboxEvent struct {
 	OrderID     string    `json:"order_id"`
 	UserID      string    `json:"user_id"`
 	AmountCents int64     `json:"amount_cents"`
-	Token       string    `json:"token,omitempty"`
+	Actor       string    `json:"actor,omitempty"` // sub of the caller who made the change
 	RecordedAt  time.Time `json:"recorded_at"`
 }
 
@@ -173,12 +176,15 @@ func (s *Store) Update(ctx context.Context, inv domain.Invoice, revision uint64,
 	}
 	r := toRecord(inv)
 	r.Outbox = cur.Outbox
-	tok, _ := authz.TokenFromContext(ctx)
+	var actor string
+	if c, ok := authz.ClaimsFromContext(ctx); ok {
+		actor = c.Subject
+	}
 	now := time.Now().UTC()
 	for _, ev := range events {
 		r.Outbox = append(r.Outbox, outboxEvent{
 			ID: ev.Type + ":" + ev.Invoice.ID, Type: ev.Type, InvoiceID: ev.Invoice.ID, OrderID: ev.Invoice.OrderID,
-			UserID: ev.Invoice.UserID, AmountCents: ev.Invoice.AmountCents, Token: tok, RecordedAt: now,
+			UserID: ev.Invoice.UserID, AmountCents: ev.Invoice.AmountCents, Actor: actor, RecordedAt: now,
 		})
 	}
 	return s.put(ctx, r, revision)

@@ -292,18 +292,38 @@ func TestBilling(t *testing.T) {
 		if final["status"] != "refunded" || final["paid_at"] == nil {
 			t.Fatalf("final %v", final)
 		}
-		for _, want := range []struct{ typ, actor string }{{"invoice.paid", alice}, {"invoice.refunded", sub(t, s.tokens["carol"])}} {
+		for _, want := range []struct{ typ, actor, who string }{{"invoice.paid", alice, "alice"}, {"invoice.refunded", sub(t, s.tokens["carol"]), "carol"}} {
 			m, env := next()
 			if env["type"] != want.typ || env["actor"] != want.actor || env["user_id"] != alice {
 				t.Fatalf("event %v, want %s by %s", env, want.typ, want.actor)
 			}
-			if m.Headers().Get(natsauth.HeaderMsgID) != want.typ+":"+id || !strings.HasPrefix(m.Headers().Get(natsauth.HeaderAuthorization), "Bearer ") {
+			// The fast path publishes under the caller's own token.
+			if m.Headers().Get(natsauth.HeaderMsgID) != want.typ+":"+id || m.Headers().Get(natsauth.HeaderAuthorization) != "Bearer "+s.tokens[want.who] {
 				t.Fatalf("headers %v", m.Headers())
 			}
 			data := env["data"].(map[string]any)
 			if data["invoice_id"] != id || data["order_id"] != "ord-life" || data["amount_cents"] != float64(900) {
 				t.Fatalf("data %v", data)
 			}
+		}
+		// Every kept revision of the record (the bucket keeps history, and
+		// the outbox was in it between the write and the flush) is free of
+		// bearer tokens.
+		kv, err := s.js.KeyValue(context.Background(), adapters.InvoiceBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hist, err := kv.History(context.Background(), "ord-life")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sawOutbox := false
+		for _, e := range hist {
+			assertNoToken(t, s, e.Value())
+			sawOutbox = sawOutbox || strings.Contains(string(e.Value()), `"outbox"`)
+		}
+		if !sawOutbox {
+			t.Fatalf("no revision with an outbox among %d: the check above proved nothing", len(hist))
 		}
 	})
 
@@ -463,7 +483,8 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := adapters.NewStore(kv)
-	ctx := authz.WithClaims(context.Background(), nil, s.tokens["alice"])
+	alice := sub(t, s.tokens["alice"])
+	ctx := authz.WithClaims(context.Background(), &authz.Claims{Subject: alice}, s.tokens["alice"])
 	cur, err := store.Get(ctx, "ord-crash")
 	if err != nil {
 		t.Fatal(err)
@@ -479,9 +500,24 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	if err := store.Update(ctx, inv, cur.Revision); !errors.Is(err, app.ErrStale) {
 		t.Fatalf("stale update: %v", err)
 	}
+	// What sits in the bucket names the actor but holds no token.
+	e, err := kv.Get(context.Background(), "ord-crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNoToken(t, s, e.Value())
+	if !strings.Contains(string(e.Value()), `"actor":"`+alice+`"`) {
+		t.Fatalf("record %s lacks the actor", e.Value())
+	}
+	// The relay has no caller token: it publishes as billing-service.
 	m, env := next()
 	if env["type"] != "invoice.paid" || m.Headers().Get(natsauth.HeaderMsgID) != "invoice.paid:"+domain.InvoiceID("ord-crash") {
 		t.Fatalf("event %v %v", env, m.Headers())
+	}
+	authzHdr := m.Headers().Get(natsauth.HeaderAuthorization)
+	if !strings.HasPrefix(authzHdr, "Bearer ") || sub(t, strings.TrimPrefix(authzHdr, "Bearer ")) != "billing-service@clients" ||
+		env["actor"] != "billing-service@clients" || env["user_id"] != alice {
+		t.Fatalf("relayed event not under billing-service: actor %v, user %v", env["actor"], env["user_id"])
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -496,5 +532,19 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 			t.Fatal("outbox never cleared")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// assertNoToken fails when a stored value holds a JWT: any of the tenant's
+// tokens, or anything shaped like one (base64url JSON header "eyJ").
+func assertNoToken(t *testing.T, s *stack, raw []byte) {
+	t.Helper()
+	if strings.Contains(string(raw), "eyJ") {
+		t.Fatalf("stored record holds a JWT-shaped value: %d bytes", len(raw))
+	}
+	for who, tok := range s.tokens {
+		if strings.Contains(string(raw), tok) {
+			t.Fatalf("stored record holds %s's token", who)
+		}
 	}
 }
