@@ -43,12 +43,12 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("One trivial Echo handler (`GET /v1/me` → `ok`) served three ways by `tools/bench/cmd/echoserver`,\n")
 		p("each on its own loopback port, with one RS256 token from a local JWKS; wrk in its own process,\n")
 		p("`-t %d -c %d -d %s --latency`, the same `Authorization` header for all three, %d interleaved rounds\n", w.Threads, w.Conns, w.Duration, w.Rounds)
-		p("(open, authz, go-jwt-middleware, open, …); the median round is reported. Any non-2xx answer fails the run.\n\n")
-		open, gj := w.median("open"), w.median("go-jwt-middleware")
+		p("(open, authz, go-jwt-middleware, open, …). Req/s: median over rounds; ratios: median of the ratios within\n")
+		p("each round; latency: the median round's. Any non-2xx answer or socket error fails the run.\n\n")
 		p("| variant | req/s (median) | req/s per round | p50 | p90 | p99 | vs open | vs go-jwt-middleware |\n|---|---|---|---|---|---|---|---|\n")
 		for _, v := range wrkVariants {
 			l := w.Latency[v]
-			p("| %s | %.0f | %s | %s | %s | %s | %.2f | %.2f× |\n", v, w.median(v), joinF(w.RPS[v]), ms(l["50%"]), ms(l["90%"]), ms(l["99%"]), w.median(v)/open, w.median(v)/gj)
+			p("| %s | %.0f | %s | %s | %s | %s | %.2f | %.2f× |\n", v, w.median(v), joinF(w.RPS[v]), ms(l["50%"]), ms(l["90%"]), ms(l["99%"]), w.ratio(v, "open"), w.ratio(v, "go-jwt-middleware"))
 		}
 		p("\n")
 		if w.Profile != "" {
@@ -128,8 +128,12 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			p("%d clients, each in a loop: `POST /v1/orders`, then `GET /v1/invoices?order_id=` on billing every %s\n", iv.Clients, iv.Poll)
 			p("until the invoice is listed (billing has no public push interface, so this is polling: the figures\n")
 			p("are upper bounds at that resolution, and the polling itself loads billing). %d orders, %d without an\n", iv.Orders, iv.Missing)
-			p("invoice within 5 s or failed; at most %d orders per client, so the stage stays inside one window of\n", invoicePerClient)
-			p("devtenant's Management API rate limit (each order costs users two Management API calls, see below).\n\n")
+			p("invoice within 5 s or failed; at most %d orders per client", iv.PerClient)
+			if iv.PerClient == invoicePerClientLimited {
+				p(", after waiting for a fresh window of devtenant's Management API\n")
+				p("rate limit, which the create stage ran into (users answered 503 once the tenant answered 429)")
+			}
+			p(".\n\n")
 			for _, k := range sortedKeys(iv.Failures) {
 				p("- %d × %s\n", iv.Failures[k], k)
 			}
@@ -149,7 +153,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			p("\n")
 		}
 		if s.Profile != "" {
-			p("<details><summary>CPU profile of orders and billing during the order → invoice stage (<code>perf record -g --all-user</code>, user-space symbols ≥ 1%%)</summary>\n\n```\n%s```\n</details>\n\n", s.Profile)
+			p("<details><summary>CPU profile of orders and billing during the order → invoice stage (<code>perf record -g --all-user</code>; columns: share including callees, own share; the project's and its libraries' functions ≥ 2%%)</summary>\n\n```\n%s```\n</details>\n\n", s.Profile)
 		}
 		p("### Resources\n\n| service | RSS idle | RSS peak under load | ratio | cold start to ready | binary (devstack build) |\n|---|---|---|---|---|---|\n")
 		for _, name := range []string{"users", "orders", "billing"} {

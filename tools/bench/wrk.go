@@ -35,6 +35,18 @@ type wrkResult struct {
 
 func (w *wrkResult) median(v string) float64 { return median(w.RPS[v]) }
 
+// ratio is the median over rounds of a's req/s over b's in the same round:
+// the machine's other load drifts between rounds, far less within one.
+func (w *wrkResult) ratio(a, b string) float64 {
+	var r []float64
+	for i := range min(len(w.RPS[a]), len(w.RPS[b])) {
+		if w.RPS[b][i] > 0 {
+			r = append(r, w.RPS[a][i]/w.RPS[b][i])
+		}
+	}
+	return median(r)
+}
+
 // runWrk builds and starts cmd/echoserver, then runs wrk against each variant
 // in interleaved rounds so that drift from the machine's other load hits all
 // three alike.
