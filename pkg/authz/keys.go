@@ -173,14 +173,6 @@ func WithKeyMetrics(m *Metrics) KeyOption {
 	}
 }
 
-// withClock replaces time.Now (tests).
-func withClock(now func() time.Time) KeyOption {
-	return func(o *keyOptions) error {
-		o.now = now
-		return nil
-	}
-}
-
 // NewKeyProvider returns a provider; exactly one of WithJWKSURL or WithDiscovery is required.
 //
 //	keys, err := authz.NewKeyProvider(authz.WithJWKSURL("https://tenant.eu.auth0.com/.well-known/jwks.json"))

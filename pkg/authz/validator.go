@@ -142,14 +142,6 @@ func WithMetrics(m *Metrics) Option {
 	}
 }
 
-// withNow replaces time.Now for the validator's own checks (tests).
-func withNow(now func() time.Time) Option {
-	return func(o *validatorOptions) error {
-		o.now = now
-		return nil
-	}
-}
-
 type verifyKeyCtx struct{}
 
 // NewValidator returns a Validator that takes keys from keys.

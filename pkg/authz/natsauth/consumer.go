@@ -98,10 +98,10 @@ func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h Event
 		errs = append(errs, errors.New("JetStream, verifier and handler are required"))
 	}
 	if cfg.Stream == "" || cfg.Durable == "" || cfg.DeadLetterPrefix == "" {
-		errs = append(errs, errors.New("Stream, Durable and DeadLetterPrefix are required"))
+		errs = append(errs, errors.New("stream, durable and dead-letter prefix are required"))
 	}
 	if cfg.Policy.IsPublic() {
-		errs = append(errs, errors.New("Policy must not be public: events always carry a verified token"))
+		errs = append(errs, errors.New("policy must not be public: events always carry a verified token"))
 	}
 	if cfg.MaxDeliver < 1 || cfg.AckWait < 0 || cfg.MaxBacklogAge < 0 {
 		errs = append(errs, errors.New("MaxDeliver, AckWait and MaxBacklogAge must be positive"))

@@ -111,10 +111,10 @@ func NewClientCredentials(cfg ClientCredentialsConfig) (*ClientCredentials, erro
 		errs = append(errs, errors.New("ClientID is required"))
 	}
 	if cfg.ClientSecret == "" {
-		errs = append(errs, errors.New("ClientSecret is required"))
+		errs = append(errs, errors.New("client secret is required"))
 	}
 	if cfg.Audience == "" {
-		errs = append(errs, errors.New("Audience is required"))
+		errs = append(errs, errors.New("audience is required"))
 	}
 	if cfg.RefreshAfter <= 0 || cfg.RefreshAfter >= 1 {
 		errs = append(errs, errors.New("RefreshAfter must be in (0, 1)"))
