@@ -31,13 +31,19 @@ type orderCancelledData struct {
 // NewOrdersConsumer returns the durable consumer of ORDERS_EVENTS. Events on
 // another user's behalf (the orders service cancelling a blocked user's
 // orders) need an M2M token of orders-service with cancel:orders.
+//
+// M2MOnly matters: Clients restricts M2M tokens only, and every customer
+// holds cancel:orders, so without it any customer's token would pass as
+// "acting on another user's data". No user, not even an admin, cancels or
+// creates someone else's order through orders (its cancel is owner-only), so
+// a user-signed event about another user's order is never legitimate.
 func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.Metrics, svc *app.Service) (*natsauth.Consumer, error) {
 	return natsauth.NewConsumer(js, v, natsauth.ConsumerConfig{
 		Stream:           OrdersStream,
 		Durable:          OrdersDurable,
 		FilterSubjects:   []string{"orders.events.created", "orders.events.cancelled"},
 		DeadLetterPrefix: DLQPrefix,
-		OnBehalfPolicy:   authz.RequireAll("cancel:orders").Clients("orders-service"),
+		OnBehalfPolicy:   authz.RequireAll("cancel:orders").Clients("orders-service").M2MOnly(),
 		Metrics:          m,
 	}, func(ctx context.Context, ev *natsauth.Event) error {
 		return handleOrderEvent(ctx, svc, ev)

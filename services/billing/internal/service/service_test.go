@@ -548,3 +548,60 @@ func assertNoToken(t *testing.T, s *stack, raw []byte) {
 		}
 	}
 }
+
+// TestOrderEventOnAnotherUsersBehalf: only orders-service's own M2M token may
+// publish an order event about another user's order. A customer (or an
+// admin: orders never lets a user cancel someone else's order) holds
+// cancel:orders too, so a policy that only restricts M2M clients would let
+// their token void anyone's invoice.
+func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
+	s := newStack(t)
+	alice := sub(t, s.tokens["alice"])
+	dlq, err := s.js.OrderedConsumer(context.Background(), adapters.DLQStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, who string
+		applied   bool
+		reason    string
+	}{
+		{"a customer's token", "bob", false, "on_behalf_denied"},
+		{"an admin's token", "carol", false, "on_behalf_denied"},
+		{"another service's client", "billing-service", false, "on_behalf_denied"},
+		{"orders-service's client", "orders-service", true, ""},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			orderID := fmt.Sprintf("ord-behalf-%d", i)
+			s.created("alice", orderID, 450)
+			s.invoiceOf("alice", orderID)
+			s.orderEvent(c.who, "order.cancelled", orderID, alice, map[string]any{"order_id": orderID, "reason": "test"})
+			if c.applied {
+				deadline := time.Now().Add(5 * time.Second)
+				for s.invoiceOf("alice", orderID)["status"] != "void" {
+					if time.Now().After(deadline) {
+						t.Fatal("cancel by orders-service never voided the invoice")
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				return
+			}
+			m, err := dlq.Next(jetstream.FetchMaxWait(5 * time.Second))
+			if err != nil {
+				t.Fatalf("not dead-lettered: %v", err)
+			}
+			var env map[string]any
+			_ = json.Unmarshal(m.Data(), &env)
+			if env["type"] != "order.cancelled" || !strings.Contains(string(m.Data()), orderID) {
+				t.Fatalf("dead letter %s", m.Data())
+			}
+			if got := m.Headers().Get(natsauth.HeaderDLQReason); !strings.HasPrefix(got, c.reason) {
+				t.Fatalf("dead-letter reason %q, want %s", got, c.reason)
+			}
+			if st := s.invoiceOf("alice", orderID)["status"]; st != "open" {
+				t.Fatalf("invoice %v after a rejected cancel", st)
+			}
+		})
+	}
+}

@@ -27,8 +27,11 @@ const (
 )
 
 // BillingConsumerConfig is the orders-billing consumer. An event about
-// another user's invoice (an admin's refund) needs refund:invoices, from a
-// user or from billing's own client.
+// another user's invoice needs refund:invoices, from a user or from billing's
+// own client. User tokens stay allowed (no M2MOnly): an admin's refund of
+// alice's invoice is published under the admin's own token and is exactly
+// the legitimate case; refund:invoices is an admin-only permission, so no
+// customer passes. billing-service signs what its outbox relay republishes.
 func BillingConsumerConfig(m *natsauth.Metrics) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: BillingStream, Durable: BillingDurable, DeadLetterPrefix: DLQPrefix,
@@ -39,7 +42,9 @@ func BillingConsumerConfig(m *natsauth.Metrics) natsauth.ConsumerConfig {
 
 // UsersConsumerConfig is the orders-users consumer. Blocking is always done
 // to someone else: it needs block:users (an admin) or the users service's
-// own client.
+// own client. User tokens stay allowed (no M2MOnly): the users service
+// publishes user.blocked under the admin's token that asked for the block;
+// block:users is admin-only, so no customer's token passes.
 func UsersConsumerConfig(m *natsauth.Metrics) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: UsersStream, Durable: UsersDurable, DeadLetterPrefix: DLQPrefix,
