@@ -143,7 +143,10 @@ func testKeyRotation(t *testing.T) {
 	if !states[rotated.KID].Current || !states[oldKID].Previous {
 		t.Fatalf("after rotate: new %+v, old %+v; want current and previous", states[rotated.KID], states[oldKID])
 	}
-	time.Sleep(3 * time.Second)
+	// Keep the traffic going until plenty of requests used the new key.
+	for deadline := time.Now().Add(30 * time.Second); withNewKey.Load() < 30 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
 	stop()
 	wg.Wait()
 	if len(failures) > 0 {
