@@ -123,6 +123,14 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			}
 			p("\n")
 		}
+		if s.Drain > 0 {
+			cs := s.Stages[len(s.Stages)-1]
+			p("Billing consumes `order.created` one event at a time. It listed the invoice of the create stage's last order\n")
+			p("%s after that stage began: **%.0f invoices/s** sustained, against %.0f orders/s created (%.2f).\n", s.Drain.Round(time.Millisecond), s.InvoiceRate, cs.RPS, s.InvoiceRate/cs.RPS)
+			p("The latency stage below starts after that, on an idle pipeline.\n\n")
+		} else if s.DrainTimedOut {
+			p("Billing had not listed the invoice of the create stage's last order %s later: its backlog delays the\nlatency stage below.\n\n", drainTimeout)
+		}
 		if iv := s.Invoice; iv != nil {
 			p("### Order → invoice\n\n")
 			p("%d clients, each in a loop: `POST /v1/orders`, then `GET /v1/invoices?order_id=` on billing every %s\n", iv.Clients, iv.Poll)

@@ -28,6 +28,7 @@ const (
 	// invoicePerClientLimited keeps it to 50×8 = 400 orders, at most 800
 	// Management API calls, inside one rate-limit window (see runStack).
 	invoicePerClient        = 20
+	drainTimeout            = 60 * time.Second
 	invoicePerClientLimited = 8
 )
 
@@ -41,6 +42,11 @@ type stackResult struct {
 	Stages     []stage
 	Invoice    *invoiceLatency
 	Profile    string // perf report of orders and billing during the latency stage
+	// From the create stage's start until billing listed the invoice of its
+	// last order, and the invoices per second that makes.
+	Drain         time.Duration
+	InvoiceRate   float64
+	DrainTimedOut bool
 }
 
 type stage struct {
@@ -55,6 +61,7 @@ type stage struct {
 	// far into the stage that failure came (0: none failed).
 	RPSBeforeFail float64
 	FirstFail     time.Duration
+	lastBody      []byte // body of the last successful response
 	P50, P95      time.Duration
 	P99, Max      time.Duration
 	Lat           []time.Duration
@@ -72,7 +79,8 @@ type invoiceLatency struct {
 // data directory, measures it under load and stops it.
 func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, error) {
 	if busy := devstack.PortsBusy(); len(busy) > 0 {
-		return nil, fmt.Errorf("skipped: the contract ports %v are in use (a `make run` or `make up`?); stop it and run again", busy)
+		return nil, fmt.Errorf("skipped: the contract ports %v are in use (a `make run` or `make up`?); stop it and run again, "+
+			"or run the bench in a private network namespace: sudo unshare -n sh -c 'ip link set lo up && go run ./tools/bench'", busy)
 	}
 	dir, err := os.MkdirTemp("", "authmesh-bench-stack-")
 	if err != nil {
@@ -164,7 +172,9 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 		{"orders-create", "POST /v1/orders (alice's token; profile over NATS, KV write, JetStream event)", "orders-healthz",
 			vegeta.Target{Method: "POST", URL: orders + "/v1/orders", Header: auth, Body: body}},
 	}
+	var createStart time.Time
 	for _, s := range stages {
+		createStart = time.Now() // the last stage is the create stage
 		st := attack(ctx, s.t, o.clients, o.stageDur)
 		st.Name, st.Desc, st.Baseline = s.name, s.desc, s.baseline
 		log.Info("stage", "name", st.Name, "req/s", int(st.RPS), "success", st.Success, "p99", st.P99, "codes", st.Codes, "errors", st.Errors)
@@ -173,6 +183,28 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 	// If the create stage ran into the limit (users answers 503 when the
 	// tenant says 429), wait for a fresh window and stay inside it, so the
 	// latency stage measures the pipeline, not the limiter.
+	// Billing consumes order.created events one at a time; the create stage
+	// leaves it a backlog. The invoice of the stage's last order (events are
+	// consumed in stream order) shows when it is through: that gives billing's
+	// sustained invoice rate, and the latency stage below starts on an idle
+	// pipeline instead of measuring the queue.
+	if cs := res.Stages[len(res.Stages)-1]; len(cs.lastBody) > 0 {
+		var last struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(cs.lastBody, &last) == nil && last.ID != "" {
+			c := &http.Client{Timeout: 10 * time.Second}
+			if waitInvoice(ctx, c, billing, auth, last.ID, time.Now().Add(drainTimeout)) {
+				res.Drain = time.Since(createStart)
+				n := cs.Codes["201"]
+				res.InvoiceRate = float64(n) / res.Drain.Seconds()
+				log.Info("billing drained the create stage", "orders", n, "took", res.Drain.Round(time.Millisecond), "invoices/s", int(res.InvoiceRate))
+			} else {
+				log.Warn("billing did not drain the create stage's backlog", "within", drainTimeout)
+				res.DrainTimedOut = true
+			}
+		}
+	}
 	perClient := invoicePerClient
 	if wait := time.Until(windowStart.Add(61 * time.Second)); wait > 0 && failed(res.Stages) {
 		log.Info("waiting for devtenant's Management API rate-limit window to reset", "wait", wait.Round(time.Second))
@@ -209,7 +241,8 @@ func attack(ctx context.Context, t vegeta.Target, clients int, d time.Duration) 
 	var m vegeta.Metrics
 	var lat []time.Duration
 	var okAt []time.Time
-	var firstFail time.Time
+	var firstFail, lastOK time.Time
+	var lastBody []byte
 	start := time.Now()
 	results := a.Attack(vegeta.NewStaticTargeter(t), vegeta.ConstantPacer{Freq: 0}, d, "")
 	for {
@@ -218,7 +251,7 @@ func attack(ctx context.Context, t vegeta.Target, clients int, d time.Duration) 
 			if !ok {
 				m.Close()
 				slicesSort(lat)
-				st := stage{RPS: m.Throughput, Success: m.Success, Requests: m.Requests, Codes: m.StatusCodes, Errors: m.Errors,
+				st := stage{lastBody: lastBody, RPS: m.Throughput, Success: m.Success, Requests: m.Requests, Codes: m.StatusCodes, Errors: m.Errors,
 					P50: m.Latencies.P50, P95: m.Latencies.P95, P99: m.Latencies.P99, Max: m.Latencies.Max, Lat: lat}
 				if !firstFail.IsZero() {
 					n := 0
@@ -239,6 +272,9 @@ func attack(ctx context.Context, t vegeta.Target, clients int, d time.Duration) 
 			done := r.Timestamp.Add(r.Latency)
 			if r.Code >= 200 && r.Code < 300 && r.Error == "" {
 				okAt = append(okAt, done)
+				if done.After(lastOK) {
+					lastOK, lastBody = done, r.Body
+				}
 			} else if firstFail.IsZero() || done.Before(firstFail) {
 				firstFail = done
 			}
