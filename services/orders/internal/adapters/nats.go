@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -119,22 +120,64 @@ func request(ctx context.Context, nc *nats.Conn, subj string, data []byte) (*nat
 	return natsauth.Request(ctx, nc, subj, data)
 }
 
-// mapServiceError turns a peer's answer into a domain error. A 403 from a peer
-// means the caller's token lacks what the peer needs: the caller is refused.
-func mapServiceError(what string, err error) error {
+// Policies of the peer endpoints orders calls (docs/conventions.md), named
+// in a 403's scope= so the caller learns what its token lacks.
+var (
+	profileNeeds = []string{"read:profile"}
+	voidNeeds    = []string{"cancel:orders"}
+)
+
+// mapServiceError turns a peer's answer into what the caller gets.
+//
+// A peer that refused the caller's token (orders forwards it) answers with
+// an authz code; that becomes an *authz.Error, which pkg/platform renders as
+// contract §5 exactly: 401 + WWW-Authenticate error="invalid_token" when the
+// token was revoked (or its key retired) between orders' check and the
+// peer's, 403 error="insufficient_scope" scope="<needs>" when it lacks the
+// peer's permission, 503 + Retry-After when the peer has no keys. A missing
+// token or a missing policy at the peer is orders' or the peer's fault, not
+// the caller's: 503. notFound is what the peer's 404 means for this call.
+func mapServiceError(what string, needs []string, notFound error, err error) error {
 	var se *natsauth.ServiceError
-	if errors.As(err, &se) {
-		switch se.Code {
-		case http.StatusConflict:
-			return fmt.Errorf("%s: %s: %w", what, se.Description, domain.ErrConflict)
-		case http.StatusForbidden:
-			return fmt.Errorf("%s: %w", what, domain.ErrForbidden)
-		case http.StatusNotFound:
-			return fmt.Errorf("%s: %w", what, domain.ErrNotFound)
+	if !errors.As(err, &se) {
+		return fmt.Errorf("%s: %w: %w", what, domain.ErrUnavailable, err)
+	}
+	_, desc, _ := strings.Cut(se.Description, ": ")
+	switch se.AuthCode {
+	case authz.CodeInvalidToken:
+		if desc == "" {
+			desc = "the token was rejected"
+		}
+		return &authz.Error{Code: authz.CodeInvalidToken, Reason: "peer_rejected", Description: desc, Err: se}
+	case authz.CodeInsufficientScope:
+		return &authz.Error{Code: authz.CodeInsufficientScope, Reason: "peer_requires",
+			Description: "requires " + strings.Join(needs, " "), Needed: needs, Err: se}
+	case authz.CodeKeysUnavailable:
+		return &authz.Error{Code: authz.CodeKeysUnavailable, Reason: "peer_keys_unavailable", Description: desc, Err: se}
+	case "":
+	default: // missing_token, no_policy: never the caller's doing
+		// %v, not %w: the peer's authz code must not reach the caller.
+		return fmt.Errorf("%s: %w: %v", what, domain.ErrUnavailable, err)
+	}
+	switch se.Code {
+	case http.StatusConflict:
+		return fmt.Errorf("%s: %s: %w", what, se.Description, domain.ErrConflict)
+	case http.StatusNotFound:
+		if notFound != nil {
+			return fmt.Errorf("%s: %w", what, notFound)
 		}
 	}
 	return fmt.Errorf("%s: %w: %w", what, domain.ErrUnavailable, err)
 }
+
+// errUserGone answers a profile 404. The token verified (orders' and users'
+// checks both passed), yet the tenant has no such user: the user was deleted
+// after the token was issued (Auth0 access tokens outlive their user). The
+// token speaks for nobody, so the answer is 401 invalid_token: signing in
+// again is the only remedy, and it correctly fails. A 503 would invite
+// retries that can never succeed, and 404 "no such order" would be false.
+var errUserGone = &authz.Error{Code: authz.CodeInvalidToken, Reason: "user_not_found",
+	Description: "the token's user does not exist"}
 
 // ProfileClient implements app.Profiles over authmesh.users.profile.
 type ProfileClient struct {
@@ -155,7 +198,7 @@ type profileReply struct {
 func (c *ProfileClient) ShippingAddress(ctx context.Context) (*domain.Address, error) {
 	reply, err := request(ctx, c.nc, ProfileSubject, nil)
 	if err != nil {
-		return nil, mapServiceError("users profile", err)
+		return nil, mapServiceError("users profile", profileNeeds, errUserGone, err)
 	}
 	var p profileReply
 	if err := json.Unmarshal(reply.Data, &p); err != nil {
@@ -187,7 +230,7 @@ func NewBillingClient(nc *nats.Conn) *BillingClient { return &BillingClient{nc: 
 func (c *BillingClient) VoidOrder(ctx context.Context, orderID string) error {
 	b, _ := json.Marshal(map[string]string{"order_id": orderID})
 	if _, err := request(ctx, c.nc, VoidSubject, b); err != nil {
-		return mapServiceError("billing void", err)
+		return mapServiceError("billing void", voidNeeds, domain.ErrNotFound, err)
 	}
 	return nil
 }

@@ -48,6 +48,18 @@ type stack struct {
 type fakeUsers struct {
 	mu     sync.Mutex
 	tokens int // requests that carried a bearer token
+	// fail, when set for a sub, is the micro error (code, description) the
+	// profile endpoint answers that caller with instead of a profile.
+	fail map[string][2]string
+}
+
+func (u *fakeUsers) failFor(sub, code, desc string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.fail == nil {
+		u.fail = map[string][2]string{}
+	}
+	u.fail[sub] = [2]string{code, desc}
 }
 
 // fakeBilling answers authmesh.billing.orders.void: 409 for paid orders.
@@ -84,7 +96,12 @@ func startFakes(t *testing.T, nc *nats.Conn) (*fakeUsers, *fakeBilling) {
 			}
 			fu.mu.Lock()
 			fu.tokens++
+			f, failing := fu.fail[sub]
 			fu.mu.Unlock()
+			if failing {
+				_ = r.Error(f[0], f[1], nil)
+				return
+			}
 			_ = r.RespondJSON(map[string]any{"user_id": sub, "email": "x@authmesh.dev", "shipping_address": map[string]string{
 				"line1": "1 Tea Street", "city": "Berlin", "postal_code": "10115", "country": "DE"}})
 		})}})
@@ -716,4 +733,51 @@ func TestBlockedUsersPendingOrdersAreCancelled(t *testing.T) {
 		return err == nil && info.State.Msgs >= 1
 	})
 
+}
+
+// TestProfileErrorsReachTheCaller: what the users profile endpoint answers
+// on POST /v1/orders comes back to the caller as contract §5 says, not as a
+// generic 503 or a misleading "no such order". The descriptions are what
+// natsauth's service side sends ("<authz code>: <detail>").
+func TestProfileErrorsReachTheCaller(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	tok := s.token("bob@authmesh.dev")
+	bob := unverifiedSub(nats.Header{natsauth.HeaderAuthorization: []string{"Bearer " + tok}})
+	tests := []struct {
+		name, code, desc string
+		want             int
+		wantErr          string
+		wantHeader       string // header name
+		wantValue        string // substring of that header
+	}{
+		{"token revoked mid-request", "401", "invalid_token: token revoked", 401, "invalid_token", "WWW-Authenticate", `error="invalid_token"`},
+		{"token lacks the profile permission", "403", "insufficient_scope: the token lacks a required permission", 403, "insufficient_scope",
+			"WWW-Authenticate", `error="insufficient_scope", scope="read:profile"`},
+		{"user deleted after the token was issued", "404", "user not found", 401, "invalid_token", "WWW-Authenticate", `error="invalid_token"`},
+		{"users has no signing keys", "503", "keys_unavailable: signing keys are unavailable, retry later", 503, "temporarily_unavailable", "Retry-After", "30"},
+		{"users' tenant is down", "503", "a dependency is unavailable; retry later", 503, "unavailable", "", ""},
+		{"orders forwarded no token (our bug, not the caller's)", "401", "missing_token: a bearer token is required", 503, "unavailable", "", ""},
+		{"users failed", "500", "internal error", 503, "unavailable", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s.users.failFor(bob, tc.code, tc.desc)
+			r := s.do(http.MethodPost, "/v1/orders", tok, mugs)
+			if r.status != tc.want {
+				t.Fatalf("status %d, want %d: %s", r.status, tc.want, r.body)
+			}
+			var e struct{ Error, Message string }
+			r.json(t, &e)
+			if e.Error != tc.wantErr || e.Message == "" {
+				t.Fatalf("body %s, want error %q", r.body, tc.wantErr)
+			}
+			if tc.wantHeader != "" && !strings.Contains(r.header.Get(tc.wantHeader), tc.wantValue) {
+				t.Fatalf("%s %q lacks %q", tc.wantHeader, r.header.Get(tc.wantHeader), tc.wantValue)
+			}
+			if tc.want != 401 && tc.want != 403 && r.header.Get("WWW-Authenticate") != "" {
+				t.Fatalf("WWW-Authenticate %q on a %d", r.header.Get("WWW-Authenticate"), tc.want)
+			}
+		})
+	}
 }
