@@ -237,22 +237,18 @@ func testConsumerKilled(t *testing.T) {
 		if err := stack.stop(ctx, "billing"); err != nil {
 			t.Fatal(err)
 		}
-		orders := placeMany(t, tok, 40)
+		orders := placeMany(t, tok, 60)
 		all = append(all, orders...)
-		// Start without waiting for readiness, and kill as soon as invoices appear.
+		// Start without waiting for readiness, and kill as soon as the stream
+		// leader reports events handed to billing and not yet acknowledged.
 		if err := stack.startNoWait(ctx, "billing"); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			invs, err := tryInvoicesOf(tok, orders[len(orders)-1].id)
-			if err == nil && len(invs) > 0 {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			if c, ok := billingConsumer(t); ok && c.NumAckPending > 0 {
 				break
 			}
-			if invs, err := tryInvoicesOf(tok, orders[0].id); err == nil && len(invs) > 0 {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond)
 		}
 		if err := stack.kill(ctx, "billing"); err != nil {
 			t.Fatal(err)
