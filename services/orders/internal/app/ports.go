@@ -32,6 +32,13 @@ const (
 	EventOrderCancelled EventType = "order.cancelled"
 )
 
+// IntentCancel is an outbox entry that is never published: a user's cancel
+// in progress, written before billing is asked to void. If the process dies
+// (or the store fails) after billing voided but before the order moved to
+// cancelled, the relay finds it and finishes the cancel, so an order is
+// never left pending with a void invoice.
+const IntentCancel EventType = "intent.cancel"
+
 // PendingEvent is an outbox entry: an event that must reach ORDERS_EVENTS.
 // It is written before the state change it announces, so a crash between the
 // change and the publish leaves it behind for the relay.

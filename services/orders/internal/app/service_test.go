@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,6 +62,7 @@ type fakeBilling struct {
 	delay       time.Duration // how long a void takes, outside the lock
 	inflight    int
 	maxInflight int
+	afterVoid   func(id string) // runs after a successful void, under the lock
 }
 
 func (b *fakeBilling) VoidOrder(ctx context.Context, id string) error {
@@ -80,7 +82,35 @@ func (b *fakeBilling) VoidOrder(ctx context.Context, id string) error {
 	}
 	b.voided = append(b.voided, id)
 	b.ctxs = append(b.ctxs, ctx)
+	if b.afterVoid != nil {
+		b.afterVoid(id)
+	}
 	return nil
+}
+
+func (b *fakeBilling) voidsOf(id string) (n int, asService bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, v := range b.voided {
+		if v == id {
+			n++
+			asService = b.ctxs[i].Value(svcKey{}) != nil
+		}
+	}
+	return n, asService
+}
+
+func (b *fakeBilling) setFail(id string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail == nil {
+		b.fail = map[string]error{}
+	}
+	if err == nil {
+		delete(b.fail, id)
+	} else {
+		b.fail[id] = err
+	}
 }
 
 type svcKey struct{}
@@ -455,5 +485,118 @@ func TestCancelPendingForUserConcurrently(t *testing.T) {
 		if got, _ := f.svc.GetOrder(ctx, dave, id); got.Status != want {
 			t.Fatalf("order %s: %s, want %s", id, got.Status, want)
 		}
+	}
+}
+
+// TestCancelOutlivesTheRequestOnceVoided: the client hangs up right after
+// billing voided the invoice; the cancel still ends with the order cancelled
+// (not pending with a void invoice), its event out, and no intent left.
+func TestCancelOutlivesTheRequestOnceVoided(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	o, _, err := f.svc.PlaceOrder(context.Background(), alice, "", mugs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, hangUp := context.WithCancel(context.Background())
+	defer hangUp()
+	f.billing.afterVoid = func(string) { hangUp() }
+	got, err := f.svc.CancelOrder(ctx, alice, o.ID)
+	if err != nil || got.Status != domain.StatusCancelled {
+		t.Fatalf("cancel after the void: %s, %v", got.Status, err)
+	}
+	if cur, _ := f.svc.GetOrder(context.Background(), alice, o.ID); cur.Status != domain.StatusCancelled {
+		t.Fatalf("stored order is %s", cur.Status)
+	}
+	if ev := f.pub.byType(app.EventOrderCancelled); len(ev) != 1 || ev[0].Order.ID != o.ID {
+		t.Fatalf("cancelled events %+v", ev)
+	}
+	if l := mustList(t, f); len(l) != 0 {
+		t.Fatalf("outbox after the cancel: %+v", l)
+	}
+}
+
+// TestRelayFinishesALeftBehindCancel: a cancel intent outlives the request
+// that wrote it (a crash after billing's void, or a void whose answer never
+// came); the relay asks billing again as the service and finishes
+// pending → cancelled, or drops the intent when the payment won.
+func TestRelayFinishesALeftBehindCancel(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tests := []struct {
+		name       string
+		setup      func(t *testing.T, f *fixture, id string) // leaves an intent behind
+		paid       bool                                      // billing answers 409 by relay time
+		wantStatus domain.Status
+		wantN      int
+	}{
+		{"crash between the void and the order update", func(t *testing.T, f *fixture, id string) {
+			intent := app.PendingEvent{EventID: app.NewUUID(), Type: app.IntentCancel, OrderID: id, UserID: alice.Subject,
+				Reason: "cancelled_by_user", OccurredAt: time.Now().UTC()}
+			if err := f.orders.Add(ctx, intent); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.billing.VoidOrder(ctx, id); err != nil { // billing did void; then the process died
+				t.Fatal(err)
+			}
+		}, false, domain.StatusCancelled, 1},
+		{"void outcome unknown (billing timed out)", func(t *testing.T, f *fixture, id string) {
+			f.billing.setFail(id, fmt.Errorf("billing void: %w: timeout", domain.ErrUnavailable))
+			if _, err := f.svc.CancelOrder(ctx, alice, id); !errors.Is(err, domain.ErrUnavailable) {
+				t.Fatalf("cancel: %v", err)
+			}
+			f.billing.setFail(id, nil)
+		}, false, domain.StatusCancelled, 1},
+		{"the payment won meanwhile", func(t *testing.T, f *fixture, id string) {
+			f.billing.setFail(id, fmt.Errorf("billing void: %w: timeout", domain.ErrUnavailable))
+			if _, err := f.svc.CancelOrder(ctx, alice, id); err == nil {
+				t.Fatal("cancel succeeded")
+			}
+			f.billing.setFail(id, nil)
+		}, true, domain.StatusPending, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			o, _, err := f.svc.PlaceOrder(ctx, alice, "", mugs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.setup(t, f, o.ID)
+			if l := mustList(t, f); len(l) != 1 || l[0].Type != app.IntentCancel {
+				t.Fatalf("left behind: %+v, want one cancel intent", l)
+			}
+			if tc.paid {
+				f.billing.mu.Lock()
+				f.billing.paid[o.ID] = true
+				f.billing.mu.Unlock()
+			}
+			before, _ := f.billing.voidsOf(o.ID)
+			if n, err := f.svc.RelayOutbox(ctx); err != nil || n != 0 {
+				t.Fatalf("within the grace period the intent is the request's: n=%d err=%v", n, err)
+			}
+			f.clock.Store(int64(time.Minute))
+			n, err := f.svc.RelayOutbox(ctx)
+			if err != nil || n != tc.wantN {
+				t.Fatalf("relay: n=%d err=%v, want n=%d", n, err, tc.wantN)
+			}
+			if cur, _ := f.svc.GetOrder(ctx, alice, o.ID); cur.Status != tc.wantStatus {
+				t.Fatalf("order %s, want %s", cur.Status, tc.wantStatus)
+			}
+			if l := mustList(t, f); len(l) != 0 {
+				t.Fatalf("outbox after the relay: %+v", l)
+			}
+			if tc.wantStatus != domain.StatusCancelled {
+				return
+			}
+			if after, asService := f.billing.voidsOf(o.ID); after != before+1 || !asService {
+				t.Fatalf("billing voids %d → %d (as service: %v): the relay must ask again as the service", before, after, asService)
+			}
+			ev := f.pub.byType(app.EventOrderCancelled)
+			if len(ev) != 1 || ev[0].Order.ID != o.ID || ev[0].Actor != "orders-service@clients" || ev[0].UserID != alice.Subject || ev[0].Reason != "cancelled_by_user" {
+				t.Fatalf("cancelled events %+v", ev)
+			}
+		})
 	}
 }
