@@ -168,6 +168,19 @@ func (s *ClientCredentials) Token(ctx context.Context) (string, error) {
 	}
 }
 
+// Invalidate drops the cached token if it is still tok, so that the next Token
+// call fetches a new one. Call it when a receiver refused tok as invalid (for
+// example after its signing key was revoked): the token looks fine locally but
+// will never be accepted again. A token other than the cached one is ignored,
+// so callers that saw the same refusal do not discard a fresh token.
+func (s *ClientCredentials) Invalidate(tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tok != "" && s.token == tok {
+		s.token, s.expiry, s.refreshAt = "", time.Time{}, time.Time{}
+	}
+}
+
 func (s *ClientCredentials) fetch() (any, error) {
 	budget := time.Duration(s.cfg.MaxAttempts) * (s.cfg.MaxBackoff + s.client.Timeout + time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), budget)

@@ -211,3 +211,29 @@ func TestNewClientCredentialsValidates(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestClientCredentialsInvalidate: a token a receiver refused (its key was
+// revoked) is dropped, and only that token: a stale refusal arriving after a
+// fresh fetch must not discard the fresh token.
+func TestClientCredentialsInvalidate(t *testing.T) {
+	t.Parallel()
+	f := newFakeTenant(t, 86400)
+	ts := newSource(t, f, nil)
+	ctx := context.Background()
+	first, err := ts.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Invalidate(first)
+	second, err := ts.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == first || f.fetches.Load() != 2 {
+		t.Fatalf("after Invalidate: token %q (first %q), %d fetches; want a new token from a second fetch", second, first, f.fetches.Load())
+	}
+	ts.Invalidate(first) // late refusal of the old token
+	if third, _ := ts.Token(ctx); third != second || f.fetches.Load() != 2 {
+		t.Errorf("a stale Invalidate discarded the fresh token: %q, %d fetches", third, f.fetches.Load())
+	}
+}
