@@ -50,6 +50,9 @@ func TestParseWrk(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if n := wrkRequests(tt.in); n != 122450 {
+				t.Fatalf("requests = %d, want 122450", n)
+			}
 			if rps != tt.rps || lat["50%"] != tt.p50 || lat["99%"] != tt.p99 {
 				t.Fatalf("got %v req/s, p50 %v, p99 %v; want %v, %v, %v", rps, lat["50%"], lat["99%"], tt.rps, tt.p50, tt.p99)
 			}

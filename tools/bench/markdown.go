@@ -50,6 +50,14 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			l := w.Latency[v]
 			p("| %s | %.0f | %s | %s | %s | %s | %.2f | %.2f× |\n", v, w.median(v), joinF(w.RPS[v]), ms(l["50%"]), ms(l["90%"]), ms(l["99%"]), w.ratio(v, "open"), w.ratio(v, "go-jwt-middleware"))
 		}
+		p("\nServer CPU time per request (user+system from `/proc/<pid>/stat` around each run, median over rounds): it does\n")
+		p("not depend on how much CPU the machine's other load left to the server, so on a busy machine it is the\n")
+		p("steadier measure of what each layer costs.\n\n| variant | CPU µs/request | vs open | go-jwt-middleware vs it |\n|---|---|---|---|\n")
+		for _, v := range wrkVariants {
+			p("| %s | %.1f | %.2f× | %.2f× |\n", v, float64(medianD(w.CPUPerReq[v]))/1e3, w.cpuRatio(v, "open"), w.cpuRatio("go-jwt-middleware", v))
+		}
+		p("\nIf every request cost only its CPU, authz would reach %.2f of open's throughput and %.2f× go-jwt-middleware's.\n\n",
+			1/w.cpuRatio("authz", "open"), w.cpuRatio("go-jwt-middleware", "authz"))
 		p("\n")
 		if w.Profile != "" {
 			p("<details><summary>CPU profile of the server under wrk, authz variant (3 s, <code>go tool pprof -top</code>)</summary>\n\n```\n%s```\n</details>\n\n", w.Profile)
@@ -203,6 +211,14 @@ func codes(m map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s×%d", k, m[k]))
 	}
 	return strings.Join(parts, " ")
+}
+
+func medianD(d []time.Duration) time.Duration {
+	f := make([]float64, len(d))
+	for i, x := range d {
+		f[i] = float64(x)
+	}
+	return time.Duration(median(f))
 }
 
 func orDash(v string, ok bool) string {

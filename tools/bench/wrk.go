@@ -28,9 +28,13 @@ type wrkResult struct {
 	Rounds         int
 	// Per variant: requests/s of each round, and the latency percentiles of
 	// the median round.
-	RPS     map[string][]float64
-	Latency map[string]map[string]time.Duration // "50%" → d
-	Profile string                              // top of a CPU profile of the server under authz load, if taken
+	RPS map[string][]float64
+	// Server CPU time (user+system, from /proc) per request, per round: the
+	// cost of each variant independent of how much CPU the machine's other
+	// load left to the server during its run.
+	CPUPerReq map[string][]time.Duration
+	Latency   map[string]map[string]time.Duration // "50%" → d
+	Profile   string                              // top of a CPU profile of the server under authz load, if taken
 }
 
 func (w *wrkResult) median(v string) float64 { return median(w.RPS[v]) }
@@ -97,7 +101,7 @@ func runWrk(ctx context.Context, o options, log *slog.Logger) (*wrkResult, error
 	}
 
 	res := &wrkResult{Threads: 2, Conns: 32, Duration: o.wrkDur, Rounds: o.wrkRounds,
-		RPS: map[string][]float64{}, Latency: map[string]map[string]time.Duration{}}
+		RPS: map[string][]float64{}, CPUPerReq: map[string][]time.Duration{}, Latency: map[string]map[string]time.Duration{}}
 	lat := map[string][]map[string]time.Duration{}
 	for round := range o.wrkRounds {
 		for _, v := range wrkVariants {
@@ -105,16 +109,23 @@ func runWrk(ctx context.Context, o options, log *slog.Logger) (*wrkResult, error
 				"-d", fmt.Sprintf("%ds", max(1, int(o.wrkDur.Seconds()))), "--latency",
 				// The same request bytes for all three; open ignores the header.
 				"-H", "Authorization: Bearer " + token, addrs[v]}
+			cpu0, _ := procCPU(srv.Process.Pid)
 			out, err := exec.CommandContext(ctx, wrk, args...).CombinedOutput()
 			if err != nil {
 				return nil, fmt.Errorf("wrk %s: %v\n%s", v, err, out)
 			}
+			cpu1, _ := procCPU(srv.Process.Pid)
 			rps, l, err := parseWrk(string(out))
 			if err != nil {
 				return nil, fmt.Errorf("wrk %s: %w\n%s", v, err, out)
 			}
-			log.Info("wrk", "round", round+1, "variant", v, "req/s", int(rps), "p99", l["99%"])
+			var perReq time.Duration
+			if n := wrkRequests(string(out)); n > 0 {
+				perReq = (cpu1 - cpu0) / time.Duration(n)
+			}
+			log.Info("wrk", "round", round+1, "variant", v, "req/s", int(rps), "p99", l["99%"], "server-cpu/req", perReq)
 			res.RPS[v] = append(res.RPS[v], rps)
+			res.CPUPerReq[v] = append(res.CPUPerReq[v], perReq)
 			lat[v] = append(lat[v], l)
 		}
 	}
@@ -162,6 +173,50 @@ func probe(ctx context.Context, url, token string) error {
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
 	return nil
+}
+
+var wrkReqs = regexp.MustCompile(`(?m)^\s*(\d+) requests in`)
+
+func wrkRequests(out string) int64 {
+	m := wrkReqs.FindStringSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
+}
+
+// procCPU is the user+system CPU time a process has used (10 ms ticks).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("unparsable /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64) // field 14 overall: utime
+	st, err2 := strconv.ParseInt(f[12], 10, 64) // field 15: stime
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// cpuRatio is the median over rounds of a's server CPU per request over b's.
+func (w *wrkResult) cpuRatio(a, b string) float64 {
+	var r []float64
+	for i := range min(len(w.CPUPerReq[a]), len(w.CPUPerReq[b])) {
+		if w.CPUPerReq[b][i] > 0 {
+			r = append(r, float64(w.CPUPerReq[a][i])/float64(w.CPUPerReq[b][i]))
+		}
+	}
+	return median(r)
 }
 
 var (
