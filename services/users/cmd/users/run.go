@@ -25,6 +25,10 @@ func run(ctx context.Context, cfg platform.Config) error {
 	return a.Run(ctx)
 }
 
+// The Management API client renews a token the tenant refuses (a revoked
+// signing key) through this.
+var _ mgmt.Invalidator = (*natsauth.ClientCredentials)(nil)
+
 // Intervals of the background loops.
 const (
 	setupRetry     = time.Second

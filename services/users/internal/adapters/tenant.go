@@ -30,6 +30,11 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", domain.ErrNotFound, err)
 	case errors.As(err, &e) && e.Temporary():
 		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
+	case errors.Is(err, mgmt.ErrUnauthorized), errors.Is(err, mgmt.ErrNoToken):
+		// The tenant refuses this service's credentials even with a fresh
+		// token, or none can be had: nothing the caller did, and it may pass
+		// (a key rotation settling, the token endpoint coming back).
+		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
 	default:
 		return err
 	}

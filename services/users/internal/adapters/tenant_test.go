@@ -3,6 +3,7 @@ package adapters
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -141,5 +142,31 @@ func TestTenantRateLimitIsWaitedOut(t *testing.T) {
 	}
 	if limited.Load() == 0 {
 		t.Fatal("devtenant never rate-limited: the test proves nothing")
+	}
+}
+
+// Failures the caller cannot fix (credentials refused even after renewal, no
+// token obtainable) are the tenant being unavailable: 503, never 500.
+func TestMapErrCredentialFailuresAreUnavailable(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"401 after renewal", &mgmt.Error{StatusCode: 401, Err: "Unauthorized", Message: "Invalid token"}, domain.ErrUnavailable},
+		{"no token", fmt.Errorf("%w: refused", mgmt.ErrNoToken), domain.ErrUnavailable},
+		{"5xx", &mgmt.Error{StatusCode: 502, Err: "Bad Gateway"}, domain.ErrUnavailable},
+		{"404", &mgmt.Error{StatusCode: 404, Err: "Not Found"}, domain.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := mapErr(tc.err); !errors.Is(got, tc.want) {
+				t.Fatalf("mapErr(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+	if got := mapErr(&mgmt.Error{StatusCode: 403, Err: "Forbidden"}); errors.Is(got, domain.ErrUnavailable) {
+		t.Fatalf("403 (a missing scope on the M2M grant) mapped to unavailable: %v", got)
 	}
 }

@@ -31,6 +31,17 @@ type TokenSource interface {
 	Token(ctx context.Context) (string, error)
 }
 
+// Invalidator is implemented by token sources that can drop a cached token
+// the API refused (natsauth.ClientCredentials does): a token signed by a key
+// the tenant has since revoked still looks valid to its holder until expiry.
+// Invalidate(tok) must drop the cached token only if it is still tok.
+type Invalidator interface {
+	Invalidate(tok string)
+}
+
+// ErrNoToken wraps a failure to obtain a Management API token.
+var ErrNoToken = errors.New("mgmt: no management API token")
+
 // Config configures a Client.
 //
 //	c, err := mgmt.New(mgmt.Config{
@@ -283,10 +294,20 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		target += "?" + q.Encode()
 	}
 	backoff := c.backoff
+	renewed := false
 	for attempt := 0; ; attempt++ {
-		wait, err := c.once(ctx, method, target, body, out)
+		wait, tok, err := c.once(ctx, method, target, body, out)
 		if err == nil {
 			return nil
+		}
+		// A 401 means the tenant no longer accepts the token (its signing key
+		// was revoked, say): once, drop it and ask again with a fresh one.
+		// This does not count as a retry.
+		if inv, ok := c.tokens.(Invalidator); ok && !renewed && errors.Is(err, ErrUnauthorized) {
+			inv.Invalidate(tok)
+			renewed = true
+			attempt--
+			continue
 		}
 		if wait < 0 || attempt >= c.retries {
 			return err
@@ -305,14 +326,20 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	}
 }
 
-// once sends one request. A nil error means success. Otherwise wait says what
-// to do: < 0 do not retry, 0 retry after the backoff, > 0 retry after wait.
-func (c *Client) once(ctx context.Context, method, target string, body []byte, out any) (time.Duration, error) {
+// once sends one request with the token it returns. A nil error means
+// success. Otherwise wait says what to do: < 0 do not retry, 0 retry after
+// the backoff, > 0 retry after wait.
+func (c *Client) once(ctx context.Context, method, target string, body []byte, out any) (time.Duration, string, error) {
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
 		// Token fetch errors are retried by the token source itself.
-		return -1, fmt.Errorf("mgmt: management API token: %w", err)
+		return -1, "", fmt.Errorf("%w: %w", ErrNoToken, err)
 	}
+	wait, err := c.send(ctx, method, target, tok, body, out)
+	return wait, tok, err
+}
+
+func (c *Client) send(ctx context.Context, method, target, tok string, body []byte, out any) (time.Duration, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)

@@ -327,3 +327,117 @@ func TestNewValidates(t *testing.T) {
 		})
 	}
 }
+
+// rotatingTokens hands out "tok-1", "tok-2", ... : a new one only after the
+// current one was invalidated, as natsauth.ClientCredentials does.
+type rotatingTokens struct {
+	mu          sync.Mutex
+	n           int
+	invalidated []string
+}
+
+func (r *rotatingTokens) Token(context.Context) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == 0 {
+		r.n = 1
+	}
+	return "tok-" + strconv.Itoa(r.n), nil
+}
+
+func (r *rotatingTokens) Invalidate(tok string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.invalidated = append(r.invalidated, tok)
+	if tok == "tok-"+strconv.Itoa(r.n) {
+		r.n++
+	}
+}
+
+// TestClientRenewsARefusedToken: after a signing-key revocation the cached
+// Management API token is refused with 401; the client drops it and asks
+// once more with a fresh one. A second 401 is the answer (no loop).
+func TestClientRenewsARefusedToken(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		accepted string // the token the tenant takes; "" = none
+		wantErr  bool
+		wantSent []string
+	}{
+		{"fresh token accepted", "tok-2", false, []string{"tok-1", "tok-2"}},
+		{"fresh token refused too", "", true, []string{"tok-1", "tok-2"}},
+		{"current token accepted", "tok-1", false, []string{"tok-1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var (
+				mu   sync.Mutex
+				sent []string
+			)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				tok := r.Header.Get("Authorization")[len("Bearer "):]
+				mu.Lock()
+				sent = append(sent, tok)
+				mu.Unlock()
+				if tok != tc.accepted {
+					auth0Error(w, 401, "Invalid token", "")
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, `{"user_id":"auth0|aaa","email":"alice@authmesh.dev"}`)
+			})
+			tokens := &rotatingTokens{}
+			c := newTestClient(t, h, func(cfg *Config) { cfg.Tokens = tokens })
+			u, err := c.GetUser(t.Context(), "auth0|aaa")
+			switch {
+			case tc.wantErr && !errors.Is(err, ErrUnauthorized):
+				t.Fatalf("err = %v, want the second 401", err)
+			case !tc.wantErr && (err != nil || u.Email != "alice@authmesh.dev"):
+				t.Fatalf("GetUser = %+v, %v", u, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(sent, tc.wantSent) {
+				t.Fatalf("tokens sent %v, want %v", sent, tc.wantSent)
+			}
+			if want := tc.wantSent[:len(tc.wantSent)-1]; !slices.Equal(tokens.invalidated, want) {
+				t.Fatalf("invalidated %v, want %v", tokens.invalidated, want)
+			}
+		})
+	}
+}
+
+// A token source that cannot renew (no Invalidate) gets the 401 at once.
+func TestClientWithoutInvalidatorDoesNotRetry401(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		auth0Error(w, 401, "Invalid token", "")
+	})
+	c := newTestClient(t, h, nil)
+	if _, err := c.GetUser(t.Context(), "auth0|aaa"); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("err = %v, want 401", err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d requests, want 1", n)
+	}
+}
+
+// A token that cannot be had is ErrNoToken, so the service answers 503.
+func TestClientTokenFailureIsErrNoToken(t *testing.T) {
+	t.Parallel()
+	c := newTestClient(t, http.NotFoundHandler(), func(cfg *Config) {
+		cfg.Tokens = failingTokens{}
+	})
+	if _, err := c.GetUser(t.Context(), "auth0|aaa"); !errors.Is(err, ErrNoToken) {
+		t.Fatalf("err = %v, want ErrNoToken", err)
+	}
+}
+
+type failingTokens struct{}
+
+func (failingTokens) Token(context.Context) (string, error) {
+	return "", errors.New("token endpoint: connection refused")
+}
