@@ -65,6 +65,7 @@ func build(ctx context.Context, cfg platform.Config, opts platform.Options) (*pl
 		Moderations: adapters.NewModerations(storage),
 		Revoker:     adapters.NewRevocations(storage),
 		Events:      adapters.NewEvents(a.JetStream),
+		Logger:      a.Logger,
 	})
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,6 +48,11 @@ type stack struct {
 	base   string // the users service, http://127.0.0.1:port
 
 	mgmtCalls atomic.Int64 // requests to devtenant's Management API
+	// mgmtDown makes the Management API and the token endpoint unreachable
+	// (the connection is dropped); keys are still served.
+	mgmtDown  atomic.Bool
+	cfg       platform.Config
+	stopUsers func() // stops the instance at base
 }
 
 func startStack(t *testing.T) *stack {
@@ -91,6 +97,16 @@ func startStack(t *testing.T) *stack {
 		if strings.HasPrefix(r.URL.Path, "/api/v2/") {
 			s.mgmtCalls.Add(1)
 		}
+		if s.mgmtDown.Load() && (strings.HasPrefix(r.URL.Path, "/api/v2/") || r.URL.Path == "/oauth/token") {
+			if hj, ok := w.(http.Hijacker); ok {
+				if conn, _, err := hj.Hijack(); err == nil {
+					_ = conn.Close()
+					return
+				}
+			}
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
 		th.ServeHTTP(w, r)
 	}))
 	t.Cleanup(ts.Close)
@@ -111,12 +127,22 @@ func startStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.cfg = cfg
+	s.base, s.stopUsers = s.startUsers()
+	return s
+}
+
+// startUsers runs one users service on the stack and waits until it is
+// ready; stop shuts it down (also at the end of the test).
+func (s *stack) startUsers() (base string, stop func()) {
+	t := s.t
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := build(ctx, cfg, platform.Options{
+	a, err := build(ctx, s.cfg, platform.Options{
 		Listener: ln,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -126,27 +152,31 @@ func startStack(t *testing.T) *stack {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("run: %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, context.Canceled) {
+					t.Errorf("run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("service did not shut down")
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("service did not shut down")
-		}
-	})
-	s.base = "http://" + ln.Addr().String()
-	s.waitReady()
-	return s
+		})
+	}
+	t.Cleanup(stop)
+	base = "http://" + ln.Addr().String()
+	s.waitReady(base)
+	return base, stop
 }
 
-func (s *stack) waitReady() {
+func (s *stack) waitReady(base string) {
 	s.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(s.base + "/readyz")
+		resp, err := http.Get(base + "/readyz")
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -107,12 +107,29 @@ type profileRecord struct {
 	Name            string         `json:"name,omitempty"`
 	ShippingAddress *addressRecord `json:"shipping_address,omitempty"`
 	UpdatedAt       time.Time      `json:"updated_at"`
+	// Tenant is the last tenant read, kept in the record so that every
+	// replica, and a restarted one, can answer while the tenant is away.
+	Tenant *tenantRecord `json:"tenant,omitempty"`
+}
+
+type tenantRecord struct {
+	Email   string    `json:"email,omitempty"`
+	Name    string    `json:"name,omitempty"`
+	Roles   []string  `json:"roles"`
+	Blocked bool      `json:"blocked"`
+	ReadAt  time.Time `json:"read_at"`
 }
 
 func toProfileRecord(p domain.Profile) profileRecord {
 	r := profileRecord{UserID: p.UserID, Name: p.Name, UpdatedAt: p.UpdatedAt}
 	if a := p.ShippingAddress; a != nil {
 		r.ShippingAddress = &addressRecord{Line1: a.Line1, City: a.City, PostalCode: a.PostalCode, Country: a.Country}
+	}
+	if t := p.Tenant; t != nil {
+		r.Tenant = &tenantRecord{Email: t.Email, Name: t.Name, Roles: t.Roles, Blocked: t.Blocked, ReadAt: t.ReadAt}
+		if r.Tenant.Roles == nil {
+			r.Tenant.Roles = []string{}
+		}
 	}
 	return r
 }
@@ -121,6 +138,9 @@ func (r profileRecord) toDomain() domain.Profile {
 	p := domain.Profile{UserID: r.UserID, Name: r.Name, UpdatedAt: r.UpdatedAt}
 	if a := r.ShippingAddress; a != nil {
 		p.ShippingAddress = &domain.Address{Line1: a.Line1, City: a.City, PostalCode: a.PostalCode, Country: a.Country}
+	}
+	if t := r.Tenant; t != nil {
+		p.Tenant = &domain.TenantSnapshot{Email: t.Email, Name: t.Name, Roles: t.Roles, Blocked: t.Blocked, ReadAt: t.ReadAt}
 	}
 	return p
 }

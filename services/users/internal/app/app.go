@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/authmesh/authmesh/services/users/internal/domain"
@@ -63,6 +65,16 @@ type Service struct {
 	revoker Revoker
 	events  Events
 	users   *userCache
+	log     *slog.Logger
+
+	// tenantWait bounds how long the caller's own reads wait for the tenant
+	// before answering from the snapshot; tenantDownFor is how long after a
+	// failed read they go to the snapshot without asking (a tenant-wide
+	// outage or rate limit would otherwise cost every request the wait).
+	tenantWait    time.Duration
+	tenantDownFor time.Duration
+	// tenantDownUntil is a UnixNano instant; 0 when the tenant answered last.
+	tenantDownUntil atomic.Int64
 
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
@@ -89,15 +101,40 @@ type Deps struct {
 	UserCacheTTL time.Duration
 	// UserCacheSize bounds the cached users (default DefaultUserCacheSize).
 	UserCacheSize int
+	// TenantWait is how long Me waits for the tenant before answering from
+	// the user's last snapshot (default DefaultTenantWait).
+	TenantWait time.Duration
+	// TenantDownFor is how long Me answers from snapshots without asking
+	// the tenant after a failed read (default DefaultTenantDownFor).
+	TenantDownFor time.Duration
+	// Logger gets what the service swallows (a snapshot it could not save);
+	// default: discarded.
+	Logger *slog.Logger
 }
+
+// Defaults of Deps.TenantWait and Deps.TenantDownFor. The wait stays well
+// under orders' 5 s budget for the profile request.
+const (
+	DefaultTenantWait    = 2 * time.Second
+	DefaultTenantDownFor = 5 * time.Second
+)
 
 // New returns the Service.
 func New(d Deps) (*Service, error) {
 	if d.Directory == nil || d.Profiles == nil || d.Moderations == nil || d.Revoker == nil || d.Events == nil {
 		return nil, errors.New("app: every dependency is required")
 	}
-	if d.UserCacheTTL < 0 || d.UserCacheSize < 0 {
-		return nil, errors.New("app: user cache TTL and size must not be negative")
+	if d.UserCacheTTL < 0 || d.UserCacheSize < 0 || d.TenantWait < 0 || d.TenantDownFor < 0 {
+		return nil, errors.New("app: user cache and tenant wait settings must not be negative")
+	}
+	if d.TenantWait == 0 {
+		d.TenantWait = DefaultTenantWait
+	}
+	if d.TenantDownFor == 0 {
+		d.TenantDownFor = DefaultTenantDownFor
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	if d.UserCacheTTL == 0 {
 		d.UserCacheTTL = DefaultUserCacheTTL
@@ -108,6 +145,9 @@ func New(d Deps) (*Service, error) {
 	return &Service{
 		dir: d.Directory, prof: d.Profiles, mods: d.Moderations, revoker: d.Revoker, events: d.Events,
 		users:          newUserCache(d.UserCacheTTL, d.UserCacheSize),
+		log:            d.Logger,
+		tenantWait:     d.TenantWait,
+		tenantDownFor:  d.TenantDownFor,
 		now:            time.Now,
 		sleep:          sleepCtx,
 		stepTimeout:    20 * time.Second,
@@ -135,11 +175,127 @@ func (s *Service) User(ctx context.Context, id string) (domain.User, error) {
 
 // Me returns the caller's own user, merged with the local profile, from a
 // tenant read at most Deps.UserCacheTTL old (or newer than this replica's
-// last change to the user). It answers GET /v1/me and the profile endpoint,
-// asked once per order: reading the tenant every time would spend the
-// tenant's Management API rate limit on the same few users.
+// last change to the user). It answers GET /v1/me: reading the tenant every
+// time would spend the tenant's Management API rate limit on the same few
+// users.
+//
+// When the tenant cannot be reached (network, 5xx, 429 after retries, or no
+// answer within Deps.TenantWait) Me answers from the user's last snapshot,
+// which every successful tenant read stores with the profile; without one
+// it fails with domain.ErrUnavailable.
 func (s *Service) Me(ctx context.Context, id string) (domain.User, error) {
-	return s.user(ctx, id, false)
+	return s.me(ctx, id)
+}
+
+// Profile is Me for the profile endpoint, which orders asks once per order
+// for the shipping address: when the tenant is unreachable and there is no
+// snapshot either, it still answers with what the service has itself (the
+// id and the local profile), leaving email and roles empty.
+func (s *Service) Profile(ctx context.Context, id string) (domain.User, error) {
+	u, err := s.me(ctx, id)
+	if !errors.Is(err, errNoSnapshot) {
+		return u, err
+	}
+	u = domain.User{ID: id}
+	if err := s.mergeProfile(ctx, &u); err != nil {
+		return domain.User{}, err
+	}
+	return u, nil
+}
+
+// errNoSnapshot: the tenant is unreachable and never answered for the user.
+var errNoSnapshot = fmt.Errorf("tenant unreachable and no snapshot of the user: %w", domain.ErrUnavailable)
+
+func (s *Service) me(ctx context.Context, id string) (domain.User, error) {
+	if domain.ValidateUserID(id) != nil {
+		return domain.User{}, fmt.Errorf("user %q: %w", id, domain.ErrNotFound)
+	}
+	u, ok := s.users.peek(id)
+	if !ok {
+		var tenantErr error
+		if s.tenantDown() {
+			tenantErr = errors.New("tenant failed recently")
+		} else {
+			wctx, cancel := context.WithTimeout(ctx, s.tenantWait)
+			u, tenantErr = s.users.get(wctx, id, false, s.readTenant)
+			cancel()
+			switch {
+			case tenantErr == nil:
+			case ctx.Err() != nil:
+				return domain.User{}, ctx.Err()
+			case errors.Is(tenantErr, domain.ErrUnavailable), errors.Is(tenantErr, context.DeadlineExceeded):
+				// The read goes on in the background (shared, detached) and
+				// fills the cache if the tenant answers after all.
+				s.markTenantDown()
+			default:
+				return domain.User{}, tenantErr
+			}
+		}
+		if tenantErr != nil {
+			return s.fromSnapshot(ctx, id, tenantErr)
+		}
+	}
+	if err := s.mergeProfile(ctx, &u); err != nil {
+		return domain.User{}, err
+	}
+	return u, nil
+}
+
+// fromSnapshot answers the caller's own read from the stored snapshot.
+func (s *Service) fromSnapshot(ctx context.Context, id string, tenantErr error) (domain.User, error) {
+	p, err := s.prof.Get(ctx, id)
+	switch {
+	case errors.Is(err, domain.ErrNotFound), err == nil && p.Tenant == nil:
+		return domain.User{}, fmt.Errorf("user %q: %w (%v)", id, errNoSnapshot, tenantErr)
+	case err != nil:
+		return domain.User{}, err
+	}
+	u := p.Tenant.User(id)
+	p.ApplyTo(&u)
+	return u, nil
+}
+
+func (s *Service) tenantDown() bool {
+	until := s.tenantDownUntil.Load()
+	return until != 0 && s.now().UnixNano() < until
+}
+
+func (s *Service) markTenantDown() {
+	s.tenantDownUntil.Store(s.now().Add(s.tenantDownFor).UnixNano())
+}
+
+// readTenant reads the user from the tenant and keeps the result as the
+// user's snapshot.
+func (s *Service) readTenant(ctx context.Context, id string) (domain.User, error) {
+	at := s.now().UTC()
+	u, err := s.dir.GetUser(ctx, id)
+	if err != nil {
+		return domain.User{}, err
+	}
+	s.tenantDownUntil.Store(0)
+	if err := s.saveSnapshot(ctx, id, domain.SnapshotOf(u, at)); err != nil {
+		// The read itself succeeded; only a later outage would miss it.
+		s.log.WarnContext(ctx, "could not save the tenant snapshot of a user", slog.String("user_id", id), slog.String("error", err.Error()))
+	}
+	return u, nil
+}
+
+// errSnapshotKept stops a profile update that would change nothing (or
+// replace a newer snapshot).
+var errSnapshotKept = errors.New("snapshot kept")
+
+func (s *Service) saveSnapshot(ctx context.Context, id string, snap domain.TenantSnapshot) error {
+	_, err := s.prof.Update(ctx, id, func(p *domain.Profile) error {
+		if old := p.Tenant; old != nil && (old.ReadAt.After(snap.ReadAt) || old.SameAs(snap)) {
+			return errSnapshotKept
+		}
+		p.Tenant = &snap
+		return nil
+	})
+	if errors.Is(err, errSnapshotKept) {
+		return nil
+	}
+	return err
 }
 
 func (s *Service) user(ctx context.Context, id string, fresh bool) (domain.User, error) {
@@ -147,7 +303,7 @@ func (s *Service) user(ctx context.Context, id string, fresh bool) (domain.User,
 		// Not a possible tenant id, so not a user: no need to ask the tenant.
 		return domain.User{}, fmt.Errorf("user %q: %w", id, domain.ErrNotFound)
 	}
-	u, err := s.users.get(ctx, id, fresh, s.dir.GetUser)
+	u, err := s.users.get(ctx, id, fresh, s.readTenant)
 	if err != nil {
 		return domain.User{}, err
 	}

@@ -91,6 +91,13 @@ func (c *userCache) get(ctx context.Context, id string, fresh bool, load func(co
 	}
 }
 
+// peek returns user id if cached and not expired, without loading.
+func (c *userCache) peek(id string) (domain.User, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lookupLocked(id)
+}
+
 func (c *userCache) lookupLocked(id string) (domain.User, bool) {
 	el, ok := c.entries[id]
 	if !ok {

@@ -64,6 +64,34 @@ type Profile struct {
 	Name            string // overrides the tenant's name when not empty
 	ShippingAddress *Address
 	UpdatedAt       time.Time
+	// Tenant is the last successful tenant read of the user (nil: none yet).
+	Tenant *TenantSnapshot
+}
+
+// TenantSnapshot is a user as the tenant had it at ReadAt. It answers the
+// caller's own reads, marked stale, while the tenant cannot be reached; the
+// writes never decide on it.
+type TenantSnapshot struct {
+	Email   string
+	Name    string
+	Roles   []string
+	Blocked bool
+	ReadAt  time.Time
+}
+
+// SnapshotOf takes the tenant fields of u as read at at.
+func SnapshotOf(u User, at time.Time) TenantSnapshot {
+	return TenantSnapshot{Email: u.Email, Name: u.Name, Roles: slices.Clone(u.Roles), Blocked: u.Blocked, ReadAt: at}
+}
+
+// SameAs reports whether both hold the same tenant fields, whenever read.
+func (s TenantSnapshot) SameAs(o TenantSnapshot) bool {
+	return s.Email == o.Email && s.Name == o.Name && s.Blocked == o.Blocked && slices.Equal(s.Roles, o.Roles)
+}
+
+// User is the snapshot as the tenant's view of user id (no profile merged).
+func (s TenantSnapshot) User(id string) User {
+	return User{ID: id, Email: s.Email, Name: s.Name, Roles: slices.Clone(s.Roles), Blocked: s.Blocked}
 }
 
 // ApplyTo merges the profile into the tenant's view of the user.

@@ -57,9 +57,17 @@ func ErrorMappings() []platform.ErrorMapping {
 	}
 }
 
-// edge turns a domain validation error into platform's 422 with its fields;
-// everything else goes to the error handler's mappings as it is.
-func edge(err error) error {
+// retryAfterSeconds is the Retry-After of a 503: about how long the service
+// waits before asking an unreachable tenant again.
+const retryAfterSeconds = "5"
+
+// edge turns a domain validation error into platform's 422 with its fields
+// and adds Retry-After to a 503; everything else goes to the error handler's
+// mappings as it is.
+func edge(c echo.Context, err error) error {
+	if errors.Is(err, domain.ErrUnavailable) {
+		c.Response().Header().Set(echo.HeaderRetryAfter, retryAfterSeconds)
+	}
 	var ve *domain.ValidationError
 	if errors.As(err, &ve) {
 		v := platform.Validation{}
@@ -146,7 +154,7 @@ func (h *HTTP) getMe(c echo.Context) error {
 	}
 	u, err := h.svc.Me(c.Request().Context(), sub)
 	if err != nil {
-		return edge(err)
+		return edge(c, err)
 	}
 	return c.JSON(http.StatusOK, toUserJSON(u))
 }
@@ -175,7 +183,7 @@ func (h *HTTP) patchMe(c echo.Context) error {
 	}
 	u, err := h.svc.UpdateProfile(c.Request().Context(), sub, req.toDomain())
 	if err != nil {
-		return edge(err)
+		return edge(c, err)
 	}
 	return c.JSON(http.StatusOK, toUserJSON(u))
 }
@@ -191,7 +199,7 @@ func (h *HTTP) listUsers(c echo.Context) error {
 	}
 	p, err := h.svc.ListUsers(c.Request().Context(), page, perPage)
 	if err != nil {
-		return edge(err)
+		return edge(c, err)
 	}
 	out := pageJSON{Users: make([]listedUserJSON, 0, len(p.Users)), Page: p.Page, PerPage: p.PerPage, Total: p.Total}
 	for _, u := range p.Users {
@@ -221,7 +229,7 @@ func (h *HTTP) getUser(c echo.Context) error {
 	}
 	u, err := h.svc.User(c.Request().Context(), id)
 	if err != nil {
-		return edge(err)
+		return edge(c, err)
 	}
 	return c.JSON(http.StatusOK, toUserJSON(u))
 }
@@ -236,7 +244,7 @@ func (h *HTTP) setBlocked(c echo.Context, blocked bool) error {
 	}
 	u, err := h.svc.SetBlocked(c.Request().Context(), id, blocked)
 	if err != nil {
-		return edge(err)
+		return edge(c, err)
 	}
 	return c.JSON(http.StatusOK, toUserJSON(u))
 }
@@ -256,7 +264,7 @@ func (h *HTTP) putRoles(c echo.Context) error {
 	}
 	u, err := h.svc.ReplaceRoles(c.Request().Context(), id, req.Roles)
 	if err != nil {
-		return edge(err)
+		return edge(c, err)
 	}
 	return c.JSON(http.StatusOK, toUserJSON(u))
 }

@@ -33,7 +33,9 @@ type ProfileJSON struct {
 }
 
 // AddProfileEndpoint registers users/profile on svc: it replies with the
-// profile of the caller (the token's sub), never anyone else's.
+// profile of the caller (the token's sub), never anyone else's. While the
+// tenant is unreachable it still answers (app.Service.Profile), so orders
+// can take orders with the shipping address.
 func AddProfileEndpoint(svc *natsauth.Service, users *app.Service, log *slog.Logger) error {
 	return svc.AddEndpoint(ProfileEndpoint, ProfileSubject, PolicyProfile, func(ctx context.Context, req micro.Request) {
 		cl, ok := authz.ClaimsFromContext(ctx)
@@ -41,7 +43,7 @@ func AddProfileEndpoint(svc *natsauth.Service, users *app.Service, log *slog.Log
 			_ = req.Error("401", "missing token", nil)
 			return
 		}
-		u, err := users.Me(ctx, cl.Subject)
+		u, err := users.Profile(ctx, cl.Subject)
 		switch {
 		case errors.Is(err, domain.ErrNotFound):
 			_ = req.Error("404", "user not found", nil)
