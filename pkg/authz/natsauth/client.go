@@ -69,15 +69,39 @@ func buildMsg(ctx context.Context, subj string, data []byte, tok string) *nats.M
 	return msg
 }
 
+// Invalidator is a TokenSource that can drop a token receivers refused, such
+// as ClientCredentials.
+type Invalidator interface {
+	Invalidate(tok string)
+}
+
 // Request sends a request built by NewMsg and waits for the reply until ctx
 // ends (give ctx a deadline). A micro error reply is returned as a
 // *ServiceError; authz.CodeOf works on it for 401/403/503 answers.
+//
+// Under AsService, a 401 invalid_token answer means the service's own token
+// is dead (its signing key was revoked, say): when the token source is an
+// Invalidator, Request drops that token and retries once with a new one.
+// The caller's own token is never retried: only the caller can renew it.
 func Request(ctx context.Context, nc *nats.Conn, subj string, data []byte) (*nats.Msg, error) {
-	msg, err := NewMsg(ctx, subj, data)
+	tok, err := outgoingToken(ctx)
 	if err != nil {
 		return nil, err
 	}
-	reply, err := nc.RequestMsgWithContext(ctx, msg)
+	reply, err := request(ctx, nc, subj, data, tok)
+	inv, ok := ctx.Value(tokenSourceKey).(Invalidator)
+	if !ok || tok == "" || authz.CodeOf(err) != authz.CodeInvalidToken {
+		return reply, err
+	}
+	inv.Invalidate(tok)
+	if tok, err = outgoingToken(ctx); err != nil {
+		return nil, err
+	}
+	return request(ctx, nc, subj, data, tok)
+}
+
+func request(ctx context.Context, nc *nats.Conn, subj string, data []byte, tok string) (*nats.Msg, error) {
+	reply, err := nc.RequestMsgWithContext(ctx, buildMsg(ctx, subj, data, tok))
 	if err != nil {
 		return nil, fmt.Errorf("natsauth: request %s: %w", subj, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,5 +197,92 @@ func TestAddEndpointRequiresPolicy(t *testing.T) {
 	}
 	if n := len(svc.Micro().Info().Endpoints); n != 0 {
 		t.Fatalf("%d endpoints registered", n)
+	}
+}
+
+// rotatingSource hands out tokens in order and records invalidations.
+type rotatingSource struct {
+	mu          sync.Mutex
+	toks        []string
+	invalidated []string
+}
+
+func (s *rotatingSource) Token(context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.toks[0], nil
+}
+
+func (s *rotatingSource) Invalidate(tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.invalidated = append(s.invalidated, tok)
+	if len(s.toks) > 1 && s.toks[0] == tok {
+		s.toks = s.toks[1:]
+	}
+}
+
+// TestRequestRenewsRefusedServiceToken: a service token the receiver refuses
+// as invalid (signed by a key that left the JWKS) is dropped and the request
+// retried once with a new one; a caller's token is never retried.
+func TestRequestRenewsRefusedServiceToken(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss)
+	nc, _ := connect(t, startNATS(t))
+	svc, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	var calls atomic.Int32
+	if err := svc.AddEndpoint("profile", "t.profile", authz.RequireAll("read:users"),
+		func(ctx context.Context, req micro.Request) {
+			calls.Add(1)
+			_ = req.Respond([]byte("ok"))
+		}); err != nil {
+		t.Fatal(err)
+	}
+
+	// dead is signed by a key the JWKS does not hold (revoked, say).
+	good := iss.SigningKey()
+	iss.SetSigningKey(iss.NewKey(t))
+	dead := iss.M2MToken(t, "orders-service", "read:users")
+	iss.SetSigningKey(good)
+	fresh := iss.M2MToken(t, "orders-service", "read:users")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	src := &rotatingSource{toks: []string{dead, fresh}}
+	reply, err := Request(AsService(ctx, src), nc, "t.profile", nil)
+	if err != nil || string(reply.Data) != "ok" {
+		t.Fatalf("renewed request: %v", err)
+	}
+	if len(src.invalidated) != 1 || src.invalidated[0] != dead || calls.Load() != 1 {
+		t.Fatalf("invalidated %d tokens, handler ran %d times", len(src.invalidated), calls.Load())
+	}
+
+	// A source that keeps handing out a refused token: one retry, then the 401.
+	stuck := &rotatingSource{toks: []string{dead}}
+	if _, err := Request(AsService(ctx, stuck), nc, "t.profile", nil); authz.CodeOf(err) != authz.CodeInvalidToken {
+		t.Fatalf("stuck source: %v", err)
+	}
+	if len(stuck.invalidated) != 1 {
+		t.Fatalf("stuck source invalidated %d times, want 1", len(stuck.invalidated))
+	}
+
+	// Missing scope is not a dead token: no retry.
+	narrow := &rotatingSource{toks: []string{iss.M2MToken(t, "orders-service", "read:orders"), fresh}}
+	if _, err := Request(AsService(ctx, narrow), nc, "t.profile", nil); authz.CodeOf(err) != authz.CodeInsufficientScope {
+		t.Fatalf("narrow source: %v", err)
+	}
+	if len(narrow.invalidated) != 0 {
+		t.Fatal("a 403 invalidated the token")
+	}
+
+	// The caller's own token is not renewed.
+	if _, err := Request(authz.WithClaims(ctx, &authz.Claims{}, dead), nc, "t.profile", nil); authz.CodeOf(err) != authz.CodeInvalidToken {
+		t.Fatalf("caller token: %v", err)
 	}
 }
