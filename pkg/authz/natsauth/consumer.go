@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,6 +51,12 @@ type ConsumerConfig struct {
 	// The zero value rejects every such event.
 	OnBehalfPolicy authz.Policy
 
+	// Workers is how many events are handled at once (default 1). Events of
+	// one entity (the "<entity id>" of Nats-Msg-Id "<type>:<entity id>", see
+	// PublishEvent) always go to the same worker, so they are handled in the
+	// order they were delivered; only events of different entities overlap.
+	Workers int
+
 	MaxDeliver    int             // handler attempts, default 5
 	BackOff       []time.Duration // delay before attempt n+1, default 1s, 5s, 30s, 2m
 	AckWait       time.Duration   // default 30 s; also the handler's deadline
@@ -81,6 +90,9 @@ func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h Event
 	if !cfg.Policy.Declared() {
 		cfg.Policy = authz.Authenticated()
 	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 1
+	}
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = 5
 	}
@@ -103,8 +115,8 @@ func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h Event
 	if cfg.Policy.IsPublic() {
 		errs = append(errs, errors.New("policy must not be public: events always carry a verified token"))
 	}
-	if cfg.MaxDeliver < 1 || cfg.AckWait < 0 || cfg.MaxBacklogAge < 0 {
-		errs = append(errs, errors.New("MaxDeliver, AckWait and MaxBacklogAge must be positive"))
+	if cfg.MaxDeliver < 1 || cfg.AckWait < 0 || cfg.MaxBacklogAge < 0 || cfg.Workers < 1 {
+		errs = append(errs, errors.New("Workers, MaxDeliver, AckWait and MaxBacklogAge must be positive"))
 	}
 	for _, d := range cfg.BackOff {
 		if d <= 0 {
@@ -162,7 +174,25 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
-	consumeCtx, err := cons.Consume(func(msg jetstream.Msg) { c.process(ctx, msg) })
+	handle := func(msg jetstream.Msg) { c.process(ctx, msg) }
+	var workers []chan jetstream.Msg
+	var wg sync.WaitGroup
+	if c.cfg.Workers > 1 {
+		workers = make([]chan jetstream.Msg, c.cfg.Workers)
+		for i := range workers {
+			ch := make(chan jetstream.Msg, workerQueue)
+			workers[i] = ch
+			wg.Go(func() {
+				for msg := range ch {
+					c.process(ctx, msg)
+				}
+			})
+		}
+		// Consume calls back from one goroutine: a full queue holds the
+		// next delivery back instead of buffering without bound.
+		handle = func(msg jetstream.Msg) { workers[partition(msg, len(workers))] <- msg }
+	}
+	consumeCtx, err := cons.Consume(handle)
 	if err != nil {
 		return fmt.Errorf("natsauth: consume %s: %w", c.cfg.Durable, err)
 	}
@@ -170,7 +200,32 @@ func (c *Consumer) Run(ctx context.Context) error {
 	<-ctx.Done()
 	consumeCtx.Drain()
 	<-consumeCtx.Closed()
+	for _, ch := range workers {
+		close(ch)
+	}
+	wg.Wait()
 	return ctx.Err()
+}
+
+// workerQueue bounds each worker's queue of delivered, unhandled events.
+const workerQueue = 16
+
+// partition maps an event to a worker by its entity id (Nats-Msg-Id
+// "<type>:<entity id>"), falling back to the subject.
+func partition(msg jetstream.Msg, n int) int {
+	key := msg.Subject()
+	if h := msg.Headers(); h != nil {
+		if id := h.Get(HeaderMsgID); id != "" {
+			_, entity, found := strings.Cut(id, ":")
+			if !found {
+				entity = id
+			}
+			key = entity
+		}
+	}
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(key))
+	return int(f.Sum32() % uint32(n))
 }
 
 // rejection says why a message cannot be handled. label is a bounded metrics

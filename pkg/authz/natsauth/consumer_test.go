@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -310,11 +312,76 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		"no dlq":         {Stream: "S", Durable: "d"},
 		"public policy":  {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Policy: authz.Public()},
 		"negative delay": {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", BackOff: []time.Duration{-1}},
+		"no workers":     {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Workers: -1},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := NewConsumer(js, v, cfg, h); err == nil {
 				t.Fatal("accepted")
 			}
 		})
+	}
+}
+
+// TestConsumerWorkers: with Workers > 1 events of different entities are
+// handled at once, and the events of one entity in the order they were stored.
+func TestConsumerWorkers(t *testing.T) {
+	t.Parallel()
+	r := newEventRig(t)
+	const entities, steps = 8, 3
+	var (
+		mu         sync.Mutex
+		seen       = map[string][]int{}
+		running    int
+		maxRunning int
+		total      atomic.Int32
+	)
+	r.run(t, ConsumerConfig{Workers: 4}, func(ctx context.Context, ev *Event) error {
+		var d struct {
+			Entity string `json:"entity"`
+			Step   int    `json:"step"`
+		}
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			return err
+		}
+		mu.Lock()
+		running++
+		maxRunning = max(maxRunning, running)
+		seen[d.Entity] = append(seen[d.Entity], d.Step)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		running--
+		mu.Unlock()
+		total.Add(1)
+		return nil
+	})
+	tok := "Bearer " + r.iss.Token(t, nil)
+	for step := range steps {
+		for e := range entities {
+			entity := fmt.Sprintf("o%d", e)
+			env, err := json.Marshal(Envelope{ID: newUUID(), Type: "order.step", Actor: userSub, UserID: userSub,
+				OccurredAt: time.Now().UTC(), Data: json.RawMessage(fmt.Sprintf(`{"entity":%q,"step":%d}`, entity, step))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := nats.NewMsg("orders.events.step")
+			msg.Data = env
+			msg.Header.Set(HeaderAuthorization, tok)
+			msg.Header.Set(HeaderMsgID, fmt.Sprintf("order.step%d:%s", step, entity))
+			if _, err := r.js.PublishMsg(context.Background(), msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventually(t, 10*time.Second, func() bool { return total.Load() == entities*steps }, "all events handled")
+	mu.Lock()
+	defer mu.Unlock()
+	for entity, got := range seen {
+		if !slices.Equal(got, []int{0, 1, 2}) {
+			t.Errorf("%s handled in order %v", entity, got)
+		}
+	}
+	if maxRunning < 2 || maxRunning > 4 {
+		t.Errorf("at most %d events handled at once, want 2..4", maxRunning)
 	}
 }

@@ -44,7 +44,11 @@ func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.
 		FilterSubjects:   []string{"orders.events.created", "orders.events.cancelled"},
 		DeadLetterPrefix: DLQPrefix,
 		OnBehalfPolicy:   authz.RequireAll("cancel:orders").Clients("orders-service").M2MOnly(),
-		Metrics:          m,
+		// An order's created and cancelled events go to the same worker, in
+		// order; invoices of different orders are opened at once (the
+		// handler waits on KV round trips, not on CPU).
+		Workers: 8,
+		Metrics: m,
 	}, func(ctx context.Context, ev *natsauth.Event) error {
 		return handleOrderEvent(ctx, svc, ev)
 	})

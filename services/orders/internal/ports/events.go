@@ -36,7 +36,9 @@ func BillingConsumerConfig(m *natsauth.Metrics) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: BillingStream, Durable: BillingDurable, DeadLetterPrefix: DLQPrefix,
 		OnBehalfPolicy: authz.RequireAll("refund:invoices").Clients("billing-service"),
-		Metrics:        m,
+		// Events of one invoice stay in order; different orders overlap.
+		Workers: 8,
+		Metrics: m,
 	}
 }
 
