@@ -39,8 +39,14 @@ fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: bench
-bench: ## Run the benchmarks side by side with their baselines and write BENCHMARKS.md.
-	cd pkg/authz && $(GO) test $(BENCH_FLAGS) ./...
+bench: ## Benchmarks side by side with their baselines (Go, wrk, the stack under load); writes BENCHMARKS.md and docs/bench/*.png.
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(GO) run ./tools/bench $(BENCH_ARGS)
+
+bench/%: ## Only the Go benchmarks of one module, e.g. make bench/pkg/authz
+	cd $* && $(GO) test $(BENCH_FLAGS) ./...
 
 .PHONY: run
 run: ## Start devtenant, embedded NATS, the three services and the SPA on this machine (no Docker).
