@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
@@ -44,12 +45,14 @@ func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream
 			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// Reads go to the stream leader: an invoice reads back right after it is
+	// written, also on a replicated stream (platform.KeyValue).
+	kv, err := platform.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: InvoiceBucket, Description: "billing: one invoice per order, with its outbox",
 		History: 5, Storage: jetstream.FileStorage, Replicas: replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", InvoiceBucket, err)
+		return nil, err
 	}
 	return kv, nil
 }

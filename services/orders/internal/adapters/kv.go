@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
@@ -26,24 +27,26 @@ const (
 // IdempotencyTTL is how long an Idempotency-Key is remembered.
 const IdempotencyTTL = 24 * time.Hour
 
-// EnsureBuckets creates or updates the service's buckets (idempotent).
-func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (orders, idem jetstream.KeyValue, err error) {
+// EnsureBuckets creates or updates the service's buckets (idempotent). Their
+// reads go to the stream leader, so an order reads back right after its 201
+// also on a replicated stream (platform.KeyValue).
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (orders, idem *platform.Bucket, err error) {
 	if replicas < 1 {
 		replicas = 1
 	}
-	orders, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	orders, err = platform.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: OrdersBucket, Description: "orders by user, and the event outbox",
 		History: 5, Replicas: replicas, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("bucket %s: %w", OrdersBucket, err)
+		return nil, nil, err
 	}
-	idem, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	idem, err = platform.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: IdempotencyBucket, Description: "Idempotency-Key reservations per user",
 		TTL: IdempotencyTTL, Replicas: replicas, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("bucket %s: %w", IdempotencyBucket, err)
+		return nil, nil, err
 	}
 	return orders, idem, nil
 }
@@ -109,14 +112,14 @@ func (s *OrderStore) Get(ctx context.Context, id string) (domain.Order, uint64, 
 	if !ValidID(id) {
 		return domain.Order{}, 0, fmt.Errorf("order %q: %w", id, domain.ErrNotFound)
 	}
-	keys, err := s.keys(ctx, userPrefix+"*."+id)
-	if err != nil {
-		return domain.Order{}, 0, err
-	}
-	if len(keys) == 0 {
+	e, err := s.kv.Last(ctx, userPrefix+"*."+id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return domain.Order{}, 0, fmt.Errorf("order %s: %w", id, domain.ErrNotFound)
 	}
-	return s.getKey(ctx, keys[0])
+	if err != nil {
+		return domain.Order{}, 0, fmt.Errorf("read order: %w: %w", domain.ErrUnavailable, err)
+	}
+	return decodeOrder(e.Key, e.Value, e.Revision)
 }
 
 func (s *OrderStore) getKey(ctx context.Context, key string) (domain.Order, uint64, error) {
@@ -127,11 +130,15 @@ func (s *OrderStore) getKey(ctx context.Context, key string) (domain.Order, uint
 	if err != nil {
 		return domain.Order{}, 0, fmt.Errorf("read order: %w: %w", domain.ErrUnavailable, err)
 	}
+	return decodeOrder(key, e.Value(), e.Revision())
+}
+
+func decodeOrder(key string, value []byte, rev uint64) (domain.Order, uint64, error) {
 	var r orderRecord
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	if err := json.Unmarshal(value, &r); err != nil {
 		return domain.Order{}, 0, fmt.Errorf("decode order %s: %w", key, err)
 	}
-	return r.toDomain(), e.Revision(), nil
+	return r.toDomain(), rev, nil
 }
 
 // Update implements app.Orders with a compare-and-set on rev.
@@ -150,11 +157,12 @@ func (s *OrderStore) Update(ctx context.Context, o domain.Order, rev uint64) (ui
 	return nrev, nil
 }
 
-// ListByUser implements app.Orders; only the user's keys are read.
+// ListByUser implements app.Orders; only the user's keys are read, as the
+// stream leader knows them (an order placed a moment ago is listed).
 func (s *OrderStore) ListByUser(ctx context.Context, userID string) ([]domain.Order, error) {
-	keys, err := s.keys(ctx, userPrefix+userToken(userID)+".*")
+	keys, err := s.kv.KeysMatching(ctx, userPrefix+userToken(userID)+".*")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list keys: %w: %w", domain.ErrUnavailable, err)
 	}
 	out := make([]domain.Order, 0, len(keys))
 	for _, k := range keys {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
 
@@ -19,6 +20,9 @@ type Bucket interface {
 	Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
 	ListKeysFiltered(ctx context.Context, filters ...string) (jetstream.KeyLister, error)
+	// Last and KeysMatching read from the stream leader (platform.Bucket).
+	Last(ctx context.Context, filter string) (platform.Entry, error)
+	KeysMatching(ctx context.Context, filter string) ([]string, error)
 }
 
 // LateBucket is a Bucket whose KeyValue is bound once it exists: the service
@@ -26,14 +30,14 @@ type Bucket interface {
 // and its stores answer domain.ErrUnavailable until then.
 type LateBucket struct {
 	name string
-	kv   atomic.Pointer[jetstream.KeyValue]
+	kv   atomic.Pointer[platform.Bucket]
 }
 
 // NewLateBucket returns an unbound bucket.
 func NewLateBucket(name string) *LateBucket { return &LateBucket{name: name} }
 
 // Bind makes the bucket usable.
-func (b *LateBucket) Bind(kv jetstream.KeyValue) { b.kv.Store(&kv) }
+func (b *LateBucket) Bind(kv *platform.Bucket) { b.kv.Store(kv) }
 
 // Ready returns nil once bound.
 func (b *LateBucket) Ready(context.Context) error {
@@ -43,12 +47,12 @@ func (b *LateBucket) Ready(context.Context) error {
 	return nil
 }
 
-func (b *LateBucket) get() (jetstream.KeyValue, error) {
+func (b *LateBucket) get() (*platform.Bucket, error) {
 	p := b.kv.Load()
 	if p == nil {
 		return nil, fmt.Errorf("bucket %s not set up yet: %w", b.name, domain.ErrUnavailable)
 	}
-	return *p, nil
+	return p, nil
 }
 
 func (b *LateBucket) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
@@ -105,4 +109,20 @@ func (b *LateBucket) ListKeysFiltered(ctx context.Context, filters ...string) (j
 		return nil, err
 	}
 	return kv.ListKeysFiltered(ctx, filters...)
+}
+
+func (b *LateBucket) Last(ctx context.Context, filter string) (platform.Entry, error) {
+	kv, err := b.get()
+	if err != nil {
+		return platform.Entry{}, err
+	}
+	return kv.Last(ctx, filter)
+}
+
+func (b *LateBucket) KeysMatching(ctx context.Context, filter string) ([]string, error) {
+	kv, err := b.get()
+	if err != nil {
+		return nil, err
+	}
+	return kv.KeysMatching(ctx, filter)
 }

@@ -94,7 +94,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 	a.AddReadyCheck(ports.UsersDurable, func(context.Context) error { return usersConsumer.Ready() })
 
 	a.Go("setup", func(ctx context.Context) error {
-		err := setUpState(ctx, a.JetStream, cfg.NATSReplicas, a.Logger, func(o, i jetstream.KeyValue) {
+		err := setUpState(ctx, a.JetStream, cfg.NATSReplicas, a.Logger, func(o, i *platform.Bucket) {
 			ordersBucket.Bind(o)
 			idemBucket.Bind(i)
 		})
@@ -130,7 +130,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 
 // setUpState creates the buckets and streams this service owns, retrying
 // until NATS answers (the service may start before NATS does).
-func setUpState(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger, bind func(o, i jetstream.KeyValue)) error {
+func setUpState(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger, bind func(o, i *platform.Bucket)) error {
 	for attempt := 1; ; attempt++ {
 		err := func() error {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)

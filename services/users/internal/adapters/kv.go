@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/users/internal/domain"
 )
 
@@ -34,7 +35,9 @@ func decodeID(s string) (string, error) {
 
 // EnsureProfilesBucket creates or updates the bucket idempotently.
 func EnsureProfilesBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// Reads go to the stream leader: a profile reads back right after it is
+	// written, also on a replicated stream (platform.KeyValue).
+	kv, err := platform.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      ProfilesBucket,
 		Description: "users service: local profiles and block/unblock intents",
 		History:     1,
