@@ -78,40 +78,42 @@ func (s Scopes) List() []string {
 
 type ctxKey int
 
-const (
-	claimsKey ctxKey = iota
-	tokenKey
-)
+const identityKey ctxKey = iota
 
-// echoClaimsKey is the key under which the Echo middleware stores claims in an
-// echo.Context. It is unexported so that only this package can set it.
-const echoClaimsKey = "authmesh.authz.claims"
+// identity is what WithClaims stores: one context value for both, so that
+// authenticating a request adds one allocation, not two.
+type identity struct {
+	claims *Claims
+	token  string
+}
 
 // WithClaims returns a context carrying the verified claims and the raw token
 // they came from (the token is kept so it can be propagated to other services;
 // it is never logged by this package).
 func WithClaims(ctx context.Context, c *Claims, token string) context.Context {
-	ctx = context.WithValue(ctx, claimsKey, c)
-	return context.WithValue(ctx, tokenKey, token)
+	return context.WithValue(ctx, identityKey, &identity{claims: c, token: token})
 }
 
 // ClaimsFromContext returns the verified claims stored by WithClaims or by the
-// Echo middleware (which also stores them in the request's context).
+// Echo middleware (which stores them in the request's context).
 func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
-	c, ok := ctx.Value(claimsKey).(*Claims)
-	return c, ok && c != nil
+	id, ok := ctx.Value(identityKey).(*identity)
+	if !ok || id.claims == nil {
+		return nil, false
+	}
+	return id.claims, true
 }
 
 // TokenFromContext returns the raw bearer token stored by WithClaims.
 func TokenFromContext(ctx context.Context) (string, bool) {
-	t, ok := ctx.Value(tokenKey).(string)
-	return t, ok && t != ""
+	id, ok := ctx.Value(identityKey).(*identity)
+	if !ok || id.token == "" {
+		return "", false
+	}
+	return id.token, true
 }
 
 // ClaimsFromEcho returns the verified claims of the request being served.
 func ClaimsFromEcho(c echo.Context) (*Claims, bool) {
-	if cl, ok := c.Get(echoClaimsKey).(*Claims); ok && cl != nil {
-		return cl, true
-	}
 	return ClaimsFromContext(c.Request().Context())
 }

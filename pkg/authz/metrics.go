@@ -17,6 +17,7 @@ type Metrics struct {
 
 	// Pre-resolved children: the hot path must not hash label values.
 	fetchOK, fetchFail, cacheHit, cacheMiss prometheus.Counter
+	allowOK                                 prometheus.Counter // the common decision, resolved once
 }
 
 // NewMetrics registers the package's collectors on reg under namespace
@@ -67,6 +68,7 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 	m.fetchFail = m.fetches.WithLabelValues("failure")
 	m.cacheHit = m.cache.WithLabelValues("hit")
 	m.cacheMiss = m.cache.WithLabelValues("miss")
+	m.allowOK = m.decisions.WithLabelValues("allow", "ok")
 	return m, nil
 }
 
@@ -102,6 +104,10 @@ func (m *Metrics) cacheLookup(hit bool) {
 // Exported so that other transports (natsauth) count into the same series.
 func (m *Metrics) Decision(result, reason string) {
 	if m == nil {
+		return
+	}
+	if result == "allow" && reason == "ok" {
+		m.allowOK.Inc()
 		return
 	}
 	m.decisions.WithLabelValues(result, reason).Inc()

@@ -52,9 +52,9 @@ var notFoundHandler = reflect.ValueOf(echo.NotFoundHandler).Pointer()
 //
 // CORS preflight requests (OPTIONS with Origin and Access-Control-Request-Method
 // and no Authorization) pass through untouched, as do requests Echo answers
-// itself with 404 or 405. On success the claims are in the echo.Context
-// (ClaimsFromEcho) and in the request's context (ClaimsFromContext,
-// TokenFromContext). It panics when Validator or Registry is missing.
+// itself with 404 or 405. On success the claims are in the request's context
+// (ClaimsFromEcho, ClaimsFromContext, TokenFromContext). It panics when
+// Validator or Registry is missing.
 func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 	if cfg.Validator == nil {
 		panic("authz: middleware requires a Validator")
@@ -134,7 +134,6 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 				return deny(c, err)
 			}
 			cfg.Metrics.Decision("allow", "ok")
-			c.Set(echoClaimsKey, claims)
 			c.SetRequest(req.WithContext(WithClaims(req.Context(), claims, token)))
 			return next(c)
 		}
