@@ -44,7 +44,12 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("each on its own loopback port, with one RS256 token from a local JWKS; wrk in its own process,\n")
 		p("`-t %d -c %d -d %s --latency`, the same `Authorization` header for all three, %d interleaved rounds\n", w.Threads, w.Conns, w.Duration, w.Rounds)
 		p("(open, authz, go-jwt-middleware, open, …). Req/s: median over rounds; ratios: median of the ratios within\n")
-		p("each round; latency: the median round's. Any non-2xx answer or socket error fails the run.\n\n")
+		p("each round; latency: the median round's. Any non-2xx answer or socket error fails the run.\n")
+		if w.Pinning != "" {
+			p("CPUs: %s, so that the load generator never takes a core\n", w.Pinning)
+			p("from the server: the figures are the server's capacity on one core, not a share of cores split with wrk.\n")
+		}
+		p("\n")
 		p("| variant | req/s (median) | req/s per round | p50 | p90 | p99 | vs open | vs go-jwt-middleware |\n|---|---|---|---|---|---|---|---|\n")
 		for _, v := range wrkVariants {
 			l := w.Latency[v]
@@ -138,7 +143,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		}
 		if s.Drain > 0 {
 			cs := s.Stages[len(s.Stages)-1]
-			p("Billing consumes `order.created` one event at a time. It listed the invoice of the create stage's last order\n")
+			p("Billing consumes `order.created` with 8 workers (one order's events in order). It listed the invoice of the create stage's last order\n")
 			p("%s after that stage began: **%.0f invoices/s** sustained, against %.0f orders/s created (%.2f).\n", s.Drain.Round(time.Millisecond), s.InvoiceRate, cs.RPS, s.InvoiceRate/cs.RPS)
 			p("The latency stage below starts after that, on an idle pipeline.\n\n")
 		} else if s.DrainTimedOut {
@@ -146,9 +151,11 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		}
 		if iv := s.Invoice; iv != nil {
 			p("### Order → invoice\n\n")
-			p("%d clients, each in a loop: `POST /v1/orders`, then `GET /v1/invoices?order_id=` on billing every %s\n", iv.Clients, iv.Poll)
-			p("until the invoice is listed (billing has no public push interface, so this is polling: the figures\n")
-			p("are upper bounds at that resolution, and the polling itself loads billing). %d orders, %d without an\n", iv.Orders, iv.Missing)
+			p("%d clients, each in a loop: `POST /v1/orders`, then wait until billing lists the invoice. Billing has\n", iv.Clients)
+			p("no public push interface, and polling its API every few milliseconds would load it with many more\n")
+			p("requests than the orders measured; so a KV watch on billing's bucket says when the invoice is stored,\n")
+			p("and then `GET /v1/invoices?order_id=` must list it (retried every %s if not yet: %d retries in all).\n", iv.Poll, iv.ExtraPolls)
+			p("The interval ends when that GET answers with the invoice. %d orders, %d without an\n", iv.Orders, iv.Missing)
 			p("invoice within 5 s or failed; at most %d orders per client", iv.PerClient)
 			if iv.PerClient == invoicePerClientLimited {
 				p(", after waiting for a fresh window of devtenant's Management API\n")

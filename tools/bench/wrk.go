@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"regexp"
 	"strconv"
 	"strings"
@@ -24,7 +25,9 @@ var wrkVariants = []string{"open", "authz", "go-jwt-middleware"}
 
 type wrkResult struct {
 	Threads, Conns int
-	Duration       time.Duration
+	// Pinning says how server and wrk shared the CPUs ("" = not pinned).
+	Pinning  string
+	Duration time.Duration
 	Rounds         int
 	// Per variant: requests/s of each round, and the latency percentiles of
 	// the median round.
@@ -72,7 +75,26 @@ func runWrk(ctx context.Context, o options, log *slog.Logger) (*wrkResult, error
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building cmd/echoserver: %v\n%s", err, out)
 	}
-	srv := exec.Command(bin)
+	// With two or more CPUs the server gets CPU 0 (and GOMAXPROCS=1) and wrk
+	// the others: a load generator competing with the server for the same
+	// cores caps every variant by its own cost and compresses the ratios.
+	threads, srvCmd, wrkPrefix, pinning := 2, []string{bin}, []string(nil), ""
+	if n := runtime.NumCPU(); n >= 2 {
+		if taskset, err := exec.LookPath("taskset"); err == nil {
+			threads = n - 1
+			srvCmd = []string{taskset, "-c", "0", bin}
+			wrkPrefix = []string{taskset, "-c", fmt.Sprintf("1-%d", n-1)}
+			cpus := "CPU 1"
+			if n > 2 {
+				cpus = fmt.Sprintf("CPUs 1–%d", n-1)
+			}
+			pinning = "server on CPU 0 with GOMAXPROCS=1, wrk on " + cpus + " (taskset)"
+		}
+	}
+	srv := exec.Command(srvCmd[0], srvCmd[1:]...)
+	if pinning != "" {
+		srv.Env = append(os.Environ(), "GOMAXPROCS=1")
+	}
 	srv.Stderr = os.Stderr
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
@@ -100,7 +122,7 @@ func runWrk(ctx context.Context, o options, log *slog.Logger) (*wrkResult, error
 		}
 	}
 
-	res := &wrkResult{Threads: 2, Conns: 32, Duration: o.wrkDur, Rounds: o.wrkRounds,
+	res := &wrkResult{Threads: threads, Conns: 32, Pinning: pinning, Duration: o.wrkDur, Rounds: o.wrkRounds,
 		RPS: map[string][]float64{}, CPUPerReq: map[string][]time.Duration{}, Latency: map[string]map[string]time.Duration{}}
 	lat := map[string][]map[string]time.Duration{}
 	for round := range o.wrkRounds {
@@ -110,7 +132,8 @@ func runWrk(ctx context.Context, o options, log *slog.Logger) (*wrkResult, error
 				// The same request bytes for all three; open ignores the header.
 				"-H", "Authorization: Bearer " + token, addrs[v]}
 			cpu0, _ := procCPU(srv.Process.Pid)
-			out, err := exec.CommandContext(ctx, wrk, args...).CombinedOutput()
+			cmd := append(append(wrkPrefix[:len(wrkPrefix):len(wrkPrefix)], wrk), args...)
+			out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput()
 			if err != nil {
 				return nil, fmt.Errorf("wrk %s: %v\n%s", v, err, out)
 			}
