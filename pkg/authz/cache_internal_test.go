@@ -2,7 +2,9 @@ package authz
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -27,5 +29,36 @@ func TestTokenCacheBoundedAndExpiring(t *testing.T) {
 	}
 	if _, ok := c.get(k, now); ok {
 		t.Error("expired entry not removed")
+	}
+}
+
+func TestHeaderCache(t *testing.T) {
+	t.Parallel()
+	enc := func(h string) string { return base64.RawURLEncoding.EncodeToString([]byte(h)) + ".e30.sig" }
+	var c headerCache
+	good := enc(`{"alg":"RS256","typ":"JWT","kid":"k1"}`)
+	for range 2 { // parsed, then from the cache
+		h, err := c.parse(good)
+		if err != nil || h.Kid != "k1" || h.Alg != "RS256" {
+			t.Fatalf("good header: %+v, %v", h, err)
+		}
+	}
+	bad := enc(`{"alg":"RS256","kid":"k1","jku":"https://evil.example/jwks"}`)
+	for range 2 { // refused every time: refusals are not cached
+		if _, err := c.parse(bad); CodeOf(err) != CodeInvalidToken {
+			t.Fatalf("jku header accepted: %v", err)
+		}
+	}
+	// A cached header does not make a malformed token acceptable.
+	if _, err := c.parse(good[:strings.IndexByte(good, '.')] + ".e30"); err == nil {
+		t.Fatal("two-part token accepted")
+	}
+	for i := range 2 * maxHeaders {
+		if _, err := c.parse(enc(fmt.Sprintf(`{"alg":"RS256","kid":"k%d"}`, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(c.m); n > maxHeaders {
+		t.Fatalf("cache holds %d headers, bound %d", n, maxHeaders)
 	}
 }

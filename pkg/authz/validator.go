@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -50,6 +51,7 @@ type Validator struct {
 	o        validatorOptions
 	byIssuer map[string]*validator.Validator
 	cache    *tokenCache
+	headers  headerCache
 }
 
 // Option configures a Validator.
@@ -248,7 +250,7 @@ func (v *Validator) Validate(ctx context.Context, token string) (*Claims, error)
 var errTooLarge = invalid("too_large", "the token is too large", nil)
 
 func (v *Validator) verify(ctx context.Context, token string) (*Claims, error) {
-	h, err := parseHeader(token)
+	h, err := v.headers.parse(token)
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +382,7 @@ func (v *Validator) ValidateAt(ctx context.Context, token string, at time.Time) 
 	if at.IsZero() {
 		return nil, invalid("no_time", "no verification time was given", nil)
 	}
-	h, err := parseHeader(token)
+	h, err := v.headers.parse(token)
 	if err != nil {
 		return nil, err
 	}
@@ -442,6 +444,43 @@ type header struct {
 	X5U  json.RawMessage `json:"x5u"`
 	JWK  json.RawMessage `json:"jwk"`
 	X5C  json.RawMessage `json:"x5c"`
+}
+
+// headerCache remembers accepted headers by their encoded form. A tenant's
+// tokens share a handful of headers (alg, typ and the kid of each signing
+// key), so a token's header is almost always one seen before; parseHeader is
+// a pure function of those bytes, so its answer can be reused. Refused
+// headers are not stored, and the cache stops growing at maxHeaders entries.
+type headerCache struct {
+	mu sync.RWMutex
+	m  map[string]header
+}
+
+const maxHeaders = 64
+
+func (c *headerCache) parse(token string) (header, error) {
+	dot := strings.IndexByte(token, '.')
+	if dot > 0 {
+		c.mu.RLock()
+		h, ok := c.m[token[:dot]]
+		c.mu.RUnlock()
+		if ok && strings.Count(token, ".") == 2 {
+			return h, nil
+		}
+	}
+	h, err := parseHeader(token)
+	if err != nil {
+		return h, err
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]header)
+	}
+	if len(c.m) < maxHeaders {
+		c.m[strings.Clone(token[:dot])] = h
+	}
+	c.mu.Unlock()
+	return h, nil
 }
 
 // parseHeader checks the header before any key is looked up: RS256 only, a

@@ -56,7 +56,7 @@ func run() error {
 	flag.StringVar(&o.root, "root", "", "repository root (default: found from the working directory)")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "report path, relative to the root")
 	flag.StringVar(&o.charts, "charts", filepath.Join("docs", "bench"), "chart directory, relative to the root")
-	flag.IntVar(&o.count, "count", 3, "go test -count for the Go benchmarks")
+	flag.IntVar(&o.count, "count", 5, "rounds of the Go benchmarks (median reported)")
 	flag.StringVar(&o.benchtime, "benchtime", "1s", "go test -benchtime")
 	flag.DurationVar(&o.wrkDur, "wrk-duration", 3*time.Second, "duration of each wrk run")
 	flag.IntVar(&o.wrkRounds, "wrk-rounds", 5, "interleaved rounds of open/authz/go-jwt-middleware under wrk (median reported)")
