@@ -74,7 +74,7 @@ type invoiceLatency struct {
 	PerClient                int
 	Failures                 map[string]int // why an order or its invoice is missing
 	Poll                     time.Duration
-	ExtraPolls               int // GETs beyond the first, when billing did not list a stored invoice yet
+	ExtraPolls               int             // GETs beyond the first, when billing did not list a stored invoice yet
 	Create, Invoice, E2E     []time.Duration // sorted
 }
 

@@ -12,8 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,7 +28,7 @@ type wrkResult struct {
 	// Pinning says how server and wrk shared the CPUs ("" = not pinned).
 	Pinning  string
 	Duration time.Duration
-	Rounds         int
+	Rounds   int
 	// Per variant: requests/s of each round, and the latency percentiles of
 	// the median round.
 	RPS map[string][]float64
