@@ -23,12 +23,12 @@ func TestKeyValueReadsFromLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := jetstream.KeyValueConfig{Bucket: "orders", History: 5}
-	b, err := KeyValue(ctx, js, cfg)
-	if err != nil {
+	if _, err := KeyValue(ctx, js, cfg); err != nil {
 		t.Fatal(err)
 	}
 	// Starting again (CreateOrUpdateKeyValue turns AllowDirect back on) is fine.
-	if b, err = KeyValue(ctx, js, cfg); err != nil {
+	b, err := KeyValue(ctx, js, cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
 	s, err := js.Stream(ctx, "KV_orders")

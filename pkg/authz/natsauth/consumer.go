@@ -116,7 +116,7 @@ func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h Event
 		errs = append(errs, errors.New("policy must not be public: events always carry a verified token"))
 	}
 	if cfg.MaxDeliver < 1 || cfg.AckWait < 0 || cfg.MaxBacklogAge < 0 || cfg.Workers < 1 {
-		errs = append(errs, errors.New("Workers, MaxDeliver, AckWait and MaxBacklogAge must be positive"))
+		errs = append(errs, errors.New("the worker count, MaxDeliver, AckWait and MaxBacklogAge must be positive"))
 	}
 	for _, d := range cfg.BackOff {
 		if d <= 0 {
