@@ -46,11 +46,12 @@ log "building images"
 started=1
 "${COMPOSE[@]}" up -d
 
-log "waiting for every container to be healthy (up to ${HEALTH_TIMEOUT}s)"
+want=$("${COMPOSE[@]}" config --services | wc -l)
+log "waiting for all $want containers to be healthy (up to ${HEALTH_TIMEOUT}s)"
 deadline=$((SECONDS + HEALTH_TIMEOUT))
 while :; do
   ids=$("${COMPOSE[@]}" ps -q)
-  [ "$(wc -w <<<"$ids")" -eq 7 ] || fail "expected 7 containers, got: $ids"
+  [ "$(wc -w <<<"$ids")" -eq "$want" ] || fail "expected $want containers, got: $ids"
   states=$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}no-healthcheck{{end}}' $ids)
   grep -qv ' healthy$' <<<"$states" || break
   if grep -Eq ' (exited|dead) ' <<<"$states"; then fail "a container stopped: $states"; fi
@@ -119,7 +120,9 @@ done
 [ "$status" = paid ] || fail "order $order_id is $status, want paid"
 
 log "web: the SPA is served on :8404"
-curl -sf http://localhost:8404/ | grep -q '<script' || fail "http://localhost:8404/ does not serve the SPA"
+# Read the page whole: `curl | grep -q` fails under pipefail when grep stops reading early.
+page=$(curl -sf http://localhost:8404/) || fail "http://localhost:8404/ does not answer"
+grep -q '<script' <<<"$page" || fail "http://localhost:8404/ does not serve the SPA"
 
 log "NATS: streams replicated x3"
 curl -sf 'http://localhost:8222/jsz?accounts=true&streams=true&config=true' | jq -e '[.account_details[].stream_detail[] | select(.config.num_replicas != 3)] | length == 0' >/dev/null \
