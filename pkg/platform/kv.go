@@ -16,8 +16,9 @@ import (
 // nats.go creates KV streams with AllowDirect, so Get is a direct get that any
 // replica answers, and a replica may not have applied the newest writes yet:
 // an order created a moment ago could read as 404. KeyValue therefore turns
-// AllowDirect off, which sends Get to the stream leader; Last and KeysMatching ask the
-// leader as well. The price is that every read goes to one server per bucket.
+// AllowDirect off, which sends Get to the stream leader; Last and KeysMatching
+// ask the leader as well. The price is that every read goes to one server per
+// bucket.
 type Bucket struct {
 	jetstream.KeyValue
 	stream jetstream.Stream
@@ -77,8 +78,8 @@ func (b *Bucket) Last(ctx context.Context, filter string) (Entry, error) {
 	return Entry{Key: strings.TrimPrefix(msg.Subject, b.prefix), Value: msg.Data, Revision: msg.Sequence}, nil
 }
 
-// KeysMatching lists, sorted, the keys matching filter as the stream leader knows
-// them. Keys whose last operation was a delete or purge are included (a
+// KeysMatching lists, sorted, the keys matching filter as the stream leader
+// knows them. Keys whose last operation was a delete or purge are included (a
 // marker remains): read each with Get, which reports them as not found.
 func (b *Bucket) KeysMatching(ctx context.Context, filter string) ([]string, error) {
 	info, err := b.stream.Info(ctx, jetstream.WithSubjectFilter(b.prefix+filter))
