@@ -29,7 +29,7 @@ import (
 // same Nats-Msg-Id ("<type>:<invoice id>"), so the stream drops duplicates
 // within its window, and orders applies paid/refunded idempotently beyond it.
 type Outbox struct {
-	kv      jetstream.KeyValue
+	kv      Bucket
 	js      jetstream.JetStream
 	service natsauth.TokenSource
 	log     *slog.Logger
@@ -46,7 +46,7 @@ var _ app.Outbox = (*Outbox)(nil)
 // which the relay publishes what a crash or an outage left behind (tenant:
 // billing-service holds refund:invoices, the on-behalf policy orders
 // declares for BILLING_EVENTS).
-func NewOutbox(kv jetstream.KeyValue, js jetstream.JetStream, service natsauth.TokenSource, log *slog.Logger) *Outbox {
+func NewOutbox(kv Bucket, js jetstream.JetStream, service natsauth.TokenSource, log *slog.Logger) *Outbox {
 	return &Outbox{kv: kv, js: js, service: service, log: log, delay: time.Second, pending: map[string]time.Time{}}
 }
 

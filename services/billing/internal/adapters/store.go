@@ -5,6 +5,7 @@ package adapters
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,7 +37,7 @@ const (
 
 // Setup creates or updates billing's streams and bucket, idempotently, with
 // the configured replicas. The duplicate window covers the relay's retries.
-func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (*platform.Bucket, error) {
 	for _, sc := range []jetstream.StreamConfig{
 		{Name: EventsStream, Subjects: []string{EventsSubjects}, Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: 10 * time.Minute},
 		{Name: DLQStream, Subjects: []string{DLQSubjects}, Storage: jetstream.FileStorage, Replicas: replicas},
@@ -54,7 +55,57 @@ func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream
 	if err != nil {
 		return nil, err
 	}
+	if err := backfillUserIndex(ctx, kv); err != nil {
+		return nil, fmt.Errorf("bucket %s: user index: %w", InvoiceBucket, err)
+	}
 	return kv, nil
+}
+
+// Besides the invoices (key = order id), the bucket holds a per-user index
+// so that listing a user's invoices reads only theirs:
+//
+//	<order id>                          the invoice record
+//	u.<base64url(user id)>.<order id>   "1": the order's invoice belongs to the user
+//	meta.user-index                     "1": every invoice has its index key
+const (
+	userIndexPrefix = "u."
+	indexMarker     = "meta.user-index"
+)
+
+func userIndexKey(userID, orderID string) string {
+	return userIndexPrefix + base64.RawURLEncoding.EncodeToString([]byte(userID)) + "." + orderID
+}
+
+// backfillUserIndex writes the index keys of invoices stored before the
+// index existed, once per bucket (the marker says it is done).
+func backfillUserIndex(ctx context.Context, kv jetstream.KeyValue) error {
+	if _, err := kv.Get(ctx, indexMarker); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	var keys []string
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		var r record
+		if json.Unmarshal(e.Value(), &r) == nil && r.OrderID != "" && r.UserID != "" {
+			keys = append(keys, userIndexKey(r.UserID, r.OrderID))
+		}
+	}
+	for _, k := range keys {
+		if _, err := kv.Put(ctx, k, []byte("1")); err != nil {
+			return err
+		}
+	}
+	_, err = kv.Put(ctx, indexMarker, []byte("1"))
+	return err
 }
 
 // record is an invoice as stored, plus the events its last changes owe.
@@ -116,13 +167,19 @@ func (r record) invoice() domain.Invoice {
 // so a second create for the same order fails in the server (kv.Create), and
 // updates are compare-and-set on the revision read.
 type Store struct {
-	kv jetstream.KeyValue
+	kv Bucket
+}
+
+// Bucket is the part of platform.Bucket the store uses.
+type Bucket interface {
+	jetstream.KeyValue
+	KeysMatching(ctx context.Context, filter string) ([]string, error)
 }
 
 var _ app.Store = (*Store)(nil)
 
-// NewStore returns a store on kv.
-func NewStore(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+// NewStore returns a store on kv (see Setup).
+func NewStore(kv Bucket) *Store { return &Store{kv: kv} }
 
 func (s *Store) entry(ctx context.Context, orderID string) (record, uint64, error) {
 	if !domain.ValidOrderID(orderID) {
@@ -156,6 +213,12 @@ func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
 	b, err := json.Marshal(toRecord(inv))
 	if err != nil {
 		return err
+	}
+	// The index key goes first: an index key without its invoice (a crash
+	// in between) is skipped by List; an invoice missing from its owner's
+	// list would not be.
+	if _, err := s.kv.Put(ctx, userIndexKey(inv.UserID, inv.OrderID), []byte("1")); err != nil {
+		return fmt.Errorf("kv index %s: %w", inv.OrderID, err)
 	}
 	_, err = s.kv.Create(ctx, inv.OrderID, b)
 	if errors.Is(err, jetstream.ErrKeyExists) {
@@ -215,10 +278,41 @@ func isWrongLastSequence(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || strings.Contains(err.Error(), "wrong last sequence")
 }
 
-// List implements app.Store by reading the bucket's current values in one
-// watch (no per-key round trips). It is a scan: fine for this service's
-// volumes; an index bucket per user would be the next step.
+// List implements app.Store. A user's invoices are found through their index
+// keys, as the stream leader knows them, and read one by one; without a user
+// (not a case the service produces) it scans the bucket.
 func (s *Store) List(ctx context.Context, f app.Filter) ([]domain.Invoice, error) {
+	if f.UserID == "" {
+		return s.scan(ctx, f)
+	}
+	prefix := userIndexKey(f.UserID, "")
+	keys, err := s.kv.KeysMatching(ctx, prefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("kv list: %w", err)
+	}
+	out := []domain.Invoice{}
+	for _, k := range keys {
+		orderID := strings.TrimPrefix(k, prefix)
+		if f.OrderID != "" && orderID != f.OrderID {
+			continue
+		}
+		r, _, err := s.entry(ctx, orderID)
+		if errors.Is(err, domain.ErrNotFound) {
+			continue // index key written, invoice not (yet)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if r.UserID == f.UserID {
+			out = append(out, r.invoice())
+		}
+	}
+	slices.SortFunc(out, func(a, b domain.Invoice) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return out, nil
+}
+
+// scan reads the bucket's current values in one watch.
+func (s *Store) scan(ctx context.Context, f app.Filter) ([]domain.Invoice, error) {
 	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("kv list: %w", err)
@@ -238,10 +332,10 @@ func (s *Store) List(ctx context.Context, f app.Filter) ([]domain.Invoice, error
 				return out, nil
 			}
 			var r record
-			if json.Unmarshal(e.Value(), &r) != nil {
-				continue
+			if json.Unmarshal(e.Value(), &r) != nil || r.OrderID == "" {
+				continue // an index key or the marker
 			}
-			if (f.UserID == "" || r.UserID == f.UserID) && (f.OrderID == "" || r.OrderID == f.OrderID) {
+			if f.OrderID == "" || r.OrderID == f.OrderID {
 				out = append(out, r.invoice())
 			}
 		}

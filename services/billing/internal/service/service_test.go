@@ -478,7 +478,7 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	s.invoiceOf("alice", "ord-crash")
 	next := s.events(t)
 
-	kv, err := s.js.KeyValue(context.Background(), adapters.InvoiceBucket)
+	kv, err := adapters.Setup(context.Background(), s.js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,112 @@
+package adapters
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/services/billing/internal/app"
+	"github.com/authmesh/authmesh/services/billing/internal/domain"
+)
+
+func startJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func invoice(user, order string, at time.Time) domain.Invoice {
+	return domain.Invoice{ID: domain.InvoiceID(order), OrderID: order, UserID: user, Status: domain.StatusOpen,
+		AmountCents: 100, Currency: "EUR", CreatedAt: at}
+}
+
+func ids(invs []domain.Invoice) []string {
+	var out []string
+	for _, inv := range invs {
+		out = append(out, inv.OrderID)
+	}
+	return out
+}
+
+// TestStoreListsThroughUserIndex: a user's list reads only their invoices
+// (newest first), skips an index key whose invoice was never written, and
+// invoices stored before the index existed are indexed at start-up.
+func TestStoreListsThroughUserIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js := startJetStream(t)
+
+	// An invoice from before the index: a record without index key or marker.
+	legacy, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: InvoiceBucket, History: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Add(-time.Hour)
+	b, _ := json.Marshal(toRecord(invoice("auth0|alice", "old", t0)))
+	if _, err := legacy.Create(ctx, "old", b); err != nil {
+		t.Fatal(err)
+	}
+
+	kv, err := Setup(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(kv)
+	for i, inv := range []domain.Invoice{
+		invoice("auth0|alice", "a1", t0.Add(time.Minute)),
+		invoice("auth0|bob", "b1", t0.Add(2*time.Minute)),
+		invoice("auth0|alice", "a2", t0.Add(3*time.Minute)),
+	} {
+		if err := s.Create(ctx, inv); err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+	}
+	// A crash between the index key and the invoice leaves a dangling key.
+	if _, err := kv.Put(ctx, userIndexKey("auth0|alice", "lost"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := s.List(ctx, app.Filter{UserID: "auth0|alice"})
+	if err != nil || !slices.Equal(ids(got), []string{"a2", "a1", "old"}) {
+		t.Fatalf("alice's invoices: %v, %v", ids(got), err)
+	}
+	got, err = s.List(ctx, app.Filter{UserID: "auth0|bob"})
+	if err != nil || !slices.Equal(ids(got), []string{"b1"}) {
+		t.Fatalf("bob's invoices: %v, %v", ids(got), err)
+	}
+	got, err = s.List(ctx, app.Filter{UserID: "auth0|alice", OrderID: "a1"})
+	if err != nil || !slices.Equal(ids(got), []string{"a1"}) {
+		t.Fatalf("alice's invoice of a1: %v, %v", ids(got), err)
+	}
+	if got, err = s.List(ctx, app.Filter{UserID: "auth0|carol"}); err != nil || len(got) != 0 {
+		t.Fatalf("carol's invoices: %v, %v", ids(got), err)
+	}
+	// Without a user the bucket is scanned; index keys and the marker are not invoices.
+	got, err = s.List(ctx, app.Filter{})
+	if err != nil || len(got) != 4 {
+		t.Fatalf("all invoices: %v, %v", ids(got), err)
+	}
+}
