@@ -3,10 +3,14 @@ package authz
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	fastjson "github.com/segmentio/encoding/json"
 )
 
 func TestTokenCacheBoundedAndExpiring(t *testing.T) {
@@ -61,4 +65,28 @@ func TestHeaderCache(t *testing.T) {
 	if n := len(c.m); n > maxHeaders {
 		t.Fatalf("cache holds %d headers, bound %d", n, maxHeaders)
 	}
+}
+
+// FuzzClaimsDecoders: the payload decoder (segmentio/encoding/json) accepts
+// and refuses what encoding/json does, with the same claims.
+func FuzzClaimsDecoders(f *testing.F) {
+	for _, s := range []string{
+		`{"scope":"openid read:orders","permissions":["read:orders"],"https://authmesh.dev/roles":["customer"],"azp":"cli","gty":"password","org_id":"o"}`,
+		`{"gty":["client-credentials"],"client_id":"svc","scope":"read:users"}`,
+		`{"permissions":"read:orders"}`, `{"gty":[1]}`, `{"scope":1}`, `{"Scope":"x","PERMISSIONS":["a"]}`,
+		`{"scope":"a","scope":"b"}`, `{"scope":"\ud800"}`, "{\"scope\":\"\xff\"}", `[]`, `null`, `{`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast, std defaultClaimsJSON
+		errFast := fastjson.Unmarshal(b, &fast)
+		errStd := json.Unmarshal(b, &std)
+		if (errFast == nil) != (errStd == nil) {
+			t.Fatalf("%q: segmentio error %v, encoding/json error %v", b, errFast, errStd)
+		}
+		if errStd == nil && !reflect.DeepEqual(fast, std) {
+			t.Fatalf("%q: segmentio %+v, encoding/json %+v", b, fast, std)
+		}
+	})
 }
