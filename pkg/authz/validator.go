@@ -279,7 +279,7 @@ func (v *Validator) verify(ctx context.Context, token string) (*Claims, error) {
 	}
 	// The other claims are decoded here rather than by go-jose through
 	// go-jwt-middleware's custom claims, which would scan the payload twice
-	// more before handing it over: one pass of encoding/json instead.
+	// more before handing it over: one fast pass instead (UnmarshalJSON).
 	tc := &tokenClaims{rolesClaim: v.o.rolesClaim}
 	if err := decodePayload(token, tc); err != nil {
 		return nil, err
