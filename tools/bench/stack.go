@@ -430,30 +430,37 @@ func watchInvoices(ctx context.Context) (*invoiceWatch, error) {
 	go func() {
 		for e := range kw.Updates() {
 			if e != nil && e.Operation() == jetstream.KeyValuePut {
-				close(w.channel(e.Key(), true))
+				w.stored(e.Key())
 			}
 		}
 	}()
 	return w, nil
 }
 
-// channel returns the order's channel; stored marks the invoice as stored
-// (then a channel that is already closed is replaced by a fresh closed one
-// for the caller to close, so updates of a stored invoice are harmless).
-func (w *invoiceWatch) channel(id string, stored bool) chan struct{} {
+// channel returns the channel closed once the order's invoice is stored.
+func (w *invoiceWatch) channel(id string) chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.channelLocked(id)
+}
+
+// stored marks the order's invoice as stored; later updates of it are no-ops.
+func (w *invoiceWatch) stored(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch := w.channelLocked(id)
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+func (w *invoiceWatch) channelLocked(id string) chan struct{} {
 	ch, ok := w.seen[id]
 	if !ok {
 		ch = make(chan struct{})
 		w.seen[id] = ch
-	}
-	if stored {
-		select {
-		case <-ch:
-			return make(chan struct{}) // already stored: close a throwaway
-		default:
-		}
 	}
 	return ch
 }
@@ -463,7 +470,7 @@ func (w *invoiceWatch) wait(ctx context.Context, id string, until time.Time) boo
 	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
 	select {
-	case <-w.channel(id, false):
+	case <-w.channel(id):
 		return true
 	case <-t.C:
 		return false

@@ -45,7 +45,7 @@ func EnsureProfilesBucket(ctx context.Context, js jetstream.JetStream, replicas 
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kv %s: %w", ProfilesBucket, err)
+		return nil, err // names the bucket already
 	}
 	return kv, nil
 }
