@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +64,10 @@ type ConsumerConfig struct {
 	MaxBacklogAge time.Duration   // default DefaultMaxBacklogAge
 
 	Metrics *Metrics // optional
+	// Logger, when set, gets one warning per event retried or dead-lettered:
+	// consumer, subject, stream sequence, attempt, result and reason (never a
+	// token).
+	Logger *slog.Logger
 }
 
 // Consumer runs a durable JetStream consumer whose events are verified before
@@ -268,6 +273,7 @@ func (c *Consumer) handle(base context.Context, msg jetstream.Msg) string {
 	if rej != nil {
 		if rej.transient && attempt < c.cfg.MaxDeliver {
 			c.count("retried", rej.label)
+			c.warn(ctx, msg, meta, "retried", rej.reason())
 			_ = msg.NakWithDelay(c.backoff(attempt))
 			return "retried"
 		}
@@ -282,6 +288,7 @@ func (c *Consumer) handle(base context.Context, msg jetstream.Msg) string {
 			// Unknown whether the server saw the ack: it will redeliver and the
 			// idempotent handler will see the event again.
 			c.count("retried", "ack_failed")
+			c.warn(ctx, msg, meta, "retried", "ack_failed: "+err.Error())
 			return "retried"
 		}
 		c.count("accepted", "ok")
@@ -289,6 +296,7 @@ func (c *Consumer) handle(base context.Context, msg jetstream.Msg) string {
 	}
 	if attempt < c.cfg.MaxDeliver {
 		c.count("retried", "handler_error")
+		c.warn(ctx, msg, meta, "retried", "handler_error: "+truncate(err.Error(), 200))
 		_ = msg.NakWithDelay(c.backoff(attempt))
 		return "retried"
 	}
@@ -365,11 +373,13 @@ func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jets
 	defer cancel()
 	if _, err := c.js.PublishMsg(pctx, dl); err != nil {
 		c.count("retried", "dlq_unavailable")
+		c.warn(ctx, msg, meta, "retried", "dlq_unavailable: "+err.Error())
 		_ = msg.NakWithDelay(c.backoff(int(meta.NumDelivered)))
 		return "retried"
 	}
 	_ = msg.TermWithReason(rej.label)
 	c.count("rejected", rej.label)
+	c.warn(ctx, msg, meta, "dead_lettered", rej.reason())
 	if m := c.cfg.Metrics; m != nil {
 		m.deadLettered.WithLabelValues(c.cfg.Durable, rej.label).Inc()
 	}
@@ -381,6 +391,16 @@ func (c *Consumer) backoff(attempt int) time.Duration {
 		return time.Second
 	}
 	return c.cfg.BackOff[min(max(attempt-1, 0), len(c.cfg.BackOff)-1)]
+}
+
+// warn logs an event that was not handled this time (see ConsumerConfig.Logger).
+func (c *Consumer) warn(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, result, reason string) {
+	if c.cfg.Logger == nil {
+		return
+	}
+	c.cfg.Logger.WarnContext(ctx, "event not handled", slog.String("consumer", c.cfg.Durable),
+		slog.String("subject", msg.Subject()), slog.Uint64("stream_seq", meta.Sequence.Stream),
+		slog.Uint64("attempt", meta.NumDelivered), slog.String("result", result), slog.String("reason", reason))
 }
 
 func (c *Consumer) count(result, reason string) {

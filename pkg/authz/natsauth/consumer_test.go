@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -266,7 +267,9 @@ func TestConsumerRedeliveryBounded(t *testing.T) {
 	var calls atomic.Int32
 	var times []time.Time
 	var mu sync.Mutex
-	r.run(t, ConsumerConfig{MaxDeliver: 3, BackOff: []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, AckWait: 2 * time.Second},
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	r.run(t, ConsumerConfig{MaxDeliver: 3, BackOff: []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, AckWait: 2 * time.Second, Logger: logger},
 		func(ctx context.Context, ev *Event) error {
 			calls.Add(1)
 			mu.Lock()
@@ -295,6 +298,34 @@ func TestConsumerRedeliveryBounded(t *testing.T) {
 	if got := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "retried", "handler_error")); got != 2 {
 		t.Errorf("retries counted %v", got)
 	}
+	out := logs.String()
+	if n := strings.Count(out, `"result":"retried","reason":"handler_error: database down"`); n != 2 {
+		t.Errorf("%d retry warnings, want 2:\n%s", n, out)
+	}
+	if n := strings.Count(out, `"result":"dead_lettered","reason":"handler_error: database down"`); n != 1 {
+		t.Errorf("%d dead-letter warnings, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, `"subject":"orders.events.flaky"`) || strings.Contains(out, "eyJ") {
+		t.Errorf("warnings lack the subject or carry a token:\n%s", out)
+	}
+}
+
+// syncBuffer collects log output written concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 type errorString string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -37,7 +38,7 @@ type orderCancelledData struct {
 // "acting on another user's data". No user, not even an admin, cancels or
 // creates someone else's order through orders (its cancel is owner-only), so
 // a user-signed event about another user's order is never legitimate.
-func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.Metrics, svc *app.Service) (*natsauth.Consumer, error) {
+func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.Metrics, svc *app.Service, log *slog.Logger) (*natsauth.Consumer, error) {
 	return natsauth.NewConsumer(js, v, natsauth.ConsumerConfig{
 		Stream:           OrdersStream,
 		Durable:          OrdersDurable,
@@ -49,6 +50,7 @@ func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.
 		// handler waits on KV round trips, not on CPU).
 		Workers: 8,
 		Metrics: m,
+		Logger:  log,
 	}, func(ctx context.Context, ev *natsauth.Event) error {
 		return handleOrderEvent(ctx, svc, ev)
 	})

@@ -74,7 +74,7 @@ func wire(a *platform.App) *platform.App {
 		if err := ports.RegisterNATS(micro, svc, a.Logger); err != nil {
 			return err
 		}
-		cons, err := adapters.NewOrdersConsumer(a.JetStream, a.Validator, nm, svc)
+		cons, err := adapters.NewOrdersConsumer(a.JetStream, a.Validator, nm, svc, a.Logger)
 		if err != nil {
 			return err
 		}

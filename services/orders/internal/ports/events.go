@@ -32,13 +32,14 @@ const (
 // alice's invoice is published under the admin's own token and is exactly
 // the legitimate case; refund:invoices is an admin-only permission, so no
 // customer passes. billing-service signs what its outbox relay republishes.
-func BillingConsumerConfig(m *natsauth.Metrics) natsauth.ConsumerConfig {
+func BillingConsumerConfig(m *natsauth.Metrics, log *slog.Logger) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: BillingStream, Durable: BillingDurable, DeadLetterPrefix: DLQPrefix,
 		OnBehalfPolicy: authz.RequireAll("refund:invoices").Clients("billing-service"),
 		// Events of one invoice stay in order; different orders overlap.
 		Workers: 8,
 		Metrics: m,
+		Logger:  log,
 	}
 }
 
@@ -47,11 +48,12 @@ func BillingConsumerConfig(m *natsauth.Metrics) natsauth.ConsumerConfig {
 // own client. User tokens stay allowed (no M2MOnly): the users service
 // publishes user.blocked under the admin's token that asked for the block;
 // block:users is admin-only, so no customer's token passes.
-func UsersConsumerConfig(m *natsauth.Metrics) natsauth.ConsumerConfig {
+func UsersConsumerConfig(m *natsauth.Metrics, log *slog.Logger) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: UsersStream, Durable: UsersDurable, DeadLetterPrefix: DLQPrefix,
 		OnBehalfPolicy: authz.RequireAll("block:users").Clients("users-service"),
 		Metrics:        m,
+		Logger:         log,
 	}
 }
 

@@ -77,12 +77,12 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 	ports.RegisterHTTP(a.Route, svc)
 
 	billingConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator,
-		ports.BillingConsumerConfig(natsMetrics), ports.BillingHandler(svc, a.Logger))
+		ports.BillingConsumerConfig(natsMetrics, a.Logger), ports.BillingHandler(svc, a.Logger))
 	if err != nil {
 		return err
 	}
 	usersConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator,
-		ports.UsersConsumerConfig(natsMetrics), ports.UsersHandler(svc, a.Logger))
+		ports.UsersConsumerConfig(natsMetrics, a.Logger), ports.UsersHandler(svc, a.Logger))
 	if err != nil {
 		return err
 	}
