@@ -21,6 +21,9 @@ import (
 // verified as of its stored time.
 const DefaultMaxBacklogAge = 7 * 24 * time.Hour
 
+// DefaultPullExpiry is ConsumerConfig.PullExpiry's default.
+const DefaultPullExpiry = 2 * time.Second
+
 // Event is a verified event handed to an EventHandler.
 type Event struct {
 	Envelope
@@ -62,6 +65,13 @@ type ConsumerConfig struct {
 	BackOff       []time.Duration // delay before attempt n+1, default 1s, 5s, 30s, 2m
 	AckWait       time.Duration   // default 30 s; also the handler's deadline
 	MaxBacklogAge time.Duration   // default DefaultMaxBacklogAge
+	// PullExpiry is how long one pull request waits (default 2 s, at least
+	// 1 s; the server heartbeats at half of it). It bounds how long delivery
+	// stalls when a pull request is lost, e.g. sent while a just-elected
+	// consumer leader's interest was still spreading through the cluster:
+	// the client notices two missed heartbeats and pulls again. nats.go's
+	// default of 30 s let such an event wait half a minute.
+	PullExpiry time.Duration
 
 	Metrics *Metrics // optional
 	// Logger, when set, gets one warning per event retried or dead-lettered:
@@ -110,6 +120,9 @@ func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h Event
 	if cfg.MaxBacklogAge == 0 {
 		cfg.MaxBacklogAge = DefaultMaxBacklogAge
 	}
+	if cfg.PullExpiry == 0 {
+		cfg.PullExpiry = DefaultPullExpiry
+	}
 	var errs []error
 	if js == nil || v == nil || h == nil {
 		errs = append(errs, errors.New("JetStream, verifier and handler are required"))
@@ -122,6 +135,9 @@ func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h Event
 	}
 	if cfg.MaxDeliver < 1 || cfg.AckWait < 0 || cfg.MaxBacklogAge < 0 || cfg.Workers < 1 {
 		errs = append(errs, errors.New("the worker count, MaxDeliver, AckWait and MaxBacklogAge must be positive"))
+	}
+	if cfg.PullExpiry < time.Second {
+		errs = append(errs, errors.New("PullExpiry must be at least 1s"))
 	}
 	for _, d := range cfg.BackOff {
 		if d <= 0 {
@@ -197,7 +213,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// next delivery back instead of buffering without bound.
 		handle = func(msg jetstream.Msg) { workers[partition(msg, len(workers))] <- msg }
 	}
-	consumeCtx, err := cons.Consume(handle)
+	consumeCtx, err := cons.Consume(handle, jetstream.PullExpiry(c.cfg.PullExpiry))
 	if err != nil {
 		return fmt.Errorf("natsauth: consume %s: %w", c.cfg.Durable, err)
 	}

@@ -344,6 +344,7 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		"public policy":  {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Policy: authz.Public()},
 		"negative delay": {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", BackOff: []time.Duration{-1}},
 		"no workers":     {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Workers: -1},
+		"short pull":     {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", PullExpiry: 500 * time.Millisecond},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := NewConsumer(js, v, cfg, h); err == nil {
