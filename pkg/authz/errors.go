@@ -18,7 +18,8 @@ const (
 	CodeInvalidToken Code = "invalid_token"
 	// CodeInsufficientScope: valid token, missing permission or scope (403).
 	CodeInsufficientScope Code = "insufficient_scope"
-	// CodeKeysUnavailable: no signing keys can be had and none are cached (503).
+	// CodeKeysUnavailable: no signing keys can be had and none are cached, or
+	// the revocation list is not loaded yet (503: retry, never a 401).
 	CodeKeysUnavailable Code = "keys_unavailable"
 	// CodeNoPolicy: the route or endpoint has no declared policy (denied).
 	CodeNoPolicy Code = "no_policy"

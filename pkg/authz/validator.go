@@ -26,8 +26,20 @@ import (
 // reason "revoked". Implementations must be safe for concurrent use and fast:
 // they are consulted on every request, also for cached tokens.
 // natsauth provides one backed by a JetStream KV bucket.
+//
+// A checker that must load its list first also implements RevocationLoader:
+// until its Ready returns nil the validator fails closed, refusing every
+// token as unavailable (503 + Retry-After, an event retried) rather than
+// accepting tokens it cannot check — a replica that has just started, or
+// whose NATS is not there yet, would otherwise let a blocked user in.
 type RevocationChecker interface {
 	RevokedAt(subject string) (time.Time, bool)
+}
+
+// RevocationLoader is implemented by a RevocationChecker with a loading
+// phase: Ready returns nil once its list is complete.
+type RevocationLoader interface {
+	Ready() error
 }
 
 // Defaults of the validator.
@@ -65,6 +77,7 @@ type validatorOptions struct {
 	rolesClaim  string
 	cacheSize   int
 	revocations RevocationChecker
+	revLoader   RevocationLoader // revocations, if it has a loading phase
 	metrics     *Metrics
 	now         func() time.Time
 }
@@ -133,6 +146,7 @@ func WithTokenCache(size int) Option {
 func WithRevocations(r RevocationChecker) Option {
 	return func(o *validatorOptions) error {
 		o.revocations = r
+		o.revLoader, _ = r.(RevocationLoader)
 		return nil
 	}
 }
@@ -349,6 +363,12 @@ func checkTimes(exp, nbf, iat, at time.Time, leeway time.Duration) error {
 func (v *Validator) checkRevoked(c *Claims, stored time.Time) error {
 	if v.o.revocations == nil {
 		return nil
+	}
+	if l := v.o.revLoader; l != nil {
+		if err := l.Ready(); err != nil {
+			return &Error{Code: CodeKeysUnavailable, Reason: "revocations_unavailable",
+				Description: "the revocation list is not loaded yet", Err: err}
+		}
 	}
 	at, ok := v.o.revocations.RevokedAt(c.Subject)
 	if !ok {

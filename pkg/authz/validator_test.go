@@ -9,6 +9,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,6 +246,53 @@ func TestRevocation(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// loadingRevocations is a revocation list that is not loaded until ready is set.
+type loadingRevocations struct {
+	revocations
+	ready atomic.Bool
+}
+
+func (r *loadingRevocations) Ready() error {
+	if !r.ready.Load() {
+		return errors.New("not loaded")
+	}
+	return nil
+}
+
+// TestRevocationFailsClosedUntilLoaded: a validator whose revocation list is
+// still loading cannot tell a blocked user's token from a good one, so it
+// refuses every token as unavailable (503), also one it has cached, and
+// accepts them once the list is there.
+func TestRevocationFailsClosedUntilLoaded(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	rev := &loadingRevocations{revocations: revocations{m: map[string]time.Time{}}}
+	rev.ready.Store(true)
+	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
+	tok := iss.Token(t, nil)
+	if _, err := v.Validate(ctxT(t), tok); err != nil {
+		t.Fatal(err) // cached from here on
+	}
+	rev.ready.Store(false)
+	for name, fn := range map[string]func() error{
+		"Validate":   func() error { _, err := v.Validate(ctxT(t), tok); return err },
+		"ValidateAt": func() error { _, err := v.ValidateAt(ctxT(t), tok, time.Now()); return err },
+		"uncached": func() error {
+			_, err := v.Validate(ctxT(t), iss.Token(t, authztest.Claims{"sub": "auth0|other"}))
+			return err
+		},
+	} {
+		var ae *authz.Error
+		if err := fn(); !errors.Is(err, authz.ErrKeysUnavailable) || !errors.As(err, &ae) || ae.Reason != "revocations_unavailable" {
+			t.Errorf("%s while loading: err = %v, want keys_unavailable (revocations_unavailable)", name, err)
+		}
+	}
+	rev.ready.Store(true)
+	if _, err := v.Validate(ctxT(t), tok); err != nil {
+		t.Errorf("once loaded: %v", err)
 	}
 }
 

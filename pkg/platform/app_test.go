@@ -367,8 +367,10 @@ func TestRunRefusesPermissionTheTenantLacks(t *testing.T) {
 	ok := func(c echo.Context) error { return nil }
 	app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices"), ok)
 	app.Route(http.MethodPost, "/v1/invoices/:id/pay", authz.RequireAll("pay:everything"), ok)
+	app.DeclarePolicy("NATS endpoint billing.void", authz.RequireAll("read:invoices", "void:everything"))
 	err = app.Run(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "pay:everything") || strings.Contains(err.Error(), "read:invoices") {
-		t.Fatalf("Run = %v, want a refusal naming only pay:everything", err)
+	if err == nil || !strings.Contains(err.Error(), "pay:everything") || strings.Contains(err.Error(), "read:invoices") ||
+		!strings.Contains(err.Error(), `NATS endpoint billing.void uses permission "void:everything"`) {
+		t.Fatalf("Run = %v, want a refusal naming only pay:everything and the endpoint's void:everything", err)
 	}
 }

@@ -75,6 +75,23 @@ func (c Config) Getenv(name string) string {
 	return c.getenv(c.Prefix + name)
 }
 
+// PeerClientID returns the M2M client id of service peer ("orders"): the
+// <PEER>_CLIENT_ID variable that service reads for its own id, else the
+// local tenant's "<peer>-service". Receivers authorize a peer's M2M tokens
+// by it (azp), so against a real Auth0 tenant, whose client ids are
+// generated, every service must see the ids of the peers it trusts.
+func (c Config) PeerClientID(peer string) string {
+	if peer == c.Service && c.ClientID != "" {
+		return c.ClientID
+	}
+	if c.getenv != nil {
+		if v := strings.TrimSpace(c.getenv(strings.ToUpper(peer) + "_CLIENT_ID")); v != "" {
+			return v
+		}
+	}
+	return peer + "-service"
+}
+
 // String renders the configuration without secrets, for the start-up log.
 func (c Config) String() string {
 	return fmt.Sprintf("service=%s http=%s nats=%s nats_user=%s replicas=%d client_id=%s issuer=%s audience=%s jwks=%s",

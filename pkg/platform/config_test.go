@@ -99,3 +99,21 @@ func TestLoadConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerClientID: a peer's client id comes from the variable that peer
+// reads for its own (a real tenant's ids are generated), else the local
+// tenant's name.
+func TestPeerClientID(t *testing.T) {
+	t.Parallel()
+	c, err := LoadConfig("billing", envOf(map[string]string{
+		"BILLING_CLIENT_ID": "Bx1", "ORDERS_CLIENT_ID": " Ox9 ",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for peer, want := range map[string]string{"orders": "Ox9", "users": "users-service", "billing": "Bx1"} {
+		if got := c.PeerClientID(peer); got != want {
+			t.Errorf("PeerClientID(%q) = %q, want %q", peer, got, want)
+		}
+	}
+}

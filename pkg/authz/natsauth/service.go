@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ type Service struct {
 	v       Verifier
 	ctx     context.Context
 	metrics *Metrics
+	log     *slog.Logger
 }
 
 // ServiceOption configures a Service.
@@ -46,6 +48,18 @@ func WithMetrics(m *Metrics) ServiceOption {
 			return errors.New("nil metrics")
 		}
 		s.metrics = m
+		return nil
+	}
+}
+
+// WithLogger logs a handler that panicked (endpoint and panic value; never
+// the request's token or data). The caller gets a 500 either way.
+func WithLogger(l *slog.Logger) ServiceOption {
+	return func(s *Service) error {
+		if l == nil {
+			return errors.New("nil logger")
+		}
+		s.log = l
 		return nil
 	}
 }
@@ -116,6 +130,17 @@ func (s *Service) AddEndpoint(name, subject string, policy authz.Policy, h Handl
 }
 
 func (s *Service) serve(endpoint string, policy authz.Policy, h Handler, req micro.Request) {
+	// micro runs handlers on the connection's goroutine without a recover: a
+	// panicking handler would take the whole service down.
+	defer func() {
+		if r := recover(); r != nil {
+			s.count(endpoint, "error", "panic")
+			if s.log != nil {
+				s.log.Error("nats endpoint handler panicked", "service", s.name, "endpoint", endpoint, "panic", fmt.Sprint(r))
+			}
+			_ = req.Error("500", "internal error", nil)
+		}
+	}()
 	hdr := nats.Header(req.Headers())
 	ctx := ContextFromHeaders(s.ctx, hdr)
 	if policy.IsPublic() {

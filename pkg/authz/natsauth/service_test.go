@@ -200,6 +200,41 @@ func TestAddEndpointRequiresPolicy(t *testing.T) {
 	}
 }
 
+// TestEndpointPanicIsAnError: a handler that panics answers 500 and the
+// service goes on serving (micro itself does not recover).
+func TestEndpointPanicIsAnError(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss)
+	nc, _ := connect(t, startNATS(t))
+	svc, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	if err := svc.AddEndpoint("boom", "t.boom", authz.Authenticated(), func(_ context.Context, req micro.Request) {
+		if string(req.Data()) == "panic" {
+			panic("handler bug")
+		}
+		_ = req.Respond([]byte("ok"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(userCtx(t, v, iss.Token(t, nil)), 5*time.Second)
+	defer cancel()
+	for range 2 {
+		_, err := Request(ctx, nc, "t.boom", []byte("panic"))
+		var se *ServiceError
+		if !errors.As(err, &se) || se.Code != 500 || strings.Contains(se.Description, "handler bug") {
+			t.Fatalf("panicking handler: err = %v, want a 500 that does not leak the panic", err)
+		}
+	}
+	reply, err := Request(ctx, nc, "t.boom", []byte("hello"))
+	if err != nil || string(reply.Data) != "ok" {
+		t.Fatalf("after the panics: %v %q", err, reply.Data)
+	}
+}
+
 // rotatingSource hands out tokens in order and records invalidations.
 type rotatingSource struct {
 	mu          sync.Mutex

@@ -31,20 +31,21 @@ type orderCancelledData struct {
 
 // NewOrdersConsumer returns the durable consumer of ORDERS_EVENTS. Events on
 // another user's behalf (the orders service cancelling a blocked user's
-// orders) need an M2M token of orders-service with cancel:orders.
+// orders) need an M2M token of the orders service (client ordersClient)
+// with cancel:orders.
 //
 // M2MOnly matters: Clients restricts M2M tokens only, and every customer
 // holds cancel:orders, so without it any customer's token would pass as
 // "acting on another user's data". No user, not even an admin, cancels or
 // creates someone else's order through orders (its cancel is owner-only), so
 // a user-signed event about another user's order is never legitimate.
-func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.Metrics, svc *app.Service, log *slog.Logger) (*natsauth.Consumer, error) {
+func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.Metrics, svc *app.Service, ordersClient string, log *slog.Logger) (*natsauth.Consumer, error) {
 	return natsauth.NewConsumer(js, v, natsauth.ConsumerConfig{
 		Stream:           OrdersStream,
 		Durable:          OrdersDurable,
 		FilterSubjects:   []string{"orders.events.created", "orders.events.cancelled"},
 		DeadLetterPrefix: DLQPrefix,
-		OnBehalfPolicy:   authz.RequireAll("cancel:orders").Clients("orders-service").M2MOnly(),
+		OnBehalfPolicy:   OrdersOnBehalfPolicy(ordersClient),
 		// An order's created and cancelled events go to the same worker, in
 		// order; invoices of different orders are opened at once (the
 		// handler waits on KV round trips, not on CPU).
@@ -54,6 +55,12 @@ func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.
 	}, func(ctx context.Context, ev *natsauth.Event) error {
 		return handleOrderEvent(ctx, svc, ev)
 	})
+}
+
+// OrdersOnBehalfPolicy is what an order event about another user than its
+// signer needs (see NewOrdersConsumer).
+func OrdersOnBehalfPolicy(ordersClient string) authz.Policy {
+	return authz.RequireAll("cancel:orders").Clients(ordersClient).M2MOnly()
 }
 
 func handleOrderEvent(ctx context.Context, svc *app.Service, ev *natsauth.Event) error {
@@ -69,7 +76,7 @@ func handleOrderEvent(ctx context.Context, svc *app.Service, ev *natsauth.Event)
 		if err := json.Unmarshal(ev.Data, &d); err != nil {
 			return fmt.Errorf("order.cancelled data: %w", err)
 		}
-		return svc.OrderCancelled(ctx, d.OrderID)
+		return svc.OrderCancelled(ctx, d.OrderID, ev.UserID)
 	default:
 		return nil // another order event billing does not act on
 	}

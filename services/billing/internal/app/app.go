@@ -284,17 +284,28 @@ func (s *Service) OpenInvoice(ctx context.Context, o OrderCreated) error {
 		return err
 	}
 	_, err = s.mutate(ctx, o.OrderID, func(cur *domain.Invoice) ([]Event, bool, error) {
+		if !cur.Billed && cur.UserID != "" && cur.UserID != o.UserID {
+			// Voided ahead of its order by a user who does not own it: that
+			// void was never theirs to make, so the owner's invoice opens.
+			*cur = *inv
+			return nil, true, nil
+		}
 		changed, err := cur.FillIn(o.UserID, o.AmountCents, o.Currency)
 		return nil, changed, err
 	})
 	return err
 }
 
-// OrderCancelled voids the invoice of a cancelled order (normally already
-// void: orders asks billing before cancelling; this covers the event arriving
-// on its own). A paid invoice stays paid: that conflict was decided already.
-func (s *Service) OrderCancelled(ctx context.Context, orderID string) error {
-	_, err := s.VoidOrder(ctx, Caller{Service: true}, orderID)
+// OrderCancelled voids the invoice of userID's cancelled order (normally
+// already void: orders asks billing before cancelling; this covers the event
+// arriving on its own). A paid invoice stays paid: that conflict was decided
+// already. An invoice of another user is not touched (domain.ErrNotFound):
+// the event's user is its order's owner, whoever signed it.
+func (s *Service) OrderCancelled(ctx context.Context, orderID, userID string) error {
+	if userID == "" {
+		return fmt.Errorf("%w: order.cancelled without a user", domain.ErrInvalid)
+	}
+	_, err := s.VoidOrder(ctx, Caller{Subject: userID}, orderID)
 	if errors.Is(err, domain.ErrConflict) {
 		return nil
 	}

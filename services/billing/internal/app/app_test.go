@@ -143,3 +143,48 @@ func TestVoidOrderWithoutInvoice(t *testing.T) {
 		t.Fatalf("late created event reopened the invoice: %s", got)
 	}
 }
+
+// A void recorded ahead of the order by a user who does not own it does not
+// survive the owner's order.created: the owner's invoice opens.
+func TestVoidOrderByAnotherUserBeforeCreated(t *testing.T) {
+	t.Parallel()
+	st := newMemStore()
+	svc := app.New(st, nopOutbox{}, nil, nil)
+	if _, err := svc.VoidOrder(context.Background(), app.Caller{Subject: "auth0|mallory"}, "ord_3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.OpenInvoice(context.Background(), app.OrderCreated{OrderID: "ord_3", UserID: "auth0|alice", AmountCents: 100, Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := svc.Get(context.Background(), app.Caller{Subject: "auth0|alice"}, domain.InvoiceID("ord_3"))
+	if err != nil || got.Status != domain.StatusOpen || got.UserID != "auth0|alice" || got.AmountCents != 100 {
+		t.Fatalf("owner's invoice: %+v, %v; want open, alice's, 100", got, err)
+	}
+}
+
+// order.cancelled voids only its user's invoice: an event naming another
+// user's order leaves that invoice open.
+func TestOrderCancelledChecksOwner(t *testing.T) {
+	t.Parallel()
+	st := newMemStore()
+	svc := app.New(st, nopOutbox{}, nil, nil)
+	ctx := context.Background()
+	if err := svc.OpenInvoice(ctx, app.OrderCreated{OrderID: "ord_4", UserID: "auth0|alice", AmountCents: 100, Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.OrderCancelled(ctx, "ord_4", "auth0|mallory"); !errors.Is(err, domain.ErrNotFound) {
+		t.Errorf("another user's order: err = %v, want not found", err)
+	}
+	if err := svc.OrderCancelled(ctx, "ord_4", ""); err == nil {
+		t.Error("no user: accepted")
+	}
+	if got := st.status("ord_4"); got != domain.StatusOpen {
+		t.Fatalf("invoice is %s, want open", got)
+	}
+	if err := svc.OrderCancelled(ctx, "ord_4", "auth0|alice"); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.status("ord_4"); got != domain.StatusVoid {
+		t.Fatalf("owner's cancel: invoice is %s, want void", got)
+	}
+}

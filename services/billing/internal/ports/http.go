@@ -20,11 +20,15 @@ var (
 	PolicyReadAll = authz.RequireAll("read:all-invoices")
 	PolicyPay     = authz.RequireAll("pay:invoices").UsersOnly()
 	PolicyRefund  = authz.RequireAll("refund:invoices")
-	// PolicyVoid: the owner's user token, or the orders service's own. User
-	// tokens stay allowed here (unlike the ORDERS_EVENTS consumer's on-behalf
-	// policy): the use case lets a user void only their own order's invoice.
-	PolicyVoid = authz.RequireAll("cancel:orders").Clients("orders-service")
 )
+
+// PolicyVoid admits the owner's user token or the orders service's own
+// (client ordersClient). User tokens stay allowed here (unlike the
+// ORDERS_EVENTS consumer's on-behalf policy): the use case lets a user void
+// only their own order's invoice.
+func PolicyVoid(ordersClient string) authz.Policy {
+	return authz.RequireAll("cancel:orders").Clients(ordersClient)
+}
 
 // Errors maps the domain's sentinels to HTTP answers.
 var Errors = []platform.ErrorMapping{

@@ -23,9 +23,10 @@ type voidRequest struct {
 	OrderID string `json:"order_id"`
 }
 
-// RegisterNATS adds the void-order endpoint to svc.
-func RegisterNATS(svc *natsauth.Service, a *app.Service, log *slog.Logger) error {
-	return svc.AddEndpoint("void-order", VoidSubject, PolicyVoid, func(ctx context.Context, req micro.Request) {
+// RegisterNATS adds the void-order endpoint to svc; ordersClient is the
+// orders service's client id.
+func RegisterNATS(svc *natsauth.Service, a *app.Service, ordersClient string, log *slog.Logger) error {
+	return svc.AddEndpoint("void-order", VoidSubject, PolicyVoid(ordersClient), func(ctx context.Context, req micro.Request) {
 		cl, ok := authz.ClaimsFromContext(ctx)
 		if !ok {
 			_ = req.Error(strconv.Itoa(http.StatusUnauthorized), "unauthorized", nil)

@@ -38,6 +38,9 @@ func wire(a *platform.App) *platform.App {
 	var consumer atomic.Pointer[natsauth.Consumer]
 	svc := app.New(lazy, lazy, m, nil)
 	ports.RegisterHTTP(a, svc)
+	ordersClient := a.Config.PeerClientID("orders")
+	a.DeclarePolicy("NATS endpoint "+ports.VoidSubject, ports.PolicyVoid(ordersClient))
+	a.DeclarePolicy("consumer "+adapters.OrdersDurable+" (on behalf)", adapters.OrdersOnBehalfPolicy(ordersClient))
 	a.AddReadyCheck("billing-store", lazy.Ready)
 	a.AddReadyCheck("orders-consumer", func(context.Context) error {
 		c := consumer.Load()
@@ -66,15 +69,15 @@ func wire(a *platform.App) *platform.App {
 			return err
 		}
 		micro, err := natsauth.NewService(a.NATS, micro.Config{Name: "billing", Version: "1.0.0", Description: "billing: voids invoices for cancelled orders"},
-			a.Validator, natsauth.WithMetrics(nm), natsauth.WithContext(ctx))
+			a.Validator, natsauth.WithMetrics(nm), natsauth.WithContext(ctx), natsauth.WithLogger(a.Logger))
 		if err != nil {
 			return err
 		}
 		defer func() { _ = micro.Stop() }()
-		if err := ports.RegisterNATS(micro, svc, a.Logger); err != nil {
+		if err := ports.RegisterNATS(micro, svc, ordersClient, a.Logger); err != nil {
 			return err
 		}
-		cons, err := adapters.NewOrdersConsumer(a.JetStream, a.Validator, nm, svc, a.Logger)
+		cons, err := adapters.NewOrdersConsumer(a.JetStream, a.Validator, nm, svc, ordersClient, a.Logger)
 		if err != nil {
 			return err
 		}

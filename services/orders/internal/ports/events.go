@@ -31,11 +31,12 @@ const (
 // own client. User tokens stay allowed (no M2MOnly): an admin's refund of
 // alice's invoice is published under the admin's own token and is exactly
 // the legitimate case; refund:invoices is an admin-only permission, so no
-// customer passes. billing-service signs what its outbox relay republishes.
-func BillingConsumerConfig(m *natsauth.Metrics, log *slog.Logger) natsauth.ConsumerConfig {
+// customer passes. The billing service (client billingClient) signs what its
+// outbox relay republishes.
+func BillingConsumerConfig(billingClient string, m *natsauth.Metrics, log *slog.Logger) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: BillingStream, Durable: BillingDurable, DeadLetterPrefix: DLQPrefix,
-		OnBehalfPolicy: authz.RequireAll("refund:invoices").Clients("billing-service"),
+		OnBehalfPolicy: authz.RequireAll("refund:invoices").Clients(billingClient),
 		// Events of one invoice stay in order; different orders overlap.
 		Workers: 8,
 		Metrics: m,
@@ -45,13 +46,13 @@ func BillingConsumerConfig(m *natsauth.Metrics, log *slog.Logger) natsauth.Consu
 
 // UsersConsumerConfig is the orders-users consumer. Blocking is always done
 // to someone else: it needs block:users (an admin) or the users service's
-// own client. User tokens stay allowed (no M2MOnly): the users service
+// own client (usersClient). User tokens stay allowed (no M2MOnly): the users service
 // publishes user.blocked under the admin's token that asked for the block;
 // block:users is admin-only, so no customer's token passes.
-func UsersConsumerConfig(m *natsauth.Metrics, log *slog.Logger) natsauth.ConsumerConfig {
+func UsersConsumerConfig(usersClient string, m *natsauth.Metrics, log *slog.Logger) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: UsersStream, Durable: UsersDurable, DeadLetterPrefix: DLQPrefix,
-		OnBehalfPolicy: authz.RequireAll("block:users").Clients("users-service"),
+		OnBehalfPolicy: authz.RequireAll("block:users").Clients(usersClient),
 		Metrics:        m,
 		Logger:         log,
 	}

@@ -76,13 +76,16 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 	}
 	ports.RegisterHTTP(a.Route, svc)
 
-	billingConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator,
-		ports.BillingConsumerConfig(natsMetrics, a.Logger), ports.BillingHandler(svc, a.Logger))
+	billingCfg := ports.BillingConsumerConfig(a.Config.PeerClientID("billing"), natsMetrics, a.Logger)
+	usersCfg := ports.UsersConsumerConfig(a.Config.PeerClientID("users"), natsMetrics, a.Logger)
+	for _, cc := range []natsauth.ConsumerConfig{billingCfg, usersCfg} {
+		a.DeclarePolicy("consumer "+cc.Durable+" (on behalf)", cc.OnBehalfPolicy)
+	}
+	billingConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator, billingCfg, ports.BillingHandler(svc, a.Logger))
 	if err != nil {
 		return err
 	}
-	usersConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator,
-		ports.UsersConsumerConfig(natsMetrics, a.Logger), ports.UsersHandler(svc, a.Logger))
+	usersConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator, usersCfg, ports.UsersHandler(svc, a.Logger))
 	if err != nil {
 		return err
 	}
