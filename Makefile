@@ -39,7 +39,7 @@ fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: bench
-bench: ## Benchmarks side by side with their baselines (Go, wrk, the stack under load); writes BENCHMARKS.md and docs/bench/*.png.
+bench: binaries ## Benchmarks side by side with their baselines (Go, wrk, the stack under load); writes BENCHMARKS.md and docs/bench/*.png.
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq && \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -67,6 +67,14 @@ binaries: ## Static linux binaries the images copy (bin/).
 .PHONY: images
 images: binaries ## Build every image FROM scratch (no registry needed).
 	$(COMPOSE) build
+
+K8S_IMAGES := nats:deploy/nats/Dockerfile devtenant:tools/devtenant/Dockerfile \
+              $(foreach s,$(SERVICES),$(s):services/$(s)/Dockerfile)
+
+.PHONY: k8s-images
+k8s-images: binaries ## The images deploy/k8s uses, tagged authmesh/<name>:dev (then e.g. kind load docker-image).
+	@for i in $(K8S_IMAGES); do echo "authmesh/$${i%%:*}:dev"; \
+	  docker build -q -f "$${i#*:}" -t "authmesh/$${i%%:*}:dev" . >/dev/null || exit 1; done
 
 .PHONY: up
 up: images ## Build the images and start the stack with docker compose (health-gated).

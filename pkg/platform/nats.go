@@ -12,6 +12,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// InboxPrefix is the reply-subject prefix of service's NATS connection. The
+// NATS permissions let each service subscribe to its own prefix only
+// (deploy/nats/permissions.conf), so no service reads another's replies or
+// JetStream deliveries.
+func InboxPrefix(service string) string { return "_INBOX_" + service }
+
 // connectNATS connects with the service's own credentials. The connection
 // retries forever, also for the first connect, so the service comes up
 // before NATS does and /readyz reports 503 until it is connected.
@@ -20,6 +26,7 @@ func (a *App) connectNATS() error {
 	nc, err := nats.Connect(strings.ReplaceAll(a.Config.NATSURL, " ", ""),
 		nats.Name(a.Config.Service),
 		nats.UserInfo(a.Config.NATSUser, a.Config.NATSPassword),
+		nats.CustomInboxPrefix(InboxPrefix(a.Config.Service)),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),

@@ -93,7 +93,8 @@ func TestRedeliveredOrderCreated(t *testing.T) {
 // allowed to publish order events.
 func ordersJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(stack.nats.ClientURL(), nats.UserInfo("orders", "orders-nats-dev-secret"), nats.Name("flows-test"))
+	nc, err := nats.Connect(stack.nats.ClientURL(), nats.UserInfo("orders", "orders-nats-dev-secret"), nats.Name("flows-test"),
+		nats.CustomInboxPrefix("_INBOX_orders")) // orders may subscribe to its own inboxes only
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -407,7 +407,8 @@ type invoiceWatch struct {
 }
 
 func watchInvoices(ctx context.Context) (*invoiceWatch, error) {
-	nc, err := nats.Connect(devstack.NATSURL, nats.UserInfo("billing", billingNATSPassword), nats.Name("bench"))
+	nc, err := nats.Connect(devstack.NATSURL, nats.UserInfo("billing", billingNATSPassword), nats.Name("bench"),
+		nats.CustomInboxPrefix("_INBOX_billing")) // billing may subscribe to its own inboxes only (deploy/nats/permissions.conf)
 	if err != nil {
 		return nil, err
 	}

@@ -77,6 +77,17 @@ func TestNATSPermissions(t *testing.T) {
 		{"users", "$KV.authmesh_revocations.abc", true},
 		{"users", "authmesh.billing.orders.void", false},
 		{"users", "$JS.API.INFO", true},
+		// Destructive JetStream calls on another service's streams and consumers.
+		{"billing", "$JS.API.STREAM.DELETE.KV_authmesh_revocations", false},
+		{"billing", "$JS.API.STREAM.PURGE.ORDERS_EVENTS", false},
+		{"billing", "$JS.API.STREAM.MSG.DELETE.KV_orders", false},
+		{"billing", "$JS.API.STREAM.UPDATE.USERS_EVENTS", false},
+		{"orders", "$JS.API.CONSUMER.DELETE.ORDERS_EVENTS.billing-orders", false},
+		{"orders", "$JS.API.STREAM.DELETE.BILLING_EVENTS", false},
+		{"users", "$JS.API.STREAM.PURGE.KV_billing_invoices", false},
+		{"billing", "$JS.API.STREAM.INFO.ORDERS_EVENTS", true},
+		// Another service's inbox is not a place to publish to unasked.
+		{"billing", "_INBOX_orders.x", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.user+"/"+tc.subject, func(t *testing.T) {
@@ -108,25 +119,83 @@ func TestNATSPermissions(t *testing.T) {
 }
 
 // TestNATSServiceCallDelivered checks the positive path end to end: a micro
-// subject orders may call reaches billing, which serves it.
+// subject orders may call reaches billing, whose reply reaches orders' own
+// inbox (billing may answer the request, allow_responses).
 func TestNATSServiceCallDelivered(t *testing.T) {
 	t.Parallel()
 	url := startTestNATS(t)
-	orders, _ := connect(t, url, "orders", "orders-nats-dev-secret")
-	billing, _ := connect(t, url, "billing", "billing-nats-dev-secret")
+	orders, _ := connectInbox(t, url, "orders")
+	billing, _ := connectInbox(t, url, "billing")
 
-	sub, err := billing.SubscribeSync("authmesh.billing.orders.void")
-	if err != nil {
+	if _, err := billing.Subscribe("authmesh.billing.orders.void", func(m *nats.Msg) {
+		_ = m.Respond([]byte(`{"status":"void"}`))
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := billing.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if err := orders.Publish("authmesh.billing.orders.void", []byte(`{"order_id":"o1"}`)); err != nil {
-		t.Fatal(err)
+	reply, err := orders.Request("authmesh.billing.orders.void", []byte(`{"order_id":"o1"}`), 2*time.Second)
+	if err != nil {
+		t.Fatalf("orders' request to billing: %v", err)
 	}
-	if _, err := sub.NextMsg(2 * time.Second); err != nil {
-		t.Fatalf("billing did not receive orders' request: %v", err)
+	if string(reply.Data) != `{"status":"void"}` {
+		t.Fatalf("reply %q", reply.Data)
+	}
+}
+
+// connectInbox connects as a service with its own inbox prefix, as
+// pkg/platform does.
+func connectInbox(t *testing.T, url, user string) (*nats.Conn, <-chan error) {
+	t.Helper()
+	errs := make(chan error, 16)
+	nc, err := nats.Connect(url, nats.UserInfo(user, user+"-nats-dev-secret"), nats.CustomInboxPrefix("_INBOX_"+user),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatalf("connect as %s: %v", user, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, errs
+}
+
+// TestNATSInboxesArePrivate: a service cannot subscribe to the shared inbox
+// space or another service's inboxes, so it never sees their replies or
+// JetStream deliveries; its own inboxes work.
+func TestNATSInboxesArePrivate(t *testing.T) {
+	t.Parallel()
+	url := startTestNATS(t)
+	for _, tc := range []struct {
+		user, subject string
+		allowed       bool
+	}{
+		{"billing", "_INBOX.>", false},
+		{"billing", "_INBOX_orders.>", false},
+		{"orders", ">", false},
+		{"billing", "_INBOX_billing.x", true},
+	} {
+		t.Run(tc.user+"/"+tc.subject, func(t *testing.T) {
+			t.Parallel()
+			nc, errs := connectInbox(t, url, tc.user)
+			if _, err := nc.SubscribeSync(tc.subject); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.FlushTimeout(2 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			var violation error
+			select {
+			case violation = <-errs:
+			case <-time.After(200 * time.Millisecond):
+			}
+			if tc.allowed != (violation == nil) || (!tc.allowed && !errors.Is(violation, nats.ErrPermissionViolation)) {
+				t.Fatalf("%s subscribing %s: allowed=%v, violation %v", tc.user, tc.subject, tc.allowed, violation)
+			}
+		})
 	}
 }
 
