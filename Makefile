@@ -8,7 +8,8 @@ STATICCHECK  := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 COMPOSE      := $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
 TEST_FLAGS   ?= -race -count=1 -timeout 20m
 BENCH_FLAGS  ?= -run '^$$' -bench . -benchmem -count 1 -benchtime 2s
-export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
+export DOCKER_BUILDKIT := 0
+export COMPOSE_DOCKER_CLI_BUILD := 0
 
 .DEFAULT_GOAL := help
 

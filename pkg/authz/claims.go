@@ -27,6 +27,8 @@ type Claims struct {
 	AZP         string   // azp: the client the token was issued to
 	GTY         []string // gty, parsed loosely (string or array)
 	OrgID       string   // org_id (Auth0 Organizations)
+
+	notBefore time.Time // nbf, for ValidateAt's cached tokens
 }
 
 // IsM2M reports whether the token was issued to a machine through the

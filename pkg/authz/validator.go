@@ -64,6 +64,7 @@ type Validator struct {
 	o        validatorOptions
 	byIssuer map[string]*validator.Validator
 	cache    *tokenCache
+	atCache  *tokenCache // ValidateAt's verified tokens (see there)
 	headers  headerCache
 }
 
@@ -211,6 +212,7 @@ func NewValidator(keys *KeyProvider, opts ...Option) (*Validator, error) {
 	}
 	if o.cacheSize > 0 {
 		v.cache = newTokenCache(o.cacheSize)
+		v.atCache = newTokenCache(o.cacheSize)
 	}
 	return v, nil
 }
@@ -391,8 +393,13 @@ func (v *Validator) checkRevoked(c *Claims, stored time.Time) error {
 // JWKS (within the retention window) still verifies messages stored before it
 // left. It is meant for events taken from a durable log, with at = the time
 // the log stored the message; the caller bounds how old at may be. Revocation
-// applies to messages stored at or after the subject's revocation. Results are
-// not cached.
+// applies to messages stored at or after the subject's revocation.
+//
+// What does not depend on at — signature, issuer, audience — is verified once
+// per token while it has not expired (a consumer sees one user's token on
+// many events); the key's validity as of at, the times and revocation are
+// checked on every call. As with Validate, the returned Claims may be shared:
+// treat them as read-only.
 func (v *Validator) ValidateAt(ctx context.Context, token string, at time.Time) (*Claims, error) {
 	if token == "" {
 		return nil, ErrMissingToken
@@ -402,6 +409,24 @@ func (v *Validator) ValidateAt(ctx context.Context, token string, at time.Time) 
 	}
 	if at.IsZero() {
 		return nil, invalid("no_time", "no verification time was given", nil)
+	}
+	var sum [sha256.Size]byte
+	if v.atCache != nil {
+		sum = sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+		if c, ok := v.atCache.get(sum, v.o.now()); ok {
+			v.o.metrics.cacheLookup(true)
+			if _, err := v.keys.lookup(ctx, c.KeyID, at); err != nil {
+				return nil, err
+			}
+			if err := checkTimes(c.ExpiresAt, c.notBefore, c.IssuedAt, at, v.o.leeway); err != nil {
+				return nil, err
+			}
+			if err := v.checkRevoked(c, at); err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+		v.o.metrics.cacheLookup(false)
 	}
 	h, err := v.headers.parse(token)
 	if err != nil {
@@ -449,6 +474,10 @@ func (v *Validator) ValidateAt(ctx context.Context, token string, at time.Time) 
 		iatUnix = iat.Unix()
 	}
 	c := tc.claims(rc.Subject, rc.Issuer, rc.Audience, iatUnix, rc.Expiry.Time().Unix(), h.Kid)
+	c.notBefore = nbf
+	if v.atCache != nil && v.o.now().Before(c.ExpiresAt) {
+		v.atCache.put(sum, c)
+	}
 	if err := v.checkRevoked(c, at); err != nil {
 		return nil, err
 	}

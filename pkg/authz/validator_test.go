@@ -296,6 +296,40 @@ func TestRevocationFailsClosedUntilLoaded(t *testing.T) {
 	}
 }
 
+// TestValidateAtCachedChecksEachTime: a token ValidateAt has verified once is
+// still held against each call's instant: nbf and exp as of at, and the
+// revocation as of at.
+func TestValidateAtCachedChecksEachTime(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	rev := &revocations{m: map[string]time.Time{}}
+	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
+	now := time.Now().Truncate(time.Second)
+	tok := iss.Token(t, authztest.Claims{"nbf": now.Add(-time.Hour).Unix(), "iat": now.Add(-time.Hour).Unix(), "exp": now.Add(time.Hour).Unix()})
+	for range 2 { // the first call verifies, the second is served from the cache
+		if _, err := v.ValidateAt(ctxT(t), tok, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, at := range map[string]time.Time{
+		"before nbf": now.Add(-2 * time.Hour),
+		"after exp":  now.Add(2 * time.Hour),
+	} {
+		if _, err := v.ValidateAt(ctxT(t), tok, at); !errors.Is(err, authz.ErrInvalidToken) {
+			t.Errorf("%s: err = %v, want invalid_token", name, err)
+		}
+	}
+	rev.mu.Lock()
+	rev.m["auth0|6553da60a54af58e29493993"] = now.Add(-time.Minute)
+	rev.mu.Unlock()
+	if _, err := v.ValidateAt(ctxT(t), tok, now); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("stored after the revocation: err = %v, want revoked", err)
+	}
+	if _, err := v.ValidateAt(ctxT(t), tok, now.Add(-2*time.Minute)); err != nil {
+		t.Errorf("stored before the revocation: %v", err)
+	}
+}
+
 // TestRevocationSparesEventsStoredBefore: an event the log stored before its
 // user was blocked was published while the token was good; it must still be
 // accepted, or the block strands it (an invoice paid, its order never told).
@@ -345,6 +379,9 @@ func TestValidateAt(t *testing.T) {
 	fresh := iss.Token(t, nil)
 	if _, err := v.Validate(ctxT(t), fresh); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := v.ValidateAt(ctxT(t), fresh, time.Now()); err != nil {
+		t.Fatal(err) // verified once: later calls take ValidateAt's cached path
 	}
 	next := iss.AddKey(t)
 	iss.SetSigningKey(next)

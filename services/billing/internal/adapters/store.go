@@ -278,12 +278,29 @@ func isWrongLastSequence(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || strings.Contains(err.Error(), "wrong last sequence")
 }
 
-// List implements app.Store. A user's invoices are found through their index
-// keys, as the stream leader knows them, and read one by one; without a user
-// (not a case the service produces) it scans the bucket.
+// List implements app.Store. One order's invoice is read by its key; a
+// user's invoices are found through their index keys, as the stream leader
+// knows them, and read one by one; without a user (not a case the service
+// produces) it scans the bucket.
 func (s *Store) List(ctx context.Context, f app.Filter) ([]domain.Invoice, error) {
 	if f.UserID == "" {
 		return s.scan(ctx, f)
+	}
+	if f.OrderID != "" {
+		// An order has at most one invoice, stored under its id: one read,
+		// not a listing of the user's index keys (which costs the server a
+		// consumer per call, and is what a client polling for its new
+		// order's invoice asks most).
+		r, _, err := s.entry(ctx, f.OrderID)
+		switch {
+		case errors.Is(err, domain.ErrNotFound):
+			return []domain.Invoice{}, nil
+		case err != nil:
+			return nil, err
+		case r.UserID != f.UserID:
+			return []domain.Invoice{}, nil
+		}
+		return []domain.Invoice{r.invoice()}, nil
 	}
 	prefix := userIndexKey(f.UserID, "")
 	keys, err := s.kv.KeysMatching(ctx, prefix+"*")

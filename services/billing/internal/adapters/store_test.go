@@ -101,6 +101,15 @@ func TestStoreListsThroughUserIndex(t *testing.T) {
 	if err != nil || !slices.Equal(ids(got), []string{"a1"}) {
 		t.Fatalf("alice's invoice of a1: %v, %v", ids(got), err)
 	}
+	for name, f := range map[string]app.Filter{
+		"bob's order":       {UserID: "auth0|alice", OrderID: "b1"},
+		"no such order":     {UserID: "auth0|alice", OrderID: "zz"},
+		"index key, no inv": {UserID: "auth0|alice", OrderID: "lost"},
+	} {
+		if got, err := s.List(ctx, f); err != nil || len(got) != 0 {
+			t.Errorf("%s: %v, %v; want none", name, ids(got), err)
+		}
+	}
 	if got, err = s.List(ctx, app.Filter{UserID: "auth0|carol"}); err != nil || len(got) != 0 {
 		t.Fatalf("carol's invoices: %v, %v", ids(got), err)
 	}
