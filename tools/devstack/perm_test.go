@@ -32,11 +32,12 @@ func startTestNATS(t *testing.T) string {
 	return s.ClientURL()
 }
 
-// connect returns a connection whose asynchronous permission errors arrive on the channel.
+// connect returns a connection whose asynchronous permission errors arrive
+// on the channel. Like pkg/platform's, it uses the user's own inbox prefix.
 func connect(t *testing.T, url, user, password string) (*nats.Conn, <-chan error) {
 	t.Helper()
 	errs := make(chan error, 16)
-	nc, err := nats.Connect(url, nats.UserInfo(user, password), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	nc, err := nats.Connect(url, nats.UserInfo(user, password), nats.CustomInboxPrefix("_INBOX_"+user), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		select {
 		case errs <- err:
 		default:
@@ -120,12 +121,12 @@ func TestNATSPermissions(t *testing.T) {
 
 // TestNATSServiceCallDelivered checks the positive path end to end: a micro
 // subject orders may call reaches billing, whose reply reaches orders' own
-// inbox (billing may answer the request, allow_responses).
+// inbox (billing may answer the request: allow_responses).
 func TestNATSServiceCallDelivered(t *testing.T) {
 	t.Parallel()
 	url := startTestNATS(t)
-	orders, _ := connectInbox(t, url, "orders")
-	billing, _ := connectInbox(t, url, "billing")
+	orders, _ := connect(t, url, "orders", "orders-nats-dev-secret")
+	billing, _ := connect(t, url, "billing", "billing-nats-dev-secret")
 
 	if _, err := billing.Subscribe("authmesh.billing.orders.void", func(m *nats.Msg) {
 		_ = m.Respond([]byte(`{"status":"void"}`))
@@ -142,25 +143,6 @@ func TestNATSServiceCallDelivered(t *testing.T) {
 	if string(reply.Data) != `{"status":"void"}` {
 		t.Fatalf("reply %q", reply.Data)
 	}
-}
-
-// connectInbox connects as a service with its own inbox prefix, as
-// pkg/platform does.
-func connectInbox(t *testing.T, url, user string) (*nats.Conn, <-chan error) {
-	t.Helper()
-	errs := make(chan error, 16)
-	nc, err := nats.Connect(url, nats.UserInfo(user, user+"-nats-dev-secret"), nats.CustomInboxPrefix("_INBOX_"+user),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			select {
-			case errs <- err:
-			default:
-			}
-		}))
-	if err != nil {
-		t.Fatalf("connect as %s: %v", user, err)
-	}
-	t.Cleanup(nc.Close)
-	return nc, errs
 }
 
 // TestNATSInboxesArePrivate: a service cannot subscribe to the shared inbox
@@ -180,7 +162,7 @@ func TestNATSInboxesArePrivate(t *testing.T) {
 	} {
 		t.Run(tc.user+"/"+tc.subject, func(t *testing.T) {
 			t.Parallel()
-			nc, errs := connectInbox(t, url, tc.user)
+			nc, errs := connect(t, url, tc.user, tc.user+"-nats-dev-secret")
 			if _, err := nc.SubscribeSync(tc.subject); err != nil {
 				t.Fatal(err)
 			}
