@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -114,6 +115,10 @@ func TestRunStack(t *testing.T) {
 		}
 	}
 	if busy := PortsBusy(); len(busy) > 0 {
+		if os.Getenv("REQUIRE_DOCKER") == "1" {
+			// CI: every test must run there.
+			t.Fatalf("the contract ports %v are in use: cannot start the stack", busy)
+		}
 		t.Skipf("the contract ports %v are in use (a `make run` or `make up` is running?): cannot start a second stack", busy)
 	}
 	data := t.TempDir()
@@ -162,12 +167,90 @@ func TestRunStack(t *testing.T) {
 	}
 
 	r, stop = startStack(t, root, data, out)
-	defer stop()
 	var again struct {
 		ID string `json:"id"`
 	}
 	call(t, http.MethodGet, fmt.Sprintf("http://localhost:8402/v1/orders/%s", order.ID), r.AliceToken, "", http.StatusOK, &again)
 	if again.ID != order.ID {
 		t.Fatalf("second run: order %s came back as %q", order.ID, again.ID)
+	}
+	stop()
+	if t.Failed() {
+		return
+	}
+	runCommand(t, root, data, order.ID)
+}
+
+// runCommand is the third run, through the real command as `make run` starts
+// it: the banner's curl line places an order when pasted into a shell, the
+// first run's order is still there, and Ctrl-C (SIGINT) stops everything
+// within 5 s with exit status 0.
+func runCommand(t *testing.T, root, data, orderID string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "devstack")
+	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/devstack").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/devstack: %v\n%s", err, b)
+	}
+	out := &syncBuffer{}
+	cmd := exec.Command(bin, "-root", root, "-data", data)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	exited := false
+	defer func() {
+		if !exited {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("--- devstack output ---\n%s", out)
+		}
+	}()
+	var curl string
+	for deadline := time.Now().Add(4 * time.Minute); curl == "" && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if !strings.Contains(out.String(), "Ctrl-C stops everything") {
+			continue
+		}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if l := strings.TrimSpace(line); strings.HasPrefix(l, "curl ") && strings.Contains(l, "/v1/orders") {
+				curl = l
+			}
+		}
+	}
+	if curl == "" {
+		t.Fatal("no banner with a curl line within 4 minutes")
+	}
+	if _, err := exec.LookPath("curl"); err == nil {
+		b, err := exec.Command("bash", "-c", curl+` -o /dev/null -w '%{http_code}'`).Output()
+		if err != nil || string(b) != "201" {
+			t.Fatalf("the banner's curl line, pasted: %v, status %q, want 201\n%s", err, b, curl)
+		}
+	} else {
+		t.Log("curl is not installed: the banner's line was not run")
+	}
+	tok, _, _ := strings.Cut(curl[strings.Index(curl, "Bearer ")+len("Bearer "):], "'")
+	call(t, http.MethodGet, "http://localhost:8402/v1/orders/"+orderID, tok, "", http.StatusOK, nil)
+
+	start := time.Now()
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		exited = true
+		if err != nil {
+			t.Errorf("devstack after Ctrl-C: %v, want exit status 0", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Ctrl-C took %v to stop everything, want under 5s", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("devstack still running 15 s after Ctrl-C")
+	}
+	if busy := PortsBusy(); len(busy) > 0 {
+		t.Errorf("after Ctrl-C the ports %v are still in use", busy)
 	}
 }
