@@ -202,6 +202,8 @@ function setupTabs() {
 let catalog = [];
 
 async function loadCatalog() {
+  // Set before the fetch, so "loaded" always means this call's rows.
+  $("catalog").dataset.state = "loading";
   catalog = list(await orders.catalog(), "products");
   $("catalog").replaceChildren(
     ...catalog.map((p) =>
@@ -220,6 +222,7 @@ async function loadCatalog() {
       ),
     ),
   );
+  $("catalog").dataset.state = "loaded";
   updateTotal();
 }
 

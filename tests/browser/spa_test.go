@@ -2,7 +2,10 @@ package browser
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +23,9 @@ import (
 //     (rotation), finds nothing in web storage, and is signed out by a reload;
 //   - bob neither lists nor opens alice's order (404);
 //   - dave (support) sees it, and is offered neither refund nor block;
-//   - carol (admin) refunds it from the support view; the order follows.
+//   - carol (admin) refunds it from the support view; the order follows;
+//     she blocks bob, whose existing token every service then refuses, and
+//     unblocks him: a fresh token works again, the old one stays refused.
 //
 // Every step leaves a screenshot in testdata/screenshots (with the stack's
 // log); the paid order is web/screenshot.png for the README.
@@ -44,6 +49,9 @@ func TestSPA(t *testing.T) {
 	// marks the input it names.
 	alice.do("order-rejected-422", 30*time.Second,
 		click(`#tab-shop`),
+		// The tab reloads the catalog: wait for its fresh rows, or the
+		// input found before the re-render is gone when it is typed into.
+		waitJS(`document.getElementById("catalog").dataset.state === "loaded"`),
 		visible(`#qty-mug`),
 		setValue(`#qty-mug`, "101"),
 		click(`#place-order`),
@@ -151,6 +159,68 @@ func TestSPA(t *testing.T) {
 		visible(orderRow+`[data-status="refunded"]`),
 		visible(orderRow+` [data-testid="invoice-status"][data-status="refunded"]`),
 	)
+
+	bobToken := passwordToken(t, "bob@authmesh.dev")
+	bobRow := `#users-list tr[data-email="bob@authmesh.dev"]`
+	eval[bool](carol, `(window.confirm = () => true, true)`) // the page asks before blocking
+	carol.do("bob-blocked", 30*time.Second,
+		click(bobRow+` button[data-action="block"]`),
+		visible(bobRow+`[data-blocked="true"] button[data-action="unblock"]`),
+	)
+	for _, api := range []string{"http://localhost:8401/v1/me", "http://localhost:8402/v1/orders", "http://localhost:8403/v1/invoices"} {
+		if got := statusWithin(api, bobToken, http.StatusUnauthorized, 2*time.Second); got != http.StatusUnauthorized {
+			t.Errorf("bob blocked: GET %s with his token answers %d, want 401 within 2 s", api, got)
+		}
+	}
+	carol.do("bob-unblocked", 30*time.Second,
+		click(bobRow+` button[data-action="unblock"]`),
+		visible(bobRow+`[data-blocked="false"] button[data-action="block"]`),
+	)
+	if got := statusWithin("http://localhost:8402/v1/orders", passwordToken(t, "bob@authmesh.dev"), http.StatusOK, 2*time.Second); got != http.StatusOK {
+		t.Errorf("bob unblocked: a fresh token answers %d, want 200", got)
+	}
+	if got := statusWithin("http://localhost:8402/v1/orders", bobToken, http.StatusOK, 0); got != http.StatusUnauthorized {
+		t.Errorf("bob unblocked: his token from before the block answers %d, want 401", got)
+	}
+}
+
+// passwordToken gets an access token with the password grant, as a CLI would.
+func passwordToken(t *testing.T, email string) string {
+	t.Helper()
+	resp, err := http.PostForm("http://localhost:8400/oauth/token", url.Values{
+		"grant_type": {"password"}, "client_id": {"authmesh-cli"}, "username": {email},
+		"password": {"dev-password"}, "audience": {"https://api.authmesh.dev"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != http.StatusOK || tok.AccessToken == "" {
+		t.Fatalf("token for %s: status %d, %v", email, resp.StatusCode, err)
+	}
+	return tok.AccessToken
+}
+
+// statusWithin GETs u with token until it answers want or within passes,
+// and returns the last status (0 when no answer came).
+func statusWithin(u, token string, want int, within time.Duration) int {
+	deadline := time.Now().Add(within)
+	for {
+		status := 0
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			status = resp.StatusCode
+			resp.Body.Close()
+		}
+		if status == want || !time.Now().Before(deadline) {
+			return status
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // updateReadmeScreenshot copies the paid-order screenshot to web/screenshot.png,
