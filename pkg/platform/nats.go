@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// InboxPrefix is the reply-subject prefix of service's NATS connection. The
+// InboxPrefix is the reply-subject prefix of a service's NATS connection. The
 // NATS permissions let each service subscribe to its own prefix only
 // (deploy/nats/permissions.conf), so no service reads another's replies or
 // JetStream deliveries.
