@@ -411,23 +411,41 @@ func (v *Validator) ValidateAt(ctx context.Context, token string, at time.Time) 
 		return nil, invalid("no_time", "no verification time was given", nil)
 	}
 	var sum [sha256.Size]byte
+	var c *Claims
+	cached := false
 	if v.atCache != nil {
 		sum = sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
-		if c, ok := v.atCache.get(sum, v.o.now()); ok {
-			v.o.metrics.cacheLookup(true)
-			if _, err := v.keys.lookup(ctx, c.KeyID, at); err != nil {
-				return nil, err
-			}
-			if err := checkTimes(c.ExpiresAt, c.notBefore, c.IssuedAt, at, v.o.leeway); err != nil {
-				return nil, err
-			}
-			if err := v.checkRevoked(c, at); err != nil {
-				return nil, err
-			}
-			return c, nil
-		}
-		v.o.metrics.cacheLookup(false)
+		c, cached = v.atCache.get(sum, v.o.now())
+		v.o.metrics.cacheLookup(cached)
 	}
+	if cached {
+		// The key must still verify messages stored at at: it may have left
+		// the JWKS since the token was verified.
+		if _, err := v.keys.lookup(ctx, c.KeyID, at); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if c, err = v.verifyAt(ctx, token, at); err != nil {
+			return nil, err
+		}
+		if v.atCache != nil && v.o.now().Before(c.ExpiresAt) {
+			v.atCache.put(sum, c)
+		}
+	}
+	if err := checkTimes(c.ExpiresAt, c.notBefore, c.IssuedAt, at, v.o.leeway); err != nil {
+		return nil, err
+	}
+	if err := v.checkRevoked(c, at); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// verifyAt is ValidateAt's verification of what does not depend on at
+// beyond the key: the header, the signature with the key valid as of at,
+// issuer, audience and the presence of exp.
+func (v *Validator) verifyAt(ctx context.Context, token string, at time.Time) (*Claims, error) {
 	h, err := v.headers.parse(token)
 	if err != nil {
 		return nil, err
@@ -459,27 +477,13 @@ func (v *Validator) ValidateAt(ctx context.Context, token string, at time.Time) 
 	if rc.Expiry == nil {
 		return nil, invalid("missing_exp", "the token has no expiry", nil)
 	}
-	var nbf, iat time.Time
+	var iat int64
+	if rc.IssuedAt != nil {
+		iat = int64(*rc.IssuedAt)
+	}
+	c := tc.claims(rc.Subject, rc.Issuer, rc.Audience, iat, int64(*rc.Expiry), h.Kid)
 	if rc.NotBefore != nil {
-		nbf = rc.NotBefore.Time()
-	}
-	if rc.IssuedAt != nil {
-		iat = rc.IssuedAt.Time()
-	}
-	if err := checkTimes(rc.Expiry.Time(), nbf, iat, at, v.o.leeway); err != nil {
-		return nil, err
-	}
-	var iatUnix int64
-	if rc.IssuedAt != nil {
-		iatUnix = iat.Unix()
-	}
-	c := tc.claims(rc.Subject, rc.Issuer, rc.Audience, iatUnix, rc.Expiry.Time().Unix(), h.Kid)
-	c.notBefore = nbf
-	if v.atCache != nil && v.o.now().Before(c.ExpiresAt) {
-		v.atCache.put(sum, c)
-	}
-	if err := v.checkRevoked(c, at); err != nil {
-		return nil, err
+		c.notBefore = rc.NotBefore.Time()
 	}
 	return c, nil
 }
