@@ -17,6 +17,12 @@ import (
 type Registry struct {
 	mu       sync.RWMutex
 	policies map[routeKey]Policy
+	others   []namedPolicy // policies outside the routes (Declare)
+}
+
+type namedPolicy struct {
+	what   string
+	policy Policy
 }
 
 type routeKey struct{ method, path string }
@@ -28,6 +34,15 @@ func NewRegistry() *Registry { return &Registry{policies: make(map[routeKey]Poli
 func (r *Registry) Set(method, path string, p Policy) {
 	r.mu.Lock()
 	r.policies[routeKey{method, path}] = p
+	r.mu.Unlock()
+}
+
+// Declare names a policy used outside the routes — a NATS endpoint's, a
+// consumer's on-behalf policy — so that CheckPermissions holds it against
+// the tenant too. what says where it is used ("NATS endpoint <subject>").
+func (r *Registry) Declare(what string, p Policy) {
+	r.mu.Lock()
+	r.others = append(r.others, namedPolicy{what: what, policy: p})
 	r.mu.Unlock()
 }
 
@@ -62,8 +77,9 @@ func (r *Registry) Check(routes []*echo.Route) error {
 	return errors.Join(errs...)
 }
 
-// CheckPermissions fails for every permission or scope a policy uses that is
-// not in known (the API's permissions, see LoadTenantPermissions).
+// CheckPermissions fails for every permission or scope a route's or a
+// declared policy uses that is not in known (the API's permissions, see
+// LoadTenantPermissions).
 func (r *Registry) CheckPermissions(known []string) error {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -87,10 +103,14 @@ func (r *Registry) CheckPermissions(known []string) error {
 		}
 		return 0
 	})
+	uses := make([]namedPolicy, 0, len(keys)+len(r.others))
 	for _, k := range keys {
-		for _, name := range r.policies[k].Names() {
+		uses = append(uses, namedPolicy{what: "route " + k.method + " " + k.path, policy: r.policies[k]})
+	}
+	for _, np := range append(uses, r.others...) {
+		for _, name := range np.policy.Names() {
 			if !slices.Contains(known, name) {
-				errs = append(errs, fmt.Errorf("authz: route %s %s uses permission %q that the tenant does not define", k.method, k.path, name))
+				errs = append(errs, fmt.Errorf("authz: %s uses permission %q that the tenant does not define", np.what, name))
 			}
 		}
 	}

@@ -74,10 +74,9 @@ type App struct {
 	opts        Options
 	httpMetrics *httpMetrics
 
-	mu       sync.Mutex
-	checks   []namedCheck
-	tasks    []namedTask
-	policies []namedPolicy // declared NATS-side policies
+	mu     sync.Mutex
+	checks []namedCheck
+	tasks  []namedTask
 
 	ctx      context.Context // lives until shutdown; background work hangs off it
 	cancel   context.CancelFunc
@@ -89,11 +88,6 @@ type App struct {
 type namedCheck struct {
 	name string
 	fn   ReadyCheck
-}
-
-type namedPolicy struct {
-	what   string
-	policy authz.Policy
 }
 
 type namedTask struct {
@@ -188,13 +182,9 @@ func (a *App) Addr() net.Addr {
 }
 
 // DeclarePolicy names a policy used outside the HTTP routes (a NATS
-// endpoint's, a consumer's on-behalf policy) so that the start-up check
-// holds it against the tenant file too. Call it before Run.
-func (a *App) DeclarePolicy(what string, p authz.Policy) {
-	a.mu.Lock()
-	a.policies = append(a.policies, namedPolicy{what: what, policy: p})
-	a.mu.Unlock()
-}
+// endpoint's, a consumer's on-behalf policy) in a.Routes, so that the
+// start-up check holds it against the tenant file too. Call it before Run.
+func (a *App) DeclarePolicy(what string, p authz.Policy) { a.Routes.Declare(what, p) }
 
 // checkRoutes refuses routes without a declared policy, including ones
 // added directly to a.Echo, and, with a tenant file, any permission a route
@@ -203,33 +193,18 @@ func (a *App) checkRoutes() error {
 	if err := a.Routes.Check(a.Echo.Routes()); err != nil {
 		return fmt.Errorf("platform: refusing to start: %w", err)
 	}
-	f := a.Config.Auth0.TenantFile
-	if f == "" {
-		return nil
-	}
-	known, err := authz.LoadTenantPermissions(f, a.Config.Auth0.Audience)
-	if err != nil {
-		return fmt.Errorf("platform: refusing to start: %w", err)
-	}
-	errs := []error{a.Routes.CheckPermissions(known)}
-	a.mu.Lock()
-	for _, np := range a.policies {
-		for _, name := range np.policy.Names() {
-			if !slices.Contains(known, name) {
-				errs = append(errs, fmt.Errorf("authz: %s uses permission %q that the tenant does not define", np.what, name))
-			}
+	if f := a.Config.Auth0.TenantFile; f != "" {
+		if err := CheckTenantPermissions(a.Routes, f, a.Config.Auth0.Audience); err != nil {
+			return fmt.Errorf("platform: refusing to start: %w", err)
 		}
-	}
-	a.mu.Unlock()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("platform: refusing to start: %w", err)
 	}
 	return nil
 }
 
-// CheckTenantPermissions fails naming every permission a route policy in reg
-// uses that the API audience in the tenant file (Deploy CLI tenant.yaml) does
-// not define. Services run it at start-up (AUTH0_TENANT_FILE) and in tests.
+// CheckTenantPermissions fails naming every permission a route or declared
+// policy in reg uses that the API audience in the tenant file (Deploy CLI
+// tenant.yaml) does not define. Services run it at start-up
+// (AUTH0_TENANT_FILE) and in tests.
 func CheckTenantPermissions(reg *authz.Registry, tenantFile, audience string) error {
 	known, err := authz.LoadTenantPermissions(tenantFile, audience)
 	if err != nil {
