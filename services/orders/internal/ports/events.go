@@ -46,9 +46,9 @@ func BillingConsumerConfig(billingClient string, m *natsauth.Metrics, log *slog.
 
 // UsersConsumerConfig is the orders-users consumer. Blocking is always done
 // to someone else: it needs block:users (an admin) or the users service's
-// own client (usersClient). User tokens stay allowed (no M2MOnly): the users service
-// publishes user.blocked under the admin's token that asked for the block;
-// block:users is admin-only, so no customer's token passes.
+// own client (usersClient). User tokens stay allowed (no M2MOnly): the users
+// service publishes user.blocked under the admin's token that asked for the
+// block; block:users is admin-only, so no customer's token passes.
 func UsersConsumerConfig(usersClient string, m *natsauth.Metrics, log *slog.Logger) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: UsersStream, Durable: UsersDurable, DeadLetterPrefix: DLQPrefix,
