@@ -2,6 +2,7 @@ package main
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -194,5 +195,23 @@ func TestRatioWithinRounds(t *testing.T) {
 	}
 	if _, ok := (*goBench)(nil).ratio("raw", "authz", speed); ok {
 		t.Fatal("nil bench must report !ok")
+	}
+}
+
+func TestCPUBusy(t *testing.T) {
+	t.Parallel()
+	if _, _, ok := cpuTimes(); !ok {
+		t.Skip("no /proc/stat on this system")
+	}
+	// Keep one core busy for the sample: the share must be seen, and stay a share.
+	var stop atomic.Bool
+	go func() {
+		for !stop.Load() {
+		}
+	}()
+	b := cpuBusy(t.Context(), 300*time.Millisecond)
+	stop.Store(true)
+	if b <= 0 || b > 1 {
+		t.Fatalf("cpuBusy = %v, want a share in (0, 1] while a goroutine spins", b)
 	}
 }

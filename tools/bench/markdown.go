@@ -16,10 +16,13 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 	p("| machine | |\n|---|---|\n")
 	p("| CPU | %s |\n| cores | %d |\n| kernel | %s |\n| Go | %s |\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.GoVersion)
 	p("| date | %s (run took %s) |\n", r.Started.UTC().Format(time.RFC3339), r.Elapsed.Round(time.Second))
-	p("| load average (1, 5, 15 min) | at start %s; at end %s |\n\n", r.Machine.LoadStart, r.Machine.LoadEnd)
-	if load := firstFloat(r.Machine.LoadStart); load > float64(r.Machine.Cores) {
-		p("> The machine was busy with other work (load %.1f on %d cores): absolute figures are low and noisy;\n", load, r.Machine.Cores)
-		p("> compare the ratios, which were measured in interleaved rounds.\n\n")
+	if r.Machine.BusyStart >= 0 {
+		p("| CPU busy just before the run | %.0f%% of all cores (2 s sample) |\n", 100*r.Machine.BusyStart)
+	}
+	p("| load average (1, 5, 15 min) | at start %s; at end %s (the figures at start include the build `make bench` runs first) |\n\n", r.Machine.LoadStart, r.Machine.LoadEnd)
+	if r.Machine.BusyStart > busyWarning {
+		p("> The machine was busy with other work (%.0f%% of its %d cores in use before the run): absolute\n", 100*r.Machine.BusyStart, r.Machine.Cores)
+		p("> figures are low and noisy; compare the ratios, which were measured in interleaved rounds.\n\n")
 	}
 	for _, n := range r.Notes {
 		p("> **Note:** %s\n\n", strings.ReplaceAll(n, "\n", " "))
@@ -248,11 +251,9 @@ func joinF(v []float64) string {
 	return strings.Join(s, ", ")
 }
 
-func firstFloat(s string) float64 {
-	var f float64
-	_, _ = fmt.Sscanf(s, "%g", &f)
-	return f
-}
+// busyWarning is the share of the machine's CPU in use by others before the
+// run above which the report warns that absolute figures are unreliable.
+const busyWarning = 0.25
 
 func sortedKeys[V any](m map[string]V) []string {
 	k := make([]string, 0, len(m))

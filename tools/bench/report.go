@@ -18,6 +18,10 @@ type machine struct {
 	CPU, Kernel, GoVersion string
 	Cores                  int
 	LoadStart, LoadEnd     string
+	// BusyStart is the share of all CPUs in use during the seconds just
+	// before the run (-1 if unknown). Unlike the load average, a decaying mean
+	// over a minute, it is not raised by the build that make bench runs first.
+	BusyStart float64
 }
 
 type report struct {
@@ -32,7 +36,7 @@ type report struct {
 }
 
 func machineInfo(ctx context.Context) machine {
-	m := machine{Cores: runtime.NumCPU(), LoadStart: loadAvg(), CPU: "unknown"}
+	m := machine{Cores: runtime.NumCPU(), LoadStart: loadAvg(), CPU: "unknown", BusyStart: cpuBusy(ctx, 2*time.Second)}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -66,6 +70,50 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// cpuBusy samples /proc/stat twice, d apart, and returns the share of CPU
+// time spent other than idle or waiting for I/O over all CPUs, or -1.
+func cpuBusy(ctx context.Context, d time.Duration) float64 {
+	busy0, total0, ok := cpuTimes()
+	if !ok {
+		return -1
+	}
+	select {
+	case <-ctx.Done():
+		return -1
+	case <-time.After(d):
+	}
+	busy1, total1, ok := cpuTimes()
+	if !ok || total1 <= total0 {
+		return -1
+	}
+	return float64(busy1-busy0) / float64(total1-total0)
+}
+
+// cpuTimes reads the aggregate "cpu" line of /proc/stat: the ticks spent busy
+// and in total.
+func cpuTimes() (busy, total uint64, ok bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0, false
+	}
+	for i, s := range f[1:] {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total, true
 }
 
 type sizeInfo struct {
