@@ -3,6 +3,7 @@ package adapters
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -117,5 +118,46 @@ func TestStoreListsThroughUserIndex(t *testing.T) {
 	got, err = s.List(ctx, app.Filter{})
 	if err != nil || len(got) != 4 {
 		t.Fatalf("all invoices: %v, %v", ids(got), err)
+	}
+}
+
+// TestStoreCreateRepairsIndex: Create writes the index key and the invoice
+// together, so an invoice can be left without its key (a crash, or a failed
+// index write); the next Create for the order, which conflicts, writes the
+// key again. A void recorded by the orders service has no user and no key.
+func TestStoreCreateRepairsIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	kv, err := Setup(ctx, startJetStream(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(kv)
+	at := time.Now().UTC()
+	// The invoice as a Create whose index write was lost leaves it.
+	inv := invoice("auth0|alice", "a1", at)
+	b, _ := json.Marshal(toRecord(inv))
+	if _, err := kv.Create(ctx, inv.OrderID, b); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.List(ctx, app.Filter{UserID: "auth0|alice"}); err != nil || len(got) != 0 {
+		t.Fatalf("before the repair: %v, %v; want none listed", ids(got), err)
+	}
+	if err := s.Create(ctx, inv); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("second create: %v, want ErrConflict", err)
+	}
+	if got, err := s.List(ctx, app.Filter{UserID: "auth0|alice"}); err != nil || !slices.Equal(ids(got), []string{"a1"}) {
+		t.Fatalf("after the repair: %v, %v; want a1", ids(got), err)
+	}
+
+	void, err := domain.NewVoidInvoice("o2", "", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, *void); err != nil {
+		t.Fatalf("void without a user: %v", err)
+	}
+	if v, err := s.Get(ctx, "o2"); err != nil || v.Invoice.Status != domain.StatusVoid {
+		t.Fatalf("void without a user: %+v, %v", v, err)
 	}
 }
