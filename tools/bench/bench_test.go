@@ -106,6 +106,9 @@ func TestParseGoBench(t *testing.T) {
 			}
 		})
 	}
+	if got := res["Validate/authz-cached"].Metrics["x-faster-than-baseline"]; got != 50 {
+		t.Fatalf("x-faster-than-baseline = %v, want the benchmark's own metric, 50", got)
+	}
 	if _, err := parseGoBench("PASS\n"); err == nil {
 		t.Fatal("no results must be an error")
 	}
@@ -122,12 +125,22 @@ func TestTargets(t *testing.T) {
 	}
 	const wrkOpen, wrkGoJWT = "wrk: authz / open throughput ≥ 0.85", "wrk: authz / go-jwt-middleware throughput ≥ 3×"
 	const inv = "order → invoice p99 < 50 ms at 50 clients"
+	const cold = "validate: cold ≤ 1.1× the baseline's time (paired)"
+	paired := func(x ...float64) *goBench {
+		g := &goBench{}
+		for _, v := range x {
+			g.Rounds = append(g.Rounds, map[string]benchStat{"Validate/paired-cold-vs-baseline": {NsOp: 1, Metrics: map[string]float64{"x-baseline-time": v}}})
+		}
+		return g
+	}
 	tests := []struct {
 		name string
 		r    *report
 		want map[string]string
 	}{
-		{"nothing measured", &report{}, map[string]string{wrkOpen: "NOT MEASURED", wrkGoJWT: "NOT MEASURED", inv: "NOT MEASURED"}},
+		{"nothing measured", &report{}, map[string]string{wrkOpen: "NOT MEASURED", wrkGoJWT: "NOT MEASURED", inv: "NOT MEASURED", cold: "NOT MEASURED"}},
+		{"cold met: median of the rounds' paired ratios", &report{Go: paired(1.3, 1.05, 1.08)}, map[string]string{cold: "MET"}},
+		{"cold missed", &report{Go: paired(1.05, 1.12, 1.15)}, map[string]string{cold: "MISSED"}},
 		{"wrk met", &report{Wrk: &wrkResult{RPS: map[string][]float64{"open": {100}, "authz": {90}, "go-jwt-middleware": {30}}}},
 			map[string]string{wrkOpen: "MET", wrkGoJWT: "MET"}},
 		{"wrk missed", &report{Wrk: &wrkResult{RPS: map[string][]float64{"open": {100}, "authz": {80}, "go-jwt-middleware": {30}}}},

@@ -26,6 +26,9 @@ type goBench struct {
 type benchStat struct {
 	NsOp, BOp, AllocsOp float64
 	Runs                int
+	// Metrics are the benchmark's own b.ReportMetric units (medians), such
+	// as "x-baseline-time".
+	Metrics map[string]float64
 }
 
 var procsSuffix = regexp.MustCompile(`-\d+$`)
@@ -101,6 +104,22 @@ func (g *goBench) ratio(a, b string, f func(a, b benchStat) float64) (float64, b
 	return median(v), len(v) > 0
 }
 
+// metric is the median over rounds of a benchmark's own metric (see
+// benchStat.Metrics); a benchmark that pairs its variants within each call
+// loop reports its ratio this way.
+func (g *goBench) metric(name, unit string) (float64, bool) {
+	if g == nil {
+		return 0, false
+	}
+	var v []float64
+	for _, r := range g.Rounds {
+		if x, ok := r[name].Metrics[unit]; ok && x > 0 {
+			v = append(v, x)
+		}
+	}
+	return median(v), len(v) > 0
+}
+
 // speed is how many times faster b is than a; share is a's time over b's,
 // i.e. b's throughput as a fraction of a's.
 func speed(a, b benchStat) float64 { return a.NsOp / b.NsOp }
@@ -136,10 +155,19 @@ func parseGoBench(text string) (map[string]benchStat, error) {
 		if ns == 0 {
 			ns = median(units["ns/op"])
 		}
-		out[name] = benchStat{
+		st := benchStat{
 			NsOp: ns, BOp: median(units["B/op"]), AllocsOp: median(units["allocs/op"]),
 			Runs: max(len(units["sec/op"]), len(units["ns/op"])),
 		}
+		for u, v := range units {
+			if strings.HasPrefix(u, "x-") {
+				if st.Metrics == nil {
+					st.Metrics = map[string]float64{}
+				}
+				st.Metrics[u] = median(v)
+			}
+		}
+		out[name] = st
 	}
 	return out, nil
 }

@@ -202,8 +202,11 @@ func (r *report) targets() []target {
 	add("#8, #2", "validate: cached ≥ 20× faster than the baseline", ok, fmt.Sprintf("%.1f×", cachedX), cachedX >= 20)
 	cached, ok := g("Validate/authz-cached")
 	add("#2", "validate: cached ≤ 20 allocs/op", ok, fmt.Sprintf("%.0f", cached.AllocsOp), cached.AllocsOp <= 20)
-	coldX, ok := r.Go.ratio("Validate/authz-cold", "Validate/baseline-go-jwt-middleware", speed)
-	add("#2", "validate: cold ≤ 1.1× the baseline's ns/op", ok, fmt.Sprintf("%.2f×", coldX), coldX <= 1.1)
+	// The paired sub-benchmark alternates both call by call; the ratio of
+	// the two sequential sub-benchmarks moves with the machine's load
+	// between them (both are in the report).
+	coldX, ok := r.Go.metric("Validate/paired-cold-vs-baseline", "x-baseline-time")
+	add("#2", "validate: cold ≤ 1.1× the baseline's time (paired)", ok, fmt.Sprintf("%.2f×", coldX), coldX <= 1.1)
 	httpShare, ok := r.Go.ratio("EchoHTTP/open", "EchoHTTP/authz", speed)
 	add("#2", "Echo over HTTP (in-process client): authz ≥ 85% of open", ok, fmt.Sprintf("%.0f%%", 100*httpShare), httpShare >= 0.85)
 	httpX, ok := r.Go.ratio("EchoHTTP/go-jwt-middleware", "EchoHTTP/authz", speed)
