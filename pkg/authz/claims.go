@@ -54,9 +54,12 @@ type Scopes map[string]struct{}
 
 // ParseScopes splits a space-delimited scope string into a set.
 func ParseScopes(s string) Scopes {
-	fields := strings.Fields(s)
-	set := make(Scopes, len(fields))
-	for _, f := range fields {
+	n := 0
+	for range strings.FieldsSeq(s) {
+		n++
+	}
+	set := make(Scopes, n)
+	for f := range strings.FieldsSeq(s) {
 		set[f] = struct{}{}
 	}
 	return set

@@ -571,16 +571,36 @@ func parseHeader(token string) (header, error) {
 	return h, nil
 }
 
+// payloadBufs recycles the buffers payloads are decoded into: dst copies
+// what it keeps (segmentio/encoding/json copies strings unless told not
+// to), so a buffer is free again once UnmarshalJSON returns.
+var payloadBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledPayload bounds the buffers kept in payloadBufs: a rare large
+// token does not pin its buffer.
+const maxPooledPayload = 8 << 10
+
 // decodePayload decodes the payload of a token whose signature has been
 // verified into dst.
 func decodePayload(token string, dst json.Unmarshaler) error {
 	first := strings.IndexByte(token, '.')
 	last := strings.LastIndexByte(token, '.')
-	raw, err := base64.RawURLEncoding.DecodeString(token[first+1 : last])
+	enc := token[first+1 : last]
+	bp := payloadBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledPayload {
+			payloadBufs.Put(bp)
+		}
+	}()
+	if n := base64.RawURLEncoding.DecodedLen(len(enc)); cap(*bp) < n {
+		*bp = make([]byte, n)
+	}
+	buf := (*bp)[:cap(*bp)]
+	n, err := base64.RawURLEncoding.Decode(buf, unsafe.Slice(unsafe.StringData(enc), len(enc)))
 	if err != nil {
 		return invalid("malformed", "the token payload is not base64url", err)
 	}
-	if err := dst.UnmarshalJSON(raw); err != nil {
+	if err := dst.UnmarshalJSON(buf[:n]); err != nil {
 		return invalid("malformed", "the token could not be read", err)
 	}
 	return nil
