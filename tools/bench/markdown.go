@@ -224,7 +224,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("\n")
 	}
 	if len(r.Sizes.Images) == 0 {
-		p("No images of the services were found (`make up` or `deploy/compose-smoke.sh` builds them).\n\n")
+		p("No images of the services were found: make bench builds them when a Docker engine runs (`make k8s-images`).\n\n")
 	}
 	return b.String()
 }

@@ -121,11 +121,12 @@ type sizeInfo struct {
 	Images map[string]int64 // repository:tag → bytes
 }
 
-// sizes reads the static binaries under bin/ (built by `make up` or
-// deploy/compose-smoke.sh) and the sizes of local images of our components.
+// sizes reads the static binaries under bin/ (built by make bench, `make up`
+// or deploy/compose-smoke.sh) and the sizes of local images of our
+// components (make bench builds them with `make k8s-images` when Docker runs).
 func sizes(ctx context.Context, root string) sizeInfo {
 	s := sizeInfo{Static: map[string]int64{}, Images: map[string]int64{}}
-	for _, n := range []string{"users", "orders", "billing", "devtenant"} {
+	for _, n := range []string{"users", "orders", "billing", "devtenant", "nats-server"} {
 		if fi, err := os.Stat(filepath.Join(root, "bin", n)); err == nil && fi.Mode().IsRegular() {
 			s.Static[n] = fi.Size()
 		}
@@ -142,7 +143,7 @@ func sizes(ctx context.Context, root string) sizeInfo {
 	for _, ref := range strings.Fields(string(out)) {
 		repo, _, _ := strings.Cut(ref, ":")
 		base := repo[strings.LastIndexAny(repo, "/_-")+1:]
-		if !slices.Contains([]string{"users", "orders", "billing", "devtenant"}, base) {
+		if !slices.Contains([]string{"users", "orders", "billing", "devtenant", "nats"}, base) {
 			continue
 		}
 		b, err := exec.CommandContext(ctx, "docker", "image", "inspect", "--format", "{{.Size}}", ref).Output()
