@@ -122,8 +122,8 @@ type sizeInfo struct {
 }
 
 // sizes reads the static binaries under bin/ (built by make bench, `make up`
-// or deploy/compose-smoke.sh) and the sizes of local images of our
-// components (make bench builds them with `make k8s-images` when Docker runs).
+// or deploy/compose-smoke.sh) and the sizes of the images make bench builds
+// with `make k8s-images` when Docker runs (authmesh/<name>:dev).
 func sizes(ctx context.Context, root string) sizeInfo {
 	s := sizeInfo{Static: map[string]int64{}, Images: map[string]int64{}}
 	for _, n := range []string{"users", "orders", "billing", "devtenant", "nats-server"} {
@@ -141,9 +141,10 @@ func sizes(ctx context.Context, root string) sizeInfo {
 		return s
 	}
 	for _, ref := range strings.Fields(string(out)) {
-		repo, _, _ := strings.Cut(ref, ":")
-		base := repo[strings.LastIndexAny(repo, "/_-")+1:]
-		if !slices.Contains([]string{"users", "orders", "billing", "devtenant", "nats"}, base) {
+		// Only the images make bench builds from this checkout (make
+		// k8s-images): others, compose's included, may hold older code.
+		name, ok := strings.CutPrefix(ref, "authmesh/")
+		if !ok || !slices.Contains([]string{"users:dev", "orders:dev", "billing:dev", "devtenant:dev", "nats:dev"}, name) {
 			continue
 		}
 		b, err := exec.CommandContext(ctx, "docker", "image", "inspect", "--format", "{{.Size}}", ref).Output()
