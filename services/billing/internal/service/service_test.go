@@ -428,6 +428,33 @@ func TestBilling(t *testing.T) {
 		if code, _, _, _ := s.do("POST", "/v1/invoices/inv_ord-early/pay", "alice"); code != 409 {
 			t.Errorf("paying a void invoice: %d", code)
 		}
+		// The same, voided by the orders service (a cancel intent or a blocked
+		// user): the void has no user until the created event names the owner,
+		// and then it is in the owner's list, not just found by its order id.
+		if err := s.void("orders-service", "ord-early-svc"); err != nil {
+			t.Fatalf("orders-service voids before created: %v", err)
+		}
+		s.created("alice", "ord-early-svc", 700)
+		deadline = time.Now().Add(5 * time.Second)
+		for {
+			_, _, list, _ := s.do("GET", "/v1/invoices", "alice")
+			var found map[string]any
+			for _, inv := range list {
+				if inv["order_id"] == "ord-early-svc" {
+					found = inv
+				}
+			}
+			if found != nil && found["amount_cents"] == float64(700) {
+				if found["status"] != "void" {
+					t.Fatalf("late created reopened the orders service's void: %v", found)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("alice's list never showed ord-early-svc filled in: %v", found)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	})
 
 	t.Run("concurrent pay and void: exactly one wins", func(t *testing.T) {
