@@ -17,11 +17,11 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 	p("| CPU | %s |\n| cores | %d |\n| kernel | %s |\n| Go | %s |\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.GoVersion)
 	p("| date | %s (run took %s) |\n", r.Started.UTC().Format(time.RFC3339), r.Elapsed.Round(time.Second))
 	if r.Machine.BusyStart >= 0 {
-		p("| CPU busy just before the run | %.0f%% of all cores (2 s sample) |\n", 100*r.Machine.BusyStart)
+		p("| CPU busy just before the run | %.0f%% of the host's CPUs (2 s sample of `/proc/stat`) |\n", 100*r.Machine.BusyStart)
 	}
 	p("| load average (1, 5, 15 min) | at start %s; at end %s (the figures at start include the build `make bench` runs first) |\n\n", r.Machine.LoadStart, r.Machine.LoadEnd)
 	if r.Machine.BusyStart > busyWarning {
-		p("> The machine was busy with other work (%.0f%% of its %d cores in use before the run): absolute\n", 100*r.Machine.BusyStart, r.Machine.Cores)
+		p("> The machine was busy with other work (%.0f%% of the host's CPUs in use before the run): absolute\n", 100*r.Machine.BusyStart)
 		p("> figures are low and noisy; compare the ratios, which were measured in interleaved rounds.\n\n")
 	}
 	for _, n := range r.Notes {
@@ -33,6 +33,10 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("| %s | %s | %s | **%s** |\n", t.Issue, t.What, orDash(t.Value, t.Measured), t.status())
 	}
 	p("\n")
+	if x, ok := r.Go.ratio("Validate/authz-cold", "Validate/baseline-go-jwt-middleware", speed); ok {
+		p("Cold validation from the two sequential sub-benchmarks instead (not paired; it moves with the load\n")
+		p("between them): %.2f× the baseline's time. See the Go benchmarks below.\n\n", x)
+	}
 
 	if len(imgs) > 0 {
 		p("## Charts\n\n")

@@ -73,7 +73,8 @@ func loadAvg() string {
 }
 
 // cpuBusy samples /proc/stat twice, d apart, and returns the share of CPU
-// time spent other than idle or waiting for I/O over all CPUs, or -1.
+// time spent other than idle or waiting for I/O over all the host's CPUs
+// (not only those this process may use), or -1.
 func cpuBusy(ctx context.Context, d time.Duration) float64 {
 	busy0, total0, ok := cpuTimes()
 	if !ok {
@@ -103,7 +104,9 @@ func cpuTimes() (busy, total uint64, ok bool) {
 	if len(f) < 5 || f[0] != "cpu" {
 		return 0, 0, false
 	}
-	for i, s := range f[1:] {
+	// user nice system idle iowait irq softirq steal; guest and guest_nice,
+	// after them, are counted in user and nice already.
+	for i, s := range f[1:min(len(f), 9)] {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			return 0, 0, false

@@ -221,6 +221,7 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 		perClient = invoicePerClientLimited
 	}
 	res.Invoice = orderToInvoice(ctx, orders, billing, auth, body, o.clients, perClient, o.stageDur+o.stageDur/2)
+	res.RSSLoad = sampler.stop()
 	// The services have no pprof endpoint, so a CPU profile of orders and
 	// billing comes from perf (which reads Go's frame pointers), while their
 	// binaries still exist to symbolize it. perf takes CPU from the services
@@ -241,7 +242,6 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 	}
 	log.Info("order → invoice", "orders", res.Invoice.Orders, "missing", res.Invoice.Missing, "failures", res.Invoice.Failures,
 		"p99", pct(res.Invoice.Invoice, 99))
-	res.RSSLoad = sampler.stop()
 	return res, nil
 }
 

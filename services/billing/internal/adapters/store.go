@@ -66,7 +66,11 @@ func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (*platform
 //
 //	<order id>                          the invoice record
 //	u.<base64url(user id)>.<order id>   "1": the order's invoice belongs to the user
-//	meta.user-index                     "1": every invoice has its index key
+//	meta.user-index                     "1": the invoices stored before the index have their keys
+//
+// An invoice with a user has its index key once a Create for it succeeded
+// (see Create); a void recorded for the orders service has no user and no
+// key until its order.created fills it in.
 const (
 	userIndexPrefix = "u."
 	indexMarker     = "meta.user-index"
@@ -223,20 +227,23 @@ func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
 	// the redelivered order.created (the event is acked only after
 	// OpenInvoice succeeded), or the first delivery for a void recorded
 	// ahead of its order. An index key without its invoice is skipped by
-	// List. A void recorded for the orders service has no user yet, and no
-	// index key: no one's list shows it until its order.created fills it in.
-	indexed := make(chan error, 1)
-	if inv.UserID == "" {
-		indexed <- nil
-	} else {
+	// List. Should the index write fail on the event's last delivery, the
+	// event goes to the dead-letter stream with its invoice stored but
+	// unlisted (found by its order id), as before it went there with no
+	// invoice at all. A void recorded for the orders service has no user
+	// yet, and no index key: no one's list shows it until its order.created
+	// fills it in.
+	var indexed chan error
+	if inv.UserID != "" {
+		indexed = make(chan error, 1)
 		go func() {
 			_, err := s.kv.Put(ctx, userIndexKey(inv.UserID, inv.OrderID), []byte("1"))
 			indexed <- err
 		}()
 	}
 	_, err = s.kv.Create(ctx, inv.OrderID, b)
-	if ierr := <-indexed; ierr != nil {
-		if err == nil || errors.Is(err, jetstream.ErrKeyExists) {
+	if indexed != nil {
+		if ierr := <-indexed; ierr != nil && (err == nil || errors.Is(err, jetstream.ErrKeyExists)) {
 			return fmt.Errorf("kv index %s: %w", inv.OrderID, ierr)
 		}
 	}
