@@ -78,13 +78,18 @@ func BenchmarkValidate(b *testing.B) {
 		record(b, "validate/baseline")
 	})
 
-	b.Run("authz-cold", func(b *testing.B) {
-		// Distinct tokens and no token cache: every call parses and verifies.
-		v := newValidator(b, iss, nil, authz.WithTokenCache(0))
+	// Distinct tokens and no token cache: every call parses and verifies.
+	coldTokens := func(b *testing.B) []string {
 		toks := make([]string, 32)
 		for i := range toks {
 			toks[i] = iss.Token(b, authztest.Claims{"sub": fmt.Sprintf("auth0|%024d", i)})
 		}
+		return toks
+	}
+
+	b.Run("authz-cold", func(b *testing.B) {
+		v := newValidator(b, iss, nil, authz.WithTokenCache(0))
+		toks := coldTokens(b)
 		if _, err := v.Validate(ctx, toks[0]); err != nil {
 			b.Fatal(err)
 		}
@@ -112,53 +117,41 @@ func BenchmarkValidate(b *testing.B) {
 	b.Run("paired-cold-vs-baseline", func(b *testing.B) {
 		jv := baselineValidator(b, iss)
 		v := newValidator(b, iss, nil, authz.WithTokenCache(0))
-		toks := make([]string, 32)
-		for i := range toks {
-			toks[i] = iss.Token(b, authztest.Claims{"sub": fmt.Sprintf("auth0|%024d", i)})
+		toks := coldTokens(b)
+		n := 0
+		const base, cold = 0, 1
+		calls := [2]func(){
+			base: func() {
+				if _, err := jv.ValidateToken(ctx, token); err != nil {
+					b.Fatal(err)
+				}
+			},
+			cold: func() {
+				if _, err := v.Validate(ctx, toks[n%len(toks)]); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			},
 		}
-		if _, err := jv.ValidateToken(ctx, token); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := v.Validate(ctx, toks[0]); err != nil {
-			b.Fatal(err)
-		}
-		baseline := func() {
-			if _, err := jv.ValidateToken(ctx, token); err != nil {
-				b.Fatal(err)
-			}
-		}
-		var tBase, tCold time.Duration
+		calls[base]()
+		calls[cold]()
+		var spent [2]time.Duration
 		b.ReportAllocs()
 		b.ResetTimer()
-		cold := func(i int) {
-			if _, err := v.Validate(ctx, toks[i%len(toks)]); err != nil {
-				b.Fatal(err)
-			}
-		}
 		for i := 0; b.Loop(); i++ {
 			// Three clock reads: each call is timed by exactly one interval.
+			first := i % 2
 			t0 := time.Now()
-			if i%2 == 0 {
-				baseline()
-			} else {
-				cold(i)
-			}
+			calls[first]()
 			t1 := time.Now()
-			if i%2 == 0 {
-				cold(i)
-			} else {
-				baseline()
-			}
+			calls[1-first]()
 			t2 := time.Now()
-			if i%2 == 0 {
-				tBase, tCold = tBase+t1.Sub(t0), tCold+t2.Sub(t1)
-			} else {
-				tCold, tBase = tCold+t1.Sub(t0), tBase+t2.Sub(t1)
-			}
+			spent[first] += t1.Sub(t0)
+			spent[1-first] += t2.Sub(t1)
 		}
 		b.StopTimer()
-		if tBase > 0 {
-			b.ReportMetric(float64(tCold)/float64(tBase), "x-baseline-time")
+		if spent[base] > 0 {
+			b.ReportMetric(float64(spent[cold])/float64(spent[base]), "x-baseline-time")
 		}
 	})
 

@@ -119,6 +119,12 @@ func cpuTimes() (busy, total uint64, ok bool) {
 	return busy, total, true
 }
 
+// artifacts are the components whose static binary (bin/<bin>) and image
+// (authmesh/<image>:dev) the report sizes.
+var artifacts = []struct{ bin, image string }{
+	{"users", "users"}, {"orders", "orders"}, {"billing", "billing"}, {"devtenant", "devtenant"}, {"nats-server", "nats"},
+}
+
 type sizeInfo struct {
 	Static map[string]int64 // bin/<name>: the static, stripped binaries the images copy
 	Images map[string]int64 // repository:tag → bytes
@@ -129,9 +135,9 @@ type sizeInfo struct {
 // with `make k8s-images` when Docker runs (authmesh/<name>:dev).
 func sizes(ctx context.Context, root string) sizeInfo {
 	s := sizeInfo{Static: map[string]int64{}, Images: map[string]int64{}}
-	for _, n := range []string{"users", "orders", "billing", "devtenant", "nats-server"} {
-		if fi, err := os.Stat(filepath.Join(root, "bin", n)); err == nil && fi.Mode().IsRegular() {
-			s.Static[n] = fi.Size()
+	for _, a := range artifacts {
+		if fi, err := os.Stat(filepath.Join(root, "bin", a.bin)); err == nil && fi.Mode().IsRegular() {
+			s.Static[a.bin] = fi.Size()
 		}
 	}
 	if _, err := exec.LookPath("docker"); err != nil {
@@ -147,7 +153,7 @@ func sizes(ctx context.Context, root string) sizeInfo {
 		// Only the images make bench builds from this checkout (make
 		// k8s-images): others, compose's included, may hold older code.
 		name, ok := strings.CutPrefix(ref, "authmesh/")
-		if !ok || !slices.Contains([]string{"users:dev", "orders:dev", "billing:dev", "devtenant:dev", "nats:dev"}, name) {
+		if !ok || !slices.ContainsFunc(artifacts, func(a struct{ bin, image string }) bool { return a.image+":dev" == name }) {
 			continue
 		}
 		b, err := exec.CommandContext(ctx, "docker", "image", "inspect", "--format", "{{.Size}}", ref).Output()

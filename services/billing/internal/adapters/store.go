@@ -230,9 +230,7 @@ func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
 	// List. Should the index write fail on the event's last delivery, the
 	// event goes to the dead-letter stream with its invoice stored but
 	// unlisted (found by its order id), as before it went there with no
-	// invoice at all. A void recorded for the orders service has no user
-	// yet, and no index key: no one's list shows it until its order.created
-	// fills it in.
+	// invoice at all. A void without a user gets no key (see userIndexPrefix).
 	var indexed chan error
 	if inv.UserID != "" {
 		indexed = make(chan error, 1)
