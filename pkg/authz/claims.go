@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,12 @@ type Claims struct {
 	GTY         []string // gty, parsed loosely (string or array)
 	OrgID       string   // org_id (Auth0 Organizations)
 
+	// Transaction tokens only (TxnValidator): txn, req_wl and tctx. For them
+	// Scopes and Permissions are both the token's narrowed scope.
+	Txn                string          // the transaction id, the same along the call chain
+	RequestingWorkload string          // req_wl: the workload that asked for the token
+	TxnContext         json.RawMessage // tctx: immutable context of the transaction
+
 	notBefore time.Time // nbf, for ValidateAt's cached tokens
 }
 
@@ -39,6 +46,9 @@ func (c *Claims) IsM2M() bool {
 	}
 	return strings.HasSuffix(c.Subject, "@clients")
 }
+
+// IsTxn reports whether the claims come from a transaction token.
+func (c *Claims) IsTxn() bool { return c.Txn != "" }
 
 // HasPermission reports whether the permissions claim contains p.
 func (c *Claims) HasPermission(p string) bool { return slices.Contains(c.Permissions, p) }

@@ -2,6 +2,8 @@ package authz
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -33,7 +35,9 @@ const (
 	minRSABits = 2048
 )
 
-// KeyProvider fetches, caches and refreshes an issuer's RS256 signing keys.
+// KeyProvider fetches, caches and refreshes an issuer's signing keys: RS256
+// keys of the Auth0 tenant by default, or ES256 keys (WithAlgorithm) such as
+// the Transaction Token Service's.
 //
 // Reads are lock-free (an atomically swapped snapshot). A fetch happens at
 // start, in the background before the TTL runs out, and when a token names an
@@ -58,13 +62,13 @@ type KeyProvider struct {
 }
 
 type keySnapshot struct {
-	keys      map[string]*rsa.PublicKey // the current JWKS
+	keys      map[string]any // the current JWKS (*rsa.PublicKey or *ecdsa.PublicKey)
 	retired   map[string]retiredKey     // kids that left the JWKS, with when
 	fetchedAt time.Time                 // last successful fetch
 }
 
 type retiredKey struct {
-	key     *rsa.PublicKey
+	key     any
 	removed time.Time
 }
 
@@ -79,6 +83,7 @@ type keyOptions struct {
 	cooldown     time.Duration
 	maxStale     time.Duration
 	retain       time.Duration
+	alg          jose.SignatureAlgorithm
 	metrics      *Metrics
 	now          func() time.Time
 }
@@ -165,6 +170,20 @@ func WithRetainRotated(d time.Duration) KeyOption {
 	}
 }
 
+// WithAlgorithm sets the one algorithm whose keys are accepted from the JWKS:
+// RS256 (the default, Auth0's) or ES256 (P-256 keys). Keys for anything else
+// are ignored.
+func WithAlgorithm(alg string) KeyOption {
+	return func(o *keyOptions) error {
+		switch a := jose.SignatureAlgorithm(alg); a {
+		case jose.RS256, jose.ES256:
+			o.alg = a
+			return nil
+		}
+		return fmt.Errorf("authz: key algorithm %q: want RS256 or ES256", alg)
+	}
+}
+
 // WithKeyMetrics records fetches, failures and key age in m.
 func WithKeyMetrics(m *Metrics) KeyOption {
 	return func(o *keyOptions) error {
@@ -185,6 +204,7 @@ func NewKeyProvider(opts ...KeyOption) (*KeyProvider, error) {
 		cooldown: DefaultRefetchCooldown,
 		maxStale: DefaultMaxStale,
 		retain:   DefaultRetainRotated,
+		alg:      jose.RS256,
 		now:      time.Now,
 	}
 	for _, opt := range opts {
@@ -318,7 +338,7 @@ func (p *KeyProvider) timeout() time.Duration {
 
 // install swaps in a new snapshot, moving keys that left the JWKS to the
 // retired set. Called with p.mu held, so snapshots are built one at a time.
-func (p *KeyProvider) install(keys map[string]*rsa.PublicKey, now time.Time) {
+func (p *KeyProvider) install(keys map[string]any, now time.Time) {
 	old := p.snap.Load()
 	retired := make(map[string]retiredKey)
 	if old != nil && p.o.retain > 0 {
@@ -339,7 +359,7 @@ func (p *KeyProvider) install(keys map[string]*rsa.PublicKey, now time.Time) {
 	p.snap.Store(&keySnapshot{keys: keys, retired: retired, fetchedAt: now})
 }
 
-func (p *KeyProvider) fetchKeys(ctx context.Context) (map[string]*rsa.PublicKey, error) {
+func (p *KeyProvider) fetchKeys(ctx context.Context) (map[string]any, error) {
 	u, err := p.keysURL(ctx)
 	if err != nil {
 		return nil, err
@@ -350,9 +370,9 @@ func (p *KeyProvider) fetchKeys(ctx context.Context) (map[string]*rsa.PublicKey,
 	if err := p.getJSON(ctx, u, &set); err != nil {
 		return nil, fmt.Errorf("authz: JWKS: %w", err)
 	}
-	keys := make(map[string]*rsa.PublicKey, len(set.Keys))
+	keys := make(map[string]any, len(set.Keys))
 	for _, raw := range set.Keys {
-		kid, pub, ok := usableKey(raw)
+		kid, pub, ok := usableKey(raw, p.o.alg)
 		if !ok {
 			continue // one unsupported key must not fail the whole set
 		}
@@ -362,29 +382,32 @@ func (p *KeyProvider) fetchKeys(ctx context.Context) (map[string]*rsa.PublicKey,
 		keys[kid] = pub
 	}
 	if len(keys) == 0 {
-		return nil, errors.New("authz: JWKS: no usable RS256 signing keys")
+		return nil, fmt.Errorf("authz: JWKS: no usable %s signing keys", p.o.alg)
 	}
 	return keys, nil
 }
 
-// usableKey accepts only RSA public keys meant for RS256 signatures, of at
-// least 2048 bits, with a kid.
-func usableKey(raw json.RawMessage) (string, *rsa.PublicKey, bool) {
+// usableKey accepts only public keys meant for alg signatures, with a kid:
+// RSA keys of at least 2048 bits for RS256, P-256 keys for ES256. A private
+// key in a JWKS is refused outright.
+func usableKey(raw json.RawMessage, alg jose.SignatureAlgorithm) (string, any, bool) {
 	var k jose.JSONWebKey
 	if err := k.UnmarshalJSON(raw); err != nil {
 		return "", nil, false
 	}
-	pub, ok := k.Key.(*rsa.PublicKey)
-	if !ok || k.KeyID == "" || pub.N.BitLen() < minRSABits {
+	if k.KeyID == "" || !k.IsPublic() || (k.Use != "" && k.Use != "sig") {
 		return "", nil, false
 	}
-	if k.Use != "" && k.Use != "sig" {
+	if k.Algorithm != "" && k.Algorithm != string(alg) {
 		return "", nil, false
 	}
-	if k.Algorithm != "" && k.Algorithm != string(jose.RS256) {
-		return "", nil, false
+	switch pub := k.Key.(type) {
+	case *rsa.PublicKey:
+		return k.KeyID, pub, alg == jose.RS256 && pub.N.BitLen() >= minRSABits
+	case *ecdsa.PublicKey:
+		return k.KeyID, pub, alg == jose.ES256 && pub.Curve == elliptic.P256()
 	}
-	return k.KeyID, pub, true
+	return "", nil, false
 }
 
 func (p *KeyProvider) keysURL(ctx context.Context) (string, error) {
@@ -458,13 +481,13 @@ func keysUnavailable(cause error) *Error {
 
 // key returns the current key for kid, fetching the JWKS when the kid is
 // unknown (rate-limited) or nothing is loaded yet.
-func (p *KeyProvider) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
+func (p *KeyProvider) key(ctx context.Context, kid string) (any, error) {
 	return p.lookup(ctx, kid, time.Time{})
 }
 
 // lookup finds kid among the current keys or, when at is not zero (the
 // ValidateAt path), also among keys retired within the retention window.
-func (p *KeyProvider) lookup(ctx context.Context, kid string, at time.Time) (*rsa.PublicKey, error) {
+func (p *KeyProvider) lookup(ctx context.Context, kid string, at time.Time) (any, error) {
 	for attempt := 0; ; attempt++ {
 		s := p.snap.Load()
 		now := p.o.now()

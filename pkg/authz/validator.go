@@ -186,6 +186,9 @@ func NewValidator(keys *KeyProvider, opts ...Option) (*Validator, error) {
 	if keys == nil {
 		return nil, errors.New("authz: nil key provider")
 	}
+	if keys.o.alg != jose.RS256 {
+		return nil, errors.New("authz: access tokens are RS256: the key provider must serve RS256 keys")
+	}
 	if len(o.issuers) == 0 {
 		return nil, errors.New("authz: WithIssuers is required")
 	}
@@ -363,16 +366,20 @@ func checkTimes(exp, nbf, iat, at time.Time, leeway time.Duration) error {
 // strand every event already queued for the user (a paid invoice whose order
 // never learns it).
 func (v *Validator) checkRevoked(c *Claims, stored time.Time) error {
-	if v.o.revocations == nil {
+	return checkRevoked(&v.o, c, stored)
+}
+
+func checkRevoked(o *validatorOptions, c *Claims, stored time.Time) error {
+	if o.revocations == nil {
 		return nil
 	}
-	if l := v.o.revLoader; l != nil {
+	if l := o.revLoader; l != nil {
 		if err := l.Ready(); err != nil {
 			return &Error{Code: CodeKeysUnavailable, Reason: "revocations_unavailable",
 				Description: "the revocation list is not loaded yet", Err: err}
 		}
 	}
-	at, ok := v.o.revocations.RevokedAt(c.Subject)
+	at, ok := o.revocations.RevokedAt(c.Subject)
 	if !ok {
 		return nil
 	}

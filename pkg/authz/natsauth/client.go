@@ -14,36 +14,51 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 )
 
-// AsService returns a context under which outgoing messages carry a token
-// from ts (a service's own M2M identity, see ClientCredentials) instead of the
-// caller's token. Use it for work no user started, such as cancelling a
-// blocked user's orders.
+// AsService returns a context under which outgoing messages carry a
+// transaction token whose subject is the service itself, exchanged for its
+// own M2M token from ts (see ClientCredentials). Use it for work no user
+// started, such as cancelling a blocked user's orders. The M2M token itself
+// never crosses NATS except to the Transaction Token Service.
 func AsService(ctx context.Context, ts TokenSource) context.Context {
 	return context.WithValue(ctx, tokenSourceKey, ts)
 }
 
-// outgoingToken picks the token a message sent under ctx carries: an explicit
-// service identity (AsService) wins over the caller's token, because choosing
-// it is a deliberate decision by the code that set it.
-func outgoingToken(ctx context.Context) (string, error) {
+// outgoingToken picks the transaction token a message for subj sent under ctx
+// carries:
+//   - under AsService, the service's own transaction, exchanged for its M2M
+//     token (an explicit choice by the code that set it, so it wins);
+//   - in a handler of a NATS request or event, the transaction token that
+//     came with it, forwarded unmodified (it is bound to that transaction);
+//   - in an HTTP handler, a transaction token exchanged for the caller's
+//     access token, narrowed to what subj's receivers check.
+//
+// A context without any identity yields "", which only Public endpoints
+// accept.
+func outgoingToken(ctx context.Context, subj string) (string, error) {
 	if ts, ok := ctx.Value(tokenSourceKey).(TokenSource); ok && ts != nil {
 		tok, err := ts.Token(ctx)
 		if err != nil {
 			return "", fmt.Errorf("natsauth: service token: %w", err)
 		}
+		return exchange(ctx, tok, subj)
+	}
+	tok, ok := authz.TokenFromContext(ctx)
+	if !ok {
+		return "", nil
+	}
+	if c, _ := authz.ClaimsFromContext(ctx); c != nil && c.IsTxn() {
 		return tok, nil
 	}
-	tok, _ := authz.TokenFromContext(ctx)
-	return tok, nil
+	return exchange(ctx, tok, subj)
 }
 
-// NewMsg builds a message for subj carrying, from ctx: the bearer token
-// (AsService's token source, else authz.TokenFromContext), the W3C trace
-// context (continued when ctx has one, else started) and the request id
-// (WithRequestID, else a fresh one). A context with no token yields a message
-// without Authorization, which only Public endpoints accept.
+// NewMsg builds a message for subj carrying, from ctx: the transaction token
+// (see outgoingToken) in Txn-Token, the W3C trace context (continued when ctx
+// has one, else started) and the request id (WithRequestID, else a fresh
+// one). A context with no identity yields a message without Txn-Token, which
+// only Public endpoints accept.
 func NewMsg(ctx context.Context, subj string, data []byte) (*nats.Msg, error) {
-	tok, err := outgoingToken(ctx)
+	tok, err := outgoingToken(ctx, subj)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +69,7 @@ func buildMsg(ctx context.Context, subj string, data []byte, tok string) *nats.M
 	msg := nats.NewMsg(subj)
 	msg.Data = data
 	if tok != "" {
-		msg.Header.Set(HeaderAuthorization, "Bearer "+tok)
+		msg.Header.Set(HeaderTxnToken, tok)
 	}
 	id, ok := RequestIDFromContext(ctx)
 	if !ok {
@@ -79,22 +94,28 @@ type Invalidator interface {
 // ends (give ctx a deadline). A micro error reply is returned as a
 // *ServiceError; authz.CodeOf works on it for 401/403/503 answers.
 //
-// Under AsService, a 401 invalid_token answer means the service's own token
-// is dead (its signing key was revoked, say): when the token source is an
-// Invalidator, Request drops that token and retries once with a new one.
-// The caller's own token is never retried: only the caller can renew it.
+// Under AsService, a 401 invalid_token answer means the service's own
+// transaction token is dead (the key of the M2M token it was exchanged for
+// was revoked, say): when the token source is an Invalidator, Request drops
+// the M2M token and its exchanged transaction tokens and retries once with
+// new ones. The caller's own token is never retried: only the caller can
+// renew it.
 func Request(ctx context.Context, nc *nats.Conn, subj string, data []byte) (*nats.Msg, error) {
-	tok, err := outgoingToken(ctx)
+	tok, err := outgoingToken(ctx, subj)
 	if err != nil {
 		return nil, err
 	}
 	reply, err := request(ctx, nc, subj, data, tok)
-	inv, ok := ctx.Value(tokenSourceKey).(Invalidator)
+	ts, _ := ctx.Value(tokenSourceKey).(TokenSource)
+	inv, ok := ts.(Invalidator)
 	if !ok || tok == "" || authz.CodeOf(err) != authz.CodeInvalidToken {
 		return reply, err
 	}
-	inv.Invalidate(tok)
-	if tok, err = outgoingToken(ctx); err != nil {
+	if m2m, terr := ts.Token(ctx); terr == nil {
+		forget(ctx, m2m)
+		inv.Invalidate(m2m)
+	}
+	if tok, err = outgoingToken(ctx, subj); err != nil {
 		return nil, err
 	}
 	return request(ctx, nc, subj, data, tok)

@@ -65,12 +65,12 @@ func PublishEvent(ctx context.Context, js jetstream.JetStream, subj, typ, entity
 	if typ == "" || entityID == "" || userID == "" {
 		return nil, errors.New("natsauth: publish event: type, entity id and user id are required")
 	}
-	tok, err := outgoingToken(ctx)
+	tok, err := outgoingToken(ctx, subj)
 	if err != nil {
 		return nil, err
 	}
 	if tok == "" {
-		return nil, errors.New("natsauth: publish event: no token in context (use the caller's context or AsService)")
+		return nil, errors.New("natsauth: publish event: no identity in context (use the caller's context or AsService)")
 	}
 	actor, ok := unverifiedSubject(tok)
 	if !ok {
@@ -96,7 +96,7 @@ func PublishEvent(ctx context.Context, js jetstream.JetStream, subj, typ, entity
 	return ack, nil
 }
 
-// unverifiedSubject reads sub from our own outgoing token: it only fills the
+// unverifiedSubject reads sub from our own outgoing transaction token: it only fills the
 // envelope's actor, which consumers check against the verified token anyway.
 func unverifiedSubject(tok string) (string, bool) {
 	parts := strings.Split(tok, ".")
@@ -139,12 +139,12 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, name, p
 	return nil
 }
 
-// copyHeaders copies h without Authorization: dead letters are read by
-// operators and kept for weeks, so they must not hold live bearer tokens.
+// copyHeaders copies h without tokens: dead letters are read by operators
+// and kept for weeks, so they hold no credential of any kind.
 func copyHeaders(h nats.Header) nats.Header {
 	out := nats.Header{}
 	for k, v := range h {
-		if k == HeaderAuthorization || k == HeaderMsgID {
+		if k == HeaderTxnToken || k == HeaderAuthorization || k == HeaderMsgID {
 			continue
 		}
 		out[k] = append([]string(nil), v...)

@@ -13,6 +13,10 @@ import (
 // Header names. NATS headers are case-sensitive, so every producer and
 // consumer must use exactly these spellings (docs/conventions.md).
 const (
+	// HeaderTxnToken carries the transaction token of every authenticated
+	// message (draft-ietf-oauth-transaction-tokens' header name).
+	HeaderTxnToken = "Txn-Token"
+	// HeaderAuthorization is refused on NATS: access tokens stay at the edge.
 	HeaderAuthorization = "Authorization"
 	HeaderRequestID     = "X-Request-Id"
 	HeaderTraceparent   = "traceparent"
@@ -35,6 +39,7 @@ const (
 	requestIDKey ctxKey = iota
 	traceKey
 	tokenSourceKey
+	outboundKey
 )
 
 // TraceContext is a W3C trace context (https://www.w3.org/TR/trace-context/).
@@ -143,18 +148,4 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// bearer extracts the token of an "Authorization: Bearer <token>" value. The
-// scheme is case-insensitive (RFC 6750); anything else is refused.
-func bearer(v string) (string, bool) {
-	scheme, tok, ok := strings.Cut(v, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	tok = strings.TrimSpace(tok)
-	if tok == "" || strings.ContainsAny(tok, " \t") {
-		return "", false
-	}
-	return tok, true
 }

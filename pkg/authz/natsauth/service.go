@@ -14,18 +14,18 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 )
 
-// Verifier verifies access tokens. *authz.Validator implements it; services
-// pass the same validator they give their HTTP middleware, so NATS and HTTP
-// accept exactly the same tokens.
+// Verifier verifies the transaction tokens NATS messages carry.
+// *authz.TxnValidator implements it (so does *authz.Validator, for access
+// tokens, which no NATS receiver of the mesh is given).
 type Verifier interface {
 	Validate(ctx context.Context, token string) (*authz.Claims, error)
 	ValidateAt(ctx context.Context, token string, at time.Time) (*authz.Claims, error)
 }
 
 // Handler serves an authorized request. ctx carries the verified claims and
-// token (authz.ClaimsFromContext / authz.TokenFromContext), the request id
-// and the trace context, so Request and Publish calls made with it propagate
-// the caller's identity.
+// transaction token (authz.ClaimsFromContext / authz.TokenFromContext), the
+// request id and the trace context, so Request and Publish calls made with it
+// forward the caller's transaction.
 type Handler func(ctx context.Context, req micro.Request)
 
 // Service wraps a micro.Service whose endpoints all declare a policy.
@@ -178,22 +178,33 @@ func (s *Service) Micro() micro.Service { return s.svc }
 // Stop drains the endpoints.
 func (s *Service) Stop() error { return s.svc.Stop() }
 
-var errMalformedHeader = &authz.Error{
+var errAccessTokenOnNATS = &authz.Error{
 	Code:        authz.CodeInvalidToken,
-	Reason:      "malformed_header",
-	Description: "Authorization must be \"Bearer <token>\"",
+	Reason:      "access_token_on_nats",
+	Description: "NATS carries transaction tokens (Txn-Token), never access tokens (Authorization)",
 }
 
+var errMalformedTxnHeader = &authz.Error{
+	Code:        authz.CodeInvalidToken,
+	Reason:      "malformed_header",
+	Description: "Txn-Token must hold exactly one token",
+}
+
+// tokenFromHeader returns the message's transaction token. A message that
+// carries an access token is refused even if it also has a transaction
+// token: whoever sent it is handing out a replayable credential.
 func tokenFromHeader(h nats.Header) (string, error) {
-	raw := h.Get(HeaderAuthorization)
-	if raw == "" {
+	if _, ok := h[HeaderAuthorization]; ok {
+		return "", errAccessTokenOnNATS
+	}
+	vals := h.Values(HeaderTxnToken)
+	switch {
+	case len(vals) == 0 || (len(vals) == 1 && vals[0] == ""):
 		return "", authz.ErrMissingToken
+	case len(vals) > 1 || strings.ContainsAny(vals[0], " \t,"):
+		return "", errMalformedTxnHeader
 	}
-	tok, ok := bearer(raw)
-	if !ok {
-		return "", errMalformedHeader
-	}
-	return tok, nil
+	return vals[0], nil
 }
 
 // denial maps an authorization failure to a micro error code and a
@@ -228,7 +239,7 @@ func denial(err error, tok string) (status, desc string) {
 }
 
 var defaultDescription = map[authz.Code]string{
-	authz.CodeMissingToken:      "a bearer token is required",
+	authz.CodeMissingToken:      "a transaction token (Txn-Token) is required",
 	authz.CodeInvalidToken:      "the token is not valid",
 	authz.CodeInsufficientScope: "the token lacks a required permission",
 	authz.CodeKeysUnavailable:   "signing keys are unavailable, retry later",

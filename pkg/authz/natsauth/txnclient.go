@@ -1,0 +1,279 @@
+package natsauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+)
+
+// DefaultTxnSubject is where the Transaction Token Service answers token
+// exchanges.
+const DefaultTxnSubject = "authmesh.tts.exchange"
+
+// Exchanger turns a subject token (a caller's access token, or the service's
+// own M2M token) into a transaction token narrowed to scopes. TxnClient is
+// the implementation; tests may substitute their own.
+type Exchanger interface {
+	Exchange(ctx context.Context, subjectToken string, scopes []string) (string, error)
+}
+
+// Outbound says how messages sent under a context get their transaction
+// tokens: who exchanges, and which scopes each subject's receivers check.
+type Outbound struct {
+	Exchanger Exchanger
+	// Scopes returns the scopes a message on subject may carry; the
+	// Transaction Token Service grants those the subject token holds. A
+	// subject it returns nothing for gets no token exchanged (deny by
+	// default: the send fails).
+	Scopes func(subject string) []string
+}
+
+// WithOutbound returns a context whose outgoing messages get transaction
+// tokens from o. pkg/platform puts it in every service's base context, so
+// handlers need not know about it.
+func WithOutbound(ctx context.Context, o *Outbound) context.Context {
+	return context.WithValue(ctx, outboundKey, o)
+}
+
+// ErrTxnUnavailable reports that no transaction token could be had because the
+// Transaction Token Service did not answer: the caller should retry later
+// (HTTP 503 with Retry-After, never 401 or 500).
+var ErrTxnUnavailable = &authz.Error{Code: authz.CodeKeysUnavailable, Reason: "tts_unavailable",
+	Description: "the transaction token service is unavailable, retry later"}
+
+func exchange(ctx context.Context, subjectToken, subj string) (string, error) {
+	o, ok := ctx.Value(outboundKey).(*Outbound)
+	if !ok || o == nil || o.Exchanger == nil {
+		return "", errors.New("natsauth: no transaction token service configured (WithOutbound)")
+	}
+	var scopes []string
+	if o.Scopes != nil {
+		scopes = o.Scopes(subj)
+	}
+	if len(scopes) == 0 {
+		return "", fmt.Errorf("natsauth: no scopes declared for subject %q: nothing may be sent there", subj)
+	}
+	return o.Exchanger.Exchange(ctx, subjectToken, scopes)
+}
+
+// forget drops what the context's exchanger cached for subjectToken.
+func forget(ctx context.Context, subjectToken string) {
+	if o, ok := ctx.Value(outboundKey).(*Outbound); ok && o != nil {
+		if f, ok := o.Exchanger.(interface{ Forget(string) }); ok {
+			f.Forget(subjectToken)
+		}
+	}
+}
+
+// TxnClientConfig configures a TxnClient.
+type TxnClientConfig struct {
+	Conn *nats.Conn // Required.
+	// Actor is the requesting service's own M2M token source: the
+	// Transaction Token Service takes the workload (req_wl) from it. Required.
+	Actor TokenSource
+	// Subject defaults to DefaultTxnSubject; TrustDomain to
+	// authz.DefaultTrustDomain.
+	Subject, TrustDomain string
+	// Timeout bounds one exchange (default 2 s).
+	Timeout time.Duration
+	// Margin is how long before its expiry a cached transaction token is
+	// replaced (default 60 s): a message must reach its receiver while the
+	// token is still good.
+	Margin time.Duration
+	// CacheSize bounds the cached tokens (default 10000).
+	CacheSize int
+}
+
+// TxnClient exchanges tokens with the Transaction Token Service over NATS
+// request-reply (RFC 8693 fields as JSON). Tokens are cached per (subject
+// token, scope set) until Margin before they expire, and concurrent
+// exchanges of one key share one request (singleflight): a steady load pays
+// a map lookup, not a round trip.
+type TxnClient struct {
+	cfg TxnClientConfig
+	sf  singleflight.Group
+
+	mu    sync.Mutex
+	cache map[string]cachedTxn
+	now   func() time.Time
+}
+
+type cachedTxn struct {
+	token   string
+	subject string // sha256 of the subject token, for Forget
+	renewAt time.Time
+}
+
+// NewTxnClient validates cfg.
+func NewTxnClient(cfg TxnClientConfig) (*TxnClient, error) {
+	if cfg.Conn == nil || cfg.Actor == nil {
+		return nil, errors.New("natsauth: transaction token client needs a connection and an actor token source")
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = DefaultTxnSubject
+	}
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = authz.DefaultTrustDomain
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Margin <= 0 {
+		cfg.Margin = time.Minute
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 10000
+	}
+	return &TxnClient{cfg: cfg, cache: make(map[string]cachedTxn), now: time.Now}, nil
+}
+
+// TxnRequest is the exchange request (RFC 8693 §2.1 fields, as JSON).
+type TxnRequest struct {
+	GrantType          string          `json:"grant_type"`
+	RequestedTokenType string          `json:"requested_token_type"`
+	Audience           string          `json:"audience"`
+	Scope              string          `json:"scope"`
+	SubjectToken       string          `json:"subject_token"`
+	SubjectTokenType   string          `json:"subject_token_type"`
+	ActorToken         string          `json:"actor_token"`
+	ActorTokenType     string          `json:"actor_token_type"`
+	RequestDetails     json.RawMessage `json:"request_details,omitempty"`
+}
+
+// TxnResponse is the exchange answer (RFC 8693 §2.2.1; token_type "N_A").
+type TxnResponse struct {
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       int64  `json:"expires_in"`
+	Scope           string `json:"scope"`
+}
+
+// Exchange returns a transaction token for subjectToken narrowed to scopes
+// (the service grants those the token holds and the workload may ask for).
+func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []string) (string, error) {
+	scopes = slices.Sorted(slices.Values(scopes))
+	sum := sha256.Sum256([]byte(subjectToken))
+	subj := hex.EncodeToString(sum[:])
+	key := subj + " " + strings.Join(scopes, " ")
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.cache[key]
+	c.mu.Unlock()
+	if ok && now.Before(e.renewAt) {
+		return e.token, nil
+	}
+	v, err, _ := c.sf.Do(key, func() (any, error) {
+		tok, exp, err := c.request(ctx, subjectToken, scopes)
+		if err != nil {
+			return "", err
+		}
+		c.put(key, cachedTxn{token: tok, subject: subj, renewAt: exp.Add(-c.cfg.Margin)})
+		return tok, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return v.(string), nil
+}
+
+// Forget drops every cached token exchanged for subjectToken.
+func (c *TxnClient) Forget(subjectToken string) {
+	sum := sha256.Sum256([]byte(subjectToken))
+	subj := hex.EncodeToString(sum[:])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.cache {
+		if e.subject == subj {
+			delete(c.cache, k)
+		}
+	}
+}
+
+func (c *TxnClient) put(key string, e cachedTxn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.cache) >= c.cfg.CacheSize {
+		now := c.now()
+		for k, old := range c.cache {
+			if !now.Before(old.renewAt) {
+				delete(c.cache, k)
+			}
+		}
+		// Still full: drop arbitrary entries (map order is random); they
+		// are re-exchanged on their next use.
+		for k := range c.cache {
+			if len(c.cache) < c.cfg.CacheSize {
+				break
+			}
+			delete(c.cache, k)
+		}
+	}
+	c.cache[key] = e
+}
+
+func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []string) (string, time.Time, error) {
+	actor, err := c.cfg.Actor.Token(ctx)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("natsauth: transaction token: service token: %w", err)
+	}
+	body, err := json.Marshal(TxnRequest{
+		GrantType:          authz.GrantTypeTokenExchange,
+		RequestedTokenType: authz.TokenTypeTxn,
+		Audience:           c.cfg.TrustDomain,
+		Scope:              strings.Join(scopes, " "),
+		SubjectToken:       subjectToken,
+		SubjectTokenType:   authz.TokenTypeAccess,
+		ActorToken:         actor,
+		ActorTokenType:     authz.TokenTypeAccess,
+	})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	msg := nats.NewMsg(c.cfg.Subject)
+	msg.Data = body
+	id, ok := RequestIDFromContext(ctx)
+	if !ok {
+		id = newUUID()
+	}
+	msg.Header.Set(HeaderRequestID, id)
+	if tc, ok := TraceContextFromContext(ctx); ok {
+		msg.Header.Set(HeaderTraceparent, tc.Traceparent)
+	}
+	// Detached from the caller's cancellation: singleflight shares this
+	// request with every caller of the same key.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
+	defer cancel()
+	reply, err := c.cfg.Conn.RequestMsgWithContext(rctx, msg)
+	if err != nil {
+		// No responders, a timeout, a closed connection: the service is
+		// not there for now.
+		return "", time.Time{}, &authz.Error{Code: ErrTxnUnavailable.Code, Reason: ErrTxnUnavailable.Reason,
+			Description: ErrTxnUnavailable.Description, Err: err}
+	}
+	if err := replyError(c.cfg.Subject, reply); err != nil {
+		var se *ServiceError
+		if errors.As(err, &se) && se.AuthCode == "" && se.Code >= 500 {
+			return "", time.Time{}, &authz.Error{Code: ErrTxnUnavailable.Code, Reason: ErrTxnUnavailable.Reason,
+				Description: ErrTxnUnavailable.Description, Err: err}
+		}
+		return "", time.Time{}, err
+	}
+	var r TxnResponse
+	if err := json.Unmarshal(reply.Data, &r); err != nil || r.AccessToken == "" || r.ExpiresIn <= 0 {
+		return "", time.Time{}, errors.New("natsauth: transaction token service answered something that is not a token")
+	}
+	return r.AccessToken, c.now().Add(time.Duration(r.ExpiresIn) * time.Second), nil
+}

@@ -1,0 +1,291 @@
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+	"unsafe"
+
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
+)
+
+// Transaction tokens (draft-ietf-oauth-transaction-tokens-10) carry a
+// caller's identity inside the mesh instead of its access token: short-lived,
+// narrowed to what one hop needs, bound to one transaction, addressed to the
+// mesh's trust domain and signed by the Transaction Token Service, never by
+// the tenant. No HTTP edge accepts one (the access-token Validator pins RS256,
+// the tenant's issuer and the API audience), and no NATS receiver accepts an
+// access token.
+const (
+	// TxnTokenType is the JWT typ header every transaction token carries.
+	TxnTokenType = "txntoken+jwt"
+	// TokenTypeTxn is the RFC 8693 token type URN of a transaction token.
+	TokenTypeTxn = "urn:ietf:params:oauth:token-type:txn_token"
+	// TokenTypeAccess is the RFC 8693 token type URN of an access token.
+	TokenTypeAccess = "urn:ietf:params:oauth:token-type:access_token"
+	// GrantTypeTokenExchange is RFC 8693's grant type.
+	GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+	// DefaultTxnIssuer is the iss of the mesh's Transaction Token Service.
+	DefaultTxnIssuer = "urn:authmesh:tts"
+	// DefaultTrustDomain is the aud of every transaction token.
+	DefaultTrustDomain = "urn:authmesh:mesh"
+
+	// MaxTxnLifetime bounds exp - iat of an accepted transaction token: the
+	// service issues minutes; anything longer was not issued by it.
+	MaxTxnLifetime = time.Hour
+)
+
+// TxnClaims is the payload of a transaction token, as the Transaction Token
+// Service writes it.
+type TxnClaims struct {
+	Issuer    string          `json:"iss"`
+	Audience  string          `json:"aud"`
+	IssuedAt  int64           `json:"iat"`
+	ExpiresAt int64           `json:"exp"`
+	Txn       string          `json:"txn"`
+	Subject   string          `json:"sub"`
+	Scope     string          `json:"scope"`
+	ReqWL     string          `json:"req_wl"`
+	TCtx      json.RawMessage `json:"tctx,omitempty"`
+}
+
+// TxnValidator verifies transaction tokens (ES256 only, typ txntoken+jwt,
+// the Transaction Token Service's issuer and the trust domain as audience).
+// Its keys come from the service's JWKS through a KeyProvider configured with
+// WithAlgorithm("ES256"). It implements the same Validate/ValidateAt pair as
+// Validator, so NATS receivers take either.
+type TxnValidator struct {
+	keys    *KeyProvider
+	o       validatorOptions
+	cache   *tokenCache
+	headers txnHeaderCache
+}
+
+// NewTxnValidator returns a TxnValidator. WithIssuers (the service's issuer,
+// e.g. DefaultTxnIssuer) and WithAudiences (the trust domain, e.g.
+// DefaultTrustDomain) are required; WithLeeway, WithRevocations,
+// WithTokenCache and WithMetrics apply as for Validator.
+//
+//	keys, _ := authz.NewKeyProvider(authz.WithJWKSURL("http://tts:8406/.well-known/jwks.json"),
+//		authz.WithAlgorithm("ES256"))
+//	tv, err := authz.NewTxnValidator(keys,
+//		authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain),
+//		authz.WithRevocations(watcher))
+func NewTxnValidator(keys *KeyProvider, opts ...Option) (*TxnValidator, error) {
+	o := validatorOptions{leeway: DefaultLeeway, cacheSize: DefaultTokenCacheSize, now: time.Now}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case keys == nil:
+		return nil, errors.New("authz: nil key provider")
+	case keys.o.alg != jose.ES256:
+		return nil, errors.New("authz: transaction tokens are ES256: the key provider must serve ES256 keys")
+	case len(o.issuers) == 0 || len(o.audiences) == 0:
+		return nil, errors.New("authz: a transaction token validator needs WithIssuers and WithAudiences")
+	}
+	v := &TxnValidator{keys: keys, o: o}
+	if o.cacheSize > 0 {
+		v.cache = newTokenCache(o.cacheSize)
+	}
+	return v, nil
+}
+
+// Keys returns the key provider (for readiness).
+func (v *TxnValidator) Keys() *KeyProvider { return v.keys }
+
+// Validate verifies a transaction token now.
+func (v *TxnValidator) Validate(ctx context.Context, token string) (*Claims, error) {
+	return v.validate(ctx, token, v.o.now(), false)
+}
+
+// ValidateAt verifies a transaction token as of at, the time JetStream stored
+// the message that carried it: a key the service has since retired still
+// verifies messages stored before it left the JWKS (within the key
+// provider's retention window).
+func (v *TxnValidator) ValidateAt(ctx context.Context, token string, at time.Time) (*Claims, error) {
+	if at.IsZero() {
+		return nil, invalid("no_time", "no verification time was given", nil)
+	}
+	return v.validate(ctx, token, at, true)
+}
+
+func (v *TxnValidator) validate(ctx context.Context, token string, at time.Time, stored bool) (*Claims, error) {
+	if token == "" {
+		return nil, ErrMissingToken
+	}
+	if len(token) > MaxTokenBytes {
+		return nil, errTooLarge
+	}
+	keyAt := time.Time{}
+	if stored {
+		keyAt = at
+	}
+	var sum [sha256.Size]byte
+	var c *Claims
+	cached := false
+	if v.cache != nil {
+		sum = sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+		c, cached = v.cache.get(sum, v.o.now())
+		v.o.metrics.cacheLookup(cached)
+	}
+	if cached {
+		// The key must still be good for at: it may have left the JWKS.
+		if _, err := v.keys.lookup(ctx, c.KeyID, keyAt); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if c, err = v.verify(ctx, token, keyAt); err != nil {
+			return nil, err
+		}
+		if v.cache != nil && v.o.now().Before(c.ExpiresAt) {
+			v.cache.put(sum, c)
+		}
+	}
+	if err := checkTimes(c.ExpiresAt, time.Time{}, c.IssuedAt, at, v.o.leeway); err != nil {
+		return nil, err
+	}
+	revokedAt := time.Time{}
+	if stored {
+		revokedAt = at
+	}
+	if err := checkRevoked(&v.o, c, revokedAt); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (v *TxnValidator) verify(ctx context.Context, token string, keyAt time.Time) (*Claims, error) {
+	kid, err := v.headers.parse(token)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := josejwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		return nil, invalid("malformed", "the token could not be read", err)
+	}
+	key, err := v.keys.lookup(ctx, kid, keyAt)
+	if err != nil {
+		return nil, err
+	}
+	var rc josejwt.Claims
+	var tc struct {
+		Txn   string          `json:"txn"`
+		Scope string          `json:"scope"`
+		ReqWL string          `json:"req_wl"`
+		TCtx  json.RawMessage `json:"tctx"`
+	}
+	if err := tok.Claims(key, &rc, &tc); err != nil {
+		if errors.Is(err, jose.ErrCryptoFailure) {
+			return nil, invalid("bad_signature", "the token signature is invalid", err)
+		}
+		return nil, invalid("malformed", "the token could not be read", err)
+	}
+	switch {
+	case !slices.Contains(v.o.issuers, rc.Issuer):
+		return nil, invalid("issuer", "the token has an unexpected issuer", nil)
+	case !slices.ContainsFunc(v.o.audiences, rc.Audience.Contains):
+		return nil, invalid("audience", "the token is not meant for this trust domain", nil)
+	case rc.Expiry == nil || rc.IssuedAt == nil:
+		return nil, invalid("missing_exp", "the token has no expiry or issue time", nil)
+	case rc.Expiry.Time().Sub(rc.IssuedAt.Time()) > MaxTxnLifetime:
+		return nil, invalid("lifetime", "the token lives longer than a transaction token may", nil)
+	case rc.Subject == "" || tc.Txn == "" || tc.ReqWL == "" || strings.TrimSpace(tc.Scope) == "":
+		return nil, invalid("missing_claim", "the token lacks sub, txn, scope or req_wl", nil)
+	}
+	scopes := ParseScopes(tc.Scope)
+	c := &Claims{
+		Subject:            rc.Subject,
+		Issuer:             rc.Issuer,
+		Audience:           rc.Audience,
+		IssuedAt:           rc.IssuedAt.Time(),
+		ExpiresAt:          rc.Expiry.Time(),
+		KeyID:              kid,
+		Scopes:             scopes,
+		Permissions:        scopes.List(),
+		Txn:                tc.Txn,
+		RequestingWorkload: tc.ReqWL,
+		TxnContext:         tc.TCtx,
+	}
+	if client, ok := strings.CutSuffix(rc.Subject, "@clients"); ok {
+		// Work no user started: the service acts as itself, and the policies
+		// written for its M2M tokens (Clients) apply unchanged.
+		c.AZP = client
+		c.GTY = []string{"client-credentials"}
+	}
+	return c, nil
+}
+
+// txnHeaderCache remembers accepted transaction token headers (one per TTS
+// signing key).
+type txnHeaderCache struct{ headerCache }
+
+func (c *txnHeaderCache) parse(token string) (string, error) {
+	dot := strings.IndexByte(token, '.')
+	if dot > 0 && strings.Count(token, ".") == 2 {
+		c.mu.RLock()
+		h, ok := c.m[token[:dot]]
+		c.mu.RUnlock()
+		if ok {
+			return h.Kid, nil
+		}
+	}
+	h, err := parseTxnHeader(token)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]header)
+	}
+	if len(c.m) < maxHeaders {
+		c.m[strings.Clone(token[:dot])] = h
+	}
+	c.mu.Unlock()
+	return h.Kid, nil
+}
+
+// parseTxnHeader refuses anything but an ES256 transaction token with a kid
+// and no header that names or carries a key: an access token (typ JWT or
+// at+jwt, RS256) is not a transaction token (explicit typing, RFC 8725 §3.11).
+func parseTxnHeader(token string) (header, error) {
+	var h header
+	dot := strings.IndexByte(token, '.')
+	if dot <= 0 || strings.Count(token, ".") != 2 {
+		return h, invalid("malformed", "the token is not a compact JWS", nil)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(token[:dot])
+	if err != nil {
+		return h, invalid("malformed", "the token header is not base64url", nil)
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return h, invalid("malformed", "the token header is not JSON", nil)
+	}
+	typ := strings.TrimPrefix(strings.ToLower(h.Typ), "application/")
+	switch {
+	case typ != TxnTokenType:
+		return h, invalid("typ", "the token is not a transaction token", nil)
+	case h.Alg != string(jose.ES256):
+		return h, invalid("algorithm", "the token must be signed with ES256", nil)
+	case h.Crit != nil:
+		return h, invalid("crit_header", "the token has critical header parameters", nil)
+	case h.JKU != nil || h.X5U != nil || h.JWK != nil || h.X5C != nil:
+		return h, invalid("key_in_header", "the token header must not name or carry keys", nil)
+	case h.Kid == "":
+		return h, invalid("missing_kid", "the token header has no kid", nil)
+	}
+	return h, nil
+}

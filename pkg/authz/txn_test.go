@@ -1,0 +1,213 @@
+package authz_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+)
+
+func newTxnValidator(t *testing.T, tts *authztest.TxnIssuer, opts ...authz.Option) *authz.TxnValidator {
+	t.Helper()
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(tts.JWKSURL()), authz.WithAlgorithm("ES256"),
+		authz.WithRefetchCooldown(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append([]authz.Option{authz.WithIssuers(tts.Issuer), authz.WithAudiences(tts.TrustDomain)}, opts...)
+	v, err := authz.NewTxnValidator(keys, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestTxnValidatorAccepts(t *testing.T) {
+	t.Parallel()
+	tts := authztest.NewTxnIssuer(t)
+	v := newTxnValidator(t, tts)
+	tok := tts.Token(t, "auth0|alice", "read:profile cancel:orders", authztest.Claims{"txn": "req-1", "tctx": map[string]any{"order_id": "o1"}})
+	c, err := v.Validate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subject != "auth0|alice" || c.Txn != "req-1" || c.RequestingWorkload != "orders-service" || c.IsM2M() || !c.IsTxn() {
+		t.Fatalf("claims %+v", c)
+	}
+	if !c.HasPermission("read:profile") || !c.HasScope("cancel:orders") || c.HasPermission("create:orders") {
+		t.Fatalf("scope mapped wrong: %v %v", c.Permissions, c.Scopes.List())
+	}
+	if !strings.Contains(string(c.TxnContext), `"o1"`) {
+		t.Fatalf("tctx %s", c.TxnContext)
+	}
+	// A service's own transaction is an M2M identity for the policies.
+	svc, err := v.Validate(context.Background(), tts.Token(t, "orders-service@clients", "cancel:orders", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !svc.IsM2M() || svc.AZP != "orders-service" {
+		t.Fatalf("service claims %+v", svc)
+	}
+	if err := authz.RequireAll("cancel:orders").Clients("orders-service").Authorize(svc); err != nil {
+		t.Fatalf("policy: %v", err)
+	}
+}
+
+// TestTxnValidatorAttacks: everything that is not a transaction token of
+// this mesh's service is refused, access tokens of the tenant included.
+func TestTxnValidatorAttacks(t *testing.T) {
+	t.Parallel()
+	tts := authztest.NewTxnIssuer(t)
+	v := newTxnValidator(t, tts)
+	tenant := authztest.NewIssuer(t)
+	now := time.Now()
+	valid := func(over authztest.Claims) authztest.Claims {
+		c := authztest.Claims{"iss": tts.Issuer, "aud": tts.TrustDomain, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
+			"txn": "t1", "sub": "auth0|alice", "scope": "read:profile", "req_wl": "orders-service"}
+		for k, v := range over {
+			if v == nil {
+				delete(c, k)
+			} else {
+				c[k] = v
+			}
+		}
+		return c
+	}
+	foreign := authztest.NewECKey(t)
+	for name, tok := range map[string]string{
+		"tenant access token":  tenant.Token(t, authztest.Claims{"permissions": []string{"read:profile"}}),
+		"tenant M2M token":     tenant.M2MToken(t, "orders-service", "cancel:orders"),
+		"wrong typ":            signWith(t, tts, "JWT", valid(nil)),
+		"no typ":               signWith(t, tts, "", valid(nil)),
+		"foreign key same kid": authztest.SignJWS(t, jose.JSONWebKey{Key: foreign.Key, KeyID: currentKid(t, tts), Algorithm: "ES256"}, map[string]any{"typ": authz.TxnTokenType}, valid(nil)),
+		"wrong audience":       tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"aud": "https://api.authmesh.dev"}),
+		"wrong issuer":         tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iss": "http://localhost:8400/"}),
+		"expired":              tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": now.Add(-10 * time.Minute).Unix(), "exp": now.Add(-time.Minute).Unix()}),
+		"too long lived":       tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"exp": now.Add(24 * time.Hour).Unix()}),
+		"no scope":             tts.Token(t, "auth0|alice", "", nil),
+		"no txn":               tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"txn": nil}),
+		"no req_wl":            tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"req_wl": nil}),
+		"no iat":               tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": nil}),
+		"alg none":             authztest.Encode(t, map[string]any{"alg": "none", "typ": authz.TxnTokenType, "kid": currentKid(t, tts)}) + "." + authztest.Encode(t, valid(nil)) + ".",
+		"embedded jwk":         signWithHeader(t, tts, map[string]any{"typ": authz.TxnTokenType, "jwk": map[string]any{"kty": "EC"}}, valid(nil)),
+		"garbage":              "not.a.token",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := v.Validate(context.Background(), tok)
+			if !errors.Is(err, authz.ErrInvalidToken) {
+				t.Fatalf("want invalid_token, got %v", err)
+			}
+			if err != nil && strings.Contains(err.Error(), tok) && tok != "" {
+				t.Fatal("the error quotes the token")
+			}
+		})
+	}
+}
+
+func TestTxnValidatorStoredTimeAndRotation(t *testing.T) {
+	t.Parallel()
+	tts := authztest.NewTxnIssuer(t)
+	v := newTxnValidator(t, tts)
+	issued := time.Now().Add(-20 * time.Minute)
+	tok := tts.Token(t, "auth0|alice", "create:orders", authztest.Claims{"iat": issued.Unix(), "exp": issued.Add(5 * time.Minute).Unix()})
+	// Expired now, but the message was stored while it was valid.
+	if _, err := v.Validate(context.Background(), tok); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Fatalf("expired token accepted now: %v", err)
+	}
+	if _, err := v.ValidateAt(context.Background(), tok, issued.Add(time.Minute)); err != nil {
+		t.Fatalf("as of its stored time: %v", err)
+	}
+	// Stored after it expired: a replay, refused.
+	if _, err := v.ValidateAt(context.Background(), tok, issued.Add(10*time.Minute)); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Fatalf("stored after exp: %v", err)
+	}
+	// The service rotates its key: the old key leaves the JWKS. Messages
+	// stored before still verify; a live request with the old key does not.
+	fresh := tts.Token(t, "auth0|alice", "create:orders", nil)
+	if _, err := v.Validate(context.Background(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	tts.Rotate(t)
+	newer := tts.Token(t, "auth0|alice", "create:orders", nil)
+	if _, err := v.Validate(context.Background(), newer); err != nil {
+		t.Fatalf("token of the new key: %v", err)
+	}
+	if _, err := v.ValidateAt(context.Background(), fresh, time.Now().Add(-time.Second)); err != nil {
+		t.Fatalf("message stored before the rotation: %v", err)
+	}
+	if _, err := v.ValidateAt(context.Background(), fresh, time.Now().Add(time.Second)); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Fatalf("old key after its removal: %v", err)
+	}
+}
+
+func TestTxnValidatorRevocation(t *testing.T) {
+	t.Parallel()
+	tts := authztest.NewTxnIssuer(t)
+	rev := &revocations{m: map[string]time.Time{}}
+	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
+	tok := tts.Token(t, "auth0|alice", "read:profile", nil)
+	if _, err := v.Validate(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	rev.mu.Lock()
+	rev.m["auth0|alice"] = time.Now()
+	rev.mu.Unlock()
+	if _, err := v.Validate(context.Background(), tok); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Fatalf("a blocked user's transaction token was accepted: %v", err)
+	}
+}
+
+func TestAccessValidatorRefusesTxnTokens(t *testing.T) {
+	t.Parallel()
+	tenant := authztest.NewIssuer(t)
+	v := newValidator(t, tenant, nil)
+	tts := authztest.NewTxnIssuer(t)
+	for name, tok := range map[string]string{
+		"txn token":                  tts.Token(t, "auth0|alice", "read:profile", nil),
+		"txn token with API aud":     tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"aud": authztest.Audience, "iss": tenant.Issuer()}),
+		"tenant-signed txn typ":      authztest.Sign(t, tenant.SigningKey().Private, map[string]any{"alg": "RS256", "typ": authz.TxnTokenType, "kid": tenant.SigningKey().ID}, tenant.DefaultClaims()),
+		"tenant-signed txn typ full": authztest.Sign(t, tenant.SigningKey().Private, map[string]any{"alg": "RS256", "typ": "application/txntoken+jwt", "kid": tenant.SigningKey().ID}, tenant.DefaultClaims()),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := v.Validate(context.Background(), tok); !errors.Is(err, authz.ErrInvalidToken) {
+				t.Fatalf("HTTP validator accepted a transaction token: %v", err)
+			}
+		})
+	}
+}
+
+
+func currentKid(t *testing.T, tts *authztest.TxnIssuer) string {
+	t.Helper()
+	tok := tts.Token(t, "x", "y", nil)
+	h, _, _ := strings.Cut(tok, ".")
+	var hdr struct {
+		Kid string `json:"kid"`
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil || json.Unmarshal(raw, &hdr) != nil {
+		t.Fatalf("header %q", h)
+	}
+	return hdr.Kid
+}
+
+func signWith(t *testing.T, tts *authztest.TxnIssuer, typ string, c authztest.Claims) string {
+	hdr := map[string]any{}
+	if typ != "" {
+		hdr["typ"] = typ
+	}
+	return signWithHeader(t, tts, hdr, c)
+}
+
+func signWithHeader(t *testing.T, tts *authztest.TxnIssuer, hdr map[string]any, c authztest.Claims) string {
+	t.Helper()
+	return authztest.SignJWS(t, tts.SigningKey(), hdr, c)
+}
