@@ -43,6 +43,9 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// HTTPClient is used for the JWKS and token endpoints (default: 5 s timeout).
 	HTTPClient *http.Client
+	// TokenService marks the Transaction Token Service itself: it verifies
+	// access tokens but neither verifies nor requests transaction tokens.
+	TokenService bool
 }
 
 // ReadyCheck reports nil when a dependency is ready.
@@ -59,7 +62,15 @@ type App struct {
 	NATS      *nats.Conn
 	JetStream jetstream.JetStream
 	Keys      *authz.KeyProvider
+	// Validator verifies Auth0 access tokens: the HTTP edge's.
 	Validator *authz.Validator
+	// TxnValidator verifies transaction tokens: every NATS receiver's
+	// (natsauth.NewService, natsauth.NewConsumer). TxnKeys are its keys,
+	// TxnClient exchanges tokens with the Transaction Token Service. All nil
+	// in the Transaction Token Service itself.
+	TxnValidator *authz.TxnValidator
+	TxnKeys      *authz.KeyProvider
+	TxnClient    *natsauth.TxnClient
 	// Tokens is the service's own M2M token (client credentials), for work no
 	// user started.
 	Tokens natsauth.TokenSource
@@ -73,6 +84,7 @@ type App struct {
 
 	opts        Options
 	httpMetrics *httpMetrics
+	outbound    *natsauth.Outbound // nil in the Transaction Token Service
 
 	mu     sync.Mutex
 	checks []namedCheck
@@ -227,6 +239,9 @@ func (a *App) checkReady(ctx context.Context) (map[string]string, bool) {
 		{"keys", func(context.Context) error { return a.Keys.Ready() }},
 		{"revocations", func(context.Context) error { return a.Revocations.Ready() }},
 	}, a.checks...)
+	if a.TxnKeys != nil {
+		checks = append(checks, namedCheck{"tts_keys", func(context.Context) error { return a.TxnKeys.Ready() }})
+	}
 	a.mu.Unlock()
 	out := make(map[string]string, len(checks))
 	ok := true

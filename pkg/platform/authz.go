@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
@@ -40,17 +41,22 @@ func (a *App) wireAuthz() error {
 		return fmt.Errorf("platform: validator: %w", err)
 	}
 	a.Validator = v
-	ts, err := natsauth.NewClientCredentials(natsauth.ClientCredentialsConfig{
-		TokenURL:     a.Config.Auth0.TokenURL,
-		ClientID:     a.Config.ClientID,
-		ClientSecret: a.Config.ClientSecret,
-		Audience:     a.Config.Auth0.Audience,
-		HTTPClient:   a.opts.HTTPClient,
-	})
-	if err != nil {
-		return fmt.Errorf("platform: token source: %w", err)
+	if !a.opts.TokenService {
+		ts, err := natsauth.NewClientCredentials(natsauth.ClientCredentialsConfig{
+			TokenURL:     a.Config.Auth0.TokenURL,
+			ClientID:     a.Config.ClientID,
+			ClientSecret: a.Config.ClientSecret,
+			Audience:     a.Config.Auth0.Audience,
+			HTTPClient:   a.opts.HTTPClient,
+		})
+		if err != nil {
+			return fmt.Errorf("platform: token source: %w", err)
+		}
+		a.Tokens = ts
+		if err := a.wireTxn(m); err != nil {
+			return err
+		}
 	}
-	a.Tokens = ts
 
 	go func() {
 		if err := keys.Start(a.ctx); err != nil && a.ctx.Err() == nil {
@@ -61,6 +67,51 @@ func (a *App) wireAuthz() error {
 	go func() {
 		if err := a.Revocations.Run(a.ctx); err != nil && !errors.Is(err, context.Canceled) {
 			a.Logger.Error("revocation watcher stopped", slog.String("error", err.Error()))
+		}
+	}()
+	return nil
+}
+
+// wireTxn builds what a service needs for transaction tokens: the validator
+// its NATS receivers verify them with (keys from the Transaction Token
+// Service's JWKS, kept DefaultRetainRotated after a rotation so queued
+// events stay verifiable), and the outbound exchange every context of the
+// app carries (WithOutbound), so NATS messages sent on a caller's behalf get
+// a transaction token narrowed to their hop (Hops).
+func (a *App) wireTxn(m *authz.Metrics) error {
+	keys, err := authz.NewKeyProvider(
+		authz.WithJWKSURL(a.Config.Txn.JWKSURL),
+		authz.WithAlgorithm("ES256"),
+		authz.WithHTTPClient(a.opts.HTTPClient),
+		// The service's keys change only by rotation, which publishes the
+		// next key ahead of use; a short cool-down lets a replica that missed
+		// it catch up quickly.
+		authz.WithRefetchCooldown(5*time.Second),
+	)
+	if err != nil {
+		return fmt.Errorf("platform: transaction token keys: %w", err)
+	}
+	tv, err := authz.NewTxnValidator(keys,
+		authz.WithIssuers(a.Config.Txn.Issuer),
+		authz.WithAudiences(a.Config.Txn.TrustDomain),
+		authz.WithRevocations(a.Revocations),
+		authz.WithMetrics(m),
+	)
+	if err != nil {
+		return fmt.Errorf("platform: transaction token validator: %w", err)
+	}
+	tc, err := natsauth.NewTxnClient(natsauth.TxnClientConfig{
+		Conn: a.NATS, Actor: a.Tokens, TrustDomain: a.Config.Txn.TrustDomain,
+	})
+	if err != nil {
+		return fmt.Errorf("platform: transaction token client: %w", err)
+	}
+	a.TxnKeys, a.TxnValidator, a.TxnClient = keys, tv, tc
+	a.outbound = &natsauth.Outbound{Exchanger: tc, Scopes: HopScopes}
+	a.ctx = natsauth.WithOutbound(a.ctx, a.outbound)
+	go func() {
+		if err := keys.Start(a.ctx); err != nil && a.ctx.Err() == nil {
+			a.Logger.Warn("transaction token keys not loaded yet", slog.String("error", err.Error()))
 		}
 	}()
 	return nil

@@ -23,6 +23,7 @@ var defaultPorts = map[string]string{
 	"users":   ":8401",
 	"orders":  ":8402",
 	"billing": ":8403",
+	"tts":     ":8406",
 }
 
 // Auth0 is the identity-provider part of the configuration, shared by every
@@ -62,6 +63,7 @@ type Config struct {
 	LogLevel     slog.Level
 
 	Auth0 Auth0
+	Txn   Txn
 
 	getenv func(string) string
 }
@@ -158,6 +160,9 @@ func LoadConfig(service string, getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	cfg.Auth0 = a
+	if cfg.Txn, err = loadTxn(get); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("platform: config: %w", err)
 	}

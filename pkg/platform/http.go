@@ -135,7 +135,7 @@ func (a *App) newEcho() *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(a.opts.Errors)
-	e.Use(requestID)
+	e.Use(a.requestID)
 	e.Use(a.observe)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		DisableErrorHandler: true, // the error goes up to observe, which logs it once

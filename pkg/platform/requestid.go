@@ -38,10 +38,11 @@ func validRequestID(id string) bool {
 }
 
 // requestID takes a valid inbound X-Request-Id or makes one, echoes it in the
-// response and puts it, with an inbound W3C trace context, in the request's
-// context, where natsauth finds both for every NATS message sent on behalf of
+// response and puts it, with an inbound W3C trace context and the app's
+// transaction token exchange (natsauth.WithOutbound), in the request's
+// context, where natsauth finds them for every NATS message sent on behalf of
 // the request.
-func requestID(next echo.HandlerFunc) echo.HandlerFunc {
+func (a *App) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id := c.Request().Header.Get(echo.HeaderXRequestID)
 		if !validRequestID(id) {
@@ -54,6 +55,9 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 			Traceparent: req.Header.Get(natsauth.HeaderTraceparent),
 			Tracestate:  req.Header.Get(natsauth.HeaderTracestate),
 		})
+		if a.outbound != nil {
+			ctx = natsauth.WithOutbound(ctx, a.outbound)
+		}
 		c.SetRequest(req.WithContext(ctx))
 		return next(c)
 	}

@@ -69,7 +69,7 @@ func wire(a *platform.App) *platform.App {
 			return err
 		}
 		micro, err := natsauth.NewService(a.NATS, micro.Config{Name: "billing", Version: "1.0.0", Description: "billing: voids invoices for cancelled orders"},
-			a.Validator, natsauth.WithMetrics(nm), natsauth.WithContext(ctx), natsauth.WithLogger(a.Logger))
+			a.TxnValidator, natsauth.WithMetrics(nm), natsauth.WithContext(ctx), natsauth.WithLogger(a.Logger))
 		if err != nil {
 			return err
 		}
@@ -77,7 +77,7 @@ func wire(a *platform.App) *platform.App {
 		if err := ports.RegisterNATS(micro, svc, ordersClient, a.Logger); err != nil {
 			return err
 		}
-		cons, err := adapters.NewOrdersConsumer(a.JetStream, a.Validator, nm, svc, ordersClient, a.Logger)
+		cons, err := adapters.NewOrdersConsumer(a.JetStream, a.TxnValidator, nm, svc, ordersClient, a.Logger)
 		if err != nil {
 			return err
 		}

@@ -81,11 +81,11 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 	for _, cc := range []natsauth.ConsumerConfig{billingCfg, usersCfg} {
 		a.DeclarePolicy("consumer "+cc.Durable+" (on behalf)", cc.OnBehalfPolicy)
 	}
-	billingConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator, billingCfg, ports.BillingHandler(svc, a.Logger))
+	billingConsumer, err := natsauth.NewConsumer(a.JetStream, a.TxnValidator, billingCfg, ports.BillingHandler(svc, a.Logger))
 	if err != nil {
 		return err
 	}
-	usersConsumer, err := natsauth.NewConsumer(a.JetStream, a.Validator, usersCfg, ports.UsersHandler(svc, a.Logger))
+	usersConsumer, err := natsauth.NewConsumer(a.JetStream, a.TxnValidator, usersCfg, ports.UsersHandler(svc, a.Logger))
 	if err != nil {
 		return err
 	}

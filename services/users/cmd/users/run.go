@@ -82,7 +82,7 @@ func build(ctx context.Context, cfg platform.Config, opts platform.Options) (*pl
 		Name:        ports.ServiceName,
 		Version:     "1.0.0",
 		Description: "authmesh users: the caller's profile",
-	}, a.Validator, natsauth.WithMetrics(nm), natsauth.WithContext(a.Context()), natsauth.WithLogger(a.Logger))
+	}, a.TxnValidator, natsauth.WithMetrics(nm), natsauth.WithContext(a.Context()), natsauth.WithLogger(a.Logger))
 	if err != nil {
 		return nil, fmt.Errorf("users: micro service: %w", err)
 	}

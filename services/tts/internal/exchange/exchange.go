@@ -1,0 +1,223 @@
+// Package exchange is the Transaction Token Service's one job: turn an
+// inbound access token, presented by a workload that proves who it is with
+// its own client-credentials token, into a short-lived transaction token
+// narrowed to what the workload may ask for and the caller's token holds
+// (draft-ietf-oauth-transaction-tokens-10, RFC 8693 request fields).
+package exchange
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+)
+
+// DefaultLifetime is a transaction token's lifetime: minutes, above the
+// p99 of a call chain, far below an access token's day.
+const DefaultLifetime = 5 * time.Minute
+
+// Verifier verifies Auth0 access tokens (*authz.Validator): signature,
+// issuer, audience, expiry and revocation.
+type Verifier interface {
+	Validate(ctx context.Context, token string) (*authz.Claims, error)
+}
+
+// Signer signs a transaction token payload (the key set's current key).
+type Signer interface {
+	Sign(payload []byte) (string, error)
+}
+
+// Config configures an Exchanger.
+type Config struct {
+	Verifier Verifier
+	Signer   func() Signer // the current signer (keys reload)
+	// Workloads maps a requesting workload's client id (the actor token's
+	// azp) to the scopes it may ask for. A client not listed gets nothing.
+	Workloads   map[string][]string
+	Issuer      string // default authz.DefaultTxnIssuer
+	TrustDomain string // default authz.DefaultTrustDomain
+	Lifetime    time.Duration
+	Now         func() time.Time
+}
+
+// Exchanger issues transaction tokens.
+type Exchanger struct{ cfg Config }
+
+// New validates cfg.
+func New(cfg Config) (*Exchanger, error) {
+	if cfg.Verifier == nil || cfg.Signer == nil || len(cfg.Workloads) == 0 {
+		return nil, errors.New("exchange: a verifier, a signer and the workloads are required")
+	}
+	if cfg.Issuer == "" {
+		cfg.Issuer = authz.DefaultTxnIssuer
+	}
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = authz.DefaultTrustDomain
+	}
+	if cfg.Lifetime <= 0 {
+		cfg.Lifetime = DefaultLifetime
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Exchanger{cfg: cfg}, nil
+}
+
+// Error is a refused exchange. Status is the micro error code (400, 401,
+// 403); Code the OAuth or authz code that prefixes the description
+// ("invalid_request", "invalid_token", "insufficient_scope"...), which
+// natsauth maps back to an authz error on the caller's side; Reason is for
+// logs and metrics.
+type Error struct {
+	Status      int
+	Code        string
+	Reason      string
+	Description string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Description }
+
+func badRequest(reason, desc string) *Error {
+	return &Error{Status: 400, Code: "invalid_request", Reason: reason, Description: desc}
+}
+
+// Result is an issued token with what the log may say about it.
+type Result struct {
+	natsauth.TxnResponse
+	Workload string // req_wl
+	Subject  string // sub (logged hashed by the caller)
+}
+
+// Exchange checks req and issues a transaction token. requestID becomes the
+// token's txn when it is a safe identifier, so logs of every hop share it.
+func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, requestID string) (*Result, error) {
+	switch {
+	case req.GrantType != authz.GrantTypeTokenExchange:
+		return nil, &Error{Status: 400, Code: "unsupported_grant_type", Reason: "grant_type", Description: "grant_type must be token-exchange"}
+	case req.RequestedTokenType != authz.TokenTypeTxn:
+		return nil, badRequest("requested_token_type", "requested_token_type must be the txn_token type")
+	case req.Audience != x.cfg.TrustDomain:
+		return nil, &Error{Status: 400, Code: "invalid_target", Reason: "audience", Description: "the audience is not this trust domain"}
+	case req.SubjectToken == "" || req.SubjectTokenType != authz.TokenTypeAccess:
+		return nil, badRequest("subject_token", "an access token is required as subject_token")
+	case req.ActorToken == "" || req.ActorTokenType != authz.TokenTypeAccess:
+		return nil, badRequest("actor_token", "the requesting workload's access token is required as actor_token")
+	case len(req.RequestDetails) > 1024:
+		return nil, badRequest("request_details", "request_details is too large")
+	}
+	requested := strings.Fields(req.Scope)
+	if len(requested) == 0 {
+		return nil, &Error{Status: 400, Code: "invalid_scope", Reason: "no_scope", Description: "scope is required"}
+	}
+
+	// The requesting workload proves itself with its own client-credentials
+	// token: a workload that does not hold its client secret cannot ask.
+	actor, err := x.cfg.Verifier.Validate(ctx, req.ActorToken)
+	if err != nil {
+		return nil, authError(err, "actor_")
+	}
+	if !actor.IsM2M() {
+		return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "actor_not_workload", Description: "the actor token is not a workload's client-credentials token"}
+	}
+	allowed, ok := x.cfg.Workloads[actor.AZP]
+	if !ok {
+		return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "unknown_workload", Description: "this client may not request transaction tokens"}
+	}
+
+	// The caller's token: verified exactly as the HTTP edge does, revocation
+	// included (a user blocked since the edge accepted the request gets
+	// nothing more).
+	subj, err := x.cfg.Verifier.Validate(ctx, req.SubjectToken)
+	if err != nil {
+		return nil, authError(err, "subject_")
+	}
+	held := subj.Permissions
+	if subj.IsM2M() {
+		// A workload may start a transaction as itself, never as another.
+		if subj.AZP != actor.AZP {
+			return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "foreign_client", Description: "a workload may act only as itself"}
+		}
+		held = subj.Scopes.List()
+	}
+	var granted []string
+	for _, s := range requested {
+		if slices.Contains(allowed, s) && slices.Contains(held, s) && !slices.Contains(granted, s) {
+			granted = append(granted, s)
+		}
+	}
+	if len(granted) == 0 {
+		return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "no_scope_granted", Description: "neither the caller's token nor the workload allows any requested scope"}
+	}
+	slices.Sort(granted)
+
+	now := x.cfg.Now()
+	exp := now.Add(x.cfg.Lifetime)
+	if subj.ExpiresAt.Before(exp) {
+		exp = subj.ExpiresAt // never outlive the token it stands for
+	}
+	tctx, err := json.Marshal(map[string]string{"azp": subj.AZP})
+	if err != nil {
+		return nil, err
+	}
+	payload, err := json.Marshal(authz.TxnClaims{
+		Issuer: x.cfg.Issuer, Audience: x.cfg.TrustDomain,
+		IssuedAt: now.Unix(), ExpiresAt: exp.Unix(),
+		Txn: txnID(requestID), Subject: subj.Subject, Scope: strings.Join(granted, " "),
+		ReqWL: actor.AZP, TCtx: tctx,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tok, err := x.cfg.Signer().Sign(payload)
+	if err != nil {
+		return nil, fmt.Errorf("exchange: %w", err)
+	}
+	return &Result{
+		TxnResponse: natsauth.TxnResponse{
+			AccessToken: tok, IssuedTokenType: authz.TokenTypeTxn, TokenType: "N_A",
+			ExpiresIn: max(int64(exp.Sub(now).Seconds()), 1), Scope: strings.Join(granted, " "),
+		},
+		Workload: actor.AZP, Subject: subj.Subject,
+	}, nil
+}
+
+func authError(err error, prefix string) *Error {
+	var ae *authz.Error
+	if !errors.As(err, &ae) {
+		return &Error{Status: 500, Code: "server_error", Reason: prefix + "verify_error", Description: "the token could not be verified"}
+	}
+	reason := ae.Reason
+	if reason == "" {
+		reason = string(ae.Code)
+	}
+	switch ae.Code {
+	case authz.CodeKeysUnavailable:
+		return &Error{Status: 503, Code: string(ae.Code), Reason: prefix + reason, Description: "signing keys are unavailable, retry later"}
+	case authz.CodeMissingToken, authz.CodeInvalidToken:
+		desc := "the subject token is not valid"
+		if prefix == "actor_" {
+			desc = "the actor token is not valid"
+		}
+		return &Error{Status: 401, Code: string(authz.CodeInvalidToken), Reason: prefix + reason, Description: desc}
+	}
+	return &Error{Status: 403, Code: string(ae.Code), Reason: prefix + reason, Description: "the token was refused"}
+}
+
+// txnID keeps a caller's request id as the transaction id when it is a short
+// safe identifier, else makes one.
+func txnID(requestID string) string {
+	if n := len(requestID); n > 0 && n <= 64 && strings.Trim(requestID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") == "" {
+		return requestID
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

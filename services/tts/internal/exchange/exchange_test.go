@@ -1,0 +1,199 @@
+package exchange_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/services/tts/internal/exchange"
+	"github.com/authmesh/authmesh/services/tts/internal/keys"
+)
+
+type revocations struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (r *revocations) RevokedAt(sub string) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.m[sub]
+	return at, ok
+}
+
+type fixture struct {
+	iss  *authztest.Issuer
+	rev  *revocations
+	ex   *exchange.Exchanger
+	set  *keys.Set
+	txnV *authz.TxnValidator
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{iss: authztest.NewIssuer(t), rev: &revocations{m: map[string]time.Time{}}}
+	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(f.iss.JWKSURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := authz.NewValidator(kp, authz.WithIssuers(f.iss.Issuer()), authz.WithAudiences(authztest.Audience),
+		authz.WithRevocations(f.rev), authz.WithTokenCache(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.set, err = keys.New(); err != nil {
+		t.Fatal(err)
+	}
+	f.ex, err = exchange.New(exchange.Config{
+		Verifier: v,
+		Signer:   func() exchange.Signer { return f.set },
+		Workloads: map[string][]string{
+			"orders-service":  {"cancel:orders", "create:orders", "read:profile"},
+			"billing-service": {"pay:invoices", "refund:invoices"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) request(subject, actor, scope string) natsauth.TxnRequest {
+	return natsauth.TxnRequest{
+		GrantType: authz.GrantTypeTokenExchange, RequestedTokenType: authz.TokenTypeTxn,
+		Audience: authz.DefaultTrustDomain, Scope: scope,
+		SubjectToken: subject, SubjectTokenType: authz.TokenTypeAccess,
+		ActorToken: actor, ActorTokenType: authz.TokenTypeAccess,
+	}
+}
+
+func TestExchangeIssuesNarrowedToken(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	alice := f.iss.Token(t, authztest.Claims{"permissions": []string{"read:profile", "create:orders", "cancel:orders", "pay:invoices"}, "azp": "authmesh-web"})
+	orders := f.iss.M2MToken(t, "orders-service", "cancel:orders read:all-orders")
+	res, err := f.ex.Exchange(context.Background(), f.request(alice, orders, "read:profile pay:invoices"), "req-42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pay:invoices is alice's but not orders' to ask for: narrowed away.
+	if res.Scope != "read:profile" || res.TokenType != "N_A" || res.IssuedTokenType != authz.TokenTypeTxn || res.ExpiresIn > 300 {
+		t.Fatalf("response %+v", res.TxnResponse)
+	}
+	c := f.verify(t, res.AccessToken)
+	if c.Subject != f.iss.DefaultClaims()["sub"] || c.RequestingWorkload != "orders-service" || c.Txn != "req-42" ||
+		!strings.Contains(string(c.TxnContext), "authmesh-web") || c.HasPermission("pay:invoices") {
+		t.Fatalf("claims %+v", c)
+	}
+	// A workload's own transaction: sub is the workload.
+	own, err := f.ex.Exchange(context.Background(), f.request(orders, orders, "cancel:orders"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := f.verify(t, own.AccessToken); c.Subject != "orders-service@clients" || !c.IsM2M() || c.AZP != "orders-service" || c.Txn == "" {
+		t.Fatalf("service claims %+v", c)
+	}
+}
+
+// TestExchangeRefusesAttacks: what a compromised workload might try.
+func TestExchangeRefusesAttacks(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	alice := f.iss.Token(t, authztest.Claims{"permissions": []string{"read:profile", "cancel:orders"}})
+	orders := f.iss.M2MToken(t, "orders-service", "cancel:orders")
+	billing := f.iss.M2MToken(t, "billing-service", "refund:invoices")
+	stranger := f.iss.M2MToken(t, "tenant-admin", "cancel:orders")
+	expired := f.iss.Token(t, authztest.Claims{"iat": time.Now().Add(-2 * time.Hour).Unix(), "exp": time.Now().Add(-time.Hour).Unix()})
+	wrongAud := f.iss.Token(t, authztest.Claims{"aud": "https://other.api"})
+	blocked := f.iss.Token(t, authztest.Claims{"sub": "auth0|blocked", "permissions": []string{"read:profile"}, "iat": time.Now().Add(-time.Minute).Unix()})
+	f.rev.m["auth0|blocked"] = time.Now()
+	foreign := authztest.Sign(t, authztest.NewRSAKey(t), map[string]any{"alg": "RS256", "typ": "JWT", "kid": f.iss.SigningKey().ID}, f.iss.DefaultClaims())
+	tts := authztest.NewTxnIssuer(t)
+	txnAsSubject := tts.Token(t, "auth0|alice", "read:profile", nil)
+
+	mod := func(r natsauth.TxnRequest, fn func(*natsauth.TxnRequest)) natsauth.TxnRequest { fn(&r); return r }
+	for _, tc := range []struct {
+		name   string
+		req    natsauth.TxnRequest
+		status int
+	}{
+		{"no actor token", f.request(alice, "", "read:profile"), 400},
+		{"user token as actor", f.request(alice, alice, "read:profile"), 403},
+		{"client not a workload", f.request(alice, stranger, "cancel:orders"), 403},
+		{"forged actor", f.request(alice, foreign, "read:profile"), 401},
+		{"no subject token", f.request("", orders, "read:profile"), 400},
+		{"garbage subject", f.request("garbage", orders, "read:profile"), 401},
+		{"forged subject", f.request(foreign, orders, "read:profile"), 401},
+		{"expired subject", f.request(expired, orders, "read:profile"), 401},
+		{"wrong audience subject", f.request(wrongAud, orders, "read:profile"), 401},
+		{"blocked user", f.request(blocked, orders, "read:profile"), 401},
+		{"transaction token as subject", f.request(txnAsSubject, orders, "read:profile"), 401},
+		{"scope the token lacks", f.request(alice, orders, "create:orders"), 403},
+		{"scope the workload may not ask", f.request(alice, billing, "read:profile cancel:orders"), 403},
+		{"another workload's identity", f.request(orders, billing, "cancel:orders"), 403},
+		{"no scope", f.request(alice, orders, ""), 400},
+		{"wrong audience asked", mod(f.request(alice, orders, "read:profile"), func(r *natsauth.TxnRequest) { r.Audience = "https://api.authmesh.dev" }), 400},
+		{"refresh token type", mod(f.request(alice, orders, "read:profile"), func(r *natsauth.TxnRequest) {
+			r.SubjectTokenType = "urn:ietf:params:oauth:token-type:refresh_token"
+		}), 400},
+		{"other grant", mod(f.request(alice, orders, "read:profile"), func(r *natsauth.TxnRequest) { r.GrantType = "client_credentials" }), 400},
+		{"other token type", mod(f.request(alice, orders, "read:profile"), func(r *natsauth.TxnRequest) { r.RequestedTokenType = authz.TokenTypeAccess }), 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := f.ex.Exchange(context.Background(), tc.req, "")
+			var e *exchange.Error
+			if !errors.As(err, &e) || e.Status != tc.status {
+				t.Fatalf("want %d, got %v (%+v)", tc.status, err, res)
+			}
+			for _, tok := range []string{tc.req.SubjectToken, tc.req.ActorToken} {
+				if tok != "" && strings.Contains(e.Error(), tok) {
+					t.Fatal("the error quotes a token")
+				}
+			}
+		})
+	}
+}
+
+func TestExchangeNeverOutlivesSubject(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	soon := f.iss.Token(t, authztest.Claims{"permissions": []string{"read:profile"}, "exp": time.Now().Add(40 * time.Second).Unix()})
+	res, err := f.ex.Exchange(context.Background(), f.request(soon, f.iss.M2MToken(t, "orders-service", "x"), "read:profile"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExpiresIn > 41 {
+		t.Fatalf("expires in %d s, past the access token", res.ExpiresIn)
+	}
+}
+
+func (f *fixture) verify(t *testing.T, tok string) *authz.Claims {
+	t.Helper()
+	if f.txnV == nil {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			_ = json.NewEncoder(w).Encode(f.set.JWKS())
+		}))
+		t.Cleanup(srv.Close)
+		kp, err := authz.NewKeyProvider(authz.WithJWKSURL(srv.URL), authz.WithAlgorithm("ES256"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.txnV, err = authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := f.txnV.Validate(context.Background(), tok)
+	if err != nil {
+		t.Fatalf("issued token does not verify: %v", err)
+	}
+	return c
+}

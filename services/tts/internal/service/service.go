@@ -1,0 +1,227 @@
+// Package service wires the Transaction Token Service: platform's boot (HTTP
+// ops, NATS, the tenant's access-token validator with revocations), the
+// signing keys, the exchange endpoint on NATS and the JWKS on HTTP.
+package service
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/services/tts/internal/exchange"
+	"github.com/authmesh/authmesh/services/tts/internal/keys"
+)
+
+// DefaultKeysFile is the local stack's key file (created when missing; with
+// AUTH0_DOMAIN set TTS_KEYS_FILE must name a provisioned file).
+const DefaultKeysFile = ".data/tts/keys.json"
+
+// maxRequestBytes bounds an exchange request: two access tokens and a scope.
+const maxRequestBytes = 32 << 10
+
+// Run starts the service and blocks until ctx ends.
+func Run(ctx context.Context, cfg platform.Config) error {
+	return RunWith(ctx, cfg, platform.Options{})
+}
+
+// KeysFile returns the key file the configuration names.
+func KeysFile(cfg platform.Config) (string, error) {
+	if p := cfg.Getenv("KEYS_FILE"); p != "" {
+		return p, nil
+	}
+	if cfg.Auth0.Domain != "" {
+		return "", errors.New("TTS_KEYS_FILE is required when AUTH0_DOMAIN is set (no dev key applies)")
+	}
+	return DefaultKeysFile, nil
+}
+
+// RunWith is Run with platform options (tests pass a listener and a logger).
+func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) error {
+	path, err := KeysFile(cfg)
+	if err != nil {
+		return err
+	}
+	load := keys.Load
+	if cfg.Auth0.Domain == "" {
+		load = keys.LoadOrCreate
+	}
+	set, err := load(path)
+	if err != nil {
+		return err
+	}
+	opts.TokenService = true
+	a, err := platform.New(ctx, cfg, opts)
+	if err != nil {
+		return err
+	}
+	var current atomic.Pointer[keys.Set]
+	current.Store(set)
+
+	workloads := map[string][]string{}
+	for _, w := range platform.Workloads {
+		workloads[cfg.PeerClientID(w)] = platform.WorkloadScopes(w)
+	}
+	ex, err := exchange.New(exchange.Config{
+		Verifier:    a.Validator,
+		Signer:      func() exchange.Signer { return current.Load() },
+		Workloads:   workloads,
+		Issuer:      cfg.Txn.Issuer,
+		TrustDomain: cfg.Txn.TrustDomain,
+	})
+	if err != nil {
+		return err
+	}
+	m, err := newMetrics(a.Registry)
+	if err != nil {
+		return err
+	}
+
+	a.Route(http.MethodGet, "/.well-known/jwks.json", authz.Public(), func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderCacheControl, "public, max-age=60")
+		return c.JSON(http.StatusOK, current.Load().JWKS())
+	})
+
+	svc, err := micro.AddService(a.NATS, micro.Config{
+		Name: "tts", Version: "1.0.0",
+		Description: "authmesh Transaction Token Service: access token + workload token -> transaction token",
+	})
+	if err != nil {
+		return fmt.Errorf("tts: micro service: %w", err)
+	}
+	defer func() { _ = svc.Stop() }()
+	h := &handler{ex: ex, m: m, log: a.Logger, ctx: a.Context()}
+	if err := svc.AddEndpoint("exchange", micro.HandlerFunc(h.serve),
+		micro.WithEndpointSubject(natsauth.DefaultTxnSubject)); err != nil {
+		return fmt.Errorf("tts: endpoint: %w", err)
+	}
+
+	a.Go("keys-reload", func(ctx context.Context) error {
+		reloadKeys(ctx, path, &current, a.Logger)
+		return nil
+	})
+	a.Logger.Info("transaction token service", slog.String("signing_kid", set.CurrentKID()),
+		slog.Int("published_keys", len(set.KIDs())), slog.String("keys_file", path))
+	return a.Run(ctx)
+}
+
+// reloadKeys picks up a rotated key file (written by `tts keys rotate`,
+// or a Secret update) without a restart. A file that does not load keeps
+// the keys in use.
+func reloadKeys(ctx context.Context, path string, current *atomic.Pointer[keys.Set], log *slog.Logger) {
+	var last time.Time
+	if fi, err := os.Stat(path); err == nil {
+		last = fi.ModTime()
+	}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(path)
+		if err != nil || fi.ModTime().Equal(last) {
+			continue
+		}
+		last = fi.ModTime()
+		s, err := keys.Load(path)
+		if err != nil {
+			log.Error("key file changed but does not load; keeping the keys in use", slog.String("error", err.Error()))
+			continue
+		}
+		current.Store(s)
+		log.Info("signing keys reloaded", slog.String("signing_kid", s.CurrentKID()), slog.Int("published_keys", len(s.KIDs())))
+	}
+}
+
+type handler struct {
+	ex  *exchange.Exchanger
+	m   *metrics
+	log *slog.Logger
+	ctx context.Context
+}
+
+func (h *handler) serve(req micro.Request) {
+	start := time.Now()
+	res, err := h.exchange(req)
+	workload, result, reason := "unknown", "issued", "ok"
+	if res != nil {
+		workload = res.Workload
+	}
+	if err != nil {
+		var e *exchange.Error
+		if !errors.As(err, &e) {
+			e = &exchange.Error{Status: 500, Code: "server_error", Reason: "internal", Description: "internal error"}
+			h.log.Error("exchange failed", slog.String("error", err.Error()))
+		}
+		result, reason = "refused", e.Reason
+		// The reason, never a token.
+		h.log.Warn("transaction token refused", slog.String("reason", e.Reason), slog.Int("status", e.Status),
+			slog.String("request_id", req.Headers().Get(natsauth.HeaderRequestID)))
+		_ = req.Error(strconv.Itoa(e.Status), e.Error(), nil)
+	} else {
+		_ = req.RespondJSON(res.TxnResponse)
+		h.log.Debug("transaction token issued", slog.String("workload", res.Workload),
+			slog.String("sub_hash", hash(res.Subject)), slog.String("scope", res.Scope))
+	}
+	h.m.exchanges.WithLabelValues(workload, result, reason).Inc()
+	h.m.latency.WithLabelValues(result).Observe(time.Since(start).Seconds())
+}
+
+func (h *handler) exchange(req micro.Request) (*exchange.Result, error) {
+	if len(req.Data()) > maxRequestBytes {
+		return nil, &exchange.Error{Status: 400, Code: "invalid_request", Reason: "too_large", Description: "the request is too large"}
+	}
+	var r natsauth.TxnRequest
+	if err := json.Unmarshal(req.Data(), &r); err != nil {
+		return nil, &exchange.Error{Status: 400, Code: "invalid_request", Reason: "not_json", Description: "the request is not a JSON token exchange request"}
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Second)
+	defer cancel()
+	return h.ex.Exchange(ctx, r, req.Headers().Get(natsauth.HeaderRequestID))
+}
+
+func hash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:8])
+}
+
+type metrics struct {
+	exchanges *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authmesh_tts_exchanges_total", Help: "Token exchanges by requesting workload, result and reason.",
+		}, []string{"workload", "result", "reason"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "authmesh_tts_exchange_seconds", Help: "Time to answer one exchange.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.exchanges, m.latency} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,236 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/services/tts/internal/keys"
+	"github.com/authmesh/authmesh/services/tts/ttstest"
+	"github.com/authmesh/authmesh/tools/devtenant/tenant"
+)
+
+const audience = "https://api.authmesh.dev"
+
+type fixture struct {
+	nc     *nats.Conn
+	tenant *tenant.Server
+	issuer string
+	jwks   string
+	nsURL  string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	idp := httptest.NewUnstartedServer(nil)
+	issuer := "http://" + idp.Listener.Addr().String() + "/"
+	ten, err := tenant.New(tenant.Config{Issuer: issuer, TenantFile: "../../../../deploy/tenant.yaml", DevDir: "../../../../deploy/dev",
+		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp.Config.Handler = ten.Handler()
+	idp.Start()
+	t.Cleanup(idp.Close)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if _, err := natsauth.NewRevocationStore(context.Background(), js, 1); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{nc: nc, tenant: ten, issuer: issuer, jwks: issuer + ".well-known/jwks.json", nsURL: ns.ClientURL()}
+}
+
+func (f *fixture) start(t *testing.T, keysFile string) *ttstest.TTS {
+	env := map[string]string{}
+	if keysFile != "" {
+		env["TTS_KEYS_FILE"] = keysFile
+	}
+	return ttstest.Start(t, ttstest.Config{NATSURL: f.nsURL, Issuer: f.issuer, JWKSURL: f.jwks, Env: env})
+}
+
+type staticSource string
+
+func (s staticSource) Token(context.Context) (string, error) { return string(s), nil }
+
+func (f *fixture) client(t *testing.T, client string) *natsauth.TxnClient {
+	t.Helper()
+	tok, err := f.tenant.IssueClientToken(client, audience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: f.nc, Actor: staticSource(tok)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func txnValidator(t *testing.T, jwks string) *authz.TxnValidator {
+	t.Helper()
+	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestExchangeOverNATS: the real service, reached as the services reach it.
+func TestExchangeOverNATS(t *testing.T) {
+	f := newFixture(t)
+	tts := f.start(t, "")
+	alice, err := f.tenant.IssueUserToken("alice@authmesh.dev", audience, "openid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders := f.client(t, "orders-service")
+	tok, err := orders.Exchange(context.Background(), alice, []string{"read:profile", "create:orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := txnValidator(t, tts.JWKSURL)
+	c, err := v.Validate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(c.Subject, "auth0|") || c.RequestingWorkload != "orders-service" || !c.HasPermission("create:orders") {
+		t.Fatalf("claims %+v", c)
+	}
+	// The HTTP edge's validator refuses it: a transaction token is no access token.
+	kp, _ := authz.NewKeyProvider(authz.WithJWKSURL(f.jwks))
+	edge, _ := authz.NewValidator(kp, authz.WithIssuers(f.issuer), authz.WithAudiences(audience))
+	if _, err := edge.Validate(context.Background(), tok); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Fatalf("the HTTP edge accepted a transaction token: %v", err)
+	}
+	// Refusals come back as authz codes.
+	billing := f.client(t, "billing-service")
+	if _, err := billing.Exchange(context.Background(), alice, []string{"read:profile"}); authz.CodeOf(err) != authz.CodeInsufficientScope {
+		t.Fatalf("billing asking for read:profile: %v", err)
+	}
+	if _, err := orders.Exchange(context.Background(), "garbage.token.here", []string{"read:profile"}); authz.CodeOf(err) != authz.CodeInvalidToken {
+		t.Fatalf("garbage subject: %v", err)
+	}
+	// JWKS: public keys only, cacheable.
+	resp, err := http.Get(tts.JWKSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(body), `"d"`) || !strings.Contains(resp.Header.Get("Cache-Control"), "max-age") {
+		t.Fatalf("JWKS %s %v", body, resp.Header)
+	}
+}
+
+// TestRotationAndReplicas: two replicas share one key file; a rotation is
+// picked up without a restart, and tokens issued before it stay valid.
+func TestRotationAndReplicas(t *testing.T) {
+	f := newFixture(t)
+	file := t.TempDir() + "/keys.json"
+	a := f.start(t, file)
+	b := f.start(t, file)
+	alice, err := f.tenant.IssueUserToken("alice@authmesh.dev", audience, "openid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders := f.client(t, "orders-service")
+	v := txnValidator(t, a.JWKSURL)
+	before, err := orders.Exchange(context.Background(), alice, []string{"read:profile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := keys.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := set.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // a distinct mtime
+	if err := rotated.Save(file); err != nil {
+		t.Fatal(err)
+	}
+	// Both replicas sign with the promoted key within the reload period.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, r := range []*ttstest.TTS{a, b} {
+		for !servesCurrent(t, r.JWKSURL, rotated.CurrentKID()) {
+			if time.Now().After(deadline) {
+				t.Fatal("rotation not picked up")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			fresh := natsauthClient(t, f)
+			tok, err := fresh.Exchange(context.Background(), alice, []string{"read:profile"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c, err := v.Validate(context.Background(), tok)
+			if err != nil || c.KeyID != rotated.CurrentKID() {
+				t.Errorf("after rotation: %v %+v", err, c)
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := v.Validate(context.Background(), before); err != nil {
+		t.Fatalf("a token issued before the rotation: %v", err)
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func natsauthClient(t *testing.T, f *fixture) *natsauth.TxnClient { return f.client(t, "orders-service") }
+
+func servesCurrent(t *testing.T, jwks, kid string) bool {
+	resp, err := http.Get(jwks)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var set struct {
+		Keys []struct {
+			Kid string `json:"kid"`
+		} `json:"keys"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&set) != nil || len(set.Keys) == 0 {
+		return false
+	}
+	return set.Keys[0].Kid == kid
+}
