@@ -10,22 +10,23 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/authmesh/authmesh/pkg/authz"
-	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
 // BenchmarkNATSRequest compares a plain micro request-reply with the same
-// round trip carrying a propagated token that the endpoint validates (from
-// the validator's verified-token cache) and authorizes. Target: authz ≥ 80 %
-// of raw's throughput; the ratio is printed after both ran.
+// round trip carrying a forwarded transaction token that the endpoint
+// validates (from the validator's verified-token cache) and authorizes.
+// Target: authz ≥ 80 % of raw's throughput; the ratio is printed after both
+// ran.
 //
-// raw sends the very message authz sends (Authorization, request id and
+// raw sends the very message authz sends (Txn-Token, request id and
 // traceparent headers) to an endpoint without natsauth, so the ratio is the
 // cost of the auth layer. raw-no-headers sends no headers at all: the gap
-// between it and raw is what carrying a 1 KB token costs in NATS itself (the
-// server's header path), whichever layer then reads it.
+// between it and raw is what carrying the token costs in NATS itself (the
+// server's header path), whichever layer then reads it. authz-exchanged is
+// authz sent from an HTTP handler: the caller's access token is exchanged
+// by a TxnClient, whose cache serves every request after the first.
 func BenchmarkNATSRequest(b *testing.B) {
-	iss := authztest.NewIssuer(b)
-	v := newValidator(b, iss)
+	m := newMesh(b)
 	nc, _ := connect(b, startNATS(b))
 
 	raw, err := micro.AddService(nc, micro.Config{Name: "raw", Version: "1.0.0"})
@@ -37,7 +38,7 @@ func BenchmarkNATSRequest(b *testing.B) {
 		micro.WithEndpointSubject("bench.raw")); err != nil {
 		b.Fatal(err)
 	}
-	svc, err := NewService(nc, micro.Config{Name: "authz", Version: "1.0.0"}, v)
+	svc, err := NewService(nc, micro.Config{Name: "authz", Version: "1.0.0"}, m.txn)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -46,7 +47,16 @@ func BenchmarkNATSRequest(b *testing.B) {
 		func(ctx context.Context, req micro.Request) { _ = req.Respond([]byte(`{"ok":true}`)) }); err != nil {
 		b.Fatal(err)
 	}
-	ctx := userCtx(b, v, iss.Token(b, nil))
+	// A NATS handler's context: the transaction token it received.
+	ctx := txnCtx(b, m.txn, m.userTxn(b, "read:profile", nil))
+	// An HTTP handler's context, exchanging through a TxnClient and the
+	// in-process token service.
+	tts := startTTS(b, nc, m.ex)
+	txc, err := NewTxnClient(TxnClientConfig{Conn: nc, Actor: staticToken(m.m2mToken(b, "orders-service", "read:profile"))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	httpCtx := userCtx(b, m.access, txc, m.tenant.Token(b, nil), anySubject("read:profile"))
 
 	// The same headers as authz's messages, fixed once.
 	same, err := NewMsg(ctx, "bench.raw", nil)
@@ -54,38 +64,49 @@ func BenchmarkNATSRequest(b *testing.B) {
 		b.Fatal(err)
 	}
 	// raw and raw-no-headers: no natsauth on either side.
-	send := map[string]func(context.Context) error{
-		"raw-no-headers": func(ctx context.Context) error { _, err := nc.RequestWithContext(ctx, "bench.raw", nil); return err },
-		"raw": func(ctx context.Context) error {
+	send := map[string]struct {
+		ctx context.Context
+		f   func(context.Context) error
+	}{
+		"raw-no-headers": {ctx, func(ctx context.Context) error { _, err := nc.RequestWithContext(ctx, "bench.raw", nil); return err }},
+		"raw": {ctx, func(ctx context.Context) error {
 			msg := nats.NewMsg("bench.raw")
 			for k, v := range same.Header {
 				msg.Header[k] = v
 			}
 			_, err := nc.RequestMsgWithContext(ctx, msg)
 			return err
-		},
-		"authz": func(ctx context.Context) error {
+		}},
+		"authz": {ctx, func(ctx context.Context) error {
 			_, err := Request(ctx, nc, "bench.authz", nil)
 			return err
-		},
+		}},
+		"authz-exchanged": {httpCtx, func(ctx context.Context) error {
+			_, err := Request(ctx, nc, "bench.authz", nil)
+			return err
+		}},
 	}
-	for range 300 { // warm up connections, caches and the scheduler for both
-		for _, f := range send {
-			if err := f(ctx); err != nil {
+	for range 300 { // warm up connections, caches and the scheduler for all
+		for _, s := range send {
+			if err := s.f(s.ctx); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
-	var nsPerOp [3]float64
-	for i, name := range []string{"raw", "authz", "raw-no-headers"} {
+	if n := tts.requests.Load(); n != 1 {
+		b.Fatalf("%d exchanges while warming up, want 1 (then cached)", n)
+	}
+	names := []string{"raw", "authz", "raw-no-headers", "authz-exchanged"}
+	nsPerOp := make([]float64, len(names))
+	for i, name := range names {
 		b.Run(name, func(b *testing.B) {
-			f := send[name]
+			s := send[name]
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
 			for b.Loop() {
-				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				err := f(rctx)
+				rctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+				err := s.f(rctx)
 				cancel()
 				if err != nil {
 					b.Fatal(err)
@@ -97,5 +118,9 @@ func BenchmarkNATSRequest(b *testing.B) {
 	if nsPerOp[0] > 0 && nsPerOp[1] > 0 {
 		fmt.Printf("BenchmarkNATSRequest: authz throughput = %.1f%% of raw (raw %.1f µs/op, authz %.1f µs/op)\n",
 			100*nsPerOp[0]/nsPerOp[1], nsPerOp[0]/1e3, nsPerOp[1]/1e3)
+	}
+	if nsPerOp[0] > 0 && nsPerOp[3] > 0 {
+		fmt.Printf("BenchmarkNATSRequest: authz-exchanged throughput = %.1f%% of raw (%.1f µs/op)\n",
+			100*nsPerOp[0]/nsPerOp[3], nsPerOp[3]/1e3)
 	}
 }

@@ -95,27 +95,30 @@ type Invalidator interface {
 // *ServiceError; authz.CodeOf works on it for 401/403/503 answers.
 //
 // Under AsService, a 401 invalid_token answer means the service's own
-// transaction token is dead (the key of the M2M token it was exchanged for
-// was revoked, say): when the token source is an Invalidator, Request drops
-// the M2M token and its exchanged transaction tokens and retries once with
-// new ones. The caller's own token is never retried: only the caller can
-// renew it.
+// identity is dead: the receiver refused the transaction token (signed by a
+// key the Transaction Token Service has since retired, say), or the
+// Transaction Token Service refused the M2M token itself (the tenant revoked
+// the key that signed it). When the token source is an Invalidator, Request
+// drops the M2M token and its exchanged transaction tokens and retries once
+// with new ones. The caller's own token is never retried: only the caller
+// can renew it.
 func Request(ctx context.Context, nc *nats.Conn, subj string, data []byte) (*nats.Msg, error) {
-	tok, err := outgoingToken(ctx, subj)
-	if err != nil {
-		return nil, err
-	}
-	reply, err := request(ctx, nc, subj, data, tok)
+	reply, err := sendRequest(ctx, nc, subj, data)
 	ts, _ := ctx.Value(tokenSourceKey).(TokenSource)
 	inv, ok := ts.(Invalidator)
-	if !ok || tok == "" || authz.CodeOf(err) != authz.CodeInvalidToken {
+	if !ok || authz.CodeOf(err) != authz.CodeInvalidToken {
 		return reply, err
 	}
 	if m2m, terr := ts.Token(ctx); terr == nil {
 		forget(ctx, m2m)
 		inv.Invalidate(m2m)
 	}
-	if tok, err = outgoingToken(ctx, subj); err != nil {
+	return sendRequest(ctx, nc, subj, data)
+}
+
+func sendRequest(ctx context.Context, nc *nats.Conn, subj string, data []byte) (*nats.Msg, error) {
+	tok, err := outgoingToken(ctx, subj)
+	if err != nil {
 		return nil, err
 	}
 	return request(ctx, nc, subj, data, tok)

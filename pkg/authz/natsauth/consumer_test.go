@@ -22,25 +22,22 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
-const userSub = "auth0|6553da60a54af58e29493993"
-
 type eventRig struct {
+	*testMesh
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	iss     *authztest.Issuer
-	v       *authz.Validator
 	metrics *Metrics
 	reg     *prometheus.Registry
 
 	mu      sync.Mutex
 	handled map[string]*Event // by NATS subject
+	tokens  map[string]string // the transaction token each handler ctx held, by NATS subject
 	dead    map[string]*nats.Msg
 }
 
 func newEventRig(t *testing.T, vopts ...authz.Option) *eventRig {
 	t.Helper()
-	r := &eventRig{iss: authztest.NewIssuer(t), handled: map[string]*Event{}, dead: map[string]*nats.Msg{}}
-	r.v = newValidator(t, r.iss, vopts...)
+	r := &eventRig{testMesh: newMesh(t, vopts...), handled: map[string]*Event{}, tokens: map[string]string{}, dead: map[string]*nats.Msg{}}
 	r.nc, r.js = connect(t, startNATS(t))
 	r.reg = prometheus.NewRegistry()
 	var err error
@@ -74,16 +71,18 @@ func (r *eventRig) run(t *testing.T, cfg ConsumerConfig, h EventHandler) *Consum
 	}
 	if h == nil {
 		h = func(ctx context.Context, ev *Event) error {
-			if c, ok := authz.ClaimsFromContext(ctx); !ok || c.Subject != ev.Actor {
+			if c, ok := authz.ClaimsFromContext(ctx); !ok || c.Subject != ev.Actor || !c.IsTxn() {
 				t.Errorf("handler ctx lacks the verified claims")
 			}
+			tok, _ := authz.TokenFromContext(ctx)
 			r.mu.Lock()
 			r.handled[ev.Subject] = ev
+			r.tokens[ev.Subject] = tok
 			r.mu.Unlock()
 			return nil
 		}
 	}
-	c, err := NewConsumer(r.js, r.v, cfg, h)
+	c, err := NewConsumer(r.js, r.txn, cfg, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,12 +110,14 @@ func envelope(t *testing.T, actor, user string) []byte {
 	return b
 }
 
-func publishRaw(t *testing.T, js jetstream.JetStream, subj, auth string, data []byte) {
+// publishRaw publishes data with exactly the headers hdr (plus a
+// Nats-Msg-Id), bypassing natsauth's publishing side.
+func publishRaw(t *testing.T, js jetstream.JetStream, subj string, hdr nats.Header, data []byte) {
 	t.Helper()
 	msg := nats.NewMsg(subj)
 	msg.Data = data
-	if auth != "" {
-		msg.Header.Set(HeaderAuthorization, auth)
+	for k, v := range hdr {
+		msg.Header[k] = v
 	}
 	msg.Header.Set(HeaderMsgID, subj)
 	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
@@ -129,7 +130,7 @@ func tamper(t *testing.T, tok string) string {
 	t.Helper()
 	parts := strings.Split(tok, ".")
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	payload = []byte(strings.Replace(string(payload), `"read:profile"`, `"admin:users"`, 1))
+	payload = []byte(strings.Replace(string(payload), `"create:orders"`, `"admin:users"`, 1))
 	return parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2]
 }
 
@@ -138,34 +139,46 @@ func tamper(t *testing.T, tok string) string {
 func TestConsumerVerifiesEvents(t *testing.T) {
 	t.Parallel()
 	r := newEventRig(t)
-	iss := r.iss
-	user := iss.Token(t, nil)
+	now := time.Now()
+	user := r.userTxn(t, "create:orders", nil)
 	other := "auth0|someone-else"
-	foreign := authztest.Sign(t, foreignRSAKey(t), map[string]any{"alg": "RS256", "typ": "JWT", "kid": iss.SigningKey().ID}, iss.DefaultClaims())
-	expiredBeforeStore := iss.Token(t, authztest.Claims{"iat": time.Now().Add(-3 * time.Hour).Unix(), "exp": time.Now().Add(-2 * time.Hour).Unix()})
-	m2m := iss.M2MToken(t, "users-service", "cancel:orders")
-	m2mOther := iss.M2MToken(t, "billing-service", "cancel:orders")
+	foreignKey := authztest.NewECKey(t)
+	foreignKey.KeyID = r.tts.SigningKey().KeyID
+	foreign := authztest.SignJWS(t, foreignKey, map[string]any{"typ": authz.TxnTokenType}, authztest.Claims{
+		"iss": r.tts.Issuer, "aud": r.tts.TrustDomain, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
+		"txn": "t-forged", "sub": userSub, "scope": "create:orders", "req_wl": "orders-service"})
+	expiredBeforeStore := r.userTxn(t, "create:orders", authztest.Claims{"iat": now.Add(-10 * time.Minute).Unix(), "exp": now.Add(-5 * time.Minute).Unix()})
+	m2m := r.serviceTxn(t, "users-service", "cancel:orders")
+	m2mOther := r.serviceTxn(t, "billing-service", "cancel:orders")
+	access := r.tenant.Token(t, authztest.Claims{"permissions": []string{"create:orders"}})
+	txn := func(tok string) nats.Header { return header(HeaderTxnToken, tok) }
 
 	cases := []struct {
-		name, auth string
+		name       string
+		hdr        nats.Header
 		data       []byte
 		wantReason string // "" = handled
 	}{
-		{"own event", "Bearer " + user, envelope(t, userSub, userSub), ""},
-		{"m2m on behalf, allowed client", "Bearer " + m2m, envelope(t, "users-service@clients", other), ""},
-		{"missing token", "", envelope(t, userSub, userSub), "missing_token"},
-		{"tampered token", "Bearer " + tamper(t, user), envelope(t, userSub, userSub), "invalid_token"},
-		{"foreign key", "Bearer " + foreign, envelope(t, userSub, userSub), "invalid_token"},
-		{"stolen token replayed after exp", "Bearer " + expiredBeforeStore, envelope(t, userSub, userSub), "invalid_token"},
-		{"payload actor is not sub", "Bearer " + user, envelope(t, other, other), "actor_mismatch"},
-		{"payload user is not actor", "Bearer " + user, envelope(t, userSub, other), "on_behalf_denied"},
-		{"m2m on behalf, other client", "Bearer " + m2mOther, envelope(t, "billing-service@clients", other), "on_behalf_denied"},
-		{"undecodable payload", "Bearer " + user, []byte(`{"id":`), "bad_payload"},
-		{"envelope without actor", "Bearer " + user, []byte(`{"id":"1","type":"order.created","user_id":"x","occurred_at":"2026-01-01T00:00:00Z","data":{}}`), "bad_payload"},
+		{"own event", txn(user), envelope(t, userSub, userSub), ""},
+		{"m2m on behalf, allowed client", txn(m2m), envelope(t, "users-service@clients", other), ""},
+		{"missing token", nil, envelope(t, userSub, userSub), "missing_token"},
+		{"tampered token", txn(tamper(t, user)), envelope(t, userSub, userSub), "invalid_token"},
+		{"foreign key", txn(foreign), envelope(t, userSub, userSub), "invalid_token"},
+		{"stolen token replayed after exp", txn(expiredBeforeStore), envelope(t, userSub, userSub), "invalid_token"},
+		{"other trust domain", txn(r.userTxn(t, "create:orders", authztest.Claims{"aud": "urn:other:mesh"})), envelope(t, userSub, userSub), "invalid_token"},
+		{"Auth0 access token in Txn-Token", txn(access), envelope(t, userSub, userSub), "invalid_token"},
+		{"access token in Authorization", header(HeaderAuthorization, "Bearer "+access), envelope(t, userSub, userSub), "invalid_token: access_token_on_nats"},
+		{"access token beside a valid Txn-Token", header(HeaderTxnToken, user, HeaderAuthorization, "Bearer "+access), envelope(t, userSub, userSub), "invalid_token: access_token_on_nats"},
+		{"two Txn-Token values", header(HeaderTxnToken, user, HeaderTxnToken, user), envelope(t, userSub, userSub), "invalid_token: malformed_header"},
+		{"payload actor is not sub", txn(user), envelope(t, other, other), "actor_mismatch"},
+		{"payload user is not actor", txn(user), envelope(t, userSub, other), "on_behalf_denied"},
+		{"m2m on behalf, other client", txn(m2mOther), envelope(t, "billing-service@clients", other), "on_behalf_denied"},
+		{"undecodable payload", txn(user), []byte(`{"id":`), "bad_payload"},
+		{"envelope without actor", txn(user), []byte(`{"id":"1","type":"order.created","user_id":"x","occurred_at":"2026-01-01T00:00:00Z","data":{}}`), "bad_payload"},
 	}
 	subj := func(i int) string { return "orders.events.case" + string(rune('a'+i)) }
 	for i, tc := range cases {
-		publishRaw(t, r.js, subj(i), tc.auth, tc.data)
+		publishRaw(t, r.js, subj(i), tc.hdr, tc.data)
 	}
 	r.run(t, ConsumerConfig{OnBehalfPolicy: authz.RequireAll("cancel:orders").Clients("users-service").M2MOnly()}, nil)
 
@@ -188,8 +201,10 @@ func TestConsumerVerifiesEvents(t *testing.T) {
 				if !strings.HasPrefix(reason, tc.wantReason) {
 					t.Fatalf("reason %q, want %q", reason, tc.wantReason)
 				}
-				if dead.Header.Get(HeaderAuthorization) != "" {
-					t.Fatal("dead letter keeps the bearer token")
+				for _, h := range []string{HeaderTxnToken, HeaderAuthorization} {
+					if _, ok := dead.Header[h]; ok {
+						t.Fatalf("dead letter keeps the %s header", h)
+					}
 				}
 				if string(dead.Data) != string(tc.data) {
 					t.Fatal("dead letter lost the payload")
@@ -200,8 +215,11 @@ func TestConsumerVerifiesEvents(t *testing.T) {
 	if got := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "rejected", "actor_mismatch")); got != 1 {
 		t.Errorf("actor_mismatch counted %v times", got)
 	}
-	if got := testutil.ToFloat64(r.metrics.deadLettered.WithLabelValues("billing-orders", "invalid_token")); got != 3 {
-		t.Errorf("invalid_token dead letters counted %v, want 3", got)
+	if got := testutil.ToFloat64(r.metrics.deadLettered.WithLabelValues("billing-orders", "invalid_token")); got != 8 {
+		t.Errorf("invalid_token dead letters counted %v, want 8", got)
+	}
+	if got := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "rejected", "invalid_token")); got != 8 {
+		t.Errorf("invalid_token rejections counted %v, want 8", got)
 	}
 	if got := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "accepted", "ok")); got != 2 {
 		t.Errorf("accepted counted %v, want 2", got)
@@ -211,26 +229,30 @@ func TestConsumerVerifiesEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := info.CachedInfo().State.Msgs; n != 9 {
-		t.Errorf("DLQ stream holds %d messages, want 9", n)
+	if n, want := info.CachedInfo().State.Msgs, uint64(len(cases)-2); n != want {
+		t.Errorf("DLQ stream holds %d messages, want %d", n, want)
 	}
 }
 
 // TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume: a backlog consumed
-// after the token's exp is still accepted, because the token is checked as of
-// the stored time; the same token is refused by Validate now.
+// after the transaction token's exp is still accepted, because the token is
+// checked as of the stored time; the same token is refused by Validate now.
+// The event was published from a NATS handler, forwarding the transaction
+// token it received.
 func TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume(t *testing.T) {
 	t.Parallel()
 	r := newEventRig(t, authz.WithLeeway(0))
-	tok := r.iss.Token(t, authztest.Claims{"iat": time.Now().Add(-time.Minute).Unix(), "exp": time.Now().Add(2 * time.Second).Unix()})
-	ctx := authz.WithClaims(context.Background(), &authz.Claims{Subject: userSub}, tok)
+	tok := r.userTxn(t, "create:orders", authztest.Claims{"iat": time.Now().Add(-time.Minute).Unix(), "exp": time.Now().Add(2 * time.Second).Unix()})
+	ctx := txnCtx(t, r.txn, tok)
 	if _, err := PublishEvent(ctx, r.js, "orders.events.created", "order.created", "o-1", userSub, map[string]any{"order_id": "o-1"}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, func() bool {
-		_, err := r.v.Validate(context.Background(), tok)
+		_, err := r.txn.Validate(context.Background(), tok)
 		return authz.CodeOf(err) == authz.CodeInvalidToken
 	}, "token expired")
+	// Published now, with the same token: stored after its exp, refused.
+	publishRaw(t, r.js, "orders.events.late", header(HeaderTxnToken, tok), envelope(t, userSub, userSub))
 
 	r.run(t, ConsumerConfig{}, nil)
 	var ev *Event
@@ -241,12 +263,73 @@ func TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume(t *testing.T) {
 	if !ev.Claims.ExpiresAt.Before(time.Now()) || ev.StoredAt.After(ev.Claims.ExpiresAt) {
 		t.Fatalf("stored %v, exp %v", ev.StoredAt, ev.Claims.ExpiresAt)
 	}
+	var dead *nats.Msg
+	eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.late"); return dead != nil }, "late event dead-lettered")
+	if reason := dead.Header.Get(HeaderDLQReason); !strings.HasPrefix(reason, "invalid_token") {
+		t.Fatalf("late event: reason %q", reason)
+	}
+}
+
+// TestConsumerTransactionFlow: an event published from an HTTP handler
+// carries a transaction token exchanged for the caller's access token (never
+// the access token); its handler gets that token, and whatever the handler
+// sends forwards it unmodified, without a new exchange.
+func TestConsumerTransactionFlow(t *testing.T) {
+	t.Parallel()
+	r := newEventRig(t)
+	access := r.tenant.Token(t, authztest.Claims{"permissions": []string{"create:orders", "read:profile"}})
+	ctx := userCtx(t, r.access, r.ex, access, hops(map[string][]string{"orders.events.created": {"create:orders", "cancel:orders"}}))
+	if _, err := PublishEvent(ctx, r.js, "orders.events.created", "order.created", "o-1", userSub, map[string]any{"order_id": "o-1"}); err != nil {
+		t.Fatal(err)
+	}
+	calls := r.ex.calls()
+	if len(calls) != 1 || calls[0].subjectToken != access {
+		t.Fatalf("exchanges %+v", calls)
+	}
+	stream, err := r.js.Stream(context.Background(), "ORDERS_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := stream.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := stored.Header.Get(HeaderTxnToken)
+	if sent == "" || sent == access || stored.Header.Get(HeaderAuthorization) != "" {
+		t.Fatal("the stored event does not carry a transaction token, or carries the access token")
+	}
+
+	forwarded := make(chan string, 1)
+	r.run(t, ConsumerConfig{}, func(ctx context.Context, ev *Event) error {
+		// Only what the caller held and the hop allows was granted.
+		if !ev.Claims.HasScope("create:orders") || ev.Claims.HasScope("cancel:orders") || ev.Claims.HasScope("read:profile") ||
+			ev.Claims.RequestingWorkload != "orders-service" || ev.Actor != userSub {
+			t.Errorf("claims %+v", ev.Claims)
+		}
+		msg, err := NewMsg(ctx, "authmesh.users.profile", nil)
+		if err != nil {
+			return err
+		}
+		forwarded <- msg.Header.Get(HeaderTxnToken)
+		return nil
+	})
+	select {
+	case got := <-forwarded:
+		if got != sent {
+			t.Fatal("the handler's message does not carry the event's transaction token unmodified")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("event not handled")
+	}
+	if n := len(r.ex.calls()); n != 1 {
+		t.Fatalf("%d exchanges, want the publisher's only", n)
+	}
 }
 
 func TestConsumerRejectsTooOldBacklog(t *testing.T) {
 	t.Parallel()
 	r := newEventRig(t)
-	publishRaw(t, r.js, "orders.events.old", "Bearer "+r.iss.Token(t, nil), envelope(t, userSub, userSub))
+	publishRaw(t, r.js, "orders.events.old", header(HeaderTxnToken, r.userTxn(t, "create:orders", nil)), envelope(t, userSub, userSub))
 	time.Sleep(1100 * time.Millisecond)
 	r.run(t, ConsumerConfig{MaxBacklogAge: time.Second}, nil)
 	var dead *nats.Msg
@@ -277,7 +360,7 @@ func TestConsumerRedeliveryBounded(t *testing.T) {
 			mu.Unlock()
 			return errorString("database down")
 		})
-	publishRaw(t, r.js, "orders.events.flaky", "Bearer "+r.iss.Token(t, nil), envelope(t, userSub, userSub))
+	publishRaw(t, r.js, "orders.events.flaky", header(HeaderTxnToken, r.userTxn(t, "create:orders", nil)), envelope(t, userSub, userSub))
 	var dead *nats.Msg
 	eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.flaky"); return dead != nil }, "dead letter")
 	if reason := dead.Header.Get(HeaderDLQReason); reason != "handler_error: database down" {
@@ -334,8 +417,7 @@ func (e errorString) Error() string { return string(e) }
 
 func TestNewConsumerValidatesConfig(t *testing.T) {
 	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	v := newValidator(t, iss)
+	v := newTxnValidator(t, authztest.NewTxnIssuer(t))
 	_, js := connect(t, startNATS(t))
 	h := func(context.Context, *Event) error { return nil }
 	for name, cfg := range map[string]ConsumerConfig{
@@ -387,7 +469,7 @@ func TestConsumerWorkers(t *testing.T) {
 		total.Add(1)
 		return nil
 	})
-	tok := "Bearer " + r.iss.Token(t, nil)
+	tok := r.userTxn(t, "create:orders", nil)
 	for step := range steps {
 		for e := range entities {
 			entity := fmt.Sprintf("o%d", e)
@@ -398,7 +480,7 @@ func TestConsumerWorkers(t *testing.T) {
 			}
 			msg := nats.NewMsg("orders.events.step")
 			msg.Data = env
-			msg.Header.Set(HeaderAuthorization, tok)
+			msg.Header.Set(HeaderTxnToken, tok)
 			msg.Header.Set(HeaderMsgID, fmt.Sprintf("order.step%d:%s", step, entity))
 			if _, err := r.js.PublishMsg(context.Background(), msg); err != nil {
 				t.Fatal(err)

@@ -2,8 +2,8 @@ package natsauth
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +15,9 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
+
+// userSub is the sub of authztest's default user token.
+const userSub = "auth0|6553da60a54af58e29493993"
 
 // startNATS runs an in-process nats-server with JetStream in a temp dir.
 func startNATS(tb testing.TB) *server.Server {
@@ -55,7 +58,9 @@ func connect(tb testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) 
 	return nc, js
 }
 
-// newValidator returns a real authz.Validator fed by the test issuer's JWKS.
+// newValidator returns a real authz.Validator of the tenant's access tokens,
+// fed by the test issuer's JWKS: what the edge and the Transaction Token
+// Service check, never a NATS receiver.
 func newValidator(tb testing.TB, iss *authztest.Issuer, opts ...authz.Option) *authz.Validator {
 	tb.Helper()
 	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(iss.JWKSURL()))
@@ -75,31 +80,221 @@ func newValidator(tb testing.TB, iss *authztest.Issuer, opts ...authz.Option) *a
 	return v
 }
 
-// userCtx is what the HTTP middleware hands a handler: claims plus token.
-func userCtx(tb testing.TB, v *authz.Validator, tok string) context.Context {
+// newTxnValidator returns what every NATS receiver uses: a TxnValidator fed
+// by the test Transaction Token Service's JWKS. The key provider refetches
+// on every unknown kid, so a key the service rotated in is picked up at once.
+func newTxnValidator(tb testing.TB, tts *authztest.TxnIssuer, opts ...authz.Option) *authz.TxnValidator {
+	tb.Helper()
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(tts.JWKSURL()), authz.WithAlgorithm("ES256"),
+		authz.WithRefetchCooldown(0))
+	if err != nil {
+		tb.Fatalf("key provider: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	if err := keys.Start(ctx); err != nil {
+		tb.Fatalf("keys: %v", err)
+	}
+	all := append([]authz.Option{authz.WithIssuers(tts.Issuer), authz.WithAudiences(tts.TrustDomain)}, opts...)
+	v, err := authz.NewTxnValidator(keys, all...)
+	if err != nil {
+		tb.Fatalf("txn validator: %v", err)
+	}
+	return v
+}
+
+// testMesh is the identity side of a test: the tenant that issues access
+// tokens, the Transaction Token Service (its keys and an in-process
+// exchanger) and the transaction token validator every receiver uses.
+type testMesh struct {
+	tenant *authztest.Issuer
+	access *authz.Validator
+	tts    *authztest.TxnIssuer
+	txn    *authz.TxnValidator
+	ex     *testExchanger
+}
+
+func newMesh(tb testing.TB, txnOpts ...authz.Option) *testMesh {
+	tb.Helper()
+	m := &testMesh{tenant: authztest.NewIssuer(tb), tts: authztest.NewTxnIssuer(tb)}
+	m.access = newValidator(tb, m.tenant)
+	m.txn = newTxnValidator(tb, m.tts, txnOpts...)
+	m.ex = newTestExchanger(tb, m.access, m.tts, "orders-service")
+	return m
+}
+
+// userTxn mints a transaction token for the default user with scope.
+func (m *testMesh) userTxn(tb testing.TB, scope string, over authztest.Claims) string {
+	tb.Helper()
+	return m.tts.Token(tb, userSub, scope, over)
+}
+
+// serviceTxn mints the transaction token of work client started on its own
+// (sub "<client>@clients", req_wl client).
+func (m *testMesh) serviceTxn(tb testing.TB, client, scope string) string {
+	tb.Helper()
+	return m.tts.Token(tb, client+"@clients", scope, authztest.Claims{"req_wl": client})
+}
+
+// m2mToken returns a client-credentials access token of the tenant for
+// client; each call's token differs (RS256 signatures are deterministic).
+func (m *testMesh) m2mToken(tb testing.TB, client, scope string) string {
+	tb.Helper()
+	return m.tenant.Token(tb, authztest.Claims{
+		"sub": client + "@clients", "azp": client, "gty": "client-credentials", "scope": scope,
+		"aud": authztest.Audience, "permissions": nil, "https://authmesh.dev/roles": nil, "jti": newUUID(),
+	})
+}
+
+// exchangeCall is one exchange the test service performed (not served from
+// its cache).
+type exchangeCall struct {
+	subjectToken string
+	scopes       []string
+}
+
+// testExchanger plays the Transaction Token Service in-process. It verifies
+// the subject token against the tenant with a real authz.Validator, grants
+// the requested scopes the token holds (a user's permissions, an M2M token's
+// scope; insufficient_scope when it holds none) and mints with a TxnIssuer:
+// sub = the subject token's sub, req_wl = the configured workload. Like
+// TxnClient it caches per (subject token, scope set), so Forget matters;
+// uncached turns that off (for playing the service behind a TxnClient, which
+// caches itself).
+type testExchanger struct {
+	tb       testing.TB
+	access   *authz.Validator
+	workload string
+
+	mu        sync.Mutex
+	minter    *authztest.TxnIssuer
+	cache     map[string]string
+	exchanges []exchangeCall
+	forgotten []string
+}
+
+func newTestExchanger(tb testing.TB, access *authz.Validator, tts *authztest.TxnIssuer, workload string) *testExchanger {
+	return &testExchanger{tb: tb, access: access, workload: workload, minter: tts, cache: map[string]string{}}
+}
+
+// Exchange implements Exchanger.
+func (e *testExchanger) Exchange(ctx context.Context, subjectToken string, scopes []string) (string, error) {
+	scopes = slices.Sorted(slices.Values(scopes))
+	key := subjectToken + " " + strings.Join(scopes, " ")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if tok, ok := e.cache[key]; ok {
+		return tok, nil
+	}
+	c, err := e.access.Validate(ctx, subjectToken)
+	if err != nil {
+		return "", err
+	}
+	held := c.Permissions
+	if c.IsM2M() {
+		held = c.Scopes.List()
+	}
+	var granted []string
+	for _, s := range scopes {
+		if slices.Contains(held, s) {
+			granted = append(granted, s)
+		}
+	}
+	if len(granted) == 0 {
+		return "", &authz.Error{Code: authz.CodeInsufficientScope, Reason: "missing_permission",
+			Description: "the subject token holds none of the requested scopes", Needed: scopes}
+	}
+	tok := e.minter.Token(e.tb, c.Subject, strings.Join(granted, " "), authztest.Claims{"req_wl": e.workload})
+	if e.cache != nil {
+		e.cache[key] = tok
+	}
+	e.exchanges = append(e.exchanges, exchangeCall{subjectToken: subjectToken, scopes: scopes})
+	return tok, nil
+}
+
+// Forget implements what Request calls to drop the transaction tokens
+// exchanged for a refused service token.
+func (e *testExchanger) Forget(subjectToken string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.forgotten = append(e.forgotten, subjectToken)
+	for k := range e.cache {
+		if strings.HasPrefix(k, subjectToken+" ") {
+			delete(e.cache, k)
+		}
+	}
+}
+
+func (e *testExchanger) uncached() *testExchanger {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cache = nil
+	return e
+}
+
+// mintWith makes tts sign the tokens minted from now on (a foreign service
+// whose keys no receiver trusts, say).
+func (e *testExchanger) mintWith(tts *authztest.TxnIssuer) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.minter = tts
+}
+
+// calls returns the exchanges performed so far, in order.
+func (e *testExchanger) calls() []exchangeCall {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.exchanges)
+}
+
+func (e *testExchanger) forgottenTokens() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.forgotten)
+}
+
+// hops returns an Outbound.Scopes answering from table; any other subject
+// gets nothing (and so no token).
+func hops(table map[string][]string) func(string) []string {
+	return func(subject string) []string { return table[subject] }
+}
+
+// anySubject returns an Outbound.Scopes that gives every subject scopes.
+func anySubject(scopes ...string) func(string) []string {
+	return func(string) []string { return scopes }
+}
+
+// userCtx is what an HTTP handler gets: the edge middleware's claims plus
+// the caller's access token, and the service's base context's Outbound
+// (pkg/platform's), so outgoing messages get exchanged transaction tokens.
+func userCtx(tb testing.TB, v *authz.Validator, ex Exchanger, tok string, scopes func(string) []string) context.Context {
 	tb.Helper()
 	claims, err := v.Validate(context.Background(), tok)
 	if err != nil {
 		tb.Fatalf("validate test token: %v", err)
 	}
+	ctx := WithOutbound(context.Background(), &Outbound{Exchanger: ex, Scopes: scopes})
+	return authz.WithClaims(ctx, claims, tok)
+}
+
+// txnCtx is what a NATS handler or consumer gets: the verified claims of the
+// transaction token that came with the message, and that token.
+func txnCtx(tb testing.TB, v Verifier, tok string) context.Context {
+	tb.Helper()
+	claims, err := v.Validate(context.Background(), tok)
+	if err != nil {
+		tb.Fatalf("validate test transaction token: %v", err)
+	}
 	return authz.WithClaims(context.Background(), claims, tok)
 }
 
-var (
-	foreignOnce sync.Once
-	foreignKey  *rsa.PrivateKey
-)
-
-// foreignRSAKey is a key the issuer never published.
-func foreignRSAKey(tb testing.TB) *rsa.PrivateKey {
-	foreignOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			tb.Fatalf("rsa: %v", err)
-		}
-		foreignKey = k
-	})
-	return foreignKey
+// header builds a nats.Header from name, value pairs (a name may repeat).
+func header(kv ...string) nats.Header {
+	h := nats.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Add(kv[i], kv[i+1])
+	}
+	return h
 }
 
 func eventually(tb testing.TB, within time.Duration, cond func() bool, msg string) {
