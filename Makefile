@@ -3,7 +3,7 @@
 SHELL        := /usr/bin/env bash
 GO           ?= go
 MODULES      := $(patsubst ./%/go.mod,%,$(shell find . -name go.mod -not -path './.data/*' | sort))
-SERVICES     := users orders billing
+SERVICES     := users orders billing tts
 STATICCHECK  := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 COMPOSE      := $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
 TEST_FLAGS   ?= -race -count=1 -timeout 20m

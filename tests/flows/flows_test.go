@@ -120,7 +120,7 @@ func TestFlows(t *testing.T) {
 		callJSON(t, http.MethodPost, "billing", "/v1/invoices/"+paidInv.ID+"/pay", old, nil, http.StatusOK, nil)
 		waitOrder(t, old, paid.ID, "paid", flowDeadline)
 		js := ordersJetStream(t)
-		created := storedCreated(t, js, paid, who.UserID)
+		created, createdTxn := storedCreated(t, js, paid, who.UserID)
 		blockPath := "/v1/users/" + url.PathEscape(who.UserID)
 		t.Cleanup(func() {
 			// Later tests need alice; unblocking an unblocked user is a no-op.
@@ -154,8 +154,10 @@ func TestFlows(t *testing.T) {
 			t.Errorf("alice's paid order after the block: %q, want paid (only pending orders are cancelled)", got.Status)
 		}
 
-		// The revoked token must not work over NATS either: an order.created
-		// for a new order carrying it is refused (dead-lettered), not invoiced.
+		// What alice's requests put on NATS before the block must not work
+		// after it either: an order.created for a new order carrying the
+		// transaction token captured from her earlier event is refused
+		// (dead-lettered), not invoiced.
 		forgedID := newUUID()
 		var env map[string]any
 		if err := json.Unmarshal(created, &env); err != nil {
@@ -169,10 +171,10 @@ func TestFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 		dlqBefore := streamMsgs(t, js, "BILLING_DLQ")
-		publishCopies(t, js, forgedID, forged, old, 1)
+		publishCopies(t, js, forgedID, forged, createdTxn, 1)
 		waitSettled(t, js)
 		if invs := invoicesOf(t, admin, forgedID, who.UserID); len(invs) != 0 {
-			t.Errorf("order.created with alice's revoked token made invoices %+v, want none", invs)
+			t.Errorf("order.created with alice's pre-block transaction token made invoices %+v, want none", invs)
 		}
 		if dlq := streamMsgs(t, js, "BILLING_DLQ"); dlq != dlqBefore+1 {
 			t.Errorf("BILLING_DLQ went from %d to %d messages after an event with a revoked token, want one more", dlqBefore, dlq)

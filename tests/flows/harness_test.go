@@ -38,7 +38,7 @@ const (
 	audience = "https://api.authmesh.dev"
 )
 
-var serviceNames = []string{"users", "orders", "billing"}
+var serviceNames = []string{"tts", "users", "orders", "billing"}
 
 // stack is the running system every test shares. Tests run one after the
 // other: they share alice, and the block flow and the restarts affect
@@ -49,8 +49,11 @@ type system struct {
 	root      string
 	bin       string
 	nats      *server.Server
+	natsStore string // JetStream's store directory
 	tenant    *tenant.Server
 	tenantURL string
+	ttsJWKS   string // the Transaction Token Service's keys
+	ttsKeys   string // its key file
 	services  map[string]*service
 
 	// mgmtCalls counts requests to devtenant's Management API (/api/v2/),
@@ -112,7 +115,8 @@ func runMain(m *testing.M) (code int, err error) {
 		return 1, err
 	}
 
-	opts, err := devstack.NATSOptions(root, filepath.Join(tmp, "nats"), "127.0.0.1", -1, 0)
+	s.natsStore = filepath.Join(tmp, "nats")
+	opts, err := devstack.NATSOptions(root, s.natsStore, "127.0.0.1", -1, 0)
 	if err != nil {
 		return 1, err
 	}
@@ -141,12 +145,16 @@ func runMain(m *testing.M) (code int, err error) {
 	defer ts.Close()
 	s.tenantURL = ts.URL + "/"
 
+	addrs := map[string]string{}
 	for _, name := range serviceNames {
-		addr, err := freeAddr()
-		if err != nil {
+		if addrs[name], err = freeAddr(); err != nil {
 			return 1, err
 		}
-		s.services[name] = &service{name: name, addr: addr, log: &logBuffer{}, env: s.env(name, addr)}
+	}
+	s.ttsJWKS = "http://" + addrs["tts"] + "/.well-known/jwks.json"
+	s.ttsKeys = filepath.Join(tmp, "tts", "keys.json")
+	for _, name := range serviceNames {
+		s.services[name] = &service{name: name, addr: addrs[name], log: &logBuffer{}, env: s.env(name, addrs[name])}
 	}
 	stack = s
 	defer func() {
@@ -187,7 +195,7 @@ func findRoot() (string, error) {
 	}
 }
 
-// build compiles the three services in one go invocation in workspace mode,
+// build compiles the services in one go invocation in workspace mode,
 // so the shared modules come from the checkout.
 func (s *system) build() error {
 	args := []string{"build", "-o", s.bin + string(filepath.Separator)}
@@ -214,6 +222,8 @@ func (s *system) env(name, addr string) []string {
 		"AUTH0_AUDIENCE=" + audience,
 		"AUTH0_JWKS_URL=" + s.tenantURL + ".well-known/jwks.json",
 		"AUTH0_TOKEN_URL=" + s.tenantURL + "oauth/token",
+		"AUTHMESH_TTS_JWKS_URL=" + s.ttsJWKS,
+		"TTS_KEYS_FILE=" + s.ttsKeys,
 		p + "HTTP_ADDR=" + addr,
 		p + "NATS_URL=" + s.nats.ClientURL(),
 		p + "NATS_USER=" + name,

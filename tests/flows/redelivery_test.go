@@ -66,9 +66,9 @@ func TestRedeliveredOrderCreated(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			setup(t)
 			o, restart := tc.prepare(t)
-			data := storedCreated(t, js, o, who.UserID)
+			data, txn := storedCreated(t, js, o, who.UserID)
 			dlqBefore := streamMsgs(t, js, "BILLING_DLQ")
-			publishCopies(t, js, o.ID, data, tok, 10)
+			publishCopies(t, js, o.ID, data, txn, 10)
 			if restart {
 				start(t, "billing")
 			}
@@ -107,9 +107,10 @@ func ordersJetStream(t *testing.T) jetstream.JetStream {
 }
 
 // storedCreated waits for the order.created event orders stored for o and
-// returns its payload after checking it is the conventions' envelope.
-// Replaying its exact bytes makes the copies the same event.
-func storedCreated(t *testing.T, js jetstream.JetStream, o order, userID string) []byte {
+// returns its payload, after checking it is the conventions' envelope, and
+// its transaction token. Replaying its exact bytes and token makes the copies
+// the same event.
+func storedCreated(t *testing.T, js jetstream.JetStream, o order, userID string) (data []byte, txnToken string) {
 	t.Helper()
 	ctx := stepCtx(t)
 	stream, err := js.Stream(ctx, "ORDERS_EVENTS")
@@ -145,12 +146,15 @@ func storedCreated(t *testing.T, js jetstream.JetStream, o order, userID string)
 		env.ID == "" || env.OccurredAt == "" || env.Data.TotalCents != o.TotalCents || env.Data.Currency != o.Currency {
 		t.Fatalf("stored event %s: want the conventions' order.created envelope for order %s by %s", stored.Data, o.ID, userID)
 	}
-	return stored.Data
+	if stored.Header.Get("Authorization") != "" || stored.Header.Get("Txn-Token") == "" {
+		t.Fatalf("stored event headers %v: want a Txn-Token and no Authorization", stored.Header)
+	}
+	return stored.Data, stored.Header.Get("Txn-Token")
 }
 
 // publishCopies publishes n copies of the event at once, each with its own
 // Nats-Msg-Id so that JetStream stores them all and billing sees n deliveries.
-func publishCopies(t *testing.T, js jetstream.JetStream, orderID string, data []byte, tok string, n int) {
+func publishCopies(t *testing.T, js jetstream.JetStream, orderID string, data []byte, txnToken string, n int) {
 	t.Helper()
 	ctx := stepCtx(t)
 	var wg sync.WaitGroup
@@ -161,7 +165,7 @@ func publishCopies(t *testing.T, js jetstream.JetStream, orderID string, data []
 			defer wg.Done()
 			msg := nats.NewMsg("orders.events.created")
 			msg.Data = data
-			msg.Header.Set("Authorization", "Bearer "+tok)
+			msg.Header.Set("Txn-Token", txnToken)
 			msg.Header.Set(nats.MsgIdHdr, fmt.Sprintf("order.created:%s:copy-%d-%s", orderID, i, randomHex(4)))
 			ack, err := js.PublishMsg(ctx, msg)
 			if err == nil && ack.Duplicate {

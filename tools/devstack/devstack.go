@@ -33,14 +33,15 @@ const (
 	NATSURL     = "nats://localhost:4222"
 )
 
-// Service is one of the three services and its contract port.
+// Service is one of the services (the Transaction Token Service included) and
+// its contract port.
 type Service struct {
 	Name string
 	Port int
 }
 
 // Services are started in this order; each one retries until its peers are up.
-var Services = []Service{{"users", 8401}, {"orders", 8402}, {"billing", 8403}}
+var Services = []Service{{"tts", 8406}, {"users", 8401}, {"orders", 8402}, {"billing", 8403}}
 
 // URL is the service's base URL on this machine.
 func (s Service) URL() string { return fmt.Sprintf("http://localhost:%d", s.Port) }

@@ -215,8 +215,8 @@ func TestNATSKubernetesConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(k8s.Users) != 3 || len(dev.Users) != 3 {
-		t.Fatalf("users: k8s %d, dev %d; want 3 each", len(k8s.Users), len(dev.Users))
+	if len(k8s.Users) != len(Services) || len(dev.Users) != len(Services) {
+		t.Fatalf("users: k8s %d, dev %d; want %d each", len(k8s.Users), len(dev.Users), len(Services))
 	}
 	for i, u := range k8s.Users {
 		if u.Password != u.Username+"-from-secret" {

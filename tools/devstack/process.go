@@ -32,9 +32,11 @@ func buildServices(ctx context.Context, cfg Config, bin string) error {
 // childEnv is the service's environment: the caller's, then the stack's
 // settings (later entries win in os/exec), so the contract ports and the
 // service's own NATS credentials always apply.
-func childEnv(root string, svc Service) []string {
+func childEnv(root, dataDir string, svc Service) []string {
 	p := strings.ToUpper(svc.Name) + "_"
 	return append(os.Environ(),
+		"AUTHMESH_TTS_JWKS_URL=http://localhost:8406/.well-known/jwks.json",
+		"TTS_KEYS_FILE="+filepath.Join(dataDir, "tts", "keys.json"),
 		"AUTH0_ISSUER="+Issuer,
 		"AUTH0_AUDIENCE="+Audience,
 		"AUTH0_TENANT_FILE="+filepath.Join(root, "deploy", "tenant.yaml"),
@@ -53,7 +55,7 @@ func childEnv(root string, svc Service) []string {
 func childCommand(ctx context.Context, cfg Config, bin string, svc Service) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, svc.Name))
 	cmd.Dir = cfg.Root
-	cmd.Env = childEnv(cfg.Root, svc)
+	cmd.Env = childEnv(cfg.Root, cfg.DataDir, svc)
 	out := prefixWriter(cfg.Out, svc.Name)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: a terminal's Ctrl-C reaches only devstack, which

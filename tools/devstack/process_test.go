@@ -41,7 +41,7 @@ func TestPrefixWriter(t *testing.T) {
 func TestChildEnv(t *testing.T) {
 	t.Setenv("ORDERS_HTTP_ADDR", ":9999")
 	t.Setenv("ORDERS_NATS_USER", "billing")
-	env := childEnv("/repo", Service{"orders", 8402})
+	env := childEnv("/repo", "/repo/.data", Service{"orders", 8402})
 	last := map[string]string{}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
@@ -54,6 +54,7 @@ func TestChildEnv(t *testing.T) {
 		"ORDERS_CLIENT_ID":     "orders-service",
 		"AUTH0_ISSUER":         "http://localhost:8400/",
 		"AUTH0_TENANT_FILE":    "/repo/deploy/tenant.yaml",
+		"TTS_KEYS_FILE":        "/repo/.data/tts/keys.json",
 	} {
 		if last[k] != want {
 			t.Errorf("%s = %q, want %q", k, last[k], want)
