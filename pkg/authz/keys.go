@@ -62,9 +62,9 @@ type KeyProvider struct {
 }
 
 type keySnapshot struct {
-	keys      map[string]any // the current JWKS (*rsa.PublicKey or *ecdsa.PublicKey)
-	retired   map[string]retiredKey     // kids that left the JWKS, with when
-	fetchedAt time.Time                 // last successful fetch
+	keys      map[string]any        // the current JWKS (*rsa.PublicKey or *ecdsa.PublicKey)
+	retired   map[string]retiredKey // kids that left the JWKS, with when
+	fetchedAt time.Time             // last successful fetch
 }
 
 type retiredKey struct {

@@ -184,7 +184,6 @@ func TestAccessValidatorRefusesTxnTokens(t *testing.T) {
 	}
 }
 
-
 func currentKid(t *testing.T, tts *authztest.TxnIssuer) string {
 	t.Helper()
 	tok := tts.Token(t, "x", "y", nil)
