@@ -138,11 +138,11 @@ func TestValidateClaims(t *testing.T) {
 				t.Errorf("Authorize = %v, want insufficient_scope", err)
 			}
 		}},
-		{"m2m token, gty as array, string aud", iss.Token(t, authztest.Claims{"sub": "orders-service@clients", "gty": []string{"client-credentials"}, "scope": "read:profile", "permissions": nil, "aud": authztest.Audience}), func(t *testing.T, c *authz.Claims) {
+		{"m2m token, gty as array, string aud", iss.Token(t, authztest.Claims{"sub": "orders-service@clients", "azp": "orders-service", "gty": []string{"client-credentials"}, "scope": "read:profile", "permissions": nil, "aud": authztest.Audience}), func(t *testing.T, c *authz.Claims) {
 			if !c.IsM2M() || !c.HasScope("read:profile") || len(c.GTY) != 1 {
 				t.Errorf("claims = %+v", c)
 			}
-			if err := authz.RequireAll("read:profile").Authorize(c); err != nil {
+			if err := authz.RequireAll("read:profile").Clients("orders-service").Authorize(c); err != nil {
 				t.Errorf("Authorize = %v", err)
 			}
 		}},

@@ -129,7 +129,7 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
-	app.Route(http.MethodGet, "/v1/widgets/:id", authz.RequireAll("read:widgets"), func(c echo.Context) error {
+	app.Route(http.MethodGet, "/v1/widgets/:id", authz.RequireAll("read:widgets").Users(), func(c echo.Context) error {
 		switch c.Param("id") {
 		case "gone":
 			return errGone
@@ -143,7 +143,7 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 		cl, _ := authz.ClaimsFromEcho(c)
 		return c.JSON(http.StatusOK, map[string]string{"sub": cl.Subject, "rid": RequestIDFromContext(c.Request().Context())})
 	})
-	app.Route(http.MethodPost, "/v1/widgets", authz.RequireAll("read:widgets"), func(c echo.Context) error {
+	app.Route(http.MethodPost, "/v1/widgets", authz.RequireAll("read:widgets").Users(), func(c echo.Context) error {
 		var in struct {
 			Name string `json:"name"`
 			Qty  int    `json:"qty"`
@@ -365,9 +365,9 @@ func TestRunRefusesPermissionTheTenantLacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok := func(c echo.Context) error { return nil }
-	app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices"), ok)
-	app.Route(http.MethodPost, "/v1/invoices/:id/pay", authz.RequireAll("pay:everything"), ok)
-	app.DeclarePolicy("NATS endpoint billing.void", authz.RequireAll("read:invoices", "void:everything"))
+	app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices").Users(), ok)
+	app.Route(http.MethodPost, "/v1/invoices/:id/pay", authz.RequireAll("pay:everything").Users(), ok)
+	app.DeclarePolicy("NATS endpoint billing.void", authz.RequireAll("read:invoices", "void:everything").Users())
 	err = app.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "pay:everything") || strings.Contains(err.Error(), "read:invoices") ||
 		!strings.Contains(err.Error(), `NATS endpoint billing.void uses permission "void:everything"`) {
