@@ -151,7 +151,7 @@ func Handle(rt Router, reg *Registry, method, path string, h echo.HandlerFunc, p
 
 // GET registers a GET route with its policy:
 //
-//	authz.GET(e, reg, "/v1/me", getMe, authz.RequireAll("read:profile"))
+//	authz.GET(e, reg, "/v1/me", getMe, authz.RequireAll("read:profile").Users())
 func GET(rt Router, reg *Registry, path string, h echo.HandlerFunc, p Policy, m ...echo.MiddlewareFunc) *echo.Route {
 	return Handle(rt, reg, http.MethodGet, path, h, p, m...)
 }
