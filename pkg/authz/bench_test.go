@@ -259,7 +259,7 @@ func BenchmarkEchoHTTP(b *testing.B) {
 		e := echo.New()
 		reg := authz.NewRegistry()
 		e.Use(authz.Middleware(v, reg))
-		authz.GET(e, reg, "/v1/me", hello, authz.RequireAll("read:profile"))
+		authz.GET(e, reg, "/v1/me", hello, authz.RequireAll("read:profile").Users())
 		run(b, e)
 		ns := record(b, "http/authz")
 		if open, ok := result("http/open"); ok {

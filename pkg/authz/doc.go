@@ -14,7 +14,7 @@
 //	e := echo.New()
 //	reg := authz.NewRegistry()
 //	e.Use(authz.Middleware(v, reg))
-//	authz.GET(e, reg, "/v1/me", getMe, authz.RequireAll("read:profile"))
+//	authz.GET(e, reg, "/v1/me", getMe, authz.RequireAll("read:profile").Users())
 //	authz.GET(e, reg, "/healthz", health, authz.Public())
 //	if err := reg.Check(e.Routes()); err != nil { ... }
 //

@@ -91,8 +91,30 @@ func invalid(reason, description string, cause error) *Error {
 func insufficient(needed []string) *Error {
 	return &Error{
 		Code:        CodeInsufficientScope,
-		Reason:      "missing_permission",
+		Reason:      ReasonMissingPermission,
 		Description: fmt.Sprintf("requires %v", needed),
 		Needed:      needed,
 	}
+}
+
+// KindRefused reports whether e refuses the kind of token (a user token
+// where only clients are admitted, an M2M token of a client not named, or
+// any M2M token where only users are): then Reason is one of ReasonUsersOnly,
+// ReasonClientNotAllowed, ReasonClientsOnly, and the 403's WWW-Authenticate
+// carries it as error_description instead of a scope no token could add.
+func (e *Error) KindRefused() bool {
+	if e == nil || e.Code != CodeInsufficientScope {
+		return false
+	}
+	switch e.Reason {
+	case ReasonUsersOnly, ReasonClientNotAllowed, ReasonClientsOnly:
+		return true
+	}
+	return false
+}
+
+// notAdmitted is the failure of a token whose kind (user, or M2M of a client)
+// the policy does not admit. It names no permission: none would help.
+func notAdmitted(reason, description string) *Error {
+	return &Error{Code: CodeInsufficientScope, Reason: reason, Description: description}
 }

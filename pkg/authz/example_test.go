@@ -42,7 +42,7 @@ func Example() {
 	authz.GET(e, reg, "/v1/me", func(c echo.Context) error {
 		claims, _ := authz.ClaimsFromEcho(c)
 		return c.String(http.StatusOK, claims.Subject)
-	}, authz.RequireAll("read:profile"))
+	}, authz.RequireAll("read:profile").Users())
 	authz.GET(e, reg, "/healthz", func(c echo.Context) error { return c.NoContent(http.StatusOK) }, authz.Public())
 	if err := reg.Check(e.Routes()); err != nil {
 		log.Fatal(err) // a route without a policy never ships
@@ -63,17 +63,20 @@ func Example() {
 	// 200  auth0|6553da60a54af58e29493993
 }
 
-// Policies: user tokens need the permissions, M2M tokens the scopes.
+// Policies say who may call — users, named clients (azp), or both — and
+// then what: user tokens need the permissions, M2M tokens the scopes.
 func ExamplePolicy_Authorize() {
 	user := &authz.Claims{Subject: "auth0|1", Permissions: []string{"read:orders"}, Scopes: authz.ParseScopes("read:all-orders")}
 	m2m := &authz.Claims{Subject: "billing-service@clients", AZP: "billing-service", GTY: []string{"client-credentials"}, Scopes: authz.ParseScopes("read:all-orders")}
 
-	p := authz.RequireAny("read:all-orders")
+	p := authz.RequireAny("read:all-orders").Users().Clients("billing-service")
 	fmt.Println(p.Authorize(user) == nil, p.Authorize(m2m) == nil)
-	fmt.Println(p.Clients("orders-service").Authorize(m2m))
+	fmt.Println(authz.RequireAny("read:all-orders").Users().Authorize(m2m))
+	fmt.Println(authz.RequireAny("read:all-orders").Clients("orders-service").Authorize(m2m))
 	// Output:
 	// false true
-	// insufficient_scope: client_not_allowed: client not allowed
+	// insufficient_scope: users_only: only user tokens may call this; service tokens are refused
+	// insufficient_scope: client_not_allowed: this service client may not call this
 }
 
 // Start-up checks: every route has a policy, every permission exists in the tenant.
@@ -83,8 +86,8 @@ func ExampleRegistry_CheckPermissions() {
 		log.Fatal(err)
 	}
 	reg := authz.NewRegistry()
-	reg.Set(http.MethodGet, "/v1/orders", authz.RequireAll("read:orders"))
-	reg.Set(http.MethodPost, "/v1/rockets", authz.RequireAll("launch:rockets"))
+	reg.Set(http.MethodGet, "/v1/orders", authz.RequireAll("read:orders").Users())
+	reg.Set(http.MethodPost, "/v1/rockets", authz.RequireAll("launch:rockets").Users())
 	fmt.Println(reg.CheckPermissions(known))
 	// Output:
 	// authz: route POST /v1/rockets uses permission "launch:rockets" that the tenant does not define

@@ -46,8 +46,8 @@ func newEcho(t testing.TB, v *authz.Validator) (*echo.Echo, *authz.Registry) {
 		}
 		return c.JSON(http.StatusOK, map[string]string{"sub": cl.Subject})
 	}
-	authz.GET(e, reg, "/v1/me", me, authz.RequireAll("read:profile"))
-	authz.POST(e, reg, "/v1/users/:id/block", me, authz.RequireAll("block:users"))
+	authz.GET(e, reg, "/v1/me", me, authz.RequireAll("read:profile").Users())
+	authz.POST(e, reg, "/v1/users/:id/block", me, authz.RequireAll("block:users").Users())
 	authz.GET(e, reg, "/v1/catalog", func(c echo.Context) error { return c.String(200, "[]") }, authz.Public())
 	e.GET("/v1/forgotten", me) // no policy on purpose
 	return e, reg

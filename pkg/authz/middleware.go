@@ -47,6 +47,8 @@ var notFoundHandler = reflect.ValueOf(echo.NotFoundHandler).Pointer()
 //   - no token: 401, WWW-Authenticate: Bearer realm="authmesh"
 //   - bad token: 401, ... error="invalid_token", error_description="..."
 //   - missing permission: 403, ... error="insufficient_scope", scope="<needed>"
+//   - token of a kind the policy does not admit: 403, ... error="insufficient_scope",
+//     error_description="users_only" (or "client_not_allowed", "clients_only")
 //   - no keys obtainable: 503 with Retry-After
 //   - matched route without a policy: 403 no_policy
 //
@@ -87,6 +89,10 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 			h.Set(echo.HeaderWWWAuthenticate, realm)
 		case CodeInsufficientScope:
 			status = http.StatusForbidden
+			if e.KindRefused() {
+				h.Set(echo.HeaderWWWAuthenticate, realm+`, error="insufficient_scope", error_description="`+quoteSafe(e.Reason)+`"`)
+				break
+			}
 			h.Set(echo.HeaderWWWAuthenticate, realm+`, error="insufficient_scope", scope="`+quoteSafe(strings.Join(e.Needed, " "))+`"`)
 		case CodeKeysUnavailable:
 			status = http.StatusServiceUnavailable
@@ -185,6 +191,9 @@ func message(e *Error) string {
 	case CodeMissingToken:
 		return "a bearer token is required"
 	case CodeInsufficientScope:
+		if e.KindRefused() {
+			return e.Description
+		}
 		if len(e.Needed) > 0 {
 			return "insufficient permissions: requires " + strings.Join(e.Needed, " ")
 		}

@@ -14,6 +14,9 @@ func TestMiddlewareResponses(t *testing.T) {
 	v := newValidator(t, iss, nil)
 	e, _ := newEcho(t, v)
 	good := iss.Token(t, nil)
+	// A service's M2M token holding exactly the permission of the route: the
+	// policy admits users only, so no scope lets it in.
+	blocker := iss.M2MToken(t, "users-service", "block:users")
 
 	tests := []struct {
 		name, method, path, token string
@@ -26,6 +29,7 @@ func TestMiddlewareResponses(t *testing.T) {
 		{"basic scheme", "GET", "/v1/me", "", []string{"Authorization", "Basic dTpw"}, 401, `Bearer realm="authmesh"`, "missing_token"},
 		{"garbage token", "GET", "/v1/me", "abc.def.ghi", nil, 401, `Bearer realm="authmesh", error="invalid_token", error_description="the token header is not JSON"`, "invalid_token"},
 		{"missing permission", "POST", "/v1/users/x/block", good, nil, 403, `Bearer realm="authmesh", error="insufficient_scope", scope="block:users"`, "insufficient_scope"},
+		{"m2m token on a users-only route", "POST", "/v1/users/x/block", blocker, nil, 403, `Bearer realm="authmesh", error="insufficient_scope", error_description="users_only"`, "insufficient_scope"},
 		{"public", "GET", "/v1/catalog", "", nil, 200, "", ""},
 		{"route without policy", "GET", "/v1/forgotten", good, nil, 403, "", "no_policy"},
 		{"unknown route is 404", "GET", "/v1/nope", "", nil, 404, "", ""},

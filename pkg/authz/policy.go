@@ -2,23 +2,47 @@ package authz
 
 import "slices"
 
-// Policy says who may call a route or NATS endpoint.
+// Reasons of a CodeInsufficientScope failure for a token of a kind the
+// policy does not admit. They are stable: metrics labels, logs and the 403's
+// error_description carry them (docs/contract.md §5).
+const (
+	// ReasonUsersOnly: an M2M token on a policy that admits users only.
+	ReasonUsersOnly = "users_only"
+	// ReasonClientNotAllowed: an M2M token whose azp is not one of the
+	// policy's clients.
+	ReasonClientNotAllowed = "client_not_allowed"
+	// ReasonClientsOnly: a user token on a policy that admits named clients only.
+	ReasonClientsOnly = "clients_only"
+	// ReasonMissingPermission: the kind of token is admitted, a permission
+	// (user) or scope (M2M) is missing.
+	ReasonMissingPermission = "missing_permission"
+)
+
+// Policy says who may call a route, NATS endpoint or consumer, and with
+// which permissions.
 //
-// User tokens are authorized by their permissions claim, M2M tokens by their
-// scope claim (a user token's scope never grants what its permissions lack).
-// The zero Policy denies everything; build one with Public, RequireAll or
-// RequireAny.
+// Who: every policy but Public states it explicitly — Users() admits user
+// tokens, Clients(ids...) admits M2M tokens whose azp is one of ids; both
+// may be combined. A policy that admits neither refuses every token, and the
+// start-up checks (Registry.Check, natsauth) refuse to run with one.
+//
+// What: user tokens are authorized by their permissions claim, M2M tokens by
+// their scope claim (a user token's scope never grants what its permissions
+// lack). The zero Policy denies everything; build one with Public,
+// RequireAll, RequireAny or Authenticated, then say who:
+//
+//	authz.RequireAll("refund:invoices").Users()
+//	authz.RequireAll("cancel:orders").Users().Clients("orders-service")
 type Policy struct {
 	public  bool
 	allOf   []string
 	anyOf   []string
-	clients []string // allowed azp values for M2M tokens; empty = any client
-	noM2M   bool
-	noUsers bool
+	users   bool
+	clients []string // admitted azp values of M2M tokens
 	set     bool
 }
 
-// Public declares a route that needs no token.
+// Public declares a route that needs no token (and so no who).
 func Public() Policy { return Policy{public: true, set: true} }
 
 // RequireAll requires every one of perms: in permissions for user tokens, in
@@ -32,20 +56,23 @@ func RequireAny(perms ...string) Policy {
 	return Policy{anyOf: slices.Clone(perms), set: true}
 }
 
-// Authenticated requires only a valid token.
+// Authenticated requires only a valid token (of an admitted kind).
 func Authenticated() Policy { return Policy{set: true} }
 
-// Clients restricts M2M callers to the given client ids (azp).
+// Users admits user tokens.
+func (p Policy) Users() Policy { p.users = true; return p }
+
+// Clients admits M2M tokens whose azp is one of azp. Empty ids are ignored:
+// they would name no client.
 func (p Policy) Clients(azp ...string) Policy {
-	p.clients = append(slices.Clone(p.clients), azp...)
+	p.clients = slices.Clone(p.clients)
+	for _, id := range azp {
+		if id != "" && !slices.Contains(p.clients, id) {
+			p.clients = append(p.clients, id)
+		}
+	}
 	return p
 }
-
-// UsersOnly refuses M2M tokens.
-func (p Policy) UsersOnly() Policy { p.noM2M = true; return p }
-
-// M2MOnly refuses user tokens.
-func (p Policy) M2MOnly() Policy { p.noUsers = true; return p }
 
 // IsPublic reports whether the policy needs no token.
 func (p Policy) IsPublic() bool { return p.public }
@@ -54,14 +81,26 @@ func (p Policy) IsPublic() bool { return p.public }
 // constructors (the zero Policy is not declared and denies everything).
 func (p Policy) Declared() bool { return p.set }
 
+// SaysWho reports whether the policy is public or admits users or named
+// clients: what the start-up checks require of every policy.
+func (p Policy) SaysWho() bool { return p.set && (p.public || p.users || len(p.clients) > 0) }
+
+// AdmitsUsers reports whether user tokens are admitted.
+func (p Policy) AdmitsUsers() bool { return p.users }
+
+// ClientIDs returns the admitted M2M client ids (azp).
+func (p Policy) ClientIDs() []string { return slices.Clone(p.clients) }
+
 // Names returns every permission or scope the policy mentions.
 func (p Policy) Names() []string {
 	return append(slices.Clone(p.allOf), p.anyOf...)
 }
 
 // Authorize checks claims against the policy. It returns nil, or an *Error
-// with CodeInsufficientScope naming what was needed, or ErrNoPolicy for the
-// zero Policy.
+// with CodeInsufficientScope — Reason ReasonUsersOnly, ReasonClientNotAllowed
+// or ReasonClientsOnly when the kind of token is not admitted,
+// ReasonMissingPermission naming what was needed otherwise — or ErrNoPolicy
+// for the zero Policy.
 func (p Policy) Authorize(c *Claims) error {
 	if !p.set {
 		return ErrNoPolicy
@@ -73,11 +112,13 @@ func (p Policy) Authorize(c *Claims) error {
 		return ErrMissingToken
 	}
 	m2m := c.IsM2M()
-	if m2m && (p.noM2M || (len(p.clients) > 0 && !slices.Contains(p.clients, c.AZP))) {
-		return &Error{Code: CodeInsufficientScope, Reason: "client_not_allowed", Description: "client not allowed", Needed: p.Names()}
-	}
-	if !m2m && p.noUsers {
-		return &Error{Code: CodeInsufficientScope, Reason: "user_not_allowed", Description: "only service clients may call this", Needed: p.Names()}
+	switch {
+	case m2m && len(p.clients) == 0:
+		return notAdmitted(ReasonUsersOnly, "only user tokens may call this; service tokens are refused")
+	case m2m && !slices.Contains(p.clients, c.AZP):
+		return notAdmitted(ReasonClientNotAllowed, "this service client may not call this")
+	case !m2m && !p.users:
+		return notAdmitted(ReasonClientsOnly, "only named service clients may call this; user tokens are refused")
 	}
 	has := c.HasPermission
 	if m2m {

@@ -55,27 +55,46 @@ func (r *Registry) Policy(method, path string) (Policy, bool) {
 }
 
 // Check fails naming every route in routes (usually e.Routes()) that has no
-// declared policy. Echo's RouteNotFound entries are not routes.
+// declared policy, and every route or declared policy (Declare) that is not
+// public yet does not say who may call it (Policy.Users, Policy.Clients).
+// Echo's RouteNotFound entries are not routes.
 func (r *Registry) Check(routes []*echo.Route) error {
-	var missing []string
+	var missing, silent []string
 	for _, rt := range routes {
 		if rt.Method == echo.RouteNotFound {
 			continue
 		}
-		if p, ok := r.Policy(rt.Method, rt.Path); !ok || !p.Declared() {
+		p, ok := r.Policy(rt.Method, rt.Path)
+		switch {
+		case !ok || !p.Declared():
 			missing = append(missing, rt.Method+" "+rt.Path)
+		case !p.SaysWho():
+			silent = append(silent, "route "+rt.Method+" "+rt.Path)
 		}
 	}
-	if len(missing) == 0 {
-		return nil
-	}
 	sort.Strings(missing)
-	errs := make([]error, len(missing))
-	for i, m := range missing {
-		errs[i] = fmt.Errorf("authz: route %s has no policy", m)
+	sort.Strings(silent)
+	r.mu.RLock()
+	for _, np := range r.others {
+		if !np.policy.SaysWho() {
+			silent = append(silent, np.what)
+		}
+	}
+	r.mu.RUnlock()
+	errs := make([]error, 0, len(missing)+len(silent))
+	for _, m := range missing {
+		errs = append(errs, fmt.Errorf("authz: route %s has no policy", m))
+	}
+	for _, what := range silent {
+		errs = append(errs, fmt.Errorf("authz: %s: %w", what, ErrPolicyWithoutWho))
 	}
 	return errors.Join(errs...)
 }
+
+// ErrPolicyWithoutWho is what Check (and natsauth's endpoint and consumer
+// constructors) report for a non-public policy that admits neither users
+// nor any named client.
+var ErrPolicyWithoutWho = errors.New("the policy does not say who may call: add Users() and/or Clients(ids...)")
 
 // CheckPermissions fails for every permission or scope a route's or a
 // declared policy uses that is not in known (the API's permissions, see
@@ -132,7 +151,7 @@ func Handle(rt Router, reg *Registry, method, path string, h echo.HandlerFunc, p
 
 // GET registers a GET route with its policy:
 //
-//	authz.GET(e, reg, "/v1/me", getMe, authz.RequireAll("read:profile"))
+//	authz.GET(e, reg, "/v1/me", getMe, authz.RequireAll("read:profile").Users())
 func GET(rt Router, reg *Registry, path string, h echo.HandlerFunc, p Policy, m ...echo.MiddlewareFunc) *echo.Route {
 	return Handle(rt, reg, http.MethodGet, path, h, p, m...)
 }

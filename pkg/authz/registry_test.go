@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,7 +22,7 @@ func TestRegistryCheck(t *testing.T) {
 	iss := authztest.NewIssuer(t)
 	e, reg := newEcho(t, newValidator(t, iss, nil))
 	g := e.Group("/v1/admin")
-	authz.DELETE(g, reg, "/users/:id", func(c echo.Context) error { return nil }, authz.RequireAll("assign:roles"))
+	authz.DELETE(g, reg, "/users/:id", func(c echo.Context) error { return nil }, authz.RequireAll("assign:roles").Users())
 	e.POST("/v1/also-forgotten", func(c echo.Context) error { return nil })
 
 	err := reg.Check(e.Routes())
@@ -43,6 +44,45 @@ func TestRegistryCheck(t *testing.T) {
 	}
 }
 
+// TestRegistryCheckRefusesPolicyWithoutWho: a non-public policy, on a route
+// or declared for NATS, that admits neither users nor named clients stops
+// the start-up check, which names where it is used.
+func TestRegistryCheckRefusesPolicyWithoutWho(t *testing.T) {
+	t.Parallel()
+	e := echo.New()
+	reg := authz.NewRegistry()
+	ok := func(c echo.Context) error { return nil }
+	authz.POST(e, reg, "/v1/invoices/:id/refund", ok, authz.RequireAll("refund:invoices"))
+	authz.GET(e, reg, "/v1/invoices", ok, authz.RequireAll("read:invoices").Users())
+	authz.GET(e, reg, "/v1/catalog", ok, authz.Public())
+	authz.GET(e, reg, "/v1/who", ok, authz.Authenticated().Clients(""))
+	reg.Declare("NATS endpoint authmesh.billing.orders.void", authz.RequireAll("cancel:orders"))
+	reg.Declare("consumer billing-orders", authz.Authenticated().Users().Clients("orders-service"))
+
+	err := reg.Check(e.Routes())
+	if !errors.Is(err, authz.ErrPolicyWithoutWho) {
+		t.Fatalf("Check = %v, want ErrPolicyWithoutWho", err)
+	}
+	for _, want := range []string{"route POST /v1/invoices/:id/refund", "route GET /v1/who", "NATS endpoint authmesh.billing.orders.void"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Check error %q does not name %s", err, want)
+		}
+	}
+	for _, fine := range []string{"GET /v1/invoices\n", "/v1/catalog", "consumer billing-orders"} {
+		if strings.Contains(err.Error()+"\n", fine) {
+			t.Errorf("Check names %s, whose policy says who: %v", fine, err)
+		}
+	}
+
+	e2 := echo.New()
+	reg2 := authz.NewRegistry()
+	authz.POST(e2, reg2, "/v1/invoices/:id/refund", ok, authz.RequireAll("refund:invoices").Users())
+	reg2.Declare("NATS endpoint authmesh.billing.orders.void", authz.RequireAll("cancel:orders").Users().Clients("orders-service"))
+	if err := reg2.Check(e2.Routes()); err != nil {
+		t.Fatalf("Check = %v with every policy saying who", err)
+	}
+}
+
 func TestRegistryCheckPermissions(t *testing.T) {
 	t.Parallel()
 	known, err := authz.LoadTenantPermissions(filepath.Join("testdata", "tenant.yaml"), "https://api.authmesh.dev")
@@ -55,12 +95,12 @@ func TestRegistryCheckPermissions(t *testing.T) {
 		}
 	}
 	reg := authz.NewRegistry()
-	reg.Set("GET", "/v1/me", authz.RequireAll("read:profile"))
-	reg.Set("GET", "/v1/orders", authz.RequireAny("read:orders", "read:all-orders"))
+	reg.Set("GET", "/v1/me", authz.RequireAll("read:profile").Users())
+	reg.Set("GET", "/v1/orders", authz.RequireAny("read:orders", "read:all-orders").Users())
 	if err := reg.CheckPermissions(known); err != nil {
 		t.Fatalf("CheckPermissions = %v", err)
 	}
-	reg.Set("POST", "/v1/x", authz.RequireAll("read:profile", "launch:rockets"))
+	reg.Set("POST", "/v1/x", authz.RequireAll("read:profile", "launch:rockets").Users())
 	err = reg.CheckPermissions(known)
 	if err == nil || !strings.Contains(err.Error(), `"launch:rockets"`) || !strings.Contains(err.Error(), "POST /v1/x") {
 		t.Errorf("CheckPermissions = %v", err)
@@ -97,7 +137,7 @@ func TestCORSPreflight(t *testing.T) {
 	reg := authz.NewRegistry()
 	e.Use(middleware.CORSWithConfig(authz.CORSConfig("http://localhost:8404")))
 	e.Use(authz.Middleware(v, reg))
-	authz.GET(e, reg, "/v1/me", func(c echo.Context) error { return c.String(200, "ok") }, authz.RequireAll("read:profile"))
+	authz.GET(e, reg, "/v1/me", func(c echo.Context) error { return c.String(200, "ok") }, authz.RequireAll("read:profile").Users())
 
 	tests := []struct {
 		name, origin string

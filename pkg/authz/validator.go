@@ -22,8 +22,11 @@ import (
 )
 
 // RevocationChecker reports when a subject's tokens were revoked (a blocked
-// user). Tokens whose iat is not after the revocation time are rejected with
-// reason "revoked". Implementations must be safe for concurrent use and fast:
+// user). Tokens whose iat is not after the revocation time plus the
+// validator's leeway are rejected with reason "revoked": the revocation time
+// is taken on the revoking service's clock and iat on the tenant's, so a
+// tenant clock running up to the leeway ahead cannot carry a token issued
+// just before the block past it. Implementations must be safe for concurrent use and fast:
 // they are consulted on every request, also for cached tokens.
 // natsauth provides one backed by a JetStream KV bucket.
 //
@@ -34,6 +37,16 @@ import (
 // whose NATS is not there yet, would otherwise let a blocked user in.
 type RevocationChecker interface {
 	RevokedAt(subject string) (time.Time, bool)
+}
+
+// RevocationLifter is implemented by a RevocationChecker that also knows
+// when a subject's revocation was lifted (an unblock): tokens issued at or
+// after that instant, yet within the leeway after the revocation, are
+// accepted again — otherwise a user unblocked right after a block would wait
+// out the leeway. Tokens issued at or before the revocation itself stay
+// rejected whatever the lift says.
+type RevocationLifter interface {
+	LiftedAt(subject string) (time.Time, bool)
 }
 
 // RevocationLoader is implemented by a RevocationChecker with a loading
@@ -391,7 +404,18 @@ func checkRevoked(o *validatorOptions, c *Claims, stored time.Time) error {
 	if c.IssuedAt.IsZero() || c.IssuedAt.Unix() <= at.Truncate(time.Second).Unix() {
 		return invalid("revoked", "the token has been revoked", nil)
 	}
-	return nil
+	// The tenant's clock may run up to the leeway ahead of the revoking
+	// service's: a token whose iat is within the leeway after the revocation
+	// may have been issued before it.
+	if c.IssuedAt.Unix() > at.Add(o.leeway).Truncate(time.Second).Unix() {
+		return nil
+	}
+	if l, ok := o.revocations.(RevocationLifter); ok {
+		if lifted, ok := l.LiftedAt(c.Subject); ok && lifted.After(at) && c.IssuedAt.Unix() >= lifted.Unix() {
+			return nil
+		}
+	}
+	return invalid("revoked", "the token has been revoked", nil)
 }
 
 // ValidateAt verifies token as of the instant at: signature, algorithm,

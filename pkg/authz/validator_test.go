@@ -138,11 +138,11 @@ func TestValidateClaims(t *testing.T) {
 				t.Errorf("Authorize = %v, want insufficient_scope", err)
 			}
 		}},
-		{"m2m token, gty as array, string aud", iss.Token(t, authztest.Claims{"sub": "orders-service@clients", "gty": []string{"client-credentials"}, "scope": "read:profile", "permissions": nil, "aud": authztest.Audience}), func(t *testing.T, c *authz.Claims) {
+		{"m2m token, gty as array, string aud", iss.Token(t, authztest.Claims{"sub": "orders-service@clients", "azp": "orders-service", "gty": []string{"client-credentials"}, "scope": "read:profile", "permissions": nil, "aud": authztest.Audience}), func(t *testing.T, c *authz.Claims) {
 			if !c.IsM2M() || !c.HasScope("read:profile") || len(c.GTY) != 1 {
 				t.Errorf("claims = %+v", c)
 			}
-			if err := authz.RequireAll("read:profile").Authorize(c); err != nil {
+			if err := authz.RequireAll("read:profile").Clients("orders-service").Authorize(c); err != nil {
 				t.Errorf("Authorize = %v", err)
 			}
 		}},
@@ -207,18 +207,24 @@ func TestRevocation(t *testing.T) {
 	t.Parallel()
 	iss := authztest.NewIssuer(t)
 	rev := &revocations{m: map[string]time.Time{}}
-	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
+	v := newValidator(t, iss, nil, authz.WithRevocations(rev)) // default leeway, 30 s
 	now := time.Now().Truncate(time.Second)
-	before := iss.Token(t, authztest.Claims{"iat": now.Add(-time.Minute).Unix()})
-	sameSecond := iss.Token(t, authztest.Claims{"iat": now.Unix()})
-	after := iss.Token(t, authztest.Claims{"iat": now.Add(time.Second).Unix()})
-	other := iss.Token(t, authztest.Claims{"sub": "auth0|other", "iat": now.Add(-time.Minute).Unix()})
+	revokedAt := now.Add(-time.Minute).Add(500 * time.Millisecond)
+	at := func(d time.Duration) authztest.Claims { return authztest.Claims{"iat": revokedAt.Add(d).Unix()} }
+	before := iss.Token(t, at(-time.Minute))
+	sameSecond := iss.Token(t, at(0))
+	// The tenant's clock runs a few seconds ahead of the users service's:
+	// this token was issued before the block although its iat is after it.
+	aheadClock := iss.Token(t, at(5*time.Second))
+	edgeOfLeeway := iss.Token(t, at(authz.DefaultLeeway))
+	after := iss.Token(t, at(authz.DefaultLeeway+time.Second))
+	other := iss.Token(t, authztest.Claims{"sub": "auth0|other", "iat": revokedAt.Add(-time.Minute).Unix()})
 	// Cache the first token before the revocation: the cache must not bypass it.
 	if _, err := v.Validate(ctxT(t), before); err != nil {
 		t.Fatal(err)
 	}
 	rev.mu.Lock()
-	rev.m["auth0|6553da60a54af58e29493993"] = now.Add(500 * time.Millisecond)
+	rev.m["auth0|6553da60a54af58e29493993"] = revokedAt
 	rev.mu.Unlock()
 	tests := []struct {
 		name    string
@@ -227,16 +233,16 @@ func TestRevocation(t *testing.T) {
 	}{
 		{"issued before (cached)", before, true},
 		{"issued in the revocation's second", sameSecond, true},
-		{"issued after", after, false},
+		{"iat 5 s after the revocation, within the leeway", aheadClock, true},
+		{"iat at the revocation plus the leeway", edgeOfLeeway, true},
+		{"issued after the revocation plus the leeway", after, false},
 		{"other subject", other, false},
 	}
-	revokedAt := now.Add(500 * time.Millisecond)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, fn := range []func() error{
 				func() error { _, err := v.Validate(ctxT(t), tc.token); return err },
-				func() error { _, err := v.ValidateAt(ctxT(t), tc.token, revokedAt); return err },
-				func() error { _, err := v.ValidateAt(ctxT(t), tc.token, revokedAt.Add(time.Second)); return err },
+				func() error { _, err := v.ValidateAt(ctxT(t), tc.token, now); return err },
 			} {
 				err := fn()
 				var ae *authz.Error
@@ -246,6 +252,48 @@ func TestRevocation(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+type liftedRevocations struct {
+	revocations
+	lifted time.Time
+}
+
+func (r *liftedRevocations) LiftedAt(string) (time.Time, bool) { return r.lifted, !r.lifted.IsZero() }
+
+// TestRevocationLifted: after an unblock (the lift), tokens issued from the
+// lift on pass within the leeway; tokens issued before the lift, and any
+// issued at or before the revocation, stay refused.
+func TestRevocationLifted(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	now := time.Now().Truncate(time.Second)
+	revokedAt := now.Add(-10 * time.Second)
+	rev := &liftedRevocations{revocations: revocations{m: map[string]time.Time{"auth0|6553da60a54af58e29493993": revokedAt}}, lifted: now.Add(-3 * time.Second)}
+	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
+	for _, tc := range []struct {
+		name    string
+		iat     time.Time
+		revoked bool
+	}{
+		{"before the revocation", revokedAt.Add(-time.Second), true},
+		{"after the revocation, before the lift", revokedAt.Add(2 * time.Second), true},
+		{"at the lift", rev.lifted, false},
+		{"after the lift", now, false},
+	} {
+		_, err := v.Validate(ctxT(t), iss.Token(t, authztest.Claims{"iat": tc.iat.Unix()}))
+		var ae *authz.Error
+		if isRevoked := errors.As(err, &ae) && ae.Reason == "revoked"; isRevoked != tc.revoked || (!tc.revoked && err != nil) {
+			t.Errorf("%s: err = %v, want revoked=%v", tc.name, err, tc.revoked)
+		}
+	}
+	// A lift older than the revocation (a later block) lifts nothing.
+	rev.mu.Lock()
+	rev.m["auth0|6553da60a54af58e29493993"] = now.Add(-2 * time.Second)
+	rev.mu.Unlock()
+	if _, err := v.Validate(ctxT(t), iss.Token(t, authztest.Claims{"iat": now.Unix()})); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("a token within the leeway after a re-block, with an older lift: %v, want revoked", err)
 	}
 }
 

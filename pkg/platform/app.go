@@ -89,6 +89,9 @@ type App struct {
 	mu     sync.Mutex
 	checks []namedCheck
 	tasks  []namedTask
+	// failing holds each failing readiness check's last error text, so that
+	// it is logged once per change rather than on every probe.
+	failing map[string]string
 
 	ctx      context.Context // lives until shutdown; background work hangs off it
 	cancel   context.CancelFunc
@@ -249,15 +252,42 @@ func (a *App) checkReady(ctx context.Context) (map[string]string, bool) {
 		out["shutdown"] = "in progress"
 		ok = false
 	}
+	errs := make(map[string]string)
 	for _, c := range checks {
 		if err := c.fn(ctx); err != nil {
-			out[c.name] = err.Error()
+			// The answer names the check only: its error text carries URLs,
+			// DNS names and dial errors that are nobody's business outside.
+			out[c.name] = "failed"
+			errs[c.name] = err.Error()
 			ok = false
 		} else {
 			out[c.name] = "ok"
 		}
 	}
+	a.logReadiness(checks, errs)
 	return out, ok
+}
+
+// logReadiness logs each check's error text when it starts failing or its
+// error changes, and its recovery: once per change, not once per probe.
+func (a *App) logReadiness(checks []namedCheck, errs map[string]string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failing == nil {
+		a.failing = make(map[string]string)
+	}
+	for _, c := range checks {
+		msg, failed := errs[c.name]
+		prev, was := a.failing[c.name]
+		switch {
+		case failed && (!was || prev != msg):
+			a.failing[c.name] = msg
+			a.Logger.Warn("readiness check failing", slog.String("check", c.name), slog.String("error", msg))
+		case !failed && was:
+			delete(a.failing, c.name)
+			a.Logger.Info("readiness check passing again", slog.String("check", c.name))
+		}
+	}
 }
 
 // Ready reports whether every readiness check passes (what /readyz answers).

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 )
 
@@ -107,8 +109,10 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
 	natsURL := startNATS(t)
+	tts := authztest.NewTxnIssuer(t)
 	cfg, err := LoadConfig("billing", envOf(map[string]string{
 		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": natsURL,
+		"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL(),
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +133,7 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
-	app.Route(http.MethodGet, "/v1/widgets/:id", authz.RequireAll("read:widgets"), func(c echo.Context) error {
+	app.Route(http.MethodGet, "/v1/widgets/:id", authz.RequireAll("read:widgets").Users(), func(c echo.Context) error {
 		switch c.Param("id") {
 		case "gone":
 			return errGone
@@ -143,7 +147,7 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 		cl, _ := authz.ClaimsFromEcho(c)
 		return c.JSON(http.StatusOK, map[string]string{"sub": cl.Subject, "rid": RequestIDFromContext(c.Request().Context())})
 	})
-	app.Route(http.MethodPost, "/v1/widgets", authz.RequireAll("read:widgets"), func(c echo.Context) error {
+	app.Route(http.MethodPost, "/v1/widgets", authz.RequireAll("read:widgets").Users(), func(c echo.Context) error {
 		var in struct {
 			Name string `json:"name"`
 			Qty  int    `json:"qty"`
@@ -365,12 +369,82 @@ func TestRunRefusesPermissionTheTenantLacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok := func(c echo.Context) error { return nil }
-	app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices"), ok)
-	app.Route(http.MethodPost, "/v1/invoices/:id/pay", authz.RequireAll("pay:everything"), ok)
-	app.DeclarePolicy("NATS endpoint billing.void", authz.RequireAll("read:invoices", "void:everything"))
+	app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices").Users(), ok)
+	app.Route(http.MethodPost, "/v1/invoices/:id/pay", authz.RequireAll("pay:everything").Users(), ok)
+	app.DeclarePolicy("NATS endpoint billing.void", authz.RequireAll("read:invoices", "void:everything").Users())
 	err = app.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "pay:everything") || strings.Contains(err.Error(), "read:invoices") ||
 		!strings.Contains(err.Error(), `NATS endpoint billing.void uses permission "void:everything"`) {
 		t.Fatalf("Run = %v, want a refusal naming only pay:everything and the endpoint's void:everything", err)
+	}
+}
+
+// TestReadyzNamesChecksNotErrors: /readyz says which check failed, but the
+// error's text — URLs, DNS names, dial errors — goes to the log, once per
+// change, never into the answer.
+func TestReadyzNamesChecksNotErrors(t *testing.T) {
+	t.Parallel()
+	is := newIssuer(t)
+	cfg, err := LoadConfig("billing", envOf(map[string]string{
+		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": startNATS(t),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	app, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(app.NATS.Close)
+	const secretText = `Get "http://devtenant.internal:8400/.well-known/jwks.json": dial tcp 10.1.2.3:8400: lookup devtenant.internal: no such host`
+	var broken atomic.Bool
+	broken.Store(true)
+	app.AddReadyCheck("billing-store", func(context.Context) error {
+		if broken.Load() {
+			return errors.New(secretText)
+		}
+		return nil
+	})
+	probe := func() (int, map[string]any, string) {
+		rec := httptest.NewRecorder()
+		app.Echo.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		var body map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("readyz body %q: %v", rec.Body, err)
+		}
+		return rec.Code, body, rec.Body.String()
+	}
+	for range 3 {
+		code, body, raw := probe()
+		checks, _ := body["checks"].(map[string]any)
+		if code != http.StatusServiceUnavailable || checks["billing-store"] != "failed" {
+			t.Fatalf("readyz = %d %s, want 503 naming billing-store as failed", code, raw)
+		}
+		for _, leak := range []string{"devtenant.internal", "10.1.2.3", "dial tcp", "no such host", "http://", "jwks"} {
+			if strings.Contains(raw, leak) {
+				t.Fatalf("readyz answer %s leaks %q", raw, leak)
+			}
+		}
+		for name, v := range checks {
+			if v != "ok" && v != "failed" {
+				t.Errorf("check %s answers %q: want ok or failed", name, v)
+			}
+		}
+	}
+	if n := strings.Count(logs.String(), "lookup devtenant.internal"); n != 1 {
+		t.Errorf("the failing check's error was logged %d times over three probes, want once:\n%s", n, logs)
+	}
+	broken.Store(false)
+	probe()
+	probe()
+	n := 0
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "readiness check passing again") && strings.Contains(line, `"check":"billing-store"`) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("billing-store's recovery was logged %d times, want once:\n%s", n, logs)
 	}
 }

@@ -18,6 +18,9 @@ const (
 	DefaultCORS     = "http://localhost:8404"
 )
 
+// meshServices are the services whose M2M client ids the mesh trusts (azp).
+var meshServices = []string{"users", "orders", "billing"}
+
 // defaultPorts are the contract's host ports of the services.
 var defaultPorts = map[string]string{
 	"users":   ":8401",
@@ -78,10 +81,11 @@ func (c Config) Getenv(name string) string {
 }
 
 // PeerClientID returns the M2M client id of service peer ("orders"): the
-// <PEER>_CLIENT_ID variable that service reads for its own id, else the
-// local tenant's "<peer>-service". Receivers authorize a peer's M2M tokens
-// by it (azp), so against a real Auth0 tenant, whose client ids are
-// generated, every service must see the ids of the peers it trusts.
+// <PEER>_CLIENT_ID variable that service reads for its own id, else, for the
+// local tenant only, "<peer>-service". Receivers authorize a peer's M2M
+// tokens by it (azp), so against a real Auth0 tenant, whose client ids are
+// generated, LoadConfig requires the ids of users, orders and billing; for
+// another peer without its variable the answer is "", which admits no client.
 func (c Config) PeerClientID(peer string) string {
 	if peer == c.Service && c.ClientID != "" {
 		return c.ClientID
@@ -90,6 +94,9 @@ func (c Config) PeerClientID(peer string) string {
 		if v := strings.TrimSpace(c.getenv(strings.ToUpper(peer) + "_CLIENT_ID")); v != "" {
 			return v
 		}
+	}
+	if c.Auth0.Domain != "" {
+		return ""
 	}
 	return peer + "-service"
 }
@@ -102,8 +109,12 @@ func (c Config) String() string {
 
 // LoadConfig reads the configuration of service ("users", "orders" or
 // "billing"; the prefix is its upper-case name and "_") through getenv
-// (os.Getenv in production, a map in tests). Every value has the local
-// stack's default; invalid values are errors naming the variable.
+// (os.Getenv in production, a map in tests). Without AUTH0_DOMAIN every value
+// has the local stack's default. With AUTH0_DOMAIN (a real tenant) no dev
+// default applies to identities and secrets: the service's client id and
+// secret, its NATS user and password, and the client ids of users, orders
+// and billing must be set, else the error names every missing variable.
+// Invalid values are errors naming the variable.
 func LoadConfig(service string, getenv func(string) string) (Config, error) {
 	if service == "" || strings.ToLower(service) != service || strings.ContainsAny(service, " _-/") {
 		return Config{}, fmt.Errorf("platform: invalid service name %q", service)
@@ -119,6 +130,21 @@ func LoadConfig(service string, getenv func(string) string) (Config, error) {
 		return def
 	}
 	var errs []error
+	// devDefault is a dev-only value: the local tenant's and dev NATS's
+	// published names and secrets. Against a real tenant there is none.
+	realTenant := get("AUTH0_DOMAIN", "") != ""
+	var missing []string
+	devDefault := func(name, def string) string {
+		v := get(name, "")
+		if v != "" {
+			return v
+		}
+		if realTenant {
+			missing = append(missing, name)
+			return ""
+		}
+		return def
+	}
 
 	cfg := Config{Service: service, Prefix: p, getenv: getenv}
 	defAddr, ok := defaultPorts[service]
@@ -135,16 +161,25 @@ func LoadConfig(service string, getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%sNATS_URL: %q is not a server URL", p, u))
 		}
 	}
-	cfg.NATSUser = get(p+"NATS_USER", service)
-	cfg.NATSPassword = get(p+"NATS_PASSWORD", service+"-nats-dev-secret")
+	cfg.NATSUser = devDefault(p+"NATS_USER", service)
+	cfg.NATSPassword = devDefault(p+"NATS_PASSWORD", service+"-nats-dev-secret")
 	rep := get(p+"NATS_REPLICAS", "1")
 	n, err := strconv.Atoi(rep)
 	if err != nil || n < 1 || n > 5 {
 		errs = append(errs, fmt.Errorf("%sNATS_REPLICAS %q: want an integer from 1 to 5", p, rep))
 	}
 	cfg.NATSReplicas = n
-	cfg.ClientID = get(p+"CLIENT_ID", service+"-service")
-	cfg.ClientSecret = get(p+"CLIENT_SECRET", service+"-service-dev-secret")
+	if service != TokenServiceName {
+		// The Transaction Token Service has no client of its own: it
+		// verifies tokens and signs with its own keys.
+		cfg.ClientID = devDefault(p+"CLIENT_ID", service+"-service")
+		cfg.ClientSecret = devDefault(p+"CLIENT_SECRET", service+"-service-dev-secret")
+	}
+	for _, peer := range meshServices {
+		if peer != service {
+			devDefault(strings.ToUpper(peer)+"_CLIENT_ID", "")
+		}
+	}
 	for _, o := range strings.Split(get(p+"CORS_ORIGINS", DefaultCORS), ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			cfg.CORSOrigins = append(cfg.CORSOrigins, o)
@@ -160,8 +195,15 @@ func LoadConfig(service string, getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	cfg.Auth0 = a
-	if cfg.Txn, err = loadTxn(get); err != nil {
+	txnDefault := devDefault
+	if service == TokenServiceName {
+		txnDefault = get // it serves those keys; it never fetches them
+	}
+	if cfg.Txn, err = loadTxn(get, txnDefault); err != nil {
 		errs = append(errs, err)
+	}
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("AUTH0_DOMAIN is set (a real tenant), so these have no dev default and must be set: %s", strings.Join(missing, ", ")))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("platform: config: %w", err)

@@ -46,8 +46,14 @@ func TestLoadConfig(t *testing.T) {
 		},
 		{
 			name: "real tenant from AUTH0_DOMAIN", service: "users",
-			env: map[string]string{"AUTH0_DOMAIN": "example.eu.auth0.com", "AUTH0_AUDIENCE": "https://api.example"},
+			env: map[string]string{"AUTH0_DOMAIN": "example.eu.auth0.com", "AUTH0_AUDIENCE": "https://api.example",
+				"USERS_CLIENT_ID": "U1", "USERS_CLIENT_SECRET": "s3cret", "USERS_NATS_USER": "nu", "USERS_NATS_PASSWORD": "np",
+				"ORDERS_CLIENT_ID": "O1", "BILLING_CLIENT_ID": "B1", "AUTHMESH_TTS_JWKS_URL": "https://tts.internal/.well-known/jwks.json"},
 			check: func(t *testing.T, c Config) {
+				if c.ClientID != "U1" || c.ClientSecret != "s3cret" || c.NATSUser != "nu" || c.NATSPassword != "np" ||
+					c.PeerClientID("orders") != "O1" || c.PeerClientID("billing") != "B1" || c.PeerClientID("tts") != "" {
+					t.Errorf("identities = %s, peers %q %q", c, c.PeerClientID("orders"), c.PeerClientID("billing"))
+				}
 				if c.Auth0.Issuer != "https://example.eu.auth0.com/" ||
 					c.Auth0.JWKSURL != "https://example.eu.auth0.com/.well-known/jwks.json" ||
 					c.Auth0.TokenURL != "https://example.eu.auth0.com/oauth/token" ||
@@ -115,5 +121,58 @@ func TestPeerClientID(t *testing.T) {
 		if got := c.PeerClientID(peer); got != want {
 			t.Errorf("PeerClientID(%q) = %q, want %q", peer, got, want)
 		}
+	}
+}
+
+// TestLoadConfigRealTenantHasNoDevDefaults: with AUTH0_DOMAIN set, a missing
+// client id, client secret, NATS user or password, or peer client id is a
+// start-up error naming every missing variable, never the published dev value.
+func TestLoadConfigRealTenantHasNoDevDefaults(t *testing.T) {
+	t.Parallel()
+	full := map[string]string{
+		"AUTH0_DOMAIN":     "example.eu.auth0.com",
+		"ORDERS_CLIENT_ID": "O1", "ORDERS_CLIENT_SECRET": "s", "ORDERS_NATS_USER": "u", "ORDERS_NATS_PASSWORD": "p",
+		"USERS_CLIENT_ID":       "U1",
+		"BILLING_CLIENT_ID":     "B1",
+		"AUTHMESH_TTS_JWKS_URL": "https://tts.internal/.well-known/jwks.json",
+	}
+	if _, err := LoadConfig("orders", envOf(full)); err != nil {
+		t.Fatalf("complete real-tenant config refused: %v", err)
+	}
+	required := []string{"ORDERS_CLIENT_ID", "ORDERS_CLIENT_SECRET", "ORDERS_NATS_USER", "ORDERS_NATS_PASSWORD", "USERS_CLIENT_ID", "BILLING_CLIENT_ID", "AUTHMESH_TTS_JWKS_URL"}
+	for _, name := range required {
+		t.Run("without "+name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{}
+			for k, v := range full {
+				if k != name {
+					env[k] = v
+				}
+			}
+			env[name] = "  " // blank counts as unset
+			_, err := LoadConfig("orders", envOf(env))
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Fatalf("LoadConfig = %v, want an error naming %s", err, name)
+			}
+		})
+	}
+	_, err := LoadConfig("orders", envOf(map[string]string{"AUTH0_DOMAIN": "example.eu.auth0.com"}))
+	if err == nil {
+		t.Fatal("a real tenant with no identities configured started with dev defaults")
+	}
+	for _, name := range required {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+	for _, secret := range []string{"orders-service-dev-secret", "orders-nats-dev-secret"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error mentions the dev secret %s", secret)
+		}
+	}
+	// Without AUTH0_DOMAIN the local tenant's defaults stay.
+	c, err := LoadConfig("orders", envOf(nil))
+	if err != nil || c.ClientID != "orders-service" || c.NATSPassword != "orders-nats-dev-secret" || c.PeerClientID("billing") != "billing-service" {
+		t.Fatalf("local defaults: %v %s", err, c)
 	}
 }

@@ -20,7 +20,7 @@
 //		if err != nil {
 //			return err
 //		}
-//		app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices"), h.list)
+//		app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices").Users(), h.list)
 //		app.AddReadyCheck("invoices-bucket", store.Ready)
 //		app.Go("orders-consumer", consumer.Run)
 //		return app.Run(ctx)

@@ -249,6 +249,10 @@ func authzAnswer(err error, code authz.Code) (*Error, http.Header) {
 		if ae != nil {
 			needed = ae.Needed
 		}
+		if ae.KindRefused() {
+			h.Set(echo.HeaderWWWAuthenticate, fmt.Sprintf(`Bearer realm="authmesh", error="insufficient_scope", error_description=%q`, sanitizeHeader(ae.Reason)))
+			return &Error{Status: http.StatusForbidden, Code: "insufficient_scope", Message: ae.Description, Err: err}, h
+		}
 		h.Set(echo.HeaderWWWAuthenticate, fmt.Sprintf(`Bearer realm="authmesh", error="insufficient_scope", scope=%q`, strings.Join(needed, " ")))
 		msg := "insufficient permissions"
 		if len(needed) > 0 {

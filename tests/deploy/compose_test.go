@@ -109,8 +109,8 @@ func TestCompose(t *testing.T) {
 					t.Errorf("NATS URL %q lacks node nats-%d", cfg.NATSURL, i)
 				}
 			}
-			if port := fmt.Sprintf("%d", svc.port); !slices.Equal(s.Ports, []string{port + ":" + port}) || cfg.HTTPAddr != ":"+port {
-				t.Errorf("ports %v, HTTP address %q: want %s on the host and in the container", s.Ports, cfg.HTTPAddr, port)
+			if port := fmt.Sprintf("%d", svc.port); !slices.Equal(s.Ports, []string{"127.0.0.1:" + port + ":" + port}) || cfg.HTTPAddr != ":"+port {
+				t.Errorf("ports %v, HTTP address %q: want %s on the host's loopback and in the container", s.Ports, cfg.HTTPAddr, port)
 			}
 			for _, dep := range []string{"devtenant", "nats-1", "nats-2", "nats-3"} {
 				if s.DependsOn[dep]["condition"] != "service_healthy" {
@@ -121,8 +121,8 @@ func TestCompose(t *testing.T) {
 		})
 	}
 
-	if got := f.Services["nats-1"].Ports; !slices.Equal(got, []string{"4222:4222", "8222:8222"}) {
-		t.Errorf("nats-1 ports %v, want the contract's 4222 and 8222", got)
+	if got := f.Services["nats-1"].Ports; !slices.Equal(got, []string{"127.0.0.1:4222:4222", "127.0.0.1:8222:8222"}) {
+		t.Errorf("nats-1 ports %v, want the contract's 4222 and 8222 on the host's loopback", got)
 	}
 	for i := 1; i <= 3; i++ {
 		n := f.Services[fmt.Sprintf("nats-%d", i)]
@@ -132,15 +132,26 @@ func TestCompose(t *testing.T) {
 	}
 	checkDockerfile(t, filepath.Join(root, "deploy", "nats", "Dockerfile"), 4222, "/httpprobe", "http://127.0.0.1:8222/healthz")
 	dt := f.Services["devtenant"]
-	if !slices.Equal(dt.Ports, []string{"8400:8400"}) || dt.Environment["DEVTENANT_ISSUER"] != "http://localhost:8400/" {
+	if !slices.Equal(dt.Ports, []string{"127.0.0.1:8400:8400"}) || dt.Environment["DEVTENANT_ISSUER"] != "http://localhost:8400/" {
 		t.Errorf("devtenant ports %v issuer %q", dt.Ports, dt.Environment["DEVTENANT_ISSUER"])
 	}
 	checkDockerfile(t, filepath.Join(root, dt.Build.Dockerfile), 8400, "/app", "healthcheck")
 	web := f.Services["web"]
-	if !slices.Equal(web.Ports, []string{"8404:8404"}) {
+	if !slices.Equal(web.Ports, []string{"127.0.0.1:8404:8404"}) {
 		t.Errorf("web ports %v, want the SPA on 8404", web.Ports)
 	}
 	checkDockerfile(t, filepath.Join(root, web.Build.Dockerfile), 8404, "/app", "healthcheck")
+
+	// Every published port, of whatever service, is on the host's loopback:
+	// the stack runs with published dev secrets.
+	for name, svc := range f.Services {
+		for _, p := range svc.Ports {
+			host, rest, ok := strings.Cut(p, ":")
+			if !ok || host != "127.0.0.1" || !strings.Contains(rest, ":") {
+				t.Errorf("%s publishes %q: want 127.0.0.1:<host port>:<container port>", name, p)
+			}
+		}
+	}
 }
 
 var (

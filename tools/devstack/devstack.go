@@ -33,6 +33,29 @@ const (
 	NATSURL     = "nats://localhost:4222"
 )
 
+// BindEnv names the variable that opens the stack beyond this machine:
+// AUTHMESH_DEV_BIND=0.0.0.0 binds every listener to every interface. Unset,
+// everything listens on 127.0.0.1 only: the stack runs with published dev
+// secrets (anyone who reaches devtenant gets a tenant-admin token).
+const BindEnv = "AUTHMESH_DEV_BIND"
+
+// DefaultBindHost is where every listener of the stack binds unless BindEnv
+// says otherwise.
+const DefaultBindHost = "127.0.0.1"
+
+// BindHost returns the host the stack's listeners bind to: the IP address in
+// the BindEnv variable read through getenv, else DefaultBindHost.
+func BindHost(getenv func(string) string) (string, error) {
+	v := strings.TrimSpace(getenv(BindEnv))
+	if v == "" {
+		return DefaultBindHost, nil
+	}
+	if net.ParseIP(v) == nil {
+		return "", fmt.Errorf("devstack: %s=%q: want an IP address to bind to, e.g. 0.0.0.0", BindEnv, v)
+	}
+	return v, nil
+}
+
 // Service is one of the services (the Transaction Token Service included) and
 // its contract port.
 type Service struct {
@@ -57,10 +80,14 @@ func Ports() []int {
 
 // Config configures Run. Only Root is required.
 type Config struct {
-	Root    string    // repository root (holds go.work, deploy/, services/)
-	DataDir string    // state kept between runs; default <Root>/.data
-	Out     io.Writer // children's prefixed logs and the banner; default os.Stdout
-	Logger  *slog.Logger
+	Root string // repository root (holds go.work, deploy/, services/)
+	// BindHost is the IP address every listener binds to: devtenant, the
+	// services, the SPA and NATS (clients and monitoring). Default
+	// DefaultBindHost; see BindHost and BindEnv.
+	BindHost string
+	DataDir  string    // state kept between runs; default <Root>/.data
+	Out      io.Writer // children's prefixed logs and the banner; default os.Stdout
+	Logger   *slog.Logger
 
 	// GoCmd builds the service binaries; default "go".
 	GoCmd string
@@ -104,6 +131,12 @@ func (c *Config) defaults() error {
 	}
 	if c.GoCmd == "" {
 		c.GoCmd = "go"
+	}
+	if c.BindHost == "" {
+		c.BindHost = DefaultBindHost
+	}
+	if net.ParseIP(c.BindHost) == nil {
+		return fmt.Errorf("devstack: bind host %q is not an IP address", c.BindHost)
 	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = 2 * time.Minute
@@ -167,7 +200,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	// Everything started below is stopped in reverse order by the deferred calls.
-	opts, err := NATSOptions(cfg.Root, filepath.Join(cfg.DataDir, "nats"), "", NATSPort, NATSMonPort)
+	if ip := net.ParseIP(cfg.BindHost); !ip.IsLoopback() {
+		log.Warn("the stack listens beyond this machine, with published dev secrets", "bind", cfg.BindHost, "set_by", BindEnv)
+	}
+	opts, err := NATSOptions(cfg.Root, filepath.Join(cfg.DataDir, "nats"), cfg.BindHost, NATSPort, NATSMonPort)
 	if err != nil {
 		return err
 	}
@@ -215,13 +251,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}()
 		return nil
 	}
-	if err := serve("devtenant", TenantAddr, tn.Handler()); err != nil {
+	if err := serve("devtenant", cfg.BindHost+TenantAddr, tn.Handler()); err != nil {
 		return err
 	}
 	web := filepath.Join(cfg.Root, "web")
 	webServed := false
 	if fi, err := os.Stat(web); err == nil && fi.IsDir() {
-		if err := serve("web", WebAddr, http.FileServer(http.Dir(web))); err != nil {
+		if err := serve("web", cfg.BindHost+WebAddr, http.FileServer(http.Dir(web))); err != nil {
 			return err
 		}
 		webServed = true

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -136,6 +138,7 @@ func TestRunStack(t *testing.T) {
 	for _, s := range Services {
 		call(t, http.MethodGet, s.URL()+"/readyz", "", "", http.StatusOK, nil)
 	}
+	assertLoopbackOnly(t)
 	var order struct {
 		ID     string `json:"id"`
 		Status string `json:"status"`
@@ -252,5 +255,35 @@ func runCommand(t *testing.T, root, data, orderID string) {
 	}
 	if busy := PortsBusy(); len(busy) > 0 {
 		t.Errorf("after Ctrl-C the ports %v are still in use", busy)
+	}
+}
+
+// assertLoopbackOnly dials every port of the running stack on this
+// machine's non-loopback addresses: nothing may answer there (the stack
+// binds to 127.0.0.1 unless AUTHMESH_DEV_BIND opens it).
+func assertLoopbackOnly(t *testing.T) {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outside []net.IP
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			outside = append(outside, n.IP)
+		}
+	}
+	if len(outside) == 0 {
+		t.Log("no non-loopback address on this machine: the loopback-only check has nothing to dial")
+		return
+	}
+	for _, ip := range outside {
+		for _, p := range Ports() {
+			addr := net.JoinHostPort(ip.String(), strconv.Itoa(p))
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				t.Errorf("the stack answers on %s: it must listen on 127.0.0.1 only", addr)
+			}
+		}
 	}
 }

@@ -12,8 +12,9 @@ import (
 
 // NATSOptions loads the single-node server configuration of deploy/nats (the
 // same users and permissions as the compose cluster) and points it at a local
-// store. port and httpPort override the configured 4222/8222 (-1 picks a free
-// port, which tests use).
+// store. host, when not empty, overrides the configured listen host
+// (127.0.0.1); port and httpPort override the configured 4222/8222 (-1 picks
+// a free port, which tests use).
 func NATSOptions(root, storeDir, host string, port, httpPort int) (*server.Options, error) {
 	conf := filepath.Join(root, "deploy", "nats", "nats.conf")
 	opts, err := server.ProcessConfigFile(conf)
@@ -25,9 +26,11 @@ func NATSOptions(root, storeDir, host string, port, httpPort int) (*server.Optio
 	}
 	opts.JetStream = true
 	opts.StoreDir = storeDir
-	opts.Host = host
+	if host != "" {
+		opts.Host = host
+		opts.HTTPHost = host
+	}
 	opts.Port = port
-	opts.HTTPHost = host
 	opts.HTTPPort = httpPort
 	opts.NoSigs = true // the stack owns signal handling
 	return opts, nil

@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,9 +32,9 @@ func buildServices(ctx context.Context, cfg Config, bin string) error {
 }
 
 // childEnv is the service's environment: the caller's, then the stack's
-// settings (later entries win in os/exec), so the contract ports and the
-// service's own NATS credentials always apply.
-func childEnv(root, dataDir string, svc Service) []string {
+// settings (later entries win in os/exec), so the contract ports on host
+// (the stack's bind host) and the service's own NATS credentials always apply.
+func childEnv(root, dataDir, host string, svc Service) []string {
 	p := strings.ToUpper(svc.Name) + "_"
 	return append(os.Environ(),
 		"AUTHMESH_TTS_JWKS_URL=http://localhost:8406/.well-known/jwks.json",
@@ -40,7 +42,7 @@ func childEnv(root, dataDir string, svc Service) []string {
 		"AUTH0_ISSUER="+Issuer,
 		"AUTH0_AUDIENCE="+Audience,
 		"AUTH0_TENANT_FILE="+filepath.Join(root, "deploy", "tenant.yaml"),
-		fmt.Sprintf("%sHTTP_ADDR=:%d", p, svc.Port),
+		p+"HTTP_ADDR="+net.JoinHostPort(host, strconv.Itoa(svc.Port)),
 		p+"NATS_URL="+NATSURL,
 		p+"NATS_USER="+svc.Name,
 		p+"NATS_PASSWORD="+svc.Name+"-nats-dev-secret",
@@ -55,7 +57,7 @@ func childEnv(root, dataDir string, svc Service) []string {
 func childCommand(ctx context.Context, cfg Config, bin string, svc Service) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, svc.Name))
 	cmd.Dir = cfg.Root
-	cmd.Env = childEnv(cfg.Root, cfg.DataDir, svc)
+	cmd.Env = childEnv(cfg.Root, cfg.DataDir, cfg.BindHost, svc)
 	out := prefixWriter(cfg.Out, svc.Name)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: a terminal's Ctrl-C reaches only devstack, which

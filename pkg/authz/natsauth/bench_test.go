@@ -43,7 +43,7 @@ func BenchmarkNATSRequest(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = svc.Stop() })
-	if err := svc.AddEndpoint("profile", "bench.authz", authz.RequireAll("read:profile"),
+	if err := svc.AddEndpoint("profile", "bench.authz", authz.RequireAll("read:profile").Users(),
 		func(ctx context.Context, req micro.Request) { _ = req.Respond([]byte(`{"ok":true}`)) }); err != nil {
 		b.Fatal(err)
 	}

@@ -47,12 +47,14 @@ type ConsumerConfig struct {
 	// e.g. "dlq.billing". Required.
 	DeadLetterPrefix string
 
-	// Policy is what every event's token must satisfy (default
-	// authz.Authenticated(): a valid token whose sub is the actor).
+	// Policy is what every event's token must satisfy, and says whose
+	// tokens the stream carries: users' (Users()), the publishing services'
+	// own (Clients(ids...)), or both, e.g.
+	// authz.Authenticated().Users().Clients("orders-service"). Required.
 	Policy authz.Policy
 	// OnBehalfPolicy is required of the token when user_id != actor (acting on
-	// another user's data, e.g. RequireAll("cancel:orders").Clients("users-service")).
-	// The zero value rejects every such event.
+	// another user's data, e.g. RequireAll("cancel:orders").Clients("orders-service")).
+	// The zero value rejects every such event; any other must say who.
 	OnBehalfPolicy authz.Policy
 
 	// Workers is how many events are handled at once (default 1). Events of
@@ -97,14 +99,12 @@ type Consumer struct {
 //
 //	c, err := natsauth.NewConsumer(js, validator, natsauth.ConsumerConfig{
 //		Stream: "ORDERS_EVENTS", Durable: "billing-orders", DeadLetterPrefix: "dlq.billing",
-//		OnBehalfPolicy: authz.RequireAll("cancel:orders").Clients("users-service"),
+//		Policy:         authz.Authenticated().Users().Clients("orders-service"),
+//		OnBehalfPolicy: authz.RequireAll("cancel:orders").Clients("orders-service"),
 //		Metrics: m,
 //	}, func(ctx context.Context, ev *natsauth.Event) error { ... })
 //	go c.Run(ctx)
 func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h EventHandler) (*Consumer, error) {
-	if !cfg.Policy.Declared() {
-		cfg.Policy = authz.Authenticated()
-	}
 	if cfg.Workers == 0 {
 		cfg.Workers = 1
 	}
@@ -130,8 +130,16 @@ func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h Event
 	if cfg.Stream == "" || cfg.Durable == "" || cfg.DeadLetterPrefix == "" {
 		errs = append(errs, errors.New("stream, durable and dead-letter prefix are required"))
 	}
-	if cfg.Policy.IsPublic() {
+	switch {
+	case !cfg.Policy.Declared():
+		errs = append(errs, fmt.Errorf("policy: %w", authz.ErrNoPolicy))
+	case cfg.Policy.IsPublic():
 		errs = append(errs, errors.New("policy must not be public: events always carry a verified token"))
+	case !cfg.Policy.SaysWho():
+		errs = append(errs, fmt.Errorf("policy: %w", authz.ErrPolicyWithoutWho))
+	}
+	if cfg.OnBehalfPolicy.Declared() && !cfg.OnBehalfPolicy.SaysWho() {
+		errs = append(errs, fmt.Errorf("on-behalf policy: %w", authz.ErrPolicyWithoutWho))
 	}
 	if cfg.MaxDeliver < 1 || cfg.AckWait < 0 || cfg.MaxBacklogAge < 0 || cfg.Workers < 1 {
 		errs = append(errs, errors.New("the worker count, MaxDeliver, AckWait and MaxBacklogAge must be positive"))

@@ -66,6 +66,9 @@ func newEventRig(t *testing.T, vopts ...authz.Option) *eventRig {
 func (r *eventRig) run(t *testing.T, cfg ConsumerConfig, h EventHandler) *Consumer {
 	t.Helper()
 	cfg.Stream, cfg.DeadLetterPrefix, cfg.Metrics = "ORDERS_EVENTS", "dlq.billing", r.metrics
+	if !cfg.Policy.Declared() {
+		cfg.Policy = authz.Authenticated().Users().Clients("users-service", "billing-service")
+	}
 	if cfg.Durable == "" {
 		cfg.Durable = "billing-orders"
 	}
@@ -180,7 +183,7 @@ func TestConsumerVerifiesEvents(t *testing.T) {
 	for i, tc := range cases {
 		publishRaw(t, r.js, subj(i), tc.hdr, tc.data)
 	}
-	r.run(t, ConsumerConfig{OnBehalfPolicy: authz.RequireAll("cancel:orders").Clients("users-service").M2MOnly()}, nil)
+	r.run(t, ConsumerConfig{OnBehalfPolicy: authz.RequireAll("cancel:orders").Clients("users-service")}, nil)
 
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -420,13 +423,18 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 	v := newTxnValidator(t, authztest.NewTxnIssuer(t))
 	_, js := connect(t, startNATS(t))
 	h := func(context.Context, *Event) error { return nil }
+	who := authz.Authenticated().Users()
 	for name, cfg := range map[string]ConsumerConfig{
-		"no stream":      {Durable: "d", DeadLetterPrefix: "dlq.x"},
-		"no dlq":         {Stream: "S", Durable: "d"},
+		"no stream":          {Durable: "d", DeadLetterPrefix: "dlq.x", Policy: who},
+		"no policy":          {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x"},
+		"policy without who": {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Policy: authz.Authenticated()},
+		"on-behalf policy without who": {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Policy: who,
+			OnBehalfPolicy: authz.RequireAll("cancel:orders")},
+		"no dlq":         {Stream: "S", Durable: "d", Policy: who},
 		"public policy":  {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Policy: authz.Public()},
-		"negative delay": {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", BackOff: []time.Duration{-1}},
-		"no workers":     {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Workers: -1},
-		"short pull":     {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", PullExpiry: 500 * time.Millisecond},
+		"negative delay": {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Policy: who, BackOff: []time.Duration{-1}},
+		"no workers":     {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Policy: who, Workers: -1},
+		"short pull":     {Stream: "S", Durable: "d", DeadLetterPrefix: "dlq.x", Policy: who, PullExpiry: 500 * time.Millisecond},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := NewConsumer(js, v, cfg, h); err == nil {

@@ -24,6 +24,10 @@ var revokedForever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 type Revocation struct {
 	Subject   string    `json:"sub"`
 	RevokedAt time.Time `json:"revoked_at"` // RFC 3339 with nanoseconds, UTC
+	// LiftedAt, when after RevokedAt, is when the subject was unblocked:
+	// tokens issued from then on pass even within the validator's leeway
+	// after RevokedAt (see authz.RevocationLifter).
+	LiftedAt time.Time `json:"lifted_at,omitzero"`
 }
 
 // RevocationKey is the bucket key of a subject: base64url without padding,
@@ -100,6 +104,46 @@ func (s *RevocationStore) Revoke(ctx context.Context, sub string, at time.Time) 
 	return errors.New("natsauth: revoke: too many concurrent writers")
 }
 
+// Lift records that sub was unblocked at at: tokens issued from then on are
+// accepted even within the validators' leeway after the revocation, which
+// would otherwise refuse them (tokens issued at or before the revocation
+// stay rejected). Call it before the tenant unblocks the subject. Lifting a
+// subject never revoked, or lifting earlier than the recorded lift, is a no-op.
+func (s *RevocationStore) Lift(ctx context.Context, sub string, at time.Time) error {
+	if sub == "" || at.IsZero() {
+		return errors.New("natsauth: lift: empty subject or zero time")
+	}
+	key := RevocationKey(sub)
+	for range 10 {
+		entry, err := s.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("natsauth: lift: %w", err)
+		}
+		var cur Revocation
+		if err := json.Unmarshal(entry.Value(), &cur); err != nil || cur.Subject != sub {
+			return errors.New("natsauth: lift: unreadable revocation entry")
+		}
+		if !at.After(cur.RevokedAt) || !cur.LiftedAt.Before(at) {
+			return nil
+		}
+		cur.LiftedAt = at.UTC()
+		val, err := json.Marshal(cur)
+		if err != nil {
+			return fmt.Errorf("natsauth: lift: %w", err)
+		}
+		if _, err = s.kv.Update(ctx, key, val, entry.Revision()); err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLastSequence(err) {
+			return fmt.Errorf("natsauth: lift: %w", err)
+		}
+	}
+	return errors.New("natsauth: lift: too many concurrent writers")
+}
+
 func isWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
@@ -122,7 +166,7 @@ type RevocationWatcher struct {
 	retry time.Duration
 
 	mu      sync.RWMutex
-	revoked map[string]time.Time
+	revoked map[string]Revocation
 	err     error
 
 	ready     chan struct{}
@@ -134,7 +178,7 @@ func NewRevocationWatcher(js jetstream.JetStream) *RevocationWatcher {
 	return &RevocationWatcher{
 		js:      js,
 		retry:   time.Second,
-		revoked: make(map[string]time.Time),
+		revoked: make(map[string]Revocation),
 		err:     errors.New("natsauth: revocations not loaded yet"),
 		ready:   make(chan struct{}),
 	}
@@ -143,9 +187,17 @@ func NewRevocationWatcher(js jetstream.JetStream) *RevocationWatcher {
 // RevokedAt implements authz.RevocationChecker.
 func (w *RevocationWatcher) RevokedAt(sub string) (time.Time, bool) {
 	w.mu.RLock()
-	t, ok := w.revoked[sub]
+	r, ok := w.revoked[sub]
 	w.mu.RUnlock()
-	return t, ok
+	return r.RevokedAt, ok
+}
+
+// LiftedAt implements authz.RevocationLifter.
+func (w *RevocationWatcher) LiftedAt(sub string) (time.Time, bool) {
+	w.mu.RLock()
+	r, ok := w.revoked[sub]
+	w.mu.RUnlock()
+	return r.LiftedAt, ok && !r.LiftedAt.IsZero()
 }
 
 // Ready returns nil once the initial values have been loaded.
@@ -208,7 +260,7 @@ func (w *RevocationWatcher) watchOnce(ctx context.Context) error {
 	// During the initial replay, collect a fresh snapshot so that keys deleted
 	// while a previous watch was down disappear, but keep serving (and
 	// updating) the old map until the snapshot is complete.
-	snapshot := make(map[string]time.Time)
+	snapshot := make(map[string]Revocation)
 	for {
 		select {
 		case <-ctx.Done():
@@ -231,7 +283,7 @@ func (w *RevocationWatcher) watchOnce(ctx context.Context) error {
 	}
 }
 
-func (w *RevocationWatcher) apply(entry jetstream.KeyValueEntry, snapshot map[string]time.Time) {
+func (w *RevocationWatcher) apply(entry jetstream.KeyValueEntry, snapshot map[string]Revocation) {
 	raw, err := base64.RawURLEncoding.DecodeString(entry.Key())
 	if err != nil || len(raw) == 0 {
 		return // not a key this package writes; it cannot match any subject
@@ -246,13 +298,13 @@ func (w *RevocationWatcher) apply(entry jetstream.KeyValueEntry, snapshot map[st
 		}
 		return
 	}
-	at := revokedForever
+	rev := Revocation{Subject: sub, RevokedAt: revokedForever}
 	var r Revocation
 	if json.Unmarshal(entry.Value(), &r) == nil && r.Subject == sub && !r.RevokedAt.IsZero() {
-		at = r.RevokedAt
+		rev = r
 	}
-	w.revoked[sub] = at
+	w.revoked[sub] = rev
 	if snapshot != nil {
-		snapshot[sub] = at
+		snapshot[sub] = rev
 	}
 }

@@ -81,7 +81,7 @@ func WithContext(ctx context.Context) ServiceOption {
 //
 //	svc, err := natsauth.NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, validator,
 //		natsauth.WithMetrics(m))
-//	err = svc.AddEndpoint("profile", "authmesh.users.profile", authz.RequireAll("read:profile"),
+//	err = svc.AddEndpoint("profile", "authmesh.users.profile", authz.RequireAll("read:profile").Users(),
 //		func(ctx context.Context, req micro.Request) {
 //			claims, _ := authz.ClaimsFromContext(ctx)
 //			_ = req.RespondJSON(profiles[claims.Subject])
@@ -105,12 +105,16 @@ func NewService(nc *nats.Conn, cfg micro.Config, v Verifier, opts ...ServiceOpti
 }
 
 // AddEndpoint registers an endpoint on subject ("" = name) that runs h only for
-// callers policy admits. A zero (undeclared) policy is refused: every endpoint
-// must say who may call it, deny by default. The policy's names are published
+// callers policy admits. A zero (undeclared) policy is refused, and so is
+// one that is not public and admits neither users nor named clients: every
+// endpoint must say who may call it, deny by default. The policy's names are published
 // in the endpoint metadata (authmesh.policy) for discovery.
 func (s *Service) AddEndpoint(name, subject string, policy authz.Policy, h Handler, opts ...micro.EndpointOpt) error {
 	if !policy.Declared() {
 		return fmt.Errorf("natsauth: endpoint %q: %w", name, authz.ErrNoPolicy)
+	}
+	if !policy.SaysWho() {
+		return fmt.Errorf("natsauth: endpoint %q: %w", name, authz.ErrPolicyWithoutWho)
 	}
 	if h == nil {
 		return fmt.Errorf("natsauth: endpoint %q: nil handler", name)

@@ -42,7 +42,7 @@ func TestRequestPropagation(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = back.Stop() })
-	if err := back.AddEndpoint("profile", "authmesh.users.profile", authz.RequireAll("read:profile"),
+	if err := back.AddEndpoint("profile", "authmesh.users.profile", authz.RequireAll("read:profile").Users(),
 		func(ctx context.Context, req micro.Request) {
 			c, _ := authz.ClaimsFromContext(ctx)
 			id, _ := RequestIDFromContext(ctx)
@@ -61,7 +61,7 @@ func TestRequestPropagation(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = front.Stop() })
-	if err := front.AddEndpoint("summary", "authmesh.orders.summary", authz.Authenticated(),
+	if err := front.AddEndpoint("summary", "authmesh.orders.summary", authz.Authenticated().Users(),
 		func(ctx context.Context, req micro.Request) {
 			// The handler's ctx carries the caller's transaction onward.
 			reply, err := Request(ctx, nc, "authmesh.users.profile", nil)
@@ -149,9 +149,9 @@ func TestEndpointPolicy(t *testing.T) {
 		name string
 		p    authz.Policy
 	}{
-		{"profile", authz.RequireAll("read:profile")},
-		{"admin", authz.RequireAll("admin:users")},
-		{"cancel", authz.RequireAll("cancel:orders").Clients("users-service").M2MOnly()},
+		{"profile", authz.RequireAll("read:profile").Users()},
+		{"admin", authz.RequireAll("admin:users").Users()},
+		{"cancel", authz.RequireAll("cancel:orders").Clients("users-service")},
 		{"health", authz.Public()},
 	} {
 		if err := svc.AddEndpoint(ep.name, "t."+ep.name, ep.p, ok); err != nil {
@@ -196,6 +196,7 @@ func TestEndpointPolicy(t *testing.T) {
 		{"m2m other client", "t.cancel", header(HeaderTxnToken, m.serviceTxn(t, "billing-service", "cancel:orders")), 403, authz.CodeInsufficientScope, ""},
 		{"m2m allowed client, scope narrowed away", "t.cancel", header(HeaderTxnToken, m.serviceTxn(t, "users-service", "read:profile")), 403, authz.CodeInsufficientScope, ""},
 		{"user on m2m endpoint", "t.cancel", header(HeaderTxnToken, m.userTxn(t, "cancel:orders", nil)), 403, authz.CodeInsufficientScope, ""},
+		{"m2m on users-only endpoint", "t.profile", header(HeaderTxnToken, m.serviceTxn(t, "users-service", "read:profile")), 403, authz.CodeInsufficientScope, ""},
 		{"public without token", "t.health", nil, 0, "", ""},
 	}
 	t.Run("cases", func(t *testing.T) {
@@ -286,6 +287,10 @@ func TestAddEndpointRequiresPolicy(t *testing.T) {
 	if !errors.Is(err, authz.ErrNoPolicy) {
 		t.Fatalf("zero policy accepted: %v", err)
 	}
+	err = svc.AddEndpoint("void", "t.void", authz.RequireAll("cancel:orders"), func(context.Context, micro.Request) {})
+	if !errors.Is(err, authz.ErrPolicyWithoutWho) {
+		t.Fatalf("policy that does not say who accepted: %v", err)
+	}
 	if n := len(svc.Micro().Info().Endpoints); n != 0 {
 		t.Fatalf("%d endpoints registered", n)
 	}
@@ -302,7 +307,7 @@ func TestEndpointPanicIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
-	if err := svc.AddEndpoint("boom", "t.boom", authz.Authenticated(), func(_ context.Context, req micro.Request) {
+	if err := svc.AddEndpoint("boom", "t.boom", authz.Authenticated().Users(), func(_ context.Context, req micro.Request) {
 		if string(req.Data()) == "panic" {
 			panic("handler bug")
 		}
@@ -372,10 +377,10 @@ func TestRequestRenewsRefusedServiceToken(t *testing.T) {
 		calls.Add(1)
 		_ = req.Respond([]byte("ok"))
 	}
-	if err := svc.AddEndpoint("profile", "t.profile", authz.RequireAll("read:users"), ok); err != nil {
+	if err := svc.AddEndpoint("profile", "t.profile", authz.RequireAll("read:users").Clients("orders-service"), ok); err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.AddEndpoint("admin", "t.admin", authz.RequireAll("admin:users"), ok); err != nil {
+	if err := svc.AddEndpoint("admin", "t.admin", authz.RequireAll("admin:users").Clients("orders-service"), ok); err != nil {
 		t.Fatal(err)
 	}
 

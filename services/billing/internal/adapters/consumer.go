@@ -29,22 +29,19 @@ type orderCancelledData struct {
 	OrderID string `json:"order_id"`
 }
 
-// NewOrdersConsumer returns the durable consumer of ORDERS_EVENTS. Events on
-// another user's behalf (the orders service cancelling a blocked user's
-// orders) need an M2M token of the orders service (client ordersClient)
-// with cancel:orders.
-//
-// M2MOnly matters: Clients restricts M2M tokens only, and every customer
-// holds cancel:orders, so without it any customer's token would pass as
-// "acting on another user's data". No user, not even an admin, cancels or
-// creates someone else's order through orders (its cancel is owner-only), so
-// a user-signed event about another user's order is never legitimate.
+// NewOrdersConsumer returns the durable consumer of ORDERS_EVENTS. The
+// stream carries users' tokens (the customer who ordered or cancelled) and
+// the orders service's own (client ordersClient), no other client's (see
+// OrdersPolicy). Events on another user's behalf (the orders service
+// cancelling a blocked user's orders) need an M2M token of the orders
+// service with cancel:orders (see OrdersOnBehalfPolicy).
 func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.Metrics, svc *app.Service, ordersClient string, log *slog.Logger) (*natsauth.Consumer, error) {
 	return natsauth.NewConsumer(js, v, natsauth.ConsumerConfig{
 		Stream:           OrdersStream,
 		Durable:          OrdersDurable,
 		FilterSubjects:   []string{"orders.events.created", "orders.events.cancelled"},
 		DeadLetterPrefix: DLQPrefix,
+		Policy:           OrdersPolicy(ordersClient),
 		OnBehalfPolicy:   OrdersOnBehalfPolicy(ordersClient),
 		// An order's created and cancelled events go to the same worker, in
 		// order; invoices of different orders are opened at once (the
@@ -57,10 +54,20 @@ func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.
 	})
 }
 
+// OrdersPolicy is what every order event's token must be: a user's, or the
+// orders service's own.
+func OrdersPolicy(ordersClient string) authz.Policy {
+	return authz.Authenticated().Users().Clients(ordersClient)
+}
+
 // OrdersOnBehalfPolicy is what an order event about another user than its
-// signer needs (see NewOrdersConsumer).
+// signer needs (see NewOrdersConsumer). It admits the orders service's
+// client only, no user: every customer holds cancel:orders, so admitting
+// users would let any customer's token pass as "acting on another user's
+// data", and no user, not even an admin, cancels or creates someone else's
+// order through orders (its cancel is owner-only).
 func OrdersOnBehalfPolicy(ordersClient string) authz.Policy {
-	return authz.RequireAll("cancel:orders").Clients(ordersClient).M2MOnly()
+	return authz.RequireAll("cancel:orders").Clients(ordersClient)
 }
 
 func handleOrderEvent(ctx context.Context, svc *app.Service, ev *natsauth.Event) error {

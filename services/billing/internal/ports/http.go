@@ -14,20 +14,24 @@ import (
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
 
-// Policies of billing's routes (contract §4).
+// Policies of billing's routes (contract §4). Every route is for people.
+// Refund in particular: billing-service's own M2M token holds
+// refund:invoices (it signs the invoice.refunded events its relay
+// republishes), and a token taken from an event must not refund anything
+// here (docs/contract.md §7).
 var (
-	PolicyRead    = authz.RequireAll("read:invoices")
-	PolicyReadAll = authz.RequireAll("read:all-invoices")
-	PolicyPay     = authz.RequireAll("pay:invoices").UsersOnly()
-	PolicyRefund  = authz.RequireAll("refund:invoices")
+	PolicyRead    = authz.RequireAll("read:invoices").Users()
+	PolicyReadAll = authz.RequireAll("read:all-invoices").Users()
+	PolicyPay     = authz.RequireAll("pay:invoices").Users()
+	PolicyRefund  = authz.RequireAll("refund:invoices").Users()
 )
 
 // PolicyVoid admits the owner's user token or the orders service's own
-// (client ordersClient). User tokens stay allowed here (unlike the
+// (client ordersClient). User tokens are admitted here (unlike the
 // ORDERS_EVENTS consumer's on-behalf policy): the use case lets a user void
 // only their own order's invoice.
 func PolicyVoid(ordersClient string) authz.Policy {
-	return authz.RequireAll("cancel:orders").Clients(ordersClient)
+	return authz.RequireAll("cancel:orders").Users().Clients(ordersClient)
 }
 
 // Errors maps the domain's sentinels to HTTP answers.

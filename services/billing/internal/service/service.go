@@ -40,6 +40,7 @@ func wire(a *platform.App) *platform.App {
 	ports.RegisterHTTP(a, svc)
 	ordersClient := a.Config.PeerClientID("orders")
 	a.DeclarePolicy("NATS endpoint "+ports.VoidSubject, ports.PolicyVoid(ordersClient))
+	a.DeclarePolicy("consumer "+adapters.OrdersDurable, adapters.OrdersPolicy(ordersClient))
 	a.DeclarePolicy("consumer "+adapters.OrdersDurable+" (on behalf)", adapters.OrdersOnBehalfPolicy(ordersClient))
 	a.AddReadyCheck("billing-store", lazy.Ready)
 	a.AddReadyCheck("orders-consumer", func(context.Context) error {

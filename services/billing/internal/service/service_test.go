@@ -595,7 +595,8 @@ func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
 	}{
 		{"a customer's token", "bob", false, "on_behalf_denied"},
 		{"an admin's token", "carol", false, "on_behalf_denied"},
-		{"another service's client", "billing-service", false, "on_behalf_denied"},
+		// ORDERS_EVENTS admits no other client's token at all.
+		{"another service's client", "billing-service", false, "not_authorized: client_not_allowed"},
 		{"orders-service's client", "orders-service", true, ""},
 	}
 	for i, c := range cases {

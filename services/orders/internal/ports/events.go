@@ -26,17 +26,19 @@ const (
 	EventUserBlocked     = "user.blocked"
 )
 
-// BillingConsumerConfig is the orders-billing consumer. An event about
-// another user's invoice needs refund:invoices, from a user or from billing's
-// own client. User tokens stay allowed (no M2MOnly): an admin's refund of
+// BillingConsumerConfig is the orders-billing consumer. BILLING_EVENTS
+// carries users' tokens (the payer, the admin who refunded) and billing's own
+// (client billingClient), which signs what its outbox relay republishes; no
+// other client's. An event about another user's invoice needs
+// refund:invoices, from a user or from billing's client: an admin's refund of
 // alice's invoice is published under the admin's own token and is exactly
 // the legitimate case; refund:invoices is an admin-only permission, so no
-// customer passes. The billing service (client billingClient) signs what its
-// outbox relay republishes.
+// customer passes.
 func BillingConsumerConfig(billingClient string, m *natsauth.Metrics, log *slog.Logger) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: BillingStream, Durable: BillingDurable, DeadLetterPrefix: DLQPrefix,
-		OnBehalfPolicy: authz.RequireAll("refund:invoices").Clients(billingClient),
+		Policy:         authz.Authenticated().Users().Clients(billingClient),
+		OnBehalfPolicy: authz.RequireAll("refund:invoices").Users().Clients(billingClient),
 		// Events of one invoice stay in order; different orders overlap.
 		Workers: 8,
 		Metrics: m,
@@ -44,15 +46,18 @@ func BillingConsumerConfig(billingClient string, m *natsauth.Metrics, log *slog.
 	}
 }
 
-// UsersConsumerConfig is the orders-users consumer. Blocking is always done
-// to someone else: it needs block:users (an admin) or the users service's
-// own client (usersClient). User tokens stay allowed (no M2MOnly): the users
-// service publishes user.blocked under the admin's token that asked for the
-// block; block:users is admin-only, so no customer's token passes.
+// UsersConsumerConfig is the orders-users consumer. USERS_EVENTS carries
+// the admins' tokens and the users service's own (client usersClient), which
+// finishes a block a failed request left half done. Blocking is always done
+// to someone else: it needs block:users, from a user (the users service
+// publishes user.blocked under the admin's token that asked for the block;
+// block:users is admin-only, so no customer's token passes) or from
+// usersClient.
 func UsersConsumerConfig(usersClient string, m *natsauth.Metrics, log *slog.Logger) natsauth.ConsumerConfig {
 	return natsauth.ConsumerConfig{
 		Stream: UsersStream, Durable: UsersDurable, DeadLetterPrefix: DLQPrefix,
-		OnBehalfPolicy: authz.RequireAll("block:users").Clients(usersClient),
+		Policy:         authz.Authenticated().Users().Clients(usersClient),
+		OnBehalfPolicy: authz.RequireAll("block:users").Users().Clients(usersClient),
 		Metrics:        m,
 		Logger:         log,
 	}

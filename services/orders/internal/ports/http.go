@@ -34,7 +34,7 @@ const HeaderIdempotentReplayed = "Idempotent-Replayed"
 type Router func(method, path string, p authz.Policy, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) *echo.Route
 
 // readAll is what reading other users' orders requires.
-var readAll = authz.RequireAll(PermReadAll)
+var readAll = authz.RequireAll(PermReadAll).Users()
 
 // HTTP serves the orders API.
 type HTTP struct {
@@ -46,10 +46,10 @@ type HTTP struct {
 func RegisterHTTP(route Router, svc *app.Service) {
 	h := &HTTP{svc: svc}
 	route(http.MethodGet, "/v1/catalog", authz.Public(), h.catalog)
-	route(http.MethodPost, "/v1/orders", authz.RequireAll(PermCreate).UsersOnly(), h.create)
-	route(http.MethodGet, "/v1/orders", authz.RequireAll(PermRead).UsersOnly(), h.list)
-	route(http.MethodGet, "/v1/orders/:id", authz.RequireAll(PermRead).UsersOnly(), h.get)
-	route(http.MethodPost, "/v1/orders/:id/cancel", authz.RequireAll(PermCancel).UsersOnly(), h.cancel)
+	route(http.MethodPost, "/v1/orders", authz.RequireAll(PermCreate).Users(), h.create)
+	route(http.MethodGet, "/v1/orders", authz.RequireAll(PermRead).Users(), h.list)
+	route(http.MethodGet, "/v1/orders/:id", authz.RequireAll(PermRead).Users(), h.get)
+	route(http.MethodPost, "/v1/orders/:id/cancel", authz.RequireAll(PermCancel).Users(), h.cancel)
 }
 
 // ErrorMappings maps the domain's sentinels to HTTP answers (contract §5).

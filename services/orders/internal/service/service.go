@@ -79,6 +79,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 	billingCfg := ports.BillingConsumerConfig(a.Config.PeerClientID("billing"), natsMetrics, a.Logger)
 	usersCfg := ports.UsersConsumerConfig(a.Config.PeerClientID("users"), natsMetrics, a.Logger)
 	for _, cc := range []natsauth.ConsumerConfig{billingCfg, usersCfg} {
+		a.DeclarePolicy("consumer "+cc.Durable, cc.Policy)
 		a.DeclarePolicy("consumer "+cc.Durable+" (on behalf)", cc.OnBehalfPolicy)
 	}
 	billingConsumer, err := natsauth.NewConsumer(a.JetStream, a.TxnValidator, billingCfg, ports.BillingHandler(svc, a.Logger))

@@ -66,6 +66,18 @@ func (e *Events) PublishModeration(ctx context.Context, m domain.Moderation) err
 	return nil
 }
 
+// Lift implements app.Revoker.
+func (r *Revocations) Lift(ctx context.Context, sub string, at time.Time) error {
+	store, err := r.st.revocations()
+	if err != nil {
+		return err
+	}
+	if err := store.Lift(ctx, sub, at); err != nil {
+		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
+	}
+	return nil
+}
+
 // Revocations writes to natsauth's revocation bucket (app.Revoker).
 type Revocations struct{ st *Storage }
 

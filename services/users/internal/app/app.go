@@ -46,9 +46,13 @@ type Moderations interface {
 	Unfinished(ctx context.Context) ([]string, error)
 }
 
-// Revoker rejects a subject's tokens issued at or before at, everywhere.
+// Revoker rejects a subject's tokens issued at or before at, everywhere
+// (validators also reject those issued within their leeway after it), and
+// lifts that extension when the subject is unblocked: tokens issued from
+// the lift on pass again.
 type Revoker interface {
 	Revoke(ctx context.Context, sub string, at time.Time) error
+	Lift(ctx context.Context, sub string, at time.Time) error
 }
 
 // Events publishes user.blocked / user.unblocked with the identity of ctx,

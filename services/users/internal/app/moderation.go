@@ -92,6 +92,13 @@ func (s *Service) complete(ctx context.Context, m domain.Moderation, rev uint64)
 					return m, err
 				}
 			}
+			// Validators refuse tokens issued within their leeway after the
+			// revocation (the tenant's clock may run ahead); the lift, taken
+			// before the tenant unblocks, lets the fresh ones through.
+			// Repeating it (a retry) only moves it later.
+			if err := s.revoker.Lift(ctx, m.UserID, s.now().UTC()); err != nil {
+				return m, fmt.Errorf("revocation lift: %w", err)
+			}
 		}
 		err = s.dir.SetBlocked(ctx, m.UserID, m.Blocked)
 		// Also after a failure: the tenant may have applied it anyway.

@@ -93,6 +93,8 @@ type fakeRevoker struct {
 	fail  int
 }
 
+func (r *fakeRevoker) Lift(context.Context, string, time.Time) error { return nil }
+
 func (r *fakeRevoker) Revoke(_ context.Context, sub string, at time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -27,14 +27,17 @@ type HTTP struct{ svc *app.Service }
 // NewHTTP returns the handlers.
 func NewHTTP(svc *app.Service) *HTTP { return &HTTP{svc: svc} }
 
-// Policies of the routes (contract §4). /v1/me is about a person, so only
-// user tokens may call it.
+// Policies of the routes (contract §4). Every route is for people: /v1/me
+// is about the caller, and blocking, unblocking and role changes are an
+// admin's decisions. No service token is admitted, so a service's M2M
+// token (users-service holds block:users to sign its own events) taken
+// from anywhere cannot block or promote anyone here (docs/contract.md §7).
 var (
-	PolicyReadProfile   = authz.RequireAll("read:profile").UsersOnly()
-	PolicyUpdateProfile = authz.RequireAll("update:profile").UsersOnly()
-	PolicyReadUsers     = authz.RequireAll("read:users")
-	PolicyBlockUsers    = authz.RequireAll("block:users")
-	PolicyAssignRoles   = authz.RequireAll("assign:roles")
+	PolicyReadProfile   = authz.RequireAll("read:profile").Users()
+	PolicyUpdateProfile = authz.RequireAll("update:profile").Users()
+	PolicyReadUsers     = authz.RequireAll("read:users").Users()
+	PolicyBlockUsers    = authz.RequireAll("block:users").Users()
+	PolicyAssignRoles   = authz.RequireAll("assign:roles").Users()
 )
 
 // Register declares every route with its policy.

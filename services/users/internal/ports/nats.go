@@ -22,7 +22,7 @@ const (
 
 // PolicyProfile is the profile endpoint's policy: the caller's own profile,
 // so only user tokens.
-var PolicyProfile = authz.RequireAll("read:profile").UsersOnly()
+var PolicyProfile = authz.RequireAll("read:profile").Users()
 
 // ProfileJSON is the profile endpoint's reply.
 type ProfileJSON struct {

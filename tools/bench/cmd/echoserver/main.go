@@ -104,7 +104,7 @@ func start(ctx context.Context) (map[string]string, error) {
 	withAuthz := echo.New()
 	reg := authz.NewRegistry()
 	withAuthz.Use(authz.Middleware(v, reg))
-	authz.GET(withAuthz, reg, path, hello, authz.RequireAll("read:profile"))
+	authz.GET(withAuthz, reg, path, hello, authz.RequireAll("read:profile").Users())
 	if err := reg.Check(withAuthz.Routes()); err != nil {
 		return nil, err
 	}

@@ -37,7 +37,11 @@ func run() error {
 			return err
 		}
 	}
+	bind, err := devstack.BindHost(os.Getenv)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return devstack.Run(ctx, devstack.Config{Root: *root, DataDir: *data})
+	return devstack.Run(ctx, devstack.Config{Root: *root, DataDir: *data, BindHost: bind})
 }

@@ -1,0 +1,84 @@
+package authz_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+)
+
+// TestPolicyWho tries every kind of token against every way of saying who:
+// a kind the policy does not admit is refused with 403 insufficient_scope
+// and a stable reason, whatever permissions or scopes the token holds.
+func TestPolicyWho(t *testing.T) {
+	t.Parallel()
+	perm := "refund:invoices"
+	user := &authz.Claims{Subject: "auth0|1", AZP: "authmesh-cli", Permissions: []string{perm}}
+	m2m := func(client string) *authz.Claims {
+		return &authz.Claims{Subject: client + "@clients", AZP: client, GTY: []string{"client-credentials"}, Scopes: authz.ParseScopes(perm)}
+	}
+	// A user token whose azp happens to be a named client is still a user's.
+	userViaNamedApp := &authz.Claims{Subject: "auth0|2", AZP: "billing-service", Permissions: []string{perm}}
+	// An M2M token without azp (or an empty one) names no client.
+	m2mNoAZP := &authz.Claims{Subject: "x@clients", GTY: []string{"client-credentials"}, Scopes: authz.ParseScopes(perm)}
+
+	users := authz.RequireAll(perm).Users()
+	clients := authz.RequireAll(perm).Clients("billing-service")
+	both := authz.RequireAll(perm).Users().Clients("billing-service")
+	nobody := authz.RequireAll(perm)
+	emptyID := authz.RequireAll(perm).Clients("")
+
+	cases := []struct {
+		name   string
+		p      authz.Policy
+		c      *authz.Claims
+		reason string // "" = allowed
+	}{
+		{"users: user", users, user, ""},
+		{"users: billing-service", users, m2m("billing-service"), authz.ReasonUsersOnly},
+		{"users: orders-service", users, m2m("orders-service"), authz.ReasonUsersOnly},
+		{"users: users-service", users, m2m("users-service"), authz.ReasonUsersOnly},
+		{"clients: named client", clients, m2m("billing-service"), ""},
+		{"clients: other client", clients, m2m("orders-service"), authz.ReasonClientNotAllowed},
+		{"clients: user", clients, user, authz.ReasonClientsOnly},
+		{"clients: user whose azp is the client", clients, userViaNamedApp, authz.ReasonClientsOnly},
+		{"clients: m2m without azp", clients, m2mNoAZP, authz.ReasonClientNotAllowed},
+		{"both: user", both, user, ""},
+		{"both: named client", both, m2m("billing-service"), ""},
+		{"both: other client", both, m2m("users-service"), authz.ReasonClientNotAllowed},
+		{"nobody: user", nobody, user, authz.ReasonClientsOnly},
+		{"nobody: client", nobody, m2m("billing-service"), authz.ReasonUsersOnly},
+		{"empty client id names nobody", emptyID, m2mNoAZP, authz.ReasonUsersOnly},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.p.Authorize(tc.c)
+			if tc.reason == "" {
+				if err != nil {
+					t.Fatalf("Authorize = %v, want allowed", err)
+				}
+				return
+			}
+			var ae *authz.Error
+			if !errors.As(err, &ae) || ae.Code != authz.CodeInsufficientScope || ae.Reason != tc.reason || !ae.KindRefused() {
+				t.Fatalf("Authorize = %#v, want insufficient_scope %s", err, tc.reason)
+			}
+			if len(ae.Needed) != 0 {
+				t.Errorf("a refused kind names scopes %v that no token of it could add", ae.Needed)
+			}
+		})
+	}
+	if !users.SaysWho() || !clients.SaysWho() || !both.SaysWho() || !authz.Public().SaysWho() {
+		t.Error("a policy that says who reports it does not")
+	}
+	if nobody.SaysWho() || emptyID.SaysWho() || (authz.Policy{}).SaysWho() {
+		t.Error("a policy that admits nobody reports it says who")
+	}
+	// Missing a permission stays what it was: the kind is admitted.
+	if err := authz.RequireAll("launch:rockets").Users().Authorize(user); !errors.Is(err, authz.ErrInsufficientScope) || authz.CodeOf(err) != authz.CodeInsufficientScope {
+		t.Errorf("Authorize = %v", err)
+	} else if ae := err.(*authz.Error); ae.KindRefused() || ae.Reason != authz.ReasonMissingPermission {
+		t.Errorf("missing permission reported as %q", ae.Reason)
+	}
+}
