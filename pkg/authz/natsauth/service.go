@@ -147,6 +147,14 @@ func (s *Service) serve(endpoint string, policy authz.Policy, h Handler, req mic
 	}()
 	hdr := nats.Header(req.Headers())
 	ctx := ContextFromHeaders(s.ctx, hdr)
+	if _, ok := hdr[HeaderAuthorization]; ok && policy.IsPublic() {
+		// Even where no token is needed, a sender handing out an access
+		// token over NATS is told so, loudly, rather than served.
+		s.count(endpoint, "denied", errAccessTokenOnNATS.Reason)
+		status, desc := denial(errAccessTokenOnNATS, "")
+		_ = req.Error(status, desc, nil)
+		return
+	}
 	if policy.IsPublic() {
 		s.count(endpoint, "allowed", "public")
 		h(ctx, req)

@@ -198,6 +198,7 @@ func TestEndpointPolicy(t *testing.T) {
 		{"user on m2m endpoint", "t.cancel", header(HeaderTxnToken, m.userTxn(t, "cancel:orders", nil)), 403, authz.CodeInsufficientScope, ""},
 		{"m2m on users-only endpoint", "t.profile", header(HeaderTxnToken, m.serviceTxn(t, "users-service", "read:profile")), 403, authz.CodeInsufficientScope, ""},
 		{"public without token", "t.health", nil, 0, "", ""},
+		{"public with an access token", "t.health", header(HeaderAuthorization, "Bearer "+accessTok), 401, authz.CodeInvalidToken, denied},
 	}
 	t.Run("cases", func(t *testing.T) {
 		for _, tc := range cases {
@@ -249,6 +250,7 @@ func TestEndpointPolicy(t *testing.T) {
 	}{
 		{"profile", "allowed", "ok", 1},
 		{"profile", "denied", "access_token_on_nats", 3},
+		{"health", "denied", "access_token_on_nats", 1},
 		{"profile", "denied", "malformed_header", 2},
 		{"profile", "denied", "missing_token", 2},
 		{"cancel", "allowed", "ok", 1},

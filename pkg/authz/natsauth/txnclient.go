@@ -77,6 +77,10 @@ func forget(ctx context.Context, subjectToken string) {
 	}
 }
 
+// errActorRefused: the Transaction Token Service refused the requesting
+// service's own token (RFC 6749's invalid_client).
+var errActorRefused = errors.New("natsauth: the transaction token service refused this service's own token")
+
 // TxnClientConfig configures a TxnClient.
 type TxnClientConfig struct {
 	Conn *nats.Conn // Required.
@@ -177,6 +181,21 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 	}
 	v, err, _ := c.sf.Do(key, func() (any, error) {
 		tok, exp, err := c.request(ctx, subjectToken, scopes)
+		if errors.Is(err, errActorRefused) {
+			// The service's own token died (its signing key was revoked,
+			// say): drop it and try once more with a new one.
+			if inv, ok := c.cfg.Actor.(Invalidator); ok {
+				if actor, aerr := c.cfg.Actor.Token(ctx); aerr == nil {
+					inv.Invalidate(actor)
+				}
+				tok, exp, err = c.request(ctx, subjectToken, scopes)
+			}
+		}
+		if errors.Is(err, errActorRefused) {
+			// Not the caller's fault and not theirs to fix: unavailable.
+			return "", &authz.Error{Code: ErrTxnUnavailable.Code, Reason: "actor_refused",
+				Description: ErrTxnUnavailable.Description, Err: err}
+		}
 		if err != nil {
 			return "", err
 		}
@@ -265,6 +284,9 @@ func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []s
 	}
 	if err := replyError(c.cfg.Subject, reply); err != nil {
 		var se *ServiceError
+		if errors.As(err, &se) && strings.HasPrefix(se.Description, "invalid_client:") {
+			return "", time.Time{}, fmt.Errorf("%w: %w", errActorRefused, err)
+		}
 		if errors.As(err, &se) && se.AuthCode == "" && se.Code >= 500 {
 			return "", time.Time{}, &authz.Error{Code: ErrTxnUnavailable.Code, Reason: ErrTxnUnavailable.Reason,
 				Description: ErrTxnUnavailable.Description, Err: err}

@@ -521,3 +521,73 @@ func TestTxnClientCacheBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnClientRenewsRefusedActor: when the service refuses the requesting
+// service's own token (invalid_client), the client drops that token, asks
+// again once with a new one, and reports "unavailable" (never the caller's
+// fault) if the new one is refused too.
+func TestTxnClientRenewsRefusedActor(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	nc, _ := connect(t, startNATS(t))
+	user := m.tenant.Token(t, nil)
+	stub := startTTS(t, nc, m.ex, func(s *ttsStub) {
+		s.answer = func(req micro.Request) {
+			var r TxnRequest
+			_ = json.Unmarshal(req.Data(), &r)
+			if r.ActorToken == "dead.actor.token" || r.ActorToken == "also.dead.token" {
+				_ = req.Error("401", "invalid_client: the actor token is not valid", nil)
+				return
+			}
+			tok, err := m.ex.Exchange(context.Background(), r.SubjectToken, strings.Fields(r.Scope))
+			if err != nil {
+				_ = req.Error("500", "internal error", nil)
+				return
+			}
+			_ = req.RespondJSON(TxnResponse{AccessToken: tok, IssuedTokenType: authz.TokenTypeTxn, TokenType: "N_A", ExpiresIn: 300})
+		}
+	})
+	actor := &invalidatingSource{toks: []string{"dead.actor.token", "fresh.actor.token"}}
+	c := newTxnClient(t, nc, func(cfg *TxnClientConfig) { cfg.Actor = actor })
+	if _, err := c.Exchange(context.Background(), user, []string{"read:profile"}); err != nil {
+		t.Fatalf("after renewing the refused actor token: %v", err)
+	}
+	if got := actor.invalidated(); !slices.Equal(got, []string{"dead.actor.token"}) || stub.requests.Load() != 2 {
+		t.Fatalf("invalidated %v after %d requests, want the dead token once and 2 requests", got, stub.requests.Load())
+	}
+
+	stuck := &invalidatingSource{toks: []string{"also.dead.token", "dead.actor.token"}}
+	c = newTxnClient(t, nc, func(cfg *TxnClientConfig) { cfg.Actor = stuck })
+	_, err := c.Exchange(context.Background(), user, []string{"read:profile"})
+	var ae *authz.Error
+	if authz.CodeOf(err) != authz.CodeKeysUnavailable || !errors.As(err, &ae) || ae.Reason != "actor_refused" {
+		t.Fatalf("both actor tokens refused: %v, want keys_unavailable/actor_refused", err)
+	}
+}
+
+// invalidatingSource hands out toks in turn, moving on when one is invalidated.
+type invalidatingSource struct {
+	mu   sync.Mutex
+	toks []string
+	i    int
+	inv  []string
+}
+
+func (s *invalidatingSource) Token(context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.toks[min(s.i, len(s.toks)-1)], nil
+}
+
+func (s *invalidatingSource) Invalidate(tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inv = append(s.inv, tok)
+	s.i++
+}
+
+func (s *invalidatingSource) invalidated() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.inv)
+}

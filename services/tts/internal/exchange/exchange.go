@@ -202,11 +202,12 @@ func authError(err error, prefix string) *Error {
 	case authz.CodeKeysUnavailable:
 		return &Error{Status: 503, Code: string(ae.Code), Reason: prefix + reason, Description: "signing keys are unavailable, retry later"}
 	case authz.CodeMissingToken, authz.CodeInvalidToken:
-		desc := "the subject token is not valid"
 		if prefix == "actor_" {
-			desc = "the actor token is not valid"
+			// The workload's own credential: RFC 6749's invalid_client, so
+			// the client renews it rather than blaming its caller.
+			return &Error{Status: 401, Code: "invalid_client", Reason: prefix + reason, Description: "the actor token is not valid"}
 		}
-		return &Error{Status: 401, Code: string(authz.CodeInvalidToken), Reason: prefix + reason, Description: desc}
+		return &Error{Status: 401, Code: string(authz.CodeInvalidToken), Reason: prefix + reason, Description: "the subject token is not valid"}
 	}
 	return &Error{Status: 403, Code: string(ae.Code), Reason: prefix + reason, Description: "the token was refused"}
 }
