@@ -3,7 +3,6 @@ package natsauth
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/singleflight"
@@ -110,13 +110,19 @@ type TxnClient struct {
 	sf  singleflight.Group
 
 	mu    sync.Mutex
-	cache map[string]cachedTxn
+	cache map[txnKey]cachedTxn
 	now   func() time.Time
+}
+
+// txnKey identifies a cached token: the subject token's SHA-256 (the token
+// itself is not kept) and the sorted scopes.
+type txnKey struct {
+	subject [sha256.Size]byte
+	scopes  string
 }
 
 type cachedTxn struct {
 	token   string
-	subject string // sha256 of the subject token, for Forget
 	renewAt time.Time
 }
 
@@ -140,7 +146,7 @@ func NewTxnClient(cfg TxnClientConfig) (*TxnClient, error) {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 10000
 	}
-	return &TxnClient{cfg: cfg, cache: make(map[string]cachedTxn), now: time.Now}, nil
+	return &TxnClient{cfg: cfg, cache: make(map[txnKey]cachedTxn), now: time.Now}, nil
 }
 
 // TxnRequest is the exchange request (RFC 8693 §2.1 fields, as JSON).
@@ -168,10 +174,15 @@ type TxnResponse struct {
 // Exchange returns a transaction token for subjectToken narrowed to scopes
 // (the service grants those the token holds and the workload may ask for).
 func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []string) (string, error) {
-	scopes = slices.Sorted(slices.Values(scopes))
-	sum := sha256.Sum256([]byte(subjectToken))
-	subj := hex.EncodeToString(sum[:])
-	key := subj + " " + strings.Join(scopes, " ")
+	if !slices.IsSorted(scopes) {
+		scopes = slices.Sorted(slices.Values(scopes))
+	}
+	key := txnKey{subject: sha256.Sum256(unsafe.Slice(unsafe.StringData(subjectToken), len(subjectToken)))}
+	if len(scopes) == 1 {
+		key.scopes = scopes[0]
+	} else {
+		key.scopes = strings.Join(scopes, " ")
+	}
 	now := c.now()
 	c.mu.Lock()
 	e, ok := c.cache[key]
@@ -179,7 +190,7 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 	if ok && now.Before(e.renewAt) {
 		return e.token, nil
 	}
-	v, err, _ := c.sf.Do(key, func() (any, error) {
+	v, err, _ := c.sf.Do(string(key.subject[:])+key.scopes, func() (any, error) {
 		tok, exp, err := c.request(ctx, subjectToken, scopes)
 		if errors.Is(err, errActorRefused) {
 			// The service's own token died (its signing key was revoked,
@@ -199,7 +210,7 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 		if err != nil {
 			return "", err
 		}
-		c.put(key, cachedTxn{token: tok, subject: subj, renewAt: exp.Add(-c.cfg.Margin)})
+		c.put(key, cachedTxn{token: tok, renewAt: exp.Add(-c.cfg.Margin)})
 		return tok, nil
 	})
 	if err != nil {
@@ -211,17 +222,16 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 // Forget drops every cached token exchanged for subjectToken.
 func (c *TxnClient) Forget(subjectToken string) {
 	sum := sha256.Sum256([]byte(subjectToken))
-	subj := hex.EncodeToString(sum[:])
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, e := range c.cache {
-		if e.subject == subj {
+	for k := range c.cache {
+		if k.subject == sum {
 			delete(c.cache, k)
 		}
 	}
 }
 
-func (c *TxnClient) put(key string, e cachedTxn) {
+func (c *TxnClient) put(key txnKey, e cachedTxn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.cache) >= c.cfg.CacheSize {

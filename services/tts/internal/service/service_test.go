@@ -35,7 +35,7 @@ type fixture struct {
 	nsURL  string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
@@ -68,7 +68,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{nc: nc, tenant: ten, issuer: issuer, jwks: issuer + ".well-known/jwks.json", nsURL: ns.ClientURL()}
 }
 
-func (f *fixture) start(t *testing.T, keysFile string) *ttstest.TTS {
+func (f *fixture) start(t testing.TB, keysFile string) *ttstest.TTS {
 	env := map[string]string{}
 	if keysFile != "" {
 		env["TTS_KEYS_FILE"] = keysFile
@@ -80,7 +80,7 @@ type staticSource string
 
 func (s staticSource) Token(context.Context) (string, error) { return string(s), nil }
 
-func (f *fixture) client(t *testing.T, client string) *natsauth.TxnClient {
+func (f *fixture) client(t testing.TB, client string) *natsauth.TxnClient {
 	t.Helper()
 	tok, err := f.tenant.IssueClientToken(client, audience)
 	if err != nil {
