@@ -10,6 +10,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 )
 
@@ -39,11 +40,14 @@ type orderCancelledData struct {
 // "acting on another user's data". No user, not even an admin, cancels or
 // creates someone else's order through orders (its cancel is owner-only), so
 // a user-signed event about another user's order is never legitimate.
+//
+// The orders service provisions the durable (its filter and delivery
+// settings are in pkg/platform/mesh); billing only binds to it through js,
+// the orders account's JetStream API as billing's account imports it.
 func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.Metrics, svc *app.Service, ordersClient string, log *slog.Logger) (*natsauth.Consumer, error) {
-	return natsauth.NewConsumer(js, v, natsauth.ConsumerConfig{
+	cfg, err := mesh.Bind(mesh.Billing, natsauth.ConsumerConfig{
 		Stream:           OrdersStream,
 		Durable:          OrdersDurable,
-		FilterSubjects:   []string{"orders.events.created", "orders.events.cancelled"},
 		DeadLetterPrefix: DLQPrefix,
 		OnBehalfPolicy:   OrdersOnBehalfPolicy(ordersClient),
 		// An order's created and cancelled events go to the same worker, in
@@ -52,7 +56,11 @@ func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.
 		Workers: 8,
 		Metrics: m,
 		Logger:  log,
-	}, func(ctx context.Context, ev *natsauth.Event) error {
+	})
+	if err != nil {
+		return nil, err
+	}
+	return natsauth.NewConsumer(js, v, cfg, func(ctx context.Context, ev *natsauth.Event) error {
 		return handleOrderEvent(ctx, svc, ev)
 	})
 }
