@@ -103,7 +103,7 @@ type Consumer struct {
 	h       EventHandler
 	now     func() time.Time
 	ready   chan struct{}
-	bindErr atomic.Value // error: why the consumer is not there yet
+	bindErr atomic.Pointer[error] // why the consumer is not there yet
 }
 
 // NewConsumer validates cfg; Run starts consuming.
@@ -211,8 +211,8 @@ func (c *Consumer) Ready() error {
 	case <-c.ready:
 		return nil
 	default:
-		if err, ok := c.bindErr.Load().(error); ok && err != nil {
-			return fmt.Errorf("natsauth: consumer %s on %s not started: %w", c.cfg.Durable, c.cfg.Stream, err)
+		if err := c.bindErr.Load(); err != nil {
+			return fmt.Errorf("natsauth: consumer %s on %s not started: %w", c.cfg.Durable, c.cfg.Stream, *err)
 		}
 		return fmt.Errorf("natsauth: consumer %s on %s not started", c.cfg.Durable, c.cfg.Stream)
 	}
@@ -238,7 +238,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if err == nil {
 			break
 		}
-		c.bindErr.Store(err)
+		c.bindErr.Store(&err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -293,10 +293,14 @@ func (c *Consumer) bind(ctx context.Context, want jetstream.ConsumerConfig) (jet
 	if got.FilterSubject != "" {
 		filters = []string{got.FilterSubject}
 	}
-	if got.AckPolicy != want.AckPolicy || got.AckWait != want.AckWait || got.MaxDeliver != want.MaxDeliver ||
+	ackWait := want.AckWait
+	if len(want.BackOff) > 0 {
+		ackWait = want.BackOff[0] // the server's rule when BackOff is set
+	}
+	if got.AckPolicy != want.AckPolicy || got.AckWait != ackWait || got.MaxDeliver != want.MaxDeliver ||
 		!slices.Equal(got.BackOff, want.BackOff) || !slices.Equal(filters, want.FilterSubjects) {
 		return nil, fmt.Errorf("provisioned with other settings (ack wait %s, max deliver %d, backoff %v, filters %v) than this reader expects (%s, %d, %v, %v)",
-			got.AckWait, got.MaxDeliver, got.BackOff, filters, want.AckWait, want.MaxDeliver, want.BackOff, want.FilterSubjects)
+			got.AckWait, got.MaxDeliver, got.BackOff, filters, ackWait, want.MaxDeliver, want.BackOff, want.FilterSubjects)
 	}
 	return cons, nil
 }
