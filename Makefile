@@ -39,6 +39,10 @@ tidy/%:
 fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
 
+.PHONY: nats-config
+nats-config: ## Regenerate deploy/nats/accounts.conf, passwords.conf and docs/conventions.md's mesh table from pkg/platform/mesh.
+	cd pkg/platform/mesh && $(GO) generate .
+
 .PHONY: bench
 bench: binaries ## Benchmarks side by side with their baselines (Go, wrk, the stack under load); writes BENCHMARKS.md and docs/bench/*.png.
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \

@@ -23,12 +23,12 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 )
 
 // issuer is a JWKS served by httptest and tokens signed in the test.
@@ -75,18 +75,13 @@ func (is *issuer) token(t *testing.T, sub string, perms ...string) string {
 
 func startNATS(t *testing.T) string {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-		Users: []*server.User{{Username: "billing", Password: "billing-nats-dev-secret"}},
-	})
-	if err != nil {
+	// The mesh's accounts: billing reads the revocations the users account
+	// exports, as in production.
+	s := meshtest.Start(t)
+	_, js := meshtest.Connect(t, s, mesh.Users)
+	if _, err := natsauth.NewRevocationStore(context.Background(), js, 1); err != nil {
 		t.Fatal(err)
 	}
-	go s.Start()
-	if !s.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(s.Shutdown)
 	return s.ClientURL()
 }
 
@@ -163,11 +158,6 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 		return c.NoContent(http.StatusCreated)
 	})
 
-	// The revocation bucket is the users service's; create it so the watcher syncs.
-	js, _ := jetstream.New(app.NATS)
-	if _, err := natsauth.NewRevocationStore(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- app.Run(ctx) }()
 	base := "http://" + ln.Addr().String()

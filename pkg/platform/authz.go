@@ -30,7 +30,11 @@ func (a *App) wireAuthz() error {
 		return fmt.Errorf("platform: key provider: %w", err)
 	}
 	a.Keys = keys
-	a.Revocations = natsauth.NewRevocationWatcher(a.JetStream)
+	revJS, err := a.OwnerJetStream("KV_" + natsauth.RevocationBucket)
+	if err != nil {
+		return err
+	}
+	a.Revocations = natsauth.NewRevocationWatcher(revJS)
 	v, err := authz.NewValidator(keys,
 		authz.WithIssuers(a.Config.Auth0.Issuer),
 		authz.WithAudiences(a.Config.Auth0.Audience),

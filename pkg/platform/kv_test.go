@@ -6,22 +6,16 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 )
 
 func TestKeyValueReadsFromLeader(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	nc, err := nats.Connect(startNATS(t), nats.UserInfo("billing", "billing-nats-dev-secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := meshtest.Connect(t, meshtest.Start(t), mesh.Orders)
 	cfg := jetstream.KeyValueConfig{Bucket: "orders", History: 5}
 	if _, err := KeyValue(ctx, js, cfg); err != nil {
 		t.Fatal(err)

@@ -12,10 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// InboxPrefix is the reply-subject prefix of a service's NATS connection. The
-// NATS permissions let each service subscribe to its own prefix only
-// (deploy/nats/permissions.conf), so no service reads another's replies or
-// JetStream deliveries.
+// InboxPrefix is the reply-subject prefix of a service's NATS connection
+// (mesh.Workload.InboxPrefix). Each service has an account of its own, so no
+// other service sees its inboxes anyway; the prefix keeps its replies
+// recognisable and is the only inbox space its permissions allow.
 func InboxPrefix(service string) string { return "_INBOX_" + service }
 
 // connectNATS connects with the service's own credentials. The connection

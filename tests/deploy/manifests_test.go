@@ -324,7 +324,8 @@ func TestNATSBase(t *testing.T) {
 		t.Errorf("readiness = %s on %d, want /healthz on 8222", path, port)
 	}
 	// The generated ConfigMap (hashed name) must be the one mounted, and hold
-	// the shared permission file from deploy/nats.
+	// the shared accounts file from deploy/nats, with passwords from the
+	// environment (passwords-env.conf mounted as passwords.conf).
 	var cmName string
 	for _, v := range pod.Volumes {
 		if v.ConfigMap != nil {
@@ -335,16 +336,21 @@ func TestNATSBase(t *testing.T) {
 	if cm == nil {
 		t.Fatalf("the mounted ConfigMap %q is not in the build (have %v)", cmName, keys(o.configMaps))
 	}
-	perms, err := os.ReadFile(filepath.Join(root, "deploy", "nats", "permissions.conf"))
-	if err != nil {
-		t.Fatal(err)
+	for key, file := range map[string]string{"accounts.conf": "accounts.conf", "passwords.conf": "passwords-env.conf"} {
+		want, err := os.ReadFile(filepath.Join(root, "deploy", "nats", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cm.Data[key] != string(want) {
+			t.Errorf("the ConfigMap's %s differs from deploy/nats/%s", key, file)
+		}
 	}
-	if cm.Data["permissions.conf"] != string(perms) {
-		t.Error("the ConfigMap's permissions.conf differs from deploy/nats/permissions.conf")
+	if strings.Contains(cm.Data["passwords.conf"], "dev-secret") {
+		t.Error("the Kubernetes passwords.conf holds development passwords")
 	}
 	conf := cm.Data["cluster-k8s.conf"]
-	if !strings.Contains(conf, "include auth-env.conf") || !strings.Contains(cm.Data["auth-env.conf"], "include permissions.conf") {
-		t.Error("cluster-k8s.conf does not include the shared users and permissions")
+	if !strings.Contains(conf, "include accounts.conf") {
+		t.Error("cluster-k8s.conf does not include the shared accounts")
 	}
 	if !slices.Contains(c.Args, "/etc/nats/cluster-k8s.conf") {
 		t.Errorf("args %v do not load cluster-k8s.conf", c.Args)
@@ -354,15 +360,16 @@ func TestNATSBase(t *testing.T) {
 			t.Errorf("cluster-k8s.conf lacks the route %s", route)
 		}
 	}
-	for _, svc := range services {
+	for _, name := range []string{"users", "orders", "billing", "tts"} {
+		prefix := strings.ToUpper(name) + "_"
 		var ref *corev1.SecretKeySelector
 		for _, e := range c.Env {
-			if e.Name == svc.prefix()+"NATS_PASSWORD" && e.ValueFrom != nil {
+			if e.Name == prefix+"NATS_PASSWORD" && e.ValueFrom != nil {
 				ref = e.ValueFrom.SecretKeyRef
 			}
 		}
-		if ref == nil || ref.Name != svc.name+"-credentials" || ref.Key != "nats-password" {
-			t.Errorf("%sNATS_PASSWORD is not read from the Secret %s-credentials (key nats-password): %+v", svc.prefix(), svc.name, ref)
+		if ref == nil || ref.Name != name+"-credentials" || ref.Key != "nats-password" {
+			t.Errorf("%sNATS_PASSWORD is not read from the Secret %s-credentials (key nats-password): %+v", prefix, name, ref)
 		}
 	}
 	head := o.services[ss.Spec.ServiceName]

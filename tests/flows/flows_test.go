@@ -170,13 +170,13 @@ func TestFlows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dlqBefore := streamMsgs(t, js, "BILLING_DLQ")
+		dlqBefore := streamMsgs(t, jetStreamAs(t, "billing"), "BILLING_DLQ")
 		publishCopies(t, js, forgedID, forged, createdTxn, 1)
 		waitSettled(t, js)
 		if invs := invoicesOf(t, admin, forgedID, who.UserID); len(invs) != 0 {
 			t.Errorf("order.created with alice's pre-block transaction token made invoices %+v, want none", invs)
 		}
-		if dlq := streamMsgs(t, js, "BILLING_DLQ"); dlq != dlqBefore+1 {
+		if dlq := streamMsgs(t, jetStreamAs(t, "billing"), "BILLING_DLQ"); dlq != dlqBefore+1 {
 			t.Errorf("BILLING_DLQ went from %d to %d messages after an event with a revoked token, want one more", dlqBefore, dlq)
 		}
 

@@ -67,13 +67,13 @@ func TestRedeliveredOrderCreated(t *testing.T) {
 			setup(t)
 			o, restart := tc.prepare(t)
 			data, txn := storedCreated(t, js, o, who.UserID)
-			dlqBefore := streamMsgs(t, js, "BILLING_DLQ")
+			dlqBefore := streamMsgs(t, jetStreamAs(t, "billing"), "BILLING_DLQ")
 			publishCopies(t, js, o.ID, data, txn, 10)
 			if restart {
 				start(t, "billing")
 			}
 			waitSettled(t, js)
-			if dlq := streamMsgs(t, js, "BILLING_DLQ"); dlq != dlqBefore {
+			if dlq := streamMsgs(t, jetStreamAs(t, "billing"), "BILLING_DLQ"); dlq != dlqBefore {
 				t.Errorf("BILLING_DLQ went from %d to %d messages: billing refused copies of a valid event instead of de-duplicating them", dlqBefore, dlq)
 			}
 			invs := invoicesOf(t, tok, o.ID)
@@ -91,10 +91,14 @@ func TestRedeliveredOrderCreated(t *testing.T) {
 
 // ordersJetStream connects as the orders service's NATS user, the only one
 // allowed to publish order events.
-func ordersJetStream(t *testing.T) jetstream.JetStream {
+func ordersJetStream(t *testing.T) jetstream.JetStream { return jetStreamAs(t, "orders") }
+
+// jetStreamAs connects as a service's NATS user: its account's JetStream,
+// where its own streams (e.g. billing's BILLING_DLQ) are.
+func jetStreamAs(t *testing.T, name string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(stack.nats.ClientURL(), nats.UserInfo("orders", "orders-nats-dev-secret"), nats.Name("flows-test"),
-		nats.CustomInboxPrefix("_INBOX_orders")) // orders may subscribe to its own inboxes only
+	nc, err := nats.Connect(stack.nats.ClientURL(), nats.UserInfo(name, name+"-nats-dev-secret"), nats.Name("flows-test"),
+		nats.CustomInboxPrefix("_INBOX_"+name)) // a service may subscribe to its own inboxes only
 	if err != nil {
 		t.Fatal(err)
 	}

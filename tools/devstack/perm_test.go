@@ -3,8 +3,10 @@ package devstack
 import (
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +88,12 @@ func TestNATSPermissions(t *testing.T) {
 		{"orders", "$JS.API.CONSUMER.DELETE.ORDERS_EVENTS.billing-orders", false},
 		{"orders", "$JS.API.STREAM.DELETE.BILLING_EVENTS", false},
 		{"users", "$JS.API.STREAM.PURGE.KV_billing_invoices", false},
-		{"billing", "$JS.API.STREAM.INFO.ORDERS_EVENTS", true},
+		// Another account's streams are not even visible: billing's own
+		// $JS.API has no ORDERS_EVENTS, and its grants are exact names.
+		{"billing", "$JS.API.STREAM.INFO.ORDERS_EVENTS", false},
+		{"billing", "$JS.API.STREAM.CREATE.EVIL", false},
+		{"billing", "JS.ORDERS.API.CONSUMER.CREATE.ORDERS_EVENTS.billing-orders", false},
+		{"billing", "JS.ORDERS.API.CONSUMER.MSG.NEXT.ORDERS_EVENTS.billing-orders", true},
 		// Another service's inbox is not a place to publish to unasked.
 		{"billing", "_INBOX_orders.x", false},
 	}
@@ -204,10 +211,21 @@ func TestNATSRejectsWrongPassword(t *testing.T) {
 // mounts: the passwords come from the environment and the permissions are the
 // same shared ones the dev configuration uses.
 func TestNATSKubernetesConfig(t *testing.T) {
-	for _, s := range Services {
-		t.Setenv(strings.ToUpper(s.Name)+"_NATS_PASSWORD", s.Name+"-from-secret")
+	for _, s := range []string{"users", "orders", "billing", "tts"} {
+		t.Setenv(strings.ToUpper(s)+"_NATS_PASSWORD", s+"-from-secret")
 	}
-	k8s, err := server.ProcessConfigFile("../../deploy/nats/cluster-k8s.conf")
+	// Kubernetes mounts passwords-env.conf as passwords.conf (deploy/nats/kustomization.yaml).
+	dir := t.TempDir()
+	for dst, src := range map[string]string{"cluster-k8s.conf": "cluster-k8s.conf", "accounts.conf": "accounts.conf", "passwords.conf": "passwords-env.conf"} {
+		b, err := os.ReadFile("../../deploy/nats/" + src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k8s, err := server.ProcessConfigFile(filepath.Join(dir, "cluster-k8s.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,11 +236,12 @@ func TestNATSKubernetesConfig(t *testing.T) {
 	if len(k8s.Users) != len(Services) || len(dev.Users) != len(Services) {
 		t.Fatalf("users: k8s %d, dev %d; want %d each", len(k8s.Users), len(dev.Users), len(Services))
 	}
-	for i, u := range k8s.Users {
+	for _, u := range k8s.Users {
 		if u.Password != u.Username+"-from-secret" {
 			t.Errorf("%s: password not taken from %s_NATS_PASSWORD", u.Username, strings.ToUpper(u.Username))
 		}
-		if d := dev.Users[i]; d.Username != u.Username || !reflect.DeepEqual(d.Permissions, u.Permissions) {
+		i := slices.IndexFunc(dev.Users, func(d *server.User) bool { return d.Username == u.Username })
+		if i < 0 || dev.Users[i].Account.Name != u.Account.Name || !reflect.DeepEqual(dev.Users[i].Permissions, u.Permissions) {
 			t.Errorf("%s: permissions differ between the k8s and dev configurations", u.Username)
 		}
 	}

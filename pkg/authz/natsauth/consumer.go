@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -67,6 +69,16 @@ type ConsumerConfig struct {
 	BackOff       []time.Duration // delay before attempt n+1, default 1s, 5s, 30s, 2m
 	AckWait       time.Duration   // default 30 s; also the handler's deadline
 	MaxBacklogAge time.Duration   // default DefaultMaxBacklogAge
+	// Bind is set when the stream's owner provisions the durable consumer
+	// (ProvisionConsumer with the same Stream, Durable, FilterSubjects,
+	// MaxDeliver, BackOff and AckWait) and exports to this reader only its
+	// INFO, MSG.NEXT and acks. Run then never creates or updates the
+	// consumer: it binds to it through the JetStream context given to
+	// NewConsumer (jetstream.NewWithAPIPrefix onto the owner's imported API),
+	// waits while it does not exist, and is not Ready while its settings
+	// differ from these. Dead letters still go to the reader's own stream.
+	Bind bool
+
 	// PullExpiry is how long one pull request waits (default 2 s, at least
 	// 1 s; the server heartbeats at half of it). It bounds how long delivery
 	// stalls when a pull request is lost, e.g. sent while a just-elected
@@ -87,12 +99,13 @@ type ConsumerConfig struct {
 // handled and acked, retried with backoff, or published to the dead-letter
 // subject with its reason and then terminated.
 type Consumer struct {
-	js    jetstream.JetStream
-	v     Verifier
-	cfg   ConsumerConfig
-	h     EventHandler
-	now   func() time.Time
-	ready chan struct{}
+	js      jetstream.JetStream
+	v       Verifier
+	cfg     ConsumerConfig
+	h       EventHandler
+	now     func() time.Time
+	ready   chan struct{}
+	bindErr atomic.Pointer[error] // why the consumer is not there yet
 }
 
 // NewConsumer validates cfg; Run starts consuming.
@@ -108,15 +121,7 @@ func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h Event
 	if cfg.Workers == 0 {
 		cfg.Workers = 1
 	}
-	if cfg.MaxDeliver == 0 {
-		cfg.MaxDeliver = 5
-	}
-	if cfg.BackOff == nil {
-		cfg.BackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
-	}
-	if cfg.AckWait == 0 {
-		cfg.AckWait = 30 * time.Second
-	}
+	cfg = cfg.withDeliveryDefaults()
 	if cfg.MaxBacklogAge == 0 {
 		cfg.MaxBacklogAge = DefaultMaxBacklogAge
 	}
@@ -159,44 +164,89 @@ func NewConsumer(js jetstream.JetStream, v Verifier, cfg ConsumerConfig, h Event
 	return &Consumer{js: js, v: v, cfg: cfg, h: h, now: time.Now, ready: make(chan struct{})}, nil
 }
 
+// withDeliveryDefaults fills in MaxDeliver, BackOff and AckWait, which the
+// owner provisioning a consumer and its reader must agree on.
+func (cfg ConsumerConfig) withDeliveryDefaults() ConsumerConfig {
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = 5
+	}
+	if cfg.BackOff == nil {
+		cfg.BackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute}
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	return cfg
+}
+
+// durableConfig is the server-side configuration of cfg's durable consumer.
+func (cfg ConsumerConfig) durableConfig() jetstream.ConsumerConfig {
+	cfg = cfg.withDeliveryDefaults()
+	cc := jetstream.ConsumerConfig{
+		Durable:        cfg.Durable,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		FilterSubjects: cfg.FilterSubjects,
+		// One delivery more than handler attempts: if the last attempt dies
+		// (crash, ack timeout) the extra one dead-letters the message instead
+		// of the server dropping it silently.
+		MaxDeliver: cfg.MaxDeliver + 1,
+	}
+	if n := min(len(cfg.BackOff), cc.MaxDeliver-1); n > 0 {
+		// The server's BackOff governs redeliveries after an ack timeout.
+		cc.BackOff = cfg.BackOff[:n]
+	}
+	return cc
+}
+
+// ProvisionConsumer creates or updates, on a stream js owns, the durable
+// consumer another service reads with ConsumerConfig.Bind. Only Stream,
+// Durable, FilterSubjects, MaxDeliver, BackOff and AckWait of cfg matter;
+// the reader must use the same values (pkg/platform/mesh holds them).
+func ProvisionConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) error {
+	if cfg.Stream == "" || cfg.Durable == "" {
+		return errors.New("natsauth: provision consumer: stream and durable are required")
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, cfg.durableConfig()); err != nil {
+		return fmt.Errorf("natsauth: provision consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
+	}
+	return nil
+}
+
 // Ready returns nil once the durable consumer exists and messages flow.
 func (c *Consumer) Ready() error {
 	select {
 	case <-c.ready:
 		return nil
 	default:
+		if err := c.bindErr.Load(); err != nil {
+			return fmt.Errorf("natsauth: consumer %s on %s not started: %w", c.cfg.Durable, c.cfg.Stream, *err)
+		}
 		return fmt.Errorf("natsauth: consumer %s on %s not started", c.cfg.Durable, c.cfg.Stream)
 	}
 }
 
-// Run creates or updates the durable consumer (waiting, while the stream does
-// not exist yet, for its owner to create it) and processes messages until
-// ctx ends; then it drains what it has in hand.
+// Run creates or updates the durable consumer, or with Bind binds to the
+// one the stream's owner provisioned (waiting, while the stream or consumer
+// does not exist yet, for its owner to create it), and processes messages
+// until ctx ends; then it drains what it has in hand.
 func (c *Consumer) Run(ctx context.Context) error {
-	cc := jetstream.ConsumerConfig{
-		Durable:        c.cfg.Durable,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        c.cfg.AckWait,
-		FilterSubjects: c.cfg.FilterSubjects,
-		// One delivery more than handler attempts: if the last attempt dies
-		// (crash, ack timeout) the extra one dead-letters the message instead
-		// of the server dropping it silently.
-		MaxDeliver: c.cfg.MaxDeliver + 1,
-	}
-	if n := min(len(c.cfg.BackOff), cc.MaxDeliver-1); n > 0 {
-		// The server's BackOff governs redeliveries after an ack timeout.
-		cc.BackOff = c.cfg.BackOff[:n]
-	}
+	cc := c.cfg.durableConfig()
 	var cons jetstream.Consumer
 	for {
 		var err error
-		cons, err = c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, cc)
+		if c.cfg.Bind {
+			cons, err = c.bind(ctx, cc)
+		} else {
+			cons, err = c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, cc)
+			if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("natsauth: consumer %s: %w", c.cfg.Durable, err)
+			}
+		}
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("natsauth: consumer %s: %w", c.cfg.Durable, err)
-		}
+		c.bindErr.Store(&err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -234,6 +284,33 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return ctx.Err()
+}
+
+// bind looks the provisioned consumer up (every error is retried: the
+// stream, the consumer or the import may not be there yet) and checks that
+// its delivery settings are the ones this reader counts on.
+func (c *Consumer) bind(ctx context.Context, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cons, err := c.js.Consumer(cctx, c.cfg.Stream, c.cfg.Durable)
+	if err != nil {
+		return nil, err
+	}
+	got := cons.CachedInfo().Config
+	filters := got.FilterSubjects
+	if got.FilterSubject != "" {
+		filters = []string{got.FilterSubject}
+	}
+	ackWait := want.AckWait
+	if len(want.BackOff) > 0 {
+		ackWait = want.BackOff[0] // the server's rule when BackOff is set
+	}
+	if got.AckPolicy != want.AckPolicy || got.AckWait != ackWait || got.MaxDeliver != want.MaxDeliver ||
+		!slices.Equal(got.BackOff, want.BackOff) || !slices.Equal(filters, want.FilterSubjects) {
+		return nil, fmt.Errorf("provisioned with other settings (ack wait %s, max deliver %d, backoff %v, filters %v) than this reader expects (%s, %d, %v, %v)",
+			got.AckWait, got.MaxDeliver, got.BackOff, filters, ackWait, want.MaxDeliver, want.BackOff, want.FilterSubjects)
+	}
+	return cons, nil
 }
 
 // workerQueue bounds each worker's queue of delivered, unhandled events.

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -104,6 +106,11 @@ func (s *RevocationStore) Revoke(ctx context.Context, sub string, at time.Time) 
 	return errors.New("natsauth: revoke: too many concurrent writers")
 }
 
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
 // Lift records that sub was unblocked at at: tokens issued from then on are
 // accepted even within the validators' leeway after the revocation, which
 // would otherwise refuse them (tokens issued at or before the revocation
@@ -144,20 +151,27 @@ func (s *RevocationStore) Lift(ctx context.Context, sub string, at time.Time) er
 	return errors.New("natsauth: lift: too many concurrent writers")
 }
 
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
-
 // RevocationWatcher implements authz.RevocationChecker from an in-memory copy
-// of the bucket, kept current by a KV watch (initial values, then updates):
-// a lookup is a map read, and a revocation reaches every watcher within
-// milliseconds of being written.
+// of the bucket: a lookup is a map read, and a revocation reaches every
+// watcher within milliseconds of being written.
 //
-// A service must not report ready before Ready returns nil: until the initial
+// It reads the bucket without creating a consumer on it, so a validator in
+// another NATS account needs only read-only imports from the users account
+// (pkg/platform/mesh): the live feed of $KV.authmesh_revocations.> and the
+// stream's INFO and DIRECT.GET API. It subscribes to the feed first, then
+// loads every key's last value (stream info with a subject filter, then one
+// direct get per key), and loads again after every reconnect, when the feed
+// may have missed writes.
+//
+// Entries only move forward: a key keeps the latest revoked_at ever seen,
+// and deletes and purges are ignored. Unblocking writes nothing (see
+// RevocationStore.Revoke), so a delete is never legitimate; whoever could
+// publish one would otherwise unblock a user everywhere.
+//
+// A service must not report ready before Ready returns nil: until the
 // values are loaded it would accept tokens revoked before it started.
 //
-//	w := natsauth.NewRevocationWatcher(js)
+//	w := natsauth.NewRevocationWatcher(js) // the users account's JetStream API, or its import
 //	go w.Run(ctx)
 //	v, _ := authz.NewValidator(keys, authz.WithRevocations(w), ...)
 //	if err := w.WaitReady(ctx); err != nil { ... }
@@ -173,7 +187,8 @@ type RevocationWatcher struct {
 	readyOnce sync.Once
 }
 
-// NewRevocationWatcher returns a watcher; call Run to start it.
+// NewRevocationWatcher returns a watcher reading the bucket through js,
+// whose connection also carries the live feed; call Run to start it.
 func NewRevocationWatcher(js jetstream.JetStream) *RevocationWatcher {
 	return &RevocationWatcher{
 		js:      js,
@@ -200,7 +215,7 @@ func (w *RevocationWatcher) LiftedAt(sub string) (time.Time, bool) {
 	return r.LiftedAt, ok && !r.LiftedAt.IsZero()
 }
 
-// Ready returns nil once the initial values have been loaded.
+// Ready returns nil once the values have been loaded.
 func (w *RevocationWatcher) Ready() error {
 	select {
 	case <-w.ready:
@@ -222,12 +237,12 @@ func (w *RevocationWatcher) WaitReady(ctx context.Context) error {
 	}
 }
 
-// Run watches the bucket until ctx ends. It waits for the bucket to exist
-// (the users service creates it) and re-establishes the watch if it closes,
-// keeping the last known revocations meanwhile (failing closed).
+// Run follows the bucket until ctx ends. It waits for the bucket to exist
+// (the users service creates it) and starts over if the feed ends, keeping
+// the known revocations meanwhile (failing closed).
 func (w *RevocationWatcher) Run(ctx context.Context) error {
 	for {
-		err := w.watchOnce(ctx)
+		err := w.follow(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -246,65 +261,109 @@ func (w *RevocationWatcher) Run(ctx context.Context) error {
 	}
 }
 
-func (w *RevocationWatcher) watchOnce(ctx context.Context) error {
-	kv, err := w.js.KeyValue(ctx, RevocationBucket)
-	if err != nil {
-		return err
-	}
-	watcher, err := kv.WatchAll(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = watcher.Stop() }()
+// revocationCheck is how often follow looks for a reconnect.
+const revocationCheck = 250 * time.Millisecond
 
-	// During the initial replay, collect a fresh snapshot so that keys deleted
-	// while a previous watch was down disappear, but keep serving (and
-	// updating) the old map until the snapshot is complete.
-	snapshot := make(map[string]Revocation)
+func (w *RevocationWatcher) follow(ctx context.Context) error {
+	nc := w.js.Conn()
+	prefix := "$KV." + RevocationBucket + "."
+	feed := make(chan *nats.Msg, 256)
+	sub, err := nc.ChanSubscribe(prefix+">", feed)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	// The subscription is in place on the server before the load starts, so
+	// no write falls between the two.
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		return err
+	}
+	reconnects := nc.Stats().Reconnects
+	if err := w.load(ctx, prefix); err != nil {
+		return err
+	}
+	t := time.NewTicker(revocationCheck)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case entry, ok := <-watcher.Updates():
-			if !ok {
-				return errors.New("natsauth: revocation watch closed")
+		case m := <-feed:
+			w.applyMsg(strings.TrimPrefix(m.Subject, prefix), m.Header, m.Data)
+		case <-t.C:
+			if !sub.IsValid() {
+				return errors.New("natsauth: revocation feed closed")
 			}
-			if entry == nil {
-				w.mu.Lock()
-				w.revoked = snapshot
-				w.err = nil
-				w.mu.Unlock()
-				snapshot = nil
-				w.readyOnce.Do(func() { close(w.ready) })
-				continue
+			// Writes made while disconnected never reach the feed: load
+			// again once the connection is back.
+			if r := nc.Stats().Reconnects; r != reconnects && nc.IsConnected() {
+				if err := w.load(ctx, prefix); err != nil {
+					return err
+				}
+				reconnects = r
 			}
-			w.apply(entry, snapshot)
 		}
 	}
 }
 
-func (w *RevocationWatcher) apply(entry jetstream.KeyValueEntry, snapshot map[string]Revocation) {
-	raw, err := base64.RawURLEncoding.DecodeString(entry.Key())
+// load reads every key's last value and merges it in, then reports ready.
+func (w *RevocationWatcher) load(ctx context.Context, prefix string) error {
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	stream, err := w.js.Stream(lctx, "KV_"+RevocationBucket)
+	if err != nil {
+		return err
+	}
+	info, err := stream.Info(lctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return err
+	}
+	for subj := range info.State.Subjects {
+		m, err := stream.GetLastMsgForSubject(lctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // purged meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		w.applyMsg(strings.TrimPrefix(m.Subject, prefix), m.Header, m.Data)
+	}
+	w.mu.Lock()
+	w.err = nil
+	w.mu.Unlock()
+	w.readyOnce.Do(func() { close(w.ready) })
+	return nil
+}
+
+// applyMsg merges one KV message: a put moves the key's instant forward;
+// deletes, purges and keys this package does not write change nothing.
+func (w *RevocationWatcher) applyMsg(key string, h nats.Header, data []byte) {
+	switch h.Get(kvOperationHeader) {
+	case "DEL", "PURGE":
+		return
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(key)
 	if err != nil || len(raw) == 0 {
 		return // not a key this package writes; it cannot match any subject
 	}
 	sub := string(raw)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if entry.Operation() != jetstream.KeyValuePut {
-		delete(w.revoked, sub)
-		if snapshot != nil {
-			delete(snapshot, sub)
-		}
-		return
-	}
 	rev := Revocation{Subject: sub, RevokedAt: revokedForever}
 	var r Revocation
-	if json.Unmarshal(entry.Value(), &r) == nil && r.Subject == sub && !r.RevokedAt.IsZero() {
+	if json.Unmarshal(data, &r) == nil && r.Subject == sub && !r.RevokedAt.IsZero() {
 		rev = r
 	}
-	w.revoked[sub] = rev
-	if snapshot != nil {
-		snapshot[sub] = rev
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	cur, ok := w.revoked[sub]
+	switch {
+	case !ok || rev.RevokedAt.After(cur.RevokedAt):
+		w.revoked[sub] = rev
+	case rev.RevokedAt.Equal(cur.RevokedAt) && rev.LiftedAt.After(cur.LiftedAt):
+		// The lift of the same block moves forward too, never back.
+		cur.LiftedAt = rev.LiftedAt
+		w.revoked[sub] = cur
 	}
 }
+
+// kvOperationHeader marks KV deletes and purges (nats.go's KV-Operation).
+const kvOperationHeader = "KV-Operation"

@@ -169,3 +169,54 @@ func TestRevokeValidates(t *testing.T) {
 		t.Errorf("key %q", got)
 	}
 }
+
+// TestRevocationWatcherIgnoresDeletes: revocations only move forward. A
+// delete or purge of a key (which the users service never writes) leaves the
+// subject revoked, in a running watcher and in one that loads afterwards.
+func TestRevocationWatcherIgnoresDeletes(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	_, js := connect(t, ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store, err := NewRevocationStore(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC()
+	if err := store.Revoke(ctx, userSub, at); err != nil {
+		t.Fatal(err)
+	}
+	start := func() *RevocationWatcher {
+		w := NewRevocationWatcher(js)
+		go func() { _ = w.Run(ctx) }()
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer wcancel()
+		if err := w.WaitReady(wctx); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	w := start()
+	kv, err := js.KeyValue(ctx, RevocationBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, RevocationKey(userSub)); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(ctx, RevocationKey(userSub)); err != nil {
+		t.Fatal(err)
+	}
+	// An older instant on the feed does not move it back either.
+	old, _ := json.Marshal(Revocation{Subject: userSub, RevokedAt: at.Add(-time.Hour)})
+	if _, err := kv.Put(ctx, RevocationKey(userSub), old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for i, w := range []*RevocationWatcher{w, start()} {
+		if got, ok := w.RevokedAt(userSub); !ok || (i == 0 && !got.Equal(at)) {
+			t.Fatalf("watcher %d: revoked at %v, %v after delete, purge and an older put; want %v", i, got, ok, at)
+		}
+	}
+}

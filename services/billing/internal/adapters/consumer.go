@@ -10,6 +10,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 )
 
@@ -35,11 +36,14 @@ type orderCancelledData struct {
 // OrdersPolicy). Events on another user's behalf (the orders service
 // cancelling a blocked user's orders) need an M2M token of the orders
 // service with cancel:orders (see OrdersOnBehalfPolicy).
+//
+// The orders service provisions the durable (its filter and delivery
+// settings are in pkg/platform/mesh); billing only binds to it through js,
+// the orders account's JetStream API as billing's account imports it.
 func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.Metrics, svc *app.Service, ordersClient string, log *slog.Logger) (*natsauth.Consumer, error) {
-	return natsauth.NewConsumer(js, v, natsauth.ConsumerConfig{
+	cfg, err := mesh.Bind(mesh.Billing, natsauth.ConsumerConfig{
 		Stream:           OrdersStream,
 		Durable:          OrdersDurable,
-		FilterSubjects:   []string{"orders.events.created", "orders.events.cancelled"},
 		DeadLetterPrefix: DLQPrefix,
 		Policy:           OrdersPolicy(ordersClient),
 		OnBehalfPolicy:   OrdersOnBehalfPolicy(ordersClient),
@@ -49,7 +53,11 @@ func NewOrdersConsumer(js jetstream.JetStream, v natsauth.Verifier, m *natsauth.
 		Workers: 8,
 		Metrics: m,
 		Logger:  log,
-	}, func(ctx context.Context, ev *natsauth.Event) error {
+	})
+	if err != nil {
+		return nil, err
+	}
+	return natsauth.NewConsumer(js, v, cfg, func(ctx context.Context, ev *natsauth.Event) error {
 		return handleOrderEvent(ctx, svc, ev)
 	})
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
@@ -57,6 +58,10 @@ func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (*platform
 	}
 	if err := backfillUserIndex(ctx, kv); err != nil {
 		return nil, fmt.Errorf("bucket %s: user index: %w", InvoiceBucket, err)
+	}
+	// The durables other services read from billing's streams (orders-billing).
+	if err := mesh.ProvisionDurables(ctx, js, mesh.Billing); err != nil {
+		return nil, err
 	}
 	return kv, nil
 }

@@ -78,7 +78,11 @@ func wire(a *platform.App) *platform.App {
 		if err := ports.RegisterNATS(micro, svc, ordersClient, a.Logger); err != nil {
 			return err
 		}
-		cons, err := adapters.NewOrdersConsumer(a.JetStream, a.TxnValidator, nm, svc, ordersClient, a.Logger)
+		ordersJS, err := a.OwnerJetStream(adapters.OrdersStream)
+		if err != nil {
+			return err
+		}
+		cons, err := adapters.NewOrdersConsumer(ordersJS, a.TxnValidator, nm, svc, ordersClient, a.Logger)
 		if err != nil {
 			return err
 		}
@@ -186,7 +190,11 @@ func (m *metrics) watchLag(a *platform.App, o *adapters.Outbox) {
 		return func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			c, err := a.JetStream.Consumer(ctx, adapters.OrdersStream, adapters.OrdersDurable)
+			js, err := a.OwnerJetStream(adapters.OrdersStream)
+			if err != nil {
+				return -1
+			}
+			c, err := js.Consumer(ctx, adapters.OrdersStream, adapters.OrdersDurable)
 			if err != nil {
 				return -1
 			}

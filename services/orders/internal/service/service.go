@@ -14,6 +14,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/orders/internal/adapters"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/ports"
@@ -82,11 +83,13 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 		a.DeclarePolicy("consumer "+cc.Durable, cc.Policy)
 		a.DeclarePolicy("consumer "+cc.Durable+" (on behalf)", cc.OnBehalfPolicy)
 	}
-	billingConsumer, err := natsauth.NewConsumer(a.JetStream, a.TxnValidator, billingCfg, ports.BillingHandler(svc, a.Logger))
+	// Billing and users provision these durables on their streams; orders
+	// binds to them through their accounts' exported API (pkg/platform/mesh).
+	billingConsumer, err := bindConsumer(a, billingCfg, ports.BillingHandler(svc, a.Logger))
 	if err != nil {
 		return err
 	}
-	usersConsumer, err := natsauth.NewConsumer(a.JetStream, a.TxnValidator, usersCfg, ports.UsersHandler(svc, a.Logger))
+	usersConsumer, err := bindConsumer(a, usersCfg, ports.UsersHandler(svc, a.Logger))
 	if err != nil {
 		return err
 	}
@@ -123,13 +126,26 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 		return relayLoop(ctx, svc, store, m, tun.RelayEvery, a.Logger)
 	}))
 	a.Go("consumer-lag", afterSetUp(func(ctx context.Context) error {
-		return lagLoop(ctx, a.JetStream, m, tun.MetricsEvery)
+		return lagLoop(ctx, a, m, tun.MetricsEvery)
 	}))
 	if tun.BeforeRun != nil {
 		tun.BeforeRun(a, svc)
 	}
 	a.Logger.Info("starting", slog.String("config", cfg.String()))
 	return a.Run(ctx)
+}
+
+// bindConsumer binds cfg's consumer, which the stream's owner provisions.
+func bindConsumer(a *platform.App, cfg natsauth.ConsumerConfig, h natsauth.EventHandler) (*natsauth.Consumer, error) {
+	cfg, err := mesh.Bind(Name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	js, err := a.OwnerJetStream(cfg.Stream)
+	if err != nil {
+		return nil, err
+	}
+	return natsauth.NewConsumer(js, a.TxnValidator, cfg, h)
 }
 
 // setUpState creates the buckets and streams this service owns, retrying
@@ -144,6 +160,10 @@ func setUpState(ctx context.Context, js jetstream.JetStream, replicas int, log *
 				return err
 			}
 			if err := adapters.EnsureStreams(cctx, js, replicas); err != nil {
+				return err
+			}
+			// The durables other services read from orders' streams.
+			if err := mesh.ProvisionDurables(cctx, js, Name); err != nil {
 				return err
 			}
 			bind(o, i)
@@ -188,13 +208,17 @@ func relayLoop(ctx context.Context, svc *app.Service, ob app.Outbox, m *metrics,
 }
 
 // lagLoop exports the durable consumers' backlog.
-func lagLoop(ctx context.Context, js jetstream.JetStream, m *metrics, every time.Duration) error {
+func lagLoop(ctx context.Context, a *platform.App, m *metrics, every time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		for _, c := range []struct{ stream, durable string }{
 			{ports.BillingStream, ports.BillingDurable}, {ports.UsersStream, ports.UsersDurable},
 		} {
+			js, err := a.OwnerJetStream(c.stream)
+			if err != nil {
+				return err
+			}
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			cons, err := js.Consumer(cctx, c.stream, c.durable)
 			var info *jetstream.ConsumerInfo

@@ -14,12 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 	"github.com/authmesh/authmesh/services/tts/internal/keys"
 	"github.com/authmesh/authmesh/services/tts/ttstest"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
@@ -37,15 +36,9 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(ns.Shutdown)
+	// The mesh's real accounts and permissions: the TTS in its own account,
+	// reached through the import the services have.
+	ns := meshtest.Start(t)
 	idp := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + idp.Listener.Addr().String() + "/"
 	ten, err := tenant.New(tenant.Config{Issuer: issuer, TenantFile: "../../../../deploy/tenant.yaml", DevDir: "../../../../deploy/dev",
@@ -56,15 +49,13 @@ func newFixture(t testing.TB) *fixture {
 	idp.Config.Handler = ten.Handler()
 	idp.Start()
 	t.Cleanup(idp.Close)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
+	// The users service owns the revocation bucket the TTS reads.
+	_, usersJS := meshtest.Connect(t, ns, "users")
+	if _, err := natsauth.NewRevocationStore(context.Background(), usersJS, 1); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	if _, err := natsauth.NewRevocationStore(context.Background(), js, 1); err != nil {
-		t.Fatal(err)
-	}
+	// Exchanges are asked for as orders asks.
+	nc, _ := meshtest.Connect(t, ns, "orders")
 	return &fixture{nc: nc, tenant: ten, issuer: issuer, jwks: issuer + ".well-known/jwks.json", nsURL: ns.ClientURL()}
 }
 

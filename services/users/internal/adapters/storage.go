@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/users/internal/domain"
 )
 
@@ -37,6 +38,10 @@ func (s *Storage) Setup(ctx context.Context, js jetstream.JetStream, replicas in
 	rs, err := natsauth.NewRevocationStore(ctx, js, replicas)
 	if err != nil {
 		return fmt.Errorf("revocation bucket: %w", err)
+	}
+	// The durables other services read from USERS_EVENTS (orders-users).
+	if err := mesh.ProvisionDurables(ctx, js, mesh.Users); err != nil {
+		return err
 	}
 	s.kv.Store(&kvRef{kv: kv})
 	s.rev.Store(rs)

@@ -1,0 +1,45 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+)
+
+// ProvisionDurables creates or updates, on the streams owner owns, the
+// durable consumers its readers bind to (Workload.Provisions), with the
+// table's settings. The owner calls it after creating its streams.
+func ProvisionDurables(ctx context.Context, js jetstream.JetStream, owner string) error {
+	w, ok := Lookup(owner)
+	if !ok {
+		return fmt.Errorf("mesh: no workload %q", owner)
+	}
+	for _, d := range w.Provisions() {
+		if err := natsauth.ProvisionConsumer(ctx, js, d.ConsumerConfig()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Bind returns cfg, reader's consumer of cfg.Stream, in bind mode with the
+// table's durable name, filter and delivery settings, which the stream's
+// owner provisions (ProvisionDurables). cfg keeps its policies, workers,
+// dead-letter prefix and observability.
+func Bind(reader string, cfg natsauth.ConsumerConfig) (natsauth.ConsumerConfig, error) {
+	d, ok := DurableOf(reader, cfg.Stream)
+	if !ok {
+		return cfg, fmt.Errorf("mesh: %s reads no durable on %s", reader, cfg.Stream)
+	}
+	if cfg.Durable != "" && cfg.Durable != d.Name {
+		return cfg, fmt.Errorf("mesh: %s's durable on %s is %s, not %s", reader, cfg.Stream, d.Name, cfg.Durable)
+	}
+	t := d.ConsumerConfig()
+	cfg.Durable, cfg.FilterSubjects = t.Durable, t.FilterSubjects
+	cfg.MaxDeliver, cfg.AckWait, cfg.BackOff = t.MaxDeliver, t.AckWait, t.BackOff
+	cfg.Bind = true
+	return cfg, nil
+}
