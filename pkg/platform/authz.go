@@ -9,6 +9,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
 
 // wireAuthz builds the key provider, the revocation watcher, the validator
@@ -81,7 +82,7 @@ func (a *App) wireAuthz() error {
 // Service's JWKS, kept DefaultRetainRotated after a rotation so queued
 // events stay verifiable), and the outbound exchange every context of the
 // app carries (WithOutbound), so NATS messages sent on a caller's behalf get
-// a transaction token narrowed to their hop (Hops).
+// a transaction token narrowed to their hop (mesh.Hops).
 func (a *App) wireTxn(m *authz.Metrics) error {
 	keys, err := authz.NewKeyProvider(
 		authz.WithJWKSURL(a.Config.Txn.JWKSURL),
@@ -111,7 +112,7 @@ func (a *App) wireTxn(m *authz.Metrics) error {
 		return fmt.Errorf("platform: transaction token client: %w", err)
 	}
 	a.TxnKeys, a.TxnValidator, a.TxnClient = keys, tv, tc
-	a.outbound = &natsauth.Outbound{Exchanger: tc, Scopes: HopScopes}
+	a.outbound = &natsauth.Outbound{Exchanger: tc, Scopes: mesh.HopScopes}
 	a.ctx = natsauth.WithOutbound(a.ctx, a.outbound)
 	go func() {
 		if err := keys.Start(a.ctx); err != nil && a.ctx.Err() == nil {

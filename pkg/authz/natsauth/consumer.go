@@ -54,6 +54,12 @@ type ConsumerConfig struct {
 	// own (Clients(ids...)), or both, e.g.
 	// authz.Authenticated().Users().Clients("orders-service"). Required.
 	Policy authz.Policy
+	// Scopes, when set, returns the scopes an event on a subject is sent
+	// with (the sender's hop, pkg/platform/mesh.Hops): its transaction token
+	// must hold one of them, so a token narrowed for another hop — a profile
+	// read, say — never carries an event. A subject it returns nothing for
+	// is refused.
+	Scopes func(subject string) []string
 	// OnBehalfPolicy is required of the token when user_id != actor (acting on
 	// another user's data, e.g. RequireAll("cancel:orders").Clients("orders-service")).
 	// The zero value rejects every such event; any other must say who.
@@ -431,6 +437,9 @@ func (c *Consumer) verify(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 	}
 	if err := c.cfg.Policy.Authorize(claims); err != nil {
 		return nil, "", &rejection{label: "not_authorized", detail: reasonOf(err)}
+	}
+	if c.cfg.Scopes != nil && !slices.ContainsFunc(c.cfg.Scopes(msg.Subject()), claims.HasScope) {
+		return nil, "", &rejection{label: "not_authorized", detail: "wrong_hop_scope"}
 	}
 	env, err := DecodeEnvelope(msg.Data())
 	if err != nil {

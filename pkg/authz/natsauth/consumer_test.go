@@ -507,3 +507,33 @@ func TestConsumerWorkers(t *testing.T) {
 		t.Errorf("at most %d events handled at once, want 2..4", maxRunning)
 	}
 }
+
+// TestConsumerRequiresTheHopScope: with Scopes set (as the mesh sets it), an
+// event's transaction token must hold one of its subject's scopes: a token
+// narrowed for another hop — a captured profile read, say — carries no event.
+func TestConsumerRequiresTheHopScope(t *testing.T) {
+	t.Parallel()
+	r := newEventRig(t)
+	hop := map[string][]string{"orders.events.created": {"create:orders", "cancel:orders"}}
+	r.run(t, ConsumerConfig{Scopes: func(subj string) []string { return hop[subj] }}, nil)
+	sub := r.tenant.DefaultClaims()["sub"].(string)
+	profileRead := r.tts.Token(t, sub, "read:profile", nil)
+	ordered := r.tts.Token(t, sub, "create:orders", nil)
+	publishRaw(t, r.js, "orders.events.created", nats.Header{HeaderTxnToken: {profileRead}}, envelope(t, sub, sub))
+	publishRaw(t, r.js, "orders.events.other", nats.Header{HeaderTxnToken: {ordered}}, envelope(t, sub, sub))
+	for _, subj := range []string{"orders.events.created", "orders.events.other"} {
+		eventually(t, 5*time.Second, func() bool { _, dead := r.outcome(subj); return dead != nil }, subj+" dead-lettered")
+		ev, dead := r.outcome(subj)
+		if ev != nil || !strings.Contains(dead.Header.Get(HeaderDLQReason), "wrong_hop_scope") {
+			t.Fatalf("%s: handled %v, dead-letter reason %q", subj, ev != nil, dead.Header.Get(HeaderDLQReason))
+		}
+	}
+	good := nats.NewMsg("orders.events.created")
+	good.Data = envelope(t, sub, sub)
+	good.Header.Set(HeaderTxnToken, ordered)
+	good.Header.Set(HeaderMsgID, "order.created:o2")
+	if _, err := r.js.PublishMsg(context.Background(), good); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { ev, _ := r.outcome("orders.events.created"); return ev != nil }, "the right hop's event handled")
+}

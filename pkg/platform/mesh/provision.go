@@ -27,8 +27,9 @@ func ProvisionDurables(ctx context.Context, js jetstream.JetStream, owner string
 
 // Bind returns cfg, reader's consumer of cfg.Stream, in bind mode with the
 // table's durable name, filter and delivery settings, which the stream's
-// owner provisions (ProvisionDurables). cfg keeps its policies, workers,
-// dead-letter prefix and observability.
+// owner provisions (ProvisionDurables), and the hop scopes (Hops) an event's
+// transaction token must hold. cfg keeps its policies, workers, dead-letter
+// prefix and observability.
 func Bind(reader string, cfg natsauth.ConsumerConfig) (natsauth.ConsumerConfig, error) {
 	d, ok := DurableOf(reader, cfg.Stream)
 	if !ok {
@@ -41,5 +42,6 @@ func Bind(reader string, cfg natsauth.ConsumerConfig) (natsauth.ConsumerConfig, 
 	cfg.Durable, cfg.FilterSubjects = t.Durable, t.FilterSubjects
 	cfg.MaxDeliver, cfg.AckWait, cfg.BackOff = t.MaxDeliver, t.AckWait, t.BackOff
 	cfg.Bind = true
+	cfg.Scopes = HopScopes
 	return cfg, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/tts/internal/exchange"
 	"github.com/authmesh/authmesh/services/tts/internal/keys"
 )
@@ -74,8 +75,8 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 	current.Store(set)
 
 	workloads := map[string][]string{}
-	for _, w := range platform.Workloads {
-		workloads[cfg.PeerClientID(w)] = platform.WorkloadScopes(w)
+	for _, w := range mesh.Requesters() {
+		workloads[cfg.PeerClientID(w)] = mesh.WorkloadScopes(w)
 	}
 	ex, err := exchange.New(exchange.Config{
 		Verifier:    a.Validator,

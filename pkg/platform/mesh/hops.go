@@ -1,4 +1,4 @@
-package platform
+package mesh
 
 import (
 	"slices"
@@ -20,17 +20,17 @@ type Hop struct {
 // subject not listed here gets no token: sending there fails (deny by
 // default).
 var Hops = []Hop{
-	{"authmesh.users.profile", "orders", []string{"read:profile"}},
-	{"authmesh.billing.orders.void", "orders", []string{"cancel:orders"}},
+	{ProfileSubject, Orders, []string{"read:profile"}},
+	{VoidSubject, Orders, []string{"cancel:orders"}},
 	// The relay republishes under orders-service (cancel:orders); a user's
 	// own order carries create:orders.
-	{"orders.events.created", "orders", []string{"create:orders", "cancel:orders"}},
-	{"orders.events.cancelled", "orders", []string{"cancel:orders"}},
+	{"orders.events.created", Orders, []string{"create:orders", "cancel:orders"}},
+	{"orders.events.cancelled", Orders, []string{"cancel:orders"}},
 	// The relay republishes under billing-service (refund:invoices).
-	{"billing.events.invoice.paid", "billing", []string{"pay:invoices", "refund:invoices"}},
-	{"billing.events.invoice.refunded", "billing", []string{"refund:invoices"}},
-	{"users.events.blocked", "users", []string{"block:users"}},
-	{"users.events.unblocked", "users", []string{"block:users"}},
+	{"billing.events.invoice.paid", Billing, []string{"pay:invoices", "refund:invoices"}},
+	{"billing.events.invoice.refunded", Billing, []string{"refund:invoices"}},
+	{"users.events.blocked", Users, []string{"block:users"}},
+	{"users.events.unblocked", Users, []string{"block:users"}},
 }
 
 // HopScopes returns the scopes of the messages on subject (nil when none is
@@ -62,5 +62,14 @@ func WorkloadScopes(service string) []string {
 	return out
 }
 
-// Workloads are the services that request transaction tokens.
-var Workloads = []string{"users", "orders", "billing"}
+// Requesters are the workloads that ask the Transaction Token Service for
+// tokens: the senders of Hops.
+func Requesters() []string {
+	var out []string
+	for _, h := range Hops {
+		if !slices.Contains(out, h.Sender) {
+			out = append(out, h.Sender)
+		}
+	}
+	return out
+}

@@ -1,0 +1,68 @@
+package mesh
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+)
+
+// TestHopsMatchTheTable: every message that carries a transaction token is
+// one its sender may send — a micro subject it calls or a subject of an
+// event stream it owns — every call but the exchange itself carries one, and
+// every scope is one of the tenant's API permissions.
+func TestHopsMatchTheTable(t *testing.T) {
+	perms, err := authz.LoadTenantPermissions("../../../deploy/tenant.yaml", "https://api.authmesh.dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range Hops {
+		w, ok := Lookup(h.Sender)
+		if !ok {
+			t.Errorf("%s: sender %q is not a workload", h.Subject, h.Sender)
+			continue
+		}
+		owned := slices.ContainsFunc(w.Streams, func(s Stream) bool {
+			return s.Events && slices.ContainsFunc(s.Subjects, func(p string) bool { return subjectMatches(p, h.Subject) })
+		})
+		if !owned && !slices.Contains(w.Calls, h.Subject) {
+			t.Errorf("%s: %s neither calls it nor owns a stream with it", h.Subject, h.Sender)
+		}
+		if len(h.Scopes) == 0 {
+			t.Errorf("%s: no scopes: nothing could be sent there", h.Subject)
+		}
+		for _, s := range h.Scopes {
+			if !slices.Contains(perms, s) {
+				t.Errorf("%s: scope %q is not a permission of the tenant's API", h.Subject, s)
+			}
+		}
+	}
+	for _, w := range Workloads {
+		for _, c := range w.Calls {
+			if c != ExchangeSubject && HopScopes(c) == nil {
+				t.Errorf("%s calls %s, which has no hop: it could send nothing there", w.Name, c)
+			}
+		}
+	}
+	if got := WorkloadScopes(Billing); !slices.Equal(got, []string{"pay:invoices", "refund:invoices"}) {
+		t.Errorf("billing may ask for %v", got)
+	}
+	if WorkloadScopes(TTS) != nil {
+		t.Error("the TTS asks itself for tokens")
+	}
+}
+
+// subjectMatches reports whether pattern (with * and > wildcards) matches subject.
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (tok != "*" && tok != s[i]) {
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
