@@ -9,15 +9,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 	"github.com/authmesh/authmesh/services/tts/internal/keys"
 	"github.com/authmesh/authmesh/services/tts/ttstest"
@@ -27,6 +30,7 @@ import (
 const audience = "https://api.authmesh.dev"
 
 type fixture struct {
+	ns     *server.Server
 	nc     *nats.Conn
 	tenant *tenant.Server
 	issuer string
@@ -56,7 +60,7 @@ func newFixture(t testing.TB) *fixture {
 	}
 	// Exchanges are asked for as orders asks.
 	nc, _ := meshtest.Connect(t, ns, "orders")
-	return &fixture{nc: nc, tenant: ten, issuer: issuer, jwks: issuer + ".well-known/jwks.json", nsURL: ns.ClientURL()}
+	return &fixture{ns: ns, nc: nc, tenant: ten, issuer: issuer, jwks: issuer + ".well-known/jwks.json", nsURL: ns.ClientURL()}
 }
 
 func (f *fixture) start(t testing.TB, keysFile string) *ttstest.TTS {
@@ -224,4 +228,97 @@ func servesCurrent(t *testing.T, jwks, kid string) bool {
 		return false
 	}
 	return set.Keys[0].Kid == kid
+}
+
+// TestCompromisedWorkloadAsksTheTTS: each workload, with exactly what its
+// process holds (its NATS account, its own M2M token, the access tokens of
+// requests it serves), asks the real service for more than it may. Nothing
+// is issued beyond the caller's token and the workload's own hops.
+func TestCompromisedWorkloadAsksTheTTS(t *testing.T) {
+	f := newFixture(t)
+	tts := f.start(t, "")
+	v := txnValidator(t, tts.JWKSURL)
+	alice, err := f.tenant.IssueUserToken("alice@authmesh.dev", audience, "openid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceSub := subOf(t, v, f, alice)
+	expired := strings.Join([]string{"eyJhbGciOiJSUzI1NiJ9", "eyJleHAiOjF9", "c2ln"}, ".")
+	for _, w := range []struct{ workload, client string }{{"users", "users-service"}, {"orders", "orders-service"}, {"billing", "billing-service"}} {
+		t.Run(w.workload, func(t *testing.T) {
+			nc, _ := meshtest.Connect(t, f.ns, w.workload)
+			own, err := f.tenant.IssueClientToken(w.client, audience)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ask := func(body map[string]any) (natsauth.TxnResponse, error) {
+				req := map[string]any{
+					"grant_type": authz.GrantTypeTokenExchange, "requested_token_type": authz.TokenTypeTxn,
+					"audience": authz.DefaultTrustDomain, "subject_token_type": authz.TokenTypeAccess,
+					"actor_token": own, "actor_token_type": authz.TokenTypeAccess,
+				}
+				for k, v := range body {
+					req[k] = v
+				}
+				b, _ := json.Marshal(req)
+				m, err := nc.Request(natsauth.DefaultTxnSubject, b, 3*time.Second)
+				if err != nil {
+					return natsauth.TxnResponse{}, err
+				}
+				if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
+					return natsauth.TxnResponse{}, errors.New(code + " " + m.Header.Get("Nats-Service-Error"))
+				}
+				var r natsauth.TxnResponse
+				err = json.Unmarshal(m.Data, &r)
+				return r, err
+			}
+			for name, body := range map[string]map[string]any{
+				"no access token":            {"scope": "read:profile"},
+				"garbage access token":       {"subject_token": "garbage", "scope": "read:profile"},
+				"expired access token":       {"subject_token": expired, "scope": "read:profile"},
+				"a scope alice lacks":        {"subject_token": alice, "scope": "refund:invoices"},
+				"another workload's scopes":  {"subject_token": alice, "scope": "block:users"},
+				"its own token, foreign hop": {"subject_token": own, "scope": "read:profile create:orders"},
+			} {
+				if w.workload == "users" && name == "another workload's scopes" {
+					continue // block:users is users' own hop, but alice lacks it: covered above
+				}
+				if r, err := ask(body); err == nil {
+					t.Errorf("%s: issued %q", name, r.Scope)
+				}
+			}
+			// Asking for another user: the token's subject wins, whatever the request says.
+			r, err := ask(map[string]any{"subject_token": alice, "scope": strings.Join(mesh.WorkloadScopes(w.workload), " "),
+				"sub": "auth0|someone-else", "requested_subject": "auth0|someone-else"})
+			if w.workload == "users" {
+				if err == nil {
+					t.Errorf("users got %q for alice, who holds none of its hops' scopes", r.Scope)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("a legitimate exchange: %v", err)
+			}
+			c, err := v.Validate(context.Background(), r.AccessToken)
+			if err != nil || c.Subject != aliceSub || c.RequestingWorkload != w.client {
+				t.Fatalf("issued %+v, %v: want alice's, requested by %s", c, err, w.client)
+			}
+			for _, s := range c.Scopes.List() {
+				if !slices.Contains(mesh.WorkloadScopes(w.workload), s) {
+					t.Errorf("%s got scope %s outside its hops", w.workload, s)
+				}
+			}
+		})
+	}
+}
+
+func subOf(t *testing.T, _ *authz.TxnValidator, f *fixture, tok string) string {
+	t.Helper()
+	kp, _ := authz.NewKeyProvider(authz.WithJWKSURL(f.jwks))
+	v, _ := authz.NewValidator(kp, authz.WithIssuers(f.issuer), authz.WithAudiences(audience))
+	c, err := v.Validate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Subject
 }
