@@ -211,7 +211,9 @@ func TestRotationAndReplicas(t *testing.T) {
 	}
 }
 
-func natsauthClient(t *testing.T, f *fixture) *natsauth.TxnClient { return f.client(t, "orders-service") }
+func natsauthClient(t *testing.T, f *fixture) *natsauth.TxnClient {
+	return f.client(t, "orders-service")
+}
 
 func servesCurrent(t *testing.T, jwks, kid string) bool {
 	resp, err := http.Get(jwks)
