@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -75,6 +78,18 @@ pkg: github.com/authmesh/authmesh/pkg/authz/natsauth
 BenchmarkNATSRequest/raw-2     	   10000	    150000 ns/op	    1667 B/op	      27 allocs/op
 BenchmarkNATSRequest: authz throughput = 105.0% of raw (raw 155.5 µs/op, authz 148.2 µs/op)
 BenchmarkNATSRequest/authz-2   	   10000	    148000 ns/op	   10454 B/op	      74 allocs/op
+BenchmarkNATSRequest/authz-exchanged-2         	   10000	    151000 ns/op	   10890 B/op	      80 allocs/op
+BenchmarkNATSRequest: authz-exchanged throughput = 98.0% of raw (151.0 µs/op)
+PASS
+ok  	github.com/authmesh/authmesh/pkg/authz/natsauth	9.3s
+goos: linux
+goarch: amd64
+pkg: github.com/authmesh/authmesh/services/tts/internal/service
+cpu: AMD EPYC
+BenchmarkExchange/uncached-2         	    1261	    905195 ns/op	   33852 B/op	     262 allocs/op
+BenchmarkExchange/cached-2           	 1000000	      1506 ns/op	       0 B/op	       0 allocs/op
+PASS
+ok  	github.com/authmesh/authmesh/services/tts/internal/service	3.409s
 `
 
 func TestParseGoBench(t *testing.T) {
@@ -93,6 +108,10 @@ func TestParseGoBench(t *testing.T) {
 		{"Validate/authz-cached", 1400, 0, 1},
 		{"NATSRequest/raw", 150000, 27, 1},
 		{"NATSRequest/authz", 148000, 74, 1},
+		{"NATSRequest/authz-exchanged", 151000, 80, 1},
+		// Another module's binary, after the first one's PASS and ok lines.
+		{"Exchange/uncached", 905195, 262, 1},
+		{"Exchange/cached", 1506, 0, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -126,6 +145,7 @@ func TestTargets(t *testing.T) {
 	const wrkOpen, wrkGoJWT = "wrk: authz / open throughput ≥ 0.85", "wrk: authz / go-jwt-middleware throughput ≥ 3×"
 	const inv = "order → invoice p99 < 50 ms at 50 clients"
 	const cold = "validate: cold ≤ 1.1× the baseline's time (paired)"
+	stages := func(st ...stage) *report { return &report{Stack: &stackResult{Stages: st}} }
 	paired := func(x ...float64) *goBench {
 		g := &goBench{}
 		for _, v := range x {
@@ -138,7 +158,11 @@ func TestTargets(t *testing.T) {
 		r    *report
 		want map[string]string
 	}{
-		{"nothing measured", &report{}, map[string]string{wrkOpen: "NOT MEASURED", wrkGoJWT: "NOT MEASURED", inv: "NOT MEASURED", cold: "NOT MEASURED"}},
+		{"nothing measured", &report{}, map[string]string{wrkOpen: "NOT MEASURED", wrkGoJWT: "NOT MEASURED", inv: "NOT MEASURED", cold: "NOT MEASURED",
+			createShareWhat: "NOT MEASURED"}},
+		{"create share is informational", stages(stage{Name: "orders-read", RPS: 9000}, stage{Name: "orders-create", RPS: 1500}),
+			map[string]string{createShareWhat: "INFO"}},
+		{"create share without a read stage", stages(stage{Name: "orders-create", RPS: 1500}), map[string]string{createShareWhat: "NOT MEASURED"}},
 		{"cold met: median of the rounds' paired ratios", &report{Go: paired(1.3, 1.05, 1.08)}, map[string]string{cold: "MET"}},
 		{"cold missed", &report{Go: paired(1.05, 1.12, 1.15)}, map[string]string{cold: "MISSED"}},
 		{"wrk met", &report{Wrk: &wrkResult{RPS: map[string][]float64{"open": {100}, "authz": {90}, "go-jwt-middleware": {30}}}},
@@ -162,6 +186,115 @@ func TestTargets(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestCreateShare(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		s      *stackResult
+		share  float64
+		ok     bool
+		target string // the targets table's value
+	}{
+		{"no stack", nil, 0, false, ""},
+		{"both stages", &stackResult{Stages: []stage{{Name: "orders-healthz", RPS: 30000}, {Name: "orders-read", RPS: 9000}, {Name: "orders-create", RPS: 1440}}},
+			0.16, true, "0.16 (1440 / 9000 req/s)"},
+		// Every create failed: a measured share of 0, not a missing figure.
+		{"no create succeeded", &stackResult{Stages: []stage{{Name: "orders-read", RPS: 9000}, {Name: "orders-create"}}}, 0, true, "0.00 (0 / 9000 req/s)"},
+		{"no read stage", &stackResult{Stages: []stage{{Name: "orders-create", RPS: 1440}}}, 0, false, ""},
+		{"no create stage", &stackResult{Stages: []stage{{Name: "orders-read", RPS: 9000}}}, 0, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			share, _, _, ok := tt.s.createShare()
+			if ok != tt.ok || abs(share-tt.share) > 1e-9 {
+				t.Fatalf("createShare = %v, %v; want %v, %v", share, ok, tt.share, tt.ok)
+			}
+			if !tt.ok {
+				return
+			}
+			for _, tg := range (&report{Stack: tt.s}).targets() {
+				if tg.What == createShareWhat && (tg.Value != tt.target || tg.status() != "INFO") {
+					t.Fatalf("target = %q %s, want %q INFO", tg.Value, tg.status(), tt.target)
+				}
+			}
+		})
+	}
+}
+
+func TestMarkdownExchangeAndStack(t *testing.T) {
+	t.Parallel()
+	res, err := parseGoBench(goOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	round, err := parseGoBench(goOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &report{
+		Machine: machine{BusyStart: -1},
+		Go:      &goBench{Results: res, Rounds: []map[string]benchStat{round}},
+		Stack: &stackResult{
+			Clients: 50,
+			Stages:  []stage{{Name: "orders-read", RPS: 9000, Success: 1}, {Name: "orders-create", RPS: 1440, Success: 1}},
+			RSSIdle: map[string]int64{"tts": 14 * 1024, "users": 15 * 1024}, RSSLoad: map[string]int64{"tts": 18 * 1024},
+		},
+	}
+	md := r.markdown(nil, func(s string) string { return s })
+	for _, want := range []string{
+		"| NATSRequest/authz-exchanged | 151000 | 10890 | 80 | NATSRequest/raw |",
+		"| uncached | 905195 | 33852 | 262 |",
+		"| cached | 1506 | 0 | 0 |",
+		"A cache hit is **601× faster** than an exchange",
+		"**orders-create reached 0.16 of orders-read's req/s** (1440 against 9000)",
+		"| tts | 14.0 MiB | 18.0 MiB | 1.3× |",
+		"| #13 | " + createShareWhat + " | 0.16 (1440 / 9000 req/s) | **INFO** |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// Without the exchange benchmark the section is left out, not empty.
+	delete(res, "Exchange/uncached")
+	delete(res, "Exchange/cached")
+	if md := r.markdown(nil, func(s string) string { return s }); strings.Contains(md, "Transaction token exchange") {
+		t.Error("an exchange section without its benchmark")
+	}
+}
+
+func TestServiceLists(t *testing.T) {
+	t.Parallel()
+	// Every service process devstack starts is sampled and reported, and its
+	// static binary and image are sized.
+	for _, name := range serviceNames() {
+		if !slices.ContainsFunc(artifacts, func(a struct{ bin, image string }) bool { return a.bin == name }) {
+			t.Errorf("service %s is not among the sized artifacts", name)
+		}
+	}
+	if !slices.Contains(serviceNames(), "tts") {
+		t.Errorf("serviceNames() = %v, want the TTS among them", serviceNames())
+	}
+}
+
+func TestGoBenchPkgs(t *testing.T) {
+	t.Parallel()
+	// Each entry names a module (its own go.mod, so go test -c builds it in
+	// its own module) and a package inside it.
+	root := filepath.Join("..", "..")
+	for _, p := range goBenchPkgs {
+		if _, err := os.Stat(filepath.Join(root, p.Dir, "go.mod")); err != nil {
+			t.Errorf("%s is not a module directory: %v", p.Dir, err)
+		}
+		if fi, err := os.Stat(filepath.Join(root, p.Dir, p.Pkg)); err != nil || !fi.IsDir() {
+			t.Errorf("%s/%s is not a package directory: %v", p.Dir, p.Pkg, err)
+		}
+	}
+	if got, want := goBenchModules(), "pkg/authz, services/tts"; got != want {
+		t.Errorf("goBenchModules() = %q, want %q", got, want)
 	}
 }
 

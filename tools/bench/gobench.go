@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -33,10 +34,19 @@ type benchStat struct {
 
 var procsSuffix = regexp.MustCompile(`-\d+$`)
 
-// runGoBench compiles the authz and natsauth test binaries (workspace mode,
-// the checkout's own code) and runs them o.count times, one -count=1 round
-// after another: each round runs a benchmark's variants back to back, so a
-// ratio taken within a round sees the same machine load on both sides, which
+// goBenchPkgs are the test binaries runGoBench builds and the benchmarks it
+// runs in each. Dir is the module's directory under the root (each module
+// builds its own test binary, in workspace mode); Pkg is relative to it.
+var goBenchPkgs = []struct{ Dir, Pkg, Bench string }{
+	{"pkg/authz", ".", "^Benchmark(Validate|EchoHTTP)$"},
+	{"pkg/authz", "./natsauth", "^BenchmarkNATSRequest$"},
+	{"services/tts", "./internal/service", "^BenchmarkExchange$"},
+}
+
+// runGoBench compiles the test binaries of goBenchPkgs (workspace mode, the
+// checkout's own code) and runs them o.count times, one -count=1 round after
+// another: each round runs a benchmark's variants back to back, so a ratio
+// taken within a round sees the same machine load on both sides, which
 // -count=N (all runs of one variant, then all of the next) does not give.
 func runGoBench(ctx context.Context, o options) (*goBench, error) {
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
@@ -46,33 +56,29 @@ func runGoBench(ctx context.Context, o options) (*goBench, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	pkgs := []struct{ pkg, bench string }{
-		{".", "^Benchmark(Validate|EchoHTTP)$"},
-		{"./natsauth", "^BenchmarkNATSRequest$"},
-	}
-	authzDir := filepath.Join(o.root, "pkg", "authz")
-	for i, p := range pkgs {
-		build := exec.CommandContext(ctx, "go", "test", "-c", "-o", filepath.Join(dir, fmt.Sprintf("%d.test", i)), p.pkg)
-		build.Dir = authzDir
+	for i, p := range goBenchPkgs {
+		build := exec.CommandContext(ctx, "go", "test", "-c", "-o", filepath.Join(dir, fmt.Sprintf("%d.test", i)), p.Pkg)
+		build.Dir = filepath.Join(o.root, filepath.FromSlash(p.Dir))
 		if out, err := build.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go test -c %s: %v\n%s", p.pkg, err, out)
+			return nil, fmt.Errorf("go test -c %s in %s: %v\n%s", p.Pkg, p.Dir, err, out)
 		}
 	}
-	gb := &goBench{Cmd: fmt.Sprintf("cd pkg/authz && go test -c, then %d rounds of: <pkg>.test -test.run '^$' -test.bench '<benchmarks>' -test.benchmem -test.count 1 -test.benchtime %s", o.count, o.benchtime)}
+	gb := &goBench{Cmd: fmt.Sprintf("cd <module> && go test -c <pkg> (%s), then %d rounds of: <pkg>.test -test.run '^$' -test.bench '<benchmarks>' -test.benchmem -test.count 1 -test.benchtime %s",
+		goBenchModules(), o.count, o.benchtime)}
 	var all strings.Builder
 	for range o.count {
 		var round strings.Builder
-		for i, p := range pkgs {
-			cmd := exec.CommandContext(ctx, filepath.Join(dir, fmt.Sprintf("%d.test", i)), "-test.run", "^$", "-test.bench", p.bench,
+		for i, p := range goBenchPkgs {
+			cmd := exec.CommandContext(ctx, filepath.Join(dir, fmt.Sprintf("%d.test", i)), "-test.run", "^$", "-test.bench", p.Bench,
 				"-test.benchmem", "-test.count", "1", "-test.benchtime", o.benchtime)
-			cmd.Dir = filepath.Join(authzDir, p.pkg) // testdata is relative to the package
+			cmd.Dir = filepath.Join(o.root, filepath.FromSlash(p.Dir), p.Pkg) // testdata is relative to the package
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, os.Stderr
 			err := cmd.Run()
 			round.Write(out.Bytes())
 			if err != nil {
 				gb.Raw = all.String() + round.String()
-				return gb, fmt.Errorf("%s benchmarks: %w", p.pkg, err)
+				return gb, fmt.Errorf("%s benchmarks: %w", path.Join(p.Dir, p.Pkg), err)
 			}
 		}
 		res, err := parseGoBench(round.String())
@@ -86,6 +92,17 @@ func runGoBench(ctx context.Context, o options) (*goBench, error) {
 	res, err := parseGoBench(gb.Raw)
 	gb.Results = res
 	return gb, err
+}
+
+// goBenchModules lists the modules of goBenchPkgs once each, in order.
+func goBenchModules() string {
+	var dirs []string
+	for _, p := range goBenchPkgs {
+		if !slices.Contains(dirs, p.Dir) {
+			dirs = append(dirs, p.Dir)
+		}
+	}
+	return strings.Join(dirs, ", ")
 }
 
 // ratio is the median over rounds of f(a, b), a and b from the same round.

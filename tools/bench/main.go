@@ -2,12 +2,14 @@
 // alternatives in the same run and writes BENCHMARKS.md with PNG charts under
 // docs/bench/. Everything runs on loopback and is bounded in time:
 //
-//  1. the Go benchmarks of pkg/authz and pkg/authz/natsauth (go test -bench);
+//  1. the Go benchmarks of pkg/authz, pkg/authz/natsauth and the transaction
+//     token exchange of services/tts (go test -bench);
 //  2. wrk, in its own process, against one Echo handler served open, behind
 //     pkg/authz and behind go-jwt-middleware (cmd/echoserver);
-//  3. the embedded stack (tools/devstack) under load from vegeta: order
-//     creation, order → invoice latency with 50 clients, an authenticated read
-//     versus /healthz;
+//  3. the embedded stack (tools/devstack: NATS, devtenant and every process
+//     of devstack.Services, the TTS included) under load from vegeta: order
+//     creation as a share of an authenticated read, both next to /healthz,
+//     and order → invoice latency with 50 clients;
 //  4. resources: RSS idle and under load, binary and image sizes, cold start.
 //
 // Run it from the repository root: go run ./tools/bench [-quick] [-skip-stack].

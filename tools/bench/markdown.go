@@ -90,6 +90,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			{"NATSRequest/raw-no-headers", "", ""},
 			{"NATSRequest/raw", "NATSRequest/raw-no-headers", "tput"},
 			{"NATSRequest/authz", "NATSRequest/raw", "tput"},
+			{"NATSRequest/authz-exchanged", "NATSRequest/raw", "tput"},
 		}
 		for _, row := range rows {
 			s, ok := g.Results[row.name]
@@ -127,8 +128,12 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("\nThe EchoHTTP figures share two cores between Go's HTTP client and the server, so they understate\nthe server-side difference; the wrk section above is the one the targets of issue 8 use.\n")
 		p("In EchoHTTP and NATSRequest every variant gets the same request, the caller's token included (as under\n")
 		p("wrk): `open` and `raw` measure the handler without an auth layer, not a lighter request.\n")
-		p("`NATSRequest/raw-no-headers` sends no headers at all; its gap to `raw` is what carrying the 1 KB\n")
-		p("token costs inside NATS (the server's header path), a cost of propagating identity whatever reads it.\n\n")
+		p("`NATSRequest/raw-no-headers` sends no headers at all; its gap to `raw` is what carrying the transaction\n")
+		p("token costs inside NATS (the server's header path), a cost of propagating identity whatever reads it.\n")
+		p("`NATSRequest/authz` sends from a NATS handler's context, forwarding the transaction token it received;\n")
+		p("`NATSRequest/authz-exchanged` sends from an HTTP handler's context, so the caller's access token is first\n")
+		p("exchanged through a `natsauth.TxnClient`, whose cache answers every request after the first.\n\n")
+		r.exchangeSection(p)
 	}
 
 	if s := r.Stack; s != nil {
@@ -150,6 +155,11 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 					ms(st.P50), ms(st.P95), ms(st.P99), ms(st.Max), st.Baseline, ratio)
 			}
 			p("\n")
+			if share, create, read, ok := s.createShare(); ok {
+				p("**orders-create reached %.2f of orders-read's req/s** (%.0f against %.0f): a create exchanges alice's\n", share, create, read)
+				p("access token for a transaction token (a cache hit after the first), asks users for her profile over NATS,\n")
+				p("writes the order to KV and publishes its event; a read checks her token and reads KV inside orders.\n\n")
+			}
 			for _, st := range s.Stages {
 				if st.FirstFail > 0 {
 					p("- **%s**: the first failure came %s into the stage; until then %.0f successful req/s.\n", st.Name, st.FirstFail.Round(time.Millisecond), st.RPSBeforeFail)
@@ -200,7 +210,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			p("<details><summary>CPU profile of orders and billing during a second, shorter order → invoice pass, whose figures are not reported (<code>perf record -g --all-user</code>; columns: share including callees, own share; the project's and its libraries' functions ≥ 2%%)</summary>\n\n```\n%s```\n</details>\n\n", s.Profile)
 		}
 		p("### Resources\n\n| service | RSS idle | RSS peak under load | ratio | cold start to ready | binary (devstack build) |\n|---|---|---|---|---|---|\n")
-		for _, name := range []string{"users", "orders", "billing"} {
+		for _, name := range serviceNames() {
 			idle, load := s.RSSIdle[name], s.RSSLoad[name]
 			ratio := ""
 			if idle > 0 && load > 0 {
@@ -214,7 +224,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		}
 		p("\nCold start: from the process's start (`/proc/<pid>/stat`, 10 ms ticks) to its first `200` from `/readyz`\n")
 		p("(polled every 20 ms), with NATS and devtenant already up. The whole stack was ready %s after\n", s.StackReady.Round(time.Millisecond))
-		p("`devstack.Run` was called, which includes `go build` of the three services.\n\n")
+		p("`devstack.Run` was called, which includes `go build` of the %d services (%s).\n\n", len(serviceNames()), strings.Join(serviceNames(), ", "))
 	}
 
 	if len(r.Sizes.Static) > 0 || len(r.Sizes.Images) > 0 {
@@ -231,6 +241,38 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("No images of the services were found: make bench builds them when a Docker engine runs (`make k8s-images`).\n\n")
 	}
 	return b.String()
+}
+
+// exchangeSection reports BenchmarkExchange (services/tts): what a service
+// pays for a transaction token, with and without its client's cache.
+func (r *report) exchangeSection(p func(string, ...any)) {
+	g := r.Go
+	un, okU := g.Results["Exchange/uncached"]
+	ca, okC := g.Results["Exchange/cached"]
+	if !okU && !okC {
+		return
+	}
+	p("### Transaction token exchange (`services/tts`, `BenchmarkExchange`)\n\n")
+	p("| variant | ns/op | B/op | allocs/op |\n|---|---|---|---|\n")
+	for _, v := range []struct {
+		name string
+		s    benchStat
+		ok   bool
+	}{{"uncached", un, okU}, {"cached", ca, okC}} {
+		if !v.ok {
+			p("| %s | — | — | — |\n", v.name)
+			continue
+		}
+		p("| %s | %.0f | %.0f | %.0f |\n", v.name, v.s.NsOp, v.s.BOp, v.s.AllocsOp)
+	}
+	if x, ok := g.ratio("Exchange/uncached", "Exchange/cached", speed); ok {
+		p("\nA cache hit is **%.0f× faster** than an exchange (median of the ratios within each round).\n", x)
+	}
+	p("\n`uncached` is one full exchange: the client asks the real Transaction Token Service over NATS (orders'\n")
+	p("account importing the TTS's `authmesh.tts.exchange`), which verifies the caller's access token and orders'\n")
+	p("own client-credentials token (from its validator's cache, as under load), signs an ES256 transaction token\n")
+	p("and answers; the client then forgets it. `cached` is what a steady load pays instead: `natsauth.TxnClient`'s\n")
+	p("hit for the same (access token, scopes) until shortly before the transaction token expires.\n\n")
 }
 
 func codes(m map[string]int) string {

@@ -174,7 +174,7 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 		{"orders-healthz", "GET /healthz on orders (no auth)", "", vegeta.Target{Method: "GET", URL: orders + "/healthz"}},
 		{"orders-read", "GET /v1/orders/{id} on orders (alice's token, read:orders)", "orders-healthz",
 			vegeta.Target{Method: "GET", URL: orders + "/v1/orders/" + id, Header: auth}},
-		{"orders-create", "POST /v1/orders (alice's token; profile over NATS, KV write, JetStream event)", "orders-healthz",
+		{"orders-create", "POST /v1/orders (alice's token exchanged for a transaction token, cached; profile over NATS, KV write, JetStream event)", "orders-healthz",
 			vegeta.Target{Method: "POST", URL: orders + "/v1/orders", Header: auth, Body: body}},
 	}
 	var createStart time.Time
@@ -401,12 +401,16 @@ func orderToInvoice(ctx context.Context, orders, billing string, h http.Header, 
 	return res
 }
 
-// billingNATSPassword is billing's NATS password in the dev configuration
-// (deploy/nats/auth.conf), which devstack's embedded server loads.
+// billingNATSPassword is billing's NATS password in the dev configuration:
+// deploy/nats/passwords.conf, which deploy/nats/accounts.conf (generated from
+// pkg/platform/mesh, loaded by devstack's embedded server through nats.conf)
+// includes.
 const billingNATSPassword = "billing-nats-dev-secret"
 
 // invoiceWatch records when each order's invoice first appears in billing's
-// bucket (key = order id).
+// bucket (key = order id). It connects as billing, inside the BILLING account
+// where the bucket lives: billing's allow list in deploy/nats/accounts.conf
+// lets it create the ordered consumer a KV watch uses on KV_billing_invoices.
 type invoiceWatch struct {
 	nc   *nats.Conn
 	kw   jetstream.KeyWatcher
@@ -416,7 +420,7 @@ type invoiceWatch struct {
 
 func watchInvoices(ctx context.Context) (*invoiceWatch, error) {
 	nc, err := nats.Connect(devstack.NATSURL, nats.UserInfo("billing", billingNATSPassword), nats.Name("bench"),
-		nats.CustomInboxPrefix("_INBOX_billing")) // billing may subscribe to its own inboxes only (deploy/nats/permissions.conf)
+		nats.CustomInboxPrefix("_INBOX_billing")) // billing may subscribe to its own inboxes only (deploy/nats/accounts.conf)
 	if err != nil {
 		return nil, err
 	}
