@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compose smoke test, from a clean clone: build the static binaries and the images (no registry),
 # start the stack, wait until every container is healthy, run one full flow with curl (alice's
-# token, create an order, its invoice appears, pay it, the order is paid), then `down -v`.
+# token, create an order, its invoice appears, pay it, the order is paid; the Transaction Token
+# Service publishes its ES256 keys), then `down -v`.
 # Exits non-zero on any failure and prints the containers' logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for port in 8400 8401 8402 8403 8404 4222 8222; do
+for port in 8400 8401 8402 8403 8404 8406 4222 8222; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then fail "port $port is in use (make run or make up still running?)"; fi
 done
 
@@ -51,7 +52,8 @@ mkdir -p bin/empty
 cp /etc/ssl/certs/ca-certificates.crt bin/ca-certificates.crt
 go build -trimpath -ldflags='-s -w' -o bin/ \
   github.com/nats-io/nats-server/v2 ./tools/devstack/cmd/httpprobe ./tools/devtenant/cmd/devtenant \
-  ./services/users/cmd/users ./services/orders/cmd/orders ./services/billing/cmd/billing ./tools/devstack/cmd/webserve
+  ./services/users/cmd/users ./services/orders/cmd/orders ./services/billing/cmd/billing ./services/tts/cmd/tts \
+  ./tools/devstack/cmd/webserve
 
 log "building images"
 "${COMPOSE[@]}" build --quiet 2>/dev/null || "${COMPOSE[@]}" build
@@ -72,8 +74,9 @@ while :; do
 done
 log "healthy: $(tr '\n' ';' <<<"$states")"
 
-# Healthy means the process runs; ready means NATS and the signing keys are there.
-for port in 8401 8402 8403; do
+# Healthy means the process runs; ready means NATS and the signing keys are there (the services'
+# include the TTS's keys, check tts_keys).
+for port in 8406 8401 8402 8403; do
   for _ in $(seq 1 60); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://localhost:$port/readyz")" = 200 ] && break
     sleep 1
@@ -90,6 +93,11 @@ api() {
   if [ "$code" != "$want" ]; then fail "$method $url: status $code, want $want: $(head -c 500 "$out")"; fi
   cat "$out"; rm -f "$out"
 }
+
+log "tts: its JWKS publishes ES256 public keys (current and next), no private part"
+jwks=$(curl -sS -f http://localhost:8406/.well-known/jwks.json) || fail "the TTS's JWKS does not answer"
+jq -e '(.keys | length >= 2) and all(.keys[]; .kty == "EC" and .crv == "P-256" and .alg == "ES256" and (.kid | length > 0) and (has("d") | not))' <<<"$jwks" >/dev/null \
+  || fail "the TTS's JWKS is not two or more public ES256 keys: $(head -c 500 <<<"$jwks")"
 
 log "token for alice (password grant)"
 TOKEN=$(curl -sS -f http://localhost:8400/oauth/token \
