@@ -70,7 +70,7 @@ func TestCompose(t *testing.T) {
 	if !strings.HasPrefix(f.Version, "2.") {
 		t.Errorf("version %q: want a 2.x format (health-gated depends_on in compose v1 and v2)", f.Version)
 	}
-	want := []string{"billing", "devtenant", "nats-1", "nats-2", "nats-3", "orders", "users", "web"}
+	want := []string{"billing", "devtenant", "nats-1", "nats-2", "nats-3", "orders", "tts", "users", "web"}
 	if got := keys(f.Services); !slices.Equal(got, want) {
 		t.Fatalf("services = %v, want %v", got, want)
 	}
@@ -112,7 +112,10 @@ func TestCompose(t *testing.T) {
 			if port := fmt.Sprintf("%d", svc.port); !slices.Equal(s.Ports, []string{"127.0.0.1:" + port + ":" + port}) || cfg.HTTPAddr != ":"+port {
 				t.Errorf("ports %v, HTTP address %q: want %s on the host's loopback and in the container", s.Ports, cfg.HTTPAddr, port)
 			}
-			for _, dep := range []string{"devtenant", "nats-1", "nats-2", "nats-3"} {
+			if cfg.Txn.JWKSURL != ttsJWKSInCompose {
+				t.Errorf("AUTHMESH_TTS_JWKS_URL = %q, want the TTS by its service name, %s", cfg.Txn.JWKSURL, ttsJWKSInCompose)
+			}
+			for _, dep := range []string{"devtenant", "nats-1", "nats-2", "nats-3", "tts"} {
 				if s.DependsOn[dep]["condition"] != "service_healthy" {
 					t.Errorf("does not wait for %s to be healthy", dep)
 				}
@@ -120,6 +123,10 @@ func TestCompose(t *testing.T) {
 			checkDockerfile(t, filepath.Join(root, s.Build.Dockerfile), svc.port, "/app", "healthcheck")
 		})
 	}
+	t.Run("tts", func(t *testing.T) {
+		t.Parallel()
+		checkComposeTTS(t, f)
+	})
 
 	if got := f.Services["nats-1"].Ports; !slices.Equal(got, []string{"127.0.0.1:4222:4222", "127.0.0.1:8222:8222"}) {
 		t.Errorf("nats-1 ports %v, want the contract's 4222 and 8222 on the host's loopback", got)
@@ -191,5 +198,78 @@ func checkDockerfile(t *testing.T, path string, port int32, healthArgs ...string
 	e := exposeRE.FindStringSubmatch(df)
 	if e == nil || !slices.Contains(strings.Fields(e[1]), fmt.Sprint(port)) {
 		t.Errorf("%s: does not EXPOSE %d", path, port)
+	}
+}
+
+// ttsJWKSInCompose is where the services fetch the TTS's keys inside compose.
+const ttsJWKSInCompose = "http://tts:8406/.well-known/jwks.json"
+
+// checkComposeTTS checks the Transaction Token Service's container: its own
+// NATS identity on the cluster, the tenant as the services see it, the
+// workloads it serves by the client ids the services use, its dev key file on
+// a volume the image lets uid 65532 write, and 8406 on the host's loopback.
+func checkComposeTTS(t *testing.T, f composeFile) {
+	s := f.Services["tts"]
+	known := knownEnv(t, "tts")
+	known["TTS_KEYS_FILE"] = true // read by the service itself (services/tts/internal/service.KeysFile)
+	for name := range s.Environment {
+		if !known[name] {
+			t.Errorf("environment %s is not read by the TTS", name)
+		}
+	}
+	cfg, err := platform.LoadConfig("tts", func(k string) string { return s.Environment[k] })
+	if err != nil {
+		t.Fatalf("the container's environment is rejected by pkg/platform: %v", err)
+	}
+	if cfg.Auth0.Issuer != "http://localhost:8400/" || cfg.Auth0.JWKSURL != "http://devtenant:8400/.well-known/jwks.json" ||
+		cfg.Auth0.Audience != "https://api.authmesh.dev" {
+		t.Errorf("auth0 = %+v: want the services' issuer and audience, keys from devtenant", cfg.Auth0)
+	}
+	if cfg.NATSUser != "tts" || cfg.NATSPassword != "tts-nats-dev-secret" {
+		t.Errorf("NATS user %q: want the TTS's own dev credentials (account TTS)", cfg.NATSUser)
+	}
+	for i := 1; i <= 3; i++ {
+		if !strings.Contains(cfg.NATSURL, fmt.Sprintf("nats://nats-%d:4222", i)) {
+			t.Errorf("NATS URL %q lacks node nats-%d", cfg.NATSURL, i)
+		}
+	}
+	// The TTS grants a workload's token only by that workload's client id:
+	// it must be the id the service itself uses.
+	for _, svc := range services {
+		own := f.Services[svc.name].Environment[svc.prefix()+"CLIENT_ID"]
+		if got := cfg.PeerClientID(svc.name); own == "" || got != own {
+			t.Errorf("the TTS knows %s as %q, the service calls itself %q", svc.name, got, own)
+		}
+	}
+	if !slices.Equal(s.Ports, []string{"127.0.0.1:8406:8406"}) || cfg.HTTPAddr != ":8406" {
+		t.Errorf("ports %v, HTTP address %q: want 8406 on the host's loopback and in the container", s.Ports, cfg.HTTPAddr)
+	}
+	for _, dep := range []string{"devtenant", "nats-1", "nats-2", "nats-3"} {
+		if s.DependsOn[dep]["condition"] != "service_healthy" {
+			t.Errorf("does not wait for %s to be healthy", dep)
+		}
+	}
+	// The dev key file is created on first start: it must live on a named
+	// volume (kept across restarts, so tokens in queues stay verifiable) in
+	// a directory the image gives to the runtime user.
+	keysFile := s.Environment["TTS_KEYS_FILE"]
+	var onVolume bool
+	for _, v := range s.Volumes {
+		vol, dir, _ := strings.Cut(v, ":")
+		if _, named := f.Volumes[vol]; named && strings.HasPrefix(keysFile, strings.TrimSuffix(dir, "/")+"/") {
+			onVolume = dir == "/data"
+		}
+	}
+	if !onVolume {
+		t.Errorf("TTS_KEYS_FILE %q is not on a named volume mounted at /data (volumes %v)", keysFile, s.Volumes)
+	}
+	df := filepath.Join(root, s.Build.Dockerfile)
+	checkDockerfile(t, df, 8406, "/app", "healthcheck")
+	b, err := os.ReadFile(df)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "\nCOPY --chown=65532:65532 bin/empty/ /data/\n") {
+		t.Errorf("%s does not give /data to uid 65532: a fresh volume would not be writable", df)
 	}
 }

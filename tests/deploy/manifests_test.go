@@ -295,6 +295,9 @@ func TestServiceBases(t *testing.T) {
 			if cfg.NATSURL != "nats://nats:4222" {
 				t.Errorf("NATS URL = %q, want the nats Service of deploy/k8s/nats", cfg.NATSURL)
 			}
+			if env["AUTHMESH_TTS_JWKS_URL"] != ttsJWKSInCluster || cfg.Txn.JWKSURL != ttsJWKSInCluster {
+				t.Errorf("AUTHMESH_TTS_JWKS_URL = %q, want the tts Service of deploy/k8s/tts, %s", env["AUTHMESH_TTS_JWKS_URL"], ttsJWKSInCluster)
+			}
 
 			s := o.services[svc.name]
 			if s == nil || len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Port != svc.port || s.Spec.Ports[0].TargetPort.StrVal != "http" {
@@ -304,6 +307,117 @@ func TestServiceBases(t *testing.T) {
 				t.Error("Service or Deployment selector does not match the pod labels")
 			}
 		})
+	}
+}
+
+// ttsJWKSInCluster is where the services fetch the TTS's keys in Kubernetes.
+const ttsJWKSInCluster = "http://tts:8406/.well-known/jwks.json"
+
+// TestTTSBase checks deploy/k8s/tts the way the services' bases are checked,
+// plus what only it has: signing keys from a read-only Secret, its NATS
+// password from its own Secret, the workloads' client ids as the services'
+// bases name them, and more than one replica (it is stateless but for keys).
+func TestTTSBase(t *testing.T) {
+	t.Parallel()
+	o := build(t, "tts")
+	d := o.deployments["tts"]
+	if d == nil || len(o.deployments) != 1 {
+		t.Fatalf("want exactly the Deployment tts, got %v", keys(o.deployments))
+	}
+	if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+		t.Errorf("replicas = %v, want at least 2 (every request that needs a new transaction token waits on it)", d.Spec.Replicas)
+	}
+	pod := d.Spec.Template.Spec
+	checkHardened(t, pod)
+	c := pod.Containers[0]
+	if c.Image != "authmesh/tts:dev" {
+		t.Errorf("image = %q, want authmesh/tts:dev", c.Image)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != 8406 {
+		t.Errorf("container ports = %+v, want only 8406", c.Ports)
+	}
+	if path, port := probe(t, c, c.LivenessProbe); path != "/healthz" || port != 8406 {
+		t.Errorf("liveness probe = %s on %d, want /healthz on 8406", path, port)
+	}
+	if path, port := probe(t, c, c.ReadinessProbe); path != "/readyz" || port != 8406 {
+		t.Errorf("readiness probe = %s on %d, want /readyz on 8406", path, port)
+	}
+
+	known := knownEnv(t, "tts")
+	known["TTS_KEYS_FILE"] = true // read by the service itself (services/tts/internal/service.KeysFile)
+	env := map[string]string{}
+	for _, from := range c.EnvFrom {
+		if from.ConfigMapRef == nil || o.configMaps[from.ConfigMapRef.Name] == nil {
+			t.Fatalf("envFrom %+v: want a ConfigMap of the base", from)
+		}
+		for k, v := range o.configMaps[from.ConfigMapRef.Name].Data {
+			env[k] = v
+		}
+	}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			if e.Name != "TTS_NATS_PASSWORD" || e.ValueFrom.SecretKeyRef.Name != "tts-credentials" || e.ValueFrom.SecretKeyRef.Key != "nats-password" {
+				t.Errorf("env %s from Secret %s key %s: want only TTS_NATS_PASSWORD from tts-credentials/nats-password",
+					e.Name, e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key)
+			}
+			env[e.Name] = "from-secret"
+		case e.ValueFrom == nil:
+			env[e.Name] = e.Value
+		default:
+			t.Errorf("env %s: unexpected source", e.Name)
+		}
+	}
+	if env["TTS_NATS_PASSWORD"] != "from-secret" {
+		t.Error("TTS_NATS_PASSWORD is not read from the Secret tts-credentials")
+	}
+	for name := range env {
+		if !known[name] {
+			t.Errorf("env %s is not read by the TTS (typo or stale name)", name)
+		}
+	}
+	cfg, err := platform.LoadConfig("tts", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("the pod's environment is rejected by pkg/platform: %v", err)
+	}
+	if cfg.HTTPAddr != ":8406" || cfg.NATSUser != "tts" || cfg.NATSURL != "nats://nats:4222" {
+		t.Errorf("config = %s, want :8406, NATS user tts on the nats Service", cfg)
+	}
+	// The TTS admits a workload's token by its client id: the one that
+	// workload's own base configures.
+	for _, svc := range services {
+		own := build(t, svc.name).configMaps[svc.name+"-config"]
+		if own == nil {
+			t.Fatalf("deploy/k8s/%s has no ConfigMap %s-config", svc.name, svc.name)
+		}
+		if want, got := own.Data[svc.prefix()+"CLIENT_ID"], cfg.PeerClientID(svc.name); want == "" || got != want {
+			t.Errorf("the TTS knows %s as %q, its base configures %q", svc.name, got, want)
+		}
+	}
+
+	// The keys: TTS_KEYS_FILE inside a read-only mount of the Secret tts-keys.
+	keysFile := env["TTS_KEYS_FILE"]
+	var fromSecret bool
+	for _, m := range c.VolumeMounts {
+		if !strings.HasPrefix(keysFile, strings.TrimSuffix(m.MountPath, "/")+"/") {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == "tts-keys" {
+				fromSecret = m.ReadOnly
+			}
+		}
+	}
+	if !fromSecret {
+		t.Errorf("TTS_KEYS_FILE %q is not in a read-only mount of the Secret tts-keys", keysFile)
+	}
+
+	s := o.services["tts"]
+	if s == nil || len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Port != 8406 || s.Spec.Ports[0].TargetPort.StrVal != "http" {
+		t.Fatalf("Service tts = %+v, want port 8406 to the container's http port (the services' AUTHMESH_TTS_JWKS_URL)", s)
+	}
+	if !selects(s.Spec.Selector, d.Spec.Template.Labels) || !selects(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+		t.Error("Service or Deployment selector does not match the pod labels")
 	}
 }
 
