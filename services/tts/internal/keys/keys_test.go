@@ -63,7 +63,7 @@ func TestJWKSHasNoPrivateParts(t *testing.T) {
 	}
 	var hdr struct{ Typ, Alg, Kid string }
 	tok, _ := s.Sign([]byte(`{}`))
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 
 func verify(t *testing.T, set jose.JSONWebKeySet, tok string) {
 	t.Helper()
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
