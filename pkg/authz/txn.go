@@ -2,14 +2,11 @@ package authz
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
 	"time"
-	"unsafe"
 
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
@@ -65,7 +62,7 @@ type TxnValidator struct {
 	keys    *KeyProvider
 	o       validatorOptions
 	cache   *tokenCache
-	headers txnHeaderCache
+	headers headerCache
 }
 
 // NewTxnValidator returns a TxnValidator. WithIssuers (the service's issuer,
@@ -96,7 +93,7 @@ func NewTxnValidator(keys *KeyProvider, opts ...Option) (*TxnValidator, error) {
 	case len(o.issuers) == 0 || len(o.audiences) == 0:
 		return nil, errors.New("authz: a transaction token validator needs WithIssuers and WithAudiences")
 	}
-	v := &TxnValidator{keys: keys, o: o}
+	v := &TxnValidator{keys: keys, o: o, headers: headerCache{check: parseTxnHeader}}
 	if o.cacheSize > 0 {
 		v.cache = newTokenCache(o.cacheSize)
 	}
@@ -123,56 +120,21 @@ func (v *TxnValidator) ValidateAt(ctx context.Context, token string, at time.Tim
 }
 
 func (v *TxnValidator) validate(ctx context.Context, token string, at time.Time, stored bool) (*Claims, error) {
-	if token == "" {
-		return nil, ErrMissingToken
-	}
-	if len(token) > MaxTokenBytes {
-		return nil, errTooLarge
-	}
-	keyAt := time.Time{}
+	// A live request: current keys only, revocation of tokens issued before
+	// it. An event: keys good when it was stored, revocation as of then.
+	var storedAt time.Time
 	if stored {
-		keyAt = at
+		storedAt = at
 	}
-	var sum [sha256.Size]byte
-	var c *Claims
-	cached := false
-	if v.cache != nil {
-		sum = sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
-		c, cached = v.cache.get(sum, v.o.now())
-		v.o.metrics.cacheLookup(cached)
-	}
-	if cached {
-		// The key must still be good for at: it may have left the JWKS.
-		if _, err := v.keys.lookup(ctx, c.KeyID, keyAt); err != nil {
-			return nil, err
-		}
-	} else {
-		var err error
-		if c, err = v.verify(ctx, token, keyAt); err != nil {
-			return nil, err
-		}
-		if v.cache != nil && v.o.now().Before(c.ExpiresAt) {
-			v.cache.put(sum, c)
-		}
-	}
-	if err := checkTimes(c.ExpiresAt, time.Time{}, c.IssuedAt, at, v.o.leeway); err != nil {
-		return nil, err
-	}
-	revokedAt := time.Time{}
-	if stored {
-		revokedAt = at
-	}
-	if err := checkRevoked(&v.o, c, revokedAt); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return validateCached(ctx, v, token, v.cache, v.keys, &v.o, at, storedAt, storedAt)
 }
 
-func (v *TxnValidator) verify(ctx context.Context, token string, keyAt time.Time) (*Claims, error) {
-	kid, err := v.headers.parse(token)
+func (v *TxnValidator) verifyAt(ctx context.Context, token string, keyAt time.Time) (*Claims, error) {
+	h, err := v.headers.parse(token)
 	if err != nil {
 		return nil, err
 	}
+	kid := h.Kid
 	tok, err := josejwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		return nil, invalid("malformed", "the token could not be read", err)
@@ -229,63 +191,19 @@ func (v *TxnValidator) verify(ctx context.Context, token string, keyAt time.Time
 	return c, nil
 }
 
-// txnHeaderCache remembers accepted transaction token headers (one per TTS
-// signing key).
-type txnHeaderCache struct{ headerCache }
-
-func (c *txnHeaderCache) parse(token string) (string, error) {
-	dot := strings.IndexByte(token, '.')
-	if dot > 0 && strings.Count(token, ".") == 2 {
-		c.mu.RLock()
-		h, ok := c.m[token[:dot]]
-		c.mu.RUnlock()
-		if ok {
-			return h.Kid, nil
-		}
-	}
-	h, err := parseTxnHeader(token)
-	if err != nil {
-		return "", err
-	}
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = make(map[string]header)
-	}
-	if len(c.m) < maxHeaders {
-		c.m[strings.Clone(token[:dot])] = h
-	}
-	c.mu.Unlock()
-	return h.Kid, nil
-}
-
 // parseTxnHeader refuses anything but an ES256 transaction token with a kid
 // and no header that names or carries a key: an access token (typ JWT or
 // at+jwt, RS256) is not a transaction token (explicit typing, RFC 8725 §3.11).
 func parseTxnHeader(token string) (header, error) {
-	var h header
-	dot := strings.IndexByte(token, '.')
-	if dot <= 0 || strings.Count(token, ".") != 2 {
-		return h, invalid("malformed", "the token is not a compact JWS", nil)
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(token[:dot])
+	h, err := decodeHeader(token)
 	if err != nil {
-		return h, invalid("malformed", "the token header is not base64url", nil)
+		return h, err
 	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return h, invalid("malformed", "the token header is not JSON", nil)
-	}
-	typ := strings.TrimPrefix(strings.ToLower(h.Typ), "application/")
-	switch {
-	case typ != TxnTokenType:
+	if typ := strings.TrimPrefix(strings.ToLower(h.Typ), "application/"); typ != TxnTokenType {
 		return h, invalid("typ", "the token is not a transaction token", nil)
-	case h.Alg != string(jose.ES256):
+	}
+	if h.Alg != string(jose.ES256) {
 		return h, invalid("algorithm", "the token must be signed with ES256", nil)
-	case h.Crit != nil:
-		return h, invalid("crit_header", "the token has critical header parameters", nil)
-	case h.JKU != nil || h.X5U != nil || h.JWK != nil || h.X5C != nil:
-		return h, invalid("key_in_header", "the token header must not name or carry keys", nil)
-	case h.Kid == "":
-		return h, invalid("missing_kid", "the token header has no kid", nil)
 	}
 	return h, nil
 }

@@ -432,42 +432,59 @@ func checkRevoked(o *validatorOptions, c *Claims, stored time.Time) error {
 // checked on every call. As with Validate, the returned Claims may be shared:
 // treat them as read-only.
 func (v *Validator) ValidateAt(ctx context.Context, token string, at time.Time) (*Claims, error) {
+	if at.IsZero() {
+		return nil, invalid("no_time", "no verification time was given", nil)
+	}
+	return validateCached(ctx, v, token, v.atCache, v.keys, &v.o, at, at, at)
+}
+
+// atVerifier verifies what does not depend on the verification instant
+// beyond the key: the header, the signature with the key good as of keyAt
+// (zero: a current key), issuer, audience, required claims.
+type atVerifier interface {
+	verifyAt(ctx context.Context, token string, keyAt time.Time) (*Claims, error)
+}
+
+// validateCached is the one tail of every verification as of an instant
+// (Validator.ValidateAt, TxnValidator): what does not depend on the instant
+// is verified once per token while it has not expired and cached by the
+// token's hash; the key's validity as of keyAt, the times as of at and
+// revocation (revokedAt: the zero time for a request served now, else the
+// message's stored time) are checked on every call.
+func validateCached(ctx context.Context, v atVerifier, token string, cache *tokenCache, keys *KeyProvider, o *validatorOptions, at, keyAt, revokedAt time.Time) (*Claims, error) {
 	if token == "" {
 		return nil, ErrMissingToken
 	}
 	if len(token) > MaxTokenBytes {
 		return nil, errTooLarge
 	}
-	if at.IsZero() {
-		return nil, invalid("no_time", "no verification time was given", nil)
-	}
 	var sum [sha256.Size]byte
 	var c *Claims
 	cached := false
-	if v.atCache != nil {
+	if cache != nil {
 		sum = sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
-		c, cached = v.atCache.get(sum, v.o.now())
-		v.o.metrics.cacheLookup(cached)
+		c, cached = cache.get(sum, o.now())
+		o.metrics.cacheLookup(cached)
 	}
 	if cached {
-		// The key must still verify messages stored at at: it may have left
-		// the JWKS since the token was verified.
-		if _, err := v.keys.lookup(ctx, c.KeyID, at); err != nil {
+		// The key must still be good for keyAt: it may have left the JWKS
+		// since the token was verified.
+		if _, err := keys.lookup(ctx, c.KeyID, keyAt); err != nil {
 			return nil, err
 		}
 	} else {
 		var err error
-		if c, err = v.verifyAt(ctx, token, at); err != nil {
+		if c, err = v.verifyAt(ctx, token, keyAt); err != nil {
 			return nil, err
 		}
-		if v.atCache != nil && v.o.now().Before(c.ExpiresAt) {
-			v.atCache.put(sum, c)
+		if cache != nil && o.now().Before(c.ExpiresAt) {
+			cache.put(sum, c)
 		}
 	}
-	if err := checkTimes(c.ExpiresAt, c.notBefore, c.IssuedAt, at, v.o.leeway); err != nil {
+	if err := checkTimes(c.ExpiresAt, c.notBefore, c.IssuedAt, at, o.leeway); err != nil {
 		return nil, err
 	}
-	if err := v.checkRevoked(c, at); err != nil {
+	if err := checkRevoked(o, c, revokedAt); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -537,6 +554,8 @@ type header struct {
 // a pure function of those bytes, so its answer can be reused. Refused
 // headers are not stored, and the cache stops growing at maxHeaders entries.
 type headerCache struct {
+	check func(token string) (header, error) // parseHeader or parseTxnHeader; nil: parseHeader
+
 	mu sync.RWMutex
 	m  map[string]header
 }
@@ -553,7 +572,11 @@ func (c *headerCache) parse(token string) (header, error) {
 			return h, nil
 		}
 	}
-	h, err := parseHeader(token)
+	check := c.check
+	if check == nil {
+		check = parseHeader
+	}
+	h, err := check(token)
 	if err != nil {
 		return h, err
 	}
@@ -568,10 +591,28 @@ func (c *headerCache) parse(token string) (header, error) {
 	return h, nil
 }
 
-// parseHeader checks the header before any key is looked up: RS256 only, a
-// kid, no crit, and no header field that names or carries a key — a token
-// never chooses the key it is verified with.
+// parseHeader checks an access token's header before any key is looked up:
+// RS256 only, an access token's typ, and decodeHeader's rules.
 func parseHeader(token string) (header, error) {
+	h, err := decodeHeader(token)
+	if err != nil {
+		return h, err
+	}
+	if h.Alg != "RS256" {
+		return h, invalid("algorithm", "the token must be signed with RS256", nil)
+	}
+	switch strings.ToLower(h.Typ) {
+	case "", "jwt", "at+jwt", "application/at+jwt":
+	default:
+		return h, invalid("typ", "the token is not an access token", nil)
+	}
+	return h, nil
+}
+
+// decodeHeader decodes a compact JWS header and refuses what no token of
+// ours may have: crit, any header field that names or carries a key (a token
+// never chooses the key it is verified with), a missing kid.
+func decodeHeader(token string) (header, error) {
 	var h header
 	dot := strings.IndexByte(token, '.')
 	if dot <= 0 || strings.Count(token, ".") != 2 {
@@ -585,19 +626,12 @@ func parseHeader(token string) (header, error) {
 		return h, invalid("malformed", "the token header is not JSON", nil)
 	}
 	switch {
-	case h.Alg != "RS256":
-		return h, invalid("algorithm", "the token must be signed with RS256", nil)
 	case h.Crit != nil:
 		return h, invalid("crit_header", "the token has critical header parameters", nil)
 	case h.JKU != nil || h.X5U != nil || h.JWK != nil || h.X5C != nil:
 		return h, invalid("key_in_header", "the token header must not name or carry keys", nil)
 	case h.Kid == "":
 		return h, invalid("missing_kid", "the token header has no kid", nil)
-	}
-	switch strings.ToLower(h.Typ) {
-	case "", "jwt", "at+jwt", "application/at+jwt":
-	default:
-		return h, invalid("typ", "the token is not an access token", nil)
 	}
 	return h, nil
 }
