@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
@@ -50,6 +51,58 @@ func FuzzValidate(f *testing.F) {
 		// Only the issuer's own tokens can verify, and it signs with one header.
 		if token != good && !strings.HasPrefix(token, parts[0]+".") {
 			t.Fatalf("accepted a token with a foreign header")
+		}
+	})
+}
+
+// FuzzTxnValidate does for transaction tokens what FuzzValidate does for
+// access tokens: any input yields claims or an *Error, never a panic, and
+// only tokens the service signed verify — live and as of a stored time.
+func FuzzTxnValidate(f *testing.F) {
+	tts := authztest.NewTxnIssuer(f)
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(tts.JWKSURL()), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(1<<62))
+	if err != nil {
+		f.Fatal(err)
+	}
+	v, err := authz.NewTxnValidator(keys, authz.WithIssuers(tts.Issuer), authz.WithAudiences(tts.TrustDomain))
+	if err != nil {
+		f.Fatal(err)
+	}
+	good := tts.Token(f, "auth0|alice", "read:profile", nil)
+	parts := strings.Split(good, ".")
+	tenant := authztest.NewIssuer(f)
+	for _, s := range []string{
+		good, "", "a.b.c", "....",
+		parts[0] + "." + parts[1] + ".",
+		authztest.Encode(f, map[string]any{"alg": "none", "typ": authz.TxnTokenType}) + "." + parts[1] + ".",
+		tenant.Token(f, nil),
+		authztest.SignJWS(f, tts.SigningKey(), map[string]any{"typ": authz.TxnTokenType}, []byte(`{"exp":"x","iat":[]}`)),
+		tts.Token(f, "auth0|alice", "", authztest.Claims{"tctx": "not an object"}),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		for _, at := range []time.Time{{}, time.Now()} {
+			var c *authz.Claims
+			var err error
+			if at.IsZero() {
+				c, err = v.Validate(context.Background(), token)
+			} else {
+				c, err = v.ValidateAt(context.Background(), token, at)
+			}
+			if err != nil {
+				var ae *authz.Error
+				if !errors.As(err, &ae) {
+					t.Fatalf("error %v is not an *authz.Error", err)
+				}
+				continue
+			}
+			if c == nil || c.Subject == "" || c.Txn == "" || !c.IsTxn() {
+				t.Fatalf("accepted a token with claims %+v", c)
+			}
+			if token != good && !strings.HasPrefix(token, parts[0]+".") {
+				t.Fatalf("accepted a token with a foreign header")
+			}
 		}
 	})
 }
