@@ -11,47 +11,53 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 	"github.com/authmesh/authmesh/services/billing/internal/adapters"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
+	"github.com/authmesh/authmesh/services/tts/ttstest"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
 
 const audience = "https://api.authmesh.dev"
 
-// stack is billing running against an in-process NATS and devtenant.
+// stack is billing running against an in-process NATS with the mesh's
+// accounts, devtenant and the real Transaction Token Service.
 type stack struct {
-	t      *testing.T
-	base   string
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	tenant *tenant.Server
-	tokens map[string]string // email or client → token
+	t    *testing.T
+	base string
+	// nc and js are the orders service's connection and JetStream: the
+	// tests send order events and void requests as orders.
+	nc *nats.Conn
+	js jetstream.JetStream
+	// billingJS is billing's own account, where its streams and bucket are.
+	billingJS jetstream.JetStream
+	tenant    *tenant.Server
+	tokens    map[string]string // email or client → access token
+	// orders and billing exchange tokens as those services do (their own
+	// M2M token as the actor); txn verifies what billing sends.
+	orders, billing *natsauth.TxnClient
+	txn             *authz.TxnValidator
 }
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(ns.Shutdown)
+	ns := meshtest.Start(t)
 
 	idp := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + idp.Listener.Addr().String() + "/"
@@ -64,23 +70,27 @@ func newStack(t *testing.T) *stack {
 	idp.Start()
 	t.Cleanup(idp.Close)
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	// What the users and orders services own, created here in their place.
-	if _, err := natsauth.NewRevocationStore(ctx, js, 1); err != nil {
+	// What the users and orders services own, created here in their place,
+	// each in its own account: the revocation bucket, ORDERS_EVENTS and the
+	// durable billing binds to.
+	_, usersJS := meshtest.Connect(t, ns, mesh.Users)
+	if _, err := natsauth.NewRevocationStore(ctx, usersJS, 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS_EVENTS", Subjects: []string{"orders.events.>"}}); err != nil {
+	nc, js := meshtest.Connect(t, ns, mesh.Orders)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: adapters.OrdersStream, Subjects: []string{"orders.events.>"}}); err != nil {
 		t.Fatal(err)
 	}
+	if err := mesh.ProvisionDurables(ctx, js, mesh.Orders); err != nil {
+		t.Fatal(err)
+	}
+	billingNC, billingJS := meshtest.Connect(t, ns, mesh.Billing)
+	tts := ttstest.Start(t, ttstest.Config{NATSURL: ns.ClientURL(), Issuer: issuer, JWKSURL: issuer + ".well-known/jwks.json"})
 
 	cfg, err := platform.LoadConfig("billing", func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": issuer, "BILLING_NATS_URL": ns.ClientURL(), "AUTH0_TENANT_FILE": "../../../../deploy/tenant.yaml"}[k]
+		return map[string]string{"AUTH0_ISSUER": issuer, "BILLING_NATS_URL": ns.ClientURL(), "AUTH0_TENANT_FILE": "../../../../deploy/tenant.yaml",
+			"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +110,7 @@ func newStack(t *testing.T) *stack {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	s := &stack{t: t, base: "http://" + ln.Addr().String(), nc: nc, js: js, tenant: ten, tokens: map[string]string{}}
+	s := &stack{t: t, base: "http://" + ln.Addr().String(), nc: nc, js: js, billingJS: billingJS, tenant: ten, tokens: map[string]string{}}
 	for _, u := range []string{"alice", "bob", "dave", "carol"} {
 		tok, err := ten.IssueUserToken(u+"@authmesh.dev", audience, "openid")
 		if err != nil {
@@ -115,8 +125,68 @@ func newStack(t *testing.T) *stack {
 		}
 		s.tokens[c] = tok
 	}
+	s.orders = s.txnClient(nc, "orders-service")
+	s.billing = s.txnClient(billingNC, "billing-service")
+	s.txn = txnValidator(t, tts.JWKSURL)
 	s.waitReady()
 	return s
+}
+
+type staticToken string
+
+func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
+
+// txnClient exchanges tokens as the service of client does: over its NATS
+// connection nc, with its own M2M token as the actor.
+func (s *stack) txnClient(nc *nats.Conn, client string) *natsauth.TxnClient {
+	s.t.Helper()
+	c, err := natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: nc, Actor: staticToken(s.tokens[client])})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return c
+}
+
+func txnValidator(t *testing.T, jwks string) *authz.TxnValidator {
+	t.Helper()
+	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// asOrders is the context the orders service sends under: who's access
+// token (the request it serves), exchanged by orders' own client for a
+// transaction token narrowed to each message's hop; "orders-service" is
+// orders acting as itself (natsauth.AsService), "" no identity at all.
+func (s *stack) asOrders(who string) context.Context {
+	ctx := natsauth.WithOutbound(context.Background(), &natsauth.Outbound{Exchanger: s.orders, Scopes: mesh.HopScopes})
+	switch who {
+	case "":
+		return ctx
+	case "orders-service":
+		return natsauth.AsService(ctx, staticToken(s.tokens[who]))
+	default:
+		return authz.WithClaims(ctx, nil, s.tokens[who])
+	}
+}
+
+// billingTxn is a transaction token of billing-service's own, minted for a
+// hop it sends (billing.events.invoice.refunded): the orders service receives
+// such tokens with the invoice events billing's relay republishes. The
+// attacks below replay it where it was not meant to go.
+func (s *stack) billingTxn() string {
+	s.t.Helper()
+	tok, err := s.billing.Exchange(context.Background(), s.tokens["billing-service"], mesh.HopScopes("billing.events.invoice.refunded"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return tok
 }
 
 func (s *stack) waitReady() {
@@ -170,21 +240,46 @@ func (s *stack) do(method, path, who string) (int, map[string]any, []map[string]
 	return resp.StatusCode, obj, list, resp.Header
 }
 
-// orderEvent publishes an order event as the orders service would, with a
-// distinct Nats-Msg-Id each time so JetStream's de-duplication cannot hide
-// a redelivery from billing.
+// orderEvent publishes an order event as the orders service would on
+// behalf of who (see asOrders), with a distinct Nats-Msg-Id each time so
+// JetStream's de-duplication cannot hide a redelivery from billing.
 func (s *stack) orderEvent(who, typ, orderID, userID string, data any) {
 	s.t.Helper()
-	raw, _ := json.Marshal(data)
-	env, _ := json.Marshal(natsauth.Envelope{ID: fmt.Sprint(time.Now().UnixNano()), Type: typ, Actor: sub(s.t, s.tokens[who]),
-		UserID: userID, OccurredAt: time.Now().UTC(), Data: raw})
-	ctx := authz.WithClaims(context.Background(), nil, s.tokens[who])
-	msg, err := natsauth.NewMsg(ctx, "orders.events."+strings.TrimPrefix(typ, "order."), env)
+	msg, err := natsauth.NewMsg(s.asOrders(who), orderSubject(typ), orderEnvelope(sub(s.t, s.tokens[who]), typ, userID, data))
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	msg.Header.Set(natsauth.HeaderMsgID, fmt.Sprintf("%s:%s:%d", typ, orderID, time.Now().UnixNano()))
-	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
+	s.publishOrderEvent(msg, orderID)
+}
+
+// rawOrderEvent publishes an order event with exactly the headers hdr, as
+// whoever holds the orders service's NATS identity could (no other account
+// may publish there).
+func (s *stack) rawOrderEvent(hdr nats.Header, actor, typ, orderID, userID string, data any) {
+	s.t.Helper()
+	msg := nats.NewMsg(orderSubject(typ))
+	msg.Header = hdr
+	msg.Data = orderEnvelope(actor, typ, userID, data)
+	s.publishOrderEvent(msg, orderID)
+}
+
+func orderSubject(typ string) string { return "orders.events." + strings.TrimPrefix(typ, "order.") }
+
+func orderEnvelope(actor, typ, userID string, data any) []byte {
+	raw, _ := json.Marshal(data)
+	env, _ := json.Marshal(natsauth.Envelope{ID: fmt.Sprint(time.Now().UnixNano()), Type: typ, Actor: actor,
+		UserID: userID, OccurredAt: time.Now().UTC(), Data: raw})
+	return env
+}
+
+func (s *stack) publishOrderEvent(msg *nats.Msg, orderID string) {
+	s.t.Helper()
+	var env natsauth.Envelope
+	if err := json.Unmarshal(msg.Data, &env); err != nil {
+		s.t.Fatal(err)
+	}
+	msg.Header.Set(natsauth.HeaderMsgID, fmt.Sprintf("%s:%s:%d", env.Type, orderID, time.Now().UnixNano()))
+	if _, err := s.js.PublishMsg(context.Background(), msg); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -209,12 +304,58 @@ func (s *stack) invoiceOf(who, orderID string) map[string]any {
 	return nil
 }
 
+// void asks billing to void orderID's invoice as the orders service does on
+// behalf of who (see asOrders).
 func (s *stack) void(who, orderID string) error {
-	ctx, cancel := context.WithTimeout(authz.WithClaims(context.Background(), nil, s.tokens[who]), 3*time.Second)
+	ctx, cancel := context.WithTimeout(s.asOrders(who), 3*time.Second)
 	defer cancel()
 	b, _ := json.Marshal(map[string]string{"order_id": orderID})
 	_, err := natsauth.Request(ctx, s.nc, adapters.VoidSubject, b)
 	return err
+}
+
+// rawVoid sends the void request with exactly the headers hdr and returns
+// the micro error code of the answer (0: voided).
+func (s *stack) rawVoid(hdr nats.Header, orderID string) int {
+	s.t.Helper()
+	msg := nats.NewMsg(adapters.VoidSubject)
+	msg.Header = hdr
+	msg.Data, _ = json.Marshal(map[string]string{"order_id": orderID})
+	reply, err := s.nc.RequestMsg(msg, 3*time.Second)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	code := reply.Header.Get(micro.ErrorCodeHeader)
+	if code == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(code)
+	if err != nil {
+		s.t.Fatalf("error code %q", code)
+	}
+	return n
+}
+
+// checkTxn verifies that m carries no access token but a transaction token
+// billing got for sub, narrowed to m's hop and holding want.
+func (s *stack) checkTxn(t *testing.T, m *jetstream.RawStreamMsg, sub, want string) {
+	t.Helper()
+	if v, ok := m.Header[natsauth.HeaderAuthorization]; ok {
+		t.Fatalf("%s carries Authorization %q", m.Subject, v)
+	}
+	c, err := s.txn.Validate(context.Background(), m.Header.Get(natsauth.HeaderTxnToken))
+	if err != nil {
+		t.Fatalf("%s: Txn-Token: %v", m.Subject, err)
+	}
+	if c.Subject != sub || c.RequestingWorkload != "billing-service" || !c.HasPermission(want) {
+		t.Fatalf("%s: transaction token sub %q, req_wl %q, scope %v; want %s by billing-service with %s",
+			m.Subject, c.Subject, c.RequestingWorkload, c.Permissions, sub, want)
+	}
+	for _, p := range c.Permissions {
+		if !slices.Contains(mesh.HopScopes(m.Subject), p) {
+			t.Fatalf("%s: scope %s beyond the hop's %v", m.Subject, p, mesh.HopScopes(m.Subject))
+		}
+	}
 }
 
 func serviceCode(err error) int {
@@ -225,20 +366,50 @@ func serviceCode(err error) int {
 	return 0
 }
 
-// nextEvent reads billing's events from a fresh ordered consumer.
-func (s *stack) events(t *testing.T) func() (jetstream.Msg, map[string]any) {
-	cons, err := s.js.OrderedConsumer(context.Background(), adapters.EventsStream, jetstream.OrderedConsumerConfig{})
+// tail reads one of billing's streams from its start, message by message
+// with STREAM.MSG.GET: the mesh lets a workload read its own streams so, not
+// through consumers of its own.
+type tail struct {
+	stream jetstream.Stream
+	next   uint64
+}
+
+func (s *stack) tail(t *testing.T, stream string) *tail {
+	t.Helper()
+	st, err := s.billingJS.Stream(context.Background(), stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func() (jetstream.Msg, map[string]any) {
+	return &tail{stream: st, next: max(st.CachedInfo().State.FirstSeq, 1)}
+}
+
+// Next returns the next message, waiting up to 5 s for it.
+func (tl *tail) Next() (*jetstream.RawStreamMsg, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m, err := tl.stream.GetMsg(context.Background(), tl.next)
+		if err == nil {
+			tl.next++
+			return m, nil
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// events reads billing's events from the start of BILLING_EVENTS.
+func (s *stack) events(t *testing.T) func() (*jetstream.RawStreamMsg, map[string]any) {
+	tl := s.tail(t, adapters.EventsStream)
+	return func() (*jetstream.RawStreamMsg, map[string]any) {
 		t.Helper()
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		m, err := tl.Next()
 		if err != nil {
 			t.Fatalf("no event: %v", err)
 		}
 		var env map[string]any
-		_ = json.Unmarshal(m.Data(), &env)
+		_ = json.Unmarshal(m.Data, &env)
 		return m, env
 	}
 }
@@ -292,15 +463,17 @@ func TestBilling(t *testing.T) {
 		if final["status"] != "refunded" || final["paid_at"] == nil {
 			t.Fatalf("final %v", final)
 		}
-		for _, want := range []struct{ typ, actor, who string }{{"invoice.paid", alice, "alice"}, {"invoice.refunded", sub(t, s.tokens["carol"]), "carol"}} {
+		for _, want := range []struct{ typ, actor, scope string }{{"invoice.paid", alice, "pay:invoices"}, {"invoice.refunded", sub(t, s.tokens["carol"]), "refund:invoices"}} {
 			m, env := next()
 			if env["type"] != want.typ || env["actor"] != want.actor || env["user_id"] != alice {
 				t.Fatalf("event %v, want %s by %s", env, want.typ, want.actor)
 			}
-			// The fast path publishes under the caller's own token.
-			if m.Headers().Get(natsauth.HeaderMsgID) != want.typ+":"+id || m.Headers().Get(natsauth.HeaderAuthorization) != "Bearer "+s.tokens[want.who] {
-				t.Fatalf("headers %v", m.Headers())
+			// The fast path publishes under the caller's own transaction,
+			// exchanged for their access token, which stays at the edge.
+			if m.Header.Get(natsauth.HeaderMsgID) != want.typ+":"+id {
+				t.Fatalf("headers %v", m.Header)
 			}
+			s.checkTxn(t, m, want.actor, want.scope)
 			data := env["data"].(map[string]any)
 			if data["invoice_id"] != id || data["order_id"] != "ord-life" || data["amount_cents"] != float64(900) {
 				t.Fatalf("data %v", data)
@@ -309,7 +482,7 @@ func TestBilling(t *testing.T) {
 		// Every kept revision of the record (the bucket keeps history, and
 		// the outbox was in it between the write and the flush) is free of
 		// bearer tokens.
-		kv, err := s.js.KeyValue(context.Background(), adapters.InvoiceBucket)
+		kv, err := s.billingJS.KeyValue(context.Background(), adapters.InvoiceBucket)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -394,8 +567,11 @@ func TestBilling(t *testing.T) {
 		if code := serviceCode(s.void("bob", "ord-void")); code != 404 {
 			t.Errorf("bob voids alice's: %d", code)
 		}
-		if code := serviceCode(s.void("billing-service", "ord-void")); code != 403 {
-			t.Errorf("billing-service M2M (not an allowed client): %d", code)
+		// The TTS gives billing no cancel:orders: a transaction token of
+		// billing's own, minted for its own hop, is all of it that could come
+		// here.
+		if code := s.rawVoid(nats.Header{natsauth.HeaderTxnToken: {s.billingTxn()}}, "ord-void"); code != 403 {
+			t.Errorf("billing-service's transaction (not an allowed client): %d", code)
 		}
 		if code := serviceCode(s.void("", "ord-void")); code != 401 {
 			t.Errorf("no token: %d", code)
@@ -505,7 +681,7 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	s.invoiceOf("alice", "ord-crash")
 	next := s.events(t)
 
-	kv, err := adapters.Setup(context.Background(), s.js, 1)
+	kv, err := adapters.Setup(context.Background(), s.billingJS, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -538,14 +714,13 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	}
 	// The relay has no caller token: it publishes as billing-service.
 	m, env := next()
-	if env["type"] != "invoice.paid" || m.Headers().Get(natsauth.HeaderMsgID) != "invoice.paid:"+domain.InvoiceID("ord-crash") {
-		t.Fatalf("event %v %v", env, m.Headers())
+	if env["type"] != "invoice.paid" || m.Header.Get(natsauth.HeaderMsgID) != "invoice.paid:"+domain.InvoiceID("ord-crash") {
+		t.Fatalf("event %v %v", env, m.Header)
 	}
-	authzHdr := m.Headers().Get(natsauth.HeaderAuthorization)
-	if !strings.HasPrefix(authzHdr, "Bearer ") || sub(t, strings.TrimPrefix(authzHdr, "Bearer ")) != "billing-service@clients" ||
-		env["actor"] != "billing-service@clients" || env["user_id"] != alice {
+	if env["actor"] != "billing-service@clients" || env["user_id"] != alice {
 		t.Fatalf("relayed event not under billing-service: actor %v, user %v", env["actor"], env["user_id"])
 	}
+	s.checkTxn(t, m, "billing-service@clients", "refund:invoices")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		e, err := kv.Get(context.Background(), "ord-crash")
@@ -584,10 +759,7 @@ func assertNoToken(t *testing.T, s *stack, raw []byte) {
 func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
 	s := newStack(t)
 	alice := sub(t, s.tokens["alice"])
-	dlq, err := s.js.OrderedConsumer(context.Background(), adapters.DLQStream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dlq := s.tail(t, adapters.DLQStream)
 	cases := []struct {
 		name, who string
 		applied   bool
@@ -595,8 +767,10 @@ func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
 	}{
 		{"a customer's token", "bob", false, "on_behalf_denied"},
 		{"an admin's token", "carol", false, "on_behalf_denied"},
-		// ORDERS_EVENTS admits no other client's token at all.
-		{"another service's client", "billing-service", false, "not_authorized: client_not_allowed"},
+		// ORDERS_EVENTS admits no other client's token at all. The TTS
+		// gives billing no cancel:orders: a transaction token of billing's
+		// own, minted for its own hop, is all of it that could come here.
+		{"another service's transaction", "billing-service", false, "not_authorized: client_not_allowed"},
 		{"orders-service's client", "orders-service", true, ""},
 	}
 	for i, c := range cases {
@@ -604,7 +778,12 @@ func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
 			orderID := fmt.Sprintf("ord-behalf-%d", i)
 			s.created("alice", orderID, 450)
 			s.invoiceOf("alice", orderID)
-			s.orderEvent(c.who, "order.cancelled", orderID, alice, map[string]any{"order_id": orderID, "reason": "test"})
+			data := map[string]any{"order_id": orderID, "reason": "test"}
+			if c.who == "billing-service" {
+				s.rawOrderEvent(nats.Header{natsauth.HeaderTxnToken: {s.billingTxn()}}, "billing-service@clients", "order.cancelled", orderID, alice, data)
+			} else {
+				s.orderEvent(c.who, "order.cancelled", orderID, alice, data)
+			}
 			if c.applied {
 				deadline := time.Now().Add(5 * time.Second)
 				for s.invoiceOf("alice", orderID)["status"] != "void" {
@@ -615,21 +794,93 @@ func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
 				}
 				return
 			}
-			m, err := dlq.Next(jetstream.FetchMaxWait(5 * time.Second))
+			m, err := dlq.Next()
 			if err != nil {
 				t.Fatalf("not dead-lettered: %v", err)
 			}
 			var env map[string]any
-			_ = json.Unmarshal(m.Data(), &env)
-			if env["type"] != "order.cancelled" || !strings.Contains(string(m.Data()), orderID) {
-				t.Fatalf("dead letter %s", m.Data())
+			_ = json.Unmarshal(m.Data, &env)
+			if env["type"] != "order.cancelled" || !strings.Contains(string(m.Data), orderID) {
+				t.Fatalf("dead letter %s", m.Data)
 			}
-			if got := m.Headers().Get(natsauth.HeaderDLQReason); !strings.HasPrefix(got, c.reason) {
+			if got := m.Header.Get(natsauth.HeaderDLQReason); !strings.HasPrefix(got, c.reason) {
 				t.Fatalf("dead-letter reason %q, want %s", got, c.reason)
 			}
 			if st := s.invoiceOf("alice", orderID)["status"]; st != "open" {
 				t.Fatalf("invoice %v after a rejected cancel", st)
 			}
 		})
+	}
+}
+
+// TestOnlyThisHopsTransactionTokensAreAccepted: NATS carries transaction
+// tokens narrowed to one hop, never access tokens. An order event or a void
+// request with an access token in Authorization (how messages carried them
+// before the Transaction Token Service), even the owner's own and even beside
+// a valid transaction token, an access token where the transaction token
+// belongs, or the owner's transaction token minted for another hop (orders
+// reading her profile) is refused (dead-lettered, 401/403) and changes
+// nothing.
+func TestOnlyThisHopsTransactionTokensAreAccepted(t *testing.T) {
+	s := newStack(t)
+	alice := sub(t, s.tokens["alice"])
+	s.created("alice", "ord-bearer", 300)
+	s.invoiceOf("alice", "ord-bearer")
+	dlq := s.tail(t, adapters.DLQStream)
+	txnFor := func(subject string) string {
+		msg, err := natsauth.NewMsg(s.asOrders("alice"), subject, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg.Header.Get(natsauth.HeaderTxnToken)
+	}
+	valid := txnFor(orderSubject("order.cancelled"))
+	profileHop := txnFor("authmesh.users.profile")
+	bearer := func(who string) string { return "Bearer " + s.tokens[who] }
+	cases := []struct {
+		name   string
+		actor  string
+		hdr    nats.Header
+		reason string // of the dead letter
+		code   int    // of the void request
+	}{
+		{"the owner's access token", alice, nats.Header{natsauth.HeaderAuthorization: {bearer("alice")}}, "invalid_token: access_token_on_nats", 401},
+		{"orders-service's access token", "orders-service@clients", nats.Header{natsauth.HeaderAuthorization: {bearer("orders-service")}}, "invalid_token: access_token_on_nats", 401},
+		{"an access token beside a valid transaction token", alice,
+			nats.Header{natsauth.HeaderAuthorization: {bearer("alice")}, natsauth.HeaderTxnToken: {valid}}, "invalid_token: access_token_on_nats", 401},
+		{"the owner's access token as Txn-Token", alice, nats.Header{natsauth.HeaderTxnToken: {s.tokens["alice"]}}, "invalid_token", 401},
+		{"the owner's transaction token for another hop", alice, nats.Header{natsauth.HeaderTxnToken: {profileHop}}, "not_authorized: wrong_hop_scope", 403},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s.rawOrderEvent(c.hdr, c.actor, "order.cancelled", "ord-bearer", alice, map[string]any{"order_id": "ord-bearer", "reason": "test"})
+			m, err := dlq.Next()
+			if err != nil {
+				t.Fatalf("not dead-lettered: %v", err)
+			}
+			if got := m.Header.Get(natsauth.HeaderDLQReason); !strings.HasPrefix(got, c.reason) || !strings.Contains(string(m.Data), "ord-bearer") {
+				t.Fatalf("dead letter %s, reason %q, want %s", m.Data, got, c.reason)
+			}
+			// Dead letters are kept for operators: no credential in them.
+			for _, h := range []string{natsauth.HeaderAuthorization, natsauth.HeaderTxnToken} {
+				if _, ok := m.Header[h]; ok {
+					t.Fatalf("dead letter keeps %s", h)
+				}
+			}
+			if code := s.rawVoid(c.hdr, "ord-bearer"); code != c.code {
+				t.Fatalf("void request: %d, want %d", code, c.code)
+			}
+			if st := s.invoiceOf("alice", "ord-bearer")["status"]; st != "open" {
+				t.Fatalf("invoice %v", st)
+			}
+		})
+	}
+	// The same void with this hop's transaction token does take effect: the
+	// refusals above were not an invoice that cannot be voided.
+	if code := s.rawVoid(nats.Header{natsauth.HeaderTxnToken: {valid}}, "ord-bearer"); code != 0 {
+		t.Fatalf("void with the hop's transaction token: %d", code)
+	}
+	if st := s.invoiceOf("alice", "ord-bearer")["status"]; st != "void" {
+		t.Fatalf("invoice %v after the owner's void", st)
 	}
 }
