@@ -4,7 +4,8 @@ go 1.26.0
 
 require (
 	github.com/authmesh/authmesh/pkg/authz v0.0.0
-	github.com/authmesh/authmesh/pkg/platform v0.0.0-00010101000000-000000000000
+	github.com/authmesh/authmesh/pkg/platform v0.0.0
+	github.com/authmesh/authmesh/services/tts v0.0.0
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
@@ -53,6 +54,7 @@ require (
 replace (
 	github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
 	github.com/authmesh/authmesh/pkg/platform => ../../pkg/platform
+	github.com/authmesh/authmesh/services/tts => ../tts
 )
 
 replace github.com/authmesh/authmesh/tools/devtenant => ../../tools/devtenant

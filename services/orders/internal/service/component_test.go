@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,31 +24,47 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 	"github.com/authmesh/authmesh/services/orders/internal/adapters"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
-	"github.com/authmesh/authmesh/services/orders/internal/natstest"
+	"github.com/authmesh/authmesh/services/orders/internal/ports"
 	"github.com/authmesh/authmesh/services/orders/internal/service"
+	"github.com/authmesh/authmesh/services/tts/ttstest"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
 
 const audience = "https://api.authmesh.dev"
 
-// stack is NATS, devtenant, fake users/billing responders and the orders
-// service, all in-process.
+// stack is NATS with the mesh's accounts, devtenant, the real Transaction
+// Token Service, fake users/billing responders and the orders service, all
+// in-process.
 type stack struct {
 	t       *testing.T
-	nats    *natstest.Server
+	orders  jetstream.JetStream // orders' own account: ORDERS_EVENTS, ORDERS_DLQ
 	tenant  *tenant.Server
 	base    string // orders HTTP base URL
 	billing *fakeBilling
 	users   *fakeUsers
 	app     *platform.App
+	// peers are the users and billing services as the tests play them, by
+	// workload name.
+	peers map[string]*peer
 }
 
-// fakeUsers answers authmesh.users.profile for the caller named by the token.
+// peer is another workload: its connection and JetStream in its own
+// account, and its TTS client (its own M2M token as the actor).
+type peer struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	txn *natsauth.TxnClient
+}
+
+// fakeUsers answers authmesh.users.profile for the caller named by the
+// transaction token.
 type fakeUsers struct {
-	mu     sync.Mutex
-	tokens int // requests that carried a bearer token
+	mu  sync.Mutex
+	txn map[string]string // sub → the last transaction token orders sent for it
 	// fail, when set for a sub, is the micro error (code, description) the
 	// profile endpoint answers that caller with instead of a profile.
 	fail map[string][2]string
@@ -69,10 +86,8 @@ type fakeBilling struct {
 	voided map[string]string // order id → sub of the token that asked
 }
 
-// unverifiedSub reads the sub of a token the fakes received (the real users
-// and billing services verify it; the lead's cross-service tests cover that).
-func unverifiedSub(h nats.Header) string {
-	tok := strings.TrimPrefix(h.Get(natsauth.HeaderAuthorization), "Bearer ")
+// subOf reads the sub of a token the tenant issued.
+func subOf(tok string) string {
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
 		return ""
@@ -83,19 +98,41 @@ func unverifiedSub(h nats.Header) string {
 	return c.Sub
 }
 
-func startFakes(t *testing.T, nc *nats.Conn) (*fakeUsers, *fakeBilling) {
+// verifiedTxn is what the real users and billing services' natsauth does
+// before their handlers run: refuse an access token in Authorization,
+// verify the transaction token, check the endpoint's scope. It returns the
+// token and its subject, or the micro error (code, description) to answer
+// with.
+func verifiedTxn(v *authz.TxnValidator, h micro.Headers, scope string) (tok, sub string, refused []string) {
+	if _, ok := h[natsauth.HeaderAuthorization]; ok {
+		return "", "", []string{"401", "invalid_token: NATS carries transaction tokens (Txn-Token), never access tokens (Authorization)"}
+	}
+	tok = nats.Header(h).Get(natsauth.HeaderTxnToken)
+	c, err := v.Validate(context.Background(), tok)
+	switch {
+	case err != nil:
+		return "", "", []string{"401", "invalid_token: the token is not valid"}
+	case !c.HasPermission(scope):
+		return "", "", []string{"403", "insufficient_scope: the token lacks a required permission"}
+	}
+	return tok, c.Subject, nil
+}
+
+// startFakes serves the profile endpoint on usersNC and the void endpoint
+// on billingNC, in those services' accounts.
+func startFakes(t *testing.T, usersNC, billingNC *nats.Conn, v *authz.TxnValidator) (*fakeUsers, *fakeBilling) {
 	t.Helper()
-	fu := &fakeUsers{}
+	fu := &fakeUsers{txn: map[string]string{}}
 	fb := &fakeBilling{paid: map[string]bool{}, voided: map[string]string{}}
-	us, err := micro.AddService(nc, micro.Config{Name: "users", Version: "0.0.1",
+	us, err := micro.AddService(usersNC, micro.Config{Name: "users", Version: "0.0.1",
 		Endpoint: &micro.EndpointConfig{Subject: adapters.ProfileSubject, Handler: micro.HandlerFunc(func(r micro.Request) {
-			sub := unverifiedSub(nats.Header(r.Headers()))
-			if sub == "" {
-				_ = r.Error("401", "missing_token", nil)
+			tok, sub, refused := verifiedTxn(v, r.Headers(), "read:profile")
+			if refused != nil {
+				_ = r.Error(refused[0], refused[1], nil)
 				return
 			}
 			fu.mu.Lock()
-			fu.tokens++
+			fu.txn[sub] = tok
 			f, failing := fu.fail[sub]
 			fu.mu.Unlock()
 			if failing {
@@ -109,13 +146,17 @@ func startFakes(t *testing.T, nc *nats.Conn) (*fakeUsers, *fakeBilling) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = us.Stop() })
-	bs, err := micro.AddService(nc, micro.Config{Name: "billing", Version: "0.0.1",
+	bs, err := micro.AddService(billingNC, micro.Config{Name: "billing", Version: "0.0.1",
 		Endpoint: &micro.EndpointConfig{Subject: adapters.VoidSubject, Handler: micro.HandlerFunc(func(r micro.Request) {
 			var req struct {
 				OrderID string `json:"order_id"`
 			}
-			sub := unverifiedSub(nats.Header(r.Headers()))
-			if json.Unmarshal(r.Data(), &req) != nil || req.OrderID == "" || sub == "" {
+			_, sub, refused := verifiedTxn(v, r.Headers(), "cancel:orders")
+			if refused != nil {
+				_ = r.Error(refused[0], refused[1], nil)
+				return
+			}
+			if json.Unmarshal(r.Data(), &req) != nil || req.OrderID == "" {
 				_ = r.Error("400", "bad request", nil)
 				return
 			}
@@ -135,6 +176,12 @@ func startFakes(t *testing.T, nc *nats.Conn) (*fakeUsers, *fakeBilling) {
 	return fu, fb
 }
 
+func (u *fakeUsers) txnOf(sub string) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.txn[sub]
+}
+
 func (b *fakeBilling) setPaid(id string) { b.mu.Lock(); b.paid[id] = true; b.mu.Unlock() }
 func (b *fakeBilling) voidedBy(id string) string {
 	b.mu.Lock()
@@ -144,20 +191,31 @@ func (b *fakeBilling) voidedBy(id string) string {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	ns := natstest.Start(t)
-	// The streams other services own; orders' consumers wait for them.
-	for _, s := range []jetstream.StreamConfig{
-		{Name: "BILLING_EVENTS", Subjects: []string{"billing.events.>"}},
-		{Name: "USERS_EVENTS", Subjects: []string{"users.events.>"}},
+	ns := meshtest.Start(t)
+	// What the users and billing services own, created here in their place,
+	// each in its own account: their event streams with the durables orders
+	// binds to, and the revocation bucket every validator watches.
+	peers := map[string]*peer{}
+	for _, o := range []struct {
+		workload string
+		stream   jetstream.StreamConfig
+	}{
+		{mesh.Billing, jetstream.StreamConfig{Name: ports.BillingStream, Subjects: []string{"billing.events.>"}}},
+		{mesh.Users, jetstream.StreamConfig{Name: ports.UsersStream, Subjects: []string{"users.events.>"}}},
 	} {
-		if _, err := ns.JS.CreateOrUpdateStream(context.Background(), s); err != nil {
+		nc, js := meshtest.Connect(t, ns, o.workload)
+		if _, err := js.CreateOrUpdateStream(context.Background(), o.stream); err != nil {
 			t.Fatal(err)
 		}
+		if err := mesh.ProvisionDurables(context.Background(), js, o.workload); err != nil {
+			t.Fatal(err)
+		}
+		peers[o.workload] = &peer{nc: nc, js: js}
 	}
-	// The revocation bucket is the users service's; every validator watches it.
-	if _, err := natsauth.NewRevocationStore(context.Background(), ns.JS, 1); err != nil {
+	if _, err := natsauth.NewRevocationStore(context.Background(), peers[mesh.Users].js, 1); err != nil {
 		t.Fatal(err)
 	}
+	_, ordersJS := meshtest.Connect(t, ns, mesh.Orders)
 	// devtenant's issuer is its own URL here: the listener comes first.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -174,11 +232,13 @@ func newStack(t *testing.T) *stack {
 	ts.Start()
 	t.Cleanup(ts.Close)
 	t.Cleanup(func() { _ = ten.Close() })
+	tts := ttstest.Start(t, ttstest.Config{NATSURL: ns.ClientURL(), Issuer: issuer, JWKSURL: issuer + ".well-known/jwks.json"})
 
-	users, billing := startFakes(t, natstest.Connect(t, ns.Server))
+	users, billing := startFakes(t, peers[mesh.Users].nc, peers[mesh.Billing].nc, txnValidator(t, tts.JWKSURL))
 
 	cfg, err := platform.LoadConfig(service.Name, func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": issuer, "ORDERS_NATS_URL": ns.ClientURL(), "ORDERS_LOG_LEVEL": "error", "AUTH0_TENANT_FILE": "../../../../deploy/tenant.yaml"}[k]
+		return map[string]string{"AUTH0_ISSUER": issuer, "ORDERS_NATS_URL": ns.ClientURL(), "ORDERS_LOG_LEVEL": "error", "AUTH0_TENANT_FILE": "../../../../deploy/tenant.yaml",
+			"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +248,14 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	st := &stack{t: t, nats: ns, tenant: ten, base: "http://" + hl.Addr().String(), users: users, billing: billing}
+	st := &stack{t: t, orders: ordersJS, tenant: ten, base: "http://" + hl.Addr().String(), users: users, billing: billing, peers: peers}
+	for w, p := range peers {
+		tc, err := natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: p.nc, Actor: staticToken(st.clientToken(cfg.PeerClientID(w)))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.txn = tc
+	}
 	done := make(chan error, 1)
 	go func() {
 		done <- service.RunWith(ctx, cfg,
@@ -225,6 +292,23 @@ func newStack(t *testing.T) *stack {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return st
+}
+
+type staticToken string
+
+func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
+
+func txnValidator(t *testing.T, jwks string) *authz.TxnValidator {
+	t.Helper()
+	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func (s *stack) eventually(what string, d time.Duration, ok func() bool) {
@@ -336,51 +420,137 @@ func (s *stack) order(id string) orderOut {
 	return o
 }
 
-// events reads every message on a subject filter of ORDERS_EVENTS.
-func (s *stack) events(filter string) []jetstream.Msg {
+// events reads every message on subject in ORDERS_EVENTS, one by one with
+// STREAM.MSG.GET: the mesh lets orders read its own streams so, not through
+// consumers of its own.
+func (s *stack) events(subject string) []*jetstream.RawStreamMsg {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	c, err := s.nats.JS.OrderedConsumer(ctx, adapters.EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	st, err := s.orders.Stream(ctx, adapters.EventsStream)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	n := int(info.NumPending)
-	var out []jetstream.Msg
-	if n == 0 {
-		return nil
-	}
-	batch, err := c.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	for m := range batch.Messages() {
-		out = append(out, m)
+	var out []*jetstream.RawStreamMsg
+	for seq := max(st.CachedInfo().State.FirstSeq, 1); seq <= st.CachedInfo().State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if m.Subject == subject {
+			out = append(out, m)
+		}
 	}
 	return out
 }
 
-func envelopeOf(t *testing.T, m jetstream.Msg) natsauth.Envelope {
+// tail reads one of orders' streams from its start, message by message.
+type tail struct {
+	stream jetstream.Stream
+	next   uint64
+}
+
+func (s *stack) tail(t *testing.T, stream string) *tail {
 	t.Helper()
-	e, err := natsauth.DecodeEnvelope(m.Data())
+	st, err := s.orders.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tail{stream: st, next: max(st.CachedInfo().State.FirstSeq, 1)}
+}
+
+// Next returns the next message, waiting up to 10 s for it.
+func (tl *tail) Next() (*jetstream.RawStreamMsg, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := tl.stream.GetMsg(context.Background(), tl.next)
+		if err == nil {
+			tl.next++
+			return m, nil
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func envelopeOf(t *testing.T, m *jetstream.RawStreamMsg) natsauth.Envelope {
+	t.Helper()
+	e, err := natsauth.DecodeEnvelope(m.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return *e
 }
 
-// publishAs publishes an event on another service's stream with a token, the
-// way that service would.
+// publishAs publishes an event on another service's stream on behalf of
+// token's holder, the way that service would: the token exchanged by the
+// service's own client (mesh.Hops names it) for a transaction token
+// narrowed to the hop.
 func (s *stack) publishAs(token, subj, typ, entityID, userID string, data any) {
 	s.t.Helper()
-	ctx := authz.WithClaims(context.Background(), &authz.Claims{}, token)
-	if _, err := natsauth.PublishEvent(ctx, s.nats.JS, subj, typ, entityID, userID, data); err != nil {
+	p := s.sender(subj)
+	ctx := natsauth.WithOutbound(context.Background(), &natsauth.Outbound{Exchanger: p.txn, Scopes: mesh.HopScopes})
+	ctx = authz.WithClaims(ctx, nil, token)
+	if _, err := natsauth.PublishEvent(ctx, p.js, subj, typ, entityID, userID, data); err != nil {
 		s.t.Fatal(err)
 	}
+}
+
+// sender is the peer that sends subj (mesh.Hops).
+func (s *stack) sender(subj string) *peer {
+	s.t.Helper()
+	for _, h := range mesh.Hops {
+		if p, ok := s.peers[h.Sender]; ok && h.Subject == subj {
+			return p
+		}
+	}
+	s.t.Fatalf("no peer sends %s", subj)
+	return nil
+}
+
+// publishRaw publishes an event with exactly the headers hdr, as whoever
+// holds the sending service's NATS identity could (no other account may
+// publish there).
+func (s *stack) publishRaw(hdr nats.Header, subj, typ, actor, entityID, userID string, data any) {
+	s.t.Helper()
+	raw, _ := json.Marshal(data)
+	env, _ := json.Marshal(natsauth.Envelope{ID: app.NewUUID(), Type: typ, Actor: actor, UserID: userID,
+		OccurredAt: time.Now().UTC(), Data: raw})
+	msg := nats.NewMsg(subj)
+	msg.Header = hdr
+	msg.Header.Set(natsauth.HeaderMsgID, typ+":"+entityID+":"+app.NewUUID())
+	msg.Data = env
+	if _, err := s.sender(subj).js.PublishMsg(context.Background(), msg); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// checkTxn verifies that m carries no access token but a transaction token
+// orders got for sub, narrowed to m's hop and holding want.
+func (s *stack) checkTxn(t *testing.T, m *jetstream.RawStreamMsg, sub, want string) *authz.Claims {
+	t.Helper()
+	if v, ok := m.Header[natsauth.HeaderAuthorization]; ok {
+		t.Fatalf("%s carries Authorization %q", m.Subject, v)
+	}
+	c, err := s.app.TxnValidator.Validate(context.Background(), m.Header.Get(natsauth.HeaderTxnToken))
+	if err != nil {
+		t.Fatalf("%s: Txn-Token: %v", m.Subject, err)
+	}
+	if c.Subject != sub || c.RequestingWorkload != "orders-service" || !c.HasPermission(want) {
+		t.Fatalf("%s: transaction token sub %q, req_wl %q, scope %v; want %s by orders-service with %s",
+			m.Subject, c.Subject, c.RequestingWorkload, c.Permissions, sub, want)
+	}
+	for _, p := range c.Permissions {
+		if !slices.Contains(mesh.HopScopes(m.Subject), p) {
+			t.Fatalf("%s: scope %s beyond the hop's %v", m.Subject, p, mesh.HopScopes(m.Subject))
+		}
+	}
+	return c
 }
 
 const mugs = `{"items":[{"sku":"mug","quantity":2},{"sku":"tea-green","quantity":1}]}`
@@ -528,7 +698,7 @@ func TestHTTPAPI(t *testing.T) {
 			t.Fatalf("order became %s", got.Status)
 		}
 	})
-	t.Run("events carry the caller's token and a de-duplication id", func(t *testing.T) {
+	t.Run("events carry the caller's transaction and a de-duplication id", func(t *testing.T) {
 		var found bool
 		for _, m := range s.events(adapters.SubjectCreated) {
 			e := envelopeOf(t, m)
@@ -536,10 +706,10 @@ func TestHTTPAPI(t *testing.T) {
 				continue
 			}
 			found = true
-			if e.Type != "order.created" || e.Actor != ao.UserID || m.Headers().Get(natsauth.HeaderMsgID) != "order.created:"+ao.ID ||
-				m.Headers().Get(natsauth.HeaderAuthorization) != "Bearer "+alice {
-				t.Fatalf("event %+v headers %v", e, m.Headers())
+			if e.Type != "order.created" || e.Actor != ao.UserID || m.Header.Get(natsauth.HeaderMsgID) != "order.created:"+ao.ID {
+				t.Fatalf("event %+v headers %v", e, m.Header)
 			}
+			s.checkTxn(t, m, ao.UserID, "create:orders")
 		}
 		if !found {
 			t.Fatal("no order.created event for alice's order")
@@ -548,6 +718,7 @@ func TestHTTPAPI(t *testing.T) {
 		if len(cancelled) != 1 || envelopeOf(t, cancelled[0]).Actor != ao.UserID {
 			t.Fatalf("cancelled events: %d", len(cancelled))
 		}
+		s.checkTxn(t, cancelled[0], ao.UserID, "cancel:orders")
 	})
 	t.Run("metrics", func(t *testing.T) {
 		r := s.do("GET", "/metrics", "", "")
@@ -630,15 +801,26 @@ func TestOutboxReplaysAfterPublishFailure(t *testing.T) {
 	s := newStack(t)
 	alice := s.token("alice@authmesh.dev")
 	ctx := context.Background()
-	// Publishing fails while the stream is gone (no responders for its subject).
-	if err := s.nats.JS.DeleteStream(ctx, adapters.EventsStream); err != nil {
+	// Publishing fails while ORDERS_EVENTS refuses every event: it takes
+	// none larger than a byte (the mesh lets orders update its stream, not
+	// delete it).
+	st, err := s.orders.Stream(ctx, adapters.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiny := st.CachedInfo().Config
+	tiny.MaxMsgSize = 1
+	if _, err := s.orders.UpdateStream(ctx, tiny); err != nil {
 		t.Fatal(err)
 	}
 	o := s.placeOrder(alice, mugs)
-	if err := adapters.EnsureStreams(ctx, s.nats.JS, 1); err != nil {
+	if n := len(s.events(adapters.SubjectCreated)); n != 0 {
+		t.Fatalf("%d created events while the stream refused them", n)
+	}
+	if err := adapters.EnsureStreams(ctx, s.orders, 1); err != nil {
 		t.Fatal(err)
 	}
-	var msgs []jetstream.Msg
+	var msgs []*jetstream.RawStreamMsg
 	s.eventually("the relayed order.created", 10*time.Second, func() bool {
 		msgs = s.events(adapters.SubjectCreated)
 		return len(msgs) > 0
@@ -648,14 +830,13 @@ func TestOutboxReplaysAfterPublishFailure(t *testing.T) {
 	}
 	e := envelopeOf(t, msgs[0])
 	if e.Actor != "orders-service@clients" || e.UserID != o.UserID || !strings.Contains(string(e.Data), o.ID) ||
-		msgs[0].Headers().Get(natsauth.HeaderMsgID) != "order.created:"+o.ID {
+		msgs[0].Header.Get(natsauth.HeaderMsgID) != "order.created:"+o.ID {
 		t.Fatalf("relayed event %+v", e)
 	}
-	// The relayed token is the service's: it verifies, and names its client.
-	tok := strings.TrimPrefix(msgs[0].Headers().Get(natsauth.HeaderAuthorization), "Bearer ")
-	cl, err := s.app.Validator.Validate(ctx, tok)
-	if err != nil || cl.AZP != "orders-service" || !cl.IsM2M() {
-		t.Fatalf("relayed token: %+v %v", cl, err)
+	// The relayed token is the service's own transaction: it verifies, and
+	// names its client.
+	if cl := s.checkTxn(t, msgs[0], "orders-service@clients", "cancel:orders"); cl.AZP != "orders-service" || !cl.IsM2M() {
+		t.Fatalf("relayed token: %+v", cl)
 	}
 	// Nothing is relayed twice.
 	time.Sleep(500 * time.Millisecond)
@@ -698,8 +879,19 @@ func TestBlockedUsersPendingOrdersAreCancelled(t *testing.T) {
 		map[string]any{"invoice_id": "inv-p", "order_id": paid.ID, "amount_cents": paid.TotalCents})
 	s.eventually("paid", 10*time.Second, func() bool { return s.order(paid.ID).Status == "paid" })
 
-	// A customer cannot block anyone: bob's event about alice is dead-lettered.
-	s.publishAs(bob, "users.events.blocked", "user.blocked", "forged-"+p1.UserID, p1.UserID, map[string]string{"user_id": p1.UserID, "at": time.Now().UTC().Format(time.RFC3339)})
+	// A customer cannot block anyone: the users service gets no block:users
+	// transaction for bob, and the transaction token of his it did receive
+	// (orders reading his profile), put on an event about alice, is
+	// dead-lettered.
+	if _, err := s.peers[mesh.Users].txn.Exchange(context.Background(), bob, mesh.HopScopes("users.events.blocked")); authz.CodeOf(err) != authz.CodeInsufficientScope {
+		t.Fatalf("bob's token exchanged for a block: %v", err)
+	}
+	bobTxn := s.users.txnOf(bobs.UserID)
+	if bobTxn == "" {
+		t.Fatal("users never received bob's transaction token")
+	}
+	s.publishRaw(nats.Header{natsauth.HeaderTxnToken: {bobTxn}}, "users.events.blocked", "user.blocked", bobs.UserID, "forged-"+p1.UserID, p1.UserID,
+		map[string]string{"user_id": p1.UserID, "at": time.Now().UTC().Format(time.RFC3339)})
 	s.publishAs(carol, "users.events.blocked", "user.blocked", p1.UserID, p1.UserID, map[string]string{"user_id": p1.UserID, "at": time.Now().UTC().Format(time.RFC3339)})
 	s.eventually("pending orders cancelled", 10*time.Second, func() bool {
 		return s.order(p1.ID).Status == "cancelled" && s.order(p2.ID).Status == "cancelled"
@@ -725,7 +917,7 @@ func TestBlockedUsersPendingOrdersAreCancelled(t *testing.T) {
 		}
 	}
 	s.eventually("bob's forged block in the dead-letter stream", 10*time.Second, func() bool {
-		st, err := s.nats.JS.Stream(context.Background(), adapters.DLQStream)
+		st, err := s.orders.Stream(context.Background(), adapters.DLQStream)
 		if err != nil {
 			return false
 		}
@@ -743,7 +935,7 @@ func TestProfileErrorsReachTheCaller(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	tok := s.token("bob@authmesh.dev")
-	bob := unverifiedSub(nats.Header{natsauth.HeaderAuthorization: []string{"Bearer " + tok}})
+	bob := subOf(tok)
 	tests := []struct {
 		name, code, desc string
 		want             int
@@ -757,7 +949,7 @@ func TestProfileErrorsReachTheCaller(t *testing.T) {
 		{"user deleted after the token was issued", "404", "user not found", 401, "invalid_token", "WWW-Authenticate", `error="invalid_token"`},
 		{"users has no signing keys", "503", "keys_unavailable: signing keys are unavailable, retry later", 503, "temporarily_unavailable", "Retry-After", "30"},
 		{"users' tenant is down", "503", "a dependency is unavailable; retry later", 503, "unavailable", "", ""},
-		{"orders forwarded no token (our bug, not the caller's)", "401", "missing_token: a bearer token is required", 503, "unavailable", "", ""},
+		{"orders forwarded no token (our bug, not the caller's)", "401", "missing_token: a transaction token (Txn-Token) is required", 503, "unavailable", "", ""},
 		{"users failed", "500", "internal error", 503, "unavailable", "", ""},
 	}
 	for _, tc := range tests {
@@ -780,4 +972,81 @@ func TestProfileErrorsReachTheCaller(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOnlyThisHopsTransactionTokensAreAccepted: NATS carries transaction
+// tokens narrowed to one hop, never access tokens. An invoice or user event
+// with an access token in Authorization (how events carried them before the
+// Transaction Token Service), even beside a valid transaction token, an
+// access token where the transaction token belongs, or the actor's own
+// transaction token minted for another hop (the profile read orders made for
+// them, as the users service received it) is dead-lettered and moves no
+// order.
+func TestOnlyThisHopsTransactionTokensAreAccepted(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice, carol := s.token("alice@authmesh.dev"), s.token("carol@authmesh.dev")
+	o := s.placeOrder(alice, mugs)
+	co := s.placeOrder(carol, mugs)
+	dlq := s.tail(t, adapters.DLQStream)
+	payTxn, err := s.peers[mesh.Billing].txn.Exchange(context.Background(), alice, mesh.HopScopes("billing.events.invoice.paid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bearer := func(tok string) string { return "Bearer " + tok }
+	paid := map[string]any{"invoice_id": "inv-1", "order_id": o.ID, "amount_cents": o.TotalCents}
+	const paidSubj, blockedSubj = "billing.events.invoice.paid", "users.events.blocked"
+	cases := []struct {
+		name             string
+		subj, typ, actor string
+		userID           string
+		data             any
+		hdr              nats.Header
+		reason           string // of the dead letter
+	}{
+		{"invoice.paid with the owner's access token", paidSubj, "invoice.paid", o.UserID, o.UserID, paid,
+			nats.Header{natsauth.HeaderAuthorization: {bearer(alice)}}, "invalid_token: access_token_on_nats"},
+		{"invoice.paid with billing-service's access token", paidSubj, "invoice.paid", "billing-service@clients", o.UserID, paid,
+			nats.Header{natsauth.HeaderAuthorization: {bearer(s.clientToken("billing-service"))}}, "invalid_token: access_token_on_nats"},
+		{"invoice.paid with an access token beside a valid transaction token", paidSubj, "invoice.paid", o.UserID, o.UserID, paid,
+			nats.Header{natsauth.HeaderAuthorization: {bearer(alice)}, natsauth.HeaderTxnToken: {payTxn}}, "invalid_token: access_token_on_nats"},
+		{"invoice.paid with the owner's access token as Txn-Token", paidSubj, "invoice.paid", o.UserID, o.UserID, paid,
+			nats.Header{natsauth.HeaderTxnToken: {alice}}, "invalid_token"},
+		{"invoice.paid with the owner's transaction token for another hop", paidSubj, "invoice.paid", o.UserID, o.UserID, paid,
+			nats.Header{natsauth.HeaderTxnToken: {s.users.txnOf(o.UserID)}}, "not_authorized: wrong_hop_scope"},
+		{"user.blocked with an admin's access token", blockedSubj, "user.blocked", co.UserID, o.UserID, map[string]string{"user_id": o.UserID},
+			nats.Header{natsauth.HeaderAuthorization: {bearer(carol)}}, "invalid_token: access_token_on_nats"},
+		{"user.blocked with an admin's transaction token for another hop", blockedSubj, "user.blocked", co.UserID, co.UserID, map[string]string{"user_id": co.UserID},
+			nats.Header{natsauth.HeaderTxnToken: {s.users.txnOf(co.UserID)}}, "not_authorized: wrong_hop_scope"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.hdr.Get(natsauth.HeaderTxnToken) == "" && c.hdr.Get(natsauth.HeaderAuthorization) == "" {
+				t.Fatal("no token to send: the case proves nothing")
+			}
+			s.publishRaw(c.hdr, c.subj, c.typ, c.actor, "inv-1", c.userID, c.data)
+			m, err := dlq.Next()
+			if err != nil {
+				t.Fatalf("not dead-lettered: %v", err)
+			}
+			if got := m.Header.Get(natsauth.HeaderDLQReason); !strings.HasPrefix(got, c.reason) || envelopeOf(t, m).Type != c.typ {
+				t.Fatalf("dead letter %s, reason %q, want %s", m.Data, got, c.reason)
+			}
+			// Dead letters are kept for operators: no credential in them.
+			for _, h := range []string{natsauth.HeaderAuthorization, natsauth.HeaderTxnToken} {
+				if _, ok := m.Header[h]; ok {
+					t.Fatalf("dead letter keeps %s", h)
+				}
+			}
+			for _, id := range []string{o.ID, co.ID} {
+				if st := s.order(id).Status; st != "pending" {
+					t.Fatalf("order %s became %s", id, st)
+				}
+			}
+		})
+	}
+	// The owner's payment, as billing publishes it, does move the order: the
+	// refusals above were not an order that cannot move.
+	s.publishAs(alice, paidSubj, "invoice.paid", "inv-1", o.UserID, paid)
+	s.eventually("order paid", 10*time.Second, func() bool { return s.order(o.ID).Status == "paid" })
 }
