@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/authmesh/authmesh/pkg/authz v0.0.0
 	github.com/authmesh/authmesh/pkg/platform v0.0.0
+	github.com/authmesh/authmesh/services/tts v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	golang.org/x/sync v0.25.0
 )
@@ -53,6 +54,7 @@ require (
 replace (
 	github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
 	github.com/authmesh/authmesh/pkg/platform => ../../pkg/platform
+	github.com/authmesh/authmesh/services/tts => ../tts
 )
 
 replace github.com/authmesh/authmesh/tools/devtenant => ../../tools/devtenant

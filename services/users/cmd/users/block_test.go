@@ -4,36 +4,61 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/services/users/internal/ports"
 )
 
-// eventTail reads USERS_EVENTS from its start.
+// eventTail reads USERS_EVENTS from its start, message by message with
+// STREAM.MSG.GET: the mesh lets users read its own stream so, not through
+// consumers of its own.
 type eventTail struct {
-	t    *testing.T
-	cons jetstream.Consumer
+	t      *testing.T
+	stream jetstream.Stream
+	seq    uint64
 }
 
 func (s *stack) tailEvents(t *testing.T) *eventTail {
 	t.Helper()
-	c, err := s.js.OrderedConsumer(t.Context(), "USERS_EVENTS", jetstream.OrderedConsumerConfig{})
+	st, err := s.js.Stream(t.Context(), "USERS_EVENTS")
 	if err != nil {
-		t.Fatalf("consumer: %v", err)
+		t.Fatalf("stream: %v", err)
 	}
-	return &eventTail{t: t, cons: c}
+	return &eventTail{t: t, stream: st, seq: max(st.CachedInfo().State.FirstSeq, 1)}
+}
+
+// get returns the next message, waiting up to d for it.
+func (e *eventTail) get(d time.Duration) (*jetstream.RawStreamMsg, error) {
+	deadline := time.Now().Add(d)
+	for {
+		m, err := e.stream.GetMsg(e.t.Context(), e.seq)
+		if err == nil {
+			e.seq++
+			return m, nil
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 type received struct {
 	subject string
 	msgID   string
-	auth    string
+	header  nats.Header
 	env     natsauth.Envelope
 	data    struct {
 		UserID string    `json:"user_id"`
@@ -44,15 +69,15 @@ type received struct {
 // next returns the next event, or fails after 2 s.
 func (e *eventTail) next() received {
 	e.t.Helper()
-	msg, err := e.cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+	msg, err := e.get(2 * time.Second)
 	if err != nil {
 		e.t.Fatalf("no event: %v", err)
 	}
 	var r received
-	r.subject = msg.Subject()
-	r.msgID = msg.Headers().Get(natsauth.HeaderMsgID)
-	r.auth = msg.Headers().Get(natsauth.HeaderAuthorization)
-	if err := json.Unmarshal(msg.Data(), &r.env); err != nil {
+	r.subject = msg.Subject
+	r.msgID = msg.Header.Get(natsauth.HeaderMsgID)
+	r.header = msg.Header
+	if err := json.Unmarshal(msg.Data, &r.env); err != nil {
 		e.t.Fatalf("envelope: %v", err)
 	}
 	if err := json.Unmarshal(r.env.Data, &r.data); err != nil {
@@ -64,8 +89,8 @@ func (e *eventTail) next() received {
 // none fails if another event arrives within d.
 func (e *eventTail) none(d time.Duration) {
 	e.t.Helper()
-	if msg, err := e.cons.Next(jetstream.FetchMaxWait(d)); err == nil {
-		e.t.Fatalf("unexpected event %s: %s", msg.Subject(), msg.Data())
+	if msg, err := e.get(d); err == nil {
+		e.t.Fatalf("unexpected event %s: %s", msg.Subject, msg.Data)
 	}
 }
 
@@ -96,6 +121,21 @@ func TestBlockAndUnblock(t *testing.T) {
 	if r := s.do("GET", "/v1/me", oldBob, ""); r.status != 200 {
 		t.Fatalf("bob before the block: %d %s", r.status, r.body)
 	}
+	// A transaction orders got for bob before the block, as a message in
+	// flight or queued would carry it.
+	oldBobTxn, err := s.orders.Exchange(t.Context(), oldBob, mesh.HopScopes(ports.ProfileSubject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	profileWith := func(tok string) error {
+		ctx, cancel := context.WithTimeout(forwarding(t.Context(), tok), 3*time.Second)
+		defer cancel()
+		_, err := natsauth.Request(ctx, s.nc, ports.ProfileSubject, nil)
+		return err
+	}
+	if err := profileWith(oldBobTxn); err != nil {
+		t.Fatalf("bob's transaction before the block: %v", err)
+	}
 
 	r := s.do("POST", bobPath+"/block", carol, "")
 	if r.status != 200 {
@@ -112,6 +152,14 @@ func TestBlockAndUnblock(t *testing.T) {
 			r := s.do("GET", "/v1/me", oldBob, "")
 			if r.status != 401 || !strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
 				return string(r.body)
+			}
+			return ""
+		})
+	})
+	t.Run("old transaction rejected on NATS", func(t *testing.T) {
+		eventually(t, time.Second, func() string {
+			if err := profileWith(oldBobTxn); !errors.Is(err, authz.ErrInvalidToken) {
+				return fmt.Sprintf("profile with bob's pre-block transaction: %v", err)
 			}
 			return ""
 		})
@@ -135,14 +183,21 @@ func TestBlockAndUnblock(t *testing.T) {
 		}
 		revokedAt = rev.RevokedAt
 	})
-	t.Run("blocked event published with the caller's token", func(t *testing.T) {
+	t.Run("blocked event published with the caller's transaction", func(t *testing.T) {
 		ev := events.next()
 		if ev.subject != "users.events.blocked" || ev.env.Type != "user.blocked" || ev.env.Actor != carolID ||
 			ev.env.UserID != bobID || ev.data.UserID != bobID || ev.env.ID == "" {
 			t.Fatalf("event = %+v", ev)
 		}
-		if ev.auth != "Bearer "+carol {
-			t.Fatal("event does not carry the caller's token")
+		// Carol's access token stays at the edge; the event carries a
+		// transaction token exchanged for it, narrowed to this hop.
+		if _, ok := ev.header[natsauth.HeaderAuthorization]; ok {
+			t.Fatal("event carries an access token")
+		}
+		c, err := s.txn.Validate(t.Context(), ev.header.Get(natsauth.HeaderTxnToken))
+		if err != nil || c.Subject != carolID || c.RequestingWorkload != "users-service" ||
+			!slices.Equal(c.Permissions, mesh.HopScopes(ev.subject)) {
+			t.Fatalf("event does not carry the caller's transaction narrowed to the hop: %+v %v", c, err)
 		}
 		if !strings.HasPrefix(ev.msgID, "user.blocked:"+bobID+"@") {
 			t.Fatalf("Nats-Msg-Id = %q", ev.msgID)
@@ -211,14 +266,11 @@ func TestProfileEndpoint(t *testing.T) {
 	if r := s.do("PATCH", "/v1/me", alice, `{"shipping_address":{"line1":"2 Rue","city":"Paris","postal_code":"75001","country":"FR"}}`); r.status != 200 {
 		t.Fatalf("patch: %d %s", r.status, r.body)
 	}
-	call := func(t *testing.T, token string) (*ProfileReply, error) {
+	call := func(t *testing.T, ctx context.Context) (*ProfileReply, error) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		if token != "" {
-			ctx = authz.WithClaims(ctx, &authz.Claims{}, token)
-		}
-		msg, err := natsauth.Request(ctx, s.nc, "authmesh.users.profile", nil)
+		msg, err := natsauth.Request(ctx, s.nc, ports.ProfileSubject, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -228,20 +280,33 @@ func TestProfileEndpoint(t *testing.T) {
 		}
 		return &p, nil
 	}
+	// Transactions that orders holds legitimately but that are not this
+	// hop's: its own (the void it asks billing for, cancel:orders), and
+	// alice's minted for her order events.
+	ordersOwn, err := s.orders.Exchange(t.Context(), s.clientToken("orders-service"), mesh.HopScopes("authmesh.billing.orders.void"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceOrders, err := s.orders.Exchange(t.Context(), alice, mesh.HopScopes("orders.events.created"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
-		token   string
+		ctx     context.Context
 		code    int
 		wantErr error
 	}{
-		{name: "caller's profile", token: alice},
-		{name: "no token", code: 401, wantErr: authz.ErrMissingToken},
-		{name: "bad token", token: "x.y.z", code: 401, wantErr: authz.ErrInvalidToken},
-		{name: "M2M token", token: s.clientToken("orders-service"), code: 403, wantErr: authz.ErrInsufficientScope},
+		{name: "caller's profile", ctx: s.asOrders(t.Context(), alice)},
+		{name: "no token", ctx: s.asOrders(t.Context(), ""), code: 401, wantErr: authz.ErrMissingToken},
+		{name: "bad token", ctx: forwarding(t.Context(), "x.y.z"), code: 401, wantErr: authz.ErrInvalidToken},
+		{name: "an access token as transaction token", ctx: forwarding(t.Context(), alice), code: 401, wantErr: authz.ErrInvalidToken},
+		{name: "a service's own transaction", ctx: forwarding(t.Context(), ordersOwn), code: 403, wantErr: authz.ErrInsufficientScope},
+		{name: "the caller's transaction for another hop", ctx: forwarding(t.Context(), aliceOrders), code: 403, wantErr: authz.ErrInsufficientScope},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := call(t, tt.token)
+			p, err := call(t, tt.ctx)
 			if tt.code == 0 {
 				if err != nil {
 					t.Fatal(err)
@@ -254,6 +319,29 @@ func TestProfileEndpoint(t *testing.T) {
 			var se *natsauth.ServiceError
 			if !errors.As(err, &se) || se.Code != tt.code || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %d", err, tt.code)
+			}
+		})
+	}
+	// The old way: an access token in Authorization, alone or beside a
+	// valid transaction token, is refused before anything else.
+	valid, err := s.orders.Exchange(t.Context(), alice, mesh.HopScopes(ports.ProfileSubject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, hdr := range map[string]nats.Header{
+		"Authorization":                  {natsauth.HeaderAuthorization: {"Bearer " + alice}},
+		"Authorization beside Txn-Token": {natsauth.HeaderAuthorization: {"Bearer " + alice}, natsauth.HeaderTxnToken: {valid}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			msg := nats.NewMsg(ports.ProfileSubject)
+			msg.Header = hdr
+			reply, err := s.nc.RequestMsg(msg, 3*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code, desc := reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader); code != "401" ||
+				!strings.HasPrefix(desc, string(authz.CodeInvalidToken)) || len(reply.Data) != 0 {
+				t.Fatalf("answer %s %q, data %s", code, desc, reply.Data)
 			}
 		})
 	}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 )
 
@@ -29,7 +28,7 @@ func TestProfileLookupsSpareTheManagementAPI(t *testing.T) {
 	}
 	profile := func(t *testing.T) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(authz.WithClaims(t.Context(), &authz.Claims{}, alice), 3*time.Second)
+		ctx, cancel := context.WithTimeout(s.asOrders(t.Context(), alice), 3*time.Second)
 		defer cancel()
 		if _, err := natsauth.Request(ctx, s.nc, "authmesh.users.profile", nil); err != nil {
 			t.Fatalf("profile: %v", err)

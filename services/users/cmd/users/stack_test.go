@@ -19,7 +19,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
+	"github.com/authmesh/authmesh/services/tts/ttstest"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
 
@@ -37,10 +42,13 @@ const (
 	daveID  = "auth0|6553da60a54af58e29493994"
 )
 
-// stack is an in-process nats-server, devtenant and users service.
+// stack is an in-process nats-server with the mesh's accounts, devtenant,
+// the real Transaction Token Service and the users service.
 type stack struct {
-	t      *testing.T
-	nats   *server.Server
+	t    *testing.T
+	nats *server.Server
+	// nc is the orders service's connection: the tests call the profile
+	// endpoint as orders. js is the users service's own account.
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	tenant *tenant.Server
@@ -53,33 +61,22 @@ type stack struct {
 	mgmtDown  atomic.Bool
 	cfg       platform.Config
 	stopUsers func() // stops the instance at base
+
+	// orders exchanges tokens as the orders service does (its own M2M
+	// token as the actor); txn verifies what users sends.
+	orders *natsauth.TxnClient
+	txn    *authz.TxnValidator
 }
 
 func startStack(t *testing.T) *stack {
 	t.Helper()
 	s := &stack{t: t}
 
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := meshtest.Start(t)
 	s.nats = ns
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc, _ := meshtest.Connect(t, ns, mesh.Orders)
 	s.nc = nc
-	if s.js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
-	}
+	_, s.js = meshtest.Connect(t, ns, mesh.Users)
 
 	ten, err := tenant.New(tenant.Config{
 		Issuer:     issuer,
@@ -112,16 +109,28 @@ func startStack(t *testing.T) *stack {
 	t.Cleanup(ts.Close)
 	s.tenant, s.tenURL = ten, ts.URL
 
+	// The revocation bucket is users' own, but the TTS, started first,
+	// waits for it.
+	if _, err := natsauth.NewRevocationStore(context.Background(), s.js, 1); err != nil {
+		t.Fatal(err)
+	}
+	tts := ttstest.Start(t, ttstest.Config{NATSURL: ns.ClientURL(), Issuer: issuer, JWKSURL: ts.URL + "/.well-known/jwks.json"})
+	if s.orders, err = natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: nc, Actor: staticToken(s.clientToken("orders-service"))}); err != nil {
+		t.Fatal(err)
+	}
+	s.txn = txnValidator(t, tts.JWKSURL)
+
 	env := map[string]string{
-		"AUTH0_ISSUER":        issuer,
-		"AUTH0_AUDIENCE":      audience,
-		"AUTH0_JWKS_URL":      ts.URL + "/.well-known/jwks.json",
-		"AUTH0_TOKEN_URL":     ts.URL + "/oauth/token",
-		"USERS_MGMT_URL":      ts.URL + "/api/v2/",
-		"USERS_MGMT_AUDIENCE": mgmtAud,
-		"USERS_NATS_URL":      ns.ClientURL(),
-		"USERS_LOG_LEVEL":     "error",
-		"AUTH0_TENANT_FILE":   "../../../../deploy/tenant.yaml",
+		"AUTH0_ISSUER":          issuer,
+		"AUTH0_AUDIENCE":        audience,
+		"AUTH0_JWKS_URL":        ts.URL + "/.well-known/jwks.json",
+		"AUTH0_TOKEN_URL":       ts.URL + "/oauth/token",
+		"USERS_MGMT_URL":        ts.URL + "/api/v2/",
+		"USERS_MGMT_AUDIENCE":   mgmtAud,
+		"USERS_NATS_URL":        ns.ClientURL(),
+		"USERS_LOG_LEVEL":       "error",
+		"AUTH0_TENANT_FILE":     "../../../../deploy/tenant.yaml",
+		"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL,
 	}
 	cfg, err := platform.LoadConfig("users", func(k string) string { return env[k] })
 	if err != nil {
@@ -186,6 +195,40 @@ func (s *stack) waitReady(base string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	s.t.Fatal("users service not ready within 15 s")
+}
+
+type staticToken string
+
+func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
+
+func txnValidator(t *testing.T, jwks string) *authz.TxnValidator {
+	t.Helper()
+	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// asOrders is the context the orders service sends under while serving
+// token's holder: the access token, exchanged by orders' own client for a
+// transaction token narrowed to each message's hop ("" is no identity).
+func (s *stack) asOrders(ctx context.Context, token string) context.Context {
+	ctx = natsauth.WithOutbound(ctx, &natsauth.Outbound{Exchanger: s.orders, Scopes: mesh.HopScopes})
+	if token == "" {
+		return ctx
+	}
+	return authz.WithClaims(ctx, nil, token)
+}
+
+// forwarding is the context of a handler that received tok as its
+// transaction token: natsauth forwards it unmodified.
+func forwarding(ctx context.Context, tok string) context.Context {
+	return authz.WithClaims(ctx, &authz.Claims{Txn: "received"}, tok)
 }
 
 func (s *stack) userToken(email string) string {

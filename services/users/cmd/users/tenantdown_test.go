@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 )
 
@@ -21,7 +20,7 @@ type profileBody struct {
 
 func (s *stack) profile(t *testing.T, tok string) profileBody {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(authz.WithClaims(t.Context(), &authz.Claims{}, tok), 5*time.Second)
+	ctx, cancel := context.WithTimeout(s.asOrders(t.Context(), tok), 5*time.Second)
 	defer cancel()
 	msg, err := natsauth.Request(ctx, s.nc, "authmesh.users.profile", nil)
 	if err != nil {
