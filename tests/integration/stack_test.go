@@ -32,6 +32,8 @@ const (
 	mgmtAud    = "http://localhost:8400/api/v2/"
 	natsURLs   = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
 	natsHealth = "8222/tcp"
+	natsClient = "4222/tcp"
+	ttsJWKS    = "http://tts:8406/.well-known/jwks.json"
 )
 
 // image is one image the suite builds from the repository's own Dockerfile.
@@ -47,17 +49,18 @@ var images = []image{
 	{"users", "services/users/Dockerfile", []string{"users"}},
 	{"orders", "services/orders/Dockerfile", []string{"orders"}},
 	{"billing", "services/billing/Dockerfile", []string{"billing"}},
+	{"tts", "services/tts/Dockerfile", []string{"tts"}},
 }
 
 // Go packages built into static binaries, as deploy/compose-smoke.sh builds them.
 var packages = []string{
 	"github.com/nats-io/nats-server/v2", "./tools/devstack/cmd/httpprobe", "./tools/devtenant/cmd/devtenant",
-	"./services/users/cmd/users", "./services/orders/cmd/orders", "./services/billing/cmd/billing",
+	"./services/users/cmd/users", "./services/orders/cmd/orders", "./services/billing/cmd/billing", "./services/tts/cmd/tts",
 }
 
 // ports are the HTTP ports inside the containers (published on random host ports).
 var ports = map[string]string{
-	"devtenant": "8400/tcp", "users": "8401/tcp", "orders": "8402/tcp", "billing": "8403/tcp",
+	"devtenant": "8400/tcp", "users": "8401/tcp", "orders": "8402/tcp", "billing": "8403/tcp", "tts": "8406/tcp",
 	"nats-1": natsHealth, "nats-2": natsHealth, "nats-3": natsHealth,
 }
 
@@ -232,8 +235,9 @@ func (s *system) buildContext(img image) ([]byte, error) {
 }
 
 // up brings the stack up on a private network: the NATS cluster (healthy
-// means it has a JetStream meta leader), devtenant, then the services (ready
-// means NATS connected and signing keys loaded).
+// means it has a JetStream meta leader), devtenant, the Transaction Token
+// Service, then the services (ready means NATS connected and the tenant's and
+// the TTS's signing keys loaded).
 func (s *system) up(ctx context.Context) error {
 	nw, err := network.New(ctx)
 	if err != nil {
@@ -250,11 +254,42 @@ func (s *system) up(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	// The TTS is ready only once users has created the revocation bucket,
+	// and the services only once the TTS serves its keys: start it, wait
+	// for its /healthz, then for everyone's /readyz.
+	if err := s.run(ctx, s.ttsRequest()); err != nil {
+		return err
+	}
 	g, gctx = errgroup.WithContext(ctx)
 	for _, svc := range services {
 		g.Go(func() error { return s.run(gctx, s.serviceRequest(svc, svc, "/readyz")) })
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return s.waitReady(ctx, "tts")
+}
+
+// waitReady polls a container's /readyz until it answers 200.
+func (s *system) waitReady(ctx context.Context, name string) error {
+	var last string
+	for {
+		resp, err := httpClient.Get(s.url(name) + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %s (%w)", name, last, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func (s *system) base(name, img string) testcontainers.GenericContainerRequest {
@@ -272,7 +307,7 @@ func (s *system) base(name, img string) testcontainers.GenericContainerRequest {
 
 func (s *system) natsRequest(name string) testcontainers.GenericContainerRequest {
 	r := s.base(name, "nats")
-	r.ExposedPorts = []string{natsHealth}
+	r.ExposedPorts = []string{natsHealth, natsClient}
 	r.Cmd = []string{"--config", "/etc/nats/cluster.conf", "--name", name}
 	r.WaitingFor = wait.ForHTTP("/healthz").WithPort(natsHealth).
 		WithStartupTimeout(90 * time.Second).WithPollInterval(250 * time.Millisecond)
@@ -283,6 +318,30 @@ func (s *system) devtenantRequest() testcontainers.GenericContainerRequest {
 	r := s.base("devtenant", "devtenant")
 	r.Env = map[string]string{"DEVTENANT_ADDR": ":8400", "DEVTENANT_ISSUER": issuer}
 	r.WaitingFor = httpWait("/.well-known/jwks.json", ports["devtenant"])
+	return r
+}
+
+// ttsRequest is the Transaction Token Service with compose's environment: its
+// own NATS identity, the tenant as the services see it, and its dev key file
+// in the image's /data (an anonymous volume, so a restart keeps the keys).
+// It counts as started on /healthz: /readyz needs the revocation bucket,
+// which users creates (see up).
+func (s *system) ttsRequest() testcontainers.GenericContainerRequest {
+	r := s.base("tts", "tts")
+	r.Env = map[string]string{
+		"AUTH0_ISSUER":      issuer,
+		"AUTH0_AUDIENCE":    audience,
+		"AUTH0_JWKS_URL":    "http://devtenant:8400/.well-known/jwks.json",
+		"TTS_HTTP_ADDR":     ":8406",
+		"TTS_NATS_URL":      natsURLs,
+		"TTS_NATS_USER":     "tts",
+		"TTS_NATS_PASSWORD": "tts-nats-dev-secret",
+		"TTS_KEYS_FILE":     "/data/keys.json",
+	}
+	for _, svc := range services {
+		r.Env[strings.ToUpper(svc)+"_CLIENT_ID"] = svc + "-service"
+	}
+	r.WaitingFor = httpWait("/healthz", ports["tts"])
 	return r
 }
 
@@ -305,6 +364,8 @@ func (s *system) serviceRequest(svc, name, ready string) testcontainers.GenericC
 		p + "CLIENT_ID":     svc + "-service",
 		p + "CLIENT_SECRET": svc + "-service-dev-secret",
 		p + "CORS_ORIGINS":  "http://localhost:8404",
+
+		"AUTHMESH_TTS_JWKS_URL": ttsJWKS,
 	}
 	if svc == "users" {
 		r.Env["USERS_MGMT_URL"] = "http://devtenant:8400/api/v2/"
@@ -355,6 +416,21 @@ func (s *system) refreshURL(ctx context.Context, name string) error {
 	s.urls[name] = "http://" + host + ":" + p.Port()
 	s.mu.Unlock()
 	return nil
+}
+
+// natsClientURL is the published client URL of a NATS node, for the tests
+// that connect with a workload's own credentials.
+func (s *system) natsClientURL(ctx context.Context, node string) (string, error) {
+	ctr := s.container(node)
+	p, err := ctr.MappedPort(ctx, natsClient)
+	if err != nil {
+		return "", fmt.Errorf("%s: published client port: %w", node, err)
+	}
+	host, err := ctr.Host(ctx)
+	if err != nil {
+		return "", err
+	}
+	return "nats://" + host + ":" + p.Port(), nil
 }
 
 func (s *system) container(name string) testcontainers.Container {

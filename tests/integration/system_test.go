@@ -15,12 +15,15 @@ func TestSystem(t *testing.T) {
 	}{
 		{"flows", testFlows},
 		{"attack tokens", testAttackTokens},
+		{"events carry no access token", testEventsCarryNoAccessToken},
+		{"compromised billing on the cluster", testCompromisedBilling},
 		{"block mid-session", testBlockMidSession},
 		{"load", testLoad},
 		{"devtenant down", testIdentityProviderDown},
 		{"billing stopped", testBillingStopped},
 		{"consumer killed before ack", testConsumerKilled},
 		{"nats node killed", testNATSNodeKilled},
+		{"tts killed", testTTSKilled},
 		{"key rotation", testKeyRotation},
 	} {
 		t.Run(sc.name, sc.run)
