@@ -1,0 +1,206 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// ttsOutcome counts the answers to one kind of order request in one phase.
+type ttsOutcome map[string]int
+
+func (o ttsOutcome) String() string {
+	keys := make([]string, 0, len(o))
+	for k := range o {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s×%d", k, o[k])
+	}
+	return "{" + strings.Join(parts, " ") + "}"
+}
+
+// ordersOf lists the ids of a user's orders (GET /v1/orders as that user).
+func ordersOf(t *testing.T, tok string) map[string]bool {
+	t.Helper()
+	var list []order
+	callJSON(t, http.MethodGet, "orders", "/v1/orders", tok, nil, http.StatusOK, &list)
+	ids := make(map[string]bool, len(list))
+	for _, o := range list {
+		ids[o.ID] = true
+	}
+	return ids
+}
+
+// testTTSKilled kills the Transaction Token Service (SIGKILL) while clients
+// place orders, some with access tokens whose transaction tokens orders has
+// cached, some with a fresh access token every time (each needs a new
+// exchange), and brings it back. While it is down a request that needs a new
+// transaction token answers 503 with Retry-After, never 401 or 500; cached
+// ones keep working. Afterwards every order answered 201 has exactly one
+// invoice, and the users have no order beyond those.
+func testTTSKilled(t *testing.T) {
+	ctx := testCtx(t, 4*time.Minute)
+	ensureRunning(t, "tts")
+	users := []string{alice, dave}
+	cached := map[string]string{}
+	before := map[string]map[string]bool{}
+	var accepted []placed
+	for _, u := range users {
+		tok := token(t, u)
+		cached[u] = tok
+		before[u] = ordersOf(t, tok)
+		// Fills orders' exchange cache for this token (profile and event hops).
+		accepted = append(accepted, placed{placeOrder(t, tok, mugs(1)).ID, tok})
+	}
+
+	const (
+		phaseUp   = "before"
+		phaseDown = "down"
+		phaseBack = "after"
+	)
+	var (
+		mu       sync.Mutex
+		phase    = phaseUp
+		outcomes = map[string]ttsOutcome{} // "<kind> <phase>" -> answers
+		bad      []string
+	)
+	record := func(kind, ph string, r response, err error, tok string) {
+		mu.Lock()
+		defer mu.Unlock()
+		key := kind + " " + ph
+		if outcomes[key] == nil {
+			outcomes[key] = ttsOutcome{}
+		}
+		switch {
+		case err != nil:
+			outcomes[key]["error"]++
+			bad = append(bad, fmt.Sprintf("%s: %v", key, err))
+		case r.status == http.StatusCreated:
+			outcomes[key]["201"]++
+			accepted = append(accepted, placed{jsonField(r.body, "id"), tok})
+		case r.status == http.StatusServiceUnavailable && r.header.Get("Retry-After") != "":
+			outcomes[key]["503"]++
+		default:
+			outcomes[key][fmt.Sprint(r.status)]++
+			bad = append(bad, fmt.Sprintf("%s: %s (Retry-After %q)", key, r, r.header.Get("Retry-After")))
+		}
+	}
+	current := func() string { mu.Lock(); defer mu.Unlock(); return phase }
+
+	tctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	for w := range 12 {
+		u := users[w%len(users)]
+		fresh := w%3 == 0 // a third of the clients log in anew for every order
+		wg.Go(func() {
+			for i := 0; tctx.Err() == nil; i++ {
+				ph := current()
+				tok, kind := cached[u], "cached"
+				if fresh {
+					kind = "fresh"
+					r, err := tokenRequest(url.Values{
+						"grant_type": {"password"}, "username": {u}, "password": {password},
+						"client_id": {"authmesh-cli"}, "audience": {audience}, "scope": {"openid"},
+					})
+					if err != nil || r.status != http.StatusOK {
+						mu.Lock()
+						bad = append(bad, fmt.Sprintf("token for %s: %v %d %s", u, err, r.status, r.Error))
+						mu.Unlock()
+						return
+					}
+					tok = r.AccessToken
+				}
+				r, err := tryCall(http.MethodPost, "orders", "/v1/orders", tok, mugs(1+i%3))
+				// A request that started in one phase and ended in the next
+				// counts in neither the down nor the after phase's strict checks.
+				if now := current(); now != ph {
+					ph = ph + "→" + now
+				}
+				record(kind, ph, r, err, tok)
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	if err := stack.kill(ctx, "tts"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	phase = phaseDown
+	mu.Unlock()
+	killedAt := time.Now()
+	time.Sleep(5 * time.Second)
+	mu.Lock()
+	phase = "restarting"
+	mu.Unlock()
+	if err := stack.start(ctx, "tts"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.waitReady(ctx, "tts"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	phase = phaseBack
+	mu.Unlock()
+	down := time.Since(killedAt).Round(100 * time.Millisecond)
+	time.Sleep(3 * time.Second)
+	stop()
+	wg.Wait()
+
+	keys := make([]string, 0, len(outcomes))
+	for k := range outcomes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		t.Logf("%-28s %v", k, outcomes[k])
+	}
+	t.Logf("tts down for %v; %d orders accepted", down, len(accepted))
+	if len(bad) > 0 {
+		t.Errorf("%d answers other than 201 or 503 with Retry-After (never 401 or 500): %v", len(bad), bad[:min(10, len(bad))])
+	}
+	if n := outcomes["fresh "+phaseDown]["503"]; n == 0 {
+		t.Errorf("no fresh token was refused with 503 while the TTS was down (%v): the scenario did not happen", outcomes["fresh "+phaseDown])
+	}
+	if n := outcomes["fresh "+phaseDown]["201"]; n > 0 {
+		t.Errorf("%d orders with a fresh token were accepted while the TTS was down: who issued their transaction tokens?", n)
+	}
+	if n := outcomes["cached "+phaseDown]["201"]; n == 0 {
+		t.Errorf("cached transaction tokens did not keep working while the TTS was down: %v", outcomes["cached "+phaseDown])
+	}
+	if n := outcomes["fresh "+phaseBack]["201"]; n == 0 || outcomes["fresh "+phaseBack]["503"] > 0 {
+		t.Errorf("fresh tokens after the TTS is back (ready): %v, want only 201", outcomes["fresh "+phaseBack])
+	}
+
+	verifyOrders(t, accepted, 60*time.Second)
+	time.Sleep(time.Second)
+	verifyOrders(t, accepted, time.Second)
+	// No order beyond the accepted ones: a 503 created nothing.
+	want := map[string]bool{}
+	for _, o := range accepted {
+		want[o.id] = true
+	}
+	for _, u := range users {
+		var extra []string
+		for id := range ordersOf(t, cached[u]) {
+			if !before[u][id] && !want[id] {
+				extra = append(extra, id)
+			}
+		}
+		if len(extra) > 0 {
+			slices.Sort(extra)
+			t.Errorf("%s has %d orders that were never answered 201: %v", u, len(extra), extra[:min(10, len(extra))])
+		}
+	}
+}
