@@ -154,3 +154,10 @@ grep -q '<script' <<<"$page" || fail "http://localhost:8404/ does not serve the 
 log "NATS: streams replicated x3"
 curl -sf 'http://localhost:8222/jsz?accounts=true&streams=true&config=true' | jq -e '[.account_details[].stream_detail[] | select(.config.num_replicas != 3)] | length == 0' >/dev/null \
   || fail "a stream is not replicated x3: $(curl -s 'http://localhost:8222/jsz?accounts=true&streams=true&config=true' | jq -c '[.account_details[].stream_detail[] | {name, r: .config.num_replicas}]')"
+
+log "NATS: each workload's streams live in its own account (USERS, ORDERS, BILLING)"
+jsz=$(curl -sf 'http://localhost:8222/jsz?accounts=true&streams=true') || fail "no /jsz on nats-1"
+jq -e '[.account_details[] | {(.name): [.stream_detail[]?.name]}] | add
+  | (.USERS | index("USERS_EVENTS")) and (.ORDERS | index("ORDERS_EVENTS")) and (.BILLING | index("BILLING_EVENTS"))
+    and ((.TTS // []) | length == 0) and ((."$G" // []) | length == 0)' <<<"$jsz" >/dev/null \
+  || fail "streams are not in their workloads' accounts: $(jq -c '[.account_details[] | {(.name): [.stream_detail[]?.name]}] | add' <<<"$jsz")"
