@@ -44,7 +44,8 @@ func ordersOf(t *testing.T, tok string) map[string]bool {
 // testTTSKilled kills the Transaction Token Service (SIGKILL) while clients
 // place orders, some with access tokens whose transaction tokens orders has
 // cached, some with a fresh access token every time (each needs a new
-// exchange), and brings it back. While it is down a request that needs a new
+// exchange; one identical to an earlier login's counts apart), and brings
+// it back. While it is down a request that needs a new
 // transaction token answers 503 with Retry-After, never 401 or 500; cached
 // ones keep working. Afterwards every order answered 201 has exactly one
 // invoice, and the users have no order beyond those.
@@ -73,6 +74,13 @@ func testTTSKilled(t *testing.T) {
 		phase    = phaseUp
 		outcomes = map[string]ttsOutcome{} // "<kind> <phase>" -> answers
 		bad      []string
+		// The first 503s of the phases where the TTS is up, with their
+		// bodies (the error code says which dependency was missing).
+		upRefusals []string
+		// Access tokens orders has exchanged (answered 201): devtenant's
+		// tokens have no jti, so two logins in the same second get the same
+		// token, whose transaction tokens orders then has cached.
+		exchanged = map[string]bool{}
 	)
 	record := func(kind, ph string, r response, err error, tok string) {
 		mu.Lock()
@@ -88,8 +96,12 @@ func testTTSKilled(t *testing.T) {
 		case r.status == http.StatusCreated:
 			outcomes[key]["201"]++
 			accepted = append(accepted, placed{jsonField(r.body, "id"), tok})
+			exchanged[tok] = true
 		case r.status == http.StatusServiceUnavailable && r.header.Get("Retry-After") != "":
 			outcomes[key]["503"]++
+			if (ph == phaseUp || ph == phaseBack) && len(upRefusals) < 5 {
+				upRefusals = append(upRefusals, fmt.Sprintf("%s at %s: %s", key, time.Now().UTC().Format("15:04:05.000"), r))
+			}
 		default:
 			outcomes[key][fmt.Sprint(r.status)]++
 			bad = append(bad, fmt.Sprintf("%s: %s (Retry-After %q)", key, r, r.header.Get("Retry-After")))
@@ -120,6 +132,11 @@ func testTTSKilled(t *testing.T) {
 						return
 					}
 					tok = r.AccessToken
+					mu.Lock()
+					if exchanged[tok] {
+						kind = "reissued" // the same token as an earlier login: cached
+					}
+					mu.Unlock()
 				}
 				r, err := tryCall(http.MethodPost, "orders", "/v1/orders", tok, mugs(1+i%3))
 				// A request that started in one phase and ended in the next
@@ -167,6 +184,9 @@ func testTTSKilled(t *testing.T) {
 		t.Logf("%-28s %v", k, outcomes[k])
 	}
 	t.Logf("tts down for %v; %d orders accepted", down, len(accepted))
+	if len(upRefusals) > 0 {
+		t.Logf("503s while the TTS was up: %v", upRefusals)
+	}
 	if len(bad) > 0 {
 		t.Errorf("%d answers other than 201 or 503 with Retry-After (never 401 or 500): %v", len(bad), bad[:min(10, len(bad))])
 	}
