@@ -17,16 +17,6 @@ import (
 // Connection is the only database connection devtenant has, as in a fresh Auth0 tenant.
 const Connection = "Username-Password-Authentication"
 
-// Grant types, spelled as Auth0 spells them.
-const (
-	GrantPassword          = "password"
-	GrantPasswordRealm     = "http://auth0.com/oauth/grant-type/password-realm"
-	GrantClientCredentials = "client_credentials"
-	GrantRefreshToken      = "refresh_token"
-	GrantAuthorizationCode = "authorization_code"
-	GrantImplicit          = "implicit"
-)
-
 // The files under the dev directory.
 const (
 	usersFile    = "users.yaml"
@@ -372,7 +362,6 @@ func LoadModel(issuer, tenantPath, devDir string) (*Model, error) {
 	}
 
 	// Clients.
-	knownGrants := []string{GrantPassword, GrantPasswordRealm, GrantClientCredentials, GrantRefreshToken, GrantAuthorizationCode, GrantImplicit}
 	for i, cd := range tf.Clients {
 		entry := fmt.Sprintf("clients[%d] %q", i, cd.Name)
 		if cd.Name == "" {
@@ -409,12 +398,13 @@ func LoadModel(issuer, tenantPath, devDir string) (*Model, error) {
 		if c.IDTokenTTL <= 0 {
 			c.IDTokenTTL = 36000
 		}
-		for _, g := range cd.GrantTypes {
-			if !slices.Contains(knownGrants, g) {
-				bad(tenantPath, "%s: unknown grant type %q; fix: use one of %s", entry, g, strings.Join(knownGrants, ", "))
+		for _, name := range cd.GrantTypes {
+			g := lookupGrant(name)
+			if g == nil {
+				bad(tenantPath, "%s: unknown grant type %q; fix: use one of %s", entry, name, strings.Join(grantNames(false), ", "))
 			}
-			if g == GrantClientCredentials && c.Public {
-				bad(tenantPath, "%s: client_credentials needs a confidential client; fix: make it non_interactive or drop the grant", entry)
+			if g != nil && g.confidential && c.Public {
+				bad(tenantPath, "%s: %s needs a confidential client; fix: make it non_interactive or drop the grant", entry, name)
 			}
 		}
 		for _, cb := range cd.Callbacks {

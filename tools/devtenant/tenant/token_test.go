@@ -469,3 +469,27 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 		t.Errorf("want one line per request and the start-up warning:\n%s", logs)
 	}
 }
+
+// TestGrantTypesOneTable checks that discovery, the token endpoint and the
+// tenant file's validation agree, as they all read grantTypes.
+func TestGrantTypesOneTable(t *testing.T) {
+	t.Parallel()
+	tt := newTenant(t, nil)
+	var discovered []string
+	for _, g := range tt.do(t, http.MethodGet, "/.well-known/openid-configuration", "", nil, nil).body["grant_types_supported"].([]any) {
+		discovered = append(discovered, g.(string))
+	}
+	want := []string{GrantPassword, GrantPasswordRealm, GrantClientCredentials, GrantRefreshToken, GrantAuthorizationCode}
+	if !reflect.DeepEqual(discovered, want) {
+		t.Errorf("grant_types_supported = %v, want %v", discovered, want)
+	}
+	for _, g := range append(want, GrantImplicit) {
+		r := tt.postForm(t, url.Values{"grant_type": {g}, "client_id": {"nope"}})
+		if served := r.body["error"] != "unsupported_grant_type"; served != (g != GrantImplicit) {
+			t.Errorf("%s: %d %s", g, r.status, r.raw)
+		}
+	}
+	if got := strings.Join(grantNames(false), ", "); got != strings.Join(append(want, GrantImplicit), ", ") {
+		t.Errorf("grants a client may declare: %s", got)
+	}
+}
