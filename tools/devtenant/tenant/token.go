@@ -281,3 +281,28 @@ func (s *Server) clientToken(c *Client, aud, scope string) (*tokenResponse, *oau
 	}
 	return &tokenResponse{AccessToken: at, Scope: claims.Scope, ExpiresIn: lifetime, TokenType: "Bearer"}, nil
 }
+
+// revoke revokes a refresh token's family (RFC 7009); unknown tokens are not an error.
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, http.MethodPost)
+		return
+	}
+	p, perr := readParams(r)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	c, perr := s.authenticateClient(r, p)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	tok := p.get("token")
+	if tok == "" {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "Missing required parameter: token")
+		return
+	}
+	s.store.revokeRefresh(tok, c.ID)
+	w.WriteHeader(http.StatusOK)
+}
