@@ -118,9 +118,9 @@ func LoadModel(issuer, tenantPath, devDir string) (*Model, error) {
 	}
 	l.resourceServers(tf.ResourceServers)
 	l.defaultAudience(tf.Tenant)
-	l.roles(tf.Roles)
-	l.clients(tf.Clients)
-	l.clientGrants(tf.ClientGrants)
+	each(tf.Roles, l.role)
+	each(tf.Clients, l.client)
+	each(tf.ClientGrants, l.clientGrant)
 	l.clientSecrets()
 	l.users()
 	if len(l.errs) > 0 {
@@ -139,6 +139,13 @@ type loader struct {
 // bad records a problem in file.
 func (l *loader) bad(file, format string, args ...any) {
 	l.errs = append(l.errs, fmt.Errorf("%s: %s", file, fmt.Sprintf(format, args...)))
+}
+
+// each checks the entries of a section in order.
+func each[T any](entries []T, check func(i int, entry T)) {
+	for i, e := range entries {
+		check(i, e)
+	}
 }
 
 // readYAML decodes path strictly: dev files are ours, so a typo is an error.

@@ -74,9 +74,7 @@ type clientGrantDef struct {
 }
 
 func (l *loader) resourceServers(rss []resourceServer) {
-	for i, rs := range rss {
-		l.resourceServer(i, rs)
-	}
+	each(rss, l.resourceServer)
 	if len(l.m.APIs) == 0 {
 		l.bad(l.tenantPath, "no resourceServers; fix: declare the API (identifier https://api.authmesh.dev)")
 	}
@@ -149,12 +147,6 @@ func (l *loader) named(section string, i int, name string, taken bool, fixMissin
 	return entry, true
 }
 
-func (l *loader) roles(rds []roleDef) {
-	for i, rd := range rds {
-		l.role(i, rd)
-	}
-}
-
 func (l *loader) role(i int, rd roleDef) {
 	entry, ok := l.named("roles", i, rd.Name, l.m.Roles[rd.Name] != nil, "name the role", "merge the two roles or rename one")
 	if !ok {
@@ -176,12 +168,6 @@ func (l *loader) role(i int, rd roleDef) {
 	}
 	l.m.Roles[rd.Name] = role
 	l.m.RoleOrder = append(l.m.RoleOrder, rd.Name)
-}
-
-func (l *loader) clients(cds []clientDef) {
-	for i, cd := range cds {
-		l.client(i, cd)
-	}
 }
 
 func (l *loader) client(i int, cd clientDef) {
@@ -254,12 +240,6 @@ func (l *loader) clientOrigins(entry string, c *Client, origins []string) {
 		if !slices.Contains(l.m.CORSOrigins, o) {
 			l.m.CORSOrigins = append(l.m.CORSOrigins, o)
 		}
-	}
-}
-
-func (l *loader) clientGrants(gs []clientGrantDef) {
-	for i, g := range gs {
-		l.clientGrant(i, g)
 	}
 }
 

@@ -119,11 +119,8 @@ func (s *Server) refreshGrant(r *http.Request, c *Client, p params) (*tokenRespo
 	if !ok {
 		return nil, errInvalidRefresh
 	}
-	u, ok := s.store.userByID(rec.userID)
-	if !ok {
-		return nil, errInvalidRefresh
-	}
-	if err := activeUser(r, u); err != nil {
+	u, err := s.userFor(r, rec.userID, errInvalidRefresh)
+	if err != nil {
 		return nil, err
 	}
 	scope := rec.scope
@@ -170,14 +167,21 @@ func (s *Server) codeGrant(r *http.Request, c *Client, p params) (*tokenResponse
 	} else if verifier != "" {
 		return nil, errVerifier
 	}
-	u, ok := s.store.userByID(ac.userID)
-	if !ok {
-		return nil, errInvalidCode
-	}
-	if err := activeUser(r, u); err != nil {
+	u, err := s.userFor(r, ac.userID, errInvalidCode)
+	if err != nil {
 		return nil, err
 	}
 	return s.userTokens(c, u, s.model.APIs[ac.audience], ac.scope, "", "", ac.nonce, code)
+}
+
+// userFor returns the user a refresh token or code was issued to, if still
+// there (else unknown) and not blocked.
+func (s *Server) userFor(r *http.Request, id string, unknown *oauthErr) (userRecord, *oauthErr) {
+	u, ok := s.store.userByID(id)
+	if !ok {
+		return userRecord{}, unknown
+	}
+	return u, activeUser(r, u)
 }
 
 // activeUser notes who asks and refuses a blocked user.

@@ -71,11 +71,7 @@ func (s *Server) inRoleOrder(names []string) []string {
 
 func (s *Server) changeUserRoles(add bool) mgmtHandler {
 	return func(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
-		id := r.PathValue("id")
-		if _, ok := s.userFromPath(w, r); !ok {
-			return
-		}
-		body, ok := readMgmtBody(w, r)
+		id, body, ok := s.userChangeRequest(w, r)
 		if !ok {
 			return
 		}

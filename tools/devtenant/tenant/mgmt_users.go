@@ -135,6 +135,16 @@ func (s *Server) userFromPath(w http.ResponseWriter, r *http.Request) (userRecor
 	return u, ok
 }
 
+// userChangeRequest reads the id of an existing user from the path and the
+// JSON object body of a change to it.
+func (s *Server) userChangeRequest(w http.ResponseWriter, r *http.Request) (string, map[string]json.RawMessage, bool) {
+	if _, ok := s.userFromPath(w, r); !ok {
+		return "", nil, false
+	}
+	body, ok := readMgmtBody(w, r)
+	return r.PathValue("id"), body, ok
+}
+
 func (s *Server) getUser(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
 	if u, ok := s.userFromPath(w, r); ok {
 		writeJSON(w, http.StatusOK, s.userJSON(u))
@@ -142,11 +152,7 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request, _ *verifiedClai
 }
 
 func (s *Server) patchUser(w http.ResponseWriter, r *http.Request, c *verifiedClaims) {
-	id := r.PathValue("id")
-	if _, ok := s.userFromPath(w, r); !ok {
-		return
-	}
-	body, ok := readMgmtBody(w, r)
+	id, body, ok := s.userChangeRequest(w, r)
 	if !ok {
 		return
 	}

@@ -46,6 +46,25 @@ func badRequest(desc string) *oauthErr {
 	return &oauthErr{status: http.StatusBadRequest, code: "invalid_request", desc: desc}
 }
 
+// oauthPost serves an authentication API endpoint that takes a POST with
+// parameters, and answers (and logs) its error the same way for every one.
+func oauthPost(fn func(w http.ResponseWriter, r *http.Request, p params) *oauthErr) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, http.MethodPost)
+			return
+		}
+		p, err := readParams(r)
+		if err == nil {
+			err = fn(w, r, p)
+		}
+		if err != nil {
+			note(r, "error", err.code)
+			err.write(w)
+		}
+	}
+}
+
 // readParams reads a form or JSON body, as Auth0 accepts both.
 func readParams(r *http.Request) (params, *oauthErr) {
 	ct := r.Header.Get("Content-Type")

@@ -36,28 +36,18 @@ type tokenResponse struct {
 	TokenType    string `json:"token_type"`
 }
 
-func (s *Server) token(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
-		return
-	}
-	p, perr := readParams(r)
-	if perr != nil {
-		note(r, "error", perr.code)
-		perr.write(w)
-		return
-	}
+// token is /oauth/token.
+func (s *Server) token(w http.ResponseWriter, r *http.Request, p params) *oauthErr {
 	grant := p.get("grant_type")
 	note(r, "grant_type", grant)
 	resp, err := s.grant(r, p, grant)
 	if err != nil {
-		note(r, "error", err.code)
-		err.write(w)
-		return
+		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
 	writeJSON(w, http.StatusOK, resp)
+	return nil
 }
 
 // grant dispatches a token request on grantTypes.
@@ -283,26 +273,16 @@ func (s *Server) clientToken(c *Client, aud, scope string) (*tokenResponse, *oau
 }
 
 // revoke revokes a refresh token's family (RFC 7009); unknown tokens are not an error.
-func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
-		return
-	}
-	p, perr := readParams(r)
-	if perr != nil {
-		perr.write(w)
-		return
-	}
-	c, perr := s.authenticateClient(r, p)
-	if perr != nil {
-		perr.write(w)
-		return
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) *oauthErr {
+	c, err := s.authenticateClient(r, p)
+	if err != nil {
+		return err
 	}
 	tok := p.get("token")
 	if tok == "" {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "Missing required parameter: token")
-		return
+		return badRequest("Missing required parameter: token")
 	}
 	s.store.revokeRefresh(tok, c.ID)
 	w.WriteHeader(http.StatusOK)
+	return nil
 }
