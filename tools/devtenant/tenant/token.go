@@ -178,7 +178,6 @@ func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, famil
 	offline := c.allows(GrantRefreshToken) && (api == nil || api.OfflineAccess)
 	scopes := grantedScope(strings.Fields(scope), api, perms, offline)
 	now := s.now()
-	lifetime := 86400
 	roles := slices.Clone(u.Roles)
 	if roles == nil {
 		roles = []string{}
@@ -197,27 +196,21 @@ func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, famil
 	default:
 		claims.Aud = api.Identifier
 	}
-	if api != nil {
-		lifetime = api.TokenLifetime
-		if api.Dialect == "access_token_authz" {
-			claims.Permissions = &perms
-		}
-	}
-	claims.Exp = now.Unix() + int64(lifetime)
-	at, err := s.keys.sign(claims)
+	resp, err := s.signAccess(claims, api, perms)
 	if err != nil {
-		return nil, &oauthErr{http.StatusInternalServerError, "server_error", "Could not sign the token"}
+		return nil, err
 	}
-	resp := &tokenResponse{AccessToken: at, Scope: claims.Scope, ExpiresIn: lifetime, TokenType: "Bearer"}
 	if slices.Contains(scopes, "openid") {
 		idc := map[string]any{"iss": s.model.Issuer, "sub": u.ID, "aud": c.ID, "iat": now.Unix(),
 			"exp": now.Unix() + int64(c.IDTokenTTL), RolesClaim: roles}
 		if nonce != "" {
 			idc["nonce"] = nonce
 		}
-		if resp.IDToken, err = s.keys.sign(profileClaims(u, scopes, idc)); err != nil {
-			return nil, &oauthErr{http.StatusInternalServerError, "server_error", "Could not sign the token"}
+		id, err := s.keys.sign(profileClaims(u, scopes, idc))
+		if err != nil {
+			return nil, errSign
 		}
+		resp.IDToken = id
 	}
 	if slices.Contains(scopes, "offline_access") {
 		aud := ""
@@ -253,21 +246,27 @@ func (s *Server) clientToken(c *Client, aud, scope string) (*tokenResponse, *oau
 			}
 		}
 	}
-	now := s.now()
-	lifetime := 86400
-	claims := accessClaims{Iss: s.model.Issuer, Sub: c.ID + "@clients", Aud: aud, Iat: now.Unix(),
+	claims := accessClaims{Iss: s.model.Issuer, Sub: c.ID + "@clients", Aud: aud, Iat: s.now().Unix(),
 		Scope: strings.Join(scopes, " "), Azp: c.ID, Gty: "client-credentials"}
+	return s.signAccess(claims, api, slices.Clone(scopes))
+}
+
+var errSign = &oauthErr{http.StatusInternalServerError, "server_error", "Could not sign the token"}
+
+// signAccess signs an access token for api (nil: /userinfo or the Management
+// API), which sets its lifetime and whether it carries perms.
+func (s *Server) signAccess(claims accessClaims, api *API, perms []string) (*tokenResponse, *oauthErr) {
+	lifetime := 86400
 	if api != nil {
 		lifetime = api.TokenLifetime
 		if api.Dialect == "access_token_authz" {
-			perms := slices.Clone(scopes)
 			claims.Permissions = &perms
 		}
 	}
-	claims.Exp = now.Unix() + int64(lifetime)
+	claims.Exp = claims.Iat + int64(lifetime)
 	at, err := s.keys.sign(claims)
 	if err != nil {
-		return nil, &oauthErr{http.StatusInternalServerError, "server_error", "Could not sign the token"}
+		return nil, errSign
 	}
 	return &tokenResponse{AccessToken: at, Scope: claims.Scope, ExpiresIn: lifetime, TokenType: "Bearer"}, nil
 }

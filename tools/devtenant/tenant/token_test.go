@@ -257,15 +257,10 @@ func TestBlockedUserGetsNoToken(t *testing.T) {
 	}
 }
 
+// newTenantOn restarts a tenant on the state in dataDir.
 func newTenantOn(t *testing.T, dataDir string) *testTenant {
 	t.Helper()
-	srv, err := New(Config{Issuer: testIssuer, TenantFile: testTenantFile, DevDir: devDir, DataDir: dataDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := newHTTPTest(srv)
-	t.Cleanup(ts.Close)
-	return &testTenant{srv: srv, ts: ts, dataDir: dataDir, logs: &syncBuffer{}}
+	return newTenant(t, func(c *Config) { c.DataDir = dataDir })
 }
 
 func TestRefreshTokenRotation(t *testing.T) {
