@@ -72,7 +72,8 @@ func (b *syncBuffer) String() string {
 }
 
 // newTenant starts a tenant served from an httptest server on a random port,
-// while its issuer stays http://localhost:8400/.
+// while its issuer stays http://localhost:8400/. Its data dir starts with
+// the seed keys unless mutate names another.
 func newTenant(t *testing.T, mutate func(*Config)) *testTenant {
 	t.Helper()
 	dataDir := t.TempDir()
@@ -95,7 +96,7 @@ func newTenant(t *testing.T, mutate func(*Config)) *testTenant {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() { ts.Close(); srv.Close() })
-	return &testTenant{srv: srv, ts: ts, dataDir: dataDir, logs: logs}
+	return &testTenant{srv: srv, ts: ts, dataDir: cfg.DataDir, logs: logs}
 }
 
 func nowFunc() func() time.Time { return time.Now }
@@ -220,5 +221,3 @@ var errKidNotInJWKS = errorString("kid not in JWKS")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
-
-func newHTTPTest(srv *Server) *httptest.Server { return httptest.NewServer(srv.Handler()) }

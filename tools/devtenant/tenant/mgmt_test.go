@@ -142,12 +142,7 @@ func TestManagementRateLimit(t *testing.T) {
 func TestKeyLifecycle(t *testing.T) {
 	t.Parallel()
 	dataDir := t.TempDir() // fresh keys: this test is about them
-	srv, err := New(Config{Issuer: testIssuer, TenantFile: testTenantFile, DevDir: devDir, DataDir: dataDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tt := &testTenant{srv: srv, ts: newHTTPTest(srv), dataDir: dataDir}
-	t.Cleanup(tt.ts.Close)
+	tt := newTenantOn(t, dataDir)
 	kids := func(tt *testTenant) []string {
 		var out []string
 		set := tt.jwks(t)

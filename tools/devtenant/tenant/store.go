@@ -159,16 +159,17 @@ func (u *userRecord) snapshot() userRecord {
 func (st *store) userByEmail(email string) (userRecord, bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	id, ok := st.byEmail[email]
-	if !ok {
-		return userRecord{}, false
-	}
-	return st.users[id].snapshot(), true
+	return st.user(st.byEmail[email]) // no user has the id ""
 }
 
 func (st *store) userByID(id string) (userRecord, bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	return st.user(id)
+}
+
+// user copies user id; caller holds mu.
+func (st *store) user(id string) (userRecord, bool) {
 	u, ok := st.users[id]
 	if !ok {
 		return userRecord{}, false

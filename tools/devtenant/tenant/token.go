@@ -3,8 +3,6 @@ package tenant
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -38,45 +36,34 @@ type tokenResponse struct {
 	TokenType    string `json:"token_type"`
 }
 
-func (s *Server) token(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
-		return
-	}
-	p, perr := readParams(r)
-	if perr != nil {
-		note(r, "error", perr.code)
-		perr.write(w)
-		return
-	}
+// token is /oauth/token.
+func (s *Server) token(w http.ResponseWriter, r *http.Request, p params) *oauthErr {
 	grant := p.get("grant_type")
 	note(r, "grant_type", grant)
-	var (
-		resp *tokenResponse
-		err  *oauthErr
-	)
-	switch grant {
-	case "":
-		err = badRequest("Missing required parameter: grant_type")
-	case GrantPassword, GrantPasswordRealm:
-		resp, err = s.passwordGrant(r, p, grant)
-	case GrantClientCredentials:
-		resp, err = s.clientCredentialsGrant(r, p)
-	case GrantRefreshToken:
-		resp, err = s.refreshGrant(r, p)
-	case GrantAuthorizationCode:
-		resp, err = s.codeGrant(r, p)
-	default:
-		err = &oauthErr{http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("Unsupported grant type: %s", truncate(grant, 100))}
-	}
+	resp, err := s.grant(r, p, grant)
 	if err != nil {
-		note(r, "error", err.code)
-		err.write(w)
-		return
+		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
 	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// grant dispatches a token request on grantTypes.
+func (s *Server) grant(r *http.Request, p params, grant string) (*tokenResponse, *oauthErr) {
+	if grant == "" {
+		return nil, badRequest("Missing required parameter: grant_type")
+	}
+	g := lookupGrant(grant)
+	if g == nil || g.issue == nil {
+		return nil, &oauthErr{http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("Unsupported grant type: %s", truncate(grant, 100))}
+	}
+	c, err := s.clientFor(r, p, grant)
+	if err != nil {
+		return nil, err
+	}
+	return g.issue(s, r, c, p)
 }
 
 func truncate(s string, n int) string {
@@ -144,43 +131,6 @@ func (s *Server) userAudience(aud string) (*API, *oauthErr) {
 	return nil, &oauthErr{http.StatusForbidden, "access_denied", "Service not found: " + truncate(aud, 200)}
 }
 
-func (s *Server) passwordGrant(r *http.Request, p params, grant string) (*tokenResponse, *oauthErr) {
-	c, err := s.clientFor(r, p, grant)
-	if err != nil {
-		return nil, err
-	}
-	username, password := p.get("username"), p.get("password")
-	if grant == GrantPasswordRealm {
-		switch realm := p.get("realm"); realm {
-		case "":
-			return nil, badRequest("Missing required parameter: realm")
-		case Connection:
-		default:
-			return nil, &oauthErr{http.StatusBadRequest, "invalid_request", "Unknown realm: " + truncate(realm, 100)}
-		}
-	}
-	if username == "" {
-		return nil, badRequest("Missing required parameter: username")
-	}
-	if password == "" {
-		return nil, badRequest("Missing required parameter: password")
-	}
-	api, err := s.userAudience(p.get("audience"))
-	if err != nil {
-		return nil, err
-	}
-	u, ok := s.store.userByEmail(strings.ToLower(strings.TrimSpace(username)))
-	if !ok || !checkPassword(u, password) {
-		return nil, &oauthErr{http.StatusForbidden, "invalid_user_password", "Wrong email or password."}
-	}
-	note(r, "sub", u.ID)
-	if u.Blocked {
-		return nil, &oauthErr{http.StatusUnauthorized, "unauthorized", "user is blocked"}
-	}
-	s.store.recordLogin(u.ID)
-	return s.userTokens(c, u, api, p.get("scope"), "password", "", "", "")
-}
-
 // grantedScope is Auth0's RBAC rule: OIDC scopes pass; API scopes only if the
 // API defines them and, with policies enforced, the user holds the permission.
 func grantedScope(requested []string, api *API, perms []string, offline bool) []string {
@@ -228,7 +178,6 @@ func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, famil
 	offline := c.allows(GrantRefreshToken) && (api == nil || api.OfflineAccess)
 	scopes := grantedScope(strings.Fields(scope), api, perms, offline)
 	now := s.now()
-	lifetime := 86400
 	roles := slices.Clone(u.Roles)
 	if roles == nil {
 		roles = []string{}
@@ -247,27 +196,21 @@ func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, famil
 	default:
 		claims.Aud = api.Identifier
 	}
-	if api != nil {
-		lifetime = api.TokenLifetime
-		if api.Dialect == "access_token_authz" {
-			claims.Permissions = &perms
-		}
-	}
-	claims.Exp = now.Unix() + int64(lifetime)
-	at, err := s.keys.sign(claims)
+	resp, err := s.signAccess(claims, api, perms)
 	if err != nil {
-		return nil, &oauthErr{http.StatusInternalServerError, "server_error", "Could not sign the token"}
+		return nil, err
 	}
-	resp := &tokenResponse{AccessToken: at, Scope: claims.Scope, ExpiresIn: lifetime, TokenType: "Bearer"}
 	if slices.Contains(scopes, "openid") {
 		idc := map[string]any{"iss": s.model.Issuer, "sub": u.ID, "aud": c.ID, "iat": now.Unix(),
 			"exp": now.Unix() + int64(c.IDTokenTTL), RolesClaim: roles}
 		if nonce != "" {
 			idc["nonce"] = nonce
 		}
-		if resp.IDToken, err = s.keys.sign(profileClaims(u, scopes, idc)); err != nil {
-			return nil, &oauthErr{http.StatusInternalServerError, "server_error", "Could not sign the token"}
+		id, err := s.keys.sign(profileClaims(u, scopes, idc))
+		if err != nil {
+			return nil, errSign
 		}
+		resp.IDToken = id
 	}
 	if slices.Contains(scopes, "offline_access") {
 		aud := ""
@@ -280,26 +223,6 @@ func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, famil
 				s.store.bindCodeFamily(code, rec.family)
 			}
 		}
-	}
-	return resp, nil
-}
-
-func (s *Server) clientCredentialsGrant(r *http.Request, p params) (*tokenResponse, *oauthErr) {
-	c, err := s.clientFor(r, p, GrantClientCredentials)
-	if err != nil {
-		return nil, err
-	}
-	aud := p.get("audience")
-	if aud == "" {
-		aud = s.model.DefaultAud
-	}
-	if aud == "" {
-		return nil, &oauthErr{http.StatusForbidden, "access_denied", "No audience parameter was provided, and no default audience has been configured"}
-	}
-	note(r, "audience", truncate(aud, 200))
-	resp, cerr := s.clientToken(c, aud, p.get("scope"))
-	if cerr != nil {
-		return nil, cerr
 	}
 	return resp, nil
 }
@@ -323,208 +246,42 @@ func (s *Server) clientToken(c *Client, aud, scope string) (*tokenResponse, *oau
 			}
 		}
 	}
-	now := s.now()
-	lifetime := 86400
-	claims := accessClaims{Iss: s.model.Issuer, Sub: c.ID + "@clients", Aud: aud, Iat: now.Unix(),
+	claims := accessClaims{Iss: s.model.Issuer, Sub: c.ID + "@clients", Aud: aud, Iat: s.now().Unix(),
 		Scope: strings.Join(scopes, " "), Azp: c.ID, Gty: "client-credentials"}
+	return s.signAccess(claims, api, slices.Clone(scopes))
+}
+
+var errSign = &oauthErr{http.StatusInternalServerError, "server_error", "Could not sign the token"}
+
+// signAccess signs an access token for api (nil: /userinfo or the Management
+// API), which sets its lifetime and whether it carries perms.
+func (s *Server) signAccess(claims accessClaims, api *API, perms []string) (*tokenResponse, *oauthErr) {
+	lifetime := 86400
 	if api != nil {
 		lifetime = api.TokenLifetime
 		if api.Dialect == "access_token_authz" {
-			perms := slices.Clone(scopes)
 			claims.Permissions = &perms
 		}
 	}
-	claims.Exp = now.Unix() + int64(lifetime)
+	claims.Exp = claims.Iat + int64(lifetime)
 	at, err := s.keys.sign(claims)
 	if err != nil {
-		return nil, &oauthErr{http.StatusInternalServerError, "server_error", "Could not sign the token"}
+		return nil, errSign
 	}
 	return &tokenResponse{AccessToken: at, Scope: claims.Scope, ExpiresIn: lifetime, TokenType: "Bearer"}, nil
 }
 
-var errInvalidRefresh = &oauthErr{http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token."}
-
-func (s *Server) refreshGrant(r *http.Request, p params) (*tokenResponse, *oauthErr) {
-	c, err := s.clientFor(r, p, GrantRefreshToken)
+// revoke revokes a refresh token's family (RFC 7009); unknown tokens are not an error.
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) *oauthErr {
+	c, err := s.authenticateClient(r, p)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	tok := p.get("refresh_token")
+	tok := p.get("token")
 	if tok == "" {
-		return nil, badRequest("Missing required parameter: refresh_token")
+		return badRequest("Missing required parameter: token")
 	}
-	rec, ok := s.store.useRefresh(tok, c.RotateRefresh, c.ID)
-	if !ok {
-		return nil, errInvalidRefresh
-	}
-	u, ok := s.store.userByID(rec.userID)
-	if !ok {
-		return nil, errInvalidRefresh
-	}
-	note(r, "sub", u.ID)
-	if u.Blocked {
-		return nil, &oauthErr{http.StatusUnauthorized, "unauthorized", "user is blocked"}
-	}
-	scope := rec.scope
-	if req := p.get("scope"); req != "" {
-		orig := strings.Fields(rec.scope)
-		for _, sc := range strings.Fields(req) {
-			if !slices.Contains(orig, sc) {
-				return nil, &oauthErr{http.StatusForbidden, "invalid_scope", "Scope " + truncate(sc, 100) + " was not granted with the refresh token"}
-			}
-		}
-		scope = req
-		if !slices.Contains(strings.Fields(scope), "offline_access") && c.RotateRefresh {
-			scope += " offline_access" // the family must continue, or rotation would strand the client
-		}
-	}
-	var api *API
-	if rec.audience != "" {
-		api = s.model.APIs[rec.audience]
-	}
-	family := rec.family
-	if !c.RotateRefresh {
-		scope = strings.Join(slices.DeleteFunc(strings.Fields(scope), func(s string) bool { return s == "offline_access" }), " ")
-	}
-	return s.userTokens(c, u, api, scope, "refresh_token", family, "", "")
-}
-
-func (s *Server) codeGrant(r *http.Request, p params) (*tokenResponse, *oauthErr) {
-	c, err := s.clientFor(r, p, GrantAuthorizationCode)
-	if err != nil {
-		return nil, err
-	}
-	code := p.get("code")
-	if code == "" {
-		return nil, badRequest("Missing required parameter: code")
-	}
-	ac, ok := s.store.takeCode(code)
-	if !ok || ac.clientID != c.ID {
-		return nil, &oauthErr{http.StatusForbidden, "invalid_grant", "Invalid authorization code"}
-	}
-	if ac.redirectURI != p.get("redirect_uri") {
-		return nil, &oauthErr{http.StatusForbidden, "invalid_grant", "The redirect_uri MUST match the one used in /authorize"}
-	}
-	verifier := p.get("code_verifier")
-	if ac.challenge != "" {
-		if verifier == "" {
-			return nil, badRequest("Missing required parameter: code_verifier")
-		}
-		if !verifyPKCE(ac.challenge, ac.challengeMethod, verifier) {
-			return nil, &oauthErr{http.StatusForbidden, "invalid_grant", "Failed to verify code verifier"}
-		}
-	} else if verifier != "" {
-		return nil, &oauthErr{http.StatusForbidden, "invalid_grant", "Failed to verify code verifier"}
-	}
-	u, ok := s.store.userByID(ac.userID)
-	if !ok {
-		return nil, &oauthErr{http.StatusForbidden, "invalid_grant", "Invalid authorization code"}
-	}
-	note(r, "sub", u.ID)
-	if u.Blocked {
-		return nil, &oauthErr{http.StatusUnauthorized, "unauthorized", "user is blocked"}
-	}
-	var api *API
-	if ac.audience != "" {
-		api = s.model.APIs[ac.audience]
-	}
-	return s.userTokens(c, u, api, ac.scope, "", "", ac.nonce, code)
-}
-
-// verifyPKCE checks RFC 7636; the verifier is 43–128 unreserved characters.
-func verifyPKCE(challenge, method, verifier string) bool {
-	if len(verifier) < 43 || len(verifier) > 128 {
-		return false
-	}
-	for _, ch := range verifier {
-		if !(ch >= 'A' && ch <= 'Z' || ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || strings.ContainsRune("-._~", ch)) {
-			return false
-		}
-	}
-	want := verifier
-	if method == "S256" {
-		sum := sha256.Sum256([]byte(verifier))
-		want = base64.RawURLEncoding.EncodeToString(sum[:])
-	}
-	return subtle.ConstantTimeCompare([]byte(want), []byte(challenge)) == 1
-}
-
-// --- in-process issuance (devstack, component tests) ----------------------------
-
-// ErrUnknown is returned by the Issue methods for an unknown user, client or audience.
-var ErrUnknown = errors.New("devtenant: unknown user, client or audience")
-
-// IssueUserToken returns an access token for the dev user with email, as the
-// password grant of the first-party CLI client would. An empty audience means
-// the tenant's API when it has exactly one; an empty scope asks for
-// "openid profile email" and every permission of the API (RBAC then keeps
-// only the user's). A blocked user gets an error.
-func (s *Server) IssueUserToken(email, audience, scope string) (string, error) {
-	u, ok := s.store.userByEmail(strings.ToLower(strings.TrimSpace(email)))
-	if !ok {
-		return "", fmt.Errorf("%w: user %q", ErrUnknown, email)
-	}
-	if u.Blocked {
-		return "", fmt.Errorf("devtenant: user %s is blocked", email)
-	}
-	if audience == "" && len(s.model.APIs) == 1 {
-		for id := range s.model.APIs {
-			audience = id
-		}
-	}
-	api, oerr := s.userAudience(audience)
-	if oerr != nil {
-		return "", fmt.Errorf("%w: %s", ErrUnknown, oerr.desc)
-	}
-	if scope == "" {
-		scope = "openid profile email"
-		if api != nil {
-			scope += " " + strings.Join(api.Scopes, " ")
-		}
-	}
-	c := s.cliClient()
-	if c == nil {
-		return "", fmt.Errorf("%w: no client with the password grant", ErrUnknown)
-	}
-	resp, oerr := s.userTokens(c, u, api, scope, "password", "", "", "")
-	if oerr != nil {
-		return "", errors.New("devtenant: " + oerr.desc)
-	}
-	return resp.AccessToken, nil
-}
-
-// cliClient is the client that in-process user tokens are issued to (azp).
-func (s *Server) cliClient() *Client {
-	if c := s.model.Clients["authmesh-cli"]; c != nil && c.allows(GrantPassword) {
-		return c
-	}
-	for _, id := range sortedKeys(s.model.Clients) {
-		if c := s.model.Clients[id]; c.allows(GrantPassword) {
-			return c
-		}
-	}
+	s.store.revokeRefresh(tok, c.ID)
+	w.WriteHeader(http.StatusOK)
 	return nil
-}
-
-// IssueClientToken returns a client-credentials token for clientID with all
-// the scopes its grant for audience allows. An empty audience means the
-// client's only grant.
-func (s *Server) IssueClientToken(clientID, audience string) (string, error) {
-	c := s.model.Clients[clientID]
-	if c == nil {
-		return "", fmt.Errorf("%w: client %q", ErrUnknown, clientID)
-	}
-	if audience == "" {
-		if len(c.Grants) != 1 {
-			return "", fmt.Errorf("devtenant: client %s has %d client grants; name the audience", clientID, len(c.Grants))
-		}
-		for a := range c.Grants {
-			audience = a
-		}
-	}
-	resp, oerr := s.clientToken(c, audience, "")
-	if oerr != nil {
-		return "", errors.New("devtenant: " + oerr.desc)
-	}
-	return resp.AccessToken, nil
 }

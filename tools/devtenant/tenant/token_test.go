@@ -257,15 +257,10 @@ func TestBlockedUserGetsNoToken(t *testing.T) {
 	}
 }
 
+// newTenantOn restarts a tenant on the state in dataDir.
 func newTenantOn(t *testing.T, dataDir string) *testTenant {
 	t.Helper()
-	srv, err := New(Config{Issuer: testIssuer, TenantFile: testTenantFile, DevDir: devDir, DataDir: dataDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := newHTTPTest(srv)
-	t.Cleanup(ts.Close)
-	return &testTenant{srv: srv, ts: ts, dataDir: dataDir, logs: &syncBuffer{}}
+	return newTenant(t, func(c *Config) { c.DataDir = dataDir })
 }
 
 func TestRefreshTokenRotation(t *testing.T) {
@@ -467,5 +462,29 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	}
 	if strings.Count(logs, `"msg":"devtenant request"`) != 3 || !strings.Contains(logs, "DEVELOPMENT TENANT") {
 		t.Errorf("want one line per request and the start-up warning:\n%s", logs)
+	}
+}
+
+// TestGrantTypesOneTable checks that discovery, the token endpoint and the
+// tenant file's validation agree, as they all read grantTypes.
+func TestGrantTypesOneTable(t *testing.T) {
+	t.Parallel()
+	tt := newTenant(t, nil)
+	var discovered []string
+	for _, g := range tt.do(t, http.MethodGet, "/.well-known/openid-configuration", "", nil, nil).body["grant_types_supported"].([]any) {
+		discovered = append(discovered, g.(string))
+	}
+	want := []string{GrantPassword, GrantPasswordRealm, GrantClientCredentials, GrantRefreshToken, GrantAuthorizationCode}
+	if !reflect.DeepEqual(discovered, want) {
+		t.Errorf("grant_types_supported = %v, want %v", discovered, want)
+	}
+	for _, g := range append(want, GrantImplicit) {
+		r := tt.postForm(t, url.Values{"grant_type": {g}, "client_id": {"nope"}})
+		if served := r.body["error"] != "unsupported_grant_type"; served != (g != GrantImplicit) {
+			t.Errorf("%s: %d %s", g, r.status, r.raw)
+		}
+	}
+	if got := strings.Join(grantNames(false), ", "); got != strings.Join(append(want, GrantImplicit), ", ") {
+		t.Errorf("grants a client may declare: %s", got)
 	}
 }
