@@ -36,7 +36,7 @@
 // Every service boots the same way: what needs NATS is a set-up step
 // (App.SetUp, retried with backoff, gating readiness and later tasks), what
 // it produces reaches the handlers through a Lazy (503 until set), and a
-// read-modify-write on a bucket retries through RetryCAS.
+// read-modify-write on a bucket retries through cas.Retry.
 //
 // Run refuses to start when a route was added to the Echo instance without a
 // policy, so deny-by-default holds even for routes added behind its back.
