@@ -16,26 +16,46 @@ const Attempts = 10
 // when every attempt lost.
 var ErrContended = errors.New("too many concurrent writers")
 
+// lost marks an error as a lost race (see Lost).
+type lost struct{ err error }
+
+func (l *lost) Error() string { return l.err.Error() }
+func (l *lost) Unwrap() error { return l.err }
+
+// Lost marks err, a compare-and-set that found the revision moved, as a
+// lost race, which Retry tries again. Lost(nil) is nil.
+func Lost(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &lost{err}
+}
+
 // Retry runs try, one read followed by one compare-and-set write, again
-// while lost reports its error as a lost race (the revision moved
-// meanwhile), at most Attempts times. Any other outcome, success
-// included, is returned as it is. When every attempt lost, the error wraps
-// ErrContended and the last attempt's error, so a caller's conflict
-// sentinel still matches.
+// while it returns an error marked with Lost, at most Attempts times. Any
+// other outcome, success included, is returned as it is. When every attempt
+// lost, the error wraps ErrContended and the last attempt's error, so the
+// caller's conflict sentinel still matches.
 //
-//	o, err := cas.Retry(func(err error) bool { return errors.Is(err, domain.ErrConflict) },
-//		func() (domain.Order, error) {
-//			o, rev, err := store.Get(ctx, id)
-//			...
-//			_, err = store.Update(ctx, o, rev)
+//	o, err := cas.Retry(func() (domain.Order, error) {
+//		o, rev, err := store.Get(ctx, id)
+//		if err != nil {
 //			return o, err
-//		})
-func Retry[T any](lost func(error) bool, try func() (T, error)) (T, error) {
+//		}
+//		...
+//		_, err = store.Update(ctx, o, rev)
+//		if errors.Is(err, domain.ErrConflict) {
+//			return o, cas.Lost(err)
+//		}
+//		return o, err
+//	})
+func Retry[T any](try func() (T, error)) (T, error) {
 	var err error
 	for range Attempts {
 		var v T
 		v, err = try()
-		if err == nil || !lost(err) {
+		var l *lost
+		if !errors.As(err, &l) {
 			return v, err
 		}
 	}

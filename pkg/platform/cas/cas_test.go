@@ -7,12 +7,11 @@ import (
 
 func TestRetry(t *testing.T) {
 	t.Parallel()
-	errLost := errors.New("lost")
-	lost := func(err error) bool { return errors.Is(err, errLost) }
+	errConflict := errors.New("conflict")
 	n := 0
-	v, err := Retry(lost, func() (int, error) {
+	v, err := Retry(func() (int, error) {
 		if n++; n < 3 {
-			return 0, errLost
+			return 0, Lost(errConflict)
 		}
 		return n, nil
 	})
@@ -20,12 +19,15 @@ func TestRetry(t *testing.T) {
 		t.Fatalf("Retry = %d, %v", v, err)
 	}
 	n = 0
-	_, err = Retry(lost, func() (int, error) { n++; return 0, errLost })
-	if n != Attempts || !errors.Is(err, ErrContended) || !errors.Is(err, errLost) {
+	_, err = Retry(func() (int, error) { n++; return 0, Lost(errConflict) })
+	if n != Attempts || !errors.Is(err, ErrContended) || !errors.Is(err, errConflict) {
 		t.Fatalf("after %d tries: %v", n, err)
 	}
-	other := errors.New("other")
-	if _, err = Retry(lost, func() (int, error) { return 0, other }); err != other {
-		t.Fatalf("a failure other than a lost race = %v", err)
+	n = 0
+	if _, err = Retry(func() (int, error) { n++; return 7, errConflict }); err != errConflict || n != 1 {
+		t.Fatalf("an unmarked failure = %v after %d tries, want it returned at once", err, n)
+	}
+	if Lost(nil) != nil {
+		t.Fatal("Lost(nil) is not nil")
 	}
 }
