@@ -46,6 +46,9 @@ type Options struct {
 	// TokenService marks the Transaction Token Service itself: it verifies
 	// access tokens but neither verifies nor requests transaction tokens.
 	TokenService bool
+	// SetUpTimeout bounds one try of a set-up step (default
+	// DefaultSetUpTimeout; see SetUp).
+	SetUpTimeout time.Duration
 }
 
 // ReadyCheck reports nil when a dependency is ready.
@@ -88,6 +91,7 @@ type App struct {
 
 	mu     sync.Mutex
 	checks []namedCheck
+	steps  []*setUpStep
 	tasks  []namedTask
 	// failing holds each failing readiness check's last error text, so that
 	// it is logged once per change rather than on every probe.
@@ -106,8 +110,9 @@ type namedCheck struct {
 }
 
 type namedTask struct {
-	name string
-	fn   func(ctx context.Context) error
+	name  string
+	fn    func(ctx context.Context) error
+	after []*setUpStep // the steps added before it, which it waits for
 }
 
 // New connects what a service needs and returns the App. It does not wait for
@@ -134,6 +139,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 5 * time.Second}
 	}
+	if opts.SetUpTimeout <= 0 {
+		opts.SetUpTimeout = DefaultSetUpTimeout
+	}
+	opts.Errors = append(slices.Clone(opts.Errors), notReadyMapping)
 
 	a := &App{
 		Config:   cfg,
@@ -182,12 +191,13 @@ func (a *App) AddReadyCheck(name string, fn ReadyCheck) {
 }
 
 // Go runs fn in the background from Run until shutdown (its context is
-// cancelled after in-flight HTTP requests finished, before NATS drains). An
+// cancelled after in-flight HTTP requests finished, before NATS drains),
+// starting once every set-up step added before it succeeded (SetUp). An
 // error other than the context's ends the app with that error.
 func (a *App) Go(name string, fn func(ctx context.Context) error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.tasks = append(a.tasks, namedTask{name, fn})
+	a.tasks = append(a.tasks, namedTask{name: name, fn: fn, after: slices.Clone(a.steps)})
 }
 
 // Addr is the address being served (nil before Run listens).
@@ -337,10 +347,14 @@ func (a *App) Run(ctx context.Context) error {
 	fail := make(chan error, 1+len(a.tasks))
 	var wg sync.WaitGroup
 	a.mu.Lock()
-	tasks := slices.Clone(a.tasks)
+	tasks, steps := slices.Clone(a.tasks), slices.Clone(a.steps)
 	a.mu.Unlock()
+	wg.Go(func() { a.runSteps(taskCtx, steps) })
 	for _, t := range tasks {
 		wg.Go(func() {
+			if !afterSteps(taskCtx, t.after) {
+				return
+			}
 			err := t.fn(taskCtx)
 			if err != nil && taskCtx.Err() == nil {
 				fail <- fmt.Errorf("%s: %w", t.name, err)

@@ -20,11 +20,23 @@
 //		if err != nil {
 //			return err
 //		}
+//		bucket := platform.NewLazy[*platform.Bucket]("invoices bucket")
 //		app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices").Users(), h.list)
-//		app.AddReadyCheck("invoices-bucket", store.Ready)
-//		app.Go("orders-consumer", consumer.Run)
+//		app.SetUp("invoices-bucket", func(ctx context.Context) error {
+//			b, err := platform.KeyValue(ctx, app.JetStream, bucketConfig)
+//			if err == nil {
+//				bucket.Set(b)
+//			}
+//			return err
+//		})
+//		app.Go("orders-consumer", consumer.Run) // starts once the bucket is set up
 //		return app.Run(ctx)
 //	}
+//
+// Every service boots the same way: what needs NATS is a set-up step
+// (App.SetUp, retried with backoff, gating readiness and later tasks), what
+// it produces reaches the handlers through a Lazy (503 until set), and a
+// read-modify-write on a bucket retries through cas.Retry.
 //
 // Run refuses to start when a route was added to the Echo instance without a
 // policy, so deny-by-default holds even for routes added behind its back.

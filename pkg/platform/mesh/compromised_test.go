@@ -42,6 +42,28 @@ type env struct {
 	errs     map[string]chan error
 }
 
+// TestProvisionAppliesOneSetOfDefaults: every event stream and every
+// dead-letter stream gets the same settings.
+func TestProvisionAppliesOneSetOfDefaults(t *testing.T) {
+	e := start(t)
+	for _, w := range mesh.Workloads {
+		for _, st := range w.Streams {
+			s, err := e.js[w.Name].Stream(e.ctx(), st.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := s.CachedInfo().Config
+			want := mesh.EventsMaxAge
+			if !st.Events {
+				want = 30 * 24 * time.Hour // natsauth.EnsureDeadLetterStream's
+			}
+			if c.MaxAge != want || c.Duplicates != 10*time.Minute || c.Storage != jetstream.FileStorage {
+				t.Errorf("%s: MaxAge %v, Duplicates %v, storage %v", st.Name, c.MaxAge, c.Duplicates, c.Storage)
+			}
+		}
+	}
+}
+
 func confPath(t *testing.T) string {
 	if p := os.Getenv("MESH_NATS_CONF"); p != "" {
 		return p
@@ -92,13 +114,6 @@ func start(t *testing.T) *env {
 		e.nc[w.Name], e.js[w.Name], e.errs[w.Name] = nc, js, errs
 	}
 	ctx := e.ctx()
-	for _, w := range mesh.Workloads {
-		for _, st := range w.Streams {
-			if _, err := e.js[w.Name].CreateStream(ctx, jetstream.StreamConfig{Name: st.Name, Subjects: st.Subjects}); err != nil {
-				t.Fatalf("%s creates %s: %v", w.Name, st.Name, err)
-			}
-		}
-	}
 	store, err := natsauth.NewRevocationStore(ctx, e.js[mesh.Users], 1)
 	if err != nil {
 		t.Fatal(err)
@@ -107,8 +122,10 @@ func start(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	for _, w := range mesh.Workloads {
-		if err := mesh.ProvisionDurables(ctx, e.js[w.Name], w.Name); err != nil {
-			t.Fatal(err)
+		// Each owner creates its streams and durables with its own
+		// permissions, as the services do.
+		if err := mesh.Provision(ctx, e.js[w.Name], w.Name, 1); err != nil {
+			t.Fatalf("%s provisions: %v", w.Name, err)
 		}
 		wt := natsauth.NewRevocationWatcher(e.ownerJS(w.Name, "KV_"+mesh.RevocationBucket))
 		go func() { _ = wt.Run(t.Context()) }()

@@ -2,14 +2,8 @@
 package main
 
 import (
-	"context"
-
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/billing/internal/service"
 )
 
-func main() { platform.Main("billing", run) }
-
-func run(ctx context.Context, cfg platform.Config) error {
-	return service.Run(ctx, cfg, platform.Options{})
-}
+func main() { platform.Main(service.Name, service.Run) }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/cas"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 )
 
@@ -29,7 +30,7 @@ import (
 // same Nats-Msg-Id ("<type>:<invoice id>"), so the stream drops duplicates
 // within its window, and orders applies paid/refunded idempotently beyond it.
 type Outbox struct {
-	kv      Bucket
+	kv      *LazyBucket
 	js      jetstream.JetStream
 	service natsauth.TokenSource
 	log     *slog.Logger
@@ -46,7 +47,7 @@ var _ app.Outbox = (*Outbox)(nil)
 // which the relay publishes what a crash or an outage left behind (tenant:
 // billing-service holds refund:invoices, the on-behalf policy orders
 // declares for BILLING_EVENTS).
-func NewOutbox(kv Bucket, js jetstream.JetStream, service natsauth.TokenSource, log *slog.Logger) *Outbox {
+func NewOutbox(kv *LazyBucket, js jetstream.JetStream, service natsauth.TokenSource, log *slog.Logger) *Outbox {
 	return &Outbox{kv: kv, js: js, service: service, log: log, delay: time.Second, pending: map[string]time.Time{}}
 }
 
@@ -76,14 +77,11 @@ func (o *Outbox) Flush(ctx context.Context, orderID string) error {
 // flush publishes orderID's owed events. relayed events always go out under
 // billing's own identity: the caller's token is not kept (see outboxEvent).
 func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error {
-	for range 5 {
-		store := &Store{kv: o.kv}
+	store := &Store{kv: o.kv}
+	_, err := cas.Retry(func() (struct{}, error) {
 		r, rev, err := store.entry(ctx, orderID)
-		if err != nil {
-			return err
-		}
-		if len(r.Outbox) == 0 {
-			return nil
+		if err != nil || len(r.Outbox) == 0 {
+			return struct{}{}, err
 		}
 		sent := 0
 		var pubErr error
@@ -96,14 +94,17 @@ func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error 
 		if sent > 0 {
 			r.Outbox = r.Outbox[sent:]
 			if err := store.put(ctx, r, rev); errors.Is(err, app.ErrStale) {
-				continue // a newer change: re-read; republishing is de-duplicated
+				return struct{}{}, cas.Lost(err) // a newer change: re-read; republishing is de-duplicated
 			} else if err != nil {
-				return err
+				return struct{}{}, err
 			}
 		}
-		return pubErr
+		return struct{}{}, pubErr
+	})
+	if errors.Is(err, cas.ErrContended) {
+		return fmt.Errorf("outbox %s: %w", orderID, err)
 	}
-	return fmt.Errorf("outbox %s: contention", orderID)
+	return err
 }
 
 // publish sends one event. On the fast path the request's token goes with
@@ -147,7 +148,11 @@ func (o *Outbox) Run(ctx context.Context) error {
 }
 
 func (o *Outbox) watch(ctx context.Context) error {
-	w, err := o.kv.WatchAll(ctx)
+	kv, err := o.kv.Get(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return err
 	}

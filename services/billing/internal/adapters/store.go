@@ -27,25 +27,16 @@ const (
 	InvoiceBucket    = "billing_invoices"
 	EventsStream     = "BILLING_EVENTS"
 	DLQStream        = "BILLING_DLQ"
-	EventsSubjects   = "billing.events.>"
-	DLQSubjects      = "dlq.billing.>"
-	DLQPrefix        = "dlq.billing"
-	OrdersStream     = "ORDERS_EVENTS"
-	OrdersDurable    = "billing-orders"
-	VoidSubject      = "authmesh.billing.orders.void"
 	eventSubjectBase = "billing.events."
 )
 
 // Setup creates or updates billing's streams and bucket, idempotently, with
-// the configured replicas. The duplicate window covers the relay's retries.
+// the configured replicas; the streams take the mesh's settings (mesh.Provision).
 func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (*platform.Bucket, error) {
-	for _, sc := range []jetstream.StreamConfig{
-		{Name: EventsStream, Subjects: []string{EventsSubjects}, Storage: jetstream.FileStorage, Replicas: replicas, Duplicates: 10 * time.Minute},
-		{Name: DLQStream, Subjects: []string{DLQSubjects}, Storage: jetstream.FileStorage, Replicas: replicas},
-	} {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
-		}
+	// BILLING_EVENTS, BILLING_DLQ and the durables others read from them
+	// (orders-billing).
+	if err := mesh.Provision(ctx, js, mesh.Billing, replicas); err != nil {
+		return nil, err
 	}
 	// Reads go to the stream leader: an invoice reads back right after it is
 	// written, also on a replicated stream (platform.KeyValue).
@@ -58,10 +49,6 @@ func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (*platform
 	}
 	if err := backfillUserIndex(ctx, kv); err != nil {
 		return nil, fmt.Errorf("bucket %s: user index: %w", InvoiceBucket, err)
-	}
-	// The durables other services read from billing's streams (orders-billing).
-	if err := mesh.ProvisionDurables(ctx, js, mesh.Billing); err != nil {
-		return nil, err
 	}
 	return kv, nil
 }
@@ -176,25 +163,28 @@ func (r record) invoice() domain.Invoice {
 // so a second create for the same order fails in the server (kv.Create), and
 // updates are compare-and-set on the revision read.
 type Store struct {
-	kv Bucket
+	kv *LazyBucket
 }
 
-// Bucket is the part of platform.Bucket the store uses.
-type Bucket interface {
-	jetstream.KeyValue
-	KeysMatching(ctx context.Context, filter string) ([]string, error)
-}
+// LazyBucket is the invoice bucket once the set-up step created it (Setup):
+// billing serves before NATS is reachable, and until then every call
+// answers platform.ErrNotReady (503).
+type LazyBucket = platform.Lazy[*platform.Bucket]
 
 var _ app.Store = (*Store)(nil)
 
-// NewStore returns a store on kv (see Setup).
-func NewStore(kv Bucket) *Store { return &Store{kv: kv} }
+// NewStore returns a store on kv.
+func NewStore(kv *LazyBucket) *Store { return &Store{kv: kv} }
 
 func (s *Store) entry(ctx context.Context, orderID string) (record, uint64, error) {
+	kv, err := s.kv.Get(ctx)
+	if err != nil {
+		return record{}, 0, err
+	}
 	if !domain.ValidOrderID(orderID) {
 		return record{}, 0, fmt.Errorf("%w: order %q", domain.ErrNotFound, orderID)
 	}
-	e, err := s.kv.Get(ctx, orderID)
+	e, err := kv.Get(ctx, orderID)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return record{}, 0, fmt.Errorf("%w: order %s", domain.ErrNotFound, orderID)
 	}
@@ -219,6 +209,10 @@ func (s *Store) Get(ctx context.Context, orderID string) (app.Versioned, error) 
 
 // Create implements app.Store.
 func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
+	kv, err := s.kv.Get(ctx)
+	if err != nil {
+		return err
+	}
 	b, err := json.Marshal(toRecord(inv))
 	if err != nil {
 		return err
@@ -240,11 +234,11 @@ func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
 	if inv.UserID != "" {
 		indexed = make(chan error, 1)
 		go func() {
-			_, err := s.kv.Put(ctx, userIndexKey(inv.UserID, inv.OrderID), []byte("1"))
+			_, err := kv.Put(ctx, userIndexKey(inv.UserID, inv.OrderID), []byte("1"))
 			indexed <- err
 		}()
 	}
-	_, err = s.kv.Create(ctx, inv.OrderID, b)
+	_, err = kv.Create(ctx, inv.OrderID, b)
 	if indexed != nil {
 		if ierr := <-indexed; ierr != nil && (err == nil || errors.Is(err, jetstream.ErrKeyExists)) {
 			return fmt.Errorf("kv index %s: %w", inv.OrderID, ierr)
@@ -286,11 +280,15 @@ func (s *Store) Update(ctx context.Context, inv domain.Invoice, revision uint64,
 }
 
 func (s *Store) put(ctx context.Context, r record, revision uint64) error {
+	kv, err := s.kv.Get(ctx)
+	if err != nil {
+		return err
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	if _, err := s.kv.Update(ctx, r.OrderID, b, revision); err != nil {
+	if _, err := kv.Update(ctx, r.OrderID, b, revision); err != nil {
 		if isWrongLastSequence(err) {
 			return app.ErrStale
 		}
@@ -312,6 +310,10 @@ func isWrongLastSequence(err error) bool {
 // knows them, and read one by one; without a user (not a case the service
 // produces) it scans the bucket.
 func (s *Store) List(ctx context.Context, f app.Filter) ([]domain.Invoice, error) {
+	kv, err := s.kv.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if f.UserID == "" {
 		return s.scan(ctx, f)
 	}
@@ -332,7 +334,7 @@ func (s *Store) List(ctx context.Context, f app.Filter) ([]domain.Invoice, error
 		return []domain.Invoice{r.invoice()}, nil
 	}
 	prefix := userIndexKey(f.UserID, "")
-	keys, err := s.kv.KeysMatching(ctx, prefix+"*")
+	keys, err := kv.KeysMatching(ctx, prefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("kv list: %w", err)
 	}
@@ -359,7 +361,11 @@ func (s *Store) List(ctx context.Context, f app.Filter) ([]domain.Invoice, error
 
 // scan reads the bucket's current values in one watch.
 func (s *Store) scan(ctx context.Context, f app.Filter) ([]domain.Invoice, error) {
-	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	kv, err := s.kv.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("kv list: %w", err)
 	}
@@ -390,6 +396,10 @@ func (s *Store) scan(ctx context.Context, f app.Filter) ([]domain.Invoice, error
 
 // Ready checks the bucket answers.
 func (s *Store) Ready(ctx context.Context) error {
-	_, err := s.kv.Status(ctx)
+	kv, err := s.kv.Get(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = kv.Status(ctx)
 	return err
 }

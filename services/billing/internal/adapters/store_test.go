@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
@@ -75,7 +76,7 @@ func TestStoreListsThroughUserIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewStore(kv)
+	s := NewStore(set(kv))
 	for i, inv := range []domain.Invoice{
 		invoice("auth0|alice", "a1", t0.Add(time.Minute)),
 		invoice("auth0|bob", "b1", t0.Add(2*time.Minute)),
@@ -132,7 +133,7 @@ func TestStoreCreateRepairsIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewStore(kv)
+	s := NewStore(set(kv))
 	at := time.Now().UTC()
 	// The invoice as a Create whose index write was lost leaves it.
 	inv := invoice("auth0|alice", "a1", at)
@@ -160,4 +161,11 @@ func TestStoreCreateRepairsIndex(t *testing.T) {
 	if v, err := s.Get(ctx, "o2"); err != nil || v.Invoice.Status != domain.StatusVoid {
 		t.Fatalf("void without a user: %+v, %v", v, err)
 	}
+}
+
+// set returns a holder with kv set, as the set-up step leaves it.
+func set(kv *platform.Bucket) *LazyBucket {
+	l := platform.NewLazy[*platform.Bucket](InvoiceBucket)
+	l.Set(kv)
+	return l
 }

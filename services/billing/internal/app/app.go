@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/authmesh/authmesh/pkg/platform/cas"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
 
@@ -88,41 +89,49 @@ func New(store Store, outbox Outbox, m Metrics, onFlushError func(error)) *Servi
 	return &Service{store: store, outbox: outbox, now: time.Now, metrics: m, onFlush: onFlushError}
 }
 
-const maxAttempts = 8
-
 // mutate reads the invoice of orderID, applies change and writes it back
 // with compare-and-set, re-reading on a lost race. change decides from the
 // latest state, so of two concurrent transitions exactly one wins and the
 // other sees the winner's state (and, for incompatible ones, a conflict).
 func (s *Service) mutate(ctx context.Context, orderID string, change func(inv *domain.Invoice) ([]Event, bool, error)) (domain.Invoice, error) {
-	for range maxAttempts {
+	var (
+		was    domain.Invoice
+		events []Event
+		wrote  bool
+	)
+	inv, err := cas.Retry(func() (domain.Invoice, error) {
 		cur, err := s.store.Get(ctx, orderID)
 		if err != nil {
 			return domain.Invoice{}, err
 		}
 		inv := cur.Invoice
-		events, changed, err := change(&inv)
+		evs, changed, err := change(&inv)
 		if err != nil || !changed {
 			return inv, err
 		}
-		err = s.store.Update(ctx, inv, cur.Revision, events...)
-		if errors.Is(err, ErrStale) {
-			continue
-		}
-		if err != nil {
+		if err := s.store.Update(ctx, inv, cur.Revision, evs...); errors.Is(err, ErrStale) {
+			return domain.Invoice{}, cas.Lost(err)
+		} else if err != nil {
 			return domain.Invoice{}, err
 		}
-		if s.metrics != nil && inv.Status != cur.Invoice.Status {
-			s.metrics.Transition(inv.Status)
-		}
-		if len(events) > 0 {
-			if err := s.outbox.Flush(ctx, orderID); err != nil {
-				s.onFlush(err)
-			}
-		}
+		was, events, wrote = cur.Invoice, evs, true
 		return inv, nil
+	})
+	if errors.Is(err, cas.ErrContended) {
+		return domain.Invoice{}, fmt.Errorf("%w: too much contention on order %s", domain.ErrConflict, orderID)
 	}
-	return domain.Invoice{}, fmt.Errorf("%w: too much contention on order %s", domain.ErrConflict, orderID)
+	if err != nil || !wrote {
+		return inv, err
+	}
+	if s.metrics != nil && inv.Status != was.Status {
+		s.metrics.Transition(inv.Status)
+	}
+	if len(events) > 0 {
+		if err := s.outbox.Flush(ctx, orderID); err != nil {
+			s.onFlush(err)
+		}
+	}
+	return inv, nil
 }
 
 // visible returns the invoice when the caller may see it; someone else's
@@ -218,7 +227,7 @@ func (s *Service) VoidOrder(ctx context.Context, c Caller, orderID string) (doma
 	if !domain.ValidOrderID(orderID) {
 		return domain.Invoice{}, fmt.Errorf("%w: order id %q", domain.ErrInvalid, orderID)
 	}
-	for range maxAttempts {
+	inv, err := cas.Retry(func() (domain.Invoice, error) {
 		inv, err := s.mutate(ctx, orderID, func(inv *domain.Invoice) ([]Event, bool, error) {
 			if !c.Service && inv.UserID != "" && inv.UserID != c.Subject {
 				return nil, false, fmt.Errorf("%w: order %s", domain.ErrNotFound, orderID)
@@ -237,23 +246,24 @@ func (s *Service) VoidOrder(ctx context.Context, c Caller, orderID string) (doma
 		if !c.Service {
 			owner = c.Subject
 		}
-		void, verr := domain.NewVoidInvoice(orderID, owner, s.now())
-		if verr != nil {
-			return domain.Invoice{}, verr
-		}
-		err = s.store.Create(ctx, *void)
-		if errors.Is(err, domain.ErrConflict) {
-			continue // created meanwhile: decide on it
-		}
+		void, err := domain.NewVoidInvoice(orderID, owner, s.now())
 		if err != nil {
+			return domain.Invoice{}, err
+		}
+		if err := s.store.Create(ctx, *void); errors.Is(err, domain.ErrConflict) {
+			return domain.Invoice{}, cas.Lost(err) // created meanwhile: decide on it
+		} else if err != nil {
 			return domain.Invoice{}, err
 		}
 		if s.metrics != nil {
 			s.metrics.Transition(domain.StatusVoid)
 		}
 		return *void, nil
+	})
+	if errors.Is(err, cas.ErrContended) {
+		return domain.Invoice{}, fmt.Errorf("%w: too much contention on order %s", domain.ErrConflict, orderID)
 	}
-	return domain.Invoice{}, fmt.Errorf("%w: too much contention on order %s", domain.ErrConflict, orderID)
+	return inv, err
 }
 
 // OrderCreated is what billing needs from an order.created event.

@@ -30,6 +30,7 @@ import (
 	"github.com/authmesh/authmesh/services/billing/internal/adapters"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
+	"github.com/authmesh/authmesh/services/billing/internal/ports"
 	"github.com/authmesh/authmesh/services/tts/ttstest"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
@@ -79,7 +80,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	nc, js := meshtest.Connect(t, ns, mesh.Orders)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: adapters.OrdersStream, Subjects: []string{"orders.events.>"}}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: ports.OrdersStream, Subjects: []string{"orders.events.>"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := mesh.ProvisionDurables(ctx, js, mesh.Orders); err != nil {
@@ -102,7 +103,7 @@ func newStack(t *testing.T) *stack {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(rctx, cfg, platform.Options{Listener: ln, Logger: slog.New(slog.DiscardHandler)})
+		done <- RunWith(rctx, cfg, platform.Options{Listener: ln, Logger: slog.New(slog.DiscardHandler)}, Tuning{})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -310,7 +311,7 @@ func (s *stack) void(who, orderID string) error {
 	ctx, cancel := context.WithTimeout(s.asOrders(who), 3*time.Second)
 	defer cancel()
 	b, _ := json.Marshal(map[string]string{"order_id": orderID})
-	_, err := natsauth.Request(ctx, s.nc, adapters.VoidSubject, b)
+	_, err := natsauth.Request(ctx, s.nc, ports.VoidSubject, b)
 	return err
 }
 
@@ -318,7 +319,7 @@ func (s *stack) void(who, orderID string) error {
 // the micro error code of the answer (0: voided).
 func (s *stack) rawVoid(hdr nats.Header, orderID string) int {
 	s.t.Helper()
-	msg := nats.NewMsg(adapters.VoidSubject)
+	msg := nats.NewMsg(ports.VoidSubject)
 	msg.Header = hdr
 	msg.Data, _ = json.Marshal(map[string]string{"order_id": orderID})
 	reply, err := s.nc.RequestMsg(msg, 3*time.Second)
@@ -685,7 +686,9 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := adapters.NewStore(kv)
+	lazy := platform.NewLazy[*platform.Bucket](adapters.InvoiceBucket)
+	lazy.Set(kv)
+	store := adapters.NewStore(lazy)
 	alice := sub(t, s.tokens["alice"])
 	ctx := authz.WithClaims(context.Background(), &authz.Claims{Subject: alice}, s.tokens["alice"])
 	cur, err := store.Get(ctx, "ord-crash")

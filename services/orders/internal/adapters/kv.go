@@ -51,6 +51,26 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (o
 	return orders, idem, nil
 }
 
+// LazyBucket is a bucket once the set-up step created it: the service
+// serves (and answers /readyz with 503) before NATS is reachable, and its
+// stores answer domain.ErrUnavailable until then.
+type LazyBucket = platform.Lazy[*platform.Bucket]
+
+// NewLazyBucket returns the empty holder of the bucket called name.
+func NewLazyBucket(name string) *LazyBucket {
+	return platform.NewLazy[*platform.Bucket]("bucket " + name)
+}
+
+// bucket returns the bucket, or an error wrapping domain.ErrUnavailable
+// until it is set up.
+func bucket(ctx context.Context, l *LazyBucket) (*platform.Bucket, error) {
+	kv, err := l.Get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
+	}
+	return kv, nil
+}
+
 // Key layout of the orders bucket:
 //
 //	u.<base64url(user id)>.<order id>   the order (one user's orders are one filter)
@@ -77,7 +97,7 @@ func orderKey(userID, id string) string { return userPrefix + userToken(userID) 
 
 // OrderStore implements app.Orders and app.Outbox on the orders bucket.
 type OrderStore struct {
-	kv Bucket
+	kv *LazyBucket
 }
 
 var (
@@ -86,10 +106,14 @@ var (
 )
 
 // NewOrderStore wraps the orders bucket.
-func NewOrderStore(kv Bucket) *OrderStore { return &OrderStore{kv: kv} }
+func NewOrderStore(kv *LazyBucket) *OrderStore { return &OrderStore{kv: kv} }
 
 // Create implements app.Orders.
 func (s *OrderStore) Create(ctx context.Context, o domain.Order) (uint64, error) {
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return 0, err
+	}
 	if !ValidID(o.ID) || o.UserID == "" {
 		return 0, fmt.Errorf("create order: bad id or user: %w", domain.ErrValidation)
 	}
@@ -97,7 +121,7 @@ func (s *OrderStore) Create(ctx context.Context, o domain.Order) (uint64, error)
 	if err != nil {
 		return 0, fmt.Errorf("encode order: %w", err)
 	}
-	rev, err := s.kv.Create(ctx, orderKey(o.UserID, o.ID), b)
+	rev, err := kv.Create(ctx, orderKey(o.UserID, o.ID), b)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("order %s exists: %w", o.ID, domain.ErrConflict)
 	}
@@ -109,10 +133,14 @@ func (s *OrderStore) Create(ctx context.Context, o domain.Order) (uint64, error)
 
 // Get implements app.Orders.
 func (s *OrderStore) Get(ctx context.Context, id string) (domain.Order, uint64, error) {
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return domain.Order{}, 0, err
+	}
 	if !ValidID(id) {
 		return domain.Order{}, 0, fmt.Errorf("order %q: %w", id, domain.ErrNotFound)
 	}
-	e, err := s.kv.Last(ctx, userPrefix+"*."+id)
+	e, err := kv.Last(ctx, userPrefix+"*."+id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return domain.Order{}, 0, fmt.Errorf("order %s: %w", id, domain.ErrNotFound)
 	}
@@ -123,7 +151,11 @@ func (s *OrderStore) Get(ctx context.Context, id string) (domain.Order, uint64, 
 }
 
 func (s *OrderStore) getKey(ctx context.Context, key string) (domain.Order, uint64, error) {
-	e, err := s.kv.Get(ctx, key)
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return domain.Order{}, 0, err
+	}
+	e, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return domain.Order{}, 0, fmt.Errorf("order key %s: %w", key, domain.ErrNotFound)
 	}
@@ -143,11 +175,15 @@ func decodeOrder(key string, value []byte, rev uint64) (domain.Order, uint64, er
 
 // Update implements app.Orders with a compare-and-set on rev.
 func (s *OrderStore) Update(ctx context.Context, o domain.Order, rev uint64) (uint64, error) {
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return 0, err
+	}
 	b, err := json.Marshal(toRecord(o))
 	if err != nil {
 		return 0, fmt.Errorf("encode order: %w", err)
 	}
-	nrev, err := s.kv.Update(ctx, orderKey(o.UserID, o.ID), b, rev)
+	nrev, err := kv.Update(ctx, orderKey(o.UserID, o.ID), b, rev)
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("order %s changed concurrently: %w", o.ID, domain.ErrConflict)
 	}
@@ -160,7 +196,11 @@ func (s *OrderStore) Update(ctx context.Context, o domain.Order, rev uint64) (ui
 // ListByUser implements app.Orders; only the user's keys are read, as the
 // stream leader knows them (an order placed a moment ago is listed).
 func (s *OrderStore) ListByUser(ctx context.Context, userID string) ([]domain.Order, error) {
-	keys, err := s.kv.KeysMatching(ctx, userPrefix+userToken(userID)+".*")
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := kv.KeysMatching(ctx, userPrefix+userToken(userID)+".*")
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w: %w", domain.ErrUnavailable, err)
 	}
@@ -180,7 +220,11 @@ func (s *OrderStore) ListByUser(ctx context.Context, userID string) ([]domain.Or
 }
 
 func (s *OrderStore) keys(ctx context.Context, filter string) ([]string, error) {
-	l, err := s.kv.ListKeysFiltered(ctx, filter)
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return nil, err
+	}
+	l, err := kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w: %w", domain.ErrUnavailable, err)
 	}
@@ -200,6 +244,10 @@ func outboxKey(e app.PendingEvent) string { return outboxPrefix + e.OrderID + ".
 
 // Add implements app.Outbox.
 func (s *OrderStore) Add(ctx context.Context, e app.PendingEvent) error {
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return err
+	}
 	b, err := json.Marshal(pendingRecord{
 		EventID: e.EventID, Type: string(e.Type), OrderID: e.OrderID, UserID: e.UserID,
 		Reason: e.Reason, OccurredAt: e.OccurredAt,
@@ -207,7 +255,7 @@ func (s *OrderStore) Add(ctx context.Context, e app.PendingEvent) error {
 	if err != nil {
 		return fmt.Errorf("encode outbox entry: %w", err)
 	}
-	if _, err := s.kv.Put(ctx, outboxKey(e), b); err != nil {
+	if _, err := kv.Put(ctx, outboxKey(e), b); err != nil {
 		return fmt.Errorf("store outbox entry: %w: %w", domain.ErrUnavailable, err)
 	}
 	return nil
@@ -216,7 +264,11 @@ func (s *OrderStore) Add(ctx context.Context, e app.PendingEvent) error {
 // Remove implements app.Outbox. Purge (not Delete) so that no history of
 // delivered entries piles up.
 func (s *OrderStore) Remove(ctx context.Context, e app.PendingEvent) error {
-	if err := s.kv.Purge(ctx, outboxKey(e)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return err
+	}
+	if err := kv.Purge(ctx, outboxKey(e)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("remove outbox entry: %w: %w", domain.ErrUnavailable, err)
 	}
 	return nil
@@ -224,13 +276,17 @@ func (s *OrderStore) Remove(ctx context.Context, e app.PendingEvent) error {
 
 // List implements app.Outbox.
 func (s *OrderStore) List(ctx context.Context) ([]app.PendingEvent, error) {
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return nil, err
+	}
 	keys, err := s.keys(ctx, outboxPrefix+">")
 	if err != nil {
 		return nil, err
 	}
 	out := make([]app.PendingEvent, 0, len(keys))
 	for _, k := range keys {
-		e, err := s.kv.Get(ctx, k)
+		e, err := kv.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}
@@ -251,13 +307,13 @@ func (s *OrderStore) List(ctx context.Context) ([]app.PendingEvent, error) {
 
 // IdempotencyStore implements app.Idempotency on the orders_idempotency bucket.
 type IdempotencyStore struct {
-	kv Bucket
+	kv *LazyBucket
 }
 
 var _ app.Idempotency = (*IdempotencyStore)(nil)
 
 // NewIdempotencyStore wraps the orders_idempotency bucket.
-func NewIdempotencyStore(kv Bucket) *IdempotencyStore { return &IdempotencyStore{kv: kv} }
+func NewIdempotencyStore(kv *LazyBucket) *IdempotencyStore { return &IdempotencyStore{kv: kv} }
 
 // The client's key is hashed: it may hold any characters, KV keys may not.
 func idemKey(userID, key string) string {
@@ -267,13 +323,17 @@ func idemKey(userID, key string) string {
 // Reserve implements app.Idempotency with a KV create, which exactly one of
 // several concurrent callers wins.
 func (s *IdempotencyStore) Reserve(ctx context.Context, userID, key string, rec app.IdempotencyRecord) (app.IdempotencyRecord, bool, error) {
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return app.IdempotencyRecord{}, false, err
+	}
 	b, err := json.Marshal(idemRecord{RequestHash: rec.RequestHash, OrderID: rec.OrderID, CreatedAt: rec.CreatedAt})
 	if err != nil {
 		return app.IdempotencyRecord{}, false, fmt.Errorf("encode idempotency record: %w", err)
 	}
 	k := idemKey(userID, key)
 	for range 3 {
-		_, err = s.kv.Create(ctx, k, b)
+		_, err = kv.Create(ctx, k, b)
 		if err == nil {
 			return rec, true, nil
 		}
@@ -291,7 +351,11 @@ func (s *IdempotencyStore) Reserve(ctx context.Context, userID, key string, rec 
 
 // Get implements app.Idempotency.
 func (s *IdempotencyStore) Get(ctx context.Context, userID, key string) (app.IdempotencyRecord, error) {
-	e, err := s.kv.Get(ctx, idemKey(userID, key))
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return app.IdempotencyRecord{}, err
+	}
+	e, err := kv.Get(ctx, idemKey(userID, key))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return app.IdempotencyRecord{}, fmt.Errorf("idempotency key: %w", domain.ErrNotFound)
 	}
@@ -307,7 +371,11 @@ func (s *IdempotencyStore) Get(ctx context.Context, userID, key string) (app.Ide
 
 // Release implements app.Idempotency.
 func (s *IdempotencyStore) Release(ctx context.Context, userID, key string) error {
-	if err := s.kv.Delete(ctx, idemKey(userID, key)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	kv, err := bucket(ctx, s.kv)
+	if err != nil {
+		return err
+	}
+	if err := kv.Delete(ctx, idemKey(userID, key)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("release idempotency key: %w: %w", domain.ErrUnavailable, err)
 	}
 	return nil

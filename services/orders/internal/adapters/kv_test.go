@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 	"github.com/authmesh/authmesh/services/orders/internal/natstest"
@@ -23,7 +24,14 @@ func newStores(t *testing.T) (*OrderStore, *IdempotencyStore) {
 	if _, _, err := EnsureBuckets(context.Background(), ns.JS, 1); err != nil {
 		t.Fatal(err)
 	}
-	return NewOrderStore(orders), NewIdempotencyStore(idem)
+	return NewOrderStore(set(OrdersBucket, orders)), NewIdempotencyStore(set(IdempotencyBucket, idem))
+}
+
+// set returns a holder with kv set, as the set-up step leaves it.
+func set(name string, kv *platform.Bucket) *LazyBucket {
+	l := NewLazyBucket(name)
+	l.Set(kv)
+	return l
 }
 
 func order(user string, at time.Time) domain.Order {
@@ -174,10 +182,10 @@ func TestIdempotencyReserveConcurrent(t *testing.T) {
 	}
 }
 
-func TestLateBucketAnswersUnavailableUntilBound(t *testing.T) {
+func TestStoresAnswerUnavailableUntilSetUp(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := NewLateBucket(OrdersBucket)
+	b := NewLazyBucket(OrdersBucket)
 	s := NewOrderStore(b)
 	if err := b.Ready(ctx); err == nil {
 		t.Fatal("unbound bucket reports ready")
@@ -193,7 +201,7 @@ func TestLateBucketAnswersUnavailableUntilBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.Bind(kv)
+	b.Set(kv)
 	if err := b.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}

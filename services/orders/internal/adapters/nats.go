@@ -21,35 +21,13 @@ import (
 // Streams and subjects (docs/conventions.md).
 const (
 	EventsStream     = "ORDERS_EVENTS"
-	EventsSubjects   = "orders.events.>"
 	DLQStream        = "ORDERS_DLQ"
-	DLQSubjects      = "dlq.orders.>"
 	SubjectCreated   = "orders.events.created"
 	SubjectCancelled = "orders.events.cancelled"
 
 	ProfileSubject = "authmesh.users.profile"
 	VoidSubject    = "authmesh.billing.orders.void"
 )
-
-// EnsureStreams creates or updates ORDERS_EVENTS and ORDERS_DLQ (idempotent).
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
-	if replicas < 1 {
-		replicas = 1
-	}
-	for _, cfg := range []jetstream.StreamConfig{
-		{Name: EventsStream, Subjects: []string{EventsSubjects}, Replicas: replicas, Storage: jetstream.FileStorage,
-			// The window in which a republished Nats-Msg-Id is dropped; later
-			// duplicates reach consumers, which are idempotent.
-			Duplicates: 2 * time.Minute, MaxAge: 30 * 24 * time.Hour},
-		{Name: DLQStream, Subjects: []string{DLQSubjects}, Replicas: replicas, Storage: jetstream.FileStorage,
-			MaxAge: 30 * 24 * time.Hour},
-	} {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("stream %s: %w", cfg.Name, err)
-		}
-	}
-	return nil
-}
 
 // Event envelope (docs/conventions.md "Events").
 type envelope struct {

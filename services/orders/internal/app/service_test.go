@@ -137,9 +137,12 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{orders: adapters.NewOrderStore(okv), pub: &fakePublisher{}, billing: &fakeBilling{paid: map[string]bool{}}, clock: &atomic.Int64{}}
+	ordersKV, idemKV := adapters.NewLazyBucket(adapters.OrdersBucket), adapters.NewLazyBucket(adapters.IdempotencyBucket)
+	ordersKV.Set(okv)
+	idemKV.Set(ikv)
+	f := &fixture{orders: adapters.NewOrderStore(ordersKV), pub: &fakePublisher{}, billing: &fakeBilling{paid: map[string]bool{}}, clock: &atomic.Int64{}}
 	f.svc, err = app.New(app.Config{
-		Orders: f.orders, Outbox: f.orders, Idempotency: adapters.NewIdempotencyStore(ikv),
+		Orders: f.orders, Outbox: f.orders, Idempotency: adapters.NewIdempotencyStore(idemKV),
 		Publisher: f.pub, Profiles: &fakeProfiles{}, Billing: f.billing, Identity: fakeIdentity{},
 		Now: func() time.Time { return time.Now().Add(time.Duration(f.clock.Load())) },
 	})

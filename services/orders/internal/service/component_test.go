@@ -817,7 +817,7 @@ func TestOutboxReplaysAfterPublishFailure(t *testing.T) {
 	if n := len(s.events(adapters.SubjectCreated)); n != 0 {
 		t.Fatalf("%d created events while the stream refused them", n)
 	}
-	if err := adapters.EnsureStreams(ctx, s.orders, 1); err != nil {
+	if err := mesh.Provision(ctx, s.orders, mesh.Orders, 1); err != nil {
 		t.Fatal(err)
 	}
 	var msgs []*jetstream.RawStreamMsg

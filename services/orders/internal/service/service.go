@@ -59,8 +59,8 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 		return fmt.Errorf("natsauth metrics: %w", err)
 	}
 
-	ordersBucket := adapters.NewLateBucket(adapters.OrdersBucket)
-	idemBucket := adapters.NewLateBucket(adapters.IdempotencyBucket)
+	ordersBucket := adapters.NewLazyBucket(adapters.OrdersBucket)
+	idemBucket := adapters.NewLazyBucket(adapters.IdempotencyBucket)
 	store := adapters.NewOrderStore(ordersBucket)
 	svc, err := app.New(app.Config{
 		Orders: store, Outbox: store,
@@ -94,40 +94,29 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 		return err
 	}
 
-	setUp := make(chan struct{})
-	a.AddReadyCheck("orders-bucket", ordersBucket.Ready)
-	a.AddReadyCheck("idempotency-bucket", idemBucket.Ready)
 	a.AddReadyCheck(ports.BillingDurable, func(context.Context) error { return billingConsumer.Ready() })
 	a.AddReadyCheck(ports.UsersDurable, func(context.Context) error { return usersConsumer.Ready() })
-
-	a.Go("setup", func(ctx context.Context) error {
-		err := setUpState(ctx, a.JetStream, cfg.NATSReplicas, a.Logger, func(o, i *platform.Bucket) {
-			ordersBucket.Bind(o)
-			idemBucket.Bind(i)
-		})
-		if err == nil {
-			close(setUp)
+	a.SetUp("orders-storage", func(ctx context.Context) error {
+		o, i, err := adapters.EnsureBuckets(ctx, a.JetStream, cfg.NATSReplicas)
+		if err != nil {
+			return err
 		}
-		return err
+		// ORDERS_EVENTS, ORDERS_DLQ and the durables others read from them.
+		if err := mesh.Provision(ctx, a.JetStream, Name, cfg.NATSReplicas); err != nil {
+			return err
+		}
+		ordersBucket.Set(o)
+		idemBucket.Set(i)
+		return nil
 	})
-	afterSetUp := func(fn func(context.Context) error) func(context.Context) error {
-		return func(ctx context.Context) error {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-setUp:
-				return fn(ctx)
-			}
-		}
-	}
-	a.Go(ports.BillingDurable, afterSetUp(billingConsumer.Run))
-	a.Go(ports.UsersDurable, afterSetUp(usersConsumer.Run))
-	a.Go("outbox-relay", afterSetUp(func(ctx context.Context) error {
+	a.Go(ports.BillingDurable, billingConsumer.Run)
+	a.Go(ports.UsersDurable, usersConsumer.Run)
+	a.Go("outbox-relay", func(ctx context.Context) error {
 		return relayLoop(ctx, svc, store, m, tun.RelayEvery, a.Logger)
-	}))
-	a.Go("consumer-lag", afterSetUp(func(ctx context.Context) error {
+	})
+	a.Go("consumer-lag", func(ctx context.Context) error {
 		return lagLoop(ctx, a, m, tun.MetricsEvery)
-	}))
+	})
 	if tun.BeforeRun != nil {
 		tun.BeforeRun(a, svc)
 	}
@@ -146,42 +135,6 @@ func bindConsumer(a *platform.App, cfg natsauth.ConsumerConfig, h natsauth.Event
 		return nil, err
 	}
 	return natsauth.NewConsumer(js, a.TxnValidator, cfg, h)
-}
-
-// setUpState creates the buckets and streams this service owns, retrying
-// until NATS answers (the service may start before NATS does).
-func setUpState(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger, bind func(o, i *platform.Bucket)) error {
-	for attempt := 1; ; attempt++ {
-		err := func() error {
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			o, i, err := adapters.EnsureBuckets(cctx, js, replicas)
-			if err != nil {
-				return err
-			}
-			if err := adapters.EnsureStreams(cctx, js, replicas); err != nil {
-				return err
-			}
-			// The durables other services read from orders' streams.
-			if err := mesh.ProvisionDurables(cctx, js, Name); err != nil {
-				return err
-			}
-			bind(o, i)
-			return nil
-		}()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		log.Warn("buckets and streams not set up yet", slog.Int("attempt", attempt), slog.String("error", err.Error()))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)):
-		}
-	}
 }
 
 // relayLoop publishes what the outbox holds, once at start (events a crashed

@@ -3,6 +3,9 @@
 // token revocation, role assignment, and the profile endpoint on NATS.
 package main
 
-import "github.com/authmesh/authmesh/pkg/platform"
+import (
+	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/services/users/internal/service"
+)
 
-func main() { platform.Main("users", run) }
+func main() { platform.Main(service.Name, service.Run) }

@@ -8,36 +8,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/users/internal/domain"
 )
 
 // Stream and subjects the service owns (docs/conventions.md).
 const (
-	EventsStream       = "USERS_EVENTS"
-	SubjectBlocked     = "users.events.blocked"
-	SubjectUnblocked   = "users.events.unblocked"
-	eventsSubjectsGlob = "users.events.>"
+	EventsStream     = "USERS_EVENTS"
+	SubjectBlocked   = "users.events.blocked"
+	SubjectUnblocked = "users.events.unblocked"
 )
-
-// EnsureEventsStream creates or updates USERS_EVENTS idempotently.
-func EnsureEventsStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        EventsStream,
-		Description: "users service events: user.blocked, user.unblocked",
-		Subjects:    []string{eventsSubjectsGlob},
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		Retention:   jetstream.LimitsPolicy,
-		// Events stay long enough for a consumer that was down for the
-		// longest backlog natsauth accepts.
-		MaxAge:     natsauth.DefaultMaxBacklogAge,
-		Duplicates: 2 * time.Minute,
-	})
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", EventsStream, err)
-	}
-	return nil
-}
 
 // Events publishes user.blocked / user.unblocked (app.Events).
 type Events struct{ js jetstream.JetStream }
@@ -68,7 +48,7 @@ func (e *Events) PublishModeration(ctx context.Context, m domain.Moderation) err
 
 // Lift implements app.Revoker.
 func (r *Revocations) Lift(ctx context.Context, sub string, at time.Time) error {
-	store, err := r.st.revocations()
+	store, err := ready(ctx, r.kv)
 	if err != nil {
 		return err
 	}
@@ -78,15 +58,23 @@ func (r *Revocations) Lift(ctx context.Context, sub string, at time.Time) error 
 	return nil
 }
 
-// Revocations writes to natsauth's revocation bucket (app.Revoker).
-type Revocations struct{ st *Storage }
+// RevocationKV is the revocation bucket, once the set-up step created it.
+type RevocationKV = platform.Lazy[*natsauth.RevocationStore]
 
-// NewRevocations returns the writer on the Storage's revocation bucket.
-func NewRevocations(st *Storage) *Revocations { return &Revocations{st: st} }
+// NewRevocationKV returns the empty holder the set-up step fills.
+func NewRevocationKV() *RevocationKV {
+	return platform.NewLazy[*natsauth.RevocationStore]("bucket " + natsauth.RevocationBucket)
+}
+
+// Revocations writes to natsauth's revocation bucket (app.Revoker).
+type Revocations struct{ kv *RevocationKV }
+
+// NewRevocations returns the writer on the revocation bucket.
+func NewRevocations(kv *RevocationKV) *Revocations { return &Revocations{kv: kv} }
 
 // Revoke implements app.Revoker.
 func (r *Revocations) Revoke(ctx context.Context, sub string, at time.Time) error {
-	store, err := r.st.revocations()
+	store, err := ready(ctx, r.kv)
 	if err != nil {
 		return err
 	}

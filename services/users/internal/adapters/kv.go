@@ -12,8 +12,28 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/cas"
 	"github.com/authmesh/authmesh/services/users/internal/domain"
 )
+
+// ProfilesKV is the profiles bucket, once the set-up step created it: until
+// then the stores answer domain.ErrUnavailable and readiness is 503.
+type ProfilesKV = platform.Lazy[jetstream.KeyValue]
+
+// NewProfilesKV returns the empty holder the set-up step fills.
+func NewProfilesKV() *ProfilesKV {
+	return platform.NewLazy[jetstream.KeyValue]("bucket " + ProfilesBucket)
+}
+
+// ready returns what l holds, or an error wrapping domain.ErrUnavailable
+// until the set-up step set it.
+func ready[T any](ctx context.Context, l *platform.Lazy[T]) (T, error) {
+	v, err := l.Get(ctx)
+	if err != nil {
+		return v, fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
+	}
+	return v, nil
+}
 
 // ProfilesBucket is the service's KV bucket (docs/conventions.md). It holds
 // profiles under "profile.<id>" and block/unblock intents under
@@ -93,10 +113,10 @@ func get(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64
 }
 
 // Profiles stores local profile data (app.Profiles).
-type Profiles struct{ st *Storage }
+type Profiles struct{ kv *ProfilesKV }
 
-// NewProfiles returns the store on the Storage's bucket.
-func NewProfiles(st *Storage) *Profiles { return &Profiles{st: st} }
+// NewProfiles returns the store on the profiles bucket.
+func NewProfiles(kv *ProfilesKV) *Profiles { return &Profiles{kv: kv} }
 
 type addressRecord struct {
 	Line1      string `json:"line1"`
@@ -149,7 +169,7 @@ func (r profileRecord) toDomain() domain.Profile {
 }
 
 func (s *Profiles) get(ctx context.Context, userID string) (domain.Profile, uint64, error) {
-	kv, err := s.st.bucket()
+	kv, err := ready(ctx, s.kv)
 	if err != nil {
 		return domain.Profile{}, 0, err
 	}
@@ -170,12 +190,9 @@ func (s *Profiles) Get(ctx context.Context, userID string) (domain.Profile, erro
 	return p, err
 }
 
-// maxCASAttempts bounds retries of a read-modify-write against concurrent writers.
-const maxCASAttempts = 10
-
 // Update implements app.Profiles with compare-and-set on the entry's revision.
 func (s *Profiles) Update(ctx context.Context, userID string, fn func(*domain.Profile) error) (domain.Profile, error) {
-	for range maxCASAttempts {
+	return cas.Retry(func() (domain.Profile, error) {
 		p, rev, err := s.get(ctx, userID)
 		if err != nil && !errors.Is(err, domain.ErrNotFound) {
 			return domain.Profile{}, err
@@ -188,27 +205,26 @@ func (s *Profiles) Update(ctx context.Context, userID string, fn func(*domain.Pr
 		if err != nil {
 			return domain.Profile{}, err
 		}
-		kv, err := s.st.bucket()
+		kv, err := ready(ctx, s.kv)
 		if err != nil {
 			return domain.Profile{}, err
 		}
 		_, err = casPut(ctx, kv, profilePrefix+encodeID(userID), val, rev)
 		if errors.Is(err, domain.ErrConflict) {
-			continue
+			return domain.Profile{}, cas.Lost(err)
 		}
 		if err != nil {
 			return domain.Profile{}, err
 		}
 		return p, nil
-	}
-	return domain.Profile{}, fmt.Errorf("profile of %s: too many concurrent updates: %w", userID, domain.ErrConflict)
+	})
 }
 
 // Moderations stores block/unblock intents (app.Moderations).
-type Moderations struct{ st *Storage }
+type Moderations struct{ kv *ProfilesKV }
 
-// NewModerations returns the store on the Storage's bucket.
-func NewModerations(st *Storage) *Moderations { return &Moderations{st: st} }
+// NewModerations returns the store on the profiles bucket.
+func NewModerations(kv *ProfilesKV) *Moderations { return &Moderations{kv: kv} }
 
 type moderationRecord struct {
 	UserID         string    `json:"user_id"`
@@ -223,7 +239,7 @@ type moderationRecord struct {
 
 // Get implements app.Moderations.
 func (s *Moderations) Get(ctx context.Context, userID string) (domain.Moderation, uint64, error) {
-	kv, err := s.st.bucket()
+	kv, err := ready(ctx, s.kv)
 	if err != nil {
 		return domain.Moderation{}, 0, err
 	}
@@ -244,7 +260,7 @@ func (s *Moderations) Put(ctx context.Context, m domain.Moderation, rev uint64) 
 	if err != nil {
 		return 0, err
 	}
-	kv, err := s.st.bucket()
+	kv, err := ready(ctx, s.kv)
 	if err != nil {
 		return 0, err
 	}
@@ -254,7 +270,7 @@ func (s *Moderations) Put(ctx context.Context, m domain.Moderation, rev uint64) 
 // Unfinished implements app.Moderations. It reads every intent: there is
 // one per user ever blocked, which stays small for a moderation log.
 func (s *Moderations) Unfinished(ctx context.Context) ([]string, error) {
-	kv, err := s.st.bucket()
+	kv, err := ready(ctx, s.kv)
 	if err != nil {
 		return nil, err
 	}

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/authmesh/authmesh/pkg/platform/cas"
 	"github.com/authmesh/authmesh/services/users/internal/domain"
 )
 
-// maxCASAttempts bounds compare-and-set retries against concurrent writers.
-const maxCASAttempts = 10
+// stored is an intent with the revision it is stored at.
+type stored struct {
+	m   domain.Moderation
+	rev uint64
+}
 
 // SetBlocked blocks or unblocks a user: the tenant's flag, then (for a block)
 // the revocation of every token issued up to the moment the tenant confirmed,
@@ -47,17 +51,17 @@ func (s *Service) SetBlocked(ctx context.Context, id string, blocked bool) (doma
 // begin returns the intent to complete: the stored one when it already asks
 // for this state (a retry), else a new one.
 func (s *Service) begin(ctx context.Context, u domain.User, blocked bool) (domain.Moderation, uint64, error) {
-	for range maxCASAttempts {
+	st, err := cas.Retry(func() (stored, error) {
 		cur, rev, err := s.mods.Get(ctx, u.ID)
 		if err != nil && !errors.Is(err, domain.ErrNotFound) {
-			return domain.Moderation{}, 0, err
+			return stored{}, err
 		}
 		if rev != 0 && cur.Blocked == blocked && (!cur.Done() || u.Blocked == blocked) {
-			return cur, rev, nil
+			return stored{cur, rev}, nil
 		}
 		if rev == 0 && !blocked && !u.Blocked {
 			// Never blocked: nothing to undo, and no event to tell.
-			return domain.Moderation{UserID: u.ID, TenantDone: true, EventDone: true}, 0, nil
+			return stored{m: domain.Moderation{UserID: u.ID, TenantDone: true, EventDone: true}}, nil
 		}
 		// A new intent; it supersedes an unfinished opposite one.
 		m := domain.Moderation{
@@ -68,14 +72,14 @@ func (s *Service) begin(ctx context.Context, u domain.User, blocked bool) (domai
 		}
 		nrev, err := s.mods.Put(ctx, m, rev)
 		if errors.Is(err, domain.ErrConflict) {
-			continue
+			return stored{}, cas.Lost(err)
 		}
-		if err != nil {
-			return domain.Moderation{}, 0, err
-		}
-		return m, nrev, nil
+		return stored{m, nrev}, err
+	})
+	if err != nil {
+		return domain.Moderation{}, 0, fmt.Errorf("user %s: block state: %w", u.ID, err)
 	}
-	return domain.Moderation{}, 0, fmt.Errorf("user %s: block state keeps changing: %w", u.ID, domain.ErrConflict)
+	return st.m, st.rev, nil
 }
 
 // complete performs the steps of m that are not done yet, recording each.
@@ -142,24 +146,30 @@ func (s *Service) complete(ctx context.Context, m domain.Moderation, rev uint64)
 // meanwhile the two are merged; when a newer intent replaced it, the caller
 // gets ErrConflict and stops (the newer one decides the user's state).
 func (s *Service) record(ctx context.Context, m domain.Moderation, rev uint64) (domain.Moderation, uint64, error) {
-	for range maxCASAttempts {
+	_, err := cas.Retry(func() (struct{}, error) {
 		nrev, err := s.mods.Put(ctx, m, rev)
 		if err == nil {
-			return m, nrev, nil
+			rev = nrev
+			return struct{}{}, nil
 		}
 		if !errors.Is(err, domain.ErrConflict) {
-			return m, rev, err
+			return struct{}{}, err
 		}
+		lost := cas.Lost(err)
 		cur, crev, err := s.mods.Get(ctx, m.UserID)
 		if err != nil {
-			return m, rev, err
+			return struct{}{}, err
 		}
 		if !cur.SameIntent(m) {
-			return m, rev, fmt.Errorf("user %s: superseded by a newer block or unblock: %w", m.UserID, domain.ErrConflict)
+			return struct{}{}, fmt.Errorf("user %s: superseded by a newer block or unblock: %w", m.UserID, domain.ErrConflict)
 		}
 		m, rev = m.Merge(cur), crev
+		return struct{}{}, lost
+	})
+	if errors.Is(err, cas.ErrContended) {
+		err = fmt.Errorf("user %s: recording progress: %w", m.UserID, err)
 	}
-	return m, rev, fmt.Errorf("user %s: recording progress: %w", m.UserID, domain.ErrConflict)
+	return m, rev, err
 }
 
 // Reconcile finishes every unfinished intent (after a crash, a NATS or tenant

@@ -1,4 +1,4 @@
-package adapters
+package ports
 
 import (
 	"context"
@@ -12,6 +12,14 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
+)
+
+// ORDERS_EVENTS, which billing reads through the durable the orders
+// service provisions for it (pkg/platform/mesh), and where its dead letters go.
+const (
+	OrdersStream  = "ORDERS_EVENTS"
+	OrdersDurable = "billing-orders"
+	DLQPrefix     = "dlq.billing"
 )
 
 // Order event types billing consumes.

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -151,16 +151,13 @@ func (s *stack) startUsers() (base string, stop func()) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := build(ctx, s.cfg, platform.Options{
-		Listener: ln,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		cancel()
-		t.Fatalf("build: %v", err)
-	}
 	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	go func() {
+		done <- RunWith(ctx, s.cfg, platform.Options{
+			Listener: ln,
+			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		}, Tuning{})
+	}()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {

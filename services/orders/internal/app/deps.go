@@ -1,6 +1,7 @@
-// Package app holds the orders use cases and declares the interfaces they need
-// from adapters (storage, messaging, the users and billing services).
 package app
+
+// What the use cases need from outside (adapters implement these): storage,
+// messaging, the users and billing services, the service's own identity.
 
 import (
 	"context"
@@ -115,11 +116,4 @@ type Billing interface {
 type ServiceIdentity interface {
 	Context(ctx context.Context) (context.Context, error)
 	Subject() string
-}
-
-// Caller is who a use case acts for, derived from verified claims by a port.
-type Caller struct {
-	Subject string
-	// ReadAll: the caller may read any user's orders (read:all-orders).
-	ReadAll bool
 }

@@ -1,0 +1,90 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+)
+
+// ErrNotReady is what a Lazy answers until its value is set: the service
+// serves before NATS is reachable, and what a set-up step creates (a bucket,
+// a store) is not there yet. The error handler answers it with 503
+// "unavailable"; services whose domain has an "unavailable" sentinel wrap it
+// with that too, so their own mapping (and Retry-After) applies.
+var ErrNotReady = errors.New("not set up yet")
+
+// notReadyMapping is the answer to ErrNotReady, after the service's own.
+var notReadyMapping = ErrorMapping{Target: ErrNotReady, Status: http.StatusServiceUnavailable,
+	Code: CodeUnavailable, Message: "the service is starting; retry later"}
+
+// Lazy holds a value that a set-up step produces once it can (see
+// App.SetUp): the routes and stores exist from the start, and answer
+// ErrNotReady until it is there.
+//
+//	bucket := platform.NewLazy[*platform.Bucket]("orders bucket")
+//	a.SetUp("orders-bucket", func(ctx context.Context) error {
+//		b, err := platform.KeyValue(ctx, a.JetStream, cfg)
+//		if err == nil {
+//			bucket.Set(b)
+//		}
+//		return err
+//	})
+//
+// It is safe for concurrent use.
+type Lazy[T any] struct {
+	name string
+	once sync.Once
+	set  chan struct{} // closed once v is set
+	v    T
+}
+
+// NewLazy returns an empty holder; name says what it holds in its errors.
+func NewLazy[T any](name string) *Lazy[T] {
+	return &Lazy[T]{name: name, set: make(chan struct{})}
+}
+
+// Set makes v available. Only the first Set counts.
+func (l *Lazy[T]) Set(v T) {
+	l.once.Do(func() {
+		l.v = v
+		close(l.set)
+	})
+}
+
+// Get returns the value without waiting: ctx's error when ctx has ended,
+// an error wrapping ErrNotReady until the value is set.
+func (l *Lazy[T]) Get(ctx context.Context) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	select {
+	case <-l.set:
+		return l.v, nil
+	default:
+		return zero, fmt.Errorf("%s: %w", l.name, ErrNotReady)
+	}
+}
+
+// Wait returns the value once it is set, or an error wrapping ErrNotReady
+// and ctx's error when ctx ends first.
+func (l *Lazy[T]) Wait(ctx context.Context) (T, error) {
+	select {
+	case <-l.set:
+		return l.v, nil
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("%s: %w: %w", l.name, ErrNotReady, ctx.Err())
+	}
+}
+
+// Ready is a ReadyCheck: nil once the value is set.
+func (l *Lazy[T]) Ready(context.Context) error {
+	_, err := l.Get(context.Background())
+	return err
+}
+
+// Done is closed once the value is set.
+func (l *Lazy[T]) Done() <-chan struct{} { return l.set }

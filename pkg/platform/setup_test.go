@@ -1,0 +1,117 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestSetUpRetriesAndGates: a failing step is retried, /readyz names it until
+// it succeeds, and a task added after it starts only then (one added before
+// does not wait).
+func TestSetUpRetriesAndGates(t *testing.T) {
+	t.Parallel()
+	is := newIssuer(t)
+	cfg, err := LoadConfig("billing", envOf(map[string]string{
+		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": startNATS(t),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(context.Background(), cfg, Options{Listener: ln, Logger: slog.New(slog.DiscardHandler), SetUpTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := NewLazy[string]("widget store")
+	var tries atomic.Int32
+	early := make(chan struct{})
+	a.Go("early", func(ctx context.Context) error { close(early); <-ctx.Done(); return nil })
+	a.SetUp("widgets", func(ctx context.Context) error {
+		if tries.Add(1) < 3 {
+			<-ctx.Done() // the per-try timeout ends it
+			return ctx.Err()
+		}
+		store.Set("ready")
+		return nil
+	})
+	late := make(chan string, 1)
+	a.Go("late", func(ctx context.Context) error {
+		v, err := store.Get(ctx)
+		if err != nil {
+			v = err.Error()
+		}
+		late <- v
+		<-ctx.Done()
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	<-early
+	if _, err := store.Get(context.Background()); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("Get before set-up = %v, want ErrNotReady", err)
+	}
+	rec := httptest.NewRecorder()
+	a.Echo.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz during set-up = %d %s", rec.Code, rec.Body)
+	}
+	select {
+	case v := <-late:
+		if v != "ready" {
+			t.Fatalf("the task after the step saw %q", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the task after the step never started")
+	}
+	if n := tries.Load(); n != 3 {
+		t.Errorf("%d tries, want 3", n)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+	defer wcancel()
+	if v, err := store.Wait(wctx); err != nil || v != "ready" {
+		t.Errorf("Wait = %q, %v", v, err)
+	}
+}
+
+func TestLazyHonoursContext(t *testing.T) {
+	t.Parallel()
+	l := NewLazy[int]("n")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := l.Wait(ctx); !errors.Is(err, ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait past its deadline = %v", err)
+	}
+	if _, err := l.Get(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get with an ended context = %v", err)
+	}
+	if err := l.Ready(context.Background()); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("Ready = %v", err)
+	}
+	l.Set(1)
+	l.Set(2)
+	if v, err := l.Get(context.Background()); v != 1 || err != nil {
+		t.Fatalf("Get = %d, %v; want the first value", v, err)
+	}
+	if e, _ := resolve(ErrNotReady, []ErrorMapping{notReadyMapping}); e.Status != http.StatusServiceUnavailable {
+		t.Fatalf("ErrNotReady answers %d", e.Status)
+	}
+}
+

@@ -1,0 +1,34 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/authmesh/authmesh/services/orders/internal/domain"
+)
+
+// Reading orders.
+
+// GetOrder returns an order the caller may see; any other is domain.ErrNotFound.
+func (s *Service) GetOrder(ctx context.Context, caller Caller, id string) (domain.Order, error) {
+	o, _, err := s.cfg.Orders.Get(ctx, id)
+	if err != nil {
+		return domain.Order{}, err
+	}
+	if o.UserID != caller.Subject && !caller.ReadAll {
+		return domain.Order{}, fmt.Errorf("order %s: %w", id, domain.ErrNotFound)
+	}
+	return o, nil
+}
+
+// ListOrders returns the orders of userID (the caller's when empty). Reading
+// another user's orders needs Caller.ReadAll, else domain.ErrForbidden.
+func (s *Service) ListOrders(ctx context.Context, caller Caller, userID string) ([]domain.Order, error) {
+	if userID == "" {
+		userID = caller.Subject
+	}
+	if userID != caller.Subject && !caller.ReadAll {
+		return nil, domain.ErrForbidden
+	}
+	return s.cfg.Orders.ListByUser(ctx, userID)
+}

@@ -1,0 +1,159 @@
+// Package service composes the users service: platform runtime, adapters
+// (the tenant's Management API, JetStream), use cases, HTTP routes, the
+// profile endpoint on NATS and the moderation reconciler.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/services/users/internal/adapters"
+	"github.com/authmesh/authmesh/services/users/internal/adapters/mgmt"
+	"github.com/authmesh/authmesh/services/users/internal/app"
+	"github.com/authmesh/authmesh/services/users/internal/ports"
+)
+
+// Name is the service's name (config prefix USERS_).
+const Name = mesh.Users
+
+// Tuning of the background loops; tests shorten them.
+type Tuning struct {
+	ReconcileEvery time.Duration // moderation reconciler period (default 5 s)
+	// BeforeRun, when set, sees the assembled app before it runs (tests).
+	BeforeRun func(*platform.App)
+}
+
+// Run is the users service's run function for platform.Main.
+func Run(ctx context.Context, cfg platform.Config) error {
+	return RunWith(ctx, cfg, platform.Options{}, Tuning{})
+}
+
+// RunWith is Run with explicit platform options and tuning.
+func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tun Tuning) error {
+	if tun.ReconcileEvery <= 0 {
+		tun.ReconcileEvery = 5 * time.Second
+	}
+	opts.Errors = append(ports.ErrorMappings(), opts.Errors...)
+	a, err := platform.New(ctx, cfg, opts)
+	if err != nil {
+		return err
+	}
+	if err := wire(a, opts, tun); err != nil {
+		a.NATS.Close()
+		return err
+	}
+	if tun.BeforeRun != nil {
+		tun.BeforeRun(a)
+	}
+	return a.Run(ctx)
+}
+
+// The Management API client renews a token the tenant refuses (a revoked
+// signing key) through this.
+var _ mgmt.Invalidator = (*natsauth.ClientCredentials)(nil)
+
+// wire adds the users service to a.
+func wire(a *platform.App, opts platform.Options, tun Tuning) error {
+	cfg := a.Config
+	// The Management API wants its own token: same client, other audience.
+	mgmtTokens, err := natsauth.NewClientCredentials(natsauth.ClientCredentialsConfig{
+		TokenURL:     cfg.Auth0.TokenURL,
+		ClientID:     cfg.ClientID,
+		ClientSecret: cfg.ClientSecret,
+		Audience:     cfg.Auth0.ManagementAudience,
+		HTTPClient:   opts.HTTPClient,
+	})
+	if err != nil {
+		return fmt.Errorf("users: management API token source: %w", err)
+	}
+	mc, err := mgmt.New(mgmt.Config{BaseURL: cfg.Auth0.ManagementURL, Tokens: mgmtTokens})
+	if err != nil {
+		return fmt.Errorf("users: %w", err)
+	}
+	profilesKV, revocationKV := adapters.NewProfilesKV(), adapters.NewRevocationKV()
+	svc, err := app.New(app.Deps{
+		Directory:   adapters.NewTenant(mc),
+		Profiles:    adapters.NewProfiles(profilesKV),
+		Moderations: adapters.NewModerations(profilesKV),
+		Revoker:     adapters.NewRevocations(revocationKV),
+		Events:      adapters.NewEvents(a.JetStream),
+		Logger:      a.Logger,
+	})
+	if err != nil {
+		return err
+	}
+
+	ports.NewHTTP(svc).Register(a)
+	a.DeclarePolicy("NATS endpoint "+ports.ProfileSubject, ports.PolicyProfile)
+
+	nm, err := natsauth.NewMetrics(a.Registry)
+	if err != nil {
+		return fmt.Errorf("users: nats metrics: %w", err)
+	}
+	ms, err := natsauth.NewService(a.NATS, micro.Config{
+		Name:        ports.ServiceName,
+		Version:     "1.0.0",
+		Description: "authmesh users: the caller's profile",
+	}, a.TxnValidator, natsauth.WithMetrics(nm), natsauth.WithContext(a.Context()), natsauth.WithLogger(a.Logger))
+	if err != nil {
+		return fmt.Errorf("users: micro service: %w", err)
+	}
+	if err := ports.AddProfileEndpoint(ms, svc, a.Logger); err != nil {
+		return fmt.Errorf("users: profile endpoint: %w", err)
+	}
+	a.Go("micro-service", func(ctx context.Context) error {
+		<-ctx.Done()
+		return ms.Stop()
+	})
+
+	a.SetUp("users-storage", func(ctx context.Context) error {
+		// USERS_EVENTS and the durables others read from it (orders-users).
+		if err := mesh.Provision(ctx, a.JetStream, Name, cfg.NATSReplicas); err != nil {
+			return err
+		}
+		kv, err := adapters.EnsureProfilesBucket(ctx, a.JetStream, cfg.NATSReplicas)
+		if err != nil {
+			return err
+		}
+		rs, err := natsauth.NewRevocationStore(ctx, a.JetStream, cfg.NATSReplicas)
+		if err != nil {
+			return fmt.Errorf("revocation bucket: %w", err)
+		}
+		profilesKV.Set(kv)
+		revocationKV.Set(rs)
+		return nil
+	})
+	a.Go("moderation-reconciler", func(ctx context.Context) error {
+		reconcile(ctx, a.Logger, svc, a.Tokens, tun.ReconcileEvery)
+		return nil
+	})
+	return nil
+}
+
+// reconcile finishes block/unblock intents whose request failed part-way,
+// with the service's own identity.
+func reconcile(ctx context.Context, log *slog.Logger, svc *app.Service, tokens natsauth.TokenSource, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(natsauth.AsService(ctx, tokens), time.Minute)
+		err := svc.Reconcile(rctx)
+		cancel()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("finishing block/unblock intents failed; will retry", slog.String("error", err.Error()))
+		}
+	}
+}
