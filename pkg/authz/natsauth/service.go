@@ -14,9 +14,9 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 )
 
-// Verifier verifies the transaction tokens NATS messages carry.
-// *authz.TxnValidator implements it (so does *authz.Validator, for access
-// tokens, which no NATS receiver of the mesh is given).
+// Verifier verifies the transaction tokens NATS messages carry:
+// *authz.TxnValidator. Validate checks a live request, ValidateAt an event
+// as of the time JetStream stored it.
 type Verifier interface {
 	Validate(ctx context.Context, token string) (*authz.Claims, error)
 	ValidateAt(ctx context.Context, token string, at time.Time) (*authz.Claims, error)
