@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/users/internal/adapters"
@@ -27,7 +28,7 @@ func run(ctx context.Context, cfg platform.Config) error {
 
 // The Management API client renews a token the tenant refuses (a revoked
 // signing key) through this.
-var _ mgmt.Invalidator = (*natsauth.ClientCredentials)(nil)
+var _ mgmt.Invalidator = (*m2m.ClientCredentials)(nil)
 
 // Intervals of the background loops.
 const (
@@ -44,7 +45,7 @@ func build(ctx context.Context, cfg platform.Config, opts platform.Options) (*pl
 		return nil, err
 	}
 	// The Management API wants its own token: same client, other audience.
-	mgmtTokens, err := natsauth.NewClientCredentials(natsauth.ClientCredentialsConfig{
+	mgmtTokens, err := m2m.NewClientCredentials(m2m.Config{
 		TokenURL:     cfg.Auth0.TokenURL,
 		ClientID:     cfg.ClientID,
 		ClientSecret: cfg.ClientSecret,
@@ -129,7 +130,7 @@ func setup(ctx context.Context, a *platform.App, st *adapters.Storage) error {
 
 // reconcile finishes block/unblock intents whose request failed part-way,
 // with the service's own identity.
-func reconcile(ctx context.Context, log *slog.Logger, st *adapters.Storage, svc *app.Service, tokens natsauth.TokenSource) {
+func reconcile(ctx context.Context, log *slog.Logger, st *adapters.Storage, svc *app.Service, tokens m2m.TokenSource) {
 	t := time.NewTicker(reconcileEvery)
 	defer t.Stop()
 	for {
