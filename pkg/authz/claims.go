@@ -35,7 +35,6 @@ type Claims struct {
 	RequestingWorkload string          // req_wl: the workload that asked for the token
 	TxnContext         json.RawMessage // tctx: immutable context of the transaction
 
-	notBefore time.Time // nbf, for ValidateAt's cached tokens
 }
 
 // IsM2M reports whether the token was issued to a machine through the

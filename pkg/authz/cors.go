@@ -8,14 +8,25 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 )
 
+// CORS says which browsers' origins may call a service and what they may send.
+type CORS struct {
+	// Origins are allowed exactly (no wildcards, no patterns).
+	Origins []string
+	// AllowHeaders are request headers a browser may send beyond
+	// Authorization, Content-Type and X-Request-Id, which every service
+	// accepts (orders adds Idempotency-Key).
+	AllowHeaders []string
+}
+
 // CORSConfig returns a configuration for Echo's CORS middleware that allows
-// exactly the given origins (no wildcards, no patterns), the Authorization
-// header, and no credentials (bearer tokens need no cookies). Preflights are
+// exactly cfg's origins, the Authorization header and cfg's extra headers,
+// and no credentials (bearer tokens need no cookies). Preflights are
 // answered 204 by Echo.
 //
-//	e.Use(middleware.CORSWithConfig(authz.CORSConfig("http://localhost:8404")))
-func CORSConfig(origins ...string) middleware.CORSConfig {
-	allowed := slices.Clone(origins)
+//	e.Use(middleware.CORSWithConfig(authz.CORSConfig(authz.CORS{
+//		Origins: []string{"http://localhost:8404"}, AllowHeaders: []string{"Idempotency-Key"}})))
+func CORSConfig(cfg CORS) middleware.CORSConfig {
+	allowed := slices.Clone(cfg.Origins)
 	return middleware.CORSConfig{
 		// A func instead of AllowOrigins: Echo turns entries with "*" into
 		// patterns, and an exact list must stay exact.
@@ -23,8 +34,8 @@ func CORSConfig(origins ...string) middleware.CORSConfig {
 			return slices.Contains(allowed, origin), nil
 		},
 		AllowMethods:     []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
-		AllowHeaders:     []string{echo.HeaderAuthorization, echo.HeaderContentType, "Idempotency-Key", echo.HeaderXRequestID},
-		ExposeHeaders:    []string{echo.HeaderWWWAuthenticate, "Retry-After", echo.HeaderXRequestID},
+		AllowHeaders:     append([]string{echo.HeaderAuthorization, echo.HeaderContentType, echo.HeaderXRequestID}, cfg.AllowHeaders...),
+		ExposeHeaders:    []string{echo.HeaderWWWAuthenticate, echo.HeaderRetryAfter, echo.HeaderXRequestID},
 		AllowCredentials: false,
 		MaxAge:           600,
 	}

@@ -37,7 +37,7 @@ func Example() {
 
 	e := echo.New()
 	reg := authz.NewRegistry()
-	e.Use(middleware.CORSWithConfig(authz.CORSConfig("http://localhost:8404")))
+	e.Use(middleware.CORSWithConfig(authz.CORSConfig(authz.CORS{Origins: []string{"http://localhost:8404"}})))
 	e.Use(authz.Middleware(v, reg))
 	authz.GET(e, reg, "/v1/me", func(c echo.Context) error {
 		claims, _ := authz.ClaimsFromEcho(c)

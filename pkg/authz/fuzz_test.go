@@ -32,6 +32,7 @@ func FuzzValidate(f *testing.F) {
 		authztest.Sign(f, k.Private, map[string]any{"alg": "RS256", "kid": k.ID, "crit": []string{"b64"}}, iss.DefaultClaims()),
 		authztest.Sign(f, k.Private, map[string]any{"alg": "RS256", "kid": k.ID}, []byte(`{"gty":[1],"permissions":{}}`)),
 		iss.Token(f, authztest.Claims{"gty": []string{"client-credentials", "password"}}),
+		authztest.NewTxnIssuer(f).Token(f, "auth0|alice", "read:profile", nil), // never an access token
 	}
 	for _, s := range seeds {
 		f.Add(s)

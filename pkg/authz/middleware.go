@@ -1,18 +1,14 @@
 package authz
 
 import (
+	"errors"
 	"net/http"
 	"reflect"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 )
-
-// DefaultRealm is the realm in WWW-Authenticate challenges.
-const DefaultRealm = "authmesh"
 
 // MiddlewareConfig configures the Echo middleware.
 type MiddlewareConfig struct {
@@ -24,12 +20,8 @@ type MiddlewareConfig struct {
 	// Registry holds each route's policy. Required: a matched route without a
 	// policy is refused (deny by default).
 	Registry *Registry
-	// Realm of the WWW-Authenticate challenge. Default "authmesh".
-	Realm string
 	// Metrics, when set, counts decisions by result and reason.
 	Metrics *Metrics
-	// RetryAfter is sent with 503 when no signing keys can be had. Default 30 s.
-	RetryAfter time.Duration
 }
 
 // Middleware is MiddlewareWithConfig with defaults.
@@ -43,7 +35,13 @@ var notFoundHandler = reflect.ValueOf(echo.NotFoundHandler).Pointer()
 // and authorizes it against the policy declared for the matched route
 // (method + c.Path()). Register it with e.Use so it runs after routing.
 //
-// Answers (RFC 6750; body {"error":"<code>","message":"..."}):
+// A denial is returned to Echo's error handler, as Echo's own middleware
+// does: an *echo.HTTPError whose Code and Message are AnswerOf's status and
+// body and whose Internal is the *Error, with AnswerOf's headers already on
+// the response. Echo's default error handler answers it as it is; an error
+// handler of the service (pkg/platform's) finds the *Error with errors.As,
+// logs it with the request and renders it with AnswerOf. The answers
+// (RFC 6750; body {"error":"<code>","message":"..."}):
 //   - no token: 401, WWW-Authenticate: Bearer realm="authmesh"
 //   - bad token: 401, ... error="invalid_token", error_description="..."
 //   - missing permission: 403, ... error="insufficient_scope", scope="<needed>"
@@ -67,43 +65,19 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 	if cfg.Skipper == nil {
 		cfg.Skipper = middleware.DefaultSkipper
 	}
-	if cfg.Realm == "" {
-		cfg.Realm = DefaultRealm
-	}
-	if cfg.RetryAfter <= 0 {
-		cfg.RetryAfter = 30 * time.Second
-	}
-	retryAfter := strconv.Itoa(int(cfg.RetryAfter.Round(time.Second) / time.Second))
-	realm := `Bearer realm="` + quoteSafe(cfg.Realm) + `"`
 
 	deny := func(c echo.Context, err error) error {
-		e, ok := err.(*Error)
-		if !ok {
-			e = &Error{Code: CodeInvalidToken, Reason: "internal", Description: "the token could not be verified"}
+		var e *Error
+		if !errors.As(err, &e) {
+			e = &Error{Code: CodeInvalidToken, Reason: "internal", Description: "the token could not be verified", Err: err}
 		}
 		cfg.Metrics.Decision("deny", reasonOf(e))
+		a := AnswerOf(e)
 		h := c.Response().Header()
-		status := http.StatusUnauthorized
-		switch e.Code {
-		case CodeMissingToken:
-			h.Set(echo.HeaderWWWAuthenticate, realm)
-		case CodeInsufficientScope:
-			status = http.StatusForbidden
-			if e.KindRefused() {
-				h.Set(echo.HeaderWWWAuthenticate, realm+`, error="insufficient_scope", error_description="`+quoteSafe(e.Reason)+`"`)
-				break
-			}
-			h.Set(echo.HeaderWWWAuthenticate, realm+`, error="insufficient_scope", scope="`+quoteSafe(strings.Join(e.Needed, " "))+`"`)
-		case CodeKeysUnavailable:
-			status = http.StatusServiceUnavailable
-			h.Set("Retry-After", retryAfter)
-		case CodeNoPolicy:
-			status = http.StatusForbidden
-		default:
-			h.Set(echo.HeaderWWWAuthenticate, realm+`, error="invalid_token", error_description="`+quoteSafe(e.Description)+`"`)
+		for k, v := range a.Header {
+			h[k] = v
 		}
-		h.Set(echo.HeaderCacheControl, "no-store")
-		return c.JSON(status, errorBody{Error: publicCode(e.Code), Message: message(e)})
+		return &echo.HTTPError{Code: a.Status, Message: a.Body, Internal: e}
 	}
 
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
@@ -167,55 +141,9 @@ func bearer(h string) (string, bool) {
 	return t, t != ""
 }
 
-type errorBody struct {
-	Error   string `json:"error"`
-	Message string `json:"message"`
-}
-
-func publicCode(c Code) string {
-	if c == CodeKeysUnavailable {
-		return "temporarily_unavailable"
-	}
-	return string(c)
-}
-
 func reasonOf(e *Error) string {
 	if e.Reason != "" {
 		return e.Reason
 	}
 	return string(e.Code)
-}
-
-func message(e *Error) string {
-	switch e.Code {
-	case CodeMissingToken:
-		return "a bearer token is required"
-	case CodeInsufficientScope:
-		if e.KindRefused() {
-			return e.Description
-		}
-		if len(e.Needed) > 0 {
-			return "insufficient permissions: requires " + strings.Join(e.Needed, " ")
-		}
-		return "insufficient permissions"
-	case CodeKeysUnavailable:
-		return "token verification is temporarily unavailable; retry later"
-	case CodeNoPolicy:
-		return "access denied"
-	}
-	if e.Description != "" {
-		return e.Description
-	}
-	return "the token is invalid"
-}
-
-// quoteSafe keeps a value safe inside a quoted-string of a header (RFC 6750
-// restricts error_description to %x20-21 / %x23-5B / %x5D-7E).
-func quoteSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
-			return -1
-		}
-		return r
-	}, s)
 }

@@ -54,6 +54,9 @@ func TestMiddlewareResponses(t *testing.T) {
 				if body["error"] != tc.code || body["message"] == "" {
 					t.Errorf("body = %v, want error %q and a message", body, tc.code)
 				}
+				if got := rec.Header().Get("Cache-Control"); got != "no-store" {
+					t.Errorf("Cache-Control = %q, want no-store", got)
+				}
 			}
 			if tc.token != "" && strings.Contains(rec.Body.String()+rec.Header().Get("WWW-Authenticate"), tc.token) {
 				t.Error("response echoes the token")

@@ -135,7 +135,7 @@ func TestCORSPreflight(t *testing.T) {
 	v := newValidator(t, iss, nil)
 	e := echo.New()
 	reg := authz.NewRegistry()
-	e.Use(middleware.CORSWithConfig(authz.CORSConfig("http://localhost:8404")))
+	e.Use(middleware.CORSWithConfig(authz.CORSConfig(authz.CORS{Origins: []string{"http://localhost:8404"}, AllowHeaders: []string{"Idempotency-Key"}})))
 	e.Use(authz.Middleware(v, reg))
 	authz.GET(e, reg, "/v1/me", func(c echo.Context) error { return c.String(200, "ok") }, authz.RequireAll("read:profile").Users())
 
@@ -163,8 +163,9 @@ func TestCORSPreflight(t *testing.T) {
 			if got := rec.Header().Get("Access-Control-Allow-Origin"); got != tc.allowOrigin {
 				t.Errorf("Allow-Origin %q, want %q", got, tc.allowOrigin)
 			}
-			if tc.allowOrigin != "" && !strings.Contains(strings.ToLower(rec.Header().Get("Access-Control-Allow-Headers")), "authorization") {
-				t.Errorf("Allow-Headers %q lacks Authorization", rec.Header().Get("Access-Control-Allow-Headers"))
+			if allow := strings.ToLower(rec.Header().Get("Access-Control-Allow-Headers")); tc.allowOrigin != "" &&
+				(!strings.Contains(allow, "authorization") || !strings.Contains(allow, "idempotency-key")) {
+				t.Errorf("Allow-Headers %q lacks Authorization or the configured Idempotency-Key", allow)
 			}
 			if rec.Header().Get("Access-Control-Allow-Credentials") != "" {
 				t.Error("credentials allowed")

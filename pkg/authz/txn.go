@@ -56,8 +56,8 @@ type TxnClaims struct {
 // TxnValidator verifies transaction tokens (ES256 only, typ txntoken+jwt,
 // the Transaction Token Service's issuer and the trust domain as audience).
 // Its keys come from the service's JWKS through a KeyProvider configured with
-// WithAlgorithm("ES256"). It implements the same Validate/ValidateAt pair as
-// Validator, so NATS receivers take either.
+// WithAlgorithm("ES256"). NATS receivers use it (natsauth.Verifier): live
+// requests through Validate, stored events through ValidateAt.
 type TxnValidator struct {
 	keys    *KeyProvider
 	o       validatorOptions
@@ -76,22 +76,15 @@ type TxnValidator struct {
 //		authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain),
 //		authz.WithRevocations(watcher))
 func NewTxnValidator(keys *KeyProvider, opts ...Option) (*TxnValidator, error) {
-	o := validatorOptions{leeway: DefaultLeeway, cacheSize: DefaultTokenCacheSize, now: time.Now}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := newValidatorOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case keys == nil:
 		return nil, errors.New("authz: nil key provider")
 	case keys.o.alg != jose.ES256:
 		return nil, errors.New("authz: transaction tokens are ES256: the key provider must serve ES256 keys")
-	case len(o.issuers) == 0 || len(o.audiences) == 0:
-		return nil, errors.New("authz: a transaction token validator needs WithIssuers and WithAudiences")
 	}
 	v := &TxnValidator{keys: keys, o: o, headers: headerCache{check: parseTxnHeader}}
 	if o.cacheSize > 0 {
@@ -103,33 +96,71 @@ func NewTxnValidator(keys *KeyProvider, opts ...Option) (*TxnValidator, error) {
 // Keys returns the key provider (for readiness).
 func (v *TxnValidator) Keys() *KeyProvider { return v.keys }
 
-// Validate verifies a transaction token now.
+// Validate verifies a transaction token now: current keys only, revocation
+// of tokens issued before it.
 func (v *TxnValidator) Validate(ctx context.Context, token string) (*Claims, error) {
-	return v.validate(ctx, token, v.o.now(), false)
+	return v.validate(ctx, token, v.o.now(), time.Time{})
 }
 
 // ValidateAt verifies a transaction token as of at, the time JetStream stored
-// the message that carried it: a key the service has since retired still
-// verifies messages stored before it left the JWKS (within the key
-// provider's retention window).
+// the message that carried it: the times are checked as of at, a key the
+// service has since retired still verifies messages stored before it left
+// the JWKS (within the key provider's retention window), and revocation
+// applies to messages stored at or after it.
 func (v *TxnValidator) ValidateAt(ctx context.Context, token string, at time.Time) (*Claims, error) {
 	if at.IsZero() {
 		return nil, invalid("no_time", "no verification time was given", nil)
 	}
-	return v.validate(ctx, token, at, true)
+	return v.validate(ctx, token, at, at)
 }
 
-func (v *TxnValidator) validate(ctx context.Context, token string, at time.Time, stored bool) (*Claims, error) {
-	// A live request: current keys only, revocation of tokens issued before
-	// it. An event: keys good when it was stored, revocation as of then.
-	var storedAt time.Time
-	if stored {
-		storedAt = at
+// validate checks token as of at. stored is the zero time for a live
+// request, else the message's stored time: keys good then, revocation as of
+// then. What does not depend on the instant (header, signature, issuer,
+// audience, required claims) is verified once per token while it has not
+// expired and cached by the token's hash (a consumer sees one transaction on
+// several events); the key's validity, the times and revocation are checked
+// on every call. The returned Claims may be shared: treat them as read-only.
+func (v *TxnValidator) validate(ctx context.Context, token string, at, stored time.Time) (*Claims, error) {
+	if err := checkPresented(token); err != nil {
+		return nil, err
 	}
-	return validateCached(ctx, v, token, v.cache, v.keys, &v.o, at, storedAt, storedAt)
+	var sum [32]byte
+	var c *Claims
+	cached := false
+	if v.cache != nil {
+		sum = tokenHash(token)
+		c, cached = v.cache.get(sum, v.o.now())
+		v.o.metrics.cacheLookup(cached)
+	}
+	if cached {
+		// The key must still be good for stored: it may have left the JWKS
+		// since the token was verified.
+		if _, err := v.keys.lookup(ctx, c.KeyID, stored); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if c, err = v.verify(ctx, token, stored); err != nil {
+			return nil, err
+		}
+		if v.cache != nil && v.o.now().Before(c.ExpiresAt) {
+			v.cache.put(sum, c)
+		}
+	}
+	if err := checkTimes(c.ExpiresAt, time.Time{}, c.IssuedAt, at, v.o.leeway); err != nil {
+		return nil, err
+	}
+	if err := checkRevoked(&v.o, c, stored); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-func (v *TxnValidator) verifyAt(ctx context.Context, token string, keyAt time.Time) (*Claims, error) {
+// verify checks what does not depend on the verification instant beyond
+// the key: the header, the signature with a key good as of keyAt (zero: a
+// current key), issuer, audience and the required claims.
+func (v *TxnValidator) verify(ctx context.Context, token string, keyAt time.Time) (*Claims, error) {
 	h, err := v.headers.parse(token)
 	if err != nil {
 		return nil, err

@@ -101,12 +101,17 @@ func TestTxnValidatorAttacks(t *testing.T) {
 		"garbage":              "not.a.token",
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := v.Validate(context.Background(), tok)
-			if !errors.Is(err, authz.ErrInvalidToken) {
-				t.Fatalf("want invalid_token, got %v", err)
-			}
-			if err != nil && strings.Contains(err.Error(), tok) && tok != "" {
-				t.Fatal("the error quotes the token")
+			for entry, validate := range map[string]func() error{
+				"Validate":   func() error { _, err := v.Validate(context.Background(), tok); return err },
+				"ValidateAt": func() error { _, err := v.ValidateAt(context.Background(), tok, now); return err },
+			} {
+				err := validate()
+				if !errors.Is(err, authz.ErrInvalidToken) {
+					t.Fatalf("%s: want invalid_token, got %v", entry, err)
+				}
+				if strings.Contains(err.Error(), tok) && tok != "" {
+					t.Fatalf("%s: the error quotes the token", entry)
+				}
 			}
 		})
 	}
@@ -162,6 +167,97 @@ func TestTxnValidatorRevocation(t *testing.T) {
 	rev.mu.Unlock()
 	if _, err := v.Validate(context.Background(), tok); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Fatalf("a blocked user's transaction token was accepted: %v", err)
+	}
+}
+
+// TestTxnValidatorCachedChecksEachTime: a token verified once is still held
+// against each call's instant: iat and exp as of at, and the revocation as
+// of at.
+func TestTxnValidatorCachedChecksEachTime(t *testing.T) {
+	t.Parallel()
+	tts := authztest.NewTxnIssuer(t)
+	rev := &revocations{m: map[string]time.Time{}}
+	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
+	now := time.Now().Truncate(time.Second)
+	tok := tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": now.Add(-time.Minute).Unix(), "exp": now.Add(5 * time.Minute).Unix()})
+	for range 2 { // the first call verifies, the second is served from the cache
+		if _, err := v.ValidateAt(ctxT(t), tok, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, at := range map[string]time.Time{
+		"before iat": now.Add(-time.Hour),
+		"after exp":  now.Add(time.Hour),
+	} {
+		if _, err := v.ValidateAt(ctxT(t), tok, at); !errors.Is(err, authz.ErrInvalidToken) {
+			t.Errorf("%s: err = %v, want invalid_token", name, err)
+		}
+	}
+	rev.mu.Lock()
+	rev.m["auth0|alice"] = now.Add(-time.Second)
+	rev.mu.Unlock()
+	if _, err := v.ValidateAt(ctxT(t), tok, now); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("stored after the revocation: err = %v, want revoked", err)
+	}
+	if _, err := v.ValidateAt(ctxT(t), tok, now.Add(-2*time.Second)); err != nil {
+		t.Errorf("stored before the revocation: %v", err)
+	}
+}
+
+// TestTxnValidatorSparesEventsStoredBefore: an event the log stored before
+// its user was blocked was published while the token was good; it must still
+// be accepted, or the block strands it (an invoice paid, its order never
+// told). A live request with the same token is refused.
+func TestTxnValidatorSparesEventsStoredBefore(t *testing.T) {
+	t.Parallel()
+	tts := authztest.NewTxnIssuer(t)
+	revokedAt := time.Now().Truncate(time.Second)
+	rev := &revocations{m: map[string]time.Time{"auth0|alice": revokedAt}}
+	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
+	tok := tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": revokedAt.Add(-time.Minute).Unix()})
+	if _, err := v.ValidateAt(ctxT(t), tok, revokedAt.Add(-time.Millisecond)); err != nil {
+		t.Errorf("stored just before the block: %v", err)
+	}
+	for _, at := range []time.Time{revokedAt, revokedAt.Add(time.Minute)} {
+		if _, err := v.ValidateAt(ctxT(t), tok, at); !errors.Is(err, authz.ErrInvalidToken) {
+			t.Errorf("stored at %v (block at %v): err = %v, want revoked", at, revokedAt, err)
+		}
+	}
+	if _, err := v.Validate(ctxT(t), tok); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("Validate now: err = %v, want revoked", err)
+	}
+}
+
+// TestTxnValidatorFailsClosedUntilLoaded: as the access-token Validator, a
+// TxnValidator whose revocation list is still loading refuses every token
+// as unavailable, live or stored, cached or not.
+func TestTxnValidatorFailsClosedUntilLoaded(t *testing.T) {
+	t.Parallel()
+	tts := authztest.NewTxnIssuer(t)
+	rev := &loadingRevocations{revocations: revocations{m: map[string]time.Time{}}}
+	rev.ready.Store(true)
+	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
+	tok := tts.Token(t, "auth0|alice", "read:profile", nil)
+	if _, err := v.Validate(ctxT(t), tok); err != nil {
+		t.Fatal(err) // cached from here on
+	}
+	rev.ready.Store(false)
+	for name, fn := range map[string]func() error{
+		"Validate":   func() error { _, err := v.Validate(ctxT(t), tok); return err },
+		"ValidateAt": func() error { _, err := v.ValidateAt(ctxT(t), tok, time.Now()); return err },
+		"uncached": func() error {
+			_, err := v.Validate(ctxT(t), tts.Token(t, "auth0|bob", "read:profile", nil))
+			return err
+		},
+	} {
+		var ae *authz.Error
+		if err := fn(); !errors.Is(err, authz.ErrKeysUnavailable) || !errors.As(err, &ae) || ae.Reason != "revocations_unavailable" {
+			t.Errorf("%s while loading: err = %v, want keys_unavailable (revocations_unavailable)", name, err)
+		}
+	}
+	rev.ready.Store(true)
+	if _, err := v.ValidateAt(ctxT(t), tok, time.Now()); err != nil {
+		t.Errorf("once loaded: %v", err)
 	}
 }
 

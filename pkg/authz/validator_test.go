@@ -2,7 +2,6 @@ package authz_test
 
 import (
 	"context"
-	"crypto"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -17,11 +16,13 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
-func TestValidateAttackCorpus(t *testing.T) {
-	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	v := newValidator(t, iss, nil)
-	e, _ := newEcho(t, v)
+// attack is a token that must be refused, with the reason the access-token
+// Validator gives.
+type attack struct{ name, token, reason string }
+
+// accessTokenAttacks are forged, tampered, misdirected and malformed access
+// tokens of iss's tenant.
+func accessTokenAttacks(t *testing.T, iss *authztest.Issuer) []attack {
 	k := iss.SigningKey()
 	attacker := authztest.NewRSAKey(t)
 	for attacker.Equal(k.Private) {
@@ -61,9 +62,7 @@ func TestValidateAttackCorpus(t *testing.T) {
 	now := time.Now()
 	good := iss.Token(t, nil)
 	parts := strings.Split(good, ".")
-	_ = crypto.SHA256
-
-	tests := []struct{ name, token, reason string }{
+	return []attack{
 		{"alg none", authztest.Encode(t, hdr(map[string]any{"alg": "none"})) + "." + authztest.Encode(t, claims(nil)) + ".", "algorithm"},
 		{"HS256 with public key as secret", hsToken(), "algorithm"},
 		{"foreign key under known kid", authztest.Sign(t, attacker, hdr(nil), claims(nil)), "bad_signature"},
@@ -96,9 +95,29 @@ func TestValidateAttackCorpus(t *testing.T) {
 		{"typ id_token-ish", authztest.Sign(t, k.Private, hdr(map[string]any{"typ": "dpop+jwt"}), claims(nil)), "typ"},
 		{"1 MB token", parts[0] + "." + strings.Repeat("A", 1<<20) + "." + parts[2], "too_large"},
 	}
-	for _, tc := range tests {
+}
+
+// TestValidateAttackCorpus runs the attack table against every entry point:
+// the access-token Validator (with the reason), the Echo middleware, and the
+// TxnValidator live and as of a stored time (an access token, forged or not,
+// is never a transaction token).
+func TestValidateAttackCorpus(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss, nil)
+	e, _ := newEcho(t, v)
+	txn := newTxnValidator(t, authztest.NewTxnIssuer(t))
+	for _, tc := range accessTokenAttacks(t, iss) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			for name, validate := range map[string]func() error{
+				"TxnValidator.Validate":   func() error { _, err := txn.Validate(context.Background(), tc.token); return err },
+				"TxnValidator.ValidateAt": func() error { _, err := txn.ValidateAt(context.Background(), tc.token, time.Now()); return err },
+			} {
+				if err := validate(); !errors.Is(err, authz.ErrInvalidToken) {
+					t.Errorf("%s error = %v, want invalid_token", name, err)
+				}
+			}
 			_, err := v.Validate(context.Background(), tc.token)
 			var ae *authz.Error
 			if !errors.As(err, &ae) || ae.Code != authz.CodeInvalidToken {
@@ -240,16 +259,11 @@ func TestRevocation(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, fn := range []func() error{
-				func() error { _, err := v.Validate(ctxT(t), tc.token); return err },
-				func() error { _, err := v.ValidateAt(ctxT(t), tc.token, now); return err },
-			} {
-				err := fn()
-				var ae *authz.Error
-				isRevoked := errors.As(err, &ae) && ae.Reason == "revoked"
-				if isRevoked != tc.revoked || (!tc.revoked && err != nil) {
-					t.Errorf("err = %v, want revoked=%v", err, tc.revoked)
-				}
+			_, err := v.Validate(ctxT(t), tc.token)
+			var ae *authz.Error
+			isRevoked := errors.As(err, &ae) && ae.Reason == "revoked"
+			if isRevoked != tc.revoked || (!tc.revoked && err != nil) {
+				t.Errorf("err = %v, want revoked=%v", err, tc.revoked)
 			}
 		})
 	}
@@ -326,8 +340,7 @@ func TestRevocationFailsClosedUntilLoaded(t *testing.T) {
 	}
 	rev.ready.Store(false)
 	for name, fn := range map[string]func() error{
-		"Validate":   func() error { _, err := v.Validate(ctxT(t), tok); return err },
-		"ValidateAt": func() error { _, err := v.ValidateAt(ctxT(t), tok, time.Now()); return err },
+		"Validate": func() error { _, err := v.Validate(ctxT(t), tok); return err },
 		"uncached": func() error {
 			_, err := v.Validate(ctxT(t), iss.Token(t, authztest.Claims{"sub": "auth0|other"}))
 			return err
@@ -341,120 +354,5 @@ func TestRevocationFailsClosedUntilLoaded(t *testing.T) {
 	rev.ready.Store(true)
 	if _, err := v.Validate(ctxT(t), tok); err != nil {
 		t.Errorf("once loaded: %v", err)
-	}
-}
-
-// TestValidateAtCachedChecksEachTime: a token ValidateAt has verified once is
-// still held against each call's instant: nbf and exp as of at, and the
-// revocation as of at.
-func TestValidateAtCachedChecksEachTime(t *testing.T) {
-	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	rev := &revocations{m: map[string]time.Time{}}
-	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
-	now := time.Now().Truncate(time.Second)
-	tok := iss.Token(t, authztest.Claims{"nbf": now.Add(-time.Hour).Unix(), "iat": now.Add(-time.Hour).Unix(), "exp": now.Add(time.Hour).Unix()})
-	for range 2 { // the first call verifies, the second is served from the cache
-		if _, err := v.ValidateAt(ctxT(t), tok, now); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, at := range map[string]time.Time{
-		"before nbf": now.Add(-2 * time.Hour),
-		"after exp":  now.Add(2 * time.Hour),
-	} {
-		if _, err := v.ValidateAt(ctxT(t), tok, at); !errors.Is(err, authz.ErrInvalidToken) {
-			t.Errorf("%s: err = %v, want invalid_token", name, err)
-		}
-	}
-	rev.mu.Lock()
-	rev.m["auth0|6553da60a54af58e29493993"] = now.Add(-time.Minute)
-	rev.mu.Unlock()
-	if _, err := v.ValidateAt(ctxT(t), tok, now); !errors.Is(err, authz.ErrInvalidToken) {
-		t.Errorf("stored after the revocation: err = %v, want revoked", err)
-	}
-	if _, err := v.ValidateAt(ctxT(t), tok, now.Add(-2*time.Minute)); err != nil {
-		t.Errorf("stored before the revocation: %v", err)
-	}
-}
-
-// TestRevocationSparesEventsStoredBefore: an event the log stored before its
-// user was blocked was published while the token was good; it must still be
-// accepted, or the block strands it (an invoice paid, its order never told).
-func TestRevocationSparesEventsStoredBefore(t *testing.T) {
-	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	revokedAt := time.Now().Truncate(time.Second)
-	rev := &revocations{m: map[string]time.Time{"auth0|6553da60a54af58e29493993": revokedAt}}
-	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
-	tok := iss.Token(t, authztest.Claims{"iat": revokedAt.Add(-time.Minute).Unix()})
-	if _, err := v.ValidateAt(ctxT(t), tok, revokedAt.Add(-time.Millisecond)); err != nil {
-		t.Errorf("stored just before the block: %v", err)
-	}
-	for _, at := range []time.Time{revokedAt, revokedAt.Add(time.Hour)} {
-		if _, err := v.ValidateAt(ctxT(t), tok, at); !errors.Is(err, authz.ErrInvalidToken) {
-			t.Errorf("stored at %v (block at %v): err = %v, want revoked", at, revokedAt, err)
-		}
-	}
-	if _, err := v.Validate(ctxT(t), tok); !errors.Is(err, authz.ErrInvalidToken) {
-		t.Errorf("Validate now: err = %v, want revoked", err)
-	}
-}
-
-func TestValidateAt(t *testing.T) {
-	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	v := newValidator(t, iss, []authz.KeyOption{authz.WithRefetchCooldown(0)})
-	stored := time.Now().Add(-2 * time.Hour)
-	old := iss.Token(t, authztest.Claims{"iat": stored.Add(-time.Minute).Unix(), "exp": stored.Add(time.Hour).Unix()})
-
-	if _, err := v.Validate(ctxT(t), old); !errors.Is(err, authz.ErrInvalidToken) {
-		t.Fatalf("Validate of an expired token = %v", err)
-	}
-	if _, err := v.ValidateAt(ctxT(t), old, stored); err != nil {
-		t.Fatalf("ValidateAt at stored time: %v", err)
-	}
-	if _, err := v.ValidateAt(ctxT(t), old, stored.Add(2*time.Hour)); !errors.Is(err, authz.ErrInvalidToken) {
-		t.Errorf("ValidateAt after exp = %v", err)
-	}
-	if _, err := v.ValidateAt(ctxT(t), old, stored.Add(-2*time.Hour)); !errors.Is(err, authz.ErrInvalidToken) {
-		t.Errorf("ValidateAt before iat = %v", err)
-	}
-
-	// Rotate: the signing key leaves the JWKS. The token still verifies at its
-	// stored time (retained key) but no longer through Validate.
-	oldKey := iss.SigningKey()
-	fresh := iss.Token(t, nil)
-	if _, err := v.Validate(ctxT(t), fresh); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := v.ValidateAt(ctxT(t), fresh, time.Now()); err != nil {
-		t.Fatal(err) // verified once: later calls take ValidateAt's cached path
-	}
-	next := iss.AddKey(t)
-	iss.SetSigningKey(next)
-	iss.RemoveKey(oldKey.ID)
-	_, _ = v.Validate(ctxT(t), iss.Token(t, nil)) // unknown kid: refetch sees the rotation
-	if _, err := v.ValidateAt(ctxT(t), old, stored); err != nil {
-		t.Errorf("ValidateAt with a retained key: %v", err)
-	}
-	// A key leaves the JWKS when it is revoked: a message stored after that
-	// is not trusted to it.
-	if _, err := v.ValidateAt(ctxT(t), fresh, time.Now()); !errors.Is(err, authz.ErrInvalidToken) {
-		t.Errorf("ValidateAt stored after the key left the JWKS = %v, want invalid_token", err)
-	}
-	if _, err := v.Validate(ctxT(t), fresh); !errors.Is(err, authz.ErrInvalidToken) {
-		t.Errorf("Validate (cached) with a rotated-out key = %v, want invalid_token", err)
-	}
-	// Same rules as Validate for iss/aud/alg.
-	for name, tok := range map[string]string{
-		"wrong issuer":   iss.Token(t, authztest.Claims{"iss": "https://x/", "iat": stored.Unix(), "exp": stored.Add(time.Hour).Unix()}),
-		"wrong audience": iss.Token(t, authztest.Claims{"aud": "x", "iat": stored.Unix(), "exp": stored.Add(time.Hour).Unix()}),
-		"missing exp":    iss.Token(t, authztest.Claims{"exp": nil, "iat": stored.Unix()}),
-		"alg none":       authztest.Encode(t, map[string]any{"alg": "none", "kid": next.ID}) + "." + authztest.Encode(t, iss.DefaultClaims()) + ".",
-	} {
-		if _, err := v.ValidateAt(ctxT(t), tok, stored); !errors.Is(err, authz.ErrInvalidToken) {
-			t.Errorf("%s: ValidateAt = %v, want invalid_token", name, err)
-		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 )
 
@@ -35,6 +36,9 @@ type Options struct {
 	Errors []ErrorMapping
 	// BodyLimit bounds request bodies (default "64K"; Echo's size syntax).
 	BodyLimit string
+	// CORSAllowHeaders are the request headers browsers may send beyond
+	// Authorization, Content-Type and X-Request-Id (orders: Idempotency-Key).
+	CORSAllowHeaders []string
 	// Listener, when set, is served instead of listening on Config.HTTPAddr
 	// (tests pass 127.0.0.1:0).
 	Listener net.Listener
@@ -76,7 +80,7 @@ type App struct {
 	TxnClient    *natsauth.TxnClient
 	// Tokens is the service's own M2M token (client credentials), for work no
 	// user started.
-	Tokens natsauth.TokenSource
+	Tokens m2m.TokenSource
 	// Revocations is the watcher of the revocation bucket the validator consults.
 	Revocations *natsauth.RevocationWatcher
 	// Routes holds every route's policy (authz's registry).

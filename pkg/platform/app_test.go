@@ -208,6 +208,13 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 			if tt.wwwAuth != "" && !strings.Contains(resp.Header.Get("WWW-Authenticate"), tt.wwwAuth) {
 				t.Errorf("WWW-Authenticate %q, want %q", resp.Header.Get("WWW-Authenticate"), tt.wwwAuth)
 			}
+			if tt.wwwAuth != "" {
+				// authz's answer, written once (the middleware's denial goes
+				// through the error handler, which renders it with authz).
+				if n := len(resp.Header.Values("WWW-Authenticate")); n != 1 || resp.Header.Get("Cache-Control") != "no-store" {
+					t.Errorf("%d WWW-Authenticate headers, Cache-Control %q; want 1 and no-store", n, resp.Header.Get("Cache-Control"))
+				}
+			}
 			if tt.code == "" {
 				return
 			}
@@ -257,6 +264,17 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 		}
 		if n := strings.Count(out, "kv: connection to 10.0.0.7 refused"); n != 1 {
 			t.Errorf("internal error logged %d times, want once", n)
+		}
+		// The middleware's denials pass through the error handler: their
+		// request lines carry the error code and authz's reason.
+		for _, want := range []string{
+			`"status":401,"latency_ms"`, `"error_code":"missing_token"`,
+			`"error_code":"invalid_token","authz_reason":"malformed"`,
+			`"error_code":"insufficient_scope","authz_reason":"missing_permission"`,
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("log lacks %s:\n%s", want, out)
+			}
 		}
 	})
 

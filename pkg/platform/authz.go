@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
@@ -47,7 +48,7 @@ func (a *App) wireAuthz() error {
 	}
 	a.Validator = v
 	if !a.opts.TokenService {
-		ts, err := natsauth.NewClientCredentials(natsauth.ClientCredentialsConfig{
+		ts, err := m2m.NewClientCredentials(m2m.Config{
 			TokenURL:     a.Config.Auth0.TokenURL,
 			ClientID:     a.Config.ClientID,
 			ClientSecret: a.Config.ClientSecret,

@@ -178,8 +178,11 @@ func resolve(err error, mappings []ErrorMapping) (*Error, http.Header) {
 	if errors.As(err, &pe) {
 		return pe, nil
 	}
-	if code := authz.CodeOf(err); code != "" {
-		return authzAnswer(err, code)
+	if authz.CodeOf(err) != "" {
+		// The authz middleware's denials and the authz errors handlers
+		// return: authz renders them (RFC 6750).
+		a := authz.AnswerOf(err)
+		return &Error{Status: a.Status, Code: a.Body.Error, Message: a.Body.Message, Err: err}, a.Header
 	}
 	for _, m := range mappings {
 		if m.Target != nil && errors.Is(err, m.Target) {
@@ -229,59 +232,6 @@ func echoAnswer(he *echo.HTTPError) *Error {
 	return e
 }
 
-// authzAnswer renders an authz failure as contract §5 (RFC 6750 challenges),
-// exactly like authz's middleware does, for handlers that authorize further
-// themselves (e.g. a query parameter that needs an extra permission).
-func authzAnswer(err error, code authz.Code) (*Error, http.Header) {
-	var ae *authz.Error
-	errors.As(err, &ae)
-	desc := ""
-	if ae != nil {
-		desc = ae.Description
-	}
-	h := http.Header{}
-	switch code {
-	case authz.CodeMissingToken:
-		h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="authmesh"`)
-		return &Error{Status: http.StatusUnauthorized, Code: string(authz.CodeMissingToken), Message: "a bearer token is required", Err: err}, h
-	case authz.CodeInsufficientScope:
-		var needed []string
-		if ae != nil {
-			needed = ae.Needed
-		}
-		if ae.KindRefused() {
-			h.Set(echo.HeaderWWWAuthenticate, fmt.Sprintf(`Bearer realm="authmesh", error="insufficient_scope", error_description=%q`, sanitizeHeader(ae.Reason)))
-			return &Error{Status: http.StatusForbidden, Code: "insufficient_scope", Message: ae.Description, Err: err}, h
-		}
-		h.Set(echo.HeaderWWWAuthenticate, fmt.Sprintf(`Bearer realm="authmesh", error="insufficient_scope", scope=%q`, strings.Join(needed, " ")))
-		msg := "insufficient permissions"
-		if len(needed) > 0 {
-			msg += ": requires " + strings.Join(needed, " ")
-		}
-		return &Error{Status: http.StatusForbidden, Code: "insufficient_scope", Message: msg, Err: err}, h
-	case authz.CodeKeysUnavailable:
-		h.Set(echo.HeaderRetryAfter, "30")
-		return &Error{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Message: "token verification is temporarily unavailable; retry later", Err: err}, h
-	case authz.CodeNoPolicy:
-		return &Error{Status: http.StatusForbidden, Code: "no_policy", Message: "access denied", Err: err}, nil
-	default: // invalid token and anything unexpected: deny as invalid
-		if desc == "" {
-			desc = "the access token is invalid"
-		}
-		h.Set(echo.HeaderWWWAuthenticate, fmt.Sprintf(`Bearer realm="authmesh", error="invalid_token", error_description=%q`, sanitizeHeader(desc)))
-		return &Error{Status: http.StatusUnauthorized, Code: "invalid_token", Message: desc, Err: err}, h
-	}
-}
-
-func sanitizeHeader(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
-			return ' '
-		}
-		return r
-	}, s)
-}
-
 // errorHandler is the one echo.HTTPErrorHandler: it maps err to a status and
 // body, hides internals, and leaves the logging to the request log line.
 func errorHandler(mappings []ErrorMapping) echo.HTTPErrorHandler {
@@ -293,9 +243,7 @@ func errorHandler(mappings []ErrorMapping) echo.HTTPErrorHandler {
 		e, hdr := resolve(err, mappings)
 		c.Set(loggedErrorKey, err)
 		for k, vs := range hdr {
-			for _, v := range vs {
-				c.Response().Header().Add(k, v)
-			}
+			c.Response().Header()[k] = vs
 		}
 		body := errorBody{Error: e.Code, Message: e.Message, Fields: e.Fields}
 		if c.Request().Method == http.MethodHead {

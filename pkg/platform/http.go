@@ -146,7 +146,7 @@ func (a *App) newEcho() *echo.Echo {
 		},
 	}))
 	e.Use(middleware.BodyLimit(a.opts.BodyLimit))
-	e.Use(middleware.CORSWithConfig(authz.CORSConfig(a.Config.CORSOrigins...)))
+	e.Use(middleware.CORSWithConfig(authz.CORSConfig(authz.CORS{Origins: a.Config.CORSOrigins, AllowHeaders: a.opts.CORSAllowHeaders})))
 	// After routing (e.Use), so it finds the matched route's policy.
 	e.Use(authz.MiddlewareWithConfig(authz.MiddlewareConfig{
 		Validator: a.Validator,

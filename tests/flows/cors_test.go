@@ -14,10 +14,13 @@ func TestCORS(t *testing.T) {
 	setup(t)
 	const spa, foreign = "http://localhost:8404", "http://evil.example"
 	tok := token(t, alice)
-	for _, rt := range []struct{ svc, method, path string }{
-		{"users", http.MethodPatch, "/v1/me"},
-		{"orders", http.MethodPost, "/v1/orders"},
-		{"billing", http.MethodPost, "/v1/invoices/inv_x/pay"},
+	for _, rt := range []struct {
+		svc, method, path string
+		idempotencyKey    bool // orders alone takes Idempotency-Key (platform.Options.CORSAllowHeaders)
+	}{
+		{"users", http.MethodPatch, "/v1/me", false},
+		{"orders", http.MethodPost, "/v1/orders", true},
+		{"billing", http.MethodPost, "/v1/invoices/inv_x/pay", false},
 	} {
 		t.Run(rt.svc, func(t *testing.T) {
 			preflight := func(origin string) response {
@@ -34,6 +37,9 @@ func TestCORS(t *testing.T) {
 				!containsFold(h.Values("Access-Control-Allow-Methods"), rt.method) {
 				t.Fatalf("preflight allows headers %q and methods %q; want Authorization and %s",
 					h.Values("Access-Control-Allow-Headers"), h.Values("Access-Control-Allow-Methods"), rt.method)
+			}
+			if got := containsFold(h.Values("Access-Control-Allow-Headers"), "idempotency-key"); got != rt.idempotencyKey {
+				t.Errorf("preflight allows Idempotency-Key: %v, want %v", got, rt.idempotencyKey)
 			}
 			if h.Get("Access-Control-Allow-Credentials") != "" {
 				t.Errorf("credentials allowed by default: %q", h.Get("Access-Control-Allow-Credentials"))

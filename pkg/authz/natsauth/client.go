@@ -12,14 +12,15 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/m2m"
 )
 
 // AsService returns a context under which outgoing messages carry a
 // transaction token whose subject is the service itself, exchanged for its
-// own M2M token from ts (see ClientCredentials). Use it for work no user
+// own M2M token from ts (see m2m.ClientCredentials). Use it for work no user
 // started, such as cancelling a blocked user's orders. The M2M token itself
 // never crosses NATS except to the Transaction Token Service.
-func AsService(ctx context.Context, ts TokenSource) context.Context {
+func AsService(ctx context.Context, ts m2m.TokenSource) context.Context {
 	return context.WithValue(ctx, tokenSourceKey, ts)
 }
 
@@ -35,7 +36,7 @@ func AsService(ctx context.Context, ts TokenSource) context.Context {
 // A context without any identity yields "", which only Public endpoints
 // accept.
 func outgoingToken(ctx context.Context, subj string) (string, error) {
-	if ts, ok := ctx.Value(tokenSourceKey).(TokenSource); ok && ts != nil {
+	if ts, ok := ctx.Value(tokenSourceKey).(m2m.TokenSource); ok && ts != nil {
 		tok, err := ts.Token(ctx)
 		if err != nil {
 			return "", fmt.Errorf("natsauth: service token: %w", err)
@@ -84,12 +85,6 @@ func buildMsg(ctx context.Context, subj string, data []byte, tok string) *nats.M
 	return msg
 }
 
-// Invalidator is a TokenSource that can drop a token receivers refused, such
-// as ClientCredentials.
-type Invalidator interface {
-	Invalidate(tok string)
-}
-
 // Request sends a request built by NewMsg and waits for the reply until ctx
 // ends (give ctx a deadline). A micro error reply is returned as a
 // *ServiceError; authz.CodeOf works on it for 401/403/503 answers.
@@ -98,14 +93,14 @@ type Invalidator interface {
 // identity is dead: the receiver refused the transaction token (signed by a
 // key the Transaction Token Service has since retired, say), or the
 // Transaction Token Service refused the M2M token itself (the tenant revoked
-// the key that signed it). When the token source is an Invalidator, Request
+// the key that signed it). When the token source is an m2m.Invalidator, Request
 // drops the M2M token and its exchanged transaction tokens and retries once
 // with new ones. The caller's own token is never retried: only the caller
 // can renew it.
 func Request(ctx context.Context, nc *nats.Conn, subj string, data []byte) (*nats.Msg, error) {
 	reply, err := sendRequest(ctx, nc, subj, data)
-	ts, _ := ctx.Value(tokenSourceKey).(TokenSource)
-	inv, ok := ts.(Invalidator)
+	ts, _ := ctx.Value(tokenSourceKey).(m2m.TokenSource)
+	inv, ok := ts.(m2m.Invalidator)
 	if !ok || authz.CodeOf(err) != authz.CodeInvalidToken {
 		return reply, err
 	}

@@ -307,3 +307,12 @@ func eventually(tb testing.TB, within time.Duration, cond func() bool, msg strin
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }

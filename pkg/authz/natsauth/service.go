@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,9 +16,9 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 )
 
-// Verifier verifies the transaction tokens NATS messages carry.
-// *authz.TxnValidator implements it (so does *authz.Validator, for access
-// tokens, which no NATS receiver of the mesh is given).
+// Verifier verifies the transaction tokens NATS messages carry:
+// *authz.TxnValidator. Validate checks a live request, ValidateAt an event
+// as of the time JetStream stored it.
 type Verifier interface {
 	Validate(ctx context.Context, token string) (*authz.Claims, error)
 	ValidateAt(ctx context.Context, token string, at time.Time) (*authz.Claims, error)
@@ -219,23 +221,18 @@ func tokenFromHeader(h nats.Header) (string, error) {
 	return vals[0], nil
 }
 
-// denial maps an authorization failure to a micro error code and a
-// description "<authz code>: <safe description>" that clients can map back
-// (see ServiceError). The token is never echoed.
+// denial maps an authorization failure to a micro error code (the status
+// authz answers HTTP with, Code.Status) and a description
+// "<authz code>: <safe description>" that clients can map back (see
+// ServiceError). The token is never echoed.
 func denial(err error, tok string) (status, desc string) {
 	code := authz.CodeOf(err)
-	switch code {
-	case authz.CodeMissingToken, authz.CodeInvalidToken:
-		status = "401"
-	case authz.CodeInsufficientScope, authz.CodeNoPolicy:
-		status = "403"
-	case authz.CodeKeysUnavailable:
-		status = "503"
-	default:
+	if code.Status() == http.StatusInternalServerError {
 		// Not an authz failure (a bug or an unexpected validator error): deny,
 		// without details.
 		return "500", "internal_error: authorization failed"
 	}
+	status = strconv.Itoa(code.Status())
 	var e *authz.Error
 	detail := ""
 	if errors.As(err, &e) {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/m2m"
 )
 
 // DefaultTxnSubject is where the Transaction Token Service answers token
@@ -86,7 +87,7 @@ type TxnClientConfig struct {
 	Conn *nats.Conn // Required.
 	// Actor is the requesting service's own M2M token source: the
 	// Transaction Token Service takes the workload (req_wl) from it. Required.
-	Actor TokenSource
+	Actor m2m.TokenSource
 	// Subject defaults to DefaultTxnSubject; TrustDomain to
 	// authz.DefaultTrustDomain.
 	Subject, TrustDomain string
@@ -195,7 +196,7 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 		if errors.Is(err, errActorRefused) {
 			// The service's own token died (its signing key was revoked,
 			// say): drop it and try once more with a new one.
-			if inv, ok := c.cfg.Actor.(Invalidator); ok {
+			if inv, ok := c.cfg.Actor.(m2m.Invalidator); ok {
 				if actor, aerr := c.cfg.Actor.Token(ctx); aerr == nil {
 					inv.Invalidate(actor)
 				}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/cas"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
@@ -32,7 +33,7 @@ import (
 type Outbox struct {
 	kv      *LazyBucket
 	js      jetstream.JetStream
-	service natsauth.TokenSource
+	service m2m.TokenSource
 	log     *slog.Logger
 	delay   time.Duration // how long the relay leaves a fresh event to Flush
 
@@ -47,7 +48,7 @@ var _ app.Outbox = (*Outbox)(nil)
 // which the relay publishes what a crash or an outage left behind (tenant:
 // billing-service holds refund:invoices, the on-behalf policy orders
 // declares for BILLING_EVENTS).
-func NewOutbox(kv *LazyBucket, js jetstream.JetStream, service natsauth.TokenSource, log *slog.Logger) *Outbox {
+func NewOutbox(kv *LazyBucket, js jetstream.JetStream, service m2m.TokenSource, log *slog.Logger) *Outbox {
 	return &Outbox{kv: kv, js: js, service: service, log: log, delay: time.Second, pending: map[string]time.Time{}}
 }
 

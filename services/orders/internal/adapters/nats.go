@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
@@ -216,7 +217,7 @@ func (c *BillingClient) VoidOrder(ctx context.Context, orderID string) error {
 // ServiceIdentity implements app.ServiceIdentity with a client-credentials
 // token source.
 type ServiceIdentity struct {
-	ts      natsauth.TokenSource
+	ts      m2m.TokenSource
 	subject string
 }
 
@@ -224,7 +225,7 @@ var _ app.ServiceIdentity = (*ServiceIdentity)(nil)
 
 // NewServiceIdentity returns the identity of M2M client clientID, whose tokens
 // have sub "<client id>@clients" (Auth0's convention).
-func NewServiceIdentity(ts natsauth.TokenSource, clientID string) *ServiceIdentity {
+func NewServiceIdentity(ts m2m.TokenSource, clientID string) *ServiceIdentity {
 	return &ServiceIdentity{ts: ts, subject: clientID + "@clients"}
 }
 

@@ -46,6 +46,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 		tun.MetricsEvery = 10 * time.Second
 	}
 	opts.Errors = append(ports.ErrorMappings(), opts.Errors...)
+	opts.CORSAllowHeaders = append(opts.CORSAllowHeaders, ports.HeaderIdempotencyKey)
 	a, err := platform.New(ctx, cfg, opts)
 	if err != nil {
 		return err

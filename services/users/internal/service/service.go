@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
@@ -58,13 +59,13 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 
 // The Management API client renews a token the tenant refuses (a revoked
 // signing key) through this.
-var _ mgmt.Invalidator = (*natsauth.ClientCredentials)(nil)
+var _ mgmt.Invalidator = (*m2m.ClientCredentials)(nil)
 
 // wire adds the users service to a.
 func wire(a *platform.App, opts platform.Options, tun Tuning) error {
 	cfg := a.Config
 	// The Management API wants its own token: same client, other audience.
-	mgmtTokens, err := natsauth.NewClientCredentials(natsauth.ClientCredentialsConfig{
+	mgmtTokens, err := m2m.NewClientCredentials(m2m.Config{
 		TokenURL:     cfg.Auth0.TokenURL,
 		ClientID:     cfg.ClientID,
 		ClientSecret: cfg.ClientSecret,
@@ -140,7 +141,7 @@ func wire(a *platform.App, opts platform.Options, tun Tuning) error {
 
 // reconcile finishes block/unblock intents whose request failed part-way,
 // with the service's own identity.
-func reconcile(ctx context.Context, log *slog.Logger, svc *app.Service, tokens natsauth.TokenSource, every time.Duration) {
+func reconcile(ctx context.Context, log *slog.Logger, svc *app.Service, tokens m2m.TokenSource, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

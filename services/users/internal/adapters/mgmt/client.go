@@ -32,7 +32,7 @@ type TokenSource interface {
 }
 
 // Invalidator is implemented by token sources that can drop a cached token
-// the API refused (natsauth.ClientCredentials does): a token signed by a key
+// the API refused (m2m.ClientCredentials does): a token signed by a key
 // the tenant has since revoked still looks valid to its holder until expiry.
 // Invalidate(tok) must drop the cached token only if it is still tok.
 type Invalidator interface {

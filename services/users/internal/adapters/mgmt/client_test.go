@@ -329,7 +329,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 // rotatingTokens hands out "tok-1", "tok-2", ... : a new one only after the
-// current one was invalidated, as natsauth.ClientCredentials does.
+// current one was invalidated, as m2m.ClientCredentials does.
 type rotatingTokens struct {
 	mu          sync.Mutex
 	n           int

@@ -1,4 +1,4 @@
-package natsauth
+package m2m
 
 import (
 	"context"
@@ -56,7 +56,7 @@ func newFakeTenant(t *testing.T, lifetime int) *fakeTenant {
 
 func newSource(t *testing.T, f *fakeTenant, now func() time.Time) *ClientCredentials {
 	t.Helper()
-	cfg := ClientCredentialsConfig{
+	cfg := Config{
 		TokenURL: f.srv.URL + "/oauth/token", ClientID: "orders-service", ClientSecret: testSecret,
 		Audience: "https://api.authmesh.dev", MinBackoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
 	}
@@ -188,14 +188,14 @@ func TestClientCredentialsErrors(t *testing.T) {
 
 func TestNewClientCredentialsValidates(t *testing.T) {
 	t.Parallel()
-	good := ClientCredentialsConfig{TokenURL: "https://t/oauth/token", ClientID: "c", ClientSecret: testSecret, Audience: "a"}
-	for name, mut := range map[string]func(*ClientCredentialsConfig){
-		"relative url":  func(c *ClientCredentialsConfig) { c.TokenURL = "/oauth/token" },
-		"no client":     func(c *ClientCredentialsConfig) { c.ClientID = "" },
-		"no secret":     func(c *ClientCredentialsConfig) { c.ClientSecret = "" },
-		"no audience":   func(c *ClientCredentialsConfig) { c.Audience = "" },
-		"refresh at 1":  func(c *ClientCredentialsConfig) { c.RefreshAfter = 1 },
-		"backoff order": func(c *ClientCredentialsConfig) { c.MinBackoff, c.MaxBackoff = time.Second, time.Millisecond },
+	good := Config{TokenURL: "https://t/oauth/token", ClientID: "c", ClientSecret: testSecret, Audience: "a"}
+	for name, mut := range map[string]func(*Config){
+		"relative url":  func(c *Config) { c.TokenURL = "/oauth/token" },
+		"no client":     func(c *Config) { c.ClientID = "" },
+		"no secret":     func(c *Config) { c.ClientSecret = "" },
+		"no audience":   func(c *Config) { c.Audience = "" },
+		"refresh at 1":  func(c *Config) { c.RefreshAfter = 1 },
+		"backoff order": func(c *Config) { c.MinBackoff, c.MaxBackoff = time.Second, time.Millisecond },
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := good
@@ -235,5 +235,15 @@ func TestClientCredentialsInvalidate(t *testing.T) {
 	ts.Invalidate(first) // late refusal of the old token
 	if third, _ := ts.Token(ctx); third != second || f.fetches.Load() != 2 {
 		t.Errorf("a stale Invalidate discarded the fresh token: %q, %d fetches", third, f.fetches.Load())
+	}
+}
+
+// eventually waits up to within for cond.
+func eventually(tb testing.TB, within time.Duration, cond func() bool, msg string) {
+	tb.Helper()
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			tb.Fatalf("not within %v: %s", within, msg)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package natsauth
+package m2m
 
 import (
 	"context"
@@ -24,8 +24,14 @@ type TokenSource interface {
 	Token(ctx context.Context) (string, error)
 }
 
-// ClientCredentialsConfig configures a service's own (M2M) identity.
-type ClientCredentialsConfig struct {
+// Invalidator is a TokenSource that can drop a token receivers refused, such
+// as ClientCredentials.
+type Invalidator interface {
+	Invalidate(tok string)
+}
+
+// Config configures a service's own (M2M) identity.
+type Config struct {
 	TokenURL     string   // AUTH0_TOKEN_URL, e.g. https://tenant/oauth/token. Required.
 	ClientID     string   // Required.
 	ClientSecret string   // Required. Never appears in errors.
@@ -60,14 +66,14 @@ type ClientCredentialsConfig struct {
 // retryable error is retried with exponential backoff; while a refresh fails
 // the cached token is served until it expires.
 //
-//	ts, err := natsauth.NewClientCredentials(natsauth.ClientCredentialsConfig{
+//	ts, err := m2m.NewClientCredentials(m2m.Config{
 //		TokenURL: "https://tenant.eu.auth0.com/oauth/token",
 //		ClientID: "orders-service", ClientSecret: secret,
 //		Audience: "https://api.authmesh.dev",
 //	})
 //	ctx = natsauth.AsService(ctx, ts)
 type ClientCredentials struct {
-	cfg    ClientCredentialsConfig
+	cfg    Config
 	oauth  clientcredentials.Config
 	client *http.Client
 	group  singleflight.Group
@@ -80,7 +86,7 @@ type ClientCredentials struct {
 
 // NewClientCredentials validates cfg and returns a token source. It does not
 // fetch: the first Token call does.
-func NewClientCredentials(cfg ClientCredentialsConfig) (*ClientCredentials, error) {
+func NewClientCredentials(cfg Config) (*ClientCredentials, error) {
 	if cfg.RefreshAfter == 0 {
 		cfg.RefreshAfter = 0.8
 	}
@@ -123,7 +129,7 @@ func NewClientCredentials(cfg ClientCredentialsConfig) (*ClientCredentials, erro
 		errs = append(errs, errors.New("MaxAttempts must be ≥ 1 and 0 ≤ MinBackoff ≤ MaxBackoff"))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("natsauth: client credentials config: %w", err)
+		return nil, fmt.Errorf("m2m: client credentials config: %w", err)
 	}
 	return &ClientCredentials{
 		cfg:    cfg,
@@ -164,7 +170,7 @@ func (s *ClientCredentials) Token(ctx context.Context) (string, error) {
 		}
 		return r.Val.(string), nil
 	case <-ctx.Done():
-		return "", fmt.Errorf("natsauth: client credentials token for %q: %w", s.cfg.ClientID, ctx.Err())
+		return "", fmt.Errorf("m2m: client credentials token for %q: %w", s.cfg.ClientID, ctx.Err())
 	}
 }
 
@@ -288,7 +294,7 @@ func (s *ClientCredentials) sanitize(err error, attempts int) error {
 		msg = strings.ReplaceAll(msg, s.cfg.ClientSecret, "[REDACTED]")
 		msg = strings.ReplaceAll(msg, url.QueryEscape(s.cfg.ClientSecret), "[REDACTED]")
 	}
-	return fmt.Errorf("natsauth: client credentials token for %q after %d attempt(s): %s", s.cfg.ClientID, attempts, msg)
+	return fmt.Errorf("m2m: client credentials token for %q after %d attempt(s): %s", s.cfg.ClientID, attempts, msg)
 }
 
 // jwtExpiry reads exp from a JWT without verifying it: it only decides when
