@@ -83,6 +83,19 @@ func (c *Client) GetInvoice(t testing.TB, tok, id string) Invoice {
 	return inv
 }
 
+// OrdersOf lists the caller's orders or, when forUser is given, that
+// user's (which needs read:all-orders).
+func (c *Client) OrdersOf(t testing.TB, tok string, forUser ...string) []Order {
+	t.Helper()
+	path := "/v1/orders"
+	if len(forUser) > 0 {
+		path += "?" + url.Values{"user_id": {forUser[0]}}.Encode()
+	}
+	var orders []Order
+	c.CallJSON(t, http.MethodGet, "orders", path, tok, nil, http.StatusOK, &orders)
+	return orders
+}
+
 // TryInvoicesOf lists the invoices of one order: the caller's own, or, when
 // forUser is given, that user's (which needs read:all-invoices).
 func (c *Client) TryInvoicesOf(tok, orderID string, forUser ...string) ([]Invoice, error) {

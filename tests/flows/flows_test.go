@@ -322,8 +322,7 @@ func TestIdempotencyKeyAcrossRestart(t *testing.T) {
 		t.Fatalf("same key, different body: got %s, want 409", r)
 	}
 
-	var mine []apiclient.Order
-	api.CallJSON(t, http.MethodGet, "orders", "/v1/orders", tok, nil, http.StatusOK, &mine)
+	mine := api.OrdersOf(t, tok)
 	ids := make([]string, 0, len(mine))
 	for _, o := range mine {
 		ids = append(ids, o.ID)

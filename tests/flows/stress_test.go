@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -103,8 +102,7 @@ func TestOrdersStoppedWithOrdersInFlight(t *testing.T) {
 		t.Log("no request met the restart; the test proved less than it could")
 	}
 
-	var mine []apiclient.Order
-	api.CallJSON(t, http.MethodGet, "orders", "/v1/orders", tok, nil, http.StatusOK, &mine)
+	mine := api.OrdersOf(t, tok)
 	stored := map[string]bool{}
 	for _, o := range mine {
 		stored[o.ID] = true
@@ -177,17 +175,10 @@ func TestBlockCancelsManyPendingOrders(t *testing.T) {
 	for range n {
 		pending = append(pending, api.PlaceOrder(t, tok, apiclient.Mugs(1)))
 	}
-	blockPath := "/v1/users/" + url.PathEscape(who.UserID)
-	t.Cleanup(func() {
-		if r, err := api.TryCall(http.MethodPost, "users", blockPath+"/unblock", admin, nil); err != nil || r.Status != http.StatusOK {
-			t.Errorf("cleanup: unblocking bob: %v %v", r, err)
-		}
-	})
-	api.CallJSON(t, http.MethodPost, "users", blockPath+"/block", admin, nil, http.StatusOK, nil)
+	api.BlockUser(t, admin, apiclient.Bob, who.UserID)
 	began := time.Now()
 	apiclient.Eventually(t, 10*time.Second, fmt.Sprintf("bob's %d pending orders cancelled", n), func() (bool, string) {
-		var orders []apiclient.Order
-		api.CallJSON(t, http.MethodGet, "orders", "/v1/orders?user_id="+url.QueryEscape(who.UserID), admin, nil, http.StatusOK, &orders)
+		orders := api.OrdersOf(t, admin, who.UserID)
 		status := map[string]string{}
 		for _, o := range orders {
 			status[o.ID] = o.Status

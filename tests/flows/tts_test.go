@@ -25,8 +25,7 @@ func TestTransactionTokenServiceDown(t *testing.T) {
 	second := api.PlaceOrder(t, warm, apiclient.Mugs(2))
 	api.WaitInvoice(t, warm, second.ID, "open", apiclient.FlowDeadline)
 
-	var before []apiclient.Order
-	api.CallJSON(t, http.MethodGet, "orders", "/v1/orders", cold, nil, http.StatusOK, &before)
+	before := api.OrdersOf(t, cold)
 	r := api.Call(t, http.MethodPost, "orders", "/v1/orders", cold, apiclient.Mugs(1))
 	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("a new caller while the service is down: %s (Retry-After %q), want 503 with Retry-After", r, r.Header.Get("Retry-After"))
@@ -34,8 +33,7 @@ func TestTransactionTokenServiceDown(t *testing.T) {
 	if strings.Contains(string(r.Body), cold) {
 		t.Fatal("the answer quotes the token")
 	}
-	var after []apiclient.Order
-	api.CallJSON(t, http.MethodGet, "orders", "/v1/orders", cold, nil, http.StatusOK, &after)
+	after := api.OrdersOf(t, cold)
 	if len(after) != len(before) {
 		t.Fatalf("the refused request left an order behind: %d orders before, %d after", len(before), len(after))
 	}

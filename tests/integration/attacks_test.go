@@ -223,8 +223,7 @@ func testAttackTokens(t *testing.T) {
 	}
 
 	countOrders := func() int {
-		var orders []apiclient.Order
-		api.CallJSON(t, http.MethodGet, "orders", "/v1/orders", real, nil, http.StatusOK, &orders)
+		orders := api.OrdersOf(t, real)
 		return len(orders)
 	}
 	before := countOrders()

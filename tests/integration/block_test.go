@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -18,12 +17,6 @@ import (
 func testBlockMidSession(t *testing.T) {
 	tok, admin := api.Token(t, apiclient.Bob), api.Token(t, apiclient.Carol)
 	who := api.Whoami(t, tok)
-	blockPath := "/v1/users/" + url.PathEscape(who.UserID)
-	t.Cleanup(func() {
-		if r, err := api.TryCall(http.MethodPost, "users", blockPath+"/unblock", admin, nil); err != nil || r.Status != http.StatusOK {
-			t.Errorf("cleanup: unblocking bob: %v %v", r, err)
-		}
-	})
 
 	type seen struct {
 		firstRejected time.Time
@@ -58,7 +51,7 @@ func testBlockMidSession(t *testing.T) {
 		})
 	}
 	time.Sleep(500 * time.Millisecond)
-	api.CallJSON(t, http.MethodPost, "users", blockPath+"/block", admin, nil, http.StatusOK, nil)
+	api.BlockUser(t, admin, apiclient.Bob, who.UserID)
 	blocked := time.Now()
 	time.Sleep(apiclient.FlowDeadline + time.Second)
 	stop()

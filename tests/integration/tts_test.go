@@ -34,8 +34,7 @@ func (o ttsOutcome) String() string {
 // ordersOf lists the ids of a user's orders (GET /v1/orders as that user).
 func ordersOf(t *testing.T, tok string) map[string]bool {
 	t.Helper()
-	var list []apiclient.Order
-	api.CallJSON(t, http.MethodGet, "orders", "/v1/orders", tok, nil, http.StatusOK, &list)
+	list := api.OrdersOf(t, tok)
 	ids := make(map[string]bool, len(list))
 	for _, o := range list {
 		ids[o.ID] = true
