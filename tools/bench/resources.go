@@ -122,25 +122,50 @@ func rssKiB(pid int) int64 {
 
 const clockTicks = 100 // USER_HZ on Linux
 
-func procStart(pid int) (time.Duration, error) {
+// procStat returns the fields of /proc/<pid>/stat after the command name,
+// which is in parentheses and may hold spaces: field 3 overall is f[0].
+// It fails unless there are at least n.
+func procStat(pid, n int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, errors.New("unparsable /proc stat")
+		return nil, errors.New("unparsable /proc stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, errors.New("short /proc stat")
+	if len(f) < n {
+		return nil, errors.New("short /proc stat")
+	}
+	return f, nil
+}
+
+// procStart is when the process started, on the /proc/uptime clock.
+func procStart(pid int) (time.Duration, error) {
+	f, err := procStat(pid, 20)
+	if err != nil {
+		return 0, err
 	}
 	ticks, err := strconv.ParseInt(f[19], 10, 64) // field 22 overall: starttime
 	if err != nil {
 		return 0, err
 	}
 	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// procCPU is the user+system CPU time a process has used (10 ms ticks).
+func procCPU(pid int) (time.Duration, error) {
+	f, err := procStat(pid, 13)
+	if err != nil {
+		return 0, err
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64) // field 14 overall: utime
+	st, err2 := strconv.ParseInt(f[12], 10, 64) // field 15: stime
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
 func uptime() (time.Duration, error) {
