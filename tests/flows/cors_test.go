@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // TestCORS drives CORS through the three real services: a preflight from the
@@ -13,7 +15,7 @@ import (
 func TestCORS(t *testing.T) {
 	setup(t)
 	const spa, foreign = "http://localhost:8404", "http://evil.example"
-	tok := token(t, alice)
+	tok := api.Token(t, apiclient.Alice)
 	for _, rt := range []struct {
 		svc, method, path string
 		idempotencyKey    bool // orders alone takes Idempotency-Key (platform.Options.CORSAllowHeaders)
@@ -23,15 +25,15 @@ func TestCORS(t *testing.T) {
 		{"billing", http.MethodPost, "/v1/invoices/inv_x/pay", false},
 	} {
 		t.Run(rt.svc, func(t *testing.T) {
-			preflight := func(origin string) response {
-				return call(t, http.MethodOptions, rt.svc, rt.path, "", nil,
+			preflight := func(origin string) apiclient.Response {
+				return api.Call(t, http.MethodOptions, rt.svc, rt.path, "", nil,
 					"Origin", origin, "Access-Control-Request-Method", rt.method,
 					"Access-Control-Request-Headers", "authorization,content-type")
 			}
 			r := preflight(spa)
-			h := r.header
-			if r.status != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != spa {
-				t.Fatalf("preflight from %s: %d, Allow-Origin %q; want 204 and the origin", spa, r.status, h.Get("Access-Control-Allow-Origin"))
+			h := r.Header
+			if r.Status != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != spa {
+				t.Fatalf("preflight from %s: %d, Allow-Origin %q; want 204 and the origin", spa, r.Status, h.Get("Access-Control-Allow-Origin"))
 			}
 			if !containsFold(h.Values("Access-Control-Allow-Headers"), "authorization") ||
 				!containsFold(h.Values("Access-Control-Allow-Methods"), rt.method) {
@@ -44,14 +46,14 @@ func TestCORS(t *testing.T) {
 			if h.Get("Access-Control-Allow-Credentials") != "" {
 				t.Errorf("credentials allowed by default: %q", h.Get("Access-Control-Allow-Credentials"))
 			}
-			if hs := corsHeaders(preflight(foreign).header); len(hs) > 0 {
+			if hs := corsHeaders(preflight(foreign).Header); len(hs) > 0 {
 				t.Errorf("preflight from %s got CORS headers %v", foreign, hs)
 			}
-			get := call(t, http.MethodGet, rt.svc, "/readyz", tok, nil, "Origin", foreign)
-			if hs := corsHeaders(get.header); len(hs) > 0 {
+			get := api.Call(t, http.MethodGet, rt.svc, "/readyz", tok, nil, "Origin", foreign)
+			if hs := corsHeaders(get.Header); len(hs) > 0 {
 				t.Errorf("request from %s got CORS headers %v", foreign, hs)
 			}
-			if got := call(t, http.MethodGet, rt.svc, "/readyz", tok, nil, "Origin", spa).header.Get("Access-Control-Allow-Origin"); got != spa {
+			if got := api.Call(t, http.MethodGet, rt.svc, "/readyz", tok, nil, "Origin", spa).Header.Get("Access-Control-Allow-Origin"); got != spa {
 				t.Errorf("request from %s: Allow-Origin %q", spa, got)
 			}
 		})

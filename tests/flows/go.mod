@@ -3,6 +3,7 @@ module github.com/authmesh/authmesh/tests/flows
 go 1.26.0
 
 require (
+	github.com/authmesh/authmesh/tests/apiclient v0.0.0
 	github.com/authmesh/authmesh/tools/devstack v0.0.0
 	github.com/authmesh/authmesh/tools/devtenant v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
@@ -26,6 +27,7 @@ require (
 
 replace (
 	github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
+	github.com/authmesh/authmesh/tests/apiclient => ../apiclient
 	github.com/authmesh/authmesh/tools/devstack => ../../tools/devstack
 	github.com/authmesh/authmesh/tools/devtenant => ../../tools/devtenant
 )

@@ -26,17 +26,15 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/authmesh/authmesh/tests/apiclient"
 	"github.com/authmesh/authmesh/tools/devstack"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
 
-// The tokens' issuer and audience stay the contract's, although devtenant is
-// reached at an httptest URL: the expected issuer and the key URL are
-// separate settings (contract §1).
-const (
-	issuer   = "http://localhost:8400/"
-	audience = "https://api.authmesh.dev"
-)
+// The tokens' issuer and audience (apiclient.Audience) stay the contract's,
+// although devtenant is reached at an httptest URL: the expected issuer and
+// the key URL are separate settings (contract §1).
+const issuer = "http://localhost:8400/"
 
 var serviceNames = []string{"tts", "users", "orders", "billing"}
 
@@ -219,7 +217,7 @@ func (s *system) env(name, addr string) []string {
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + os.Getenv("HOME"),
 		"AUTH0_ISSUER=" + issuer,
-		"AUTH0_AUDIENCE=" + audience,
+		"AUTH0_AUDIENCE=" + apiclient.Audience,
 		"AUTH0_JWKS_URL=" + s.tenantURL + ".well-known/jwks.json",
 		"AUTH0_TOKEN_URL=" + s.tenantURL + "oauth/token",
 		"AUTHMESH_TTS_JWKS_URL=" + s.ttsJWKS,

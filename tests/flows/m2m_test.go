@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // serviceClients are the M2M clients of the services in deploy/tenant.yaml,
@@ -27,7 +29,7 @@ func clientCredentials(t *testing.T, client, secret string) string {
 		"grant_type":    {"client_credentials"},
 		"client_id":     {client},
 		"client_secret": {secret},
-		"audience":      {audience},
+		"audience":      {apiclient.Audience},
 	})
 	if err != nil {
 		t.Fatalf("token for %s: %v", client, err)
@@ -65,12 +67,12 @@ func TestServiceTokensRefusedOnUserRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cust, admin := token(t, alice), token(t, carol)
-	who := whoami(t, cust)
-	paid := placeOrder(t, cust, mugs(1))
-	inv := waitInvoice(t, cust, paid.ID, "open", flowDeadline)
-	callJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", cust, nil, http.StatusOK, nil)
-	pending := placeOrder(t, cust, mugs(2))
+	cust, admin := api.Token(t, apiclient.Alice), api.Token(t, apiclient.Carol)
+	who := api.Whoami(t, cust)
+	paid := api.PlaceOrder(t, cust, apiclient.Mugs(1))
+	inv := api.WaitInvoice(t, cust, paid.ID, "open", apiclient.FlowDeadline)
+	api.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", cust, nil, http.StatusOK, nil)
+	pending := api.PlaceOrder(t, cust, apiclient.Mugs(2))
 	user := "/v1/users/" + url.PathEscape(who.UserID)
 
 	routes := []struct {
@@ -84,7 +86,7 @@ func TestServiceTokensRefusedOnUserRoutes(t *testing.T) {
 		{"users", http.MethodPost, user + "/block", nil},
 		{"users", http.MethodPost, user + "/unblock", nil},
 		{"users", http.MethodPut, user + "/roles", map[string][]string{"roles": {"admin"}}},
-		{"orders", http.MethodPost, "/v1/orders", mugs(1)},
+		{"orders", http.MethodPost, "/v1/orders", apiclient.Mugs(1)},
 		{"orders", http.MethodGet, "/v1/orders", nil},
 		{"orders", http.MethodGet, "/v1/orders/" + pending.ID, nil},
 		{"orders", http.MethodPost, "/v1/orders/" + pending.ID + "/cancel", nil},
@@ -101,16 +103,16 @@ func TestServiceTokensRefusedOnUserRoutes(t *testing.T) {
 		tok := clientCredentials(t, client, secret)
 		for _, rt := range routes {
 			t.Run(client+" "+rt.method+" "+rt.svc+" "+rt.path, func(t *testing.T) {
-				r := call(t, rt.method, rt.svc, rt.path, tok, rt.body)
+				r := api.Call(t, rt.method, rt.svc, rt.path, tok, rt.body)
 				want := `Bearer realm="authmesh", error="insufficient_scope", error_description="users_only"`
-				if r.status != http.StatusForbidden || r.header.Get("WWW-Authenticate") != want {
-					t.Fatalf("got %s, WWW-Authenticate %q; want 403 with %q", r, r.header.Get("WWW-Authenticate"), want)
+				if r.Status != http.StatusForbidden || r.Header.Get("WWW-Authenticate") != want {
+					t.Fatalf("got %s, WWW-Authenticate %q; want 403 with %q", r, r.Header.Get("WWW-Authenticate"), want)
 				}
 				var body struct{ Error, Message string }
-				if err := json.Unmarshal(r.body, &body); err != nil || body.Error != "insufficient_scope" || body.Message == "" {
-					t.Fatalf("body %s, want error insufficient_scope and a message", r.body)
+				if err := json.Unmarshal(r.Body, &body); err != nil || body.Error != "insufficient_scope" || body.Message == "" {
+					t.Fatalf("body %s, want error insufficient_scope and a message", r.Body)
 				}
-				if strings.Contains(string(r.body), tok) {
+				if strings.Contains(string(r.Body), tok) {
 					t.Fatal("the answer echoes the token")
 				}
 			})
@@ -119,21 +121,21 @@ func TestServiceTokensRefusedOnUserRoutes(t *testing.T) {
 
 	// Nothing happened: alice still gets tokens and keeps her role and
 	// name, the paid invoice was not refunded, the pending order stands.
-	if r := passwordGrant(t, alice); r.status != http.StatusOK {
-		t.Errorf("alice after the service tokens' attempts: token grant %d %s", r.status, r.Description)
+	if r := api.PasswordGrant(t, apiclient.Alice); r.Status != http.StatusOK {
+		t.Errorf("alice after the service tokens' attempts: token grant %d %s", r.Status, r.Description)
 	}
 	var m struct {
 		Name  string   `json:"name"`
 		Roles []string `json:"roles"`
 	}
-	callJSON(t, http.MethodGet, "users", "/v1/me", token(t, alice), nil, http.StatusOK, &m)
+	api.CallJSON(t, http.MethodGet, "users", "/v1/me", api.Token(t, apiclient.Alice), nil, http.StatusOK, &m)
 	if m.Name == "mallory" || strings.Contains(strings.Join(m.Roles, " "), "admin") {
 		t.Errorf("alice after the service tokens' attempts: %+v", m)
 	}
-	if got := getInvoice(t, cust, inv.ID); got.Status != "paid" {
+	if got := api.GetInvoice(t, cust, inv.ID); got.Status != "paid" {
 		t.Errorf("invoice after billing-service's refund attempt: %q, want paid", got.Status)
 	}
-	if got := getOrder(t, admin, pending.ID); got.Status != "pending" {
+	if got := api.GetOrder(t, admin, pending.ID); got.Status != "pending" {
 		t.Errorf("order after the service tokens' cancel attempts: %q, want pending", got.Status)
 	}
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // TestRedeliveredOrderCreated publishes the same order.created event ten
@@ -21,42 +23,42 @@ import (
 // was handled, together with it, or after the order was cancelled.
 func TestRedeliveredOrderCreated(t *testing.T) {
 	setup(t)
-	tok := token(t, alice)
-	who := whoami(t, tok)
+	tok := api.Token(t, apiclient.Alice)
+	who := api.Whoami(t, tok)
 	js := ordersJetStream(t)
 
 	tests := []struct {
 		name string
 		// prepare places the order and leaves it in the state the copies meet;
 		// it reports whether billing must be started before the count.
-		prepare     func(t *testing.T) (o order, restartBilling bool)
+		prepare     func(t *testing.T) (o apiclient.Order, restartBilling bool)
 		wantInvoice string
 	}{
 		{
 			name: "after the original was handled",
-			prepare: func(t *testing.T) (order, bool) {
-				o := placeOrder(t, tok, mugs(2))
-				waitInvoice(t, tok, o.ID, "open", flowDeadline)
+			prepare: func(t *testing.T) (apiclient.Order, bool) {
+				o := api.PlaceOrder(t, tok, apiclient.Mugs(2))
+				api.WaitInvoice(t, tok, o.ID, "open", apiclient.FlowDeadline)
 				return o, false
 			},
 			wantInvoice: "open",
 		},
 		{
 			name: "queued with the original while billing is down",
-			prepare: func(t *testing.T) (order, bool) {
+			prepare: func(t *testing.T) (apiclient.Order, bool) {
 				stop(t, "billing")
 				t.Cleanup(func() { ensureRunning(t) })
-				return placeOrder(t, tok, mugs(4)), true
+				return api.PlaceOrder(t, tok, apiclient.Mugs(4)), true
 			},
 			wantInvoice: "open",
 		},
 		{
 			name: "after the order was cancelled",
-			prepare: func(t *testing.T) (order, bool) {
-				o := placeOrder(t, tok, mugs(1))
-				waitInvoice(t, tok, o.ID, "open", flowDeadline)
-				callJSON(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil, http.StatusOK, nil)
-				waitInvoice(t, tok, o.ID, "void", flowDeadline)
+			prepare: func(t *testing.T) (apiclient.Order, bool) {
+				o := api.PlaceOrder(t, tok, apiclient.Mugs(1))
+				api.WaitInvoice(t, tok, o.ID, "open", apiclient.FlowDeadline)
+				api.CallJSON(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil, http.StatusOK, nil)
+				api.WaitInvoice(t, tok, o.ID, "void", apiclient.FlowDeadline)
 				return o, false
 			},
 			wantInvoice: "void",
@@ -76,12 +78,12 @@ func TestRedeliveredOrderCreated(t *testing.T) {
 			if dlq := streamMsgs(t, jetStreamAs(t, "billing"), "BILLING_DLQ"); dlq != dlqBefore {
 				t.Errorf("BILLING_DLQ went from %d to %d messages: billing refused copies of a valid event instead of de-duplicating them", dlqBefore, dlq)
 			}
-			invs := invoicesOf(t, tok, o.ID)
+			invs := api.InvoicesOf(t, tok, o.ID)
 			if len(invs) != 1 || invs[0].Status != tc.wantInvoice || invs[0].AmountCents != o.TotalCents {
 				t.Fatalf("after 10 copies of order.created: invoices %+v, want one, %s, %d cents", invs, tc.wantInvoice, o.TotalCents)
 			}
 			if tc.wantInvoice == "void" {
-				if got := getOrder(t, tok, o.ID); got.Status != "cancelled" {
+				if got := api.GetOrder(t, tok, o.ID); got.Status != "cancelled" {
 					t.Fatalf("order %s after the copies: %q, want cancelled", o.ID, got.Status)
 				}
 			}
@@ -114,7 +116,7 @@ func jetStreamAs(t *testing.T, name string) jetstream.JetStream {
 // returns its payload, after checking it is the conventions' envelope, and
 // its transaction token. Replaying its exact bytes and token makes the copies
 // the same event.
-func storedCreated(t *testing.T, js jetstream.JetStream, o order, userID string) (data []byte, txnToken string) {
+func storedCreated(t *testing.T, js jetstream.JetStream, o apiclient.Order, userID string) (data []byte, txnToken string) {
 	t.Helper()
 	ctx := stepCtx(t)
 	stream, err := js.Stream(ctx, "ORDERS_EVENTS")
@@ -123,7 +125,7 @@ func storedCreated(t *testing.T, js jetstream.JetStream, o order, userID string)
 	}
 	// Tests run one at a time, so o's event is the last created one once it is there.
 	var stored *jetstream.RawStreamMsg
-	eventually(t, flowDeadline, "orders publishes order.created for "+o.ID, func() (bool, string) {
+	apiclient.Eventually(t, apiclient.FlowDeadline, "orders publishes order.created for "+o.ID, func() (bool, string) {
 		m, err := stream.GetLastMsgForSubject(ctx, "orders.events.created")
 		if err != nil {
 			return false, err.Error()
@@ -189,7 +191,7 @@ func publishCopies(t *testing.T, js jetstream.JetStream, orderID string, data []
 func waitSettled(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	ctx := stepCtx(t)
-	eventually(t, 10*time.Second, "billing-orders consumer settles every message", func() (bool, string) {
+	apiclient.Eventually(t, 10*time.Second, "billing-orders consumer settles every message", func() (bool, string) {
 		info, err := consumerInfo(ctx, js, "ORDERS_EVENTS", "billing-orders")
 		if err != nil {
 			return false, err.Error()

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // TestCancelBeforeTheInvoiceExists cancels orders the instant they are
@@ -17,14 +18,14 @@ import (
 // invoice already void, and the late created event must not open it.
 func TestCancelBeforeTheInvoiceExists(t *testing.T) {
 	setup(t)
-	tok := token(t, alice)
+	tok := api.Token(t, apiclient.Alice)
 	js := ordersJetStream(t)
 	const rounds = 25
-	var placed []order
+	var placed []apiclient.Order
 	refused := 0
 	for range rounds {
-		o := placeOrder(t, tok, mugs(1))
-		if r := call(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil); r.status != http.StatusOK {
+		o := api.PlaceOrder(t, tok, apiclient.Mugs(1))
+		if r := api.Call(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil); r.Status != http.StatusOK {
 			// Keep going: how often it happens says how wide the window is.
 			t.Errorf("cancelling own order %s right after placing it: got %s, want 200", o.ID, r)
 			refused++
@@ -37,10 +38,10 @@ func TestCancelBeforeTheInvoiceExists(t *testing.T) {
 	}
 	waitSettled(t, js)
 	for _, o := range placed {
-		if got := getOrder(t, tok, o.ID); got.Status != "cancelled" {
+		if got := api.GetOrder(t, tok, o.ID); got.Status != "cancelled" {
 			t.Errorf("order %s: %q, want cancelled", o.ID, got.Status)
 		}
-		invs := invoicesOf(t, tok, o.ID)
+		invs := api.InvoicesOf(t, tok, o.ID)
 		if len(invs) != 1 || invs[0].Status != "void" {
 			t.Errorf("order %s cancelled at once: invoices %+v, want one, void", o.ID, invs)
 		}
@@ -53,12 +54,12 @@ func TestCancelBeforeTheInvoiceExists(t *testing.T) {
 // between storing it and publishing its event.
 func TestOrdersStoppedWithOrdersInFlight(t *testing.T) {
 	setup(t)
-	tok := token(t, alice)
+	tok := api.Token(t, apiclient.Alice)
 	const clients, perClient = 4, 15
 
 	var (
 		mu       sync.Mutex
-		accepted []order
+		accepted []apiclient.Order
 		refused  int
 		okCount  atomic.Int32
 		wg       sync.WaitGroup
@@ -68,8 +69,8 @@ func TestOrdersStoppedWithOrdersInFlight(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range perClient {
-				r, err := tryCall(http.MethodPost, "orders", "/v1/orders", tok, mugs(1))
-				if err != nil || r.status != http.StatusCreated {
+				r, err := api.TryCall(http.MethodPost, "orders", "/v1/orders", tok, apiclient.Mugs(1))
+				if err != nil || r.Status != http.StatusCreated {
 					// Refused or cut off by the shutdown: not accepted, nothing promised.
 					mu.Lock()
 					refused++
@@ -77,8 +78,8 @@ func TestOrdersStoppedWithOrdersInFlight(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 					continue
 				}
-				var o order
-				if err := json.Unmarshal(r.body, &o); err != nil {
+				var o apiclient.Order
+				if err := json.Unmarshal(r.Body, &o); err != nil {
 					t.Errorf("decoding %s: %v", r, err)
 					return
 				}
@@ -101,8 +102,7 @@ func TestOrdersStoppedWithOrdersInFlight(t *testing.T) {
 		t.Log("no request met the restart; the test proved less than it could")
 	}
 
-	var mine []order
-	callJSON(t, http.MethodGet, "orders", "/v1/orders", tok, nil, http.StatusOK, &mine)
+	mine := api.OrdersOf(t, tok)
 	stored := map[string]bool{}
 	for _, o := range mine {
 		stored[o.ID] = true
@@ -120,9 +120,9 @@ func TestOrdersStoppedWithOrdersInFlight(t *testing.T) {
 	for _, o := range accepted {
 		want[o.ID] = true
 	}
-	eventually(t, 10*time.Second, "one invoice per accepted order", func() (bool, string) {
-		var invs []invoice
-		callJSON(t, http.MethodGet, "billing", "/v1/invoices", tok, nil, http.StatusOK, &invs)
+	apiclient.Eventually(t, 10*time.Second, "one invoice per accepted order", func() (bool, string) {
+		var invs []apiclient.Invoice
+		api.CallJSON(t, http.MethodGet, "billing", "/v1/invoices", tok, nil, http.StatusOK, &invs)
 		per := map[string]int{}
 		for _, inv := range invs {
 			if want[inv.OrderID] {
@@ -150,12 +150,12 @@ func TestOrdersStoppedWithOrdersInFlight(t *testing.T) {
 // the window resets.
 func TestOrdersSpareTheManagementAPI(t *testing.T) {
 	setup(t)
-	tok := token(t, alice)
-	placeOrder(t, tok, mugs(1)) // warm whatever the services cache
+	tok := api.Token(t, apiclient.Alice)
+	api.PlaceOrder(t, tok, apiclient.Mugs(1)) // warm whatever the services cache
 	const n = 20
 	before := stack.mgmtCalls.Load()
 	for range n {
-		placeOrder(t, tok, mugs(1))
+		api.PlaceOrder(t, tok, apiclient.Mugs(1))
 	}
 	if calls := stack.mgmtCalls.Load() - before; calls >= n {
 		t.Errorf("%d orders by one user made %d Management API requests; at that rate the tenant's limit caps the whole system at about %d orders a minute (devtenant's 1000/min)",
@@ -169,23 +169,16 @@ func TestOrdersSpareTheManagementAPI(t *testing.T) {
 func TestBlockCancelsManyPendingOrders(t *testing.T) {
 	setup(t)
 	const n = 80
-	tok, admin := token(t, bob), token(t, carol)
-	who := whoami(t, tok)
-	var pending []order
+	tok, admin := api.Token(t, apiclient.Bob), api.Token(t, apiclient.Carol)
+	who := api.Whoami(t, tok)
+	var pending []apiclient.Order
 	for range n {
-		pending = append(pending, placeOrder(t, tok, mugs(1)))
+		pending = append(pending, api.PlaceOrder(t, tok, apiclient.Mugs(1)))
 	}
-	blockPath := "/v1/users/" + url.PathEscape(who.UserID)
-	t.Cleanup(func() {
-		if r, err := tryCall(http.MethodPost, "users", blockPath+"/unblock", admin, nil); err != nil || r.status != http.StatusOK {
-			t.Errorf("cleanup: unblocking bob: %v %v", r, err)
-		}
-	})
-	callJSON(t, http.MethodPost, "users", blockPath+"/block", admin, nil, http.StatusOK, nil)
+	api.BlockUser(t, admin, apiclient.Bob, who.UserID)
 	began := time.Now()
-	eventually(t, 10*time.Second, fmt.Sprintf("bob's %d pending orders cancelled", n), func() (bool, string) {
-		var orders []order
-		callJSON(t, http.MethodGet, "orders", "/v1/orders?user_id="+url.QueryEscape(who.UserID), admin, nil, http.StatusOK, &orders)
+	apiclient.Eventually(t, 10*time.Second, fmt.Sprintf("bob's %d pending orders cancelled", n), func() (bool, string) {
+		orders := api.OrdersOf(t, admin, who.UserID)
 		status := map[string]string{}
 		for _, o := range orders {
 			status[o.ID] = o.Status
@@ -200,7 +193,7 @@ func TestBlockCancelsManyPendingOrders(t *testing.T) {
 	})
 	took := time.Since(began)
 	t.Logf("%d pending orders cancelled %v after the block", n, took.Round(time.Millisecond))
-	if took > flowDeadline {
-		t.Errorf("cancelling bob's %d pending orders after the block took %v, want within %v (contract §6)", n, took.Round(time.Millisecond), flowDeadline)
+	if took > apiclient.FlowDeadline {
+		t.Errorf("cancelling bob's %d pending orders after the block took %v, want within %v (contract §6)", n, took.Round(time.Millisecond), apiclient.FlowDeadline)
 	}
 }

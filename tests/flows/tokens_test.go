@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // jwsPattern finds compact JWS strings (header.payload.signature, the header
@@ -25,30 +27,30 @@ var jwsPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A
 // services' own M2M tokens (docs/contract.md §7).
 func TestNoReplayableTokenAtRest(t *testing.T) {
 	setup(t)
-	customer, admin := token(t, bob), token(t, carol)
-	who := whoami(t, customer)
+	customer, admin := api.Token(t, apiclient.Bob), api.Token(t, apiclient.Carol)
+	who := api.Whoami(t, customer)
 
 	// 1 order → invoice; 2 pay; 4 refund.
-	paid := placeOrder(t, customer, mugs(1))
-	inv := waitInvoice(t, customer, paid.ID, "open", flowDeadline)
-	callJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", customer, nil, http.StatusOK, nil)
-	waitOrder(t, customer, paid.ID, "paid", flowDeadline)
-	callJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/refund", admin, nil, http.StatusOK, nil)
-	waitOrder(t, customer, paid.ID, "refunded", flowDeadline)
+	paid := api.PlaceOrder(t, customer, apiclient.Mugs(1))
+	inv := api.WaitInvoice(t, customer, paid.ID, "open", apiclient.FlowDeadline)
+	api.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", customer, nil, http.StatusOK, nil)
+	api.WaitOrder(t, customer, paid.ID, "paid", apiclient.FlowDeadline)
+	api.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/refund", admin, nil, http.StatusOK, nil)
+	api.WaitOrder(t, customer, paid.ID, "refunded", apiclient.FlowDeadline)
 	// 3 cancel.
-	cancelled := placeOrder(t, customer, mugs(2))
-	waitInvoice(t, customer, cancelled.ID, "open", flowDeadline)
-	callJSON(t, http.MethodPost, "orders", "/v1/orders/"+cancelled.ID+"/cancel", customer, nil, http.StatusOK, nil)
-	waitInvoice(t, customer, cancelled.ID, "void", flowDeadline)
+	cancelled := api.PlaceOrder(t, customer, apiclient.Mugs(2))
+	api.WaitInvoice(t, customer, cancelled.ID, "open", apiclient.FlowDeadline)
+	api.CallJSON(t, http.MethodPost, "orders", "/v1/orders/"+cancelled.ID+"/cancel", customer, nil, http.StatusOK, nil)
+	api.WaitInvoice(t, customer, cancelled.ID, "void", apiclient.FlowDeadline)
 	// 5 block (cancels a pending order under orders' own identity) and unblock.
-	pending := placeOrder(t, customer, mugs(3))
-	waitInvoice(t, customer, pending.ID, "open", flowDeadline)
+	pending := api.PlaceOrder(t, customer, apiclient.Mugs(3))
+	api.WaitInvoice(t, customer, pending.ID, "open", apiclient.FlowDeadline)
 	blockPath := "/v1/users/" + url.PathEscape(who.UserID)
-	callJSON(t, http.MethodPost, "users", blockPath+"/block", admin, nil, http.StatusOK, nil)
-	t.Cleanup(func() { _, _ = tryCall(http.MethodPost, "users", blockPath+"/unblock", admin, nil) })
-	waitOrder(t, admin, pending.ID, "cancelled", flowDeadline)
-	waitInvoice(t, admin, pending.ID, "void", flowDeadline, who.UserID)
-	callJSON(t, http.MethodPost, "users", blockPath+"/unblock", admin, nil, http.StatusOK, nil)
+	api.CallJSON(t, http.MethodPost, "users", blockPath+"/block", admin, nil, http.StatusOK, nil)
+	t.Cleanup(func() { _, _ = api.TryCall(http.MethodPost, "users", blockPath+"/unblock", admin, nil) })
+	api.WaitOrder(t, admin, pending.ID, "cancelled", apiclient.FlowDeadline)
+	api.WaitInvoice(t, admin, pending.ID, "void", apiclient.FlowDeadline, who.UserID)
+	api.CallJSON(t, http.MethodPost, "users", blockPath+"/unblock", admin, nil, http.StatusOK, nil)
 
 	found := map[string]string{} // token → file it was found in
 	err := filepath.WalkDir(stack.natsStore, func(path string, d fs.DirEntry, err error) error {
@@ -78,8 +80,8 @@ func TestNoReplayableTokenAtRest(t *testing.T) {
 			t.Errorf("%s holds a token of typ %q, not a transaction token", file, typ)
 		}
 		for _, rt := range routes {
-			if r := call(t, http.MethodGet, rt.svc, rt.path, tok, nil); r.status != http.StatusUnauthorized {
-				t.Errorf("%s: a token stored in %s was accepted by %s %s (status %d)", rt.svc, file, rt.svc, rt.path, r.status)
+			if r := api.Call(t, http.MethodGet, rt.svc, rt.path, tok, nil); r.Status != http.StatusUnauthorized {
+				t.Errorf("%s: a token stored in %s was accepted by %s %s (status %d)", rt.svc, file, rt.svc, rt.path, r.Status)
 			}
 		}
 	}

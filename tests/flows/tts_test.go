@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // TestTransactionTokenServiceDown: with the Transaction Token Service gone, a
@@ -13,34 +15,32 @@ import (
 // with Retry-After — never 401 or 500 — until the service is back.
 func TestTransactionTokenServiceDown(t *testing.T) {
 	setup(t)
-	warm, cold := token(t, alice), token(t, dave)
-	first := placeOrder(t, warm, mugs(1)) // exchanges warm's token for its hops
-	waitInvoice(t, warm, first.ID, "open", flowDeadline)
+	warm, cold := api.Token(t, apiclient.Alice), api.Token(t, apiclient.Dave)
+	first := api.PlaceOrder(t, warm, apiclient.Mugs(1)) // exchanges warm's token for its hops
+	api.WaitInvoice(t, warm, first.ID, "open", apiclient.FlowDeadline)
 
 	stop(t, "tts")
 	t.Cleanup(func() { ensureRunning(t) })
 
-	second := placeOrder(t, warm, mugs(2))
-	waitInvoice(t, warm, second.ID, "open", flowDeadline)
+	second := api.PlaceOrder(t, warm, apiclient.Mugs(2))
+	api.WaitInvoice(t, warm, second.ID, "open", apiclient.FlowDeadline)
 
-	var before []order
-	callJSON(t, http.MethodGet, "orders", "/v1/orders", cold, nil, http.StatusOK, &before)
-	r := call(t, http.MethodPost, "orders", "/v1/orders", cold, mugs(1))
-	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
-		t.Fatalf("a new caller while the service is down: %s (Retry-After %q), want 503 with Retry-After", r, r.header.Get("Retry-After"))
+	before := api.OrdersOf(t, cold)
+	r := api.Call(t, http.MethodPost, "orders", "/v1/orders", cold, apiclient.Mugs(1))
+	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("a new caller while the service is down: %s (Retry-After %q), want 503 with Retry-After", r, r.Header.Get("Retry-After"))
 	}
-	if strings.Contains(string(r.body), cold) {
+	if strings.Contains(string(r.Body), cold) {
 		t.Fatal("the answer quotes the token")
 	}
-	var after []order
-	callJSON(t, http.MethodGet, "orders", "/v1/orders", cold, nil, http.StatusOK, &after)
+	after := api.OrdersOf(t, cold)
 	if len(after) != len(before) {
 		t.Fatalf("the refused request left an order behind: %d orders before, %d after", len(before), len(after))
 	}
 
 	start(t, "tts")
-	eventually(t, flowDeadline, "a new caller is served once the service is back", func() (bool, string) {
-		r := call(t, http.MethodPost, "orders", "/v1/orders", cold, mugs(1))
-		return r.status == http.StatusCreated, r.String()
+	apiclient.Eventually(t, apiclient.FlowDeadline, "a new caller is served once the service is back", func() (bool, string) {
+		r := api.Call(t, http.MethodPost, "orders", "/v1/orders", cold, apiclient.Mugs(1))
+		return r.Status == http.StatusCreated, r.String()
 	})
 }

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // tenantKey is devtenant's current signing key, read from its data volume so
@@ -208,45 +210,44 @@ func attackTokens(t *testing.T, real string, key tenantKey) map[string]string {
 // wrong is accepted (so the rejections are the attacks', not the forging's).
 func testAttackTokens(t *testing.T) {
 	key := currentTenantKey(t)
-	real := token(t, alice)
+	real := api.Token(t, apiclient.Alice)
 	header, claims := jwtParts(t, real)
 	control, err := sign(header, claims, key.priv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, rt := range authedRoutes {
-		if r := call(t, http.MethodGet, rt.svc, rt.path, control, nil); r.status != http.StatusOK {
-			t.Fatalf("control token (forged with the tenant's key, nothing wrong) at %s %s: %s, want 200", rt.svc, rt.path, r)
+	for _, rt := range apiclient.AuthedRoutes {
+		if r := api.Call(t, http.MethodGet, rt.Svc, rt.Path, control, nil); r.Status != http.StatusOK {
+			t.Fatalf("control token (forged with the tenant's key, nothing wrong) at %s %s: %s, want 200", rt.Svc, rt.Path, r)
 		}
 	}
 
 	countOrders := func() int {
-		var orders []order
-		callJSON(t, http.MethodGet, "orders", "/v1/orders", real, nil, http.StatusOK, &orders)
+		orders := api.OrdersOf(t, real)
 		return len(orders)
 	}
 	before := countOrders()
-	routes := append(authedRoutes[:len(authedRoutes):len(authedRoutes)], struct{ svc, path string }{"orders", "/v1/orders (POST)"})
+	routes := append(apiclient.AuthedRoutes[:len(apiclient.AuthedRoutes):len(apiclient.AuthedRoutes)], apiclient.Route{Svc: "orders", Path: "/v1/orders (POST)"})
 	// The group returns only when its parallel subtests have finished.
 	t.Run("every service", func(t *testing.T) {
 		for name, tok := range attackTokens(t, real, key) {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
 				for _, rt := range routes {
-					method, path, body := http.MethodGet, rt.path, any(nil)
-					if p, ok := strings.CutSuffix(rt.path, " (POST)"); ok {
-						method, path, body = http.MethodPost, p, mugs(1)
+					method, path, body := http.MethodGet, rt.Path, any(nil)
+					if p, ok := strings.CutSuffix(rt.Path, " (POST)"); ok {
+						method, path, body = http.MethodPost, p, apiclient.Mugs(1)
 					}
-					r, err := tryCall(method, rt.svc, path, tok, body)
+					r, err := api.TryCall(method, rt.Svc, path, tok, body)
 					if err != nil {
-						t.Errorf("%s %s: %v", method, rt.svc+path, err)
+						t.Errorf("%s %s: %v", method, rt.Svc+path, err)
 						continue
 					}
-					if err := wantInvalidToken(r); err != nil {
-						t.Errorf("%s %s: %v", method, rt.svc+path, err)
+					if err := apiclient.WantInvalidToken(r); err != nil {
+						t.Errorf("%s %s: %v", method, rt.Svc+path, err)
 					}
-					if len(tok) > 20 && strings.Contains(string(r.body), tok[len(tok)-20:]) {
-						t.Errorf("%s %s: the error body echoes the token", method, rt.svc+path)
+					if len(tok) > 20 && strings.Contains(string(r.Body), tok[len(tok)-20:]) {
+						t.Errorf("%s %s: the error body echoes the token", method, rt.Svc+path)
 					}
 				}
 			})

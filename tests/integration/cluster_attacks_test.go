@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // natsAs connects to a NATS node of the cluster with a workload's own dev
@@ -116,9 +118,9 @@ func permissionViolation(errs <-chan error, subj string) error {
 // credentials (the stream's owner): it carries a transaction token and no
 // Authorization header.
 func testEventsCarryNoAccessToken(t *testing.T) {
-	tok := token(t, alice)
-	o := placeOrder(t, tok, mugs(1))
-	waitInvoice(t, tok, o.ID, "open", 10*time.Second)
+	tok := api.Token(t, apiclient.Alice)
+	o := api.PlaceOrder(t, tok, apiclient.Mugs(1))
+	api.WaitInvoice(t, tok, o.ID, "open", 10*time.Second)
 	nc, _ := natsAs(t, "nats-1", "orders")
 	var m streamMsg
 	if err := jsAPI(nc, "$JS.API.STREAM.MSG.GET.ORDERS_EVENTS", map[string]string{"last_by_subj": "orders.events.created"}, &m); err != nil {
@@ -144,7 +146,7 @@ func testEventsCarryNoAccessToken(t *testing.T) {
 	// every HTTP edge refuses it.
 	txn := h.Get("Txn-Token")
 	for _, svc := range services {
-		if r := call(t, http.MethodGet, svc, map[string]string{"users": "/v1/me", "orders": "/v1/orders", "billing": "/v1/invoices"}[svc], txn, nil); r.status != http.StatusUnauthorized {
+		if r := api.Call(t, http.MethodGet, svc, map[string]string{"users": "/v1/me", "orders": "/v1/orders", "billing": "/v1/invoices"}[svc], txn, nil); r.Status != http.StatusUnauthorized {
 			t.Errorf("%s accepts the stored transaction token as an access token: %s", svc, r)
 		}
 	}
@@ -166,8 +168,8 @@ func keysOf(h textproto.MIMEHeader) []string {
 // server reports each as a permission violation and the victims' state
 // shows no effect. A control shows the credentials themselves work.
 func testCompromisedBilling(t *testing.T) {
-	tok := token(t, alice)
-	placeOrder(t, tok, mugs(1)) // ORDERS_EVENTS is not empty
+	tok := api.Token(t, apiclient.Alice)
+	api.PlaceOrder(t, tok, apiclient.Mugs(1)) // ORDERS_EVENTS is not empty
 	owner, _ := natsAs(t, "nats-2", "orders")
 	var before streamInfo
 	if err := jsAPI(owner, "$JS.API.STREAM.INFO.ORDERS_EVENTS", nil, &before); err != nil || before.Error != nil || before.State.Messages == 0 {
@@ -220,7 +222,7 @@ func testCompromisedBilling(t *testing.T) {
 		if err := jsAPI(nc, "$JS.API.STREAM.INFO.BILLING_EVENTS", nil, &own); err != nil || own.Error != nil {
 			t.Fatalf("billing's own stream after the attempt: %v %+v", err, own.Error)
 		}
-		placeOrder(t, tok, mugs(1))
+		api.PlaceOrder(t, tok, apiclient.Mugs(1))
 	})
 
 	t.Run("publish orders.events.created", func(t *testing.T) {

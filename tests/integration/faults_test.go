@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 func testCtx(t *testing.T, d time.Duration) context.Context {
@@ -44,12 +46,12 @@ func placeMany(t *testing.T, tok string, n int) []placed {
 	for range 8 {
 		wg.Go(func() {
 			for i := range next {
-				r, err := tryCall(http.MethodPost, "orders", "/v1/orders", tok, mugs(1+i%5))
+				r, err := api.TryCall(http.MethodPost, "orders", "/v1/orders", tok, apiclient.Mugs(1+i%5))
 				mu.Lock()
-				if err != nil || r.status != http.StatusCreated {
+				if err != nil || r.Status != http.StatusCreated {
 					errs = append(errs, fmt.Sprintf("%v %v", r, err))
 				} else {
-					out = append(out, placed{jsonField(r.body, "id"), tok})
+					out = append(out, placed{jsonField(r.Body, "id"), tok})
 				}
 				mu.Unlock()
 			}
@@ -72,26 +74,26 @@ func placeMany(t *testing.T, tok string, n int) []placed {
 // never 401; when devtenant returns, both recover.
 func testIdentityProviderDown(t *testing.T) {
 	ctx := testCtx(t, 3*time.Minute)
-	tok := token(t, alice)
+	tok := api.Token(t, apiclient.Alice)
 	ensureRunning(t, "devtenant")
 	// users' /v1/me reads the profile from the tenant's Management API and
 	// keeps a snapshot of each read: with one, it keeps answering while the
 	// tenant is away.
-	if r := call(t, http.MethodGet, "users", "/v1/me", tok, nil); r.status != http.StatusOK {
+	if r := api.Call(t, http.MethodGet, "users", "/v1/me", tok, nil); r.Status != http.StatusOK {
 		t.Fatalf("GET /v1/me before devtenant stops: %s", r)
 	}
 	if err := stack.stop(ctx, "devtenant"); err != nil {
 		t.Fatal(err)
 	}
 
-	for _, rt := range authedRoutes {
-		r := call(t, http.MethodGet, rt.svc, rt.path, tok, nil)
-		if r.status != http.StatusOK {
-			t.Fatalf("devtenant down: %s %s: %s, want 200 (cached keys)", rt.svc, rt.path, r)
+	for _, rt := range apiclient.AuthedRoutes {
+		r := api.Call(t, http.MethodGet, rt.Svc, rt.Path, tok, nil)
+		if r.Status != http.StatusOK {
+			t.Fatalf("devtenant down: %s %s: %s, want 200 (cached keys)", rt.Svc, rt.Path, r)
 		}
 	}
-	o := placeOrder(t, tok, mugs(1))
-	waitInvoice(t, tok, o.ID, "open", flowDeadline)
+	o := api.PlaceOrder(t, tok, apiclient.Mugs(1))
+	api.WaitInvoice(t, tok, o.ID, "open", apiclient.FlowDeadline)
 
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -106,45 +108,45 @@ func testIdentityProviderDown(t *testing.T) {
 	}
 	// Give it time to try (and fail) to fetch the keys: not ready, and 503 rather than 401.
 	time.Sleep(2 * time.Second)
-	if r := call(t, http.MethodGet, "billing-2", "/readyz", "", nil); r.status != http.StatusServiceUnavailable {
+	if r := api.Call(t, http.MethodGet, "billing-2", "/readyz", "", nil); r.Status != http.StatusServiceUnavailable {
 		t.Fatalf("billing-2 started while devtenant is down: /readyz %s, want 503", r)
 	}
-	r := call(t, http.MethodGet, "billing-2", "/v1/invoices", tok, nil)
-	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+	r := api.Call(t, http.MethodGet, "billing-2", "/v1/invoices", tok, nil)
+	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("billing-2 without keys: GET /v1/invoices %s (Retry-After %q), want 503 with Retry-After, never 401",
-			r, r.header.Get("Retry-After"))
+			r, r.Header.Get("Retry-After"))
 	}
 	// The running ones still serve.
-	if r := call(t, http.MethodGet, "billing", "/readyz", "", nil); r.status != http.StatusOK {
+	if r := api.Call(t, http.MethodGet, "billing", "/readyz", "", nil); r.Status != http.StatusOK {
 		t.Fatalf("running billing while devtenant is down: /readyz %s, want 200", r)
 	}
 
 	if err := stack.start(ctx, "devtenant"); err != nil {
 		t.Fatal(err)
 	}
-	fresh := token(t, alice)
-	eventually(t, 60*time.Second, "billing-2 ready once devtenant is back", func() (bool, string) {
-		r := call(t, http.MethodGet, "billing-2", "/readyz", "", nil)
-		if r.status != http.StatusOK {
+	fresh := api.Token(t, apiclient.Alice)
+	apiclient.Eventually(t, 60*time.Second, "billing-2 ready once devtenant is back", func() (bool, string) {
+		r := api.Call(t, http.MethodGet, "billing-2", "/readyz", "", nil)
+		if r.Status != http.StatusOK {
 			time.Sleep(250 * time.Millisecond)
 		}
-		return r.status == http.StatusOK, r.String()
+		return r.Status == http.StatusOK, r.String()
 	})
 	for _, name := range []string{"billing-2", "billing"} {
-		if r := call(t, http.MethodGet, name, "/v1/invoices?order_id="+o.ID, fresh, nil); r.status != http.StatusOK {
+		if r := api.Call(t, http.MethodGet, name, "/v1/invoices?order_id="+o.ID, fresh, nil); r.Status != http.StatusOK {
 			t.Fatalf("%s after devtenant returned: %s", name, r)
 		}
 	}
-	o2 := placeOrder(t, fresh, mugs(2))
-	waitInvoice(t, fresh, o2.ID, "open", flowDeadline)
-	waitInvoice(t, fresh, o.ID, "open", flowDeadline)
+	o2 := api.PlaceOrder(t, fresh, apiclient.Mugs(2))
+	api.WaitInvoice(t, fresh, o2.ID, "open", apiclient.FlowDeadline)
+	api.WaitInvoice(t, fresh, o.ID, "open", apiclient.FlowDeadline)
 }
 
 // testBillingStopped stops billing while 50 orders are placed: orders accepts
 // them all, and once billing is back each has exactly one invoice.
 func testBillingStopped(t *testing.T) {
 	ctx := testCtx(t, 3*time.Minute)
-	tok := token(t, alice)
+	tok := api.Token(t, apiclient.Alice)
 	ensureRunning(t, "billing")
 	if err := stack.stop(ctx, "billing"); err != nil {
 		t.Fatal(err)
@@ -182,8 +184,8 @@ type streamState struct {
 // jsz reads the streams and consumers from a NATS node's monitoring endpoint.
 func jsz(t *testing.T, node string) map[string]streamState {
 	t.Helper()
-	r := call(t, http.MethodGet, node, "/jsz?accounts=true&streams=true&consumers=true", "", nil)
-	if r.status != http.StatusOK {
+	r := api.Call(t, http.MethodGet, node, "/jsz?accounts=true&streams=true&consumers=true", "", nil)
+	if r.Status != http.StatusOK {
 		t.Fatalf("%s /jsz: %s", node, r)
 	}
 	var doc struct {
@@ -191,7 +193,7 @@ func jsz(t *testing.T, node string) map[string]streamState {
 			Streams []streamState `json:"stream_detail"`
 		} `json:"account_details"`
 	}
-	if err := json.Unmarshal(r.body, &doc); err != nil {
+	if err := json.Unmarshal(r.Body, &doc); err != nil {
 		t.Fatalf("%s /jsz: %v", node, err)
 	}
 	out := map[string]streamState{}
@@ -228,7 +230,7 @@ func billingConsumer(t *testing.T) (consumerState, bool) {
 // (delivered, not processed) and none doubled (processed, ack lost).
 func testConsumerKilled(t *testing.T) {
 	ctx := testCtx(t, 4*time.Minute)
-	tok := token(t, alice)
+	tok := api.Token(t, apiclient.Alice)
 	ensureRunning(t, "billing")
 	var all []placed
 	caught := false
@@ -264,7 +266,7 @@ func testConsumerKilled(t *testing.T) {
 	}
 	// Unacknowledged events come back after the consumer's ack wait (30 s).
 	verifyOrders(t, all, 75*time.Second)
-	eventually(t, 30*time.Second, "billing's consumer drained", func() (bool, string) {
+	apiclient.Eventually(t, 30*time.Second, "billing's consumer drained", func() (bool, string) {
 		c, _ := billingConsumer(t)
 		if c.NumAckPending > 0 || c.NumPending > 0 {
 			time.Sleep(500 * time.Millisecond)
@@ -281,7 +283,7 @@ func testConsumerKilled(t *testing.T) {
 // accepted exists and has exactly one invoice.
 func testNATSNodeKilled(t *testing.T) {
 	ctx := testCtx(t, 4*time.Minute)
-	toks := []string{token(t, alice), token(t, dave)}
+	toks := []string{api.Token(t, apiclient.Alice), api.Token(t, apiclient.Dave)}
 	leader := jsz(t, "nats-1")["ORDERS_EVENTS"].Cluster.Leader
 	if leader == "" {
 		t.Fatal("ORDERS_EVENTS has no leader")
@@ -297,15 +299,15 @@ func testNATSNodeKilled(t *testing.T) {
 		wg.Go(func() {
 			tok := toks[w%len(toks)]
 			for i := 0; tctx.Err() == nil; i++ {
-				r, err := tryCall(http.MethodPost, "orders", "/v1/orders", tok, mugs(1+i%3))
+				r, err := api.TryCall(http.MethodPost, "orders", "/v1/orders", tok, apiclient.Mugs(1+i%3))
 				mu.Lock()
 				switch {
 				case err != nil:
 					refused[err.Error()]++
-				case r.status == http.StatusCreated:
-					accepted = append(accepted, placed{jsonField(r.body, "id"), tok})
+				case r.Status == http.StatusCreated:
+					accepted = append(accepted, placed{jsonField(r.Body, "id"), tok})
 				default:
-					refused[fmt.Sprint(r.status)]++
+					refused[fmt.Sprint(r.Status)]++
 				}
 				mu.Unlock()
 				time.Sleep(20 * time.Millisecond)

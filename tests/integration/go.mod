@@ -3,6 +3,7 @@ module github.com/authmesh/authmesh/tests/integration
 go 1.26.0
 
 require (
+	github.com/authmesh/authmesh/tests/apiclient v0.0.0
 	github.com/moby/moby/client v0.6.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/testcontainers/testcontainers-go v0.45.0
@@ -60,3 +61,5 @@ require (
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 )
+
+replace github.com/authmesh/authmesh/tests/apiclient => ../apiclient

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 type signingKeyInfo struct {
@@ -25,7 +27,7 @@ type signingKeyInfo struct {
 func signingKeys(t *testing.T, mgmt string) []signingKeyInfo {
 	t.Helper()
 	var keys []signingKeyInfo
-	callJSON(t, http.MethodGet, "devtenant", "/api/v2/keys/signing", mgmt, nil, http.StatusOK, &keys)
+	api.CallJSON(t, http.MethodGet, "devtenant", "/api/v2/keys/signing", mgmt, nil, http.StatusOK, &keys)
 	return keys
 }
 
@@ -44,7 +46,7 @@ func unknownKIDToken(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, claims := jwtParts(t, token(t, dave))
+	_, claims := jwtParts(t, api.Token(t, apiclient.Dave))
 	tok, err := sign(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nudge-" + fmt.Sprint(time.Now().UnixNano())}, claims, k)
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +61,7 @@ func unknownKIDToken(t *testing.T) string {
 // signed with them keep flowing.
 func testKeyRotation(t *testing.T) {
 	mgmt := mgmtToken(t)
-	old := token(t, alice)
+	old := api.Token(t, apiclient.Alice)
 	oldKID := kidOf(t, old)
 	var before signingKeyInfo
 	for _, k := range signingKeys(t, mgmt) {
@@ -89,12 +91,12 @@ func testKeyRotation(t *testing.T) {
 	}
 	wg.Go(func() {
 		for ctx.Err() == nil {
-			r, err := tokenRequest(url.Values{
-				"grant_type": {"password"}, "username": {alice}, "password": {password},
-				"client_id": {"authmesh-cli"}, "audience": {audience}, "scope": {"openid"},
+			r, err := api.TokenRequest(url.Values{
+				"grant_type": {"password"}, "username": {apiclient.Alice}, "password": {apiclient.Password},
+				"client_id": {"authmesh-cli"}, "audience": {apiclient.Audience}, "scope": {"openid"},
 			})
-			if err != nil || r.status != http.StatusOK {
-				fail(fmt.Sprintf("token during rotation: %v %d %s", err, r.status, r.Error))
+			if err != nil || r.Status != http.StatusOK {
+				fail(fmt.Sprintf("token during rotation: %v %d %s", err, r.Status, r.Error))
 			} else {
 				latest.Store(&r.AccessToken)
 			}
@@ -108,21 +110,21 @@ func testKeyRotation(t *testing.T) {
 				if (w+i)%2 == 0 {
 					tok = *latest.Load()
 				}
-				rt := authedRoutes[i%len(authedRoutes)]
-				method, path, body, want := http.MethodGet, rt.path, any(nil), http.StatusOK
+				rt := apiclient.AuthedRoutes[i%len(apiclient.AuthedRoutes)]
+				method, path, body, want := http.MethodGet, rt.Path, any(nil), http.StatusOK
 				if i%7 == 3 {
-					method, path, body, want = http.MethodPost, "/v1/orders", mugs(1), http.StatusCreated
-					rt.svc = "orders"
+					method, path, body, want = http.MethodPost, "/v1/orders", apiclient.Mugs(1), http.StatusCreated
+					rt.Svc = "orders"
 				}
-				r, err := tryCall(method, rt.svc, path, tok, body)
+				r, err := api.TryCall(method, rt.Svc, path, tok, body)
 				total.Add(1)
 				if tok != old {
 					if h, _, ok := decodeHeader(tok); ok && h != oldKID {
 						withNewKey.Add(1)
 					}
 				}
-				if err != nil || r.status != want {
-					fail(fmt.Sprintf("%s %s%s: %v %v", method, rt.svc, path, r, err))
+				if err != nil || r.Status != want {
+					fail(fmt.Sprintf("%s %s%s: %v %v", method, rt.Svc, path, r, err))
 				}
 			}
 		})
@@ -132,7 +134,7 @@ func testKeyRotation(t *testing.T) {
 	var rotated struct {
 		KID string `json:"kid"`
 	}
-	callJSON(t, http.MethodPost, "devtenant", "/api/v2/keys/signing/rotate", mgmt, nil, http.StatusCreated, &rotated)
+	api.CallJSON(t, http.MethodPost, "devtenant", "/api/v2/keys/signing/rotate", mgmt, nil, http.StatusCreated, &rotated)
 	if rotated.KID == "" || rotated.KID == oldKID {
 		t.Fatalf("rotate answered kid %q, want a new current key (old %s)", rotated.KID, oldKID)
 	}
@@ -157,42 +159,42 @@ func testKeyRotation(t *testing.T) {
 	}
 	t.Logf("rotation under traffic: %d requests, %d with the new key's tokens, none failed", total.Load(), withNewKey.Load())
 
-	fresh := token(t, alice)
+	fresh := api.Token(t, apiclient.Alice)
 	if k := kidOf(t, fresh); k != rotated.KID {
 		t.Fatalf("token after rotate has kid %s, want the new current %s", k, rotated.KID)
 	}
-	for _, rt := range authedRoutes {
+	for _, rt := range apiclient.AuthedRoutes {
 		for name, tok := range map[string]string{"old key, not yet revoked": old, "new key": fresh} {
-			if r := call(t, http.MethodGet, rt.svc, rt.path, tok, nil); r.status != http.StatusOK {
-				t.Fatalf("%s %s with a token of the %s: %s, want 200", rt.svc, rt.path, name, r)
+			if r := api.Call(t, http.MethodGet, rt.Svc, rt.Path, tok, nil); r.Status != http.StatusOK {
+				t.Fatalf("%s %s with a token of the %s: %s, want 200", rt.Svc, rt.Path, name, r)
 			}
 		}
 	}
 
-	callJSON(t, http.MethodPut, "devtenant", "/api/v2/keys/signing/"+url.PathEscape(oldKID)+"/revoke", mgmt, nil, http.StatusOK, nil)
+	api.CallJSON(t, http.MethodPut, "devtenant", "/api/v2/keys/signing/"+url.PathEscape(oldKID)+"/revoke", mgmt, nil, http.StatusOK, nil)
 	// The services learn of a revocation on their next JWKS fetch: scheduled
 	// (every 8 minutes), or on meeting a kid they do not know, at most once per
 	// 30 s. The unknown-kid token brings that fetch forward.
 	nudge := unknownKIDToken(t)
-	for _, rt := range authedRoutes {
-		eventually(t, 45*time.Second, rt.svc+" refuses the revoked key's token", func() (bool, string) {
-			call(t, http.MethodGet, rt.svc, rt.path, nudge, nil)
-			err := wantInvalidToken(call(t, http.MethodGet, rt.svc, rt.path, old, nil))
+	for _, rt := range apiclient.AuthedRoutes {
+		apiclient.Eventually(t, 45*time.Second, rt.Svc+" refuses the revoked key's token", func() (bool, string) {
+			api.Call(t, http.MethodGet, rt.Svc, rt.Path, nudge, nil)
+			err := apiclient.WantInvalidToken(api.Call(t, http.MethodGet, rt.Svc, rt.Path, old, nil))
 			if err == nil {
 				return true, ""
 			}
 			time.Sleep(time.Second)
 			return false, err.Error()
 		})
-		if r := call(t, http.MethodGet, rt.svc, rt.path, fresh, nil); r.status != http.StatusOK {
-			t.Fatalf("%s %s with the new key's token after the revocation: %s", rt.svc, rt.path, r)
+		if r := api.Call(t, http.MethodGet, rt.Svc, rt.Path, fresh, nil); r.Status != http.StatusOK {
+			t.Fatalf("%s %s with the new key's token after the revocation: %s", rt.Svc, rt.Path, r)
 		}
 	}
 	// Events signed with the new key (and the services' M2M tokens) keep flowing.
-	o := placeOrder(t, fresh, mugs(2))
-	inv := waitInvoice(t, fresh, o.ID, "open", flowDeadline)
-	callJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", fresh, nil, http.StatusOK, nil)
-	waitOrder(t, fresh, o.ID, "paid", flowDeadline)
+	o := api.PlaceOrder(t, fresh, apiclient.Mugs(2))
+	inv := api.WaitInvoice(t, fresh, o.ID, "open", apiclient.FlowDeadline)
+	api.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", fresh, nil, http.StatusOK, nil)
+	api.WaitOrder(t, fresh, o.ID, "paid", apiclient.FlowDeadline)
 }
 
 // decodeHeader returns a token's kid without failing the test (for goroutines).

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // placed is an order a client saw accepted (201), with the token that owns it.
@@ -36,13 +38,13 @@ func verifyOrders(t *testing.T, orders []placed, d time.Duration) {
 	for range 16 {
 		wg.Go(func() {
 			for o := range work {
-				r, err := tryCall(http.MethodGet, "orders", "/v1/orders/"+o.id, o.tok, nil)
-				if err != nil || r.status != http.StatusOK {
+				r, err := api.TryCall(http.MethodGet, "orders", "/v1/orders/"+o.id, o.tok, nil)
+				if err != nil || r.Status != http.StatusOK {
 					report(fmt.Sprintf("accepted order %s is lost: %v %v", o.id, r, err))
 					continue
 				}
 				for {
-					invs, err := tryInvoicesOf(o.tok, o.id)
+					invs, err := api.TryInvoicesOf(o.tok, o.id)
 					if err == nil && len(invs) == 1 {
 						break
 					}
@@ -82,7 +84,7 @@ func testLoad(t *testing.T) {
 		secs = n
 	}
 	const clients = 200
-	toks := []string{token(t, alice), token(t, bob), token(t, dave)}
+	toks := []string{api.Token(t, apiclient.Alice), api.Token(t, apiclient.Bob), api.Token(t, apiclient.Dave)}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
 	defer cancel()
@@ -109,20 +111,20 @@ func testLoad(t *testing.T) {
 			tok := toks[c%len(toks)]
 			var mine []placed
 			var myLat []time.Duration
-			do := func(method, path string, body any, want int) (response, bool) {
+			do := func(method, path string, body any, want int) (apiclient.Response, bool) {
 				t0 := time.Now()
-				r, err := tryCall(method, "orders", path, tok, body)
+				r, err := api.TryCall(method, "orders", path, tok, body)
 				myLat = append(myLat, time.Since(t0))
 				switch {
 				case err != nil:
 					other.Add(1)
 					note(fmt.Sprintf("%s %s: %v", method, path, err))
 					return r, false
-				case r.status >= 500:
+				case r.Status >= 500:
 					fivexx.Add(1)
 					note(fmt.Sprintf("%s %s: %s", method, path, r))
 					return r, false
-				case r.status != want:
+				case r.Status != want:
 					other.Add(1)
 					note(fmt.Sprintf("%s %s: %s", method, path, r))
 					return r, false
@@ -130,12 +132,12 @@ func testLoad(t *testing.T) {
 				return r, true
 			}
 			for i := 0; ctx.Err() == nil; i++ {
-				req := orderRequest{Items: []line{{SKU: skus[(c+i)%len(skus)], Quantity: 1 + i%3}}}
+				req := apiclient.OrderRequest{Items: []apiclient.Line{{SKU: skus[(c+i)%len(skus)], Quantity: 1 + i%3}}}
 				r, ok := do(http.MethodPost, "/v1/orders", req, http.StatusCreated)
 				if !ok {
 					continue
 				}
-				id := jsonField(r.body, "id")
+				id := jsonField(r.Body, "id")
 				if id == "" {
 					note("201 without an id: " + r.String())
 					other.Add(1)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/testcontainers/testcontainers-go"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // The stack every scenario shares; nil when no Docker engine runs.
@@ -129,19 +131,19 @@ func logf(format string, args ...any) {
 // to be paid, within d.
 func warmUp(d time.Duration) error {
 	deadline := time.Now().Add(d)
-	r, err := tokenRequest(url.Values{
-		"grant_type": {"password"}, "username": {alice}, "password": {password},
-		"client_id": {"authmesh-cli"}, "audience": {audience}, "scope": {"openid"},
+	r, err := api.TokenRequest(url.Values{
+		"grant_type": {"password"}, "username": {apiclient.Alice}, "password": {apiclient.Password},
+		"client_id": {"authmesh-cli"}, "audience": {apiclient.Audience}, "scope": {"openid"},
 	})
-	if err != nil || r.status != http.StatusOK {
-		return fmt.Errorf("token: %v %d %s", err, r.status, r.Error)
+	if err != nil || r.Status != http.StatusOK {
+		return fmt.Errorf("token: %v %d %s", err, r.Status, r.Error)
 	}
 	tok := r.AccessToken
-	resp, err := tryCall(http.MethodPost, "orders", "/v1/orders", tok, mugs(1))
-	if err != nil || resp.status != http.StatusCreated {
+	resp, err := api.TryCall(http.MethodPost, "orders", "/v1/orders", tok, apiclient.Mugs(1))
+	if err != nil || resp.Status != http.StatusCreated {
 		return fmt.Errorf("POST /v1/orders: %v %v", resp, err)
 	}
-	id := jsonField(resp.body, "id")
+	id := jsonField(resp.Body, "id")
 	step := func(what string, done func() bool) error {
 		for !done() {
 			if time.Now().After(deadline) {
@@ -151,15 +153,15 @@ func warmUp(d time.Duration) error {
 		}
 		return nil
 	}
-	var inv []invoice
-	if err := step("invoice", func() bool { inv, err = tryInvoicesOf(tok, id); return err == nil && len(inv) == 1 }); err != nil {
+	var inv []apiclient.Invoice
+	if err := step("invoice", func() bool { inv, err = api.TryInvoicesOf(tok, id); return err == nil && len(inv) == 1 }); err != nil {
 		return err
 	}
-	if resp, err := tryCall(http.MethodPost, "billing", "/v1/invoices/"+inv[0].ID+"/pay", tok, nil); err != nil || resp.status != http.StatusOK {
+	if resp, err := api.TryCall(http.MethodPost, "billing", "/v1/invoices/"+inv[0].ID+"/pay", tok, nil); err != nil || resp.Status != http.StatusOK {
 		return fmt.Errorf("pay: %v %v", resp, err)
 	}
 	return step("order paid", func() bool {
-		resp, err := tryCall(http.MethodGet, "orders", "/v1/orders/"+id, tok, nil)
-		return err == nil && jsonField(resp.body, "status") == "paid"
+		resp, err := api.TryCall(http.MethodGet, "orders", "/v1/orders/"+id, tok, nil)
+		return err == nil && jsonField(resp.Body, "status") == "paid"
 	})
 }

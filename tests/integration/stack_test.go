@@ -23,12 +23,13 @@ import (
 	"github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // Contract values the containers are configured with (docs/contract.md, docs/conventions.md).
 const (
 	issuer     = "http://localhost:8400/"
-	audience   = "https://api.authmesh.dev"
 	mgmtAud    = "http://localhost:8400/api/v2/"
 	natsURLs   = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
 	natsHealth = "8222/tcp"
@@ -330,7 +331,7 @@ func (s *system) ttsRequest() testcontainers.GenericContainerRequest {
 	r := s.base("tts", "tts")
 	r.Env = map[string]string{
 		"AUTH0_ISSUER":      issuer,
-		"AUTH0_AUDIENCE":    audience,
+		"AUTH0_AUDIENCE":    apiclient.Audience,
 		"AUTH0_JWKS_URL":    "http://devtenant:8400/.well-known/jwks.json",
 		"TTS_HTTP_ADDR":     ":8406",
 		"TTS_NATS_URL":      natsURLs,
@@ -353,7 +354,7 @@ func (s *system) serviceRequest(svc, name, ready string) testcontainers.GenericC
 	p := strings.ToUpper(svc) + "_"
 	r.Env = map[string]string{
 		"AUTH0_ISSUER":      issuer,
-		"AUTH0_AUDIENCE":    audience,
+		"AUTH0_AUDIENCE":    apiclient.Audience,
 		"AUTH0_JWKS_URL":    "http://devtenant:8400/.well-known/jwks.json",
 		"AUTH0_TOKEN_URL":   "http://devtenant:8400/oauth/token",
 		p + "HTTP_ADDR":     ":" + strings.TrimSuffix(ports[svc], "/tcp"),

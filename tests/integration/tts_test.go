@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
 // ttsOutcome counts the answers to one kind of order request in one phase.
@@ -32,8 +34,7 @@ func (o ttsOutcome) String() string {
 // ordersOf lists the ids of a user's orders (GET /v1/orders as that user).
 func ordersOf(t *testing.T, tok string) map[string]bool {
 	t.Helper()
-	var list []order
-	callJSON(t, http.MethodGet, "orders", "/v1/orders", tok, nil, http.StatusOK, &list)
+	list := api.OrdersOf(t, tok)
 	ids := make(map[string]bool, len(list))
 	for _, o := range list {
 		ids[o.ID] = true
@@ -52,16 +53,16 @@ func ordersOf(t *testing.T, tok string) map[string]bool {
 func testTTSKilled(t *testing.T) {
 	ctx := testCtx(t, 4*time.Minute)
 	ensureRunning(t, "tts")
-	users := []string{alice, dave}
+	users := []string{apiclient.Alice, apiclient.Dave}
 	cached := map[string]string{}
 	before := map[string]map[string]bool{}
 	var accepted []placed
 	for _, u := range users {
-		tok := token(t, u)
+		tok := api.Token(t, u)
 		cached[u] = tok
 		before[u] = ordersOf(t, tok)
 		// Fills orders' exchange cache for this token (profile and event hops).
-		accepted = append(accepted, placed{placeOrder(t, tok, mugs(1)).ID, tok})
+		accepted = append(accepted, placed{api.PlaceOrder(t, tok, apiclient.Mugs(1)).ID, tok})
 	}
 
 	const (
@@ -82,7 +83,7 @@ func testTTSKilled(t *testing.T) {
 		// token, whose transaction tokens orders then has cached.
 		exchanged = map[string]bool{}
 	)
-	record := func(kind, ph string, r response, err error, tok string) {
+	record := func(kind, ph string, r apiclient.Response, err error, tok string) {
 		mu.Lock()
 		defer mu.Unlock()
 		key := kind + " " + ph
@@ -93,18 +94,18 @@ func testTTSKilled(t *testing.T) {
 		case err != nil:
 			outcomes[key]["error"]++
 			bad = append(bad, fmt.Sprintf("%s: %v", key, err))
-		case r.status == http.StatusCreated:
+		case r.Status == http.StatusCreated:
 			outcomes[key]["201"]++
-			accepted = append(accepted, placed{jsonField(r.body, "id"), tok})
+			accepted = append(accepted, placed{jsonField(r.Body, "id"), tok})
 			exchanged[tok] = true
-		case r.status == http.StatusServiceUnavailable && r.header.Get("Retry-After") != "":
+		case r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") != "":
 			outcomes[key]["503"]++
 			if (ph == phaseUp || ph == phaseBack) && len(upRefusals) < 5 {
 				upRefusals = append(upRefusals, fmt.Sprintf("%s at %s: %s", key, time.Now().UTC().Format("15:04:05.000"), r))
 			}
 		default:
-			outcomes[key][fmt.Sprint(r.status)]++
-			bad = append(bad, fmt.Sprintf("%s: %s (Retry-After %q)", key, r, r.header.Get("Retry-After")))
+			outcomes[key][fmt.Sprint(r.Status)]++
+			bad = append(bad, fmt.Sprintf("%s: %s (Retry-After %q)", key, r, r.Header.Get("Retry-After")))
 		}
 	}
 	current := func() string { mu.Lock(); defer mu.Unlock(); return phase }
@@ -121,13 +122,13 @@ func testTTSKilled(t *testing.T) {
 				tok, kind := cached[u], "cached"
 				if fresh {
 					kind = "fresh"
-					r, err := tokenRequest(url.Values{
-						"grant_type": {"password"}, "username": {u}, "password": {password},
-						"client_id": {"authmesh-cli"}, "audience": {audience}, "scope": {"openid"},
+					r, err := api.TokenRequest(url.Values{
+						"grant_type": {"password"}, "username": {u}, "password": {apiclient.Password},
+						"client_id": {"authmesh-cli"}, "audience": {apiclient.Audience}, "scope": {"openid"},
 					})
-					if err != nil || r.status != http.StatusOK {
+					if err != nil || r.Status != http.StatusOK {
 						mu.Lock()
-						bad = append(bad, fmt.Sprintf("token for %s: %v %d %s", u, err, r.status, r.Error))
+						bad = append(bad, fmt.Sprintf("token for %s: %v %d %s", u, err, r.Status, r.Error))
 						mu.Unlock()
 						return
 					}
@@ -138,7 +139,7 @@ func testTTSKilled(t *testing.T) {
 					}
 					mu.Unlock()
 				}
-				r, err := tryCall(http.MethodPost, "orders", "/v1/orders", tok, mugs(1+i%3))
+				r, err := api.TryCall(http.MethodPost, "orders", "/v1/orders", tok, apiclient.Mugs(1+i%3))
 				// A request that started in one phase and ended in the next
 				// counts in neither the down nor the after phase's strict checks.
 				if now := current(); now != ph {

@@ -43,7 +43,6 @@ type options struct {
 	skipWrk   bool
 	skipStack bool
 	stackLog  string
-	perf      bool
 }
 
 func main() {
@@ -68,7 +67,6 @@ func run() error {
 	flag.BoolVar(&o.skipWrk, "skip-wrk", false, "skip the wrk comparison")
 	flag.BoolVar(&o.skipStack, "skip-stack", false, "skip the stack under load")
 	flag.StringVar(&o.stackLog, "stack-log", "", "keep the stack's logs in this file (default: discarded with the temporary directory)")
-	flag.BoolVar(&o.perf, "perf", true, "profile orders and billing with perf during a second, unreported order → invoice pass, if perf is installed")
 	quick := flag.Bool("quick", false, "short runs (a smoke test of the runner, not a measurement)")
 	flag.Parse()
 	if *quick {

@@ -206,9 +206,6 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			}
 			p("\n")
 		}
-		if s.Profile != "" {
-			p("<details><summary>CPU profile of orders and billing during a second, shorter order → invoice pass, whose figures are not reported (<code>perf record -g --all-user</code>; columns: share including callees, own share; the project's and its libraries' functions ≥ 2%%)</summary>\n\n```\n%s```\n</details>\n\n", s.Profile)
-		}
 		p("### Resources\n\n| service | RSS idle | RSS peak under load | ratio | cold start to ready | binary (devstack build) |\n|---|---|---|---|---|---|\n")
 		for _, name := range serviceNames() {
 			idle, load := s.RSSIdle[name], s.RSSLoad[name]

@@ -209,28 +209,6 @@ func wrkRequests(out string) int64 {
 	return n
 }
 
-// procCPU is the user+system CPU time a process has used (10 ms ticks).
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, errors.New("unparsable /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64) // field 14 overall: utime
-	st, err2 := strconv.ParseInt(f[12], 10, 64) // field 15: stime
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
-}
-
 // cpuRatio is the median over rounds of a's server CPU per request over b's.
 func (w *wrkResult) cpuRatio(a, b string) float64 {
 	var r []float64

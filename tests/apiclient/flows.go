@@ -1,0 +1,196 @@
+package apiclient
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Flow is one of contract §6's flows, run as a subtest.
+type Flow struct {
+	Name string
+	Run  func(t *testing.T)
+}
+
+// Flows are contract §6's order, pay, cancel and refund flows, each step
+// within FlowDeadline, as alice (carol refunds). The block flow differs by
+// suite; PendingOrders, BlockUser, WaitTokenRefused, WaitBlockCancelled
+// and UnblockUser hold its common steps.
+func (c *Client) Flows() []Flow {
+	return []Flow{
+		{"order opens one invoice", c.orderOpensOneInvoice},
+		{"pay marks invoice and order paid", c.payMarksPaid},
+		{"cancel voids the open invoice", c.cancelVoids},
+		{"admin refund marks invoice and order refunded", c.refundMarksRefunded},
+	}
+}
+
+func (c *Client) orderOpensOneInvoice(t *testing.T) {
+	tok := c.Token(t, Alice)
+	who := c.Whoami(t, tok)
+	o := c.PlaceOrder(t, tok, OrderRequest{Items: []Line{{SKU: "mug", Quantity: 2}, {SKU: "tea-green", Quantity: 1}}})
+	if o.TotalCents != 2*1200+450 || o.Currency != "EUR" || o.UserID != who.UserID {
+		t.Fatalf("order %+v: want total 2850 EUR for %s (catalog prices)", o, who.UserID)
+	}
+	inv := c.WaitInvoice(t, tok, o.ID, "open", FlowDeadline)
+	if inv.AmountCents != o.TotalCents || inv.Currency != o.Currency || inv.UserID != who.UserID {
+		t.Fatalf("invoice %+v does not match order %+v", inv, o)
+	}
+	// A second invoice would be a late duplicate; give it a moment to show.
+	time.Sleep(300 * time.Millisecond)
+	if invs := c.InvoicesOf(t, tok, o.ID); len(invs) != 1 {
+		t.Fatalf("order %s has %d invoices, want 1: %+v", o.ID, len(invs), invs)
+	}
+	if got := c.GetOrder(t, tok, o.ID); got.Status != "pending" {
+		t.Fatalf("order status %q with an open invoice, want pending", got.Status)
+	}
+}
+
+func (c *Client) payMarksPaid(t *testing.T) {
+	tok := c.Token(t, Alice)
+	o := c.PlaceOrder(t, tok, Mugs(1))
+	inv := c.WaitInvoice(t, tok, o.ID, "open", FlowDeadline)
+	var paid Invoice
+	c.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", tok, nil, http.StatusOK, &paid)
+	if paid.Status != "paid" {
+		t.Fatalf("pay answered %+v, want status paid", paid)
+	}
+	c.WaitOrder(t, tok, o.ID, "paid", FlowDeadline)
+	if r := c.Call(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", tok, nil); r.Status != http.StatusConflict {
+		t.Fatalf("paying twice: got %s, want 409", r)
+	}
+	if r := c.Call(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil); r.Status != http.StatusConflict {
+		t.Fatalf("cancelling a paid order: got %s, want 409", r)
+	}
+	if got := c.GetInvoice(t, tok, inv.ID); got.Status != "paid" {
+		t.Fatalf("invoice after a refused cancel: %q, want paid", got.Status)
+	}
+}
+
+func (c *Client) cancelVoids(t *testing.T) {
+	tok := c.Token(t, Alice)
+	o := c.PlaceOrder(t, tok, Mugs(1))
+	inv := c.WaitInvoice(t, tok, o.ID, "open", FlowDeadline)
+	var cancelled Order
+	c.CallJSON(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil, http.StatusOK, &cancelled)
+	if cancelled.Status != "cancelled" {
+		t.Fatalf("cancel answered %+v, want status cancelled", cancelled)
+	}
+	c.WaitInvoice(t, tok, o.ID, "void", FlowDeadline)
+	if r := c.Call(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", tok, nil); r.Status != http.StatusConflict {
+		t.Fatalf("paying a void invoice: got %s, want 409", r)
+	}
+	if r := c.Call(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil); r.Status != http.StatusConflict {
+		t.Fatalf("cancelling twice: got %s, want 409", r)
+	}
+	if got := c.GetOrder(t, tok, o.ID); got.Status != "cancelled" {
+		t.Fatalf("order after the refused pay: %q, want cancelled", got.Status)
+	}
+}
+
+func (c *Client) refundMarksRefunded(t *testing.T) {
+	tok, admin := c.Token(t, Alice), c.Token(t, Carol)
+	o := c.PlaceOrder(t, tok, Mugs(3))
+	inv := c.WaitInvoice(t, tok, o.ID, "open", FlowDeadline)
+	c.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", tok, nil, http.StatusOK, nil)
+	c.WaitOrder(t, tok, o.ID, "paid", FlowDeadline)
+	if r := c.Call(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/refund", tok, nil); r.Status != http.StatusForbidden {
+		t.Fatalf("customer refunding: got %s, want 403", r)
+	}
+	var ref Invoice
+	c.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/refund", admin, nil, http.StatusOK, &ref)
+	if ref.Status != "refunded" {
+		t.Fatalf("refund answered %+v, want status refunded", ref)
+	}
+	c.WaitOrder(t, tok, o.ID, "refunded", FlowDeadline)
+	if r := c.Call(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/refund", admin, nil); r.Status != http.StatusConflict {
+		t.Fatalf("refunding twice: got %s, want 409", r)
+	}
+	if got := c.GetInvoice(t, tok, inv.ID); got.Status != "refunded" {
+		t.Fatalf("invoice as its owner sees it: %q, want refunded", got.Status)
+	}
+}
+
+// The block flow's common steps. Its users are named in messages by the
+// part of their email before the @.
+
+// PendingOrders places two orders and waits for their open invoices, for a
+// block to cancel.
+func (c *Client) PendingOrders(t testing.TB, tok string) []Order {
+	t.Helper()
+	pending := []Order{c.PlaceOrder(t, tok, Mugs(1)), c.PlaceOrder(t, tok, Mugs(2))}
+	for _, o := range pending {
+		c.WaitInvoice(t, tok, o.ID, "open", FlowDeadline)
+	}
+	return pending
+}
+
+// BlockUser blocks the user as admin and, when t ends, unblocks them again
+// for later tests (unblocking an unblocked user is a no-op).
+func (c *Client) BlockUser(t testing.TB, admin, email, userID string) {
+	t.Helper()
+	path := "/v1/users/" + url.PathEscape(userID)
+	t.Cleanup(func() {
+		if r, err := c.TryCall(http.MethodPost, "users", path+"/unblock", admin, nil); err != nil || r.Status != http.StatusOK {
+			t.Errorf("cleanup: unblocking %s: %v %v", name(email), r, err)
+		}
+	})
+	c.CallJSON(t, http.MethodPost, "users", path+"/block", admin, nil, http.StatusOK, nil)
+}
+
+// WaitTokenRefused waits, within d, until every service refuses tok, issued
+// to the user before the block, with contract §5's answer; then devtenant
+// must refuse the user a new token.
+func (c *Client) WaitTokenRefused(t testing.TB, tok, email string, d time.Duration) {
+	t.Helper()
+	due := time.Now().Add(d)
+	for _, rt := range AuthedRoutes {
+		Eventually(t, time.Until(due), rt.Svc+" rejects "+name(email)+"'s token issued before the block", func() (bool, string) {
+			err := WantInvalidToken(c.Call(t, http.MethodGet, rt.Svc, rt.Path, tok, nil))
+			return err == nil, fmt.Sprint(err)
+		})
+	}
+	if r := c.PasswordGrant(t, email); r.Status != http.StatusUnauthorized || r.Description != "user is blocked" {
+		t.Errorf("devtenant for blocked %s: %d %s %q, want 401 unauthorized \"user is blocked\"", name(email), r.Status, r.Error, r.Description)
+	}
+}
+
+// WaitBlockCancelled waits, within d, until the blocked user's pending
+// orders are cancelled and their invoices void, as admin sees them.
+func (c *Client) WaitBlockCancelled(t testing.TB, admin, userID string, pending []Order, d time.Duration) {
+	t.Helper()
+	due := time.Now().Add(d)
+	for _, o := range pending {
+		c.WaitOrder(t, admin, o.ID, "cancelled", time.Until(due))
+		c.WaitInvoice(t, admin, o.ID, "void", time.Until(due), userID)
+	}
+}
+
+// UnblockUser unblocks the user as admin; then every service must accept a
+// fresh token while still refusing old, issued before the block, and an
+// order with the fresh one must be invoiced.
+func (c *Client) UnblockUser(t testing.TB, admin, email, userID, old string) {
+	t.Helper()
+	c.CallJSON(t, http.MethodPost, "users", "/v1/users/"+url.PathEscape(userID)+"/unblock", admin, nil, http.StatusOK, nil)
+	fresh := c.Token(t, email)
+	for _, rt := range AuthedRoutes {
+		Eventually(t, FlowDeadline, rt.Svc+" accepts "+name(email)+"'s token issued after the unblock", func() (bool, string) {
+			r := c.Call(t, http.MethodGet, rt.Svc, rt.Path, fresh, nil)
+			return r.Status == http.StatusOK, r.String()
+		})
+		if err := WantInvalidToken(c.Call(t, http.MethodGet, rt.Svc, rt.Path, old, nil)); err != nil {
+			t.Errorf("%s, %s's token from before the block after the unblock: %v", rt.Svc, name(email), err)
+		}
+	}
+	o := c.PlaceOrder(t, fresh, Mugs(1))
+	c.WaitInvoice(t, fresh, o.ID, "open", FlowDeadline)
+}
+
+// name is how messages call a dev user: alice for alice@authmesh.dev.
+func name(email string) string {
+	n, _, _ := strings.Cut(email, "@")
+	return n
+}
