@@ -1,11 +1,15 @@
-// Package natsauth carries Auth0 identities over NATS: request-reply through
-// nats.go/micro, events through JetStream, a service's own M2M identity, and
-// instant revocation of blocked users. See README.md for the guarantees.
+// Package natsauth carries identities over NATS without handing any service a
+// replayable token: request-reply through nats.go/micro and events through
+// JetStream carry a transaction token (Txn-Token) that the Transaction Token
+// Service issued for one hop, never an access token. See README.md for the
+// guarantees.
 //
-// Client side: Request, Publish, PublishEvent and NewMsg put the caller's token
-// (authz.TokenFromContext, or AsService's m2m.TokenSource), the W3C trace context
-// and the request id on the message. Server side: NewService/AddEndpoint
-// validate with the same authz.Validator and policies as HTTP and refuse
-// endpoints without a policy. Events: Consumer verifies each event's token as
-// of JetStream's stored time and dead-letters what it cannot accept.
+// Client side: Request, Publish, PublishEvent and NewMsg put a transaction
+// token on the message — exchanged (TxnClient, cached) for the caller's access
+// token or for AsService's own M2M token, or the one a NATS handler received,
+// forwarded — with the W3C trace context and the request id. Server side:
+// NewService/AddEndpoint verify it with an authz.TxnValidator and the same
+// policies as HTTP, refuse an Authorization header and endpoints without a
+// policy. Events: Consumer verifies each event's token as of JetStream's
+// stored time and dead-letters what it cannot accept.
 package natsauth

@@ -173,7 +173,7 @@ type profileReply struct {
 	ShippingAddress *addressRecord `json:"shipping_address"`
 }
 
-// ShippingAddress implements app.Profiles with the caller's token from ctx.
+// ShippingAddress implements app.Profiles with the caller's identity from ctx (natsauth exchanges it for a transaction token).
 func (c *ProfileClient) ShippingAddress(ctx context.Context) (*domain.Address, error) {
 	reply, err := request(ctx, c.nc, ProfileSubject, nil)
 	if err != nil {
