@@ -114,4 +114,3 @@ func TestLazyHonoursContext(t *testing.T) {
 		t.Fatalf("ErrNotReady answers %d", e.Status)
 	}
 }
-

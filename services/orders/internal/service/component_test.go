@@ -7,10 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +23,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
+	"github.com/authmesh/authmesh/pkg/platform/platformtest"
 	"github.com/authmesh/authmesh/services/orders/internal/adapters"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/ports"
@@ -34,14 +32,13 @@ import (
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
 
-const audience = "https://api.authmesh.dev"
-
 // stack is NATS with the mesh's accounts, devtenant, the real Transaction
 // Token Service, fake users/billing responders and the orders service, all
 // in-process.
 type stack struct {
 	t       *testing.T
 	orders  jetstream.JetStream // orders' own account: ORDERS_EVENTS, ORDERS_DLQ
+	ms      *ttstest.Stack
 	tenant  *tenant.Server
 	base    string // orders HTTP base URL
 	billing *fakeBilling
@@ -191,10 +188,11 @@ func (b *fakeBilling) voidedBy(id string) string {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	ns := meshtest.Start(t)
+	ms := ttstest.NewStack(t, ttstest.StackConfig{})
 	// What the users and billing services own, created here in their place,
 	// each in its own account: their event streams with the durables orders
-	// binds to, and the revocation bucket every validator watches.
+	// binds to (the revocation bucket every validator watches comes with the
+	// stack).
 	peers := map[string]*peer{}
 	for _, o := range []struct {
 		workload string
@@ -203,7 +201,7 @@ func newStack(t *testing.T) *stack {
 		{mesh.Billing, jetstream.StreamConfig{Name: ports.BillingStream, Subjects: []string{"billing.events.>"}}},
 		{mesh.Users, jetstream.StreamConfig{Name: ports.UsersStream, Subjects: []string{"users.events.>"}}},
 	} {
-		nc, js := meshtest.Connect(t, ns, o.workload)
+		nc, js := meshtest.Connect(t, ms.NATS, o.workload)
 		if _, err := js.CreateOrUpdateStream(context.Background(), o.stream); err != nil {
 			t.Fatal(err)
 		}
@@ -212,103 +210,28 @@ func newStack(t *testing.T) *stack {
 		}
 		peers[o.workload] = &peer{nc: nc, js: js}
 	}
-	if _, err := natsauth.NewRevocationStore(context.Background(), peers[mesh.Users].js, 1); err != nil {
-		t.Fatal(err)
-	}
-	_, ordersJS := meshtest.Connect(t, ns, mesh.Orders)
-	// devtenant's issuer is its own URL here: the listener comes first.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer := "http://" + ln.Addr().String() + "/"
-	ten, err := tenant.New(tenant.Config{Issuer: issuer, TenantFile: "../../../../deploy/tenant.yaml",
-		DevDir: "../../../../deploy/dev", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(ten.Handler())
-	ts.Listener = ln
-	ts.Start()
-	t.Cleanup(ts.Close)
-	t.Cleanup(func() { _ = ten.Close() })
-	tts := ttstest.Start(t, ttstest.Config{NATSURL: ns.ClientURL(), Issuer: issuer, JWKSURL: issuer + ".well-known/jwks.json"})
+	_, ordersJS := meshtest.Connect(t, ms.NATS, mesh.Orders)
+	tts := ms.StartTTS(t, nil)
 
-	users, billing := startFakes(t, peers[mesh.Users].nc, peers[mesh.Billing].nc, txnValidator(t, tts.JWKSURL))
+	users, billing := startFakes(t, peers[mesh.Users].nc, peers[mesh.Billing].nc, ttstest.TxnValidator(t, tts.JWKSURL))
 
 	cfg, err := platform.LoadConfig(service.Name, func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": issuer, "ORDERS_NATS_URL": ns.ClientURL(), "ORDERS_LOG_LEVEL": "error", "AUTH0_TENANT_FILE": "../../../../deploy/tenant.yaml",
+		return map[string]string{"AUTH0_ISSUER": ms.Issuer, "ORDERS_NATS_URL": ms.NATS.ClientURL(), "ORDERS_LOG_LEVEL": "error", "AUTH0_TENANT_FILE": ms.TenantFile,
 			"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	st := &stack{t: t, orders: ordersJS, tenant: ten, base: "http://" + hl.Addr().String(), users: users, billing: billing, peers: peers}
+	st := &stack{t: t, orders: ordersJS, ms: ms, tenant: ms.Tenant, users: users, billing: billing, peers: peers}
 	for w, p := range peers {
-		tc, err := natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: p.nc, Actor: staticToken(st.clientToken(cfg.PeerClientID(w)))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.txn = tc
+		p.txn = ms.TxnClient(t, p.nc, cfg.PeerClientID(w))
 	}
-	done := make(chan error, 1)
-	go func() {
-		done <- service.RunWith(ctx, cfg,
-			platform.Options{Listener: hl, Logger: slog.New(slog.DiscardHandler)},
+	st.base, _ = platformtest.Serve(t, func(ctx context.Context, opts platform.Options) error {
+		return service.RunWith(ctx, cfg, opts,
 			service.Tuning{RelayEvery: 100 * time.Millisecond, RelayGrace: 200 * time.Millisecond, MetricsEvery: 100 * time.Millisecond,
 				BeforeRun: func(a *platform.App, _ *app.Service) { st.app = a }})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("service did not stop")
-		}
 	})
-	var last string
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(st.base + "/readyz")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-			last = string(b)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %s", last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	return st
-}
-
-type staticToken string
-
-func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
-
-func txnValidator(t *testing.T, jwks string) *authz.TxnValidator {
-	t.Helper()
-	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
 }
 
 func (s *stack) eventually(what string, d time.Duration, ok func() bool) {
@@ -322,23 +245,9 @@ func (s *stack) eventually(what string, d time.Duration, ok func() bool) {
 	}
 }
 
-func (s *stack) token(email string) string {
-	s.t.Helper()
-	tok, err := s.tenant.IssueUserToken(email, audience, "")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return tok
-}
+func (s *stack) token(email string) string { return s.ms.UserToken(s.t, email, "") }
 
-func (s *stack) clientToken(client string) string {
-	s.t.Helper()
-	tok, err := s.tenant.IssueClientToken(client, audience)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return tok
-}
+func (s *stack) clientToken(client string) string { return s.ms.ClientToken(s.t, client) }
 
 type resp struct {
 	status int
