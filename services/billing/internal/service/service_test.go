@@ -282,37 +282,10 @@ func serviceCode(err error) int {
 	return 0
 }
 
-// tail reads one of billing's streams from its start, message by message
-// with STREAM.MSG.GET: the mesh lets a workload read its own streams so, not
-// through consumers of its own.
-type tail struct {
-	stream jetstream.Stream
-	next   uint64
-}
-
-func (s *stack) tail(t *testing.T, stream string) *tail {
-	t.Helper()
-	st, err := s.billingJS.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tail{stream: st, next: max(st.CachedInfo().State.FirstSeq, 1)}
-}
-
-// Next returns the next message, waiting up to 5 s for it.
-func (tl *tail) Next() (*jetstream.RawStreamMsg, error) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		m, err := tl.stream.GetMsg(context.Background(), tl.next)
-		if err == nil {
-			tl.next++
-			return m, nil
-		}
-		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
-			return nil, err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+// tail reads one of the service's own streams from its start, waiting up
+// to 5 s for each message.
+func (s *stack) tail(t *testing.T, stream string) *meshtest.Tail {
+	return meshtest.NewTail(t, s.billingJS, stream, 5*time.Second)
 }
 
 // events reads billing's events from the start of BILLING_EVENTS.

@@ -2,8 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -147,56 +145,23 @@ func (s *stack) userToken(email string) string { return s.ms.UserToken(s.t, emai
 
 func (s *stack) clientToken(clientID string) string { return s.ms.ClientToken(s.t, clientID) }
 
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
+type response = platformtest.Response
 
-func (r response) json(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(r.body, v); err != nil {
-		t.Fatalf("decode %s: %v", r.body, err)
-	}
-}
-
-func (r response) errorCode(t *testing.T) string {
+// errorCode is the error code of an error answer, which must say why.
+func errorCode(t *testing.T, r response) string {
 	t.Helper()
 	var e struct {
 		Error   string `json:"error"`
 		Message string `json:"message"`
 	}
-	r.json(t, &e)
+	r.JSON(t, &e)
 	if e.Message == "" {
-		t.Fatalf("error body without message: %s", r.body)
+		t.Fatalf("error body without message: %s", r.Body)
 	}
 	return e.Error
 }
 
 func (s *stack) do(method, path, token, body string) response {
 	s.t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, s.base+path, rd)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return platformtest.Do(s.t, method, s.base+path, token, body)
 }
