@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -73,6 +74,22 @@ func (is *issuer) token(t *testing.T, sub string, perms ...string) string {
 	return tok
 }
 
+// billingConfig is billing's configuration against the issuer and, unless
+// extra names one, a fresh NATS server; extra adds or overrides variables.
+func (is *issuer) billingConfig(t *testing.T, extra map[string]string) Config {
+	t.Helper()
+	env := map[string]string{"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL}
+	maps.Copy(env, extra)
+	if env["BILLING_NATS_URL"] == "" {
+		env["BILLING_NATS_URL"] = startNATS(t)
+	}
+	cfg, err := LoadConfig("billing", envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func startNATS(t *testing.T) string {
 	t.Helper()
 	// The mesh's accounts: billing reads the revocations the users account
@@ -105,13 +122,7 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 	is := newIssuer(t)
 	natsURL := startNATS(t)
 	tts := authztest.NewTxnIssuer(t)
-	cfg, err := LoadConfig("billing", envOf(map[string]string{
-		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": natsURL,
-		"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL(),
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := is.billingConfig(t, map[string]string{"BILLING_NATS_URL": natsURL, "AUTHMESH_TTS_JWKS_URL": tts.JWKSURL()})
 	logs := &syncBuffer{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -310,12 +321,7 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 func TestRunRefusesRouteWithoutPolicy(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
-	cfg, err := LoadConfig("billing", envOf(map[string]string{
-		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": startNATS(t),
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := is.billingConfig(t, nil)
 	for name, add := range map[string]func(a *App){
 		"behind its back": func(a *App) { a.Echo.GET("/v1/sneaky", func(c echo.Context) error { return nil }) },
 		"zero policy": func(a *App) {
@@ -365,13 +371,7 @@ func TestRunRefusesPermissionTheTenantLacks(t *testing.T) {
 	if err := os.WriteFile(tenantFile, []byte(tenant), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig("billing", envOf(map[string]string{
-		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": startNATS(t),
-		"AUTH0_TENANT_FILE": tenantFile,
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := is.billingConfig(t, map[string]string{"AUTH0_TENANT_FILE": tenantFile})
 	app, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -393,12 +393,7 @@ func TestRunRefusesPermissionTheTenantLacks(t *testing.T) {
 func TestReadyzNamesChecksNotErrors(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
-	cfg, err := LoadConfig("billing", envOf(map[string]string{
-		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": startNATS(t),
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := is.billingConfig(t, nil)
 	logs := &syncBuffer{}
 	app, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {

@@ -18,12 +18,7 @@ import (
 func TestSetUpRetriesAndGates(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
-	cfg, err := LoadConfig("billing", envOf(map[string]string{
-		"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL, "BILLING_NATS_URL": startNATS(t),
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := is.billingConfig(t, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

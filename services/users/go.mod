@@ -6,7 +6,6 @@ require (
 	github.com/authmesh/authmesh/pkg/authz v0.0.0
 	github.com/authmesh/authmesh/pkg/platform v0.0.0
 	github.com/authmesh/authmesh/services/tts v0.0.0
-	github.com/nats-io/nats-server/v2 v2.15.2
 	golang.org/x/sync v0.25.0
 )
 
@@ -20,6 +19,7 @@ require (
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect

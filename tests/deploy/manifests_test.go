@@ -65,32 +65,28 @@ func decodeStrict(doc []byte, into *objects) error {
 	}
 	switch meta.APIVersion + " " + meta.Kind {
 	case "apps/v1 Deployment":
-		var o appsv1.Deployment
-		if err := yaml.UnmarshalStrict(doc, &o); err != nil {
-			return err
-		}
-		into.deployments[o.Name] = &o
+		return decodeInto(doc, into.deployments)
 	case "apps/v1 StatefulSet":
-		var o appsv1.StatefulSet
-		if err := yaml.UnmarshalStrict(doc, &o); err != nil {
-			return err
-		}
-		into.statefulSets[o.Name] = &o
+		return decodeInto(doc, into.statefulSets)
 	case "v1 Service":
-		var o corev1.Service
-		if err := yaml.UnmarshalStrict(doc, &o); err != nil {
-			return err
-		}
-		into.services[o.Name] = &o
+		return decodeInto(doc, into.services)
 	case "v1 ConfigMap":
-		var o corev1.ConfigMap
-		if err := yaml.UnmarshalStrict(doc, &o); err != nil {
-			return err
-		}
-		into.configMaps[o.Name] = &o
+		return decodeInto(doc, into.configMaps)
 	default:
 		return fmt.Errorf("unexpected resource %s %s", meta.APIVersion, meta.Kind)
 	}
+}
+
+// decodeInto decodes doc strictly as a T and files it under its name.
+func decodeInto[T any, P interface {
+	*T
+	GetName() string
+}](doc []byte, byName map[string]*T) error {
+	o := P(new(T))
+	if err := yaml.UnmarshalStrict(doc, o); err != nil {
+		return err
+	}
+	byName[o.GetName()] = o
 	return nil
 }
 

@@ -257,30 +257,22 @@ func WriteNATSConfig(out io.Writer) error {
 		if es := w.Exports(); len(es) > 0 {
 			p(2, "exports: [")
 			for _, e := range es {
-				kind := "service"
-				if e.Stream {
-					kind = "stream"
-				}
 				rt := ""
 				if e.ResponseType != "" {
 					rt = ", response_type: " + e.ResponseType
 				}
-				p(3, "{ %s: %q%s, accounts: [%s] }", kind, e.Subject, rt, strings.Join(e.Accounts, ", "))
+				p(3, "{ %s: %q%s, accounts: [%s] }", exportKind(e.Stream), e.Subject, rt, strings.Join(e.Accounts, ", "))
 			}
 			p(2, "]")
 		}
 		if is := w.Imports(); len(is) > 0 {
 			p(2, "imports: [")
 			for _, i := range is {
-				kind := "service"
-				if i.Stream {
-					kind = "stream"
-				}
 				to := ""
 				if i.To != "" {
 					to = fmt.Sprintf(", to: %q", i.To)
 				}
-				p(3, "{ %s: { account: %s, subject: %q }%s }", kind, i.Account, i.Subject, to)
+				p(3, "{ %s: { account: %s, subject: %q }%s }", exportKind(i.Stream), i.Account, i.Subject, to)
 			}
 			p(2, "]")
 		}
@@ -306,4 +298,13 @@ func WriteDevPasswords(out io.Writer) error {
 	}
 	_, err := out.Write(b.Bytes())
 	return err
+}
+
+// exportKind is how accounts.conf names an export or import: a stream or a
+// service.
+func exportKind(stream bool) string {
+	if stream {
+		return "stream"
+	}
+	return "service"
 }

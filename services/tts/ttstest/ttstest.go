@@ -1,22 +1,22 @@
 // Package ttstest runs the real Transaction Token Service in-process for
 // other components' tests: the same code as the tts binary, on a loopback
-// port, against the test's NATS server and tenant.
+// port, against the test's NATS server and tenant. Stack starts those too:
+// the in-process NATS with the mesh's accounts and devtenant, which every
+// component test of a service stands on.
 //
-//	tts := ttstest.Start(t, ttstest.Config{NATSURL: ns.ClientURL(), Issuer: issuer, JWKSURL: jwks})
+//	st := ttstest.NewStack(t, ttstest.StackConfig{})
+//	tts := st.StartTTS(t, nil)
 //	env["AUTHMESH_TTS_JWKS_URL"] = tts.JWKSURL
 package ttstest
 
 import (
 	"context"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/platformtest"
 	"github.com/authmesh/authmesh/services/tts/internal/service"
 )
 
@@ -41,11 +41,10 @@ type TTS struct {
 // Start runs the service until the test ends and waits until it is ready.
 func Start(tb testing.TB, cfg Config) *TTS {
 	tb.Helper()
-	dir := tb.TempDir()
 	env := map[string]string{
 		"AUTH0_ISSUER":   cfg.Issuer,
 		"TTS_NATS_URL":   cfg.NATSURL,
-		"TTS_KEYS_FILE":  filepath.Join(dir, "keys.json"),
+		"TTS_KEYS_FILE":  filepath.Join(tb.TempDir(), "keys.json"),
 		"AUTH0_JWKS_URL": cfg.JWKSURL,
 	}
 	for k, v := range cfg.Env {
@@ -55,37 +54,11 @@ func Start(tb testing.TB, cfg Config) *TTS {
 	if err != nil {
 		tb.Fatalf("ttstest: config: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("ttstest: listen: %v", err)
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- service.RunWith(ctx, pc, platform.Options{Listener: ln, Logger: log}) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("ttstest: run: %v", err)
+	base, _ := platformtest.Serve(tb, func(ctx context.Context, opts platform.Options) error {
+		if cfg.Logger != nil {
+			opts.Logger = cfg.Logger
 		}
+		return service.RunWith(ctx, pc, opts)
 	})
-	t := &TTS{URL: "http://" + ln.Addr().String(), KeysFile: env["TTS_KEYS_FILE"]}
-	t.JWKSURL = t.URL + "/.well-known/jwks.json"
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get(t.URL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return t
-			}
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("ttstest: not ready within 15 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return &TTS{URL: base, JWKSURL: base + "/.well-known/jwks.json", KeysFile: env["TTS_KEYS_FILE"]}
 }

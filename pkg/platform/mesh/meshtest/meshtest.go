@@ -6,6 +6,8 @@ package meshtest
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -75,4 +77,40 @@ func Connect(t testing.TB, s *server.Server, workload string) (*nats.Conn, jetst
 		t.Fatalf("jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// Tail reads a stream from its start, message by message with
+// STREAM.MSG.GET: the mesh lets a workload read its own streams so, not
+// through consumers of its own.
+type Tail struct {
+	stream jetstream.Stream
+	next   uint64
+	wait   time.Duration
+}
+
+// NewTail tails stream in js's account; Next waits up to wait for a
+// message.
+func NewTail(t testing.TB, js jetstream.JetStream, stream string, wait time.Duration) *Tail {
+	t.Helper()
+	st, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Tail{stream: st, next: max(st.CachedInfo().State.FirstSeq, 1), wait: wait}
+}
+
+// Next returns the next message, waiting for it.
+func (tl *Tail) Next() (*jetstream.RawStreamMsg, error) {
+	deadline := time.Now().Add(tl.wait)
+	for {
+		m, err := tl.stream.GetMsg(context.Background(), tl.next)
+		if err == nil {
+			tl.next++
+			return m, nil
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +24,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
+	"github.com/authmesh/authmesh/pkg/platform/platformtest"
 	"github.com/authmesh/authmesh/services/billing/internal/adapters"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
@@ -34,8 +32,6 @@ import (
 	"github.com/authmesh/authmesh/services/tts/ttstest"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
-
-const audience = "https://api.authmesh.dev"
 
 // stack is billing running against an in-process NATS with the mesh's
 // accounts, devtenant and the real Transaction Token Service.
@@ -58,108 +54,46 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	ns := meshtest.Start(t)
-
-	idp := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + idp.Listener.Addr().String() + "/"
-	ten, err := tenant.New(tenant.Config{Issuer: issuer, TenantFile: "../../../../deploy/tenant.yaml", DevDir: "../../../../deploy/dev",
-		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idp.Config.Handler = ten.Handler()
-	idp.Start()
-	t.Cleanup(idp.Close)
+	ms := ttstest.NewStack(t, ttstest.StackConfig{})
 
 	ctx := context.Background()
-	// What the users and orders services own, created here in their place,
-	// each in its own account: the revocation bucket, ORDERS_EVENTS and the
-	// durable billing binds to.
-	_, usersJS := meshtest.Connect(t, ns, mesh.Users)
-	if _, err := natsauth.NewRevocationStore(ctx, usersJS, 1); err != nil {
-		t.Fatal(err)
-	}
-	nc, js := meshtest.Connect(t, ns, mesh.Orders)
+	// What the orders service owns, created here in its place, in its own
+	// account: ORDERS_EVENTS and the durable billing binds to (the
+	// revocation bucket, users', comes with the stack).
+	nc, js := meshtest.Connect(t, ms.NATS, mesh.Orders)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: ports.OrdersStream, Subjects: []string{"orders.events.>"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := mesh.ProvisionDurables(ctx, js, mesh.Orders); err != nil {
 		t.Fatal(err)
 	}
-	billingNC, billingJS := meshtest.Connect(t, ns, mesh.Billing)
-	tts := ttstest.Start(t, ttstest.Config{NATSURL: ns.ClientURL(), Issuer: issuer, JWKSURL: issuer + ".well-known/jwks.json"})
+	billingNC, billingJS := meshtest.Connect(t, ms.NATS, mesh.Billing)
+	tts := ms.StartTTS(t, nil)
 
 	cfg, err := platform.LoadConfig("billing", func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": issuer, "BILLING_NATS_URL": ns.ClientURL(), "AUTH0_TENANT_FILE": "../../../../deploy/tenant.yaml",
+		return map[string]string{"AUTH0_ISSUER": ms.Issuer, "BILLING_NATS_URL": ms.NATS.ClientURL(), "AUTH0_TENANT_FILE": ms.TenantFile,
 			"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- RunWith(rctx, cfg, platform.Options{Listener: ln, Logger: slog.New(slog.DiscardHandler)}, Tuning{})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	s := &stack{t: t, base: "http://" + ln.Addr().String(), nc: nc, js: js, billingJS: billingJS, tenant: ten, tokens: map[string]string{}}
+	s := &stack{t: t, nc: nc, js: js, billingJS: billingJS, tenant: ms.Tenant, tokens: map[string]string{}}
 	for _, u := range []string{"alice", "bob", "dave", "carol"} {
-		tok, err := ten.IssueUserToken(u+"@authmesh.dev", audience, "openid")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.tokens[u] = tok
+		s.tokens[u] = ms.UserToken(t, u+"@authmesh.dev", "openid")
 	}
 	for _, c := range []string{"orders-service", "billing-service"} {
-		tok, err := ten.IssueClientToken(c, audience)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.tokens[c] = tok
+		s.tokens[c] = ms.ClientToken(t, c)
 	}
-	s.orders = s.txnClient(nc, "orders-service")
-	s.billing = s.txnClient(billingNC, "billing-service")
-	s.txn = txnValidator(t, tts.JWKSURL)
-	s.waitReady()
+	s.orders = ms.TxnClient(t, nc, "orders-service")
+	s.billing = ms.TxnClient(t, billingNC, "billing-service")
+	s.txn = ttstest.TxnValidator(t, tts.JWKSURL)
+	s.base, _ = platformtest.Serve(t, func(ctx context.Context, opts platform.Options) error {
+		return RunWith(ctx, cfg, opts, Tuning{})
+	})
 	return s
 }
 
-type staticToken string
-
-func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
-
-// txnClient exchanges tokens as the service of client does: over its NATS
-// connection nc, with its own M2M token as the actor.
-func (s *stack) txnClient(nc *nats.Conn, client string) *natsauth.TxnClient {
-	s.t.Helper()
-	c, err := natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: nc, Actor: staticToken(s.tokens[client])})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return c
-}
-
-func txnValidator(t *testing.T, jwks string) *authz.TxnValidator {
-	t.Helper()
-	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
+type staticToken = ttstest.StaticToken
 
 // asOrders is the context the orders service sends under: who's access
 // token (the request it serves), exchanged by orders' own client for a
@@ -188,25 +122,6 @@ func (s *stack) billingTxn() string {
 		s.t.Fatal(err)
 	}
 	return tok
-}
-
-func (s *stack) waitReady() {
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(s.base + "/readyz")
-		if err == nil {
-			raw, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-			if time.Now().Add(100 * time.Millisecond).After(deadline) {
-				s.t.Fatalf("not ready: %s", raw)
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.t.Fatal("not ready")
 }
 
 // sub reads the subject of a token the tenant issued.
@@ -367,37 +282,10 @@ func serviceCode(err error) int {
 	return 0
 }
 
-// tail reads one of billing's streams from its start, message by message
-// with STREAM.MSG.GET: the mesh lets a workload read its own streams so, not
-// through consumers of its own.
-type tail struct {
-	stream jetstream.Stream
-	next   uint64
-}
-
-func (s *stack) tail(t *testing.T, stream string) *tail {
-	t.Helper()
-	st, err := s.billingJS.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tail{stream: st, next: max(st.CachedInfo().State.FirstSeq, 1)}
-}
-
-// Next returns the next message, waiting up to 5 s for it.
-func (tl *tail) Next() (*jetstream.RawStreamMsg, error) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		m, err := tl.stream.GetMsg(context.Background(), tl.next)
-		if err == nil {
-			tl.next++
-			return m, nil
-		}
-		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
-			return nil, err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+// tail reads one of the service's own streams from its start, waiting up
+// to 5 s for each message.
+func (s *stack) tail(t *testing.T, stream string) *meshtest.Tail {
+	return meshtest.NewTail(t, s.billingJS, stream, 5*time.Second)
 }
 
 // events reads billing's events from the start of BILLING_EVENTS.

@@ -6,11 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +22,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
+	"github.com/authmesh/authmesh/pkg/platform/platformtest"
 	"github.com/authmesh/authmesh/services/orders/internal/adapters"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/ports"
@@ -34,14 +31,13 @@ import (
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
 
-const audience = "https://api.authmesh.dev"
-
 // stack is NATS with the mesh's accounts, devtenant, the real Transaction
 // Token Service, fake users/billing responders and the orders service, all
 // in-process.
 type stack struct {
 	t       *testing.T
 	orders  jetstream.JetStream // orders' own account: ORDERS_EVENTS, ORDERS_DLQ
+	ms      *ttstest.Stack
 	tenant  *tenant.Server
 	base    string // orders HTTP base URL
 	billing *fakeBilling
@@ -191,10 +187,11 @@ func (b *fakeBilling) voidedBy(id string) string {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	ns := meshtest.Start(t)
+	ms := ttstest.NewStack(t, ttstest.StackConfig{})
 	// What the users and billing services own, created here in their place,
 	// each in its own account: their event streams with the durables orders
-	// binds to, and the revocation bucket every validator watches.
+	// binds to (the revocation bucket every validator watches comes with the
+	// stack).
 	peers := map[string]*peer{}
 	for _, o := range []struct {
 		workload string
@@ -203,7 +200,7 @@ func newStack(t *testing.T) *stack {
 		{mesh.Billing, jetstream.StreamConfig{Name: ports.BillingStream, Subjects: []string{"billing.events.>"}}},
 		{mesh.Users, jetstream.StreamConfig{Name: ports.UsersStream, Subjects: []string{"users.events.>"}}},
 	} {
-		nc, js := meshtest.Connect(t, ns, o.workload)
+		nc, js := meshtest.Connect(t, ms.NATS, o.workload)
 		if _, err := js.CreateOrUpdateStream(context.Background(), o.stream); err != nil {
 			t.Fatal(err)
 		}
@@ -212,103 +209,28 @@ func newStack(t *testing.T) *stack {
 		}
 		peers[o.workload] = &peer{nc: nc, js: js}
 	}
-	if _, err := natsauth.NewRevocationStore(context.Background(), peers[mesh.Users].js, 1); err != nil {
-		t.Fatal(err)
-	}
-	_, ordersJS := meshtest.Connect(t, ns, mesh.Orders)
-	// devtenant's issuer is its own URL here: the listener comes first.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer := "http://" + ln.Addr().String() + "/"
-	ten, err := tenant.New(tenant.Config{Issuer: issuer, TenantFile: "../../../../deploy/tenant.yaml",
-		DevDir: "../../../../deploy/dev", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(ten.Handler())
-	ts.Listener = ln
-	ts.Start()
-	t.Cleanup(ts.Close)
-	t.Cleanup(func() { _ = ten.Close() })
-	tts := ttstest.Start(t, ttstest.Config{NATSURL: ns.ClientURL(), Issuer: issuer, JWKSURL: issuer + ".well-known/jwks.json"})
+	_, ordersJS := meshtest.Connect(t, ms.NATS, mesh.Orders)
+	tts := ms.StartTTS(t, nil)
 
-	users, billing := startFakes(t, peers[mesh.Users].nc, peers[mesh.Billing].nc, txnValidator(t, tts.JWKSURL))
+	users, billing := startFakes(t, peers[mesh.Users].nc, peers[mesh.Billing].nc, ttstest.TxnValidator(t, tts.JWKSURL))
 
 	cfg, err := platform.LoadConfig(service.Name, func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": issuer, "ORDERS_NATS_URL": ns.ClientURL(), "ORDERS_LOG_LEVEL": "error", "AUTH0_TENANT_FILE": "../../../../deploy/tenant.yaml",
+		return map[string]string{"AUTH0_ISSUER": ms.Issuer, "ORDERS_NATS_URL": ms.NATS.ClientURL(), "ORDERS_LOG_LEVEL": "error", "AUTH0_TENANT_FILE": ms.TenantFile,
 			"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	st := &stack{t: t, orders: ordersJS, tenant: ten, base: "http://" + hl.Addr().String(), users: users, billing: billing, peers: peers}
+	st := &stack{t: t, orders: ordersJS, ms: ms, tenant: ms.Tenant, users: users, billing: billing, peers: peers}
 	for w, p := range peers {
-		tc, err := natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: p.nc, Actor: staticToken(st.clientToken(cfg.PeerClientID(w)))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.txn = tc
+		p.txn = ms.TxnClient(t, p.nc, cfg.PeerClientID(w))
 	}
-	done := make(chan error, 1)
-	go func() {
-		done <- service.RunWith(ctx, cfg,
-			platform.Options{Listener: hl, Logger: slog.New(slog.DiscardHandler)},
+	st.base, _ = platformtest.Serve(t, func(ctx context.Context, opts platform.Options) error {
+		return service.RunWith(ctx, cfg, opts,
 			service.Tuning{RelayEvery: 100 * time.Millisecond, RelayGrace: 200 * time.Millisecond, MetricsEvery: 100 * time.Millisecond,
 				BeforeRun: func(a *platform.App, _ *app.Service) { st.app = a }})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("service did not stop")
-		}
 	})
-	var last string
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(st.base + "/readyz")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-			last = string(b)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %s", last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	return st
-}
-
-type staticToken string
-
-func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
-
-func txnValidator(t *testing.T, jwks string) *authz.TxnValidator {
-	t.Helper()
-	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
 }
 
 func (s *stack) eventually(what string, d time.Duration, ok func() bool) {
@@ -322,63 +244,15 @@ func (s *stack) eventually(what string, d time.Duration, ok func() bool) {
 	}
 }
 
-func (s *stack) token(email string) string {
-	s.t.Helper()
-	tok, err := s.tenant.IssueUserToken(email, audience, "")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return tok
-}
+func (s *stack) token(email string) string { return s.ms.UserToken(s.t, email, "") }
 
-func (s *stack) clientToken(client string) string {
-	s.t.Helper()
-	tok, err := s.tenant.IssueClientToken(client, audience)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return tok
-}
+func (s *stack) clientToken(client string) string { return s.ms.ClientToken(s.t, client) }
 
-type resp struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (r resp) json(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(r.body, v); err != nil {
-		t.Fatalf("decode %s: %v", r.body, err)
-	}
-}
+type resp = platformtest.Response
 
 func (s *stack) do(method, path, token, body string, hdr ...string) resp {
 	s.t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, s.base+path, rd)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	r, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer r.Body.Close()
-	b, _ := io.ReadAll(r.Body)
-	return resp{r.StatusCode, r.Header, b}
+	return platformtest.Do(s.t, method, s.base+path, token, body, hdr...)
 }
 
 type orderOut struct {
@@ -401,22 +275,22 @@ type orderOut struct {
 func (s *stack) placeOrder(token, body string) orderOut {
 	s.t.Helper()
 	r := s.do(http.MethodPost, "/v1/orders", token, body)
-	if r.status != http.StatusCreated {
-		s.t.Fatalf("create: %d %s", r.status, r.body)
+	if r.Status != http.StatusCreated {
+		s.t.Fatalf("create: %d %s", r.Status, r.Body)
 	}
 	var o orderOut
-	r.json(s.t, &o)
+	r.JSON(s.t, &o)
 	return o
 }
 
 func (s *stack) order(id string) orderOut {
 	s.t.Helper()
 	r := s.do(http.MethodGet, "/v1/orders/"+id, s.token("carol@authmesh.dev"), "")
-	if r.status != http.StatusOK {
-		s.t.Fatalf("get %s: %d %s", id, r.status, r.body)
+	if r.Status != http.StatusOK {
+		s.t.Fatalf("get %s: %d %s", id, r.Status, r.Body)
 	}
 	var o orderOut
-	r.json(s.t, &o)
+	r.JSON(s.t, &o)
 	return o
 }
 
@@ -447,35 +321,10 @@ func (s *stack) events(subject string) []*jetstream.RawStreamMsg {
 	return out
 }
 
-// tail reads one of orders' streams from its start, message by message.
-type tail struct {
-	stream jetstream.Stream
-	next   uint64
-}
-
-func (s *stack) tail(t *testing.T, stream string) *tail {
-	t.Helper()
-	st, err := s.orders.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tail{stream: st, next: max(st.CachedInfo().State.FirstSeq, 1)}
-}
-
-// Next returns the next message, waiting up to 10 s for it.
-func (tl *tail) Next() (*jetstream.RawStreamMsg, error) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		m, err := tl.stream.GetMsg(context.Background(), tl.next)
-		if err == nil {
-			tl.next++
-			return m, nil
-		}
-		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
-			return nil, err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+// tail reads one of the service's own streams from its start, waiting up
+// to 10 s for each message.
+func (s *stack) tail(t *testing.T, stream string) *meshtest.Tail {
+	return meshtest.NewTail(t, s.orders, stream, 10*time.Second)
 }
 
 func envelopeOf(t *testing.T, m *jetstream.RawStreamMsg) natsauth.Envelope {
@@ -559,11 +408,11 @@ func TestCatalogIsPublic(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	r := s.do(http.MethodGet, "/v1/catalog", "", "")
-	if r.status != http.StatusOK {
-		t.Fatalf("%d %s", r.status, r.body)
+	if r.Status != http.StatusOK {
+		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	var got []map[string]any
-	r.json(t, &got)
+	r.JSON(t, &got)
 	want := map[string]float64{"tea-green": 450, "tea-black": 390, "mug": 1200, "kettle": 4500}
 	if len(got) != len(want) {
 		t.Fatalf("catalog %v", got)
@@ -582,11 +431,11 @@ func TestHTTPAPI(t *testing.T) {
 	m2m := s.clientToken("orders-service")
 
 	created := s.do(http.MethodPost, "/v1/orders", alice, mugs)
-	if created.status != http.StatusCreated {
-		t.Fatalf("create: %d %s", created.status, created.body)
+	if created.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", created.Status, created.Body)
 	}
 	var ao orderOut
-	created.json(t, &ao)
+	created.JSON(t, &ao)
 	if ao.Status != "pending" || ao.TotalCents != 2*1200+450 || ao.Currency != "EUR" || len(ao.Items) != 2 ||
 		ao.Items[0].UnitPriceCents != 1200 || ao.Items[0].LineTotalCents != 2400 || ao.ShippingAddress["city"] != "Berlin" ||
 		ao.CreatedAt.IsZero() || ao.UpdatedAt.IsZero() || !strings.HasPrefix(ao.UserID, "auth0|") {
@@ -633,8 +482,8 @@ func TestHTTPAPI(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := s.do(tc.method, tc.path, tc.token, tc.body)
-			if r.status != tc.want {
-				t.Fatalf("status %d, want %d: %s", r.status, tc.want, r.body)
+			if r.Status != tc.want {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.want, r.Body)
 			}
 			if tc.want >= 400 {
 				var e struct {
@@ -642,26 +491,26 @@ func TestHTTPAPI(t *testing.T) {
 					Message string            `json:"message"`
 					Fields  map[string]string `json:"fields"`
 				}
-				r.json(t, &e)
+				r.JSON(t, &e)
 				if e.Message == "" || (tc.wantErr != "" && e.Error != tc.wantErr) {
-					t.Fatalf("error body %s", r.body)
+					t.Fatalf("error body %s", r.Body)
 				}
 				if tc.wantField != "" && e.Fields[tc.wantField] == "" {
-					t.Fatalf("no message for %s in %s", tc.wantField, r.body)
+					t.Fatalf("no message for %s in %s", tc.wantField, r.Body)
 				}
-				if tc.token != "" && strings.Contains(string(r.body), tc.token[:40]) {
+				if tc.token != "" && strings.Contains(string(r.Body), tc.token[:40]) {
 					t.Fatal("token echoed in the error body")
 				}
 			}
-			if tc.wantChallenge != "" && !strings.Contains(r.header.Get("WWW-Authenticate"), tc.wantChallenge) {
-				t.Fatalf("WWW-Authenticate %q lacks %q", r.header.Get("WWW-Authenticate"), tc.wantChallenge)
+			if tc.wantChallenge != "" && !strings.Contains(r.Header.Get("WWW-Authenticate"), tc.wantChallenge) {
+				t.Fatalf("WWW-Authenticate %q lacks %q", r.Header.Get("WWW-Authenticate"), tc.wantChallenge)
 			}
 		})
 	}
 
 	t.Run("list own only", func(t *testing.T) {
 		var got []orderOut
-		s.do("GET", "/v1/orders", alice, "").json(t, &got)
+		s.do("GET", "/v1/orders", alice, "").JSON(t, &got)
 		if len(got) != 1 || got[0].ID != ao.ID {
 			t.Fatalf("alice sees %+v", got)
 		}
@@ -669,30 +518,30 @@ func TestHTTPAPI(t *testing.T) {
 	t.Run("list another user's with read:all-orders", func(t *testing.T) {
 		var got []orderOut
 		r := s.do("GET", "/v1/orders?user_id="+bobOrder.UserID, dave, "")
-		r.json(t, &got)
-		if r.status != 200 || len(got) != 1 || got[0].ID != bobOrder.ID {
-			t.Fatalf("dave sees %d %+v", r.status, got)
+		r.JSON(t, &got)
+		if r.Status != 200 || len(got) != 1 || got[0].ID != bobOrder.ID {
+			t.Fatalf("dave sees %d %+v", r.Status, got)
 		}
 	})
 	t.Run("cancel own pending, then again", func(t *testing.T) {
 		r := s.do("POST", "/v1/orders/"+ao.ID+"/cancel", alice, "")
 		var o orderOut
-		r.json(t, &o)
-		if r.status != 200 || o.Status != "cancelled" {
-			t.Fatalf("cancel: %d %s", r.status, r.body)
+		r.JSON(t, &o)
+		if r.Status != 200 || o.Status != "cancelled" {
+			t.Fatalf("cancel: %d %s", r.Status, r.Body)
 		}
 		if by := s.billing.voidedBy(ao.ID); by != ao.UserID {
 			t.Fatalf("billing void asked by %q, want the caller %q", by, ao.UserID)
 		}
-		if r := s.do("POST", "/v1/orders/"+ao.ID+"/cancel", alice, ""); r.status != 409 {
-			t.Fatalf("second cancel: %d %s", r.status, r.body)
+		if r := s.do("POST", "/v1/orders/"+ao.ID+"/cancel", alice, ""); r.Status != 409 {
+			t.Fatalf("second cancel: %d %s", r.Status, r.Body)
 		}
 	})
 	t.Run("cancel refused by billing because paid", func(t *testing.T) {
 		o := s.placeOrder(alice, mugs)
 		s.billing.setPaid(o.ID)
-		if r := s.do("POST", "/v1/orders/"+o.ID+"/cancel", alice, ""); r.status != 409 {
-			t.Fatalf("cancel of a paid invoice's order: %d %s", r.status, r.body)
+		if r := s.do("POST", "/v1/orders/"+o.ID+"/cancel", alice, ""); r.Status != 409 {
+			t.Fatalf("cancel of a paid invoice's order: %d %s", r.Status, r.Body)
 		}
 		if got := s.order(o.ID); got.Status != "pending" {
 			t.Fatalf("order became %s", got.Status)
@@ -723,7 +572,7 @@ func TestHTTPAPI(t *testing.T) {
 	t.Run("metrics", func(t *testing.T) {
 		r := s.do("GET", "/metrics", "", "")
 		for _, name := range []string{"orders_outbox_pending", "orders_consumer_pending_messages"} {
-			if !strings.Contains(string(r.body), name) {
+			if !strings.Contains(string(r.Body), name) {
 				t.Fatalf("/metrics lacks %s", name)
 			}
 		}
@@ -736,25 +585,25 @@ func TestIdempotencyKey(t *testing.T) {
 	alice, bob := s.token("alice@authmesh.dev"), s.token("bob@authmesh.dev")
 	first := s.do("POST", "/v1/orders", alice, mugs, "Idempotency-Key", "k-1")
 	var o1 orderOut
-	first.json(t, &o1)
-	if first.status != 201 {
-		t.Fatalf("first: %d %s", first.status, first.body)
+	first.JSON(t, &o1)
+	if first.Status != 201 {
+		t.Fatalf("first: %d %s", first.Status, first.Body)
 	}
 	// Same body with other formatting is the same request.
 	again := s.do("POST", "/v1/orders", alice, " {\"items\": [{\"quantity\":2, \"sku\":\"mug\"},{\"sku\":\"tea-green\",\"quantity\":1}]}", "Idempotency-Key", "k-1")
 	var o2 orderOut
-	again.json(t, &o2)
-	if again.status != 201 || o2.ID != o1.ID || again.header.Get("Idempotent-Replayed") != "true" {
-		t.Fatalf("replay: %d %s", again.status, again.body)
+	again.JSON(t, &o2)
+	if again.Status != 201 || o2.ID != o1.ID || again.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay: %d %s", again.Status, again.Body)
 	}
-	if r := s.do("POST", "/v1/orders", alice, `{"items":[{"sku":"mug","quantity":3}]}`, "Idempotency-Key", "k-1"); r.status != 409 {
-		t.Fatalf("different body: %d %s", r.status, r.body)
+	if r := s.do("POST", "/v1/orders", alice, `{"items":[{"sku":"mug","quantity":3}]}`, "Idempotency-Key", "k-1"); r.Status != 409 {
+		t.Fatalf("different body: %d %s", r.Status, r.Body)
 	}
-	if r := s.do("POST", "/v1/orders", bob, mugs, "Idempotency-Key", "k-1"); r.status != 201 {
-		t.Fatalf("bob's own key: %d %s", r.status, r.body)
+	if r := s.do("POST", "/v1/orders", bob, mugs, "Idempotency-Key", "k-1"); r.Status != 201 {
+		t.Fatalf("bob's own key: %d %s", r.Status, r.Body)
 	}
-	if r := s.do("POST", "/v1/orders", alice, mugs, "Idempotency-Key", strings.Repeat("k", 300)); r.status != 422 {
-		t.Fatalf("overlong key: %d %s", r.status, r.body)
+	if r := s.do("POST", "/v1/orders", alice, mugs, "Idempotency-Key", strings.Repeat("k", 300)); r.Status != 422 {
+		t.Fatalf("overlong key: %d %s", r.Status, r.Body)
 	}
 
 	const n = 10
@@ -790,7 +639,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatalf("%d orders for one key", len(distinct))
 	}
 	var list []orderOut
-	s.do("GET", "/v1/orders", alice, "").json(t, &list)
+	s.do("GET", "/v1/orders", alice, "").JSON(t, &list)
 	if len(list) != 2 {
 		t.Fatalf("alice has %d orders, want 2 (k-1 and k-concurrent)", len(list))
 	}
@@ -956,19 +805,19 @@ func TestProfileErrorsReachTheCaller(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s.users.failFor(bob, tc.code, tc.desc)
 			r := s.do(http.MethodPost, "/v1/orders", tok, mugs)
-			if r.status != tc.want {
-				t.Fatalf("status %d, want %d: %s", r.status, tc.want, r.body)
+			if r.Status != tc.want {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.want, r.Body)
 			}
 			var e struct{ Error, Message string }
-			r.json(t, &e)
+			r.JSON(t, &e)
 			if e.Error != tc.wantErr || e.Message == "" {
-				t.Fatalf("body %s, want error %q", r.body, tc.wantErr)
+				t.Fatalf("body %s, want error %q", r.Body, tc.wantErr)
 			}
-			if tc.wantHeader != "" && !strings.Contains(r.header.Get(tc.wantHeader), tc.wantValue) {
-				t.Fatalf("%s %q lacks %q", tc.wantHeader, r.header.Get(tc.wantHeader), tc.wantValue)
+			if tc.wantHeader != "" && !strings.Contains(r.Header.Get(tc.wantHeader), tc.wantValue) {
+				t.Fatalf("%s %q lacks %q", tc.wantHeader, r.Header.Get(tc.wantHeader), tc.wantValue)
 			}
-			if tc.want != 401 && tc.want != 403 && r.header.Get("WWW-Authenticate") != "" {
-				t.Fatalf("WWW-Authenticate %q on a %d", r.header.Get("WWW-Authenticate"), tc.want)
+			if tc.want != 401 && tc.want != 403 && r.Header.Get("WWW-Authenticate") != "" {
+				t.Fatalf("WWW-Authenticate %q on a %d", r.Header.Get("WWW-Authenticate"), tc.want)
 			}
 		})
 	}

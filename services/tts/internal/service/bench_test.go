@@ -13,10 +13,7 @@ import (
 func BenchmarkExchange(b *testing.B) {
 	f := newFixture(b)
 	f.start(b, "")
-	alice, err := f.tenant.IssueUserToken("alice@authmesh.dev", audience, "openid")
-	if err != nil {
-		b.Fatal(err)
-	}
+	alice := f.UserToken(b, "alice@authmesh.dev", "openid")
 	ctx := context.Background()
 	scopes := []string{"read:profile"}
 	b.Run("uncached", func(b *testing.B) {

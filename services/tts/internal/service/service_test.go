@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -15,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/authmesh/authmesh/pkg/authz"
@@ -24,43 +21,24 @@ import (
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 	"github.com/authmesh/authmesh/services/tts/internal/keys"
 	"github.com/authmesh/authmesh/services/tts/ttstest"
-	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
 
-const audience = "https://api.authmesh.dev"
+const audience = ttstest.Audience
 
+// fixture is the stack the TTS stands on (the mesh's real accounts and
+// permissions: the TTS in its own account, reached through the import the
+// services have), with a connection as orders: exchanges are asked for as
+// orders asks.
 type fixture struct {
-	ns     *server.Server
-	nc     *nats.Conn
-	tenant *tenant.Server
-	issuer string
-	jwks   string
-	nsURL  string
+	*ttstest.Stack
+	nc *nats.Conn
 }
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	// The mesh's real accounts and permissions: the TTS in its own account,
-	// reached through the import the services have.
-	ns := meshtest.Start(t)
-	idp := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + idp.Listener.Addr().String() + "/"
-	ten, err := tenant.New(tenant.Config{Issuer: issuer, TenantFile: "../../../../deploy/tenant.yaml", DevDir: "../../../../deploy/dev",
-		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idp.Config.Handler = ten.Handler()
-	idp.Start()
-	t.Cleanup(idp.Close)
-	// The users service owns the revocation bucket the TTS reads.
-	_, usersJS := meshtest.Connect(t, ns, "users")
-	if _, err := natsauth.NewRevocationStore(context.Background(), usersJS, 1); err != nil {
-		t.Fatal(err)
-	}
-	// Exchanges are asked for as orders asks.
-	nc, _ := meshtest.Connect(t, ns, "orders")
-	return &fixture{ns: ns, nc: nc, tenant: ten, issuer: issuer, jwks: issuer + ".well-known/jwks.json", nsURL: ns.ClientURL()}
+	st := ttstest.NewStack(t, ttstest.StackConfig{})
+	nc, _ := meshtest.Connect(t, st.NATS, "orders")
+	return &fixture{Stack: st, nc: nc}
 }
 
 func (f *fixture) start(t testing.TB, keysFile string) *ttstest.TTS {
@@ -68,47 +46,21 @@ func (f *fixture) start(t testing.TB, keysFile string) *ttstest.TTS {
 	if keysFile != "" {
 		env["TTS_KEYS_FILE"] = keysFile
 	}
-	return ttstest.Start(t, ttstest.Config{NATSURL: f.nsURL, Issuer: f.issuer, JWKSURL: f.jwks, Env: env})
+	return f.StartTTS(t, env)
 }
-
-type staticSource string
-
-func (s staticSource) Token(context.Context) (string, error) { return string(s), nil }
 
 func (f *fixture) client(t testing.TB, client string) *natsauth.TxnClient {
 	t.Helper()
-	tok, err := f.tenant.IssueClientToken(client, audience)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: f.nc, Actor: staticSource(tok)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return f.TxnClient(t, f.nc, client)
 }
 
-func txnValidator(t *testing.T, jwks string) *authz.TxnValidator {
-	t.Helper()
-	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
+var txnValidator = ttstest.TxnValidator
 
 // TestExchangeOverNATS: the real service, reached as the services reach it.
 func TestExchangeOverNATS(t *testing.T) {
 	f := newFixture(t)
 	tts := f.start(t, "")
-	alice, err := f.tenant.IssueUserToken("alice@authmesh.dev", audience, "openid")
-	if err != nil {
-		t.Fatal(err)
-	}
+	alice := f.UserToken(t, "alice@authmesh.dev", "openid")
 	orders := f.client(t, "orders-service")
 	tok, err := orders.Exchange(context.Background(), alice, []string{"read:profile", "create:orders"})
 	if err != nil {
@@ -123,8 +75,8 @@ func TestExchangeOverNATS(t *testing.T) {
 		t.Fatalf("claims %+v", c)
 	}
 	// The HTTP edge's validator refuses it: a transaction token is no access token.
-	kp, _ := authz.NewKeyProvider(authz.WithJWKSURL(f.jwks))
-	edge, _ := authz.NewValidator(kp, authz.WithIssuers(f.issuer), authz.WithAudiences(audience))
+	kp, _ := authz.NewKeyProvider(authz.WithJWKSURL(f.JWKSURL))
+	edge, _ := authz.NewValidator(kp, authz.WithIssuers(f.Issuer), authz.WithAudiences(audience))
 	if _, err := edge.Validate(context.Background(), tok); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Fatalf("the HTTP edge accepted a transaction token: %v", err)
 	}
@@ -155,10 +107,7 @@ func TestRotationAndReplicas(t *testing.T) {
 	file := t.TempDir() + "/keys.json"
 	a := f.start(t, file)
 	b := f.start(t, file)
-	alice, err := f.tenant.IssueUserToken("alice@authmesh.dev", audience, "openid")
-	if err != nil {
-		t.Fatal(err)
-	}
+	alice := f.UserToken(t, "alice@authmesh.dev", "openid")
 	orders := f.client(t, "orders-service")
 	v := txnValidator(t, a.JWKSURL)
 	before, err := orders.Exchange(context.Background(), alice, []string{"read:profile"})
@@ -240,19 +189,13 @@ func TestCompromisedWorkloadAsksTheTTS(t *testing.T) {
 	f := newFixture(t)
 	tts := f.start(t, "")
 	v := txnValidator(t, tts.JWKSURL)
-	alice, err := f.tenant.IssueUserToken("alice@authmesh.dev", audience, "openid")
-	if err != nil {
-		t.Fatal(err)
-	}
+	alice := f.UserToken(t, "alice@authmesh.dev", "openid")
 	aliceSub := subOf(t, v, f, alice)
 	expired := strings.Join([]string{"eyJhbGciOiJSUzI1NiJ9", "eyJleHAiOjF9", "c2ln"}, ".")
 	for _, w := range []struct{ workload, client string }{{"users", "users-service"}, {"orders", "orders-service"}, {"billing", "billing-service"}} {
 		t.Run(w.workload, func(t *testing.T) {
-			nc, _ := meshtest.Connect(t, f.ns, w.workload)
-			own, err := f.tenant.IssueClientToken(w.client, audience)
-			if err != nil {
-				t.Fatal(err)
-			}
+			nc, _ := meshtest.Connect(t, f.NATS, w.workload)
+			own := f.ClientToken(t, w.client)
 			ask := func(body map[string]any) (natsauth.TxnResponse, error) {
 				req := map[string]any{
 					"grant_type": authz.GrantTypeTokenExchange, "requested_token_type": authz.TokenTypeTxn,
@@ -316,8 +259,8 @@ func TestCompromisedWorkloadAsksTheTTS(t *testing.T) {
 
 func subOf(t *testing.T, _ *authz.TxnValidator, f *fixture, tok string) string {
 	t.Helper()
-	kp, _ := authz.NewKeyProvider(authz.WithJWKSURL(f.jwks))
-	v, _ := authz.NewValidator(kp, authz.WithIssuers(f.issuer), authz.WithAudiences(audience))
+	kp, _ := authz.NewKeyProvider(authz.WithJWKSURL(f.JWKSURL))
+	v, _ := authz.NewValidator(kp, authz.WithIssuers(f.Issuer), authz.WithAudiences(audience))
 	c, err := v.Validate(context.Background(), tok)
 	if err != nil {
 		t.Fatal(err)

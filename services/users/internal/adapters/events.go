@@ -46,18 +46,6 @@ func (e *Events) PublishModeration(ctx context.Context, m domain.Moderation) err
 	return nil
 }
 
-// Lift implements app.Revoker.
-func (r *Revocations) Lift(ctx context.Context, sub string, at time.Time) error {
-	store, err := ready(ctx, r.kv)
-	if err != nil {
-		return err
-	}
-	if err := store.Lift(ctx, sub, at); err != nil {
-		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
-	}
-	return nil
-}
-
 // RevocationKV is the revocation bucket, once the set-up step created it.
 type RevocationKV = platform.Lazy[*natsauth.RevocationStore]
 
@@ -74,11 +62,22 @@ func NewRevocations(kv *RevocationKV) *Revocations { return &Revocations{kv: kv}
 
 // Revoke implements app.Revoker.
 func (r *Revocations) Revoke(ctx context.Context, sub string, at time.Time) error {
+	return r.do(ctx, func(store *natsauth.RevocationStore) error { return store.Revoke(ctx, sub, at) })
+}
+
+// Lift implements app.Revoker.
+func (r *Revocations) Lift(ctx context.Context, sub string, at time.Time) error {
+	return r.do(ctx, func(store *natsauth.RevocationStore) error { return store.Lift(ctx, sub, at) })
+}
+
+// do runs write on the bucket once it is ready; a failed write is
+// domain.ErrUnavailable.
+func (r *Revocations) do(ctx context.Context, write func(*natsauth.RevocationStore) error) error {
 	store, err := ready(ctx, r.kv)
 	if err != nil {
 		return err
 	}
-	if err := store.Revoke(ctx, sub, at); err != nil {
+	if err := write(store); err != nil {
 		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
 	}
 	return nil

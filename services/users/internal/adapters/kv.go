@@ -112,6 +112,25 @@ func get(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64
 	return e.Value(), e.Revision(), nil
 }
 
+// getRecord reads the JSON record R of userID under prefix, once the
+// bucket is ready; what names it in the error for a corrupt one.
+func getRecord[R any](ctx context.Context, l *ProfilesKV, prefix, what, userID string) (R, uint64, error) {
+	var r R
+	kv, err := ready(ctx, l)
+	if err != nil {
+		return r, 0, err
+	}
+	val, rev, err := get(ctx, kv, prefix+encodeID(userID))
+	if err != nil {
+		return r, 0, err
+	}
+	if err := json.Unmarshal(val, &r); err != nil {
+		var zero R
+		return zero, 0, fmt.Errorf("%s of %s: corrupt record: %w", what, userID, err)
+	}
+	return r, rev, nil
+}
+
 // Profiles stores local profile data (app.Profiles).
 type Profiles struct{ kv *ProfilesKV }
 
@@ -169,19 +188,8 @@ func (r profileRecord) toDomain() domain.Profile {
 }
 
 func (s *Profiles) get(ctx context.Context, userID string) (domain.Profile, uint64, error) {
-	kv, err := ready(ctx, s.kv)
-	if err != nil {
-		return domain.Profile{}, 0, err
-	}
-	val, rev, err := get(ctx, kv, profilePrefix+encodeID(userID))
-	if err != nil {
-		return domain.Profile{}, 0, err
-	}
-	var r profileRecord
-	if err := json.Unmarshal(val, &r); err != nil {
-		return domain.Profile{}, 0, fmt.Errorf("profile of %s: corrupt record: %w", userID, err)
-	}
-	return r.toDomain(), rev, nil
+	r, rev, err := getRecord[profileRecord](ctx, s.kv, profilePrefix, "profile", userID)
+	return r.toDomain(), rev, err
 }
 
 // Get implements app.Profiles.
@@ -239,19 +247,8 @@ type moderationRecord struct {
 
 // Get implements app.Moderations.
 func (s *Moderations) Get(ctx context.Context, userID string) (domain.Moderation, uint64, error) {
-	kv, err := ready(ctx, s.kv)
-	if err != nil {
-		return domain.Moderation{}, 0, err
-	}
-	val, rev, err := get(ctx, kv, moderationPrefix+encodeID(userID))
-	if err != nil {
-		return domain.Moderation{}, 0, err
-	}
-	var r moderationRecord
-	if err := json.Unmarshal(val, &r); err != nil {
-		return domain.Moderation{}, 0, fmt.Errorf("moderation of %s: corrupt record: %w", userID, err)
-	}
-	return domain.Moderation(r), rev, nil
+	r, rev, err := getRecord[moderationRecord](ctx, s.kv, moderationPrefix, "moderation", userID)
+	return domain.Moderation(r), rev, err
 }
 
 // Put implements app.Moderations.

@@ -3,6 +3,7 @@
 package ports
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -150,12 +151,17 @@ func userIDParam(c echo.Context) (string, error) {
 	return id, nil
 }
 
-func (h *HTTP) getMe(c echo.Context) error {
-	sub, err := callerID(c)
+func (h *HTTP) getMe(c echo.Context) error   { return h.getOne(c, callerID, h.svc.Me) }
+func (h *HTTP) getUser(c echo.Context) error { return h.getOne(c, userIDParam, h.svc.User) }
+
+// getOne answers the user get returns for the id idOf reads from the
+// request.
+func (h *HTTP) getOne(c echo.Context, idOf func(echo.Context) (string, error), get func(context.Context, string) (domain.User, error)) error {
+	id, err := idOf(c)
 	if err != nil {
 		return err
 	}
-	u, err := h.svc.Me(c.Request().Context(), sub)
+	u, err := get(c.Request().Context(), id)
 	if err != nil {
 		return edge(c, err)
 	}
@@ -223,18 +229,6 @@ func intParam(c echo.Context, name string, def int, v platform.Validation) int {
 		return def
 	}
 	return n
-}
-
-func (h *HTTP) getUser(c echo.Context) error {
-	id, err := userIDParam(c)
-	if err != nil {
-		return err
-	}
-	u, err := h.svc.User(c.Request().Context(), id)
-	if err != nil {
-		return edge(c, err)
-	}
-	return c.JSON(http.StatusOK, toUserJSON(u))
 }
 
 func (h *HTTP) block(c echo.Context) error   { return h.setBlocked(c, true) }

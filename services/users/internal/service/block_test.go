@@ -118,8 +118,8 @@ func TestBlockAndUnblock(t *testing.T) {
 	bobPath := "/v1/users/" + url.PathEscape(bobID)
 	events := s.tailEvents(t)
 
-	if r := s.do("GET", "/v1/me", oldBob, ""); r.status != 200 {
-		t.Fatalf("bob before the block: %d %s", r.status, r.body)
+	if r := s.do("GET", "/v1/me", oldBob, ""); r.Status != 200 {
+		t.Fatalf("bob before the block: %d %s", r.Status, r.Body)
 	}
 	// A transaction orders got for bob before the block, as a message in
 	// flight or queued would carry it.
@@ -138,11 +138,11 @@ func TestBlockAndUnblock(t *testing.T) {
 	}
 
 	r := s.do("POST", bobPath+"/block", carol, "")
-	if r.status != 200 {
-		t.Fatalf("block: %d %s", r.status, r.body)
+	if r.Status != 200 {
+		t.Fatalf("block: %d %s", r.Status, r.Body)
 	}
 	var u userBody
-	r.json(t, &u)
+	r.JSON(t, &u)
 	if !u.Blocked || u.UserID != bobID {
 		t.Fatalf("block answered %+v", u)
 	}
@@ -150,8 +150,8 @@ func TestBlockAndUnblock(t *testing.T) {
 	t.Run("old token rejected within 1 s", func(t *testing.T) {
 		eventually(t, time.Second, func() string {
 			r := s.do("GET", "/v1/me", oldBob, "")
-			if r.status != 401 || !strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
-				return string(r.body)
+			if r.Status != 401 || !strings.Contains(r.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+				return string(r.Body)
 			}
 			return ""
 		})
@@ -209,9 +209,9 @@ func TestBlockAndUnblock(t *testing.T) {
 	t.Run("tenant has the user blocked", func(t *testing.T) {
 		r := s.do("GET", bobPath, dave, "")
 		var u userBody
-		r.json(t, &u)
-		if r.status != 200 || !u.Blocked {
-			t.Fatalf("tenant view: %d %s", r.status, r.body)
+		r.JSON(t, &u)
+		if r.Status != 200 || !u.Blocked {
+			t.Fatalf("tenant view: %d %s", r.Status, r.Body)
 		}
 		if _, err := s.tenant.IssueUserToken("bob@authmesh.dev", audience, ""); err == nil {
 			t.Fatal("the tenant still issues tokens to bob")
@@ -219,17 +219,17 @@ func TestBlockAndUnblock(t *testing.T) {
 	})
 	t.Run("block again is a no-op", func(t *testing.T) {
 		r := s.do("POST", bobPath+"/block", carol, "")
-		if r.status != 200 {
-			t.Fatalf("second block: %d %s", r.status, r.body)
+		if r.Status != 200 {
+			t.Fatalf("second block: %d %s", r.Status, r.Body)
 		}
 		events.none(300 * time.Millisecond)
 	})
 
 	r = s.do("POST", bobPath+"/unblock", carol, "")
-	if r.status != 200 {
-		t.Fatalf("unblock: %d %s", r.status, r.body)
+	if r.Status != 200 {
+		t.Fatalf("unblock: %d %s", r.Status, r.Body)
 	}
-	r.json(t, &u)
+	r.JSON(t, &u)
 	if u.Blocked {
 		t.Fatalf("unblock answered %+v", u)
 	}
@@ -241,17 +241,17 @@ func TestBlockAndUnblock(t *testing.T) {
 	})
 	t.Run("fresh token works, old one stays rejected", func(t *testing.T) {
 		fresh := s.userToken("bob@authmesh.dev")
-		if r := s.do("GET", "/v1/me", fresh, ""); r.status != 200 {
-			t.Fatalf("fresh token: %d %s", r.status, r.body)
+		if r := s.do("GET", "/v1/me", fresh, ""); r.Status != 200 {
+			t.Fatalf("fresh token: %d %s", r.Status, r.Body)
 		}
-		if r := s.do("GET", "/v1/me", oldBob, ""); r.status != 401 {
-			t.Fatalf("old token after unblock: %d %s", r.status, r.body)
+		if r := s.do("GET", "/v1/me", oldBob, ""); r.Status != 401 {
+			t.Fatalf("old token after unblock: %d %s", r.Status, r.Body)
 		}
 	})
 	t.Run("block and unblock again publish again", func(t *testing.T) {
 		for _, step := range []string{"block", "unblock"} {
-			if r := s.do("POST", bobPath+"/"+step, carol, ""); r.status != 200 {
-				t.Fatalf("%s: %d %s", step, r.status, r.body)
+			if r := s.do("POST", bobPath+"/"+step, carol, ""); r.Status != 200 {
+				t.Fatalf("%s: %d %s", step, r.Status, r.Body)
 			}
 			if ev := events.next(); ev.env.Type != "user."+step+"ed" {
 				t.Fatalf("after %s got %s", step, ev.env.Type)
@@ -263,8 +263,8 @@ func TestBlockAndUnblock(t *testing.T) {
 func TestProfileEndpoint(t *testing.T) {
 	s := startStack(t)
 	alice := s.userToken("alice@authmesh.dev")
-	if r := s.do("PATCH", "/v1/me", alice, `{"shipping_address":{"line1":"2 Rue","city":"Paris","postal_code":"75001","country":"FR"}}`); r.status != 200 {
-		t.Fatalf("patch: %d %s", r.status, r.body)
+	if r := s.do("PATCH", "/v1/me", alice, `{"shipping_address":{"line1":"2 Rue","city":"Paris","postal_code":"75001","country":"FR"}}`); r.Status != 200 {
+		t.Fatalf("patch: %d %s", r.Status, r.Body)
 	}
 	call := func(t *testing.T, ctx context.Context) (*ProfileReply, error) {
 		t.Helper()

@@ -19,11 +19,11 @@ func TestProfileLookupsSpareTheManagementAPI(t *testing.T) {
 	me := func(t *testing.T) userBody {
 		t.Helper()
 		r := s.do("GET", "/v1/me", alice, "")
-		if r.status != 200 {
-			t.Fatalf("GET /v1/me: %d %s", r.status, r.body)
+		if r.Status != 200 {
+			t.Fatalf("GET /v1/me: %d %s", r.Status, r.Body)
 		}
 		var u userBody
-		r.json(t, &u)
+		r.JSON(t, &u)
 		return u
 	}
 	profile := func(t *testing.T) {
@@ -48,8 +48,8 @@ func TestProfileLookupsSpareTheManagementAPI(t *testing.T) {
 		t.Fatalf("20 more lookups made %d Management API calls, want 0", n)
 	}
 
-	if r := s.do("PUT", "/v1/users/"+url.PathEscape(aliceID)+"/roles", carol, `{"roles":["support"]}`); r.status != 200 {
-		t.Fatalf("assign roles: %d %s", r.status, r.body)
+	if r := s.do("PUT", "/v1/users/"+url.PathEscape(aliceID)+"/roles", carol, `{"roles":["support"]}`); r.Status != 200 {
+		t.Fatalf("assign roles: %d %s", r.Status, r.Body)
 	}
 	if u := me(t); !slices.Equal(u.Roles, []string{"support"}) {
 		t.Fatalf("GET /v1/me after the role change: roles %v", u.Roles)

@@ -39,12 +39,12 @@ func TestHTTPEndpoints(t *testing.T) {
 	}{
 		{name: "me", method: "GET", path: "/v1/me", token: alice, status: 200, check: func(t *testing.T, r response) {
 			var u userBody
-			r.json(t, &u)
+			r.JSON(t, &u)
 			if u.UserID != aliceID || u.Email != "alice@authmesh.dev" || u.Name != "Alice Example" || !slices.Equal(u.Roles, []string{"customer"}) || u.Blocked || u.ShippingAddress != nil {
 				t.Fatalf("me = %+v", u)
 			}
-			if !strings.Contains(string(r.body), `"shipping_address":null`) {
-				t.Fatalf("shipping_address must be present as null: %s", r.body)
+			if !strings.Contains(string(r.Body), `"shipping_address":null`) {
+				t.Fatalf("shipping_address must be present as null: %s", r.Body)
 			}
 		}},
 		{name: "me without token", method: "GET", path: "/v1/me", status: 401, challenge: `Bearer realm="authmesh"`},
@@ -54,7 +54,7 @@ func TestHTTPEndpoints(t *testing.T) {
 			body: `{"name":"  Bobby  ","shipping_address":{"line1":"1 Main St","city":"Lyon","postal_code":"69001","country":"fr"}}`,
 			check: func(t *testing.T, r response) {
 				var u userBody
-				r.json(t, &u)
+				r.JSON(t, &u)
 				want := map[string]string{"line1": "1 Main St", "city": "Lyon", "postal_code": "69001", "country": "FR"}
 				if u.Name != "Bobby" || u.ShippingAddress == nil || !equalMaps(u.ShippingAddress, want) || !slices.Equal(u.Roles, []string{"customer"}) {
 					t.Fatalf("patched = %+v", u)
@@ -62,14 +62,14 @@ func TestHTTPEndpoints(t *testing.T) {
 			}},
 		{name: "patch me is kept", method: "GET", path: "/v1/me", token: bob, status: 200, check: func(t *testing.T, r response) {
 			var u userBody
-			r.json(t, &u)
+			r.JSON(t, &u)
 			if u.Name != "Bobby" || u.ShippingAddress["city"] != "Lyon" {
 				t.Fatalf("after patch = %+v", u)
 			}
 		}},
 		{name: "patch only the name keeps the address", method: "PATCH", path: "/v1/me", token: bob, body: `{"name":"Bob"}`, status: 200, check: func(t *testing.T, r response) {
 			var u userBody
-			r.json(t, &u)
+			r.JSON(t, &u)
 			if u.Name != "Bob" || u.ShippingAddress["city"] != "Lyon" {
 				t.Fatalf("after name patch = %+v", u)
 			}
@@ -79,7 +79,7 @@ func TestHTTPEndpoints(t *testing.T) {
 			body: `{"shipping_address":{"line1":"","city":"Lyon","postal_code":"69001","country":"France"}}`,
 			check: func(t *testing.T, r response) {
 				var e struct{ Fields map[string]string }
-				r.json(t, &e)
+				r.JSON(t, &e)
 				if e.Fields["shipping_address.line1"] == "" || e.Fields["shipping_address.country"] == "" || len(e.Fields) != 2 {
 					t.Fatalf("fields = %v", e.Fields)
 				}
@@ -96,21 +96,21 @@ func TestHTTPEndpoints(t *testing.T) {
 				PerPage int        `json:"per_page"`
 				Total   int        `json:"total"`
 			}
-			r.json(t, &p)
+			r.JSON(t, &p)
 			if p.Total != 4 || len(p.Users) != 2 || p.PerPage != 2 || p.Page != 0 {
 				t.Fatalf("page = %+v", p)
 			}
 		}},
 		{name: "list second page", method: "GET", path: "/v1/users?page=1&per_page=3", token: dave, status: 200, check: func(t *testing.T, r response) {
 			var p struct{ Users []userBody }
-			r.json(t, &p)
+			r.JSON(t, &p)
 			if len(p.Users) != 1 {
 				t.Fatalf("page 1 = %+v", p)
 			}
 		}},
 		{name: "list bad paging", method: "GET", path: "/v1/users?page=x&per_page=500", token: dave, status: 422, code: "validation_failed", check: func(t *testing.T, r response) {
 			var e struct{ Fields map[string]string }
-			r.json(t, &e)
+			r.JSON(t, &e)
 			if e.Fields["page"] == "" || e.Fields["per_page"] == "" {
 				t.Fatalf("fields = %v", e.Fields)
 			}
@@ -119,14 +119,14 @@ func TestHTTPEndpoints(t *testing.T) {
 		{name: "list without token", method: "GET", path: "/v1/users", status: 401},
 		{name: "get user by escaped id", method: "GET", path: "/v1/users/" + aliceEsc, token: dave, status: 200, check: func(t *testing.T, r response) {
 			var u userBody
-			r.json(t, &u)
+			r.JSON(t, &u)
 			if u.UserID != aliceID || !slices.Equal(u.Roles, []string{"customer"}) {
 				t.Fatalf("user = %+v", u)
 			}
 		}},
 		{name: "get user by raw id", method: "GET", path: "/v1/users/" + carolID, token: dave, status: 200, check: func(t *testing.T, r response) {
 			var u userBody
-			r.json(t, &u)
+			r.JSON(t, &u)
 			if u.UserID != carolID || !slices.Equal(u.Roles, []string{"admin"}) {
 				t.Fatalf("user = %+v", u)
 			}
@@ -139,21 +139,21 @@ func TestHTTPEndpoints(t *testing.T) {
 		{name: "block without token", method: "POST", path: "/v1/users/" + aliceEsc + "/block", status: 401},
 		{name: "assign roles", method: "PUT", path: "/v1/users/" + aliceEsc + "/roles", token: carol, body: `{"roles":["support","customer"]}`, status: 200, check: func(t *testing.T, r response) {
 			var u userBody
-			r.json(t, &u)
+			r.JSON(t, &u)
 			if !slices.Equal(u.Roles, []string{"customer", "support"}) {
 				t.Fatalf("roles = %v", u.Roles)
 			}
 		}},
 		{name: "assign replaces roles", method: "PUT", path: "/v1/users/" + aliceEsc + "/roles", token: carol, body: `{"roles":["support"]}`, status: 200, check: func(t *testing.T, r response) {
 			var u userBody
-			r.json(t, &u)
+			r.JSON(t, &u)
 			if !slices.Equal(u.Roles, []string{"support"}) {
 				t.Fatalf("roles = %v", u.Roles)
 			}
 		}},
 		{name: "assign unknown role", method: "PUT", path: "/v1/users/" + aliceEsc + "/roles", token: carol, body: `{"roles":["root"]}`, status: 422, code: "validation_failed", check: func(t *testing.T, r response) {
-			if !strings.Contains(string(r.body), "root") {
-				t.Fatalf("body does not name the role: %s", r.body)
+			if !strings.Contains(string(r.Body), "root") {
+				t.Fatalf("body does not name the role: %s", r.Body)
 			}
 		}},
 		{name: "assign without roles", method: "PUT", path: "/v1/users/" + aliceEsc + "/roles", token: carol, body: `{}`, status: 422},
@@ -165,19 +165,19 @@ func TestHTTPEndpoints(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := s.do(tt.method, tt.path, tt.token, tt.body)
-			if r.status != tt.status {
-				t.Fatalf("status = %d, want %d: %s", r.status, tt.status, r.body)
+			if r.Status != tt.status {
+				t.Fatalf("status = %d, want %d: %s", r.Status, tt.status, r.Body)
 			}
 			if tt.code != "" {
-				if got := r.errorCode(t); got != tt.code {
-					t.Fatalf("error = %q, want %q: %s", got, tt.code, r.body)
+				if got := errorCode(t, r); got != tt.code {
+					t.Fatalf("error = %q, want %q: %s", got, tt.code, r.Body)
 				}
 			}
-			if tt.challenge != "" && !strings.Contains(r.header.Get("WWW-Authenticate"), tt.challenge) {
-				t.Fatalf("WWW-Authenticate = %q, want it to contain %q", r.header.Get("WWW-Authenticate"), tt.challenge)
+			if tt.challenge != "" && !strings.Contains(r.Header.Get("WWW-Authenticate"), tt.challenge) {
+				t.Fatalf("WWW-Authenticate = %q, want it to contain %q", r.Header.Get("WWW-Authenticate"), tt.challenge)
 			}
-			if tt.status >= 400 && strings.Contains(string(r.body), "eyJ") {
-				t.Fatalf("error body echoes a token: %s", r.body)
+			if tt.status >= 400 && strings.Contains(string(r.Body), "eyJ") {
+				t.Fatalf("error body echoes a token: %s", r.Body)
 			}
 			if tt.check != nil {
 				tt.check(t, r)
@@ -188,8 +188,8 @@ func TestHTTPEndpoints(t *testing.T) {
 	t.Run("role assignment is the tenant's", func(t *testing.T) {
 		// A token issued now carries the support role's permissions.
 		tok := s.userToken("alice@authmesh.dev")
-		if r := s.do("GET", "/v1/users", tok, ""); r.status != http.StatusOK {
-			t.Fatalf("alice as support: status %d: %s", r.status, r.body)
+		if r := s.do("GET", "/v1/users", tok, ""); r.Status != http.StatusOK {
+			t.Fatalf("alice as support: status %d: %s", r.Status, r.Body)
 		}
 	})
 }

@@ -2,20 +2,11 @@ package service
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -24,6 +15,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
+	"github.com/authmesh/authmesh/pkg/platform/platformtest"
 	"github.com/authmesh/authmesh/services/tts/ttstest"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
@@ -33,7 +25,7 @@ import (
 // are separate settings, as with Auth0 custom domains).
 const (
 	issuer   = "http://localhost:8400/"
-	audience = "https://api.authmesh.dev"
+	audience = ttstest.Audience
 	mgmtAud  = "http://localhost:8400/api/v2/"
 
 	aliceID = "auth0|6553da60a54af58e29493991"
@@ -45,14 +37,13 @@ const (
 // stack is an in-process nats-server with the mesh's accounts, devtenant,
 // the real Transaction Token Service and the users service.
 type stack struct {
-	t    *testing.T
-	nats *server.Server
+	t  *testing.T
+	ms *ttstest.Stack
 	// nc is the orders service's connection: the tests call the profile
 	// endpoint as orders. js is the users service's own account.
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	tenant *tenant.Server
-	tenURL string
 	base   string // the users service, http://127.0.0.1:port
 
 	mgmtCalls atomic.Int64 // requests to devtenant's Management API
@@ -71,26 +62,42 @@ type stack struct {
 func startStack(t *testing.T) *stack {
 	t.Helper()
 	s := &stack{t: t}
+	ms := ttstest.NewStack(t, ttstest.StackConfig{Issuer: issuer, Wrap: s.tenantFront})
+	s.ms, s.tenant = ms, ms.Tenant
+	s.nc, _ = meshtest.Connect(t, ms.NATS, mesh.Orders)
+	_, s.js = meshtest.Connect(t, ms.NATS, mesh.Users)
 
-	ns := meshtest.Start(t)
-	s.nats = ns
-	nc, _ := meshtest.Connect(t, ns, mesh.Orders)
-	s.nc = nc
-	_, s.js = meshtest.Connect(t, ns, mesh.Users)
+	// The revocation bucket is users' own, but the TTS, started first,
+	// waits for it: the stack creates it in users' place.
+	tts := ms.StartTTS(t, nil)
+	s.orders = ms.TxnClient(t, s.nc, "orders-service")
+	s.txn = ttstest.TxnValidator(t, tts.JWKSURL)
 
-	ten, err := tenant.New(tenant.Config{
-		Issuer:     issuer,
-		TenantFile: "../../../../deploy/tenant.yaml",
-		DevDir:     "../../../../deploy/dev",
-		DataDir:    t.TempDir(),
-		Logger:     slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatalf("devtenant: %v", err)
+	env := map[string]string{
+		"AUTH0_ISSUER":          issuer,
+		"AUTH0_AUDIENCE":        audience,
+		"AUTH0_JWKS_URL":        ms.JWKSURL,
+		"AUTH0_TOKEN_URL":       ms.TenantURL + "/oauth/token",
+		"USERS_MGMT_URL":        ms.TenantURL + "/api/v2/",
+		"USERS_MGMT_AUDIENCE":   mgmtAud,
+		"USERS_NATS_URL":        ms.NATS.ClientURL(),
+		"USERS_LOG_LEVEL":       "error",
+		"AUTH0_TENANT_FILE":     ms.TenantFile,
+		"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL,
 	}
-	t.Cleanup(func() { _ = ten.Close() })
-	th := ten.Handler()
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cfg, err := platform.LoadConfig("users", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cfg = cfg
+	s.base, s.stopUsers = s.startUsers()
+	return s
+}
+
+// tenantFront counts the tenant's Management API requests and, while
+// mgmtDown is set, drops the connections to it and to the token endpoint.
+func (s *stack) tenantFront(th http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/api/v2/") {
 			s.mgmtCalls.Add(1)
 		}
@@ -105,110 +112,16 @@ func startStack(t *testing.T) *stack {
 			return
 		}
 		th.ServeHTTP(w, r)
-	}))
-	t.Cleanup(ts.Close)
-	s.tenant, s.tenURL = ten, ts.URL
-
-	// The revocation bucket is users' own, but the TTS, started first,
-	// waits for it.
-	if _, err := natsauth.NewRevocationStore(context.Background(), s.js, 1); err != nil {
-		t.Fatal(err)
-	}
-	tts := ttstest.Start(t, ttstest.Config{NATSURL: ns.ClientURL(), Issuer: issuer, JWKSURL: ts.URL + "/.well-known/jwks.json"})
-	if s.orders, err = natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: nc, Actor: staticToken(s.clientToken("orders-service"))}); err != nil {
-		t.Fatal(err)
-	}
-	s.txn = txnValidator(t, tts.JWKSURL)
-
-	env := map[string]string{
-		"AUTH0_ISSUER":          issuer,
-		"AUTH0_AUDIENCE":        audience,
-		"AUTH0_JWKS_URL":        ts.URL + "/.well-known/jwks.json",
-		"AUTH0_TOKEN_URL":       ts.URL + "/oauth/token",
-		"USERS_MGMT_URL":        ts.URL + "/api/v2/",
-		"USERS_MGMT_AUDIENCE":   mgmtAud,
-		"USERS_NATS_URL":        ns.ClientURL(),
-		"USERS_LOG_LEVEL":       "error",
-		"AUTH0_TENANT_FILE":     "../../../../deploy/tenant.yaml",
-		"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL,
-	}
-	cfg, err := platform.LoadConfig("users", func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cfg = cfg
-	s.base, s.stopUsers = s.startUsers()
-	return s
+	})
 }
 
 // startUsers runs one users service on the stack and waits until it is
 // ready; stop shuts it down (also at the end of the test).
 func (s *stack) startUsers() (base string, stop func()) {
-	t := s.t
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- RunWith(ctx, s.cfg, platform.Options{
-			Listener: ln,
-			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		}, Tuning{})
-	}()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil && !errors.Is(err, context.Canceled) {
-					t.Errorf("run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("service did not shut down")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	base = "http://" + ln.Addr().String()
-	s.waitReady(base)
-	return base, stop
-}
-
-func (s *stack) waitReady(base string) {
 	s.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.t.Fatal("users service not ready within 15 s")
-}
-
-type staticToken string
-
-func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
-
-func txnValidator(t *testing.T, jwks string) *authz.TxnValidator {
-	t.Helper()
-	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := authz.NewTxnValidator(kp, authz.WithIssuers(authz.DefaultTxnIssuer), authz.WithAudiences(authz.DefaultTrustDomain))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return platformtest.Serve(s.t, func(ctx context.Context, opts platform.Options) error {
+		return RunWith(ctx, s.cfg, opts, Tuning{})
+	})
 }
 
 // asOrders is the context the orders service sends under while serving
@@ -228,74 +141,27 @@ func forwarding(ctx context.Context, tok string) context.Context {
 	return authz.WithClaims(ctx, &authz.Claims{Txn: "received"}, tok)
 }
 
-func (s *stack) userToken(email string) string {
-	s.t.Helper()
-	tok, err := s.tenant.IssueUserToken(email, audience, "")
-	if err != nil {
-		s.t.Fatalf("token for %s: %v", email, err)
-	}
-	return tok
-}
+func (s *stack) userToken(email string) string { return s.ms.UserToken(s.t, email, "") }
 
-func (s *stack) clientToken(clientID string) string {
-	s.t.Helper()
-	tok, err := s.tenant.IssueClientToken(clientID, audience)
-	if err != nil {
-		s.t.Fatalf("token for %s: %v", clientID, err)
-	}
-	return tok
-}
+func (s *stack) clientToken(clientID string) string { return s.ms.ClientToken(s.t, clientID) }
 
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
+type response = platformtest.Response
 
-func (r response) json(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(r.body, v); err != nil {
-		t.Fatalf("decode %s: %v", r.body, err)
-	}
-}
-
-func (r response) errorCode(t *testing.T) string {
+// errorCode is the error code of an error answer, which must say why.
+func errorCode(t *testing.T, r response) string {
 	t.Helper()
 	var e struct {
 		Error   string `json:"error"`
 		Message string `json:"message"`
 	}
-	r.json(t, &e)
+	r.JSON(t, &e)
 	if e.Message == "" {
-		t.Fatalf("error body without message: %s", r.body)
+		t.Fatalf("error body without message: %s", r.Body)
 	}
 	return e.Error
 }
 
 func (s *stack) do(method, path, token, body string) response {
 	s.t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, s.base+path, rd)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return platformtest.Do(s.t, method, s.base+path, token, body)
 }

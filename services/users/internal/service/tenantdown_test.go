@@ -42,15 +42,15 @@ func TestOwnReadsWhileTheTenantIsDown(t *testing.T) {
 	s := startStack(t)
 	alice, bob := s.userToken("alice@authmesh.dev"), s.userToken("bob@authmesh.dev")
 
-	if r := s.do("PATCH", "/v1/me", alice, `{"shipping_address":{"line1":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"}}`); r.status != 200 {
-		t.Fatalf("PATCH /v1/me: %d %s", r.status, r.body)
+	if r := s.do("PATCH", "/v1/me", alice, `{"shipping_address":{"line1":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"}}`); r.Status != 200 {
+		t.Fatalf("PATCH /v1/me: %d %s", r.Status, r.Body)
 	}
 	r := s.do("GET", "/v1/me", alice, "")
-	if r.status != 200 {
-		t.Fatalf("GET /v1/me: %d %s", r.status, r.body)
+	if r.Status != 200 {
+		t.Fatalf("GET /v1/me: %d %s", r.Status, r.Body)
 	}
 	var before userBody
-	r.json(t, &before)
+	r.JSON(t, &before)
 
 	// Bob has a profile from before snapshots existed, and no tenant read.
 	kv, err := s.js.KeyValue(t.Context(), "users_profiles")
@@ -69,11 +69,11 @@ func TestOwnReadsWhileTheTenantIsDown(t *testing.T) {
 	s.base, s.stopUsers = s.startUsers()
 
 	r = s.do("GET", "/v1/me", alice, "")
-	if r.status != 200 {
-		t.Fatalf("tenant down: GET /v1/me: %d %s", r.status, r.body)
+	if r.Status != 200 {
+		t.Fatalf("tenant down: GET /v1/me: %d %s", r.Status, r.Body)
 	}
 	var after userBody
-	r.json(t, &after)
+	r.JSON(t, &after)
 	if after.UserID != aliceID || after.Email != "alice@authmesh.dev" || len(after.Roles) == 0 || !slices.Equal(after.Roles, before.Roles) ||
 		after.Name != before.Name || after.ShippingAddress["city"] != "Springfield" {
 		t.Fatalf("tenant down: GET /v1/me = %+v, want the snapshot of %+v", after, before)
@@ -88,17 +88,17 @@ func TestOwnReadsWhileTheTenantIsDown(t *testing.T) {
 		t.Fatalf("tenant down, no snapshot: profile endpoint = %+v", p)
 	}
 	r = s.do("GET", "/v1/me", bob, "")
-	if r.status != 503 || r.header.Get("Retry-After") == "" || r.errorCode(t) != "unavailable" {
+	if r.Status != 503 || r.Header.Get("Retry-After") == "" || errorCode(t, r) != "unavailable" {
 		t.Fatalf("tenant down, no snapshot: GET /v1/me = %d (Retry-After %q) %s, want 503 with Retry-After",
-			r.status, r.header.Get("Retry-After"), r.body)
+			r.Status, r.Header.Get("Retry-After"), r.Body)
 	}
 
 	// Writes never decide on the snapshot.
-	if r := s.do("PATCH", "/v1/me", alice, `{"name":"Alice While Down"}`); r.status != 503 {
-		t.Fatalf("tenant down: PATCH /v1/me = %d %s, want 503", r.status, r.body)
+	if r := s.do("PATCH", "/v1/me", alice, `{"name":"Alice While Down"}`); r.Status != 503 {
+		t.Fatalf("tenant down: PATCH /v1/me = %d %s, want 503", r.Status, r.Body)
 	}
 	carol := s.userToken("carol@authmesh.dev")
-	if r := s.do("GET", "/v1/users/"+aliceID, carol, ""); r.status != 503 {
-		t.Fatalf("tenant down: admin GET /v1/users/{id} = %d %s, want 503 (tenant-first)", r.status, r.body)
+	if r := s.do("GET", "/v1/users/"+aliceID, carol, ""); r.Status != 503 {
+		t.Fatalf("tenant down: admin GET /v1/users/{id} = %d %s, want 503 (tenant-first)", r.Status, r.Body)
 	}
 }

@@ -71,18 +71,22 @@ func (f *fakeTenant) handler(t *testing.T) http.Handler {
 		}
 		writeJSON(w, out)
 	})
-	mux.HandleFunc("GET /api/v2/users/{id}", func(w http.ResponseWriter, r *http.Request) {
+	// user is the path's user, or answers 404.
+	user := func(w http.ResponseWriter, r *http.Request) (*User, bool) {
 		u, ok := f.users[r.PathValue("id")]
 		if !ok {
 			auth0Error(w, 404, "The user does not exist.", "inexistent_user")
-			return
 		}
-		writeJSON(w, u)
+		return u, ok
+	}
+	mux.HandleFunc("GET /api/v2/users/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if u, ok := user(w, r); ok {
+			writeJSON(w, u)
+		}
 	})
 	mux.HandleFunc("PATCH /api/v2/users/{id}", func(w http.ResponseWriter, r *http.Request) {
-		u, ok := f.users[r.PathValue("id")]
+		u, ok := user(w, r)
 		if !ok {
-			auth0Error(w, 404, "The user does not exist.", "inexistent_user")
 			return
 		}
 		if err := json.NewDecoder(r.Body).Decode(u); err != nil {
@@ -93,8 +97,7 @@ func (f *fakeTenant) handler(t *testing.T) http.Handler {
 	})
 	mux.HandleFunc("GET /api/v2/roles", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, f.roles) })
 	mux.HandleFunc("GET /api/v2/users/{id}/roles", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := f.users[r.PathValue("id")]; !ok {
-			auth0Error(w, 404, "The user does not exist.", "inexistent_user")
+		if _, ok := user(w, r); !ok {
 			return
 		}
 		out := []Role{}
