@@ -38,11 +38,7 @@ func BenchmarkNATSRequest(b *testing.B) {
 		micro.WithEndpointSubject("bench.raw")); err != nil {
 		b.Fatal(err)
 	}
-	svc, err := NewService(nc, micro.Config{Name: "authz", Version: "1.0.0"}, m.txn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = svc.Stop() })
+	svc := newTestService(b, nc, "authz", m.txn)
 	if err := svc.AddEndpoint("profile", "bench.authz", authz.RequireAll("read:profile").Users(),
 		func(ctx context.Context, req micro.Request) { _ = req.Respond([]byte(`{"ok":true}`)) }); err != nil {
 		b.Fatal(err)

@@ -39,11 +39,7 @@ func TestDenialsSameOverHTTPAndNATS(t *testing.T) {
 		"revocation": &authz.Error{Code: authz.CodeKeysUnavailable, Reason: "revocations_unavailable", Description: "the revocation list is not loaded yet"},
 		"no_policy":  authz.ErrNoPolicy,
 	}
-	svc, err := NewService(nc, micro.Config{Name: "denials", Version: "1.0.0"}, fails)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Stop() })
+	svc := newTestService(t, nc, "denials", fails)
 	if err := svc.AddEndpoint("x", "denials.x", authz.Authenticated().Users(), func(context.Context, micro.Request) {
 		t.Error("handler ran for a denied request")
 	}); err != nil {

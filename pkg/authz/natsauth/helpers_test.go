@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
@@ -316,3 +317,15 @@ type fakeClock struct {
 
 func (c *fakeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// newTestService returns a Service named name on nc that verifies with v,
+// stopped when the test ends.
+func newTestService(tb testing.TB, nc *nats.Conn, name string, v Verifier, opts ...ServiceOption) *Service {
+	tb.Helper()
+	svc, err := NewService(nc, micro.Config{Name: name, Version: "1.0.0"}, v, opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = svc.Stop() })
+	return svc
+}

@@ -37,11 +37,7 @@ func TestRequestPropagation(t *testing.T) {
 	m := newMesh(t)
 	nc, _ := connect(t, startNATS(t))
 
-	back, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, m.txn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = back.Stop() })
+	back := newTestService(t, nc, "users", m.txn)
 	if err := back.AddEndpoint("profile", "authmesh.users.profile", authz.RequireAll("read:profile").Users(),
 		func(ctx context.Context, req micro.Request) {
 			c, _ := authz.ClaimsFromContext(ctx)
@@ -56,11 +52,7 @@ func TestRequestPropagation(t *testing.T) {
 	// The front service's base context has an Outbound, as pkg/platform
 	// sets up every service: a handler still forwards what it received.
 	base := WithOutbound(context.Background(), &Outbound{Exchanger: m.ex, Scopes: anySubject("read:profile")})
-	front, err := NewService(nc, micro.Config{Name: "orders", Version: "1.0.0"}, m.txn, WithContext(base))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = front.Stop() })
+	front := newTestService(t, nc, "orders", m.txn, WithContext(base))
 	if err := front.AddEndpoint("summary", "authmesh.orders.summary", authz.Authenticated().Users(),
 		func(ctx context.Context, req micro.Request) {
 			// The handler's ctx carries the caller's transaction onward.
@@ -139,11 +131,7 @@ func TestEndpointPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, m.txn, WithMetrics(metrics))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Stop() })
+	svc := newTestService(t, nc, "users", m.txn, WithMetrics(metrics))
 	ok := func(ctx context.Context, req micro.Request) { _ = req.Respond([]byte("ok")) }
 	for _, ep := range []struct {
 		name string
@@ -280,12 +268,8 @@ func TestAddEndpointRequiresPolicy(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
 	nc, _ := connect(t, startNATS(t))
-	svc, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, m.txn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Stop() })
-	err = svc.AddEndpoint("open", "t.open", authz.Policy{}, func(context.Context, micro.Request) {})
+	svc := newTestService(t, nc, "users", m.txn)
+	err := svc.AddEndpoint("open", "t.open", authz.Policy{}, func(context.Context, micro.Request) {})
 	if !errors.Is(err, authz.ErrNoPolicy) {
 		t.Fatalf("zero policy accepted: %v", err)
 	}
@@ -304,11 +288,7 @@ func TestEndpointPanicIsAnError(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
 	nc, _ := connect(t, startNATS(t))
-	svc, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, m.txn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Stop() })
+	svc := newTestService(t, nc, "users", m.txn)
 	if err := svc.AddEndpoint("boom", "t.boom", authz.Authenticated().Users(), func(_ context.Context, req micro.Request) {
 		if string(req.Data()) == "panic" {
 			panic("handler bug")
@@ -369,11 +349,7 @@ func TestRequestRenewsRefusedServiceToken(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
 	nc, _ := connect(t, startNATS(t))
-	svc, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, m.txn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Stop() })
+	svc := newTestService(t, nc, "users", m.txn)
 	var calls atomic.Int32
 	ok := func(ctx context.Context, req micro.Request) {
 		calls.Add(1)

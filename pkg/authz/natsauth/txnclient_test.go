@@ -449,11 +449,7 @@ func TestRequestRenewsThroughTxnClient(t *testing.T) {
 	service := newTestExchanger(t, m.access, m.tts, "orders-service").uncached()
 	stub := startTTS(t, nc, service)
 	c := newTxnClient(t, nc, nil)
-	svc, err := NewService(nc, micro.Config{Name: "users", Version: "1.0.0"}, m.txn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Stop() })
+	svc := newTestService(t, nc, "users", m.txn)
 	if err := svc.AddEndpoint("profile", "t.profile", authz.RequireAll("read:users").Clients("orders-service"),
 		func(ctx context.Context, req micro.Request) { _ = req.Respond([]byte("ok")) }); err != nil {
 		t.Fatal(err)
