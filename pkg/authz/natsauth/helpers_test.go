@@ -124,6 +124,15 @@ func newMesh(tb testing.TB, txnOpts ...authz.Option) *testMesh {
 	return m
 }
 
+// newMeshOnNATS returns a mesh and a connection to a fresh in-process
+// server, what most tests of a service or a client start from.
+func newMeshOnNATS(tb testing.TB) (*testMesh, *nats.Conn) {
+	tb.Helper()
+	m := newMesh(tb)
+	nc, _ := connect(tb, startNATS(tb))
+	return m, nc
+}
+
 // userTxn mints a transaction token for the default user with scope.
 func (m *testMesh) userTxn(tb testing.TB, scope string, over authztest.Claims) string {
 	tb.Helper()
@@ -328,4 +337,15 @@ func newTestService(tb testing.TB, nc *nats.Conn, name string, v Verifier, opts 
 	}
 	tb.Cleanup(func() { _ = svc.Stop() })
 	return svc
+}
+
+// newRevocationStore returns a RevocationStore on js with one replica, the
+// bucket created.
+func newRevocationStore(tb testing.TB, js jetstream.JetStream) *RevocationStore {
+	tb.Helper()
+	store, err := NewRevocationStore(context.Background(), js, 1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return store
 }

@@ -22,10 +22,7 @@ func TestRevocationAcrossValidators(t *testing.T) {
 	defer cancel()
 
 	_, jsUsers := connect(t, ns)
-	store, err := NewRevocationStore(ctx, jsUsers, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := newRevocationStore(t, jsUsers)
 	replica := func() (*authz.Validator, *RevocationWatcher) {
 		_, js := connect(t, ns)
 		w := NewRevocationWatcher(js)
@@ -134,10 +131,7 @@ func TestRevocationWatcherWaitsForBucket(t *testing.T) {
 	if w.Ready() == nil {
 		t.Fatal("ready without the bucket")
 	}
-	store, err := NewRevocationStore(ctx, js, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := newRevocationStore(t, js)
 	if err := store.Revoke(ctx, "google-oauth2|1111", time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -152,10 +146,7 @@ func TestRevocationWatcherWaitsForBucket(t *testing.T) {
 func TestRevokeValidates(t *testing.T) {
 	t.Parallel()
 	_, js := connect(t, startNATS(t))
-	store, err := NewRevocationStore(context.Background(), js, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := newRevocationStore(t, js)
 	if err := store.Revoke(context.Background(), "", time.Now()); err == nil {
 		t.Error("empty subject accepted")
 	}
@@ -176,10 +167,7 @@ func TestRevocationWatcherIgnoresDeletes(t *testing.T) {
 	_, js := connect(t, ns)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, err := NewRevocationStore(ctx, js, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := newRevocationStore(t, js)
 	at := time.Now().UTC()
 	if err := store.Revoke(ctx, userSub, at); err != nil {
 		t.Fatal(err)

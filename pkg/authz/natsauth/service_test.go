@@ -34,8 +34,7 @@ type seen struct {
 // unmodified, no second exchange), never the access token.
 func TestRequestPropagation(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 
 	back := newTestService(t, nc, "users", m.txn)
 	if err := back.AddEndpoint("profile", "authmesh.users.profile", authz.RequireAll("read:profile").Users(),
@@ -124,8 +123,7 @@ func TestRequestPropagation(t *testing.T) {
 // each decision is counted with its reason.
 func TestEndpointPolicy(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	reg := prometheus.NewRegistry()
 	metrics, err := NewMetrics(reg)
 	if err != nil {
@@ -266,8 +264,7 @@ func TestEndpointPolicy(t *testing.T) {
 
 func TestAddEndpointRequiresPolicy(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	svc := newTestService(t, nc, "users", m.txn)
 	err := svc.AddEndpoint("open", "t.open", authz.Policy{}, func(context.Context, micro.Request) {})
 	if !errors.Is(err, authz.ErrNoPolicy) {
@@ -286,8 +283,7 @@ func TestAddEndpointRequiresPolicy(t *testing.T) {
 // service goes on serving (micro itself does not recover).
 func TestEndpointPanicIsAnError(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	svc := newTestService(t, nc, "users", m.txn)
 	if err := svc.AddEndpoint("boom", "t.boom", authz.Authenticated().Users(), func(_ context.Context, req micro.Request) {
 		if string(req.Data()) == "panic" {
@@ -347,8 +343,7 @@ func (s *rotatingSource) invalidations() []string {
 // new ones. A 403 is not a dead token, and a caller's token is never retried.
 func TestRequestRenewsRefusedServiceToken(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	svc := newTestService(t, nc, "users", m.txn)
 	var calls atomic.Int32
 	ok := func(ctx context.Context, req micro.Request) {

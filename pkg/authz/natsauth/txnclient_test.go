@@ -115,8 +115,7 @@ func newTxnClient(tb testing.TB, nc *nats.Conn, mut func(*TxnClientConfig)) *Txn
 // token of the caller narrowed to what it holds.
 func TestTxnClientRequest(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	stub := startTTS(t, nc, m.ex)
 	c := newTxnClient(t, nc, nil)
 	access := m.tenant.Token(t, authztest.Claims{"permissions": []string{"read:profile", "create:orders"}})
@@ -166,8 +165,7 @@ func TestTxnClientRequest(t *testing.T) {
 // is exchanged again.
 func TestTxnClientCache(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	release := make(chan struct{})
 	stub := startTTS(t, nc, m.ex, func(s *ttsStub) { s.hold = release })
 	c := newTxnClient(t, nc, nil)
@@ -238,8 +236,7 @@ func TestTxnClientCache(t *testing.T) {
 
 func TestTxnClientRenewsBeforeExpiry(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	ctx := context.Background()
 	access := m.tenant.Token(t, nil)
 	scopes := []string{"read:profile"}
@@ -288,8 +285,7 @@ func TestTxnClientRenewsBeforeExpiry(t *testing.T) {
 // a token is an error; no failure is cached.
 func TestTxnClientErrors(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	ctx := context.Background()
 	access := m.tenant.Token(t, nil)
 	silent, err := nc.Subscribe("tts.silent", func(*nats.Msg) {})
@@ -404,8 +400,7 @@ func (f failingSource) Token(context.Context) (string, error) { return "", f.err
 // those.
 func TestTxnClientForget(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	stub := startTTS(t, nc, m.ex.uncached())
 	c := newTxnClient(t, nc, nil)
 	ctx := context.Background()
@@ -444,8 +439,7 @@ func TestTxnClientForget(t *testing.T) {
 // along with the M2M token, and the retry gets a new one.
 func TestRequestRenewsThroughTxnClient(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	service := newTestExchanger(t, m.access, m.tts, "orders-service").uncached()
 	stub := startTTS(t, nc, service)
 	c := newTxnClient(t, nc, nil)
@@ -500,8 +494,7 @@ func TestNewTxnClientValidates(t *testing.T) {
 // tokens.
 func TestTxnClientCacheBounded(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	startTTS(t, nc, m.ex)
 	c := newTxnClient(t, nc, func(cfg *TxnClientConfig) { cfg.CacheSize = 2 })
 	access := m.tenant.Token(t, authztest.Claims{"permissions": []string{"a", "b", "c", "d"}})
@@ -524,8 +517,7 @@ func TestTxnClientCacheBounded(t *testing.T) {
 // fault) if the new one is refused too.
 func TestTxnClientRenewsRefusedActor(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	nc, _ := connect(t, startNATS(t))
+	m, nc := newMeshOnNATS(t)
 	user := m.tenant.Token(t, nil)
 	stub := startTTS(t, nc, m.ex, func(s *ttsStub) {
 		s.answer = func(req micro.Request) {
