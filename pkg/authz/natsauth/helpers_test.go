@@ -59,12 +59,10 @@ func connect(tb testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) 
 	return nc, js
 }
 
-// newValidator returns a real authz.Validator of the tenant's access tokens,
-// fed by the test issuer's JWKS: what the edge and the Transaction Token
-// Service check, never a NATS receiver.
-func newValidator(tb testing.TB, iss *authztest.Issuer, opts ...authz.Option) *authz.Validator {
+// startKeys returns a started KeyProvider, stopped when the test ends.
+func startKeys(tb testing.TB, opts ...authz.KeyOption) *authz.KeyProvider {
 	tb.Helper()
-	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(iss.JWKSURL()))
+	keys, err := authz.NewKeyProvider(opts...)
 	if err != nil {
 		tb.Fatalf("key provider: %v", err)
 	}
@@ -73,6 +71,15 @@ func newValidator(tb testing.TB, iss *authztest.Issuer, opts ...authz.Option) *a
 	if err := keys.Start(ctx); err != nil {
 		tb.Fatalf("keys: %v", err)
 	}
+	return keys
+}
+
+// newValidator returns a real authz.Validator of the tenant's access tokens,
+// fed by the test issuer's JWKS: what the edge and the Transaction Token
+// Service check, never a NATS receiver.
+func newValidator(tb testing.TB, iss *authztest.Issuer, opts ...authz.Option) *authz.Validator {
+	tb.Helper()
+	keys := startKeys(tb, authz.WithJWKSURL(iss.JWKSURL()))
 	all := append([]authz.Option{authz.WithIssuers(iss.Issuer()), authz.WithAudiences(authztest.Audience)}, opts...)
 	v, err := authz.NewValidator(keys, all...)
 	if err != nil {
@@ -86,16 +93,7 @@ func newValidator(tb testing.TB, iss *authztest.Issuer, opts ...authz.Option) *a
 // on every unknown kid, so a key the service rotated in is picked up at once.
 func newTxnValidator(tb testing.TB, tts *authztest.TxnIssuer, opts ...authz.Option) *authz.TxnValidator {
 	tb.Helper()
-	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(tts.JWKSURL()), authz.WithAlgorithm("ES256"),
-		authz.WithRefetchCooldown(0))
-	if err != nil {
-		tb.Fatalf("key provider: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tb.Cleanup(cancel)
-	if err := keys.Start(ctx); err != nil {
-		tb.Fatalf("keys: %v", err)
-	}
+	keys := startKeys(tb, authz.WithJWKSURL(tts.JWKSURL()), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(0))
 	all := append([]authz.Option{authz.WithIssuers(tts.Issuer), authz.WithAudiences(tts.TrustDomain)}, opts...)
 	v, err := authz.NewTxnValidator(keys, all...)
 	if err != nil {
