@@ -72,14 +72,7 @@ func TestTxnValidatorAttacks(t *testing.T) {
 	valid := func(over authztest.Claims) authztest.Claims {
 		c := authztest.Claims{"iss": tts.Issuer, "aud": tts.TrustDomain, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
 			"txn": "t1", "sub": "auth0|alice", "scope": "read:profile", "req_wl": "orders-service"}
-		for k, v := range over {
-			if v == nil {
-				delete(c, k)
-			} else {
-				c[k] = v
-			}
-		}
-		return c
+		return c.With(over)
 	}
 	foreign := authztest.NewECKey(t)
 	for name, tok := range map[string]string{

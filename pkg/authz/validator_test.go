@@ -29,26 +29,10 @@ func accessTokenAttacks(t *testing.T, iss *authztest.Issuer) []attack {
 		attacker = authztest.NewRSAKey(t)
 	}
 	hdr := func(extra map[string]any) map[string]any {
-		h := map[string]any{"alg": "RS256", "typ": "JWT", "kid": k.ID}
-		for kk, vv := range extra {
-			if vv == nil {
-				delete(h, kk)
-			} else {
-				h[kk] = vv
-			}
-		}
-		return h
+		return authztest.Claims{"alg": "RS256", "typ": "JWT", "kid": k.ID}.With(extra)
 	}
 	claims := func(extra authztest.Claims) authztest.Claims {
-		c := iss.DefaultClaims()
-		for kk, vv := range extra {
-			if vv == nil {
-				delete(c, kk)
-			} else {
-				c[kk] = vv
-			}
-		}
-		return c
+		return iss.DefaultClaims().With(extra)
 	}
 	b64 := base64.RawURLEncoding.EncodeToString
 	// HS256 with the RSA public key (as its PEM/JWK modulus bytes) as the secret.

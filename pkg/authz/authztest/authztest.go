@@ -31,6 +31,18 @@ const Audience = "https://api.authmesh.dev"
 // Claims is a token payload; values are JSON-encoded as given.
 type Claims map[string]any
 
+// With sets over's claims in c (a nil value deletes one) and returns c.
+func (c Claims) With(over Claims) Claims {
+	for k, v := range over {
+		if v == nil {
+			delete(c, k)
+			continue
+		}
+		c[k] = v
+	}
+	return c
+}
+
 // Key is a signing key of the test issuer.
 type Key struct {
 	ID      string
@@ -236,14 +248,7 @@ func (i *Issuer) DefaultClaims() Claims {
 // with the current signing key.
 func (i *Issuer) Token(tb testing.TB, extra Claims) string {
 	tb.Helper()
-	c := i.DefaultClaims()
-	for k, v := range extra {
-		if v == nil {
-			delete(c, k)
-			continue
-		}
-		c[k] = v
-	}
+	c := i.DefaultClaims().With(extra)
 	k := i.SigningKey()
 	return Sign(tb, k.Private, map[string]any{"alg": "RS256", "typ": "JWT", "kid": k.ID}, c)
 }

@@ -92,14 +92,7 @@ func (i *TxnIssuer) Token(tb testing.TB, sub, scope string, over Claims) string 
 	c := Claims{
 		"iss": i.Issuer, "aud": i.TrustDomain, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
 		"txn": randomID(), "sub": sub, "scope": scope, "req_wl": "orders-service",
-	}
-	for k, v := range over {
-		if v == nil {
-			delete(c, k)
-			continue
-		}
-		c[k] = v
-	}
+	}.With(over)
 	i.mu.Lock()
 	key := i.keys[0]
 	i.mu.Unlock()
