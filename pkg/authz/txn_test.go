@@ -149,15 +149,13 @@ func TestTxnValidatorStoredTimeAndRotation(t *testing.T) {
 func TestTxnValidatorRevocation(t *testing.T) {
 	t.Parallel()
 	tts := authztest.NewTxnIssuer(t)
-	rev := &revocations{m: map[string]time.Time{}}
+	rev := &authztest.Revocations{}
 	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
 	tok := tts.Token(t, "auth0|alice", "read:profile", nil)
 	if _, err := v.Validate(context.Background(), tok); err != nil {
 		t.Fatal(err)
 	}
-	rev.mu.Lock()
-	rev.m["auth0|alice"] = time.Now()
-	rev.mu.Unlock()
+	rev.Revoke("auth0|alice", time.Now())
 	if _, err := v.Validate(context.Background(), tok); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Fatalf("a blocked user's transaction token was accepted: %v", err)
 	}
@@ -169,7 +167,7 @@ func TestTxnValidatorRevocation(t *testing.T) {
 func TestTxnValidatorCachedChecksEachTime(t *testing.T) {
 	t.Parallel()
 	tts := authztest.NewTxnIssuer(t)
-	rev := &revocations{m: map[string]time.Time{}}
+	rev := &authztest.Revocations{}
 	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
 	now := time.Now().Truncate(time.Second)
 	tok := tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": now.Add(-time.Minute).Unix(), "exp": now.Add(5 * time.Minute).Unix()})
@@ -186,9 +184,7 @@ func TestTxnValidatorCachedChecksEachTime(t *testing.T) {
 			t.Errorf("%s: err = %v, want invalid_token", name, err)
 		}
 	}
-	rev.mu.Lock()
-	rev.m["auth0|alice"] = now.Add(-time.Second)
-	rev.mu.Unlock()
+	rev.Revoke("auth0|alice", now.Add(-time.Second))
 	if _, err := v.ValidateAt(ctxT(t), tok, now); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("stored after the revocation: err = %v, want revoked", err)
 	}
@@ -205,7 +201,8 @@ func TestTxnValidatorSparesEventsStoredBefore(t *testing.T) {
 	t.Parallel()
 	tts := authztest.NewTxnIssuer(t)
 	revokedAt := time.Now().Truncate(time.Second)
-	rev := &revocations{m: map[string]time.Time{"auth0|alice": revokedAt}}
+	rev := &authztest.Revocations{}
+	rev.Revoke("auth0|alice", revokedAt)
 	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
 	tok := tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": revokedAt.Add(-time.Minute).Unix()})
 	if _, err := v.ValidateAt(ctxT(t), tok, revokedAt.Add(-time.Millisecond)); err != nil {
@@ -227,7 +224,7 @@ func TestTxnValidatorSparesEventsStoredBefore(t *testing.T) {
 func TestTxnValidatorFailsClosedUntilLoaded(t *testing.T) {
 	t.Parallel()
 	tts := authztest.NewTxnIssuer(t)
-	rev := &loadingRevocations{revocations: revocations{m: map[string]time.Time{}}}
+	rev := &loadingRevocations{}
 	rev.ready.Store(true)
 	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
 	tok := tts.Token(t, "auth0|alice", "read:profile", nil)

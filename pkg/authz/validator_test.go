@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -194,22 +193,10 @@ func TestValidateSeveralIssuersAndRoles(t *testing.T) {
 	}
 }
 
-type revocations struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-func (r *revocations) RevokedAt(sub string) (time.Time, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t, ok := r.m[sub]
-	return t, ok
-}
-
 func TestRevocation(t *testing.T) {
 	t.Parallel()
 	iss := authztest.NewIssuer(t)
-	rev := &revocations{m: map[string]time.Time{}}
+	rev := &authztest.Revocations{}
 	v := newValidator(t, iss, nil, authz.WithRevocations(rev)) // default leeway, 30 s
 	now := time.Now().Truncate(time.Second)
 	revokedAt := now.Add(-time.Minute).Add(500 * time.Millisecond)
@@ -226,9 +213,7 @@ func TestRevocation(t *testing.T) {
 	if _, err := v.Validate(ctxT(t), before); err != nil {
 		t.Fatal(err)
 	}
-	rev.mu.Lock()
-	rev.m["auth0|6553da60a54af58e29493993"] = revokedAt
-	rev.mu.Unlock()
+	rev.Revoke("auth0|6553da60a54af58e29493993", revokedAt)
 	tests := []struct {
 		name    string
 		token   string
@@ -254,7 +239,7 @@ func TestRevocation(t *testing.T) {
 }
 
 type liftedRevocations struct {
-	revocations
+	authztest.Revocations
 	lifted time.Time
 }
 
@@ -268,7 +253,8 @@ func TestRevocationLifted(t *testing.T) {
 	iss := authztest.NewIssuer(t)
 	now := time.Now().Truncate(time.Second)
 	revokedAt := now.Add(-10 * time.Second)
-	rev := &liftedRevocations{revocations: revocations{m: map[string]time.Time{"auth0|6553da60a54af58e29493993": revokedAt}}, lifted: now.Add(-3 * time.Second)}
+	rev := &liftedRevocations{lifted: now.Add(-3 * time.Second)}
+	rev.Revoke("auth0|6553da60a54af58e29493993", revokedAt)
 	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
 	for _, tc := range []struct {
 		name    string
@@ -287,9 +273,7 @@ func TestRevocationLifted(t *testing.T) {
 		}
 	}
 	// A lift older than the revocation (a later block) lifts nothing.
-	rev.mu.Lock()
-	rev.m["auth0|6553da60a54af58e29493993"] = now.Add(-2 * time.Second)
-	rev.mu.Unlock()
+	rev.Revoke("auth0|6553da60a54af58e29493993", now.Add(-2*time.Second))
 	if _, err := v.Validate(ctxT(t), iss.Token(t, authztest.Claims{"iat": now.Unix()})); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("a token within the leeway after a re-block, with an older lift: %v, want revoked", err)
 	}
@@ -297,7 +281,7 @@ func TestRevocationLifted(t *testing.T) {
 
 // loadingRevocations is a revocation list that is not loaded until ready is set.
 type loadingRevocations struct {
-	revocations
+	authztest.Revocations
 	ready atomic.Bool
 }
 
@@ -315,7 +299,7 @@ func (r *loadingRevocations) Ready() error {
 func TestRevocationFailsClosedUntilLoaded(t *testing.T) {
 	t.Parallel()
 	iss := authztest.NewIssuer(t)
-	rev := &loadingRevocations{revocations: revocations{m: map[string]time.Time{}}}
+	rev := &loadingRevocations{}
 	rev.ready.Store(true)
 	v := newValidator(t, iss, nil, authz.WithRevocations(rev))
 	tok := iss.Token(t, nil)
