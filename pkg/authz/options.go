@@ -3,6 +3,7 @@ package authz
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -61,10 +62,8 @@ func newValidatorOptions(opts []Option) (validatorOptions, error) {
 // and a custom domain). Required.
 func WithIssuers(iss ...string) Option {
 	return func(o *validatorOptions) error {
-		for _, s := range iss {
-			if s == "" {
-				return errors.New("authz: empty issuer")
-			}
+		if slices.Contains(iss, "") {
+			return errors.New("authz: empty issuer")
 		}
 		o.issuers = append(o.issuers, iss...)
 		return nil
@@ -74,10 +73,8 @@ func WithIssuers(iss ...string) Option {
 // WithAudiences sets the accepted audiences (any-of against a string or array aud). Required.
 func WithAudiences(aud ...string) Option {
 	return func(o *validatorOptions) error {
-		for _, s := range aud {
-			if s == "" {
-				return errors.New("authz: empty audience")
-			}
+		if slices.Contains(aud, "") {
+			return errors.New("authz: empty audience")
 		}
 		o.audiences = append(o.audiences, aud...)
 		return nil
