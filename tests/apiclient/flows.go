@@ -51,20 +51,11 @@ func (c *Client) orderOpensOneInvoice(t *testing.T) {
 
 func (c *Client) payMarksPaid(t *testing.T) {
 	tok := c.Token(t, Alice)
-	o := c.PlaceOrder(t, tok, Mugs(1))
-	inv := c.WaitInvoice(t, tok, o.ID, "open", FlowDeadline)
-	var paid Invoice
-	c.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", tok, nil, http.StatusOK, &paid)
-	if paid.Status != "paid" {
-		t.Fatalf("pay answered %+v, want status paid", paid)
-	}
+	o, inv := c.openOrder(t, tok, Mugs(1))
+	c.postFor(t, "pay", "billing", "/v1/invoices/"+inv.ID+"/pay", tok, "paid")
 	c.WaitOrder(t, tok, o.ID, "paid", FlowDeadline)
-	if r := c.Call(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", tok, nil); r.Status != http.StatusConflict {
-		t.Fatalf("paying twice: got %s, want 409", r)
-	}
-	if r := c.Call(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil); r.Status != http.StatusConflict {
-		t.Fatalf("cancelling a paid order: got %s, want 409", r)
-	}
+	c.postRefused(t, "paying twice", "billing", "/v1/invoices/"+inv.ID+"/pay", tok, http.StatusConflict)
+	c.postRefused(t, "cancelling a paid order", "orders", "/v1/orders/"+o.ID+"/cancel", tok, http.StatusConflict)
 	if got := c.GetInvoice(t, tok, inv.ID); got.Status != "paid" {
 		t.Fatalf("invoice after a refused cancel: %q, want paid", got.Status)
 	}
@@ -72,20 +63,11 @@ func (c *Client) payMarksPaid(t *testing.T) {
 
 func (c *Client) cancelVoids(t *testing.T) {
 	tok := c.Token(t, Alice)
-	o := c.PlaceOrder(t, tok, Mugs(1))
-	inv := c.WaitInvoice(t, tok, o.ID, "open", FlowDeadline)
-	var cancelled Order
-	c.CallJSON(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil, http.StatusOK, &cancelled)
-	if cancelled.Status != "cancelled" {
-		t.Fatalf("cancel answered %+v, want status cancelled", cancelled)
-	}
+	o, inv := c.openOrder(t, tok, Mugs(1))
+	c.postFor(t, "cancel", "orders", "/v1/orders/"+o.ID+"/cancel", tok, "cancelled")
 	c.WaitInvoice(t, tok, o.ID, "void", FlowDeadline)
-	if r := c.Call(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", tok, nil); r.Status != http.StatusConflict {
-		t.Fatalf("paying a void invoice: got %s, want 409", r)
-	}
-	if r := c.Call(t, http.MethodPost, "orders", "/v1/orders/"+o.ID+"/cancel", tok, nil); r.Status != http.StatusConflict {
-		t.Fatalf("cancelling twice: got %s, want 409", r)
-	}
+	c.postRefused(t, "paying a void invoice", "billing", "/v1/invoices/"+inv.ID+"/pay", tok, http.StatusConflict)
+	c.postRefused(t, "cancelling twice", "orders", "/v1/orders/"+o.ID+"/cancel", tok, http.StatusConflict)
 	if got := c.GetOrder(t, tok, o.ID); got.Status != "cancelled" {
 		t.Fatalf("order after the refused pay: %q, want cancelled", got.Status)
 	}
@@ -93,24 +75,42 @@ func (c *Client) cancelVoids(t *testing.T) {
 
 func (c *Client) refundMarksRefunded(t *testing.T) {
 	tok, admin := c.Token(t, Alice), c.Token(t, Carol)
-	o := c.PlaceOrder(t, tok, Mugs(3))
-	inv := c.WaitInvoice(t, tok, o.ID, "open", FlowDeadline)
+	o, inv := c.openOrder(t, tok, Mugs(3))
 	c.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/pay", tok, nil, http.StatusOK, nil)
 	c.WaitOrder(t, tok, o.ID, "paid", FlowDeadline)
-	if r := c.Call(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/refund", tok, nil); r.Status != http.StatusForbidden {
-		t.Fatalf("customer refunding: got %s, want 403", r)
-	}
-	var ref Invoice
-	c.CallJSON(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/refund", admin, nil, http.StatusOK, &ref)
-	if ref.Status != "refunded" {
-		t.Fatalf("refund answered %+v, want status refunded", ref)
-	}
+	c.postRefused(t, "customer refunding", "billing", "/v1/invoices/"+inv.ID+"/refund", tok, http.StatusForbidden)
+	c.postFor(t, "refund", "billing", "/v1/invoices/"+inv.ID+"/refund", admin, "refunded")
 	c.WaitOrder(t, tok, o.ID, "refunded", FlowDeadline)
-	if r := c.Call(t, http.MethodPost, "billing", "/v1/invoices/"+inv.ID+"/refund", admin, nil); r.Status != http.StatusConflict {
-		t.Fatalf("refunding twice: got %s, want 409", r)
-	}
+	c.postRefused(t, "refunding twice", "billing", "/v1/invoices/"+inv.ID+"/refund", admin, http.StatusConflict)
 	if got := c.GetInvoice(t, tok, inv.ID); got.Status != "refunded" {
 		t.Fatalf("invoice as its owner sees it: %q, want refunded", got.Status)
+	}
+}
+
+// openOrder places req as tok and waits for the order's open invoice.
+func (c *Client) openOrder(t testing.TB, tok string, req OrderRequest) (Order, Invoice) {
+	t.Helper()
+	o := c.PlaceOrder(t, tok, req)
+	return o, c.WaitInvoice(t, tok, o.ID, "open", FlowDeadline)
+}
+
+// postFor posts nothing to svc as tok, wants 200 and an answer whose status
+// is want; what names the step in the failure.
+func (c *Client) postFor(t testing.TB, what, svc, path, tok, want string) {
+	t.Helper()
+	var got map[string]any
+	c.CallJSON(t, http.MethodPost, svc, path, tok, nil, http.StatusOK, &got)
+	if got["status"] != want {
+		t.Fatalf("%s answered %v, want status %s", what, got, want)
+	}
+}
+
+// postRefused posts nothing to svc and fails t unless the answer is want;
+// what names the step in the failure.
+func (c *Client) postRefused(t testing.TB, what, svc, path, tok string, want int) {
+	t.Helper()
+	if r := c.Call(t, http.MethodPost, svc, path, tok, nil); r.Status != want {
+		t.Fatalf("%s: got %s, want %d", what, r, want)
 	}
 }
 

@@ -210,27 +210,9 @@ func TestOrdersWhileBillingIsDown(t *testing.T) {
 	t.Cleanup(func() { ensureRunning(t) })
 
 	orders := make([]apiclient.Order, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			r, err := api.TryCall(http.MethodPost, "orders", "/v1/orders", tok, apiclient.Mugs(1+i%5))
-			if err == nil && r.Status != http.StatusCreated {
-				err = fmt.Errorf("got %s, want 201", r)
-			}
-			if err == nil {
-				err = json.Unmarshal(r.Body, &orders[i])
-			}
-			errs[i] = err
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := concurrently(n, 4, func(i int) error {
+		return tryPlace(tok, apiclient.Mugs(1+i%5), &orders[i], nil, http.StatusCreated)
+	}); err != nil {
 		t.Fatalf("placing %d orders with billing down: %v", n, err)
 	}
 	want := map[string]int64{} // order id → total
@@ -277,24 +259,9 @@ func TestIdempotencyKeyAcrossRestart(t *testing.T) {
 	// A client retrying on a timeout may have its first attempt still in flight.
 	const racers = 5
 	answers := make([]apiclient.Order, racers)
-	errs := make([]error, racers)
-	var wg sync.WaitGroup
-	for i := range racers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := api.TryCall(http.MethodPost, "orders", "/v1/orders", tok, body, "Idempotency-Key", key)
-			if err == nil && r.Status != http.StatusCreated && r.Status != http.StatusOK {
-				err = fmt.Errorf("got %s, want the order", r)
-			}
-			if err == nil {
-				err = json.Unmarshal(r.Body, &answers[i])
-			}
-			errs[i] = err
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := concurrently(racers, racers, func(i int) error {
+		return tryPlace(tok, body, &answers[i], []string{"Idempotency-Key", key}, http.StatusCreated, http.StatusOK)
+	}); err != nil {
 		t.Fatalf("%d concurrent requests with one key: %v", racers, err)
 	}
 	first := answers[0]
@@ -353,4 +320,36 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// concurrently runs do(0) to do(n-1), at most par at a time, and returns
+// their errors joined.
+func concurrently(n, par int, do func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, par)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = do(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// tryPlace places body as tok, with the header pairs in hdr, and decodes the
+// order into out; the answer's status must be one of want.
+func tryPlace(tok string, body apiclient.OrderRequest, out *apiclient.Order, hdr []string, want ...int) error {
+	r, err := api.TryCall(http.MethodPost, "orders", "/v1/orders", tok, body, hdr...)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(want, r.Status) {
+		return fmt.Errorf("got %s, want %v", r, want)
+	}
+	return json.Unmarshal(r.Body, out)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -163,25 +162,17 @@ func storedCreated(t *testing.T, js jetstream.JetStream, o apiclient.Order, user
 func publishCopies(t *testing.T, js jetstream.JetStream, orderID string, data []byte, txnToken string, n int) {
 	t.Helper()
 	ctx := stepCtx(t)
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msg := nats.NewMsg("orders.events.created")
-			msg.Data = data
-			msg.Header.Set("Txn-Token", txnToken)
-			msg.Header.Set(nats.MsgIdHdr, fmt.Sprintf("order.created:%s:copy-%d-%s", orderID, i, randomHex(4)))
-			ack, err := js.PublishMsg(ctx, msg)
-			if err == nil && ack.Duplicate {
-				err = fmt.Errorf("copy %d was de-duplicated by JetStream; the test needs it stored", i)
-			}
-			errs[i] = err
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := concurrently(n, n, func(i int) error {
+		msg := nats.NewMsg("orders.events.created")
+		msg.Data = data
+		msg.Header.Set("Txn-Token", txnToken)
+		msg.Header.Set(nats.MsgIdHdr, fmt.Sprintf("order.created:%s:copy-%d-%s", orderID, i, randomHex(4)))
+		ack, err := js.PublishMsg(ctx, msg)
+		if err == nil && ack.Duplicate {
+			err = fmt.Errorf("copy %d was de-duplicated by JetStream; the test needs it stored", i)
+		}
+		return err
+	}); err != nil {
 		t.Fatalf("publishing the copies: %v", err)
 	}
 }

@@ -57,10 +57,8 @@ func runGoBench(ctx context.Context, o options) (*goBench, error) {
 	}
 	defer os.RemoveAll(dir)
 	for i, p := range goBenchPkgs {
-		build := exec.CommandContext(ctx, "go", "test", "-c", "-o", filepath.Join(dir, fmt.Sprintf("%d.test", i)), p.Pkg)
-		build.Dir = filepath.Join(o.root, filepath.FromSlash(p.Dir))
-		if out, err := build.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go test -c %s in %s: %v\n%s", p.Pkg, p.Dir, err, out)
+		if err := goCmd(ctx, filepath.Join(o.root, filepath.FromSlash(p.Dir)), "test", "-c", "-o", filepath.Join(dir, fmt.Sprintf("%d.test", i)), p.Pkg); err != nil {
+			return nil, fmt.Errorf("go test -c %s in %s: %w", p.Pkg, p.Dir, err)
 		}
 	}
 	gb := &goBench{Cmd: fmt.Sprintf("cd <module> && go test -c <pkg> (%s), then %d rounds of: <pkg>.test -test.run '^$' -test.bench '<benchmarks>' -test.benchmem -test.count 1 -test.benchtime %s",
@@ -199,4 +197,14 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// goCmd runs the go command with args in dir; a failure carries its output.
+func goCmd(ctx context.Context, dir string, args ...string) error {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w\n%s", err, out)
+	}
+	return nil
 }

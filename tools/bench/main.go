@@ -94,28 +94,19 @@ func run() error {
 	if !o.skipGo {
 		log.Info("go benchmarks", "count", o.count, "benchtime", o.benchtime)
 		gb, err := runGoBench(ctx, o)
-		if err != nil {
-			rep.Notes = append(rep.Notes, "Go benchmarks failed: "+err.Error())
-			log.Error("go benchmarks", "err", err)
-		}
+		rep.failed(log, "go benchmarks", "Go benchmarks failed", err)
 		rep.Go = gb
 	}
 	if !o.skipWrk {
 		log.Info("wrk against cmd/echoserver", "duration", o.wrkDur, "rounds", o.wrkRounds)
 		wr, err := runWrk(ctx, o, log)
-		if err != nil {
-			rep.Notes = append(rep.Notes, "wrk comparison skipped: "+err.Error())
-			log.Error("wrk", "err", err)
-		}
+		rep.failed(log, "wrk", "wrk comparison skipped", err)
 		rep.Wrk = wr
 	}
 	if !o.skipStack {
 		log.Info("stack under load", "clients", o.clients, "stage", o.stageDur)
 		st, err := runStack(ctx, o, log)
-		if err != nil {
-			rep.Notes = append(rep.Notes, "stack under load: "+err.Error())
-			log.Error("stack", "err", err)
-		}
+		rep.failed(log, "stack", "stack under load", err)
 		rep.Stack = st
 	}
 	rep.Machine.LoadEnd = loadAvg()
@@ -129,4 +120,14 @@ func run() error {
 		log.Info("target", "what", t.What, "value", t.Value, "status", t.status())
 	}
 	return nil
+}
+
+// failed notes a stage's error in the report and the log; the report goes
+// on without that stage's figures.
+func (r *report) failed(log *slog.Logger, stage, note string, err error) {
+	if err == nil {
+		return
+	}
+	r.Notes = append(r.Notes, note+": "+err.Error())
+	log.Error(stage, "err", err)
 }

@@ -70,10 +70,8 @@ func runWrk(ctx context.Context, o options, log *slog.Logger) (*wrkResult, error
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "echoserver")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./tools/bench/cmd/echoserver")
-	build.Dir = o.root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building cmd/echoserver: %v\n%s", err, out)
+	if err := goCmd(ctx, o.root, "build", "-o", bin, "./tools/bench/cmd/echoserver"); err != nil {
+		return nil, fmt.Errorf("building cmd/echoserver: %w", err)
 	}
 	// With two or more CPUs the server gets CPU 0 (and GOMAXPROCS=1) and wrk
 	// the others: a load generator competing with the server for the same

@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -214,29 +213,13 @@ func token(ctx context.Context, args []string, out io.Writer) error {
 			form.Set("scope", *scope)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(*base, "/")+"/oauth/token", strings.NewReader(form.Encode()))
+	tok, err := tenant.RequestToken(ctx, strings.TrimSuffix(*base, "/")+"/oauth/token", form)
+	if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
+		return fmt.Errorf("is devtenant running at %s? %w", *base, err)
+	}
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("is devtenant running at %s? %w", *base, err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		AccessToken string `json:"access_token"`
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body); err != nil {
-		return fmt.Errorf("token endpoint answered %s with an unreadable body", resp.Status)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("token endpoint: %s: %s: %s", resp.Status, body.Error, body.Description)
-	}
-	_, err = fmt.Fprintln(out, body.AccessToken)
+	_, err = fmt.Fprintln(out, tok)
 	return err
 }
