@@ -140,11 +140,7 @@ func caller(c echo.Context) (context.Context, app.Caller, error) {
 func mapErr(err error) error {
 	var verr *domain.ValidationError
 	if errors.As(err, &verr) {
-		v := platform.Validation{}
-		for f, m := range verr.Fields {
-			v.Add(f, m)
-		}
-		return v.Err()
+		return platform.Validation(verr.Fields).Err() // Err copies the fields
 	}
 	return err
 }
