@@ -174,9 +174,7 @@ func TestPlaceOrder(t *testing.T) {
 	if len(ev) != 1 || ev[0].Actor != alice.Subject || ev[0].Order.ID != o.ID {
 		t.Fatalf("created events %+v", ev)
 	}
-	if pending := mustList(t, f); len(pending) != 0 {
-		t.Fatalf("outbox not cleared: %+v", pending)
-	}
+	mustDrained(t, f, "the place")
 	if _, _, err := f.svc.PlaceOrder(ctx, alice, "", []domain.LineRequest{{SKU: "spoon", Quantity: 1}}); !errors.Is(err, domain.ErrValidation) {
 		t.Fatalf("want ErrValidation, got %v", err)
 	}
@@ -189,6 +187,14 @@ func mustList(t *testing.T, f *fixture) []app.PendingEvent {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// mustDrained fails the test unless the outbox is empty after what.
+func mustDrained(t *testing.T, f *fixture, after string) {
+	t.Helper()
+	if l := mustList(t, f); len(l) != 0 {
+		t.Fatalf("outbox after %s: %+v", after, l)
+	}
 }
 
 func TestIdempotencyKey(t *testing.T) {
@@ -276,9 +282,7 @@ func TestOutboxRelay(t *testing.T) {
 	if len(ev) != 1 || ev[0].Order.ID != o.ID || ev[0].Actor != "orders-service@clients" || ev[0].UserID != alice.Subject || ev[0].Order.TotalCents != 2400 {
 		t.Fatalf("relayed %+v", ev)
 	}
-	if l := mustList(t, f); len(l) != 0 {
-		t.Fatalf("outbox after relay: %+v", l)
-	}
+	mustDrained(t, f, "relay")
 }
 
 func TestCancelOrder(t *testing.T) {
@@ -514,9 +518,7 @@ func TestCancelOutlivesTheRequestOnceVoided(t *testing.T) {
 	if ev := f.pub.byType(app.EventOrderCancelled); len(ev) != 1 || ev[0].Order.ID != o.ID {
 		t.Fatalf("cancelled events %+v", ev)
 	}
-	if l := mustList(t, f); len(l) != 0 {
-		t.Fatalf("outbox after the cancel: %+v", l)
-	}
+	mustDrained(t, f, "the cancel")
 }
 
 // TestRelayFinishesALeftBehindCancel: a cancel intent outlives the request
@@ -587,9 +589,7 @@ func TestRelayFinishesALeftBehindCancel(t *testing.T) {
 			if cur, _ := f.svc.GetOrder(ctx, alice, o.ID); cur.Status != tc.wantStatus {
 				t.Fatalf("order %s, want %s", cur.Status, tc.wantStatus)
 			}
-			if l := mustList(t, f); len(l) != 0 {
-				t.Fatalf("outbox after the relay: %+v", l)
-			}
+			mustDrained(t, f, "the relay")
 			if tc.wantStatus != domain.StatusCancelled {
 				return
 			}
