@@ -180,6 +180,16 @@ func TestPlaceOrder(t *testing.T) {
 	}
 }
 
+// place has who order two mugs, or fails the test.
+func (f *fixture) place(t *testing.T, who app.Caller) domain.Order {
+	t.Helper()
+	o, _, err := f.svc.PlaceOrder(context.Background(), who, "", mugs)
+	if err != nil {
+		t.Fatalf("place: %v", err)
+	}
+	return o
+}
+
 func mustList(t *testing.T, f *fixture) []app.PendingEvent {
 	t.Helper()
 	l, err := f.orders.List(context.Background())
@@ -289,8 +299,8 @@ func TestCancelOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	paidOrder, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	o := f.place(t, alice)
+	paidOrder := f.place(t, alice)
 	f.billing.paid[paidOrder.ID] = true
 
 	tests := []struct {
@@ -328,7 +338,7 @@ func TestGetAndListOwnership(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	o := f.place(t, alice)
 	if _, err := f.svc.GetOrder(ctx, bob, o.ID); !errors.Is(err, domain.ErrNotFound) {
 		t.Fatalf("bob reads alice's order: %v", err)
 	}
@@ -350,8 +360,8 @@ func TestApplyInvoiceStatus(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	other, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	o := f.place(t, alice)
+	other := f.place(t, alice)
 	steps := []struct {
 		name  string
 		id    string
@@ -387,7 +397,7 @@ func TestConcurrentInvoiceAndCancelCAS(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	o := f.place(t, alice)
 	// Billing's arbiter is faked away here to exercise the KV compare-and-set
 	// alone: of a paid event and a cancel racing, exactly one may win.
 	var wg sync.WaitGroup
@@ -414,11 +424,11 @@ func TestCancelPendingForUser(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	p1, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	p2, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	paid, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	racing, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	bobs, _, _ := f.svc.PlaceOrder(ctx, bob, "", mugs)
+	p1 := f.place(t, alice)
+	p2 := f.place(t, alice)
+	paid := f.place(t, alice)
+	racing := f.place(t, alice)
+	bobs := f.place(t, bob)
 	if err := f.svc.ApplyInvoiceStatus(ctx, paid.ID, alice.Subject, domain.StatusPaid); err != nil {
 		t.Fatal(err)
 	}
