@@ -3,6 +3,7 @@
 package ports
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -129,36 +130,17 @@ func (h *HTTP) list(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-func (h *HTTP) get(c echo.Context) error {
-	cl, err := claimsOf(c)
-	if err != nil {
-		return err
-	}
-	inv, err := h.svc.Get(c.Request().Context(), caller(cl), c.Param("id"))
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, toJSON(inv))
-}
+func (h *HTTP) get(c echo.Context) error    { return byID(c, h.svc.Get) }
+func (h *HTTP) pay(c echo.Context) error    { return byID(c, h.svc.Pay) }
+func (h *HTTP) refund(c echo.Context) error { return byID(c, h.svc.Refund) }
 
-func (h *HTTP) pay(c echo.Context) error {
+// byID answers a use case on the invoice named in the path with that invoice.
+func byID(c echo.Context, use func(context.Context, app.Caller, string) (domain.Invoice, error)) error {
 	cl, err := claimsOf(c)
 	if err != nil {
 		return err
 	}
-	inv, err := h.svc.Pay(c.Request().Context(), caller(cl), c.Param("id"))
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, toJSON(inv))
-}
-
-func (h *HTTP) refund(c echo.Context) error {
-	cl, err := claimsOf(c)
-	if err != nil {
-		return err
-	}
-	inv, err := h.svc.Refund(c.Request().Context(), caller(cl), c.Param("id"))
+	inv, err := use(c.Request().Context(), caller(cl), c.Param("id"))
 	if err != nil {
 		return err
 	}

@@ -23,12 +23,9 @@ import (
 // the relay's void, idempotent for a void invoice, settles it either way (a
 // 409 there means the payment won, and the intent is dropped).
 func (s *Service) CancelOrder(ctx context.Context, caller Caller, id string) (domain.Order, error) {
-	o, _, err := s.cfg.Orders.Get(ctx, id)
+	o, err := s.visibleOrder(ctx, caller, id, false) // support may read others' orders, not cancel them
 	if err != nil {
 		return domain.Order{}, err
-	}
-	if o.UserID != caller.Subject {
-		return domain.Order{}, fmt.Errorf("order %s: %w", id, domain.ErrNotFound)
 	}
 	if o.Status != domain.StatusPending {
 		return domain.Order{}, fmt.Errorf("order %s is %s: %w", id, o.Status, domain.ErrConflict)

@@ -11,11 +11,17 @@ import (
 
 // GetOrder returns an order the caller may see; any other is domain.ErrNotFound.
 func (s *Service) GetOrder(ctx context.Context, caller Caller, id string) (domain.Order, error) {
+	return s.visibleOrder(ctx, caller, id, caller.ReadAll)
+}
+
+// visibleOrder reads an order the caller owns, or any order when readAll;
+// every other order is domain.ErrNotFound, so its existence does not leak.
+func (s *Service) visibleOrder(ctx context.Context, caller Caller, id string, readAll bool) (domain.Order, error) {
 	o, _, err := s.cfg.Orders.Get(ctx, id)
 	if err != nil {
 		return domain.Order{}, err
 	}
-	if o.UserID != caller.Subject && !caller.ReadAll {
+	if o.UserID != caller.Subject && !readAll {
 		return domain.Order{}, fmt.Errorf("order %s: %w", id, domain.ErrNotFound)
 	}
 	return o, nil

@@ -174,12 +174,20 @@ func TestPlaceOrder(t *testing.T) {
 	if len(ev) != 1 || ev[0].Actor != alice.Subject || ev[0].Order.ID != o.ID {
 		t.Fatalf("created events %+v", ev)
 	}
-	if pending := mustList(t, f); len(pending) != 0 {
-		t.Fatalf("outbox not cleared: %+v", pending)
-	}
+	mustDrained(t, f, "the place")
 	if _, _, err := f.svc.PlaceOrder(ctx, alice, "", []domain.LineRequest{{SKU: "spoon", Quantity: 1}}); !errors.Is(err, domain.ErrValidation) {
 		t.Fatalf("want ErrValidation, got %v", err)
 	}
+}
+
+// place has who order two mugs, or fails the test.
+func (f *fixture) place(t *testing.T, who app.Caller) domain.Order {
+	t.Helper()
+	o, _, err := f.svc.PlaceOrder(context.Background(), who, "", mugs)
+	if err != nil {
+		t.Fatalf("place: %v", err)
+	}
+	return o
 }
 
 func mustList(t *testing.T, f *fixture) []app.PendingEvent {
@@ -189,6 +197,14 @@ func mustList(t *testing.T, f *fixture) []app.PendingEvent {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// mustDrained fails the test unless the outbox is empty after what.
+func mustDrained(t *testing.T, f *fixture, after string) {
+	t.Helper()
+	if l := mustList(t, f); len(l) != 0 {
+		t.Fatalf("outbox after %s: %+v", after, l)
+	}
 }
 
 func TestIdempotencyKey(t *testing.T) {
@@ -276,17 +292,15 @@ func TestOutboxRelay(t *testing.T) {
 	if len(ev) != 1 || ev[0].Order.ID != o.ID || ev[0].Actor != "orders-service@clients" || ev[0].UserID != alice.Subject || ev[0].Order.TotalCents != 2400 {
 		t.Fatalf("relayed %+v", ev)
 	}
-	if l := mustList(t, f); len(l) != 0 {
-		t.Fatalf("outbox after relay: %+v", l)
-	}
+	mustDrained(t, f, "relay")
 }
 
 func TestCancelOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	paidOrder, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	o := f.place(t, alice)
+	paidOrder := f.place(t, alice)
 	f.billing.paid[paidOrder.ID] = true
 
 	tests := []struct {
@@ -324,7 +338,7 @@ func TestGetAndListOwnership(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	o := f.place(t, alice)
 	if _, err := f.svc.GetOrder(ctx, bob, o.ID); !errors.Is(err, domain.ErrNotFound) {
 		t.Fatalf("bob reads alice's order: %v", err)
 	}
@@ -346,8 +360,8 @@ func TestApplyInvoiceStatus(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	other, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	o := f.place(t, alice)
+	other := f.place(t, alice)
 	steps := []struct {
 		name  string
 		id    string
@@ -383,7 +397,7 @@ func TestConcurrentInvoiceAndCancelCAS(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	o, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	o := f.place(t, alice)
 	// Billing's arbiter is faked away here to exercise the KV compare-and-set
 	// alone: of a paid event and a cancel racing, exactly one may win.
 	var wg sync.WaitGroup
@@ -410,11 +424,11 @@ func TestCancelPendingForUser(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	p1, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	p2, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	paid, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	racing, _, _ := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	bobs, _, _ := f.svc.PlaceOrder(ctx, bob, "", mugs)
+	p1 := f.place(t, alice)
+	p2 := f.place(t, alice)
+	paid := f.place(t, alice)
+	racing := f.place(t, alice)
+	bobs := f.place(t, bob)
 	if err := f.svc.ApplyInvoiceStatus(ctx, paid.ID, alice.Subject, domain.StatusPaid); err != nil {
 		t.Fatal(err)
 	}
@@ -514,9 +528,7 @@ func TestCancelOutlivesTheRequestOnceVoided(t *testing.T) {
 	if ev := f.pub.byType(app.EventOrderCancelled); len(ev) != 1 || ev[0].Order.ID != o.ID {
 		t.Fatalf("cancelled events %+v", ev)
 	}
-	if l := mustList(t, f); len(l) != 0 {
-		t.Fatalf("outbox after the cancel: %+v", l)
-	}
+	mustDrained(t, f, "the cancel")
 }
 
 // TestRelayFinishesALeftBehindCancel: a cancel intent outlives the request
@@ -587,9 +599,7 @@ func TestRelayFinishesALeftBehindCancel(t *testing.T) {
 			if cur, _ := f.svc.GetOrder(ctx, alice, o.ID); cur.Status != tc.wantStatus {
 				t.Fatalf("order %s, want %s", cur.Status, tc.wantStatus)
 			}
-			if l := mustList(t, f); len(l) != 0 {
-				t.Fatalf("outbox after the relay: %+v", l)
-			}
+			mustDrained(t, f, "the relay")
 			if tc.wantStatus != domain.StatusCancelled {
 				return
 			}

@@ -140,11 +140,7 @@ func caller(c echo.Context) (context.Context, app.Caller, error) {
 func mapErr(err error) error {
 	var verr *domain.ValidationError
 	if errors.As(err, &verr) {
-		v := platform.Validation{}
-		for f, m := range verr.Fields {
-			v.Add(f, m)
-		}
-		return v.Err()
+		return platform.Validation(verr.Fields).Err() // Err copies the fields
 	}
 	return err
 }
@@ -206,24 +202,16 @@ func (h *HTTP) list(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-func (h *HTTP) get(c echo.Context) error {
-	ctx, who, err := caller(c)
-	if err != nil {
-		return err
-	}
-	o, err := h.svc.GetOrder(ctx, who, c.Param("id"))
-	if err != nil {
-		return mapErr(err)
-	}
-	return c.JSON(http.StatusOK, toOrderJSON(o))
-}
+func (h *HTTP) get(c echo.Context) error    { return byID(c, h.svc.GetOrder) }
+func (h *HTTP) cancel(c echo.Context) error { return byID(c, h.svc.CancelOrder) }
 
-func (h *HTTP) cancel(c echo.Context) error {
+// byID answers a use case on the order named in the path with that order.
+func byID(c echo.Context, use func(context.Context, app.Caller, string) (domain.Order, error)) error {
 	ctx, who, err := caller(c)
 	if err != nil {
 		return err
 	}
-	o, err := h.svc.CancelOrder(ctx, who, c.Param("id"))
+	o, err := use(ctx, who, c.Param("id"))
 	if err != nil {
 		return mapErr(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,21 +17,18 @@ import (
 	"github.com/authmesh/authmesh/services/tts/internal/keys"
 )
 
-type revocations struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
+// revocations is written before any exchange runs, so the concurrent
+// reads need no lock.
+type revocations map[string]time.Time
 
-func (r *revocations) RevokedAt(sub string) (time.Time, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	at, ok := r.m[sub]
+func (r revocations) RevokedAt(sub string) (time.Time, bool) {
+	at, ok := r[sub]
 	return at, ok
 }
 
 type fixture struct {
 	iss  *authztest.Issuer
-	rev  *revocations
+	rev  revocations
 	ex   *exchange.Exchanger
 	set  *keys.Set
 	txnV *authz.TxnValidator
@@ -40,7 +36,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{iss: authztest.NewIssuer(t), rev: &revocations{m: map[string]time.Time{}}}
+	f := &fixture{iss: authztest.NewIssuer(t), rev: revocations{}}
 	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(f.iss.JWKSURL()))
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +111,7 @@ func TestExchangeRefusesAttacks(t *testing.T) {
 	expired := f.iss.Token(t, authztest.Claims{"iat": time.Now().Add(-2 * time.Hour).Unix(), "exp": time.Now().Add(-time.Hour).Unix()})
 	wrongAud := f.iss.Token(t, authztest.Claims{"aud": "https://other.api"})
 	blocked := f.iss.Token(t, authztest.Claims{"sub": "auth0|blocked", "permissions": []string{"read:profile"}, "iat": time.Now().Add(-time.Minute).Unix()})
-	f.rev.m["auth0|blocked"] = time.Now()
+	f.rev["auth0|blocked"] = time.Now()
 	foreign := authztest.Sign(t, authztest.NewRSAKey(t), map[string]any{"alg": "RS256", "typ": "JWT", "kid": f.iss.SigningKey().ID}, f.iss.DefaultClaims())
 	tts := authztest.NewTxnIssuer(t)
 	txnAsSubject := tts.Token(t, "auth0|alice", "read:profile", nil)

@@ -74,11 +74,7 @@ func edge(c echo.Context, err error) error {
 	}
 	var ve *domain.ValidationError
 	if errors.As(err, &ve) {
-		v := platform.Validation{}
-		for f, m := range ve.Fields {
-			v.Add(f, m)
-		}
-		return v.Err()
+		return platform.Validation(ve.Fields).Err() // Err copies the fields
 	}
 	return err
 }

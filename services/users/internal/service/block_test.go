@@ -12,47 +12,26 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 	"github.com/authmesh/authmesh/services/users/internal/ports"
 )
 
-// eventTail reads USERS_EVENTS from its start, message by message with
-// STREAM.MSG.GET: the mesh lets users read its own stream so, not through
-// consumers of its own.
+// eventTail reads USERS_EVENTS from its start with meshtest.Tail (the mesh
+// lets users read its own stream by STREAM.MSG.GET, not through consumers of
+// its own), waiting up to 2 s for each event.
 type eventTail struct {
-	t      *testing.T
-	stream jetstream.Stream
-	seq    uint64
+	t    *testing.T
+	tail *meshtest.Tail
 }
 
 func (s *stack) tailEvents(t *testing.T) *eventTail {
 	t.Helper()
-	st, err := s.js.Stream(t.Context(), "USERS_EVENTS")
-	if err != nil {
-		t.Fatalf("stream: %v", err)
-	}
-	return &eventTail{t: t, stream: st, seq: max(st.CachedInfo().State.FirstSeq, 1)}
-}
-
-// get returns the next message, waiting up to d for it.
-func (e *eventTail) get(d time.Duration) (*jetstream.RawStreamMsg, error) {
-	deadline := time.Now().Add(d)
-	for {
-		m, err := e.stream.GetMsg(e.t.Context(), e.seq)
-		if err == nil {
-			e.seq++
-			return m, nil
-		}
-		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
-			return nil, err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return &eventTail{t: t, tail: meshtest.NewTail(t, s.js, "USERS_EVENTS", 2*time.Second)}
 }
 
 type received struct {
@@ -69,7 +48,7 @@ type received struct {
 // next returns the next event, or fails after 2 s.
 func (e *eventTail) next() received {
 	e.t.Helper()
-	msg, err := e.get(2 * time.Second)
+	msg, err := e.tail.Next()
 	if err != nil {
 		e.t.Fatalf("no event: %v", err)
 	}
@@ -86,10 +65,10 @@ func (e *eventTail) next() received {
 	return r
 }
 
-// none fails if another event arrives within d.
-func (e *eventTail) none(d time.Duration) {
+// none fails if another event arrives within the tail's wait.
+func (e *eventTail) none() {
 	e.t.Helper()
-	if msg, err := e.get(d); err == nil {
+	if msg, err := e.tail.Next(); err == nil {
 		e.t.Fatalf("unexpected event %s: %s", msg.Subject, msg.Data)
 	}
 }
@@ -222,7 +201,7 @@ func TestBlockAndUnblock(t *testing.T) {
 		if r.Status != 200 {
 			t.Fatalf("second block: %d %s", r.Status, r.Body)
 		}
-		events.none(300 * time.Millisecond)
+		events.none()
 	})
 
 	r = s.do("POST", bobPath+"/unblock", carol, "")

@@ -11,6 +11,7 @@ package mgmt
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -75,25 +76,13 @@ type Client struct {
 
 // New returns a client or an error naming the missing or malformed setting.
 func New(cfg Config) (*Client, error) {
-	c := &Client{
+	c := &Client{ // a zero setting takes its default
 		tokens:  cfg.Tokens,
-		hc:      cfg.HTTPClient,
-		retries: cfg.MaxRetries,
-		maxWait: cfg.MaxRetryWait,
-		backoff: cfg.Backoff,
+		hc:      cmp.Or(cfg.HTTPClient, &http.Client{Timeout: 10 * time.Second}),
+		retries: cmp.Or(cfg.MaxRetries, 3),
+		maxWait: cmp.Or(cfg.MaxRetryWait, 10*time.Second),
+		backoff: cmp.Or(cfg.Backoff, 200*time.Millisecond),
 		now:     time.Now,
-	}
-	if c.hc == nil {
-		c.hc = &http.Client{Timeout: 10 * time.Second}
-	}
-	if c.retries == 0 {
-		c.retries = 3
-	}
-	if c.maxWait == 0 {
-		c.maxWait = 10 * time.Second
-	}
-	if c.backoff == 0 {
-		c.backoff = 200 * time.Millisecond
 	}
 	switch {
 	case c.retries < 0:
