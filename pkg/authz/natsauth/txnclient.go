@@ -54,6 +54,12 @@ func WithOutbound(ctx context.Context, o *Outbound) context.Context {
 var ErrTxnUnavailable = &authz.Error{Code: authz.CodeKeysUnavailable, Reason: "tts_unavailable",
 	Description: "the transaction token service is unavailable, retry later"}
 
+// txnUnavailable is ErrTxnUnavailable with its cause and a reason for logs
+// and metrics.
+func txnUnavailable(reason string, cause error) *authz.Error {
+	return &authz.Error{Code: ErrTxnUnavailable.Code, Reason: reason, Description: ErrTxnUnavailable.Description, Err: cause}
+}
+
 func exchange(ctx context.Context, subjectToken, subj string) (string, error) {
 	o, ok := ctx.Value(outboundKey).(*Outbound)
 	if !ok || o == nil || o.Exchanger == nil {
@@ -205,8 +211,7 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 		}
 		if errors.Is(err, errActorRefused) {
 			// Not the caller's fault and not theirs to fix: unavailable.
-			return "", &authz.Error{Code: ErrTxnUnavailable.Code, Reason: "actor_refused",
-				Description: ErrTxnUnavailable.Description, Err: err}
+			return "", txnUnavailable("actor_refused", err)
 		}
 		if err != nil {
 			return "", err
@@ -290,8 +295,7 @@ func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []s
 	if err != nil {
 		// No responders, a timeout, a closed connection: the service is
 		// not there for now.
-		return "", time.Time{}, &authz.Error{Code: ErrTxnUnavailable.Code, Reason: ErrTxnUnavailable.Reason,
-			Description: ErrTxnUnavailable.Description, Err: err}
+		return "", time.Time{}, txnUnavailable(ErrTxnUnavailable.Reason, err)
 	}
 	if err := replyError(c.cfg.Subject, reply); err != nil {
 		var se *ServiceError
@@ -299,8 +303,7 @@ func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []s
 			return "", time.Time{}, fmt.Errorf("%w: %w", errActorRefused, err)
 		}
 		if errors.As(err, &se) && se.AuthCode == "" && se.Code >= 500 {
-			return "", time.Time{}, &authz.Error{Code: ErrTxnUnavailable.Code, Reason: ErrTxnUnavailable.Reason,
-				Description: ErrTxnUnavailable.Description, Err: err}
+			return "", time.Time{}, txnUnavailable(ErrTxnUnavailable.Reason, err)
 		}
 		return "", time.Time{}, err
 	}
