@@ -64,12 +64,7 @@ func (a *App) wireAuthz() error {
 		}
 	}
 
-	go func() {
-		if err := keys.Start(a.ctx); err != nil && a.ctx.Err() == nil {
-			// Not fatal: the provider keeps trying and /readyz says so.
-			a.Logger.Warn("signing keys not loaded yet", slog.String("error", err.Error()))
-		}
-	}()
+	a.startKeys(keys, "signing keys not loaded yet")
 	go func() {
 		if err := a.Revocations.Run(a.ctx); err != nil && !errors.Is(err, context.Canceled) {
 			a.Logger.Error("revocation watcher stopped", slog.String("error", err.Error()))
@@ -115,10 +110,16 @@ func (a *App) wireTxn(m *authz.Metrics) error {
 	a.TxnKeys, a.TxnValidator, a.TxnClient = keys, tv, tc
 	a.outbound = &natsauth.Outbound{Exchanger: tc, Scopes: mesh.HopScopes}
 	a.ctx = natsauth.WithOutbound(a.ctx, a.outbound)
+	a.startKeys(keys, "transaction token keys not loaded yet")
+	return nil
+}
+
+// startKeys loads keys in the background on the app's context. A failure is
+// not fatal: the provider keeps trying and /readyz says so.
+func (a *App) startKeys(keys *authz.KeyProvider, notYet string) {
 	go func() {
 		if err := keys.Start(a.ctx); err != nil && a.ctx.Err() == nil {
-			a.Logger.Warn("transaction token keys not loaded yet", slog.String("error", err.Error()))
+			a.Logger.Warn(notYet, slog.String("error", err.Error()))
 		}
 	}()
-	return nil
 }
