@@ -141,9 +141,7 @@ func bindConsumer(a *platform.App, cfg natsauth.ConsumerConfig, h natsauth.Event
 // relayLoop publishes what the outbox holds, once at start (events a crashed
 // predecessor owed) and then periodically.
 func relayLoop(ctx context.Context, svc *app.Service, ob app.Outbox, m *metrics, every time.Duration, log *slog.Logger) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	relay := func(ctx context.Context) {
 		n, err := svc.RelayOutbox(ctx)
 		m.relayed.Add(float64(n))
 		if err != nil && ctx.Err() == nil {
@@ -153,28 +151,33 @@ func relayLoop(ctx context.Context, svc *app.Service, ob app.Outbox, m *metrics,
 		if pending, err := ob.List(ctx); err == nil {
 			m.outboxPending.Set(float64(len(pending)))
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
 	}
+	relay(ctx)
+	platform.Every(ctx, every, relay)
+	return nil
 }
 
-// lagLoop exports the durable consumers' backlog.
+// lagLoop exports the durable consumers' backlog, at start and then
+// periodically.
 func lagLoop(ctx context.Context, a *platform.App, m *metrics, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		for _, c := range []struct{ stream, durable string }{
-			{ports.BillingStream, ports.BillingDurable}, {ports.UsersStream, ports.UsersDurable},
-		} {
-			js, err := a.OwnerJetStream(c.stream)
-			if err != nil {
-				return err
-			}
+	type durable struct {
+		js              jetstream.JetStream
+		stream, durable string
+	}
+	var ds []durable
+	for _, c := range []struct{ stream, durable string }{
+		{ports.BillingStream, ports.BillingDurable}, {ports.UsersStream, ports.UsersDurable},
+	} {
+		js, err := a.OwnerJetStream(c.stream)
+		if err != nil {
+			return err
+		}
+		ds = append(ds, durable{js, c.stream, c.durable})
+	}
+	measure := func(ctx context.Context) {
+		for _, d := range ds {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			cons, err := js.Consumer(cctx, c.stream, c.durable)
+			cons, err := d.js.Consumer(cctx, d.stream, d.durable)
 			var info *jetstream.ConsumerInfo
 			if err == nil {
 				info, err = cons.Info(cctx)
@@ -182,20 +185,18 @@ func lagLoop(ctx context.Context, a *platform.App, m *metrics, every time.Durati
 			cancel()
 			if err != nil {
 				if !errors.Is(err, context.Canceled) {
-					m.lagErrors.WithLabelValues(c.durable).Inc()
+					m.lagErrors.WithLabelValues(d.durable).Inc()
 				}
 				continue
 			}
-			m.pending.WithLabelValues(c.durable).Set(float64(info.NumPending))
-			m.ackPending.WithLabelValues(c.durable).Set(float64(info.NumAckPending))
-			m.redelivered.WithLabelValues(c.durable).Set(float64(info.NumRedelivered))
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+			m.pending.WithLabelValues(d.durable).Set(float64(info.NumPending))
+			m.ackPending.WithLabelValues(d.durable).Set(float64(info.NumAckPending))
+			m.redelivered.WithLabelValues(d.durable).Set(float64(info.NumRedelivered))
 		}
 	}
+	measure(ctx)
+	platform.Every(ctx, every, measure)
+	return nil
 }
 
 type metrics struct {

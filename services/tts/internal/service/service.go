@@ -129,27 +129,20 @@ func reloadKeys(ctx context.Context, path string, current *atomic.Pointer[keys.S
 	if fi, err := os.Stat(path); err == nil {
 		last = fi.ModTime()
 	}
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	platform.Every(ctx, 2*time.Second, func(context.Context) {
 		fi, err := os.Stat(path)
 		if err != nil || fi.ModTime().Equal(last) {
-			continue
+			return
 		}
 		last = fi.ModTime()
 		s, err := keys.Load(path)
 		if err != nil {
 			log.Error("key file changed but does not load; keeping the keys in use", slog.String("error", err.Error()))
-			continue
+			return
 		}
 		current.Store(s)
 		log.Info("signing keys reloaded", slog.String("signing_kid", s.CurrentKID()), slog.Int("published_keys", len(s.KIDs())))
-	}
+	})
 }
 
 type handler struct {

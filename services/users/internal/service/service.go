@@ -142,19 +142,12 @@ func wire(a *platform.App, opts platform.Options, tun Tuning) error {
 // reconcile finishes block/unblock intents whose request failed part-way,
 // with the service's own identity.
 func reconcile(ctx context.Context, log *slog.Logger, svc *app.Service, tokens m2m.TokenSource, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	platform.Every(ctx, every, func(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(natsauth.AsService(ctx, tokens), time.Minute)
 		err := svc.Reconcile(rctx)
 		cancel()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Warn("finishing block/unblock intents failed; will retry", slog.String("error", err.Error()))
 		}
-	}
+	})
 }
