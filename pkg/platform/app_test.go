@@ -1,7 +1,6 @@
 package platform
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -16,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,19 +100,6 @@ func startNATS(t *testing.T) string {
 	return s.ClientURL()
 }
 
-// syncBuffer collects log output written concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 var errGone = errors.New("widget not found")
 
 func TestAppServesThroughTheSharedChain(t *testing.T) {
@@ -123,7 +108,7 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 	natsURL := startNATS(t)
 	tts := authztest.NewTxnIssuer(t)
 	cfg := is.billingConfig(t, map[string]string{"BILLING_NATS_URL": natsURL, "AUTHMESH_TTS_JWKS_URL": tts.JWKSURL()})
-	logs := &syncBuffer{}
+	logs := &authztest.LogBuffer{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +379,7 @@ func TestReadyzNamesChecksNotErrors(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
 	cfg := is.billingConfig(t, nil)
-	logs := &syncBuffer{}
+	logs := &authztest.LogBuffer{}
 	app, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)

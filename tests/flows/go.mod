@@ -3,6 +3,7 @@ module github.com/authmesh/authmesh/tests/flows
 go 1.26.0
 
 require (
+	github.com/authmesh/authmesh/pkg/authz v0.0.0
 	github.com/authmesh/authmesh/tests/apiclient v0.0.0
 	github.com/authmesh/authmesh/tools/devstack v0.0.0
 	github.com/authmesh/authmesh/tools/devtenant v0.0.0

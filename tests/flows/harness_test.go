@@ -26,6 +26,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 	"github.com/authmesh/authmesh/tests/apiclient"
 	"github.com/authmesh/authmesh/tools/devstack"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
@@ -73,7 +74,7 @@ func (s *system) countManagement(h http.Handler) http.Handler {
 type service struct {
 	name string
 	addr string // 127.0.0.1:port
-	log  *logBuffer
+	log  *authztest.LogBuffer
 	env  []string
 
 	mu   sync.Mutex
@@ -118,7 +119,7 @@ func runMain(m *testing.M) (code int, err error) {
 	if err != nil {
 		return 1, err
 	}
-	natsLog := &logBuffer{}
+	natsLog := &authztest.LogBuffer{}
 	s.nats, err = devstack.StartNATS(opts, natsLog)
 	if err != nil {
 		return 1, err
@@ -152,7 +153,7 @@ func runMain(m *testing.M) (code int, err error) {
 	s.ttsJWKS = "http://" + addrs["tts"] + "/.well-known/jwks.json"
 	s.ttsKeys = filepath.Join(tmp, "tts", "keys.json")
 	for _, name := range serviceNames {
-		s.services[name] = &service{name: name, addr: addrs[name], log: &logBuffer{}, env: s.env(name, addrs[name])}
+		s.services[name] = &service{name: name, addr: addrs[name], log: &authztest.LogBuffer{}, env: s.env(name, addrs[name])}
 	}
 	stack = s
 	defer func() {
@@ -420,33 +421,6 @@ func (s *system) dumpLogs(w io.Writer, marks map[string]int) {
 		}
 		fmt.Fprintf(w, "===== %s =====\n%s", name, out)
 	}
-}
-
-// logBuffer is a service's output across its restarts.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
-}
-
-func (l *logBuffer) From(off int) []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if off > l.b.Len() {
-		off = 0
-	}
-	return bytes.Clone(l.b.Bytes()[off:])
 }
 
 // ctx is a bounded context for one test step.

@@ -1,7 +1,6 @@
 package devstack
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,32 +12,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
-
-// syncBuffer collects the stack's output for the failure report.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // startStack runs the stack through Run, as `make run` does, and returns once
 // it is ready; stop cancels it and asserts a clean stop within 5 s.
-func startStack(t *testing.T, root, data string, out *syncBuffer) (r Ready, stop func()) {
+func startStack(t *testing.T, root, data string, out *authztest.LogBuffer) (r Ready, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Ready, 1)
@@ -124,7 +106,7 @@ func TestRunStack(t *testing.T) {
 		t.Skipf("the contract ports %v are in use (a `make run` or `make up` is running?): cannot start a second stack", busy)
 	}
 	data := t.TempDir()
-	out := &syncBuffer{}
+	out := &authztest.LogBuffer{}
 	defer func() {
 		if t.Failed() {
 			t.Logf("--- stack output ---\n%s", out)
@@ -194,7 +176,7 @@ func runCommand(t *testing.T, root, data, orderID string) {
 	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/devstack").CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/devstack: %v\n%s", err, b)
 	}
-	out := &syncBuffer{}
+	out := &authztest.LogBuffer{}
 	cmd := exec.Command(bin, "-root", root, "-data", data)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -353,7 +353,7 @@ func TestConsumerRedeliveryBounded(t *testing.T) {
 	var calls atomic.Int32
 	var times []time.Time
 	var mu sync.Mutex
-	var logs syncBuffer
+	var logs authztest.LogBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, nil))
 	r.run(t, ConsumerConfig{MaxDeliver: 3, BackOff: []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, AckWait: 2 * time.Second, Logger: logger},
 		func(ctx context.Context, ev *Event) error {
@@ -394,24 +394,6 @@ func TestConsumerRedeliveryBounded(t *testing.T) {
 	if !strings.Contains(out, `"subject":"orders.events.flaky"`) || strings.Contains(out, "eyJ") {
 		t.Errorf("warnings lack the subject or carry a token:\n%s", out)
 	}
-}
-
-// syncBuffer collects log output written concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type errorString string

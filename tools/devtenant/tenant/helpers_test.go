@@ -18,6 +18,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
 const (
@@ -51,24 +53,7 @@ type testTenant struct {
 	srv     *Server
 	ts      *httptest.Server
 	dataDir string
-	logs    *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs    *authztest.LogBuffer
 }
 
 // newTenant starts a tenant served from an httptest server on a random port,
@@ -84,7 +69,7 @@ func newTenant(t *testing.T, mutate func(*Config)) *testTenant {
 	if err := os.WriteFile(filepath.Join(dataDir, keysFileName), seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &authztest.LogBuffer{}
 	cfg := Config{Issuer: testIssuer, TenantFile: testTenantFile, DevDir: devDir, DataDir: dataDir,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil))}
 	if mutate != nil {
