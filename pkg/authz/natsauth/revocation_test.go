@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
@@ -18,22 +20,14 @@ func TestRevocationAcrossValidators(t *testing.T) {
 	t.Parallel()
 	ns := startNATS(t)
 	iss := authztest.NewIssuer(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 
 	_, jsUsers := connect(t, ns)
 	store := newRevocationStore(t, jsUsers)
 	replica := func() (*authz.Validator, *RevocationWatcher) {
 		_, js := connect(t, ns)
-		w := NewRevocationWatcher(js)
-		go func() { _ = w.Run(ctx) }()
-		v := newValidator(t, iss, authz.WithRevocations(w))
-		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-		defer wcancel()
-		if err := w.WaitReady(wctx); err != nil {
-			t.Fatal(err)
-		}
-		return v, w
+		w := startWatcher(t, ctx, js)
+		return newValidator(t, iss, authz.WithRevocations(w)), w
 	}
 	v1, _ := replica()
 	v2, _ := replica()
@@ -122,8 +116,7 @@ func TestRevocationWatcherWaitsForBucket(t *testing.T) {
 	t.Parallel()
 	ns := startNATS(t)
 	_, js := connect(t, ns)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	w := NewRevocationWatcher(js)
 	w.retry = 50 * time.Millisecond
 	go func() { _ = w.Run(ctx) }()
@@ -135,11 +128,7 @@ func TestRevocationWatcherWaitsForBucket(t *testing.T) {
 	if err := store.Revoke(ctx, "google-oauth2|1111", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer wcancel()
-	if err := w.WaitReady(wctx); err != nil {
-		t.Fatal(err)
-	}
+	waitReady(t, ctx, w)
 	eventually(t, time.Second, func() bool { _, ok := w.RevokedAt("google-oauth2|1111"); return ok }, "revocation loaded")
 }
 
@@ -165,24 +154,13 @@ func TestRevocationWatcherIgnoresDeletes(t *testing.T) {
 	t.Parallel()
 	ns := startNATS(t)
 	_, js := connect(t, ns)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	store := newRevocationStore(t, js)
 	at := time.Now().UTC()
 	if err := store.Revoke(ctx, userSub, at); err != nil {
 		t.Fatal(err)
 	}
-	start := func() *RevocationWatcher {
-		w := NewRevocationWatcher(js)
-		go func() { _ = w.Run(ctx) }()
-		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-		defer wcancel()
-		if err := w.WaitReady(wctx); err != nil {
-			t.Fatal(err)
-		}
-		return w
-	}
-	w := start()
+	w := startWatcher(t, ctx, js)
 	kv, err := js.KeyValue(ctx, RevocationBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -199,9 +177,29 @@ func TestRevocationWatcherIgnoresDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	for i, w := range []*RevocationWatcher{w, start()} {
+	for i, w := range []*RevocationWatcher{w, startWatcher(t, ctx, js)} {
 		if got, ok := w.RevokedAt(userSub); !ok || (i == 0 && !got.Equal(at)) {
 			t.Fatalf("watcher %d: revoked at %v, %v after delete, purge and an older put; want %v", i, got, ok, at)
 		}
+	}
+}
+
+// startWatcher runs a RevocationWatcher on js until ctx ends and returns it
+// once it has loaded the bucket.
+func startWatcher(tb testing.TB, ctx context.Context, js jetstream.JetStream) *RevocationWatcher {
+	tb.Helper()
+	w := NewRevocationWatcher(js)
+	go func() { _ = w.Run(ctx) }()
+	waitReady(tb, ctx, w)
+	return w
+}
+
+// waitReady fails the test unless w has loaded the bucket within 5 s.
+func waitReady(tb testing.TB, ctx context.Context, w *RevocationWatcher) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := w.WaitReady(ctx); err != nil {
+		tb.Fatal(err)
 	}
 }
