@@ -325,6 +325,34 @@ type fakeClock struct {
 func (c *fakeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
+// rotatingSource hands out tokens in order and records invalidations.
+type rotatingSource struct {
+	mu          sync.Mutex
+	toks        []string
+	invalidated []string
+}
+
+func (s *rotatingSource) Token(context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.toks[0], nil
+}
+
+func (s *rotatingSource) Invalidate(tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.invalidated = append(s.invalidated, tok)
+	if len(s.toks) > 1 && s.toks[0] == tok {
+		s.toks = s.toks[1:]
+	}
+}
+
+func (s *rotatingSource) invalidations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.invalidated)
+}
+
 // newTestService returns a Service named name on nc that verifies with v,
 // stopped when the test ends.
 func newTestService(tb testing.TB, nc *nats.Conn, name string, v Verifier, opts ...ServiceOption) *Service {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -306,34 +305,6 @@ func TestEndpointPanicIsAnError(t *testing.T) {
 	if err != nil || string(reply.Data) != "ok" {
 		t.Fatalf("after the panics: %v %q", err, reply.Data)
 	}
-}
-
-// rotatingSource hands out tokens in order and records invalidations.
-type rotatingSource struct {
-	mu          sync.Mutex
-	toks        []string
-	invalidated []string
-}
-
-func (s *rotatingSource) Token(context.Context) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.toks[0], nil
-}
-
-func (s *rotatingSource) Invalidate(tok string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.invalidated = append(s.invalidated, tok)
-	if len(s.toks) > 1 && s.toks[0] == tok {
-		s.toks = s.toks[1:]
-	}
-}
-
-func (s *rotatingSource) invalidations() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.invalidated)
 }
 
 // TestRequestRenewsRefusedServiceToken: under AsService, a 401 invalid_token

@@ -535,47 +535,20 @@ func TestTxnClientRenewsRefusedActor(t *testing.T) {
 			_ = req.RespondJSON(TxnResponse{AccessToken: tok, IssuedTokenType: authz.TokenTypeTxn, TokenType: "N_A", ExpiresIn: 300})
 		}
 	})
-	actor := &invalidatingSource{toks: []string{"dead.actor.token", "fresh.actor.token"}}
+	actor := &rotatingSource{toks: []string{"dead.actor.token", "fresh.actor.token"}}
 	c := newTxnClient(t, nc, func(cfg *TxnClientConfig) { cfg.Actor = actor })
 	if _, err := c.Exchange(context.Background(), user, []string{"read:profile"}); err != nil {
 		t.Fatalf("after renewing the refused actor token: %v", err)
 	}
-	if got := actor.invalidated(); !slices.Equal(got, []string{"dead.actor.token"}) || stub.requests.Load() != 2 {
+	if got := actor.invalidations(); !slices.Equal(got, []string{"dead.actor.token"}) || stub.requests.Load() != 2 {
 		t.Fatalf("invalidated %v after %d requests, want the dead token once and 2 requests", got, stub.requests.Load())
 	}
 
-	stuck := &invalidatingSource{toks: []string{"also.dead.token", "dead.actor.token"}}
+	stuck := &rotatingSource{toks: []string{"also.dead.token", "dead.actor.token"}}
 	c = newTxnClient(t, nc, func(cfg *TxnClientConfig) { cfg.Actor = stuck })
 	_, err := c.Exchange(context.Background(), user, []string{"read:profile"})
 	var ae *authz.Error
 	if authz.CodeOf(err) != authz.CodeKeysUnavailable || !errors.As(err, &ae) || ae.Reason != "actor_refused" {
 		t.Fatalf("both actor tokens refused: %v, want keys_unavailable/actor_refused", err)
 	}
-}
-
-// invalidatingSource hands out toks in turn, moving on when one is invalidated.
-type invalidatingSource struct {
-	mu   sync.Mutex
-	toks []string
-	i    int
-	inv  []string
-}
-
-func (s *invalidatingSource) Token(context.Context) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.toks[min(s.i, len(s.toks)-1)], nil
-}
-
-func (s *invalidatingSource) Invalidate(tok string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.inv = append(s.inv, tok)
-	s.i++
-}
-
-func (s *invalidatingSource) invalidated() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.inv)
 }
