@@ -254,28 +254,8 @@ func WriteNATSConfig(out io.Writer) error {
 		p(4, "}")
 		p(3, "}")
 		p(2, "]")
-		if es := w.Exports(); len(es) > 0 {
-			p(2, "exports: [")
-			for _, e := range es {
-				rt := ""
-				if e.ResponseType != "" {
-					rt = ", response_type: " + e.ResponseType
-				}
-				p(3, "{ %s: %q%s, accounts: [%s] }", exportKind(e.Stream), e.Subject, rt, strings.Join(e.Accounts, ", "))
-			}
-			p(2, "]")
-		}
-		if is := w.Imports(); len(is) > 0 {
-			p(2, "imports: [")
-			for _, i := range is {
-				to := ""
-				if i.To != "" {
-					to = fmt.Sprintf(", to: %q", i.To)
-				}
-				p(3, "{ %s: { account: %s, subject: %q }%s }", exportKind(i.Stream), i.Account, i.Subject, to)
-			}
-			p(2, "]")
-		}
+		writeEntries(p, 2, "exports", w.Exports())
+		writeEntries(p, 2, "imports", w.Imports())
 		p(1, "}")
 	}
 	p(0, "}")
@@ -302,6 +282,35 @@ func WriteDevPasswords(out io.Writer) error {
 
 // exportKind is how accounts.conf names an export or import: a stream or a
 // service.
+// writeEntries writes the list name of xs' configuration entries, one a line
+// at indent+1, through p; an empty list is left out.
+func writeEntries[T interface{ confEntry() string }](p func(indent int, f string, a ...any), indent int, name string, xs []T) {
+	if len(xs) == 0 {
+		return
+	}
+	p(indent, "%s: [", name)
+	for _, x := range xs {
+		p(indent+1, "%s", x.confEntry())
+	}
+	p(indent, "]")
+}
+
+func (e Export) confEntry() string {
+	rt := ""
+	if e.ResponseType != "" {
+		rt = ", response_type: " + e.ResponseType
+	}
+	return fmt.Sprintf("{ %s: %q%s, accounts: [%s] }", exportKind(e.Stream), e.Subject, rt, strings.Join(e.Accounts, ", "))
+}
+
+func (i Import) confEntry() string {
+	to := ""
+	if i.To != "" {
+		to = fmt.Sprintf(", to: %q", i.To)
+	}
+	return fmt.Sprintf("{ %s: { account: %s, subject: %q }%s }", exportKind(i.Stream), i.Account, i.Subject, to)
+}
+
 func exportKind(stream bool) string {
 	if stream {
 		return "stream"
