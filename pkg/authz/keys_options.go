@@ -63,47 +63,38 @@ func WithHTTPClient(c *http.Client) KeyOption {
 // WithTTL sets how long fetched keys are fresh (default 10 min); they are
 // refreshed in the background before that, without blocking requests.
 func WithTTL(d time.Duration) KeyOption {
-	return func(o *keyOptions) error {
-		if d <= 0 {
-			return fmt.Errorf("authz: key TTL must be positive, got %v", d)
-		}
-		o.ttl = d
-		return nil
-	}
+	return durationOption("key TTL", d, false, func(o *keyOptions) *time.Duration { return &o.ttl })
 }
 
 // WithRefetchCooldown bounds refetches triggered by unknown kids (default 30 s):
 // at most one per cool-down, single-flight.
 func WithRefetchCooldown(d time.Duration) KeyOption {
-	return func(o *keyOptions) error {
-		if d < 0 {
-			return fmt.Errorf("authz: refetch cool-down must not be negative, got %v", d)
-		}
-		o.cooldown = d
-		return nil
-	}
+	return durationOption("refetch cool-down", d, true, func(o *keyOptions) *time.Duration { return &o.cooldown })
 }
 
 // WithMaxStale sets how long the last good keys keep serving while the
 // endpoint fails (default 24 h).
 func WithMaxStale(d time.Duration) KeyOption {
-	return func(o *keyOptions) error {
-		if d <= 0 {
-			return fmt.Errorf("authz: max-stale must be positive, got %v", d)
-		}
-		o.maxStale = d
-		return nil
-	}
+	return durationOption("max-stale", d, false, func(o *keyOptions) *time.Duration { return &o.maxStale })
 }
 
 // WithRetainRotated keeps keys that left the JWKS for d, for TxnValidator.ValidateAt only
 // (default 7 days; 0 disables).
 func WithRetainRotated(d time.Duration) KeyOption {
+	return durationOption("retention", d, true, func(o *keyOptions) *time.Duration { return &o.retain })
+}
+
+// durationOption sets the duration field picks to d, refusing a negative d,
+// and zero too unless zeroOK.
+func durationOption(name string, d time.Duration, zeroOK bool, field func(*keyOptions) *time.Duration) KeyOption {
 	return func(o *keyOptions) error {
-		if d < 0 {
-			return fmt.Errorf("authz: retention must not be negative, got %v", d)
+		switch {
+		case d < 0 && zeroOK:
+			return fmt.Errorf("authz: %s must not be negative, got %v", name, d)
+		case d <= 0 && !zeroOK:
+			return fmt.Errorf("authz: %s must be positive, got %v", name, d)
 		}
-		o.retain = d
+		*field(o) = d
 		return nil
 	}
 }
@@ -145,13 +136,8 @@ func NewKeyProvider(opts ...KeyOption) (*KeyProvider, error) {
 		alg:      jose.RS256,
 		now:      time.Now,
 	}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	if err := applyOptions(&o, opts); err != nil {
+		return nil, err
 	}
 	switch {
 	case o.jwksURL == "" && o.discoveryURL == "":

@@ -41,13 +41,8 @@ func newValidatorOptions(opts []Option) (validatorOptions, error) {
 		cacheSize:  DefaultTokenCacheSize,
 		now:        time.Now,
 	}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return o, err
-		}
+	if err := applyOptions(&o, opts); err != nil {
+		return o, err
 	}
 	if len(o.issuers) == 0 {
 		return o, errors.New("authz: WithIssuers is required")
@@ -58,25 +53,38 @@ func newValidatorOptions(opts []Option) (validatorOptions, error) {
 	return o, nil
 }
 
+// applyOptions applies opts to o in order, skipping nil ones, and stops at
+// the first error.
+func applyOptions[T any, O ~func(*T) error](o *T, opts []O) error {
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // WithIssuers sets the accepted issuers, compared exactly (e.g. "https://tenant.eu.auth0.com/"
 // and a custom domain). Required.
 func WithIssuers(iss ...string) Option {
-	return func(o *validatorOptions) error {
-		if slices.Contains(iss, "") {
-			return errors.New("authz: empty issuer")
-		}
-		o.issuers = append(o.issuers, iss...)
-		return nil
-	}
+	return appendNames("issuer", iss, func(o *validatorOptions) *[]string { return &o.issuers })
 }
 
 // WithAudiences sets the accepted audiences (any-of against a string or array aud). Required.
 func WithAudiences(aud ...string) Option {
+	return appendNames("audience", aud, func(o *validatorOptions) *[]string { return &o.audiences })
+}
+
+// appendNames appends names to the list field picks, refusing an empty one.
+func appendNames(what string, names []string, field func(*validatorOptions) *[]string) Option {
 	return func(o *validatorOptions) error {
-		if slices.Contains(aud, "") {
-			return errors.New("authz: empty audience")
+		if slices.Contains(names, "") {
+			return fmt.Errorf("authz: empty %s", what)
 		}
-		o.audiences = append(o.audiences, aud...)
+		*field(o) = append(*field(o), names...)
 		return nil
 	}
 }
