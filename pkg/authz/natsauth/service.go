@@ -45,35 +45,29 @@ type ServiceOption func(*Service) error
 
 // WithMetrics records every decision in m.
 func WithMetrics(m *Metrics) ServiceOption {
-	return func(s *Service) error {
-		if m == nil {
-			return errors.New("nil metrics")
-		}
-		s.metrics = m
-		return nil
-	}
+	return nonNilOption("metrics", m, func(s *Service) **Metrics { return &s.metrics })
 }
 
 // WithLogger logs a handler that panicked (endpoint and panic value; never
 // the request's token or data). The caller gets a 500 either way.
 func WithLogger(l *slog.Logger) ServiceOption {
-	return func(s *Service) error {
-		if l == nil {
-			return errors.New("nil logger")
-		}
-		s.log = l
-		return nil
-	}
+	return nonNilOption("logger", l, func(s *Service) **slog.Logger { return &s.log })
 }
 
 // WithContext sets the context handlers' contexts derive from (default
 // context.Background()); cancel it to tell running handlers to give up.
 func WithContext(ctx context.Context) ServiceOption {
+	return nonNilOption("context", ctx, func(s *Service) *context.Context { return &s.ctx })
+}
+
+// nonNilOption sets the field picks to v, refusing a nil v.
+func nonNilOption[T comparable](what string, v T, field func(*Service) *T) ServiceOption {
 	return func(s *Service) error {
-		if ctx == nil {
-			return errors.New("nil context")
+		var none T
+		if v == none {
+			return fmt.Errorf("nil %s", what)
 		}
-		s.ctx = ctx
+		*field(s) = v
 		return nil
 	}
 }
