@@ -37,12 +37,7 @@ func (a *App) wireAuthz() error {
 		return err
 	}
 	a.Revocations = natsauth.NewRevocationWatcher(revJS)
-	v, err := authz.NewValidator(keys,
-		authz.WithIssuers(a.Config.Auth0.Issuer),
-		authz.WithAudiences(a.Config.Auth0.Audience),
-		authz.WithRevocations(a.Revocations),
-		authz.WithMetrics(m),
-	)
+	v, err := authz.NewValidator(keys, a.validatorOptions(m, a.Config.Auth0.Issuer, a.Config.Auth0.Audience)...)
 	if err != nil {
 		return fmt.Errorf("platform: validator: %w", err)
 	}
@@ -73,6 +68,18 @@ func (a *App) wireAuthz() error {
 	return nil
 }
 
+// validatorOptions are the access-token and the transaction-token
+// validators' options: each accepts its own issuer and audience, and both
+// hold tokens against the same revocations and count into the same metrics.
+func (a *App) validatorOptions(m *authz.Metrics, issuer, audience string) []authz.Option {
+	return []authz.Option{
+		authz.WithIssuers(issuer),
+		authz.WithAudiences(audience),
+		authz.WithRevocations(a.Revocations),
+		authz.WithMetrics(m),
+	}
+}
+
 // wireTxn builds what a service needs for transaction tokens: the validator
 // its NATS receivers verify them with (keys from the Transaction Token
 // Service's JWKS, kept DefaultRetainRotated after a rotation so queued
@@ -92,12 +99,7 @@ func (a *App) wireTxn(m *authz.Metrics) error {
 	if err != nil {
 		return fmt.Errorf("platform: transaction token keys: %w", err)
 	}
-	tv, err := authz.NewTxnValidator(keys,
-		authz.WithIssuers(a.Config.Txn.Issuer),
-		authz.WithAudiences(a.Config.Txn.TrustDomain),
-		authz.WithRevocations(a.Revocations),
-		authz.WithMetrics(m),
-	)
+	tv, err := authz.NewTxnValidator(keys, a.validatorOptions(m, a.Config.Txn.Issuer, a.Config.Txn.TrustDomain)...)
 	if err != nil {
 		return fmt.Errorf("platform: transaction token validator: %w", err)
 	}
