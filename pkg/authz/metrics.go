@@ -79,25 +79,23 @@ func (m *Metrics) attachKeys(p *KeyProvider) {
 }
 
 func (m *Metrics) keyFetch(ok bool) {
-	if m == nil {
-		return
-	}
-	if ok {
-		m.fetchOK.Inc()
-	} else {
-		m.fetchFail.Inc()
+	if m != nil {
+		either(ok, m.fetchOK, m.fetchFail).Inc()
 	}
 }
 
 func (m *Metrics) cacheLookup(hit bool) {
-	if m == nil {
-		return
+	if m != nil {
+		either(hit, m.cacheHit, m.cacheMiss).Inc()
 	}
-	if hit {
-		m.cacheHit.Inc()
-	} else {
-		m.cacheMiss.Inc()
+}
+
+// either returns yes if b holds, else no.
+func either(b bool, yes, no prometheus.Counter) prometheus.Counter {
+	if b {
+		return yes
 	}
+	return no
 }
 
 // Decision records one authorization decision; result is "allow" or "deny".
