@@ -76,13 +76,18 @@ binaries: ## Static linux binaries the images copy (bin/).
 images: binaries ## Build every image FROM scratch (no registry needed).
 	$(COMPOSE) build
 
-K8S_IMAGES := nats:deploy/nats/Dockerfile devtenant:tools/devtenant/Dockerfile \
-              $(foreach s,$(SERVICES),$(s):services/$(s)/Dockerfile)
+K8S_IMAGES := nats:deploy/nats/Dockerfile devtenant:tools/devtenant/Dockerfile tts:services/tts/Dockerfile
+# users, orders and billing share services/Dockerfile, built as <name>:<port>; each one's
+# Makefile names its port.
+SERVICE_IMAGES = $(foreach s,$(filter-out tts,$(SERVICES)),$(s):$(shell sed -n 's/^PORT *:= *//p' services/$(s)/Makefile))
 
 .PHONY: k8s-images
 k8s-images: binaries ## The images deploy/k8s uses, tagged authmesh/<name>:dev (then e.g. kind load docker-image).
 	@for i in $(K8S_IMAGES); do echo "authmesh/$${i%%:*}:dev"; \
 	  docker build -q -f "$${i#*:}" -t "authmesh/$${i%%:*}:dev" . >/dev/null || exit 1; done
+	@for i in $(SERVICE_IMAGES); do echo "authmesh/$${i%%:*}:dev"; \
+	  docker build -q -f services/Dockerfile --build-arg SERVICE="$${i%%:*}" --build-arg PORT="$${i#*:}" \
+	    -t "authmesh/$${i%%:*}:dev" . >/dev/null || exit 1; done
 
 .PHONY: up
 up: images ## Build the images and start the stack with docker compose (health-gated).

@@ -1,5 +1,5 @@
-# The rules every service Makefile includes after setting SERVICE: test,
-# build and image for one service on its own.
+# The rules every service Makefile includes after setting SERVICE and PORT:
+# test, build and image for one service on its own.
 # Works outside the workspace (GOWORK=off): go.mod replaces the shared modules by path.
 
 SHELL   := /usr/bin/env bash
@@ -21,5 +21,6 @@ build: ## Static linux binary at bin/$(SERVICE) (what the image copies).
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/$(SERVICE) ./cmd/$(SERVICE)
 	cp /etc/ssl/certs/ca-certificates.crt $(BIN)/ca-certificates.crt
 
-image: build ## Container image $(IMAGE):$(TAG), FROM scratch.
-	docker build -f Dockerfile -t $(IMAGE):$(TAG) $(ROOT)
+image: build ## Container image $(IMAGE):$(TAG), FROM scratch (services/Dockerfile, shared by the three services).
+	docker build -f $(ROOT)/services/Dockerfile --build-arg SERVICE=$(SERVICE) --build-arg PORT=$(PORT) \
+	  -t $(IMAGE):$(TAG) $(ROOT)

@@ -18,8 +18,9 @@ import (
 // rejects any other (a misspelt key is silently ignored by Compose v1).
 type composeService struct {
 	Build struct {
-		Context    string `json:"context"`
-		Dockerfile string `json:"dockerfile"`
+		Context    string            `json:"context"`
+		Dockerfile string            `json:"dockerfile"`
+		Args       map[string]string `json:"args"`
 	} `json:"build"`
 	Command     []string                     `json:"command"`
 	Environment map[string]string            `json:"environment"`
@@ -120,7 +121,14 @@ func TestCompose(t *testing.T) {
 					t.Errorf("does not wait for %s to be healthy", dep)
 				}
 			}
-			checkDockerfile(t, filepath.Join(root, s.Build.Dockerfile), svc.port, "/app", "healthcheck")
+			// The three services share one Dockerfile: the build args pick the binary and its port.
+			if s.Build.Args["SERVICE"] != svc.name || s.Build.Args["PORT"] != fmt.Sprint(svc.port) {
+				t.Errorf("build args %v: want SERVICE=%s PORT=%d", s.Build.Args, svc.name, svc.port)
+			}
+			df := checkDockerfile(t, filepath.Join(root, s.Build.Dockerfile), s.Build.Args, svc.port, "/app", "healthcheck")
+			if !strings.Contains(df, "\nCOPY bin/"+svc.name+" /app\n") {
+				t.Errorf("%s with %v does not copy bin/%s", s.Build.Dockerfile, s.Build.Args, svc.name)
+			}
 		})
 	}
 	t.Run("tts", func(t *testing.T) {
@@ -137,17 +145,17 @@ func TestCompose(t *testing.T) {
 			t.Errorf("nats-%d command %v: want cluster.conf and its own name", i, n.Command)
 		}
 	}
-	checkDockerfile(t, filepath.Join(root, "deploy", "nats", "Dockerfile"), 4222, "/httpprobe", "http://127.0.0.1:8222/healthz")
+	checkDockerfile(t, filepath.Join(root, "deploy", "nats", "Dockerfile"), nil, 4222, "/httpprobe", "http://127.0.0.1:8222/healthz")
 	dt := f.Services["devtenant"]
 	if !slices.Equal(dt.Ports, []string{"127.0.0.1:8400:8400"}) || dt.Environment["DEVTENANT_ISSUER"] != "http://localhost:8400/" {
 		t.Errorf("devtenant ports %v issuer %q", dt.Ports, dt.Environment["DEVTENANT_ISSUER"])
 	}
-	checkDockerfile(t, filepath.Join(root, dt.Build.Dockerfile), 8400, "/app", "healthcheck")
+	checkDockerfile(t, filepath.Join(root, dt.Build.Dockerfile), dt.Build.Args, 8400, "/app", "healthcheck")
 	web := f.Services["web"]
 	if !slices.Equal(web.Ports, []string{"127.0.0.1:8404:8404"}) {
 		t.Errorf("web ports %v, want the SPA on 8404", web.Ports)
 	}
-	checkDockerfile(t, filepath.Join(root, web.Build.Dockerfile), 8404, "/app", "healthcheck")
+	checkDockerfile(t, filepath.Join(root, web.Build.Dockerfile), web.Build.Args, 8404, "/app", "healthcheck")
 
 	// Every published port, of whatever service, is on the host's loopback:
 	// the stack runs with published dev secrets.
@@ -164,18 +172,33 @@ func TestCompose(t *testing.T) {
 var (
 	healthRE = regexp.MustCompile(`(?m)^HEALTHCHECK .*CMD (\[.*\])\s*$`)
 	exposeRE = regexp.MustCompile(`(?m)^EXPOSE (.*)$`)
+	argRE    = regexp.MustCompile(`(?m)^ARG (\w+)\s*$`)
 )
 
 // checkDockerfile asserts what builds offline and runs safely: FROM scratch
 // only, no BuildKit syntax line, a numeric non-root user, an exec-form
-// healthcheck, the port exposed.
-func checkDockerfile(t *testing.T, path string, port int32, healthArgs ...string) {
+// healthcheck, the port exposed. Every ARG must have a value in args (an
+// unset one would silently expand to nothing); the checks, and the text
+// returned, see the Dockerfile with the args substituted as docker build does.
+func checkDockerfile(t *testing.T, path string, buildArgs map[string]string, port int32, healthArgs ...string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	df := string(b)
+	declared := map[string]bool{}
+	for _, m := range argRE.FindAllStringSubmatch(string(b), -1) {
+		declared[m[1]] = true
+		if buildArgs[m[1]] == "" {
+			t.Errorf("%s: ARG %s has no build arg", path, m[1])
+		}
+	}
+	df := os.Expand(string(b), func(name string) string {
+		if !declared[name] {
+			return "$" + name
+		}
+		return buildArgs[name]
+	})
 	for _, line := range strings.Split(df, "\n") {
 		if strings.HasPrefix(line, "FROM ") && strings.TrimSpace(line) != "FROM scratch" {
 			t.Errorf("%s: %q: only FROM scratch builds without a registry", path, line)
@@ -199,6 +222,7 @@ func checkDockerfile(t *testing.T, path string, port int32, healthArgs ...string
 	if e == nil || !slices.Contains(strings.Fields(e[1]), fmt.Sprint(port)) {
 		t.Errorf("%s: does not EXPOSE %d", path, port)
 	}
+	return df
 }
 
 // ttsJWKSInCompose is where the services fetch the TTS's keys inside compose.
@@ -264,7 +288,7 @@ func checkComposeTTS(t *testing.T, f composeFile) {
 		t.Errorf("TTS_KEYS_FILE %q is not on a named volume mounted at /data (volumes %v)", keysFile, s.Volumes)
 	}
 	df := filepath.Join(root, s.Build.Dockerfile)
-	checkDockerfile(t, df, 8406, "/app", "healthcheck")
+	checkDockerfile(t, df, s.Build.Args, 8406, "/app", "healthcheck")
 	b, err := os.ReadFile(df)
 	if err != nil {
 		t.Fatal(err)

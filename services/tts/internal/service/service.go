@@ -5,8 +5,6 @@ package service
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,7 +171,7 @@ func (h *handler) serve(req micro.Request) {
 	} else {
 		_ = req.RespondJSON(res.TxnResponse)
 		h.log.Debug("transaction token issued", slog.String("workload", res.Workload),
-			slog.String("sub_hash", hash(res.Subject)), slog.String("scope", res.Scope))
+			slog.String("sub_hash", platform.SubjectHash(res.Subject)), slog.String("scope", res.Scope))
 	}
 	h.m.exchanges.WithLabelValues(workload, result, reason).Inc()
 	h.m.latency.WithLabelValues(result).Observe(time.Since(start).Seconds())
@@ -190,11 +188,6 @@ func (h *handler) exchange(req micro.Request) (*exchange.Result, error) {
 	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Second)
 	defer cancel()
 	return h.ex.Exchange(ctx, r, req.Headers().Get(natsauth.HeaderRequestID))
-}
-
-func hash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:8])
 }
 
 type metrics struct {

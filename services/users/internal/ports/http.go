@@ -151,7 +151,7 @@ func (h *HTTP) getMe(c echo.Context) error   { return h.getOne(c, callerID, h.sv
 func (h *HTTP) getUser(c echo.Context) error { return h.getOne(c, userIDParam, h.svc.User) }
 
 // getOne answers the user get returns for the id idOf reads from the
-// request.
+// request: a read, or a change (see withBody) answered with the changed user.
 func (h *HTTP) getOne(c echo.Context, idOf func(echo.Context) (string, error), get func(context.Context, string) (domain.User, error)) error {
 	id, err := idOf(c)
 	if err != nil {
@@ -178,19 +178,21 @@ func (r patchMeRequest) toDomain() domain.ProfileUpdate {
 }
 
 func (h *HTTP) patchMe(c echo.Context) error {
-	sub, err := callerID(c)
-	if err != nil {
-		return err
+	return h.getOne(c, callerID, withBody(c, func(ctx context.Context, id string, req patchMeRequest) (domain.User, error) {
+		return h.svc.UpdateProfile(ctx, id, req.toDomain())
+	}))
+}
+
+// withBody is getOne's get for a change that takes the request body: it
+// binds the body (after the id is read) and passes it on.
+func withBody[R any](c echo.Context, change func(context.Context, string, R) (domain.User, error)) func(context.Context, string) (domain.User, error) {
+	return func(ctx context.Context, id string) (domain.User, error) {
+		var req R
+		if err := platform.BindJSON(c, &req); err != nil {
+			return domain.User{}, err
+		}
+		return change(ctx, id, req)
 	}
-	var req patchMeRequest
-	if err := platform.BindJSON(c, &req); err != nil {
-		return err
-	}
-	u, err := h.svc.UpdateProfile(c.Request().Context(), sub, req.toDomain())
-	if err != nil {
-		return edge(c, err)
-	}
-	return c.JSON(http.StatusOK, toUserJSON(u))
 }
 
 func (h *HTTP) listUsers(c echo.Context) error {
@@ -231,15 +233,9 @@ func (h *HTTP) block(c echo.Context) error   { return h.setBlocked(c, true) }
 func (h *HTTP) unblock(c echo.Context) error { return h.setBlocked(c, false) }
 
 func (h *HTTP) setBlocked(c echo.Context, blocked bool) error {
-	id, err := userIDParam(c)
-	if err != nil {
-		return err
-	}
-	u, err := h.svc.SetBlocked(c.Request().Context(), id, blocked)
-	if err != nil {
-		return edge(c, err)
-	}
-	return c.JSON(http.StatusOK, toUserJSON(u))
+	return h.getOne(c, userIDParam, func(ctx context.Context, id string) (domain.User, error) {
+		return h.svc.SetBlocked(ctx, id, blocked)
+	})
 }
 
 type rolesRequest struct {
@@ -247,17 +243,7 @@ type rolesRequest struct {
 }
 
 func (h *HTTP) putRoles(c echo.Context) error {
-	id, err := userIDParam(c)
-	if err != nil {
-		return err
-	}
-	var req rolesRequest
-	if err := platform.BindJSON(c, &req); err != nil {
-		return err
-	}
-	u, err := h.svc.ReplaceRoles(c.Request().Context(), id, req.Roles)
-	if err != nil {
-		return edge(c, err)
-	}
-	return c.JSON(http.StatusOK, toUserJSON(u))
+	return h.getOne(c, userIDParam, withBody(c, func(ctx context.Context, id string, req rolesRequest) (domain.User, error) {
+		return h.svc.ReplaceRoles(ctx, id, req.Roles)
+	}))
 }
