@@ -22,8 +22,8 @@ type Flow struct {
 func (c *Client) Flows() []Flow {
 	return []Flow{
 		{"order opens one invoice", c.orderOpensOneInvoice},
-		{"pay marks invoice and order paid", c.payMarksPaid},
-		{"cancel voids the open invoice", c.cancelVoids},
+		{"pay marks invoice and order paid", c.settles("pay", "paid", "paid")},
+		{"cancel voids the open invoice", c.settles("cancel", "cancelled", "void")},
 		{"admin refund marks invoice and order refunded", c.refundMarksRefunded},
 	}
 }
@@ -49,28 +49,40 @@ func (c *Client) orderOpensOneInvoice(t *testing.T) {
 	}
 }
 
-func (c *Client) payMarksPaid(t *testing.T) {
-	tok := c.Token(t, Alice)
-	o, inv := c.openOrder(t, tok, Mugs(1))
-	c.postFor(t, "pay", "billing", "/v1/invoices/"+inv.ID+"/pay", tok, "paid")
-	c.WaitOrder(t, tok, o.ID, "paid", FlowDeadline)
-	c.postRefused(t, "paying twice", "billing", "/v1/invoices/"+inv.ID+"/pay", tok, http.StatusConflict)
-	c.postRefused(t, "cancelling a paid order", "orders", "/v1/orders/"+o.ID+"/cancel", tok, http.StatusConflict)
-	if got := c.GetInvoice(t, tok, inv.ID); got.Status != "paid" {
-		t.Fatalf("invoice after a refused cancel: %q, want paid", got.Status)
+// settles is the flow of one of the two ways an open order ends, how: "pay"
+// (billing, its invoice) or "cancel" (orders, the order). Within
+// FlowDeadline the order and its invoice reach orderStatus and
+// invoiceStatus; after that both ways are refused with 409 and change
+// neither.
+func (c *Client) settles(how, orderStatus, invoiceStatus string) func(*testing.T) {
+	return func(t *testing.T) {
+		tok := c.Token(t, Alice)
+		o, inv := c.openOrder(t, tok, Mugs(1))
+		svc, path := settleRoute(how, o, inv)
+		answer := map[string]string{"pay": invoiceStatus, "cancel": orderStatus}[how]
+		c.postFor(t, how, svc, path, tok, answer)
+		c.WaitOrder(t, tok, o.ID, orderStatus, FlowDeadline)
+		c.WaitInvoice(t, tok, o.ID, invoiceStatus, FlowDeadline)
+		for _, again := range []string{"pay", "cancel"} {
+			svc, path := settleRoute(again, o, inv)
+			c.postRefused(t, again+" after "+how, svc, path, tok, http.StatusConflict)
+		}
+		if got := c.GetOrder(t, tok, o.ID); got.Status != orderStatus {
+			t.Fatalf("order after the refused pay and cancel: %q, want %s", got.Status, orderStatus)
+		}
+		if got := c.GetInvoice(t, tok, inv.ID); got.Status != invoiceStatus {
+			t.Fatalf("invoice after the refused pay and cancel: %q, want %s", got.Status, invoiceStatus)
+		}
 	}
 }
 
-func (c *Client) cancelVoids(t *testing.T) {
-	tok := c.Token(t, Alice)
-	o, inv := c.openOrder(t, tok, Mugs(1))
-	c.postFor(t, "cancel", "orders", "/v1/orders/"+o.ID+"/cancel", tok, "cancelled")
-	c.WaitInvoice(t, tok, o.ID, "void", FlowDeadline)
-	c.postRefused(t, "paying a void invoice", "billing", "/v1/invoices/"+inv.ID+"/pay", tok, http.StatusConflict)
-	c.postRefused(t, "cancelling twice", "orders", "/v1/orders/"+o.ID+"/cancel", tok, http.StatusConflict)
-	if got := c.GetOrder(t, tok, o.ID); got.Status != "cancelled" {
-		t.Fatalf("order after the refused pay: %q, want cancelled", got.Status)
+// settleRoute is the service and path that how, "pay" or "cancel", posts to
+// for o and its invoice inv.
+func settleRoute(how string, o Order, inv Invoice) (svc, path string) {
+	if how == "pay" {
+		return "billing", "/v1/invoices/" + inv.ID + "/pay"
 	}
+	return "orders", "/v1/orders/" + o.ID + "/cancel"
 }
 
 func (c *Client) refundMarksRefunded(t *testing.T) {

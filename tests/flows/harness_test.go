@@ -99,7 +99,7 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) (code int, err error) {
-	root, err := findRoot()
+	root, err := devstack.FindRoot(".")
 	if err != nil {
 		return 1, err
 	}
@@ -110,7 +110,7 @@ func runMain(m *testing.M) (code int, err error) {
 	defer os.RemoveAll(tmp)
 
 	s := &system{root: root, bin: filepath.Join(tmp, "bin"), services: map[string]*service{}}
-	if err := s.build(); err != nil {
+	if err := devstack.BuildServices(context.Background(), "go", root, s.bin); err != nil {
 		return 1, err
 	}
 
@@ -176,38 +176,6 @@ func runMain(m *testing.M) (code int, err error) {
 		}
 	}
 	return m.Run(), nil
-}
-
-// findRoot walks up from the working directory to the one holding go.work.
-func findRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.work above %s", dir)
-		}
-	}
-}
-
-// build compiles the services in one go invocation in workspace mode,
-// so the shared modules come from the checkout.
-func (s *system) build() error {
-	args := []string{"build", "-o", s.bin + string(filepath.Separator)}
-	for _, name := range serviceNames {
-		args = append(args, "./services/"+name+"/cmd/"+name)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "GOWORK="+filepath.Join(s.root, "go.work"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building the services: %v\n%s", err, out)
-	}
-	return nil
 }
 
 // env is a service's whole environment: nothing inherited beyond PATH and

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -188,7 +189,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 				p("rate limit, which the create stage ran into (users answered 503 once the tenant answered 429)")
 			}
 			p(".\n\n")
-			for _, k := range sortedKeys(iv.Failures) {
+			for _, k := range slices.Sorted(maps.Keys(iv.Failures)) {
 				p("- %d × %s\n", iv.Failures[k], k)
 			}
 			if len(iv.Failures) > 0 {
@@ -226,10 +227,10 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 
 	if len(r.Sizes.Static) > 0 || len(r.Sizes.Images) > 0 {
 		p("### Static binaries and images\n\n| artifact | size |\n|---|---|\n")
-		for _, k := range sortedKeys(r.Sizes.Static) {
+		for _, k := range slices.Sorted(maps.Keys(r.Sizes.Static)) {
 			p("| `bin/%s` (static, `-trimpath -ldflags='-s -w'`) | %s |\n", k, mib(r.Sizes.Static[k]))
 		}
-		for _, k := range sortedKeys(r.Sizes.Images) {
+		for _, k := range slices.Sorted(maps.Keys(r.Sizes.Images)) {
 			p("| image `%s` | %s |\n", k, mib(r.Sizes.Images[k]))
 		}
 		p("\n")
@@ -274,7 +275,7 @@ func (r *report) exchangeSection(p func(string, ...any)) {
 
 func codes(m map[string]int) string {
 	var parts []string
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, fmt.Sprintf("%s×%d", k, m[k]))
 	}
 	return strings.Join(parts, " ")
@@ -306,12 +307,3 @@ func joinF(v []float64) string {
 // busyWarning is the share of the machine's CPU in use by others before the
 // run above which the report warns that absolute figures are unreliable.
 const busyWarning = 0.25
-
-func sortedKeys[V any](m map[string]V) []string {
-	k := make([]string, 0, len(m))
-	for x := range m {
-		k = append(k, x)
-	}
-	slices.Sort(k)
-	return k
-}

@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("devstack: %w", err)
 	}
 	log.Info("building the services", "into", bin)
-	if err := buildServices(ctx, cfg, bin); err != nil {
+	if err := BuildServices(ctx, cfg.GoCmd, cfg.Root, bin); err != nil {
 		return err
 	}
 

@@ -15,15 +15,18 @@ import (
 	"syscall"
 )
 
-// buildServices compiles the three service binaries in one go invocation
-// (workspace mode, so the shared modules come from the checkout).
-func buildServices(ctx context.Context, cfg Config, bin string) error {
+// BuildServices compiles the services' binaries (Services) into bin in one
+// go invocation, with goCmd, in the workspace of root's go.work, so the
+// shared modules come from the checkout even where the caller's environment
+// says GOWORK=off. `make run` and tests/flows build the services with it.
+func BuildServices(ctx context.Context, goCmd, root, bin string) error {
 	args := []string{"build", "-o", bin + string(filepath.Separator)}
 	for _, s := range Services {
 		args = append(args, "./services/"+s.Name+"/cmd/"+s.Name)
 	}
-	cmd := exec.CommandContext(ctx, cfg.GoCmd, args...)
-	cmd.Dir = cfg.Root
+	cmd := exec.CommandContext(ctx, goCmd, args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOWORK="+filepath.Join(root, "go.work"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("devstack: building the services failed: %v\n%s", err, out)

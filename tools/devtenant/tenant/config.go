@@ -174,12 +174,3 @@ func roleID(name string) string {
 	}
 	return "rol_" + string(b)
 }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}

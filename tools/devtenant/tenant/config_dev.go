@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -49,7 +50,7 @@ func (l *loader) clientSecrets() {
 			c.Secret = secret
 		}
 	}
-	for _, name := range sortedKeys(l.m.Clients) {
+	for _, name := range slices.Sorted(maps.Keys(l.m.Clients)) {
 		if c := l.m.Clients[name]; !c.Public && c.Secret == "" {
 			l.bad(l.secretsPath, "client %q is confidential but has no secret; fix: add %s: %s-dev-secret under client_secrets", name, name, name)
 		}

@@ -3,6 +3,8 @@ package tenant
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -55,7 +57,7 @@ func (s *Server) cliClient() *Client {
 	if c := s.model.Clients["authmesh-cli"]; c != nil && c.allows(GrantPassword) {
 		return c
 	}
-	for _, id := range sortedKeys(s.model.Clients) {
+	for _, id := range slices.Sorted(maps.Keys(s.model.Clients)) {
 		if c := s.model.Clients[id]; c.allows(GrantPassword) {
 			return c
 		}

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -165,7 +167,7 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request, c *verifiedCl
 		strs          = map[string]*string{}
 		appMD, userMD map[string]any
 	)
-	for _, k := range sortedKeys(body) {
+	for _, k := range slices.Sorted(maps.Keys(body)) {
 		v := body[k]
 		switch k {
 		case "blocked":
