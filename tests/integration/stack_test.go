@@ -41,16 +41,23 @@ const (
 type image struct {
 	name       string
 	dockerfile string
-	binaries   []string // what the Dockerfile COPYs from bin/ besides the CA bundle
+	binaries   []string           // what the Dockerfile COPYs from bin/ besides the CA bundle
+	args       map[string]*string // build args (the services' shared Dockerfile)
+}
+
+// service is one of the three services' images, built from their shared
+// Dockerfile with its name and port as build args (as compose does).
+func service(name, port string) image {
+	return image{name, "services/Dockerfile", []string{name}, map[string]*string{"SERVICE": &name, "PORT": &port}}
 }
 
 var images = []image{
-	{"nats", "deploy/nats/Dockerfile", []string{"nats-server", "httpprobe"}},
-	{"devtenant", "tools/devtenant/Dockerfile", []string{"devtenant"}},
-	{"users", "services/users/Dockerfile", []string{"users"}},
-	{"orders", "services/orders/Dockerfile", []string{"orders"}},
-	{"billing", "services/billing/Dockerfile", []string{"billing"}},
-	{"tts", "services/tts/Dockerfile", []string{"tts"}},
+	{"nats", "deploy/nats/Dockerfile", []string{"nats-server", "httpprobe"}, nil},
+	{"devtenant", "tools/devtenant/Dockerfile", []string{"devtenant"}, nil},
+	service("users", "8401"),
+	service("orders", "8402"),
+	service("billing", "8403"),
+	{"tts", "services/tts/Dockerfile", []string{"tts"}, nil},
 }
 
 // Go packages built into static binaries, as deploy/compose-smoke.sh builds them.
@@ -162,6 +169,7 @@ func (s *system) buildImage(ctx context.Context, img image) error {
 		FromDockerfile: testcontainers.FromDockerfile{
 			ContextArchive: bytes.NewReader(archive),
 			Dockerfile:     img.dockerfile,
+			BuildArgs:      img.args,
 			Repo:           "authmesh-it/" + img.name,
 			Tag:            s.runID,
 			KeepImage:      true,
