@@ -185,6 +185,8 @@ type RevocationWatcher struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+
+	onRevoke func(sub string) // OnRevoke
 }
 
 // NewRevocationWatcher returns a watcher reading the bucket through js,
@@ -198,6 +200,12 @@ func NewRevocationWatcher(js jetstream.JetStream) *RevocationWatcher {
 		ready:   make(chan struct{}),
 	}
 }
+
+// OnRevoke calls f, on the watcher's goroutine, with the subject of every
+// revocation the live feed brings that moves its instant forward (a new
+// block, not a lift, not the initial load). The auth callout uses it to
+// close the subject's NATS connections. Call it before Run.
+func (w *RevocationWatcher) OnRevoke(f func(sub string)) { w.onRevoke = f }
 
 // RevokedAt implements authz.RevocationChecker.
 func (w *RevocationWatcher) RevokedAt(sub string) (time.Time, bool) {
@@ -289,7 +297,9 @@ func (w *RevocationWatcher) follow(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case m := <-feed:
-			w.applyMsg(strings.TrimPrefix(m.Subject, prefix), m.Header, m.Data)
+			if sub, revoked := w.applyMsg(strings.TrimPrefix(m.Subject, prefix), m.Header, m.Data); revoked && w.onRevoke != nil {
+				w.onRevoke(sub)
+			}
 		case <-t.C:
 			if !sub.IsValid() {
 				return errors.New("natsauth: revocation feed closed")
@@ -336,15 +346,16 @@ func (w *RevocationWatcher) load(ctx context.Context, prefix string) error {
 }
 
 // applyMsg merges one KV message: a put moves the key's instant forward;
-// deletes, purges and keys this package does not write change nothing.
-func (w *RevocationWatcher) applyMsg(key string, h nats.Header, data []byte) {
+// deletes, purges and keys this package does not write change nothing. It
+// reports the subject and whether its revocation instant moved forward.
+func (w *RevocationWatcher) applyMsg(key string, h nats.Header, data []byte) (string, bool) {
 	switch h.Get(kvOperationHeader) {
 	case "DEL", "PURGE":
-		return
+		return "", false
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(key)
 	if err != nil || len(raw) == 0 {
-		return // not a key this package writes; it cannot match any subject
+		return "", false // not a key this package writes; it cannot match any subject
 	}
 	sub := string(raw)
 	rev := Revocation{Subject: sub, RevokedAt: revokedForever}
@@ -358,11 +369,13 @@ func (w *RevocationWatcher) applyMsg(key string, h nats.Header, data []byte) {
 	switch {
 	case !ok || rev.RevokedAt.After(cur.RevokedAt):
 		w.revoked[sub] = rev
+		return sub, rev.LiftedAt.IsZero()
 	case rev.RevokedAt.Equal(cur.RevokedAt) && rev.LiftedAt.After(cur.LiftedAt):
 		// The lift of the same block moves forward too, never back.
 		cur.LiftedAt = rev.LiftedAt
 		w.revoked[sub] = cur
 	}
+	return sub, false
 }
 
 // kvOperationHeader marks KV deletes and purges (nats.go's KV-Operation).

@@ -90,8 +90,15 @@ func (w Workload) Permissions() Permissions {
 			pre+".DIRECT.GET.KV_"+rb.bucket+".>")
 		p.Subscribe = append(p.Subscribe, "$KV."+rb.bucket+".>")
 	}
+	for _, f := range w.liveFeeds() {
+		p.Publish = append(p.Publish, f.wildcard())
+	}
 	p.Publish = append(p.Publish, w.Calls...)
 	p.Subscribe = append(p.Subscribe, w.InboxPrefix()+".>")
+	if w.AnswersCallout {
+		p.Subscribe = append(p.Subscribe, CalloutSubject)
+		p.Responses = true
+	}
 	if len(w.Serves) > 0 {
 		p.Subscribe = append(p.Subscribe, w.Serves...)
 		p.Subscribe = append(p.Subscribe, "$SRV.>") // micro discovery, inside the account
@@ -151,6 +158,9 @@ func (w Workload) Exports() []Export {
 			Export{Subject: "$JS.API.CONSUMER.MSG.NEXT." + d.Stream + "." + d.Name, ResponseType: "stream", Accounts: acc},
 			Export{Subject: "$JS.ACK." + d.Stream + "." + d.Name + ".>", Accounts: acc})
 	}
+	for _, f := range w.liveFeeds() {
+		es = append(es, Export{Stream: true, Subject: f.wildcard(), Accounts: []string{LiveAccount}})
+	}
 	for _, b := range w.Buckets {
 		if len(b.Readers) == 0 {
 			continue
@@ -200,10 +210,14 @@ func (w Workload) Imports() []Import {
 	return is
 }
 
-// WriteNATSConfig writes the accounts section of the server configuration
-// (deploy/nats/accounts.conf). Passwords are variables, e.g.
-// $USERS_NATS_PASSWORD: defined by an included file in development, taken
-// from the environment otherwise.
+// WriteNATSConfig writes the accounts and authorization section of the
+// server configuration (deploy/nats/accounts.conf). Only the Transaction
+// Token Service has a NATS user of its own (an nkey: it answers the auth
+// callout and kicks revoked connections); every other connection presents an
+// Auth0 access token, which the callout turns into a user of the right
+// account with the allow lists this table derives. Public keys are
+// variables: keys.conf defines the development ones; Kubernetes mounts
+// keys-env.conf instead, so they resolve to the environment.
 func WriteNATSConfig(out io.Writer) error {
 	var b bytes.Buffer
 	p := func(indent int, f string, a ...any) {
@@ -211,77 +225,116 @@ func WriteNATSConfig(out io.Writer) error {
 		fmt.Fprintf(&b, f, a...)
 		b.WriteByte('\n')
 	}
+	list := func(indent int, key string, ss []string) {
+		p(indent, "%s: { allow: [", key)
+		for _, s := range ss {
+			p(indent+1, "%q", s)
+		}
+		p(indent, "] }")
+	}
+	callout := CalloutWorkload()
 	p(0, "# Generated from pkg/platform/mesh by `make nats-config`; do not edit.")
 	p(0, "#")
-	p(0, "# One account per workload. Inside its account each workload's user has an exact allow list;")
-	p(0, "# across accounts only what an owner exports to a named reader crosses: micro services to their")
-	p(0, "# callers, one durable consumer's INFO, MSG.NEXT and acks to its reader, and the revocation")
-	p(0, "# bucket's live feed, stream info and direct gets to the validators.")
+	p(0, "# One account per workload, and %s for people's live updates. No workload has a password:", LiveAccount)
+	p(0, "# users, orders and billing connect with their Auth0 client-credentials token, people with their")
+	p(0, "# access token, and the auth callout (the Transaction Token Service) answers with a user of the")
+	p(0, "# right account, the allow lists below, that expires with the token. Across accounts only what")
+	p(0, "# an owner exports to a named reader crosses.")
 	p(0, "#")
-	p(0, "# Passwords are variables: passwords.conf defines the development ones; in Kubernetes it is")
-	p(0, "# empty and they resolve to the environment, filled from each workload's Secret.")
-	p(0, "include passwords.conf")
+	p(0, "# The keys are variables: keys.conf defines the development ones; in Kubernetes it is empty and")
+	p(0, "# they resolve to the environment.")
+	p(0, "include keys.conf")
 	p(0, "")
 	p(0, "system_account: %s", SystemAccount)
 	p(0, "")
+	p(0, "authorization {")
+	p(1, "auth_callout {")
+	p(2, "issuer: $%s", IssuerVar)
+	p(2, "xkey: $%s", XKeyVar)
+	p(2, "account: %s", callout.Account)
+	p(2, "auth_users: [ $%s, $%s ]", ServiceNKeyVar, SystemNKeyVar)
+	p(1, "}")
+	p(0, "}")
+	p(0, "")
 	p(0, "accounts {")
-	p(1, "%s: {}", SystemAccount)
+	p(1, "%s: {", SystemAccount)
+	p(2, "users: [")
+	p(3, "{")
+	p(4, "nkey: $%s", SystemNKeyVar)
+	p(4, "permissions: {")
+	sys := SystemPermissions()
+	list(5, "publish", sys.Publish)
+	list(5, "subscribe", sys.Subscribe)
+	p(4, "}")
+	p(3, "}")
+	p(2, "]")
+	p(1, "}")
 	for _, w := range Workloads {
 		p(0, "")
 		p(1, "%s: {", w.Account)
 		if w.JetStream {
 			p(2, "jetstream: enabled")
 		}
-		perm := w.Permissions()
-		p(2, "users: [")
-		p(3, "{")
-		p(4, "user: %s", w.Name)
-		p(4, "password: $%s", w.PasswordVar())
-		p(4, "permissions: {")
-		p(5, "publish: { allow: [")
-		for _, s := range perm.Publish {
-			p(6, "%q", s)
+		if w.AnswersCallout {
+			perm := w.Permissions()
+			p(2, "users: [")
+			p(3, "{")
+			p(4, "nkey: $%s", ServiceNKeyVar)
+			p(4, "permissions: {")
+			list(5, "publish", perm.Publish)
+			list(5, "subscribe", perm.Subscribe)
+			if perm.Responses {
+				p(5, "allow_responses: true")
+			}
+			p(4, "}")
+			p(3, "}")
+			p(2, "]")
 		}
-		p(5, "] }")
-		p(5, "subscribe: { allow: [")
-		for _, s := range perm.Subscribe {
-			p(6, "%q", s)
-		}
-		p(5, "] }")
-		if perm.Responses {
-			p(5, "allow_responses: true")
-		}
-		p(4, "}")
-		p(3, "}")
-		p(2, "]")
 		writeEntries(p, 2, "exports", w.Exports())
 		writeEntries(p, 2, "imports", w.Imports())
 		p(1, "}")
 	}
+	p(0, "")
+	p(1, "%s: {", LiveAccount)
+	writeEntries(p, 2, "imports", LiveImports())
+	p(1, "}")
 	p(0, "}")
 	_, err := out.Write(b.Bytes())
 	return err
 }
 
-// WriteDevPasswords writes deploy/nats/passwords.conf: the development
-// passwords as the variables accounts.conf uses. accounts.conf includes it (a
-// variable is visible only in the file defining it and the files including
-// it); Kubernetes mounts an empty passwords.conf instead, so the variables
-// resolve to the environment.
-func WriteDevPasswords(out io.Writer) error {
+// LiveImports are the live feeds the people's account imports from their
+// publishers.
+func LiveImports() []Import {
+	var is []Import
+	for _, f := range LiveFeeds {
+		w, _ := Lookup(f.Publisher)
+		is = append(is, Import{Stream: true, Account: w.Account, Subject: f.wildcard()})
+	}
+	return is
+}
+
+// WriteDevKeys writes deploy/nats/keys.conf: the public keys of the
+// development callout keys (DevKeys) as the variables accounts.conf uses.
+// accounts.conf includes it (a variable is visible only in the file defining
+// it and the files including it); Kubernetes mounts keys-env.conf instead,
+// so the variables resolve to the environment.
+func WriteDevKeys(out io.Writer) error {
+	pub, err := DevKeys.Public()
+	if err != nil {
+		return err
+	}
 	var b bytes.Buffer
 	b.WriteString("# Generated from pkg/platform/mesh by `make nats-config`; do not edit.\n")
-	b.WriteString("# The development NATS passwords (docs/conventions.md), as the variables accounts.conf uses.\n")
-	b.WriteString("# Kubernetes mounts passwords-env.conf under this name instead (deploy/nats/kustomization.yaml).\n")
-	for _, w := range Workloads {
-		fmt.Fprintf(&b, "%s: %q\n", w.PasswordVar(), w.DevPassword())
+	b.WriteString("# The public halves of the development callout keys (pkg/platform/mesh DevKeys), as the variables\n")
+	b.WriteString("# accounts.conf uses. Kubernetes mounts keys-env.conf under this name instead.\n")
+	for _, kv := range pub.Vars() {
+		fmt.Fprintf(&b, "%s: %q\n", kv[0], kv[1])
 	}
-	_, err := out.Write(b.Bytes())
+	_, err = out.Write(b.Bytes())
 	return err
 }
 
-// exportKind is how accounts.conf names an export or import: a stream or a
-// service.
 // writeEntries writes the list name of xs' configuration entries, one a line
 // at indent+1, through p; an empty list is left out.
 func writeEntries[T interface{ confEntry() string }](p func(indent int, f string, a ...any), indent int, name string, xs []T) {
@@ -311,6 +364,8 @@ func (i Import) confEntry() string {
 	return fmt.Sprintf("{ %s: { account: %s, subject: %q }%s }", exportKind(i.Stream), i.Account, i.Subject, to)
 }
 
+// exportKind is how accounts.conf names an export or import: a stream or a
+// service.
 func exportKind(stream bool) string {
 	if stream {
 		return "stream"

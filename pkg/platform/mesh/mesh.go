@@ -58,6 +58,10 @@ type Workload struct {
 	Buckets   []Bucket // KV buckets it owns
 	Serves    []string // micro subjects it answers (exported to their callers)
 	Calls     []string // micro subjects of other workloads it requests
+	// AnswersCallout marks the one workload with a NATS user of its own (an
+	// nkey): it answers the auth callout for every other connection, so its
+	// account is the callout account.
+	AnswersCallout bool
 }
 
 // Stream is a stream a workload owns.
@@ -123,9 +127,11 @@ var Workloads = []Workload{
 		Calls:   []string{ExchangeSubject},
 	},
 	{
-		// The Transaction Token Service: no JetStream, reads revocations.
+		// The Transaction Token Service: no JetStream, reads revocations,
+		// answers the auth callout.
 		Name: TTS, Account: "TTS",
-		Serves: []string{ExchangeSubject},
+		Serves:         []string{ExchangeSubject},
+		AnswersCallout: true,
 	},
 }
 
@@ -204,12 +210,6 @@ func (w Workload) InboxPrefix() string { return "_INBOX_" + w.Name }
 // EnvPrefix is w's configuration prefix, e.g. "USERS_".
 func (w Workload) EnvPrefix() string { return strings.ToUpper(w.Name) + "_" }
 
-// PasswordVar is the variable (config file) and environment variable holding
-// w's NATS password, e.g. USERS_NATS_PASSWORD.
-func (w Workload) PasswordVar() string { return w.EnvPrefix() + "NATS_PASSWORD" }
-
-// DevPassword is w's NATS password in development (docs/conventions.md).
-func (w Workload) DevPassword() string { return w.Name + "-nats-dev-secret" }
 
 // APIPrefix is the JetStream API prefix under which an importer reaches
 // account's exported API subjects: "JS.<account>.API" (bind with

@@ -17,7 +17,7 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 	root := filepath.Join("..", "..", "..")
 	for file, write := range map[string]func(io.Writer) error{
 		"deploy/nats/accounts.conf":  WriteNATSConfig,
-		"deploy/nats/passwords.conf": WriteDevPasswords,
+		"deploy/nats/keys.conf":      WriteDevKeys,
 	} {
 		var want bytes.Buffer
 		if err := write(&want); err != nil {

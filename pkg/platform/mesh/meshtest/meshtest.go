@@ -1,14 +1,16 @@
-// Package meshtest runs an in-process nats-server with the mesh's accounts,
-// users and permissions (the configuration deploy/nats/accounts.conf holds,
-// with the development passwords), so component tests see the same
-// isolation as make run, compose and Kubernetes.
+// Package meshtest runs an in-process nats-server with the mesh's
+// configuration (deploy/nats/accounts.conf, with the development callout
+// keys) and its auth callout, so component tests see the same isolation and
+// the same token-to-identity mapping as make run, compose and Kubernetes.
 package meshtest
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,69 +18,173 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/platform/callout"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
 
-// Config is the server configuration: the dev passwords, then the accounts.
+// Config is the server configuration: the development callout keys, then
+// the accounts.
 func Config() (string, error) {
-	var pw, acc bytes.Buffer
-	if err := mesh.WriteDevPasswords(&pw); err != nil {
+	var keys, acc bytes.Buffer
+	if err := mesh.WriteDevKeys(&keys); err != nil {
 		return "", err
 	}
 	if err := mesh.WriteNATSConfig(&acc); err != nil {
 		return "", err
 	}
-	return strings.Replace(acc.String(), "include passwords.conf\n", pw.String(), 1), nil
+	return strings.Replace(acc.String(), "include keys.conf\n", keys.String(), 1), nil
 }
 
-// Start runs a JetStream server with the mesh's accounts on a free port; it
-// stops with t.
-func Start(t testing.TB) *server.Server {
-	t.Helper()
+// Options shape the callout. The zero value gives the server a test issuer
+// of its own (authztest), whose tokens Connect presents.
+type Options struct {
+	// Validator verifies the tokens connections present (the stack's
+	// tenant); Token returns a workload's client-credentials token from
+	// the same tenant. Set both or neither.
+	Validator callout.Validator
+	Token     func(tb testing.TB, workload string) string
+	// Server adjusts the server options (a WebSocket listener ...).
+	Server func(*server.Options)
+}
+
+// tokens remembers how to get each server's workload tokens.
+var tokens sync.Map // *server.Server → func(testing.TB, string) string
+
+// DevClients maps the development tenant's client ids to their workloads
+// ("orders-service" → orders): every workload connecting through the callout.
+func DevClients() map[string]string {
+	m := map[string]string{}
+	for _, w := range mesh.Workloads {
+		if !w.AnswersCallout {
+			m[w.Name+"-service"] = w.Name
+		}
+	}
+	return m
+}
+
+// Start runs a JetStream server with the mesh's configuration and callout
+// on a free port, trusting a test issuer of its own; it stops with tb.
+func Start(tb testing.TB) *server.Server { return StartWith(tb, Options{}) }
+
+// StartWith is Start with the callout trusting o's validator.
+func StartWith(tb testing.TB, o Options) *server.Server {
+	tb.Helper()
+	if (o.Validator == nil) != (o.Token == nil) {
+		tb.Fatal("meshtest: set both Validator and Token, or neither")
+	}
+	if o.Validator == nil {
+		o.Validator, o.Token = testIssuer(tb)
+	}
 	conf, err := Config()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	opts := &server.Options{}
 	if err := opts.ProcessConfigString(conf); err != nil {
-		t.Fatalf("mesh nats config: %v", err)
+		tb.Fatalf("mesh nats config: %v", err)
 	}
 	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
-	opts.JetStream, opts.StoreDir = true, t.TempDir()
+	opts.JetStream, opts.StoreDir = true, tb.TempDir()
 	opts.NoLog, opts.NoSigs = true, true
+	if o.Server != nil {
+		o.Server(opts)
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
-		t.Fatalf("nats server: %v", err)
+		tb.Fatalf("nats server: %v", err)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
-		t.Fatal("nats server not ready")
+		tb.Fatal("nats server not ready")
 	}
-	t.Cleanup(s.Shutdown)
+	tb.Cleanup(s.Shutdown)
+	tokens.Store(s, o.Token)
+	tb.Cleanup(func() { tokens.Delete(s) })
+
+	nc := connectOwn(tb, s, mesh.DevKeys.Service, mesh.CalloutWorkload().InboxPrefix())
+	c, err := callout.New(callout.Config{Conn: nc, Validator: o.Validator, Clients: DevClients(),
+		Keys: mesh.DevKeys, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		tb.Fatal(err)
+	}
 	return s
 }
 
-// Connect connects as workload, with its dev password and inbox prefix, and
-// returns the connection and its account's JetStream; both close with t.
-func Connect(t testing.TB, s *server.Server, workload string) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
+// testIssuer is a test tenant: its validator and its workload tokens.
+func testIssuer(tb testing.TB) (callout.Validator, func(testing.TB, string) string) {
+	iss := authztest.NewIssuer(tb)
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(iss.JWKSURL()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	v, err := authz.NewValidator(keys, authz.WithIssuers(iss.Issuer()), authz.WithAudiences(authztest.Audience))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v, func(tb testing.TB, workload string) string { return iss.M2MToken(tb, workload+"-service", "") }
+}
+
+// connectOwn connects one of the callout's own nkey users.
+func connectOwn(tb testing.TB, s *server.Server, seed, inbox string) *nats.Conn {
+	tb.Helper()
+	nk, err := callout.NKey(seed)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	nc, err := nats.Connect(s.ClientURL(), nk, nats.CustomInboxPrefix(inbox))
+	if err != nil {
+		tb.Fatalf("meshtest: callout connection: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// Connect connects as workload the way the services do (its
+// client-credentials token through the callout; the TTS with its nkey) and
+// returns the connection and its account's JetStream; both close with tb.
+func Connect(tb testing.TB, s *server.Server, workload string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
 	w, ok := mesh.Lookup(workload)
 	if !ok {
-		t.Fatalf("no workload %q", workload)
+		tb.Fatalf("no workload %q", workload)
 	}
-	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(w.Name, w.DevPassword()), nats.CustomInboxPrefix(w.InboxPrefix()))
+	opts = append([]nats.Option{nats.CustomInboxPrefix(w.InboxPrefix())}, opts...)
+	if w.AnswersCallout {
+		nk, err := callout.NKey(mesh.DevKeys.Service)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		opts = append(opts, nk)
+	} else {
+		opts = append(opts, nats.Token(Token(tb, s, workload)))
+	}
+	nc, err := nats.Connect(s.ClientURL(), opts...)
 	if err != nil {
-		t.Fatalf("connect as %s: %v", workload, err)
+		tb.Fatalf("connect as %s: %v", workload, err)
 	}
-	t.Cleanup(nc.Close)
+	tb.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
-		t.Fatalf("jetstream: %v", err)
+		tb.Fatalf("jetstream: %v", err)
 	}
 	return nc, js
 }
 
+// Token is workload's client-credentials token from s's tenant.
+func Token(tb testing.TB, s *server.Server, workload string) string {
+	tb.Helper()
+	f, ok := tokens.Load(s)
+	if !ok {
+		tb.Fatal("meshtest: not a server Start returned")
+	}
+	return f.(func(testing.TB, string) string)(tb, workload)
+}
 // Tail reads a stream from its start, message by message with
 // STREAM.MSG.GET: the mesh lets a workload read its own streams so, not
 // through consumers of its own.

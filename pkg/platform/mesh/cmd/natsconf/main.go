@@ -1,5 +1,5 @@
 // Command natsconf writes what is derived from pkg/platform/mesh:
-// accounts.conf and passwords.conf in -dir, and the mesh table between its
+// accounts.conf and keys.conf in -dir, and the mesh table between its
 // markers in -doc (make nats-config; a test in mesh fails when the committed
 // files differ).
 package main
@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	dir := flag.String("dir", "deploy/nats", "directory to write accounts.conf and passwords.conf into")
+	dir := flag.String("dir", "deploy/nats", "directory to write accounts.conf and keys.conf into")
 	doc := flag.String("doc", "docs/conventions.md", "Markdown file whose mesh table to replace")
 	flag.Parse()
 	if err := run(*dir, *doc); err != nil {
@@ -30,7 +30,7 @@ func main() {
 func run(dir, doc string) error {
 	for name, write := range map[string]func(io.Writer) error{
 		"accounts.conf":  mesh.WriteNATSConfig,
-		"passwords.conf": mesh.WriteDevPasswords,
+		"keys.conf":      mesh.WriteDevKeys,
 	} {
 		var b bytes.Buffer
 		if err := write(&b); err != nil {

@@ -1,0 +1,250 @@
+package callout_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/platform/callout"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
+)
+
+// tenant is a test tenant the callout trusts, with revocations.
+type tenant struct {
+	iss     *authztest.Issuer
+	revoked *authztest.Revocations
+	s       *server.Server
+	ws      string // the WebSocket listener: ws://127.0.0.1:port
+}
+
+// start runs the mesh's server (real configuration, WebSocket on) with the
+// callout trusting a test tenant.
+func start(t *testing.T) *tenant {
+	t.Helper()
+	tn := &tenant{iss: authztest.NewIssuer(t), revoked: &authztest.Revocations{}}
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(tn.iss.JWKSURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := authz.NewValidator(keys, authz.WithIssuers(tn.iss.Issuer()),
+		authz.WithAudiences(authztest.Audience), authz.WithRevocations(tn.revoked))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.s = meshtest.StartWith(t, meshtest.Options{
+		Validator: v,
+		Token: func(tb testing.TB, w string) string {
+			return tn.iss.M2MToken(tb, w+"-service", "")
+		},
+		Server: func(o *server.Options) {
+			o.Websocket.Host, o.Websocket.Port, o.Websocket.NoTLS = "127.0.0.1", -1, true
+		},
+	})
+	tn.ws = tn.s.WebsocketURL()
+	return tn
+}
+
+// person is a user token with permissions.
+func (tn *tenant) person(t *testing.T, sub string, perms ...string) string {
+	return tn.iss.Token(t, authztest.Claims{"sub": sub, "permissions": perms})
+}
+
+// connect connects with tok and collects async errors.
+func connect(url, tok string, opts ...nats.Option) (*nats.Conn, chan error, error) {
+	errs := make(chan error, 16)
+	opts = append(opts, nats.Token(tok), nats.NoReconnect(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+	nc, err := nats.Connect(url, opts...)
+	return nc, errs, err
+}
+
+func TestWorkloadConnectsWithItsClientToken(t *testing.T) {
+	tn := start(t)
+	nc, js := meshtest.Connect(t, tn.s, mesh.Orders)
+	// Its own stream's API is allowed; another's is not.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := mesh.Provision(ctx, js, mesh.Orders, 1); err != nil {
+		t.Fatalf("orders provisions its own streams: %v", err)
+	}
+	if _, err := nc.Request("$JS.API.STREAM.INFO.BILLING_EVENTS", nil, time.Second); err == nil {
+		t.Error("orders reached billing's stream API")
+	}
+}
+
+func TestWorkloadIsDisconnectedWhenItsTokenExpires(t *testing.T) {
+	tn := start(t)
+	closed := make(chan error, 1)
+	tok := tn.iss.Token(t, authztest.Claims{"sub": "orders-service@clients", "azp": "orders-service",
+		"gty": "client-credentials", "exp": time.Now().Add(2 * time.Second).Unix()})
+	nc, errs, err := connect(tn.s.ClientURL(), tok, nats.CustomInboxPrefix("_INBOX_orders"),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { closed <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	select {
+	case <-closed:
+		select {
+		case err := <-errs:
+			if !errors.Is(err, nats.ErrAuthExpired) {
+				t.Errorf("disconnected with %v, want authentication expired", err)
+			}
+		case <-time.After(time.Second):
+			t.Error("disconnected without saying the authentication expired")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still connected after the token expired")
+	}
+}
+
+func TestRefusedAtConnect(t *testing.T) {
+	tn := start(t)
+	url := tn.s.ClientURL()
+	expired := tn.iss.Token(t, authztest.Claims{"exp": time.Now().Add(-time.Hour).Unix()})
+	wrongAud := tn.iss.Token(t, authztest.Claims{"aud": "https://other.example"})
+	tn.revoked.Revoke("auth0|blocked", time.Now().Add(time.Minute))
+	for _, c := range []struct {
+		name, url, tok string
+	}{
+		{"no token", url, ""},
+		{"garbage", url, "not-a-token"},
+		{"expired", url, expired},
+		{"wrong audience", url, wrongAud},
+		{"unknown client", url, tn.iss.M2MToken(t, "tenant-admin", "")},
+		{"the TTS's name is not a client", url, tn.iss.M2MToken(t, "tts-service", "")},
+		{"person on a plain connection", url, tn.person(t, "auth0|bob", "read:orders")},
+		{"workload on WebSocket", tn.ws, tn.iss.M2MToken(t, "orders-service", "")},
+		{"blocked person", tn.ws, tn.person(t, "auth0|blocked", "read:orders")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			nc, _, err := connect(c.url, c.tok)
+			if err == nil {
+				nc.Close()
+				t.Fatal("connected")
+			}
+			if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+				t.Errorf("error %v: want an authorization error", err)
+			}
+		})
+	}
+}
+
+func TestPersonSubscribesToOwnFeedsOnly(t *testing.T) {
+	tn := start(t)
+	orders, _ := meshtest.Connect(t, tn.s, mesh.Orders)
+	bob, errs, err := connect(tn.ws, tn.person(t, "auth0|bob", "read:orders"))
+	if err != nil {
+		t.Fatalf("bob over WebSocket: %v", err)
+	}
+	defer bob.Close()
+	own, err := bob.SubscribeSync(mesh.LivePrefix + "." + mesh.LiveUID("auth0|bob") + ".orders.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range []string{
+		mesh.LivePrefix + "." + mesh.LiveUID("auth0|alice") + ".orders.>", // alice's
+		mesh.LivePrefix + ".>", // everyone's
+		mesh.LivePrefix + "." + mesh.LiveUID("auth0|bob") + ".invoices.>", // no read:invoices
+		"orders.events.>",
+	} {
+		if _, err := bob.SubscribeSync(subj); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-errs:
+			if !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Errorf("subscribe %s: %v, want a permissions violation", subj, err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Errorf("subscribe %s: no permissions violation", subj)
+		}
+	}
+	if err := bob.Publish(mesh.LiveSubject("auth0|bob", "orders", "o1"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Errorf("publish: %v, want a permissions violation", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("a person published")
+	}
+	// orders publishes to bob and to alice: bob gets his only.
+	for _, sub := range []string{"auth0|alice", "auth0|bob"} {
+		if err := orders.Publish(mesh.LiveSubject(sub, "orders", "o1"), []byte(sub)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := own.NextMsg(2 * time.Second)
+	if err != nil || string(m.Data) != "auth0|bob" {
+		t.Fatalf("bob's feed: %v %v", m, err)
+	}
+	if m, err := own.NextMsg(200 * time.Millisecond); err == nil {
+		t.Errorf("bob received %q", m.Data)
+	}
+}
+
+func TestKickClosesRevokedPersonWithinASecond(t *testing.T) {
+	tn := start(t)
+	sys := connectSys(t, tn.s)
+	closed := make(chan struct{})
+	alice, _, err := connect(tn.ws, tn.person(t, "auth0|alice", "read:orders"),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bob, _, err := connect(tn.ws, tn.person(t, "auth0|bob", "read:orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+
+	start := time.Now()
+	tn.revoked.Revoke("auth0|alice", time.Now().Add(time.Minute))
+	n, err := callout.Kick(context.Background(), sys, "auth0|alice")
+	if err != nil || n != 1 {
+		t.Fatalf("kick: %d, %v; want 1 connection", n, err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(time.Second - time.Since(start)):
+		t.Fatal("alice's connection still open a second after her block")
+	}
+	if !bob.IsConnected() {
+		t.Error("bob was kicked too")
+	}
+	if nc, _, err := connect(tn.ws, tn.person(t, "auth0|alice", "read:orders")); err == nil {
+		nc.Close()
+		t.Error("alice reconnected after her block")
+	}
+}
+
+func connectSys(t *testing.T, s *server.Server) *nats.Conn {
+	t.Helper()
+	nk, err := callout.NKey(mesh.DevKeys.System)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.ClientURL(), nk, nats.CustomInboxPrefix(mesh.SystemInboxPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
