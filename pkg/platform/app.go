@@ -81,6 +81,8 @@ type App struct {
 	// Tokens is the service's own M2M token (client credentials), for work no
 	// user started.
 	Tokens m2m.TokenSource
+
+	natsToken *natsToken // what the NATS connection presents (nil for the TTS)
 	// Revocations is the watcher of the revocation bucket the validator consults.
 	Revocations *natsauth.RevocationWatcher
 	// Routes holds every route's policy (authz's registry).
@@ -162,6 +164,20 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 		return nil, fmt.Errorf("platform: metrics: %w", err)
 	}
 	a.httpMetrics = hm
+	if !opts.TokenService {
+		ts, err := m2m.NewClientCredentials(m2m.Config{
+			TokenURL:     cfg.Auth0.TokenURL,
+			ClientID:     cfg.ClientID,
+			ClientSecret: cfg.ClientSecret,
+			Audience:     cfg.Auth0.Audience,
+			HTTPClient:   opts.HTTPClient,
+		})
+		if err != nil {
+			a.cancel()
+			return nil, fmt.Errorf("platform: token source: %w", err)
+		}
+		a.Tokens = ts
+	}
 	if err := a.connectNATS(); err != nil {
 		a.cancel()
 		return nil, err

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/authmesh/authmesh/pkg/authz"
-	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
@@ -43,17 +42,6 @@ func (a *App) wireAuthz() error {
 	}
 	a.Validator = v
 	if !a.opts.TokenService {
-		ts, err := m2m.NewClientCredentials(m2m.Config{
-			TokenURL:     a.Config.Auth0.TokenURL,
-			ClientID:     a.Config.ClientID,
-			ClientSecret: a.Config.ClientSecret,
-			Audience:     a.Config.Auth0.Audience,
-			HTTPClient:   a.opts.HTTPClient,
-		})
-		if err != nil {
-			return fmt.Errorf("platform: token source: %w", err)
-		}
-		a.Tokens = ts
 		if err := a.wireTxn(m); err != nil {
 			return err
 		}

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
 
 // Local defaults of the contract (docs/conventions.md).
@@ -56,9 +58,11 @@ type Config struct {
 
 	HTTPAddr     string
 	NATSURL      string // comma-separated server URLs
-	NATSUser     string
-	NATSPassword string
 	NATSReplicas int
+	// Callout is the Transaction Token Service's NATS keys (it answers the
+	// auth callout); empty for every other service, which connects with its
+	// client-credentials token.
+	Callout mesh.Keys
 
 	ClientID     string
 	ClientSecret string
@@ -103,8 +107,8 @@ func (c Config) PeerClientID(peer string) string {
 
 // String renders the configuration without secrets, for the start-up log.
 func (c Config) String() string {
-	return fmt.Sprintf("service=%s http=%s nats=%s nats_user=%s replicas=%d client_id=%s issuer=%s audience=%s jwks=%s",
-		c.Service, c.HTTPAddr, c.NATSURL, c.NATSUser, c.NATSReplicas, c.ClientID, c.Auth0.Issuer, c.Auth0.Audience, c.Auth0.JWKSURL)
+	return fmt.Sprintf("service=%s http=%s nats=%s replicas=%d client_id=%s issuer=%s audience=%s jwks=%s",
+		c.Service, c.HTTPAddr, c.NATSURL, c.NATSReplicas, c.ClientID, c.Auth0.Issuer, c.Auth0.Audience, c.Auth0.JWKSURL)
 }
 
 // LoadConfig reads the configuration of service ("users", "orders" or
@@ -112,7 +116,7 @@ func (c Config) String() string {
 // (os.Getenv in production, a map in tests). Without AUTH0_DOMAIN every value
 // has the local stack's default. With AUTH0_DOMAIN (a real tenant) no dev
 // default applies to identities and secrets: the service's client id and
-// secret, its NATS user and password, and the client ids of users, orders
+// secret (the TTS: its NATS seeds), and the client ids of users, orders
 // and billing must be set, else the error names every missing variable.
 // Invalid values are errors naming the variable.
 func LoadConfig(service string, getenv func(string) string) (Config, error) {
@@ -161,17 +165,29 @@ func LoadConfig(service string, getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%sNATS_URL: %q is not a server URL", p, u))
 		}
 	}
-	cfg.NATSUser = devDefault(p+"NATS_USER", service)
-	cfg.NATSPassword = devDefault(p+"NATS_PASSWORD", service+"-nats-dev-secret")
 	rep := get(p+"NATS_REPLICAS", "1")
 	n, err := strconv.Atoi(rep)
 	if err != nil || n < 1 || n > 5 {
 		errs = append(errs, fmt.Errorf("%sNATS_REPLICAS %q: want an integer from 1 to 5", p, rep))
 	}
 	cfg.NATSReplicas = n
-	if service != TokenServiceName {
+	if service == TokenServiceName {
 		// The Transaction Token Service has no client of its own: it
-		// verifies tokens and signs with its own keys.
+		// verifies tokens, signs with its own keys, and holds the only
+		// static NATS credentials (it answers the auth callout).
+		d := mesh.DevKeys
+		cfg.Callout = mesh.Keys{
+			Issuer:  devDefault(p+"CALLOUT_ISSUER_SEED", d.Issuer),
+			XKey:    devDefault(p+"CALLOUT_XKEY_SEED", d.XKey),
+			Service: devDefault(p+"NATS_SEED", d.Service),
+			System:  devDefault(p+"SYS_NATS_SEED", d.System),
+		}
+		if k := cfg.Callout; k.Issuer != "" && k.XKey != "" && k.Service != "" && k.System != "" {
+			if _, err := k.Public(); err != nil {
+				errs = append(errs, fmt.Errorf("%sNATS_SEED, %sSYS_NATS_SEED or %sCALLOUT_*_SEED: %w", p, p, p, err))
+			}
+		}
+	} else {
 		cfg.ClientID = devDefault(p+"CLIENT_ID", service+"-service")
 		cfg.ClientSecret = devDefault(p+"CLIENT_SECRET", service+"-service-dev-secret")
 	}

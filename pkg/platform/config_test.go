@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -23,14 +25,14 @@ func TestLoadConfig(t *testing.T) {
 			name: "defaults", service: "billing",
 			check: func(t *testing.T, c Config) {
 				want := map[string]string{
-					"addr": ":8403", "nats": DefaultNATSURL, "user": "billing", "pass": "billing-nats-dev-secret",
+					"addr": ":8403", "nats": DefaultNATSURL,
 					"client": "billing-service", "secret": "billing-service-dev-secret",
 					"iss": "http://localhost:8400/", "aud": "https://api.authmesh.dev",
 					"jwks": "http://localhost:8400/.well-known/jwks.json", "token": "http://localhost:8400/oauth/token",
 					"mgmt": "http://localhost:8400/api/v2/",
 				}
 				got := map[string]string{
-					"addr": c.HTTPAddr, "nats": c.NATSURL, "user": c.NATSUser, "pass": c.NATSPassword,
+					"addr": c.HTTPAddr, "nats": c.NATSURL,
 					"client": c.ClientID, "secret": c.ClientSecret, "iss": c.Auth0.Issuer, "aud": c.Auth0.Audience,
 					"jwks": c.Auth0.JWKSURL, "token": c.Auth0.TokenURL, "mgmt": c.Auth0.ManagementURL,
 				}
@@ -47,10 +49,10 @@ func TestLoadConfig(t *testing.T) {
 		{
 			name: "real tenant from AUTH0_DOMAIN", service: "users",
 			env: map[string]string{"AUTH0_DOMAIN": "example.eu.auth0.com", "AUTH0_AUDIENCE": "https://api.example",
-				"USERS_CLIENT_ID": "U1", "USERS_CLIENT_SECRET": "s3cret", "USERS_NATS_USER": "nu", "USERS_NATS_PASSWORD": "np",
+				"USERS_CLIENT_ID": "U1", "USERS_CLIENT_SECRET": "s3cret",
 				"ORDERS_CLIENT_ID": "O1", "BILLING_CLIENT_ID": "B1", "AUTHMESH_TTS_JWKS_URL": "https://tts.internal/.well-known/jwks.json"},
 			check: func(t *testing.T, c Config) {
-				if c.ClientID != "U1" || c.ClientSecret != "s3cret" || c.NATSUser != "nu" || c.NATSPassword != "np" ||
+				if c.ClientID != "U1" || c.ClientSecret != "s3cret" ||
 					c.PeerClientID("orders") != "O1" || c.PeerClientID("billing") != "B1" || c.PeerClientID("tts") != "" {
 					t.Errorf("identities = %s, peers %q %q", c, c.PeerClientID("orders"), c.PeerClientID("billing"))
 				}
@@ -76,7 +78,7 @@ func TestLoadConfig(t *testing.T) {
 				if c.Getenv("MGMT_URL") != "http://devtenant:8400/api/v2/" {
 					t.Errorf("Getenv prefixed lookup failed")
 				}
-				if strings.Contains(c.String(), c.ClientSecret) || strings.Contains(c.String(), c.NATSPassword) {
+				if strings.Contains(c.String(), c.ClientSecret) {
 					t.Errorf("String() leaks a secret: %s", c.String())
 				}
 			},
@@ -125,13 +127,13 @@ func TestPeerClientID(t *testing.T) {
 }
 
 // TestLoadConfigRealTenantHasNoDevDefaults: with AUTH0_DOMAIN set, a missing
-// client id, client secret, NATS user or password, or peer client id is a
+// client id, client secret or peer client id (the TTS: a NATS seed) is a
 // start-up error naming every missing variable, never the published dev value.
 func TestLoadConfigRealTenantHasNoDevDefaults(t *testing.T) {
 	t.Parallel()
 	full := map[string]string{
 		"AUTH0_DOMAIN":     "example.eu.auth0.com",
-		"ORDERS_CLIENT_ID": "O1", "ORDERS_CLIENT_SECRET": "s", "ORDERS_NATS_USER": "u", "ORDERS_NATS_PASSWORD": "p",
+		"ORDERS_CLIENT_ID": "O1", "ORDERS_CLIENT_SECRET": "s",
 		"USERS_CLIENT_ID":       "U1",
 		"BILLING_CLIENT_ID":     "B1",
 		"AUTHMESH_TTS_JWKS_URL": "https://tts.internal/.well-known/jwks.json",
@@ -139,7 +141,7 @@ func TestLoadConfigRealTenantHasNoDevDefaults(t *testing.T) {
 	if _, err := LoadConfig("orders", envOf(full)); err != nil {
 		t.Fatalf("complete real-tenant config refused: %v", err)
 	}
-	required := []string{"ORDERS_CLIENT_ID", "ORDERS_CLIENT_SECRET", "ORDERS_NATS_USER", "ORDERS_NATS_PASSWORD", "USERS_CLIENT_ID", "BILLING_CLIENT_ID", "AUTHMESH_TTS_JWKS_URL"}
+	required := []string{"ORDERS_CLIENT_ID", "ORDERS_CLIENT_SECRET", "USERS_CLIENT_ID", "BILLING_CLIENT_ID", "AUTHMESH_TTS_JWKS_URL"}
 	for _, name := range required {
 		t.Run("without "+name, func(t *testing.T) {
 			t.Parallel()
@@ -165,14 +167,38 @@ func TestLoadConfigRealTenantHasNoDevDefaults(t *testing.T) {
 			t.Errorf("error %q does not name %s", err, name)
 		}
 	}
-	for _, secret := range []string{"orders-service-dev-secret", "orders-nats-dev-secret"} {
+	for _, secret := range []string{"orders-service-dev-secret"} {
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("error mentions the dev secret %s", secret)
 		}
 	}
 	// Without AUTH0_DOMAIN the local tenant's defaults stay.
 	c, err := LoadConfig("orders", envOf(nil))
-	if err != nil || c.ClientID != "orders-service" || c.NATSPassword != "orders-nats-dev-secret" || c.PeerClientID("billing") != "billing-service" {
+	if err != nil || c.ClientID != "orders-service" || c.PeerClientID("billing") != "billing-service" {
 		t.Fatalf("local defaults: %v %s", err, c)
+	}
+}
+
+// TestLoadConfigTokenServiceSeeds: the TTS holds the callout's seeds, the dev
+// ones by default, none with a real tenant, and refuses a seed of the wrong
+// kind naming the variable.
+func TestLoadConfigTokenServiceSeeds(t *testing.T) {
+	t.Parallel()
+	c, err := LoadConfig(TokenServiceName, envOf(nil))
+	if err != nil || c.Callout != mesh.DevKeys {
+		t.Fatalf("dev seeds: %v", err)
+	}
+	_, err = LoadConfig(TokenServiceName, envOf(map[string]string{"TTS_NATS_SEED": mesh.DevKeys.Issuer}))
+	if err == nil || !strings.Contains(err.Error(), "service seed is a") {
+		t.Errorf("an account seed as the user seed: %v", err)
+	}
+	_, err = LoadConfig(TokenServiceName, envOf(map[string]string{"AUTH0_DOMAIN": "example.eu.auth0.com"}))
+	for _, name := range []string{"TTS_CALLOUT_ISSUER_SEED", "TTS_CALLOUT_XKEY_SEED", "TTS_NATS_SEED", "TTS_SYS_NATS_SEED"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("real tenant without %s: %v", name, err)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), mesh.DevKeys.Issuer) {
+		t.Error("the error shows a seed")
 	}
 }

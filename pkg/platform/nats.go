@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authmesh/authmesh/pkg/platform/callout"
 )
 
 // InboxPrefix is the reply-subject prefix of a service's NATS connection
@@ -18,17 +21,27 @@ import (
 // recognisable and is the only inbox space its permissions allow.
 func InboxPrefix(service string) string { return "_INBOX_" + service }
 
-// connectNATS connects with the service's own credentials. The connection
-// retries forever, also for the first connect, so the service comes up
-// before NATS does and /readyz reports 503 until it is connected.
+// connectNATS connects with the service's own identity: its
+// client-credentials token, which the auth callout turns into the
+// service's NATS user (the Transaction Token Service, which answers the
+// callout, with its nkey). The connection retries forever, also for the
+// first connect, so the service comes up before NATS, the tenant or the
+// callout does and /readyz reports 503 until it is connected.
 func (a *App) connectNATS() error {
 	log := a.Logger
+	creds, err := a.natsCredentials()
+	if err != nil {
+		return err
+	}
 	nc, err := nats.Connect(strings.ReplaceAll(a.Config.NATSURL, " ", ""),
 		nats.Name(a.Config.Service),
-		nats.UserInfo(a.Config.NATSUser, a.Config.NATSPassword),
+		creds,
 		nats.CustomInboxPrefix(InboxPrefix(a.Config.Service)),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
+		// A refused token (the tenant or callout not up yet, a token
+		// rotated away) is retried with the next one, not given up on.
+		nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.Timeout(3*time.Second),
@@ -61,7 +74,24 @@ func (a *App) connectNATS() error {
 		return fmt.Errorf("platform: jetstream: %w", err)
 	}
 	a.NATS, a.JetStream = nc, js
+	if a.natsToken != nil {
+		go a.natsToken.keep(a.ctx, nc)
+	}
 	return a.registerNATSMetrics()
+}
+
+// natsCredentials is how the service authenticates to NATS.
+func (a *App) natsCredentials() (nats.Option, error) {
+	if a.opts.TokenService {
+		return callout.NKey(a.Config.Callout.Service)
+	}
+	a.natsToken = &natsToken{src: a.Tokens, log: a.Logger}
+	// The first token now if the tenant answers; else the connection
+	// retries until keep has one.
+	ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)
+	defer cancel()
+	a.natsToken.refresh(ctx)
+	return nats.TokenHandler(a.natsToken.get), nil
 }
 
 func (a *App) registerNATSMetrics() error {

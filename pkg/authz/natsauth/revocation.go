@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -186,7 +187,7 @@ type RevocationWatcher struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
-	onRevoke func(sub string) // OnRevoke
+	onRevoke atomic.Pointer[func(sub string)] // OnRevoke
 }
 
 // NewRevocationWatcher returns a watcher reading the bucket through js,
@@ -204,8 +205,8 @@ func NewRevocationWatcher(js jetstream.JetStream) *RevocationWatcher {
 // OnRevoke calls f, on the watcher's goroutine, with the subject of every
 // revocation the live feed brings that moves its instant forward (a new
 // block, not a lift, not the initial load). The auth callout uses it to
-// close the subject's NATS connections. Call it before Run.
-func (w *RevocationWatcher) OnRevoke(f func(sub string)) { w.onRevoke = f }
+// close the subject's NATS connections. f must not block for long.
+func (w *RevocationWatcher) OnRevoke(f func(sub string)) { w.onRevoke.Store(&f) }
 
 // RevokedAt implements authz.RevocationChecker.
 func (w *RevocationWatcher) RevokedAt(sub string) (time.Time, bool) {
@@ -297,8 +298,10 @@ func (w *RevocationWatcher) follow(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case m := <-feed:
-			if sub, revoked := w.applyMsg(strings.TrimPrefix(m.Subject, prefix), m.Header, m.Data); revoked && w.onRevoke != nil {
-				w.onRevoke(sub)
+			if sub, revoked := w.applyMsg(strings.TrimPrefix(m.Subject, prefix), m.Header, m.Data); revoked {
+				if f := w.onRevoke.Load(); f != nil {
+					(*f)(sub)
+				}
 			}
 		case <-t.C:
 			if !sub.IsValid() {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 )
 
 // The compromised-service suite: for each workload, an attacker holding
@@ -84,6 +85,9 @@ func start(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", -1, 0
+	if opts.Websocket.Port != 0 {
+		opts.Websocket.Port = -1
+	}
 	opts.StoreDir, opts.NoLog, opts.NoSigs = t.TempDir(), true, true
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -94,23 +98,20 @@ func start(t *testing.T) *env {
 		t.Fatal("nats not ready")
 	}
 	t.Cleanup(s.Shutdown)
+	meshtest.ServeCallout(t, s, meshtest.Options{})
 	e := &env{t: t, s: s, accounts: len(opts.Accounts) > 1,
 		nc: map[string]*nats.Conn{}, js: map[string]jetstream.JetStream{},
 		watchers: map[string]*natsauth.RevocationWatcher{}, errs: map[string]chan error{}}
 	for _, w := range mesh.Workloads {
 		errs := make(chan error, 64)
-		nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(w.Name, w.DevPassword()), nats.CustomInboxPrefix(w.InboxPrefix()),
-			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-				select {
-				case errs <- err:
-				default:
-				}
-			}))
-		if err != nil {
-			t.Fatalf("connect as %s: %v", w.Name, err)
-		}
-		t.Cleanup(nc.Close)
-		js, _ := jetstream.New(nc)
+		// Each with exactly its own identity: the TTS its nkey, the
+		// others their client-credentials token through the callout.
+		nc, js := meshtest.Connect(t, s, w.Name, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
 		e.nc[w.Name], e.js[w.Name], e.errs[w.Name] = nc, js, errs
 	}
 	ctx := e.ctx()

@@ -210,7 +210,6 @@ func (w Workload) InboxPrefix() string { return "_INBOX_" + w.Name }
 // EnvPrefix is w's configuration prefix, e.g. "USERS_".
 func (w Workload) EnvPrefix() string { return strings.ToUpper(w.Name) + "_" }
 
-
 // APIPrefix is the JetStream API prefix under which an importer reaches
 // account's exported API subjects: "JS.<account>.API" (bind with
 // jetstream.NewWithAPIPrefix).

@@ -16,8 +16,8 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 	t.Parallel()
 	root := filepath.Join("..", "..", "..")
 	for file, write := range map[string]func(io.Writer) error{
-		"deploy/nats/accounts.conf":  WriteNATSConfig,
-		"deploy/nats/keys.conf":      WriteDevKeys,
+		"deploy/nats/accounts.conf": WriteNATSConfig,
+		"deploy/nats/keys.conf":     WriteDevKeys,
 	} {
 		var want bytes.Buffer
 		if err := write(&want); err != nil {

@@ -33,6 +33,9 @@ type StackConfig struct {
 	// Wrap, when set, wraps the tenant's handler (to count requests or drop
 	// them).
 	Wrap func(http.Handler) http.Handler
+	// NATS, when set, adjusts the NATS server's options (a WebSocket
+	// listener ...).
+	NATS func(*server.Options)
 }
 
 // Stack is what a service's component test stands on: an in-process NATS
@@ -54,7 +57,7 @@ type Stack struct {
 func NewStack(tb testing.TB, cfg StackConfig) *Stack {
 	tb.Helper()
 	deploy := deployDir()
-	s := &Stack{NATS: meshtest.Start(tb), TenantFile: filepath.Join(deploy, "tenant.yaml")}
+	s := &Stack{TenantFile: filepath.Join(deploy, "tenant.yaml")}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("ttstest: listen: %v", err)
@@ -78,6 +81,13 @@ func NewStack(tb testing.TB, cfg StackConfig) *Stack {
 	ts.Listener = ln
 	ts.Start()
 	tb.Cleanup(ts.Close)
+	// Until a TTS runs, meshtest answers the auth callout, trusting this
+	// tenant as the TTS would.
+	s.NATS = meshtest.StartWith(tb, meshtest.Options{
+		Validator: s.tenantValidator(tb),
+		Token:     func(tb testing.TB, w string) string { return s.ClientToken(tb, w+"-service") },
+		Server:    cfg.NATS,
+	})
 	_, usersJS := meshtest.Connect(tb, s.NATS, mesh.Users)
 	if _, err := natsauth.NewRevocationStore(context.Background(), usersJS, 1); err != nil {
 		tb.Fatalf("ttstest: revocation bucket: %v", err)
@@ -93,9 +103,26 @@ func deployDir() string {
 
 // StartTTS runs a Transaction Token Service on the stack; env adds or
 // overrides its variables (TTS_KEYS_FILE to share keys between replicas).
+// From then on the TTS alone answers the auth callout, as in production.
 func (s *Stack) StartTTS(tb testing.TB, env map[string]string) *TTS {
 	tb.Helper()
-	return Start(tb, Config{NATSURL: s.NATS.ClientURL(), Issuer: s.Issuer, JWKSURL: s.JWKSURL, Env: env})
+	t := Start(tb, Config{NATSURL: s.NATS.ClientURL(), Issuer: s.Issuer, JWKSURL: s.JWKSURL, Env: env})
+	meshtest.StopCallout(s.NATS)
+	return t
+}
+
+// tenantValidator verifies the tenant's access tokens for Audience.
+func (s *Stack) tenantValidator(tb testing.TB) *authz.Validator {
+	tb.Helper()
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(s.JWKSURL))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	v, err := authz.NewValidator(keys, authz.WithIssuers(s.Issuer), authz.WithAudiences(Audience))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
 }
 
 // UserToken is an access token for Audience the tenant issues to the user

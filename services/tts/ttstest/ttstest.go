@@ -25,7 +25,7 @@ type Config struct {
 	NATSURL string // required
 	Issuer  string // the tenant's issuer (AUTH0_ISSUER); required
 	JWKSURL string // where the tenant's keys are (AUTH0_JWKS_URL); default <issuer>.well-known/jwks.json
-	// Env adds or overrides variables (e.g. TTS_NATS_USER, ORDERS_CLIENT_ID).
+	// Env adds or overrides variables (e.g. ORDERS_CLIENT_ID).
 	Env map[string]string
 	// Logger defaults to discarding.
 	Logger *slog.Logger

@@ -49,8 +49,9 @@ type Options struct {
 	Server func(*server.Options)
 }
 
-// tokens remembers how to get each server's workload tokens.
-var tokens sync.Map // *server.Server → func(testing.TB, string) string
+// tokens remembers how to get each server's workload tokens; callouts, the
+// callout answering it.
+var tokens, callouts sync.Map // *server.Server → func(testing.TB, string) string, *callout.Callout
 
 // DevClients maps the development tenant's client ids to their workloads
 // ("orders-service" → orders): every workload connecting through the callout.
@@ -71,12 +72,6 @@ func Start(tb testing.TB) *server.Server { return StartWith(tb, Options{}) }
 // StartWith is Start with the callout trusting o's validator.
 func StartWith(tb testing.TB, o Options) *server.Server {
 	tb.Helper()
-	if (o.Validator == nil) != (o.Token == nil) {
-		tb.Fatal("meshtest: set both Validator and Token, or neither")
-	}
-	if o.Validator == nil {
-		o.Validator, o.Token = testIssuer(tb)
-	}
 	conf, err := Config()
 	if err != nil {
 		tb.Fatal(err)
@@ -101,9 +96,23 @@ func StartWith(tb testing.TB, o Options) *server.Server {
 		tb.Fatal("nats server not ready")
 	}
 	tb.Cleanup(s.Shutdown)
+	ServeCallout(tb, s, o)
+	return s
+}
+
+// ServeCallout answers s's auth callout (a server started from the mesh's
+// configuration elsewhere, e.g. from deploy/nats/nats.conf) as the TTS does,
+// with the development keys, until tb ends. o.Server is not used.
+func ServeCallout(tb testing.TB, s *server.Server, o Options) {
+	tb.Helper()
+	if (o.Validator == nil) != (o.Token == nil) {
+		tb.Fatal("meshtest: set both Validator and Token, or neither")
+	}
+	if o.Validator == nil {
+		o.Validator, o.Token = testIssuer(tb)
+	}
 	tokens.Store(s, o.Token)
 	tb.Cleanup(func() { tokens.Delete(s) })
-
 	nc := connectOwn(tb, s, mesh.DevKeys.Service, mesh.CalloutWorkload().InboxPrefix())
 	c, err := callout.New(callout.Config{Conn: nc, Validator: o.Validator, Clients: DevClients(),
 		Keys: mesh.DevKeys, Logger: slog.New(slog.DiscardHandler)})
@@ -113,7 +122,16 @@ func StartWith(tb testing.TB, o Options) *server.Server {
 	if err := c.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	return s
+	callouts.Store(s, c)
+	tb.Cleanup(func() { callouts.Delete(s) })
+}
+
+// StopCallout stops answering s's auth callout, once a real Transaction
+// Token Service answers it (connections already made stay up).
+func StopCallout(s *server.Server) {
+	if c, ok := callouts.LoadAndDelete(s); ok {
+		c.(*callout.Callout).Stop()
+	}
 }
 
 // testIssuer is a test tenant: its validator and its workload tokens.
@@ -185,6 +203,7 @@ func Token(tb testing.TB, s *server.Server, workload string) string {
 	}
 	return f.(func(testing.TB, string) string)(tb, workload)
 }
+
 // Tail reads a stream from its start, message by message with
 // STREAM.MSG.GET: the mesh lets a workload read its own streams so, not
 // through consumers of its own.

@@ -12,16 +12,19 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/callout"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/tts/internal/exchange"
 	"github.com/authmesh/authmesh/services/tts/internal/keys"
@@ -91,6 +94,10 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 		return err
 	}
 
+	if err := startCallout(a, cfg); err != nil {
+		return err
+	}
+
 	a.Route(http.MethodGet, "/.well-known/jwks.json", authz.Public(), func(c echo.Context) error {
 		c.Response().Header().Set(echo.HeaderCacheControl, "public, max-age=60")
 		return c.JSON(http.StatusOK, current.Load().JWKS())
@@ -117,6 +124,66 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 	a.Logger.Info("transaction token service", slog.String("signing_kid", set.CurrentKID()),
 		slog.Int("published_keys", len(set.KIDs())), slog.String("keys_file", path))
 	return a.Run(ctx)
+}
+
+// startCallout answers the NATS auth callout on the TTS's own connection:
+// the workloads' client-credentials tokens and people's access tokens, with
+// the validator (revocations included) the exchange uses. A revocation
+// closes the person's live connections, through the TTS's system user.
+func startCallout(a *platform.App, cfg platform.Config) error {
+	clients := map[string]string{}
+	for _, w := range mesh.Workloads {
+		if !w.AnswersCallout {
+			clients[cfg.PeerClientID(w.Name)] = w.Name
+		}
+	}
+	co, err := callout.New(callout.Config{Conn: a.NATS, Validator: a.Validator, Clients: clients,
+		Keys: cfg.Callout, Logger: a.Logger, Registry: a.Registry})
+	if err != nil {
+		return err
+	}
+	a.SetUp("nats-callout", func(context.Context) error { return co.Start() })
+	sysKey, err := callout.NKey(cfg.Callout.System)
+	if err != nil {
+		return err
+	}
+	sys, err := nats.Connect(strings.ReplaceAll(cfg.NATSURL, " ", ""), sysKey,
+		nats.Name("tts-system"), nats.CustomInboxPrefix(mesh.SystemInboxPrefix),
+		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("tts: system connection: %w", err)
+	}
+	a.Go("nats-system", func(ctx context.Context) error {
+		<-ctx.Done()
+		sys.Close()
+		return nil
+	})
+	kicks := make(chan string, 256)
+	a.Revocations.OnRevoke(func(sub string) {
+		select {
+		case kicks <- sub:
+		default:
+			a.Logger.Warn("nats kick queue full; the connection stays until its token expires", slog.String("sub_hash", platform.SubjectHash(sub)))
+		}
+	})
+	a.Go("nats-kicks", func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case sub := <-kicks:
+				kctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				n, err := callout.Kick(kctx, sys, sub)
+				cancel()
+				if err != nil {
+					a.Logger.Warn("nats kick", slog.String("sub_hash", platform.SubjectHash(sub)), slog.String("error", err.Error()))
+				} else if n > 0 {
+					a.Logger.Info("revoked person's nats connections closed", slog.String("sub_hash", platform.SubjectHash(sub)), slog.Int("connections", n))
+				}
+			}
+		}
+	})
+	return nil
 }
 
 // reloadKeys picks up a rotated key file (written by `tts keys rotate`,

@@ -29,8 +29,8 @@ func main() {
 
 func run(dir, doc string) error {
 	for name, write := range map[string]func(io.Writer) error{
-		"accounts.conf":  mesh.WriteNATSConfig,
-		"keys.conf":      mesh.WriteDevKeys,
+		"accounts.conf": mesh.WriteNATSConfig,
+		"keys.conf":     mesh.WriteDevKeys,
 	} {
 		var b bytes.Buffer
 		if err := write(&b); err != nil {
