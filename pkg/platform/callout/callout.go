@@ -123,14 +123,20 @@ func New(cfg Config) (*Callout, error) {
 	return c, nil
 }
 
-// Start subscribes to the servers' requests.
+// Start subscribes to the servers' requests; called again (a retried
+// set-up step) it only waits for the subscription to reach the server.
 func (c *Callout) Start() error {
-	sub, err := c.cfg.Conn.QueueSubscribe(mesh.CalloutSubject, queue, c.serve)
-	if err != nil {
+	if c.sub == nil {
+		sub, err := c.cfg.Conn.QueueSubscribe(mesh.CalloutSubject, queue, c.serve)
+		if err != nil {
+			return fmt.Errorf("callout: subscribe: %w", err)
+		}
+		c.sub = sub
+	}
+	if err := c.cfg.Conn.Flush(); err != nil {
 		return fmt.Errorf("callout: subscribe: %w", err)
 	}
-	c.sub = sub
-	return c.cfg.Conn.Flush()
+	return nil
 }
 
 // Stop unsubscribes; connections already authorized stay up.
