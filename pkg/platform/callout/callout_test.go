@@ -248,3 +248,37 @@ func connectSys(t *testing.T, s *server.Server) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+func TestCalloutDownRefusesNewConnectionsOnly(t *testing.T) {
+	tn := start(t)
+	_, orders := meshtest.Connect(t, tn.s, mesh.Orders)
+	meshtest.StopCallout(tn.s)
+	begin := time.Now()
+	nc, _, err := connect(tn.s.ClientURL(), meshtest.Token(t, tn.s, mesh.Billing), nats.Timeout(5*time.Second))
+	if err == nil {
+		nc.Close()
+		t.Fatal("connected with nobody answering the callout")
+	}
+	if took := time.Since(begin); took > 4*time.Second {
+		t.Errorf("refusal took %v: the server's wait for the callout is not bounded", took)
+	}
+	// The open connection keeps its user: a request its permissions allow
+	// is answered.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := orders.AccountInfo(ctx); err != nil {
+		t.Errorf("orders' open connection stopped working: %v", err)
+	}
+}
+
+func TestTransactionTokenRefusedAtConnect(t *testing.T) {
+	tn := start(t)
+	txn := authztest.NewTxnIssuer(t)
+	tok := txn.Token(t, "auth0|alice", "read:orders", nil)
+	for _, url := range []string{tn.s.ClientURL(), tn.ws} {
+		if nc, _, err := connect(url, tok); err == nil {
+			nc.Close()
+			t.Errorf("%s: a transaction token connected", url)
+		}
+	}
+}
