@@ -293,7 +293,7 @@ func TestGoBenchPkgs(t *testing.T) {
 			t.Errorf("%s/%s is not a package directory: %v", p.Dir, p.Pkg, err)
 		}
 	}
-	if got, want := goBenchModules(), "pkg/authz, services/tts"; got != want {
+	if got, want := goBenchModules(), "pkg/authz, services/tts, pkg/platform"; got != want {
 		t.Errorf("goBenchModules() = %q, want %q", got, want)
 	}
 }
@@ -359,5 +359,62 @@ func TestCPUBusy(t *testing.T) {
 	stop.Store(true)
 	if b <= 0 || b > 1 {
 		t.Fatalf("cpuBusy = %v, want a share in (0, 1] while a goroutine spins", b)
+	}
+}
+
+const natsConnectOut = `pkg: github.com/authmesh/authmesh/pkg/platform/callout
+BenchmarkNATSConnect/password-2                          	    5174	    200000 ns/op	   66219 B/op	     238 allocs/op
+BenchmarkNATSConnect/password-websocket-2                	    4237	    250000 ns/op	   89053 B/op	     335 allocs/op
+BenchmarkNATSConnect/callout-workload-cold-2             	     657	   1700000 ns/op	       540 x-callout-decision-us	  297725 B/op	    1880 allocs/op
+BenchmarkNATSConnect/callout-workload-warm-2             	     802	   1600000 ns/op	       460 x-callout-decision-us	  288128 B/op	    1755 allocs/op
+BenchmarkNATSConnect/callout-person-websocket-warm-2     	     816	   2000000 ns/op	       620 x-callout-decision-us	  187194 B/op	     883 allocs/op
+PASS
+`
+
+func TestNATSConnectReport(t *testing.T) {
+	t.Parallel()
+	// Two rounds; the second runs everything twice as slow: ratios within
+	// rounds hold.
+	r1, err := parseGoBench(natsConnectOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := map[string]benchStat{}
+	for k, v := range r1 {
+		v.NsOp *= 2
+		r2[k] = v
+	}
+	all, err := parseGoBench(natsConnectOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &report{Machine: machine{BusyStart: -1}, Go: &goBench{Results: all, Rounds: []map[string]benchStat{r1, r2}}}
+	if x, ok := r.Go.natsConnect("callout-workload-warm"); !ok || abs(x-8) > 1e-9 {
+		t.Fatalf("warm ratio = %v, %v; want 8 (1600 µs / 200 µs)", x, ok)
+	}
+	if x, ok := r.Go.natsConnect("callout-person-websocket-warm"); !ok || abs(x-8) > 1e-9 {
+		t.Fatalf("person ratio = %v, %v; want 8, against the password connect over WebSocket", x, ok)
+	}
+	if _, ok := r.Go.natsConnect("password"); ok {
+		t.Fatal("the baseline has no ratio")
+	}
+	md := r.markdown(nil, func(s string) string { return s })
+	for _, want := range []string{
+		"### NATS connect: password against the auth callout",
+		"| password | password user, plain configuration (TCP) | 200 µs |  | 66219 | 238 |  |  |",
+		"| callout-workload-cold | orders' client-credentials token, a new one each time: signature and claims checked, JWKS cached | 1700 µs | 540 µs | 297725 | 1880 | password | 8.50× |",
+		"| callout-person-websocket-warm | a person's access token over WebSocket (account LIVE), the same token again | 2000 µs | 620 µs | 187194 | 883 | password-websocket | 8.00× |",
+		"| callout-jwks-cold | first connection after the callout starts: a new validator fetches the JWKS, then checks the token | — | — | — | — | password | not run |",
+		"| #14 | " + natsConnectTargets[0].what + " | 8.00× (1600 µs / 200 µs) | **INFO** |",
+		"| #14 | " + natsConnectTargets[2].what + " | — | **NOT MEASURED** |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// Without the benchmark the section is left out, not empty.
+	r.Go = &goBench{Results: map[string]benchStat{"Exchange/cached": {NsOp: 1}}}
+	if md := r.markdown(nil, func(s string) string { return s }); strings.Contains(md, "NATS connect: password") {
+		t.Error("a NATS connect section without its benchmark")
 	}
 }

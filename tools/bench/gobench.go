@@ -41,6 +41,7 @@ var goBenchPkgs = []struct{ Dir, Pkg, Bench string }{
 	{"pkg/authz", ".", "^Benchmark(Validate|EchoHTTP)$"},
 	{"pkg/authz", "./natsauth", "^BenchmarkNATSRequest$"},
 	{"services/tts", "./internal/service", "^BenchmarkExchange$"},
+	{"pkg/platform", "./callout", "^BenchmarkNATSConnect$"},
 }
 
 // runGoBench compiles the test binaries of goBenchPkgs (workspace mode, the
@@ -49,7 +50,7 @@ var goBenchPkgs = []struct{ Dir, Pkg, Bench string }{
 // taken within a round sees the same machine load on both sides, which
 // -count=N (all runs of one variant, then all of the next) does not give.
 func runGoBench(ctx context.Context, o options) (*goBench, error) {
-	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "authmesh-bench-go-")
 	if err != nil {

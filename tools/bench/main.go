@@ -2,8 +2,9 @@
 // alternatives in the same run and writes BENCHMARKS.md with PNG charts under
 // docs/bench/. Everything runs on loopback and is bounded in time:
 //
-//  1. the Go benchmarks of pkg/authz, pkg/authz/natsauth and the transaction
-//     token exchange of services/tts (go test -bench);
+//  1. the Go benchmarks of pkg/authz, pkg/authz/natsauth, the transaction
+//     token exchange of services/tts and NATS connect time through the auth
+//     callout next to a password connect (pkg/platform/callout; go test -bench);
 //  2. wrk, in its own process, against one Echo handler served open, behind
 //     pkg/authz and behind go-jwt-middleware (cmd/echoserver);
 //  3. the embedded stack (tools/devstack: NATS, devtenant and every process
@@ -84,7 +85,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The whole run is bounded; every stage has its own, shorter deadline too.
-	ctx, cancel := context.WithTimeout(ctx, 9*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 

@@ -135,6 +135,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("`NATSRequest/authz-exchanged` sends from an HTTP handler's context, so the caller's access token is first\n")
 		p("exchanged through a `natsauth.TxnClient`, whose cache answers every request after the first.\n\n")
 		r.exchangeSection(p)
+		r.natsConnectSection(p)
 	}
 
 	if s := r.Stack; s != nil {
@@ -272,6 +273,74 @@ func (r *report) exchangeSection(p func(string, ...any)) {
 	p("and answers; the client then forgets it. `cached` is what a steady load pays instead: `natsauth.TxnClient`'s\n")
 	p("hit for the same (access token, scopes) until shortly before the transaction token expires.\n\n")
 }
+
+// natsConnectVariants are BenchmarkNATSConnect's sub-benchmarks (pkg/platform/callout)
+// in report order, each with its baseline (a password connect over the same
+// transport) and what it measures.
+var natsConnectVariants = []struct{ name, base, desc string }{
+	{"password", "", "password user, plain configuration (TCP)"},
+	{"password-websocket", "", "the same over WebSocket"},
+	{"callout-workload-cold", "password", "orders' client-credentials token, a new one each time: signature and claims checked, JWKS cached"},
+	{"callout-workload-warm", "password", "the same token again: the validator's cache of verified tokens answers"},
+	{"callout-jwks-cold", "password", "first connection after the callout starts: a new validator fetches the JWKS, then checks the token"},
+	{"callout-person-websocket-warm", "password-websocket", "a person's access token over WebSocket (account LIVE), the same token again"},
+}
+
+// natsConnect is a BenchmarkNATSConnect variant's connect time over its
+// baseline's, the median of the ratios within each round.
+func (g *goBench) natsConnect(name string) (x float64, ok bool) {
+	for _, v := range natsConnectVariants {
+		if v.name == name && v.base != "" {
+			return g.ratio("NATSConnect/"+name, "NATSConnect/"+v.base, speed)
+		}
+	}
+	return 0, false
+}
+
+// natsConnectSection reports BenchmarkNATSConnect (pkg/platform/callout): a
+// NATS connection's cost through the auth callout next to a password
+// connect (issue 14).
+func (r *report) natsConnectSection(p func(string, ...any)) {
+	g := r.Go
+	if !slices.ContainsFunc(natsConnectVariants, func(v struct{ name, base, desc string }) bool {
+		_, ok := g.Results["NATSConnect/"+v.name]
+		return ok
+	}) {
+		return
+	}
+	p("### NATS connect: password against the auth callout (`pkg/platform/callout`, `BenchmarkNATSConnect`)\n\n")
+	p("| variant | what | connect | callout decision (mean) | B/op | allocs/op | baseline | × the baseline's time |\n|---|---|---|---|---|---|---|---|\n")
+	for _, v := range natsConnectVariants {
+		s, ok := g.Results["NATSConnect/"+v.name]
+		if !ok {
+			p("| %s | %s | — | — | — | — | %s | not run |\n", v.name, v.desc, v.base)
+			continue
+		}
+		decision, ratio := "", ""
+		if d, ok := g.metric("NATSConnect/"+v.name, "x-callout-decision-us"); ok {
+			decision = us(d * 1e3)
+		}
+		if x, ok := g.natsConnect(v.name); ok {
+			ratio = fmt.Sprintf("%.2f×", x)
+		}
+		p("| %s | %s | %s | %s | %.0f | %.0f | %s | %s |\n", v.name, v.desc, us(s.NsOp), decision, s.BOp, s.AllocsOp, v.base, ratio)
+	}
+	p("\nA connection here is `nats.Connect` and its first `Flush` (CONNECT, the server's verdict, one PING/PONG),\n")
+	p("client, server and callout in one process on loopback. The password server has a plain configuration (one account\n")
+	p("with JetStream, one user with a plain-text password, as `deploy/nats/passwords.conf` had); the callout server\n")
+	p("has the mesh's (`meshtest.StartWith`: accounts, `auth_callout`, xkey) and is answered by `callout.New` as the\n")
+	p("TTS answers it, with an `authz.Validator` (revocations included) trusting a test tenant. Through the callout\n")
+	p("the server seals a request for the callout (xkey), which opens it, validates the token, signs a user JWT and\n")
+	p("seals its answer; the server opens and verifies that. The JWKS is cached in every variant but\n")
+	p("`callout-jwks-cold`, whose fetch is from a loopback HTTP server: against Auth0 it adds a TLS round trip over the\n")
+	p("internet, once per TTS start and key rotation. Connections are opened in batches and closed between batches,\n")
+	p("outside the timer, as are minting tokens and creating validators. The callout decision is the mean of the\n")
+	p("callout's own `nats_callout_seconds` histogram over the timed connections. B/op and allocs/op count the\n")
+	p("client's, the server's and the callout's allocations together.\n\n")
+}
+
+// us formats nanoseconds as microseconds.
+func us(ns float64) string { return fmt.Sprintf("%.0f µs", ns/1e3) }
 
 func codes(m map[string]int) string {
 	var parts []string

@@ -241,6 +241,14 @@ func (r *report) targets() []target {
 	} else {
 		ts = append(ts, target{Issue: "#13", What: createShareWhat, Info: true})
 	}
+	for _, c := range natsConnectTargets {
+		x, ok := r.Go.natsConnect(c.variant)
+		var v string
+		if ok {
+			v = fmt.Sprintf("%.2f× (%s / %s)", x, us(r.Go.Results["NATSConnect/"+c.variant].NsOp), us(r.Go.Results["NATSConnect/password"].NsOp))
+		}
+		ts = append(ts, target{Issue: "#14", What: c.what, Measured: ok, Info: true, Value: v})
+	}
 	if s := r.Stack; s != nil && len(s.RSSIdle) > 0 {
 		for _, name := range serviceNames() {
 			kb := s.RSSIdle[name]
@@ -250,6 +258,15 @@ func (r *report) targets() []target {
 		add("#8", "idle RSS < 40 MiB per service", false, "", false)
 	}
 	return ts
+}
+
+// natsConnectTargets are the figures issue 14 asks make bench to report:
+// NATS connect time with the callout, cold and warm, next to a password
+// connect.
+var natsConnectTargets = []struct{ variant, what string }{
+	{"callout-workload-warm", "NATS connect through the callout, token cached / password connect (informational)"},
+	{"callout-workload-cold", "NATS connect through the callout, new token / password connect (informational)"},
+	{"callout-jwks-cold", "NATS connect through the callout, first after its start (JWKS fetch) / password connect (informational)"},
 }
 
 const createShareWhat = "stack: orders-create req/s as a share of orders-read's (informational)"
