@@ -3,6 +3,7 @@
 // (the services enforce them regardless).
 import * as auth from "./auth.js";
 import { users, orders, billing, list, describe } from "./api.js";
+import * as live from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -23,8 +24,6 @@ function h(tag, attrs = {}, ...children) {
   }
   return el;
 }
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function money(cents, currency = "EUR") {
   if (typeof cents !== "number") return "–";
@@ -140,6 +139,8 @@ function resetViews() {
   me = null;
   adminUser = null;
   detail = { order: null, invoice: null };
+  myOrders.clear();
+  awaitingInvoice = null;
   renderDetail();
   for (const id of ["orders-list", "users-list", "admin-orders", "catalog", "detail-order-items"]) $(id).replaceChildren();
   for (const form of document.querySelectorAll("form")) form.reset();
@@ -150,7 +151,11 @@ function resetViews() {
 }
 
 auth.onChange((session, reason, err) => {
-  if (!session) resetViews();
+  if (session) startLive();
+  else {
+    stopLive();
+    resetViews();
+  }
   renderSession();
   if (!session && reason === "refresh_failed") {
     showNotice({ ...describe(err), title: "Your session has ended", login: true });
@@ -272,7 +277,7 @@ async function placeOrder(e) {
       ok("Order placed", `Order ${order.id}: ${money(order.total_cents, order.currency)}. Waiting for its invoice…`);
       markInvalid($("order-form"), null, () => null);
       await show("orders");
-      await openOrder(order.id, { order, waitForInvoice: true });
+      await openOrder(order.id, { order, awaitInvoice: true });
     } catch (err) {
       fail(err);
       // "items[1].quantity" names the second line sent: find its input.
@@ -317,12 +322,23 @@ function newestFirst(a, b) {
   return String(b.created_at || "").localeCompare(String(a.created_at || ""));
 }
 
+// myOrders is what the orders list shows (order id → {order, invoice}), so a
+// live update can redraw one row.
+const myOrders = new Map();
+
+function myOrderRow(id) {
+  const { order, invoice } = myOrders.get(id);
+  return orderRow(order, invoice, { onOpen: (id) => openOrder(id) });
+}
+
 async function loadMyOrders() {
   $("orders-list").dataset.state = "loading";
   const [os, is] = await Promise.all([orders.mine(), billing.mine()]);
   const invoices = byOrder(list(is, "invoices"));
   const mine = list(os, "orders").sort(newestFirst);
-  $("orders-list").replaceChildren(...mine.map((o) => orderRow(o, invoices.get(o.id), { onOpen: (id) => openOrder(id) })));
+  myOrders.clear();
+  for (const o of mine) myOrders.set(o.id, { order: o, invoice: invoices.get(o.id) || null });
+  $("orders-list").replaceChildren(...mine.map((o) => myOrderRow(o.id)));
   $("orders-empty").hidden = mine.length > 0;
   $("orders-list").dataset.state = "loaded";
 }
@@ -361,40 +377,47 @@ async function fetchInvoice(order) {
   return list(await billing.forOrder(order.id, owner), "invoices").find((i) => i.order_id === order.id) || null;
 }
 
-// Billing creates the invoice from the order event, a moment after the order:
-// poll briefly (the contract promises it within 2 s on the local stack).
-async function waitForInvoice(order, timeoutMs = 6000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const invoice = await fetchInvoice(order);
-    if (invoice || Date.now() > deadline) return invoice;
-    await sleep(300);
-  }
+// updateMyOrder applies change({order, invoice}) to one row of the orders
+// list and redraws it, if the list shows that order.
+function updateMyOrder(id, change) {
+  const entry = myOrders.get(id);
+  const row = $("orders-list").querySelector(`tr[data-order-id="${CSS.escape(id)}"]`);
+  if (!entry || !row) return;
+  change(entry);
+  row.replaceWith(myOrderRow(id));
 }
 
-// Likewise the order follows its invoice (paid, refunded) through an event.
-async function waitForOrderStatus(id, wanted, timeoutMs = 6000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const order = await orders.get(id);
-    if (wanted.includes(order.status) || Date.now() > deadline) return order;
-    await sleep(300);
-  }
+// withLiveStatus keeps the status a live update showed while invoice was
+// being read: the update is at least as new as the read.
+function withLiveStatus(invoice, shown) {
+  return invoice && shown?.id === invoice.id ? { ...invoice, status: shown.status } : invoice || shown;
 }
 
-async function openOrder(id, { order = null, waitForInvoice: wait = false } = {}) {
+// awaitingInvoice is the order just placed: its invoice comes from billing,
+// through the order event, a moment later, and is announced when it does.
+let awaitingInvoice = null;
+
+function invoiceArrived(invoice) {
+  if (awaitingInvoice !== invoice.order_id) return;
+  awaitingInvoice = null;
+  ok("Invoice ready", `Invoice ${invoice.id} is ${invoice.status}.`);
+}
+
+async function openOrder(id, { order = null, awaitInvoice = false } = {}) {
   const o = order || (await orders.get(id));
   detail = { order: o, invoice: null };
+  if (awaitInvoice) awaitingInvoice = o.id;
   renderDetail();
   $("order-detail").scrollIntoView({ block: "nearest" });
-  detail.invoice = wait ? await waitForInvoice(o) : await fetchInvoice(o);
+  const invoice = await fetchInvoice(o);
   if (detail.order?.id !== o.id) return; // another order was opened meanwhile
+  detail.invoice = withLiveStatus(invoice, detail.invoice);
   renderDetail();
-  if (wait) {
-    if (detail.invoice) ok("Invoice ready", `Invoice ${detail.invoice.id} is ${detail.invoice.status}.`);
-    else showNotice({ kind: "warning", title: "No invoice yet", detail: "Billing has not issued the invoice yet; use Reload in a moment." });
-    await loadMyOrders().catch(fail);
-  }
+  // The list may have been read before billing issued the invoice.
+  if (detail.invoice) updateMyOrder(o.id, (entry) => (entry.invoice ??= detail.invoice));
+  if (!awaitInvoice) return;
+  if (detail.invoice) invoiceArrived(detail.invoice);
+  else if (!liveUp()) showNotice({ kind: "warning", title: "No invoice yet", detail: "Billing issues it in a moment; live updates are off, so use Reload to see it." });
 }
 
 async function payInvoice(invoice, orderId, button) {
@@ -402,11 +425,13 @@ async function payInvoice(invoice, orderId, button) {
   await busy(button, async () => {
     try {
       const paid = await billing.pay(invoice.id);
-      const order = await waitForOrderStatus(orderId, ["paid", "refunded", "cancelled"]);
-      if (detail.order?.id === orderId) detail = { order, invoice: paid?.id ? paid : { ...invoice, status: "paid" } };
+      const shown = paid?.id ? paid : { ...invoice, status: "paid" };
+      if (detail.order?.id === orderId) detail.invoice = shown;
       renderDetail();
-      ok("Invoice paid", `Order ${orderId} is ${order.status}.`);
-      await loadMyOrders();
+      updateMyOrder(orderId, (entry) => (entry.invoice = shown));
+      // The order follows its invoice through billing's event; the live
+      // update shows it.
+      ok("Invoice paid", liveUp() ? `Order ${orderId} follows in a moment.` : `Order ${orderId} follows in a moment; live updates are off, so use Reload to see it.`);
     } catch (err) {
       fail(err);
       if (detail.order?.id === orderId) await reloadDetail().catch(() => {});
@@ -414,17 +439,18 @@ async function payInvoice(invoice, orderId, button) {
   });
 }
 
+// refundInvoice is the support view's: live updates carry only the signed-in
+// user's own orders, so the refunded customer's order is read again on request.
 async function refundInvoice(invoice, orderId, button) {
   hideNotice();
   await busy(button, async () => {
     try {
       const refunded = await billing.refund(invoice.id);
-      const order = await waitForOrderStatus(orderId, ["refunded"]);
       if (detail.order?.id === orderId) {
-        detail = { order, invoice: refunded?.id ? refunded : { ...invoice, status: "refunded" } };
+        detail.invoice = refunded?.id ? refunded : { ...invoice, status: "refunded" };
         renderDetail();
       }
-      ok("Invoice refunded", `Order ${orderId} is ${order.status}.`);
+      ok("Invoice refunded", `Order ${orderId} follows its invoice in a moment; reload the user's orders to see it.`);
       if (adminUser) await loadAdminOrders(adminUser);
     } catch (err) {
       fail(err);
@@ -592,6 +618,97 @@ async function loadAdminOrders(user) {
   $("admin-orders").dataset.state = "loaded";
 }
 
+// ---- live updates ---------------------------------------------------------
+
+let liveConn = null;
+
+function liveUp() {
+  return liveConn?.state === "connected";
+}
+
+// startLive opens the session's live connection. A refreshed token is used
+// from the next reconnect on: the server drops the connection when the token
+// it was opened with expires.
+function startLive() {
+  const claims = auth.current().claims;
+  if (liveConn || live.subjects(claims).length === 0) return;
+  let wasConnected = false;
+  liveConn = live.start({
+    claims,
+    getToken: () => auth.current()?.accessToken || "",
+    onUpdate: applyUpdate,
+    onState: (state, err) => {
+      renderLive(state, err);
+      if (err || state !== "connected") return;
+      // Updates published while the connection was down were missed.
+      if (wasConnected) refreshOrders().catch(fail);
+      wasConnected = true;
+    },
+  });
+}
+
+function stopLive() {
+  liveConn?.close();
+  liveConn = null;
+  renderLive("closed", null);
+}
+
+// applyUpdate shows a live status change wherever the order or invoice is
+// on screen. A new invoice of the open order is read once for its amount.
+function applyUpdate(u) {
+  if (u.kind === "order") {
+    updateMyOrder(u.id, (entry) => (entry.order = { ...entry.order, status: u.status }));
+    if (detail.order?.id === u.id) {
+      detail.order = { ...detail.order, status: u.status };
+      renderDetail();
+    }
+    return;
+  }
+  const known = (invoice) => (invoice?.id === u.id ? invoice : { id: u.id, order_id: u.order_id });
+  updateMyOrder(u.order_id, (entry) => (entry.invoice = { ...known(entry.invoice), status: u.status }));
+  if (detail.order?.id === u.order_id) {
+    const isNew = detail.invoice?.id !== u.id;
+    detail.invoice = { ...known(detail.invoice), status: u.status };
+    renderDetail();
+    if (isNew) readInvoiceOnce(detail.order);
+  }
+  invoiceArrived(u);
+}
+
+function readInvoiceOnce(order) {
+  fetchInvoice(order)
+    .then((invoice) => {
+      if (detail.order?.id !== order.id || !invoice) return;
+      detail.invoice = withLiveStatus(invoice, detail.invoice);
+      renderDetail();
+    })
+    .catch(fail);
+}
+
+// renderLive shows the connection's state in the top bar: "live", or "live
+// updates off" with the reason on hover and a Reload for the orders view.
+function renderLive(state, err) {
+  const el = $("live");
+  el.hidden = !liveConn;
+  el.dataset.state = state;
+  if (err) {
+    el.dataset.error = err.code;
+    el.title = `Live updates: ${err.message}`;
+  } else if (state === "connected") {
+    delete el.dataset.error;
+    el.title = "Order and invoice changes show up here as they happen.";
+  }
+  $("live-label").textContent = state === "connected" ? "live" : "live updates off";
+  $("live-refresh").hidden = state === "connected" && !el.dataset.error;
+}
+
+// refreshOrders reads the orders view once: after the live connection was
+// down, or on request while it is.
+function refreshOrders() {
+  if (currentView !== "orders") return Promise.resolve();
+  return Promise.all([loadMyOrders(), reloadDetail()]);
+}
+
 // ---- start ----------------------------------------------------------------
 
 function wire() {
@@ -617,6 +734,7 @@ function wire() {
   $("lookup-form").addEventListener("submit", lookup);
   $("orders-reload").addEventListener("click", () => loadMyOrders().catch(fail));
   $("detail-reload").addEventListener("click", () => reloadDetail().catch(fail));
+  $("live-refresh").addEventListener("click", () => refreshOrders().catch(fail));
   $("pay-invoice").addEventListener("click", (e) => detail.invoice && payInvoice(detail.invoice, detail.order.id, e.currentTarget));
   $("refund-invoice").addEventListener("click", (e) => detail.invoice && refundInvoice(detail.invoice, detail.order.id, e.currentTarget));
   $("cancel-order").addEventListener("click", (e) => cancelOrder(e.currentTarget));

@@ -25,6 +25,10 @@ export const config = Object.freeze({
     orders: "http://localhost:8402",
     billing: "http://localhost:8403",
   }),
+  // NATS over WebSocket, for live order and invoice updates (web/nats.js).
+  // For a real deployment, wss:// behind TLS: the access token travels in
+  // the CONNECT message.
+  nats: "ws://localhost:8405",
   // Refresh this many seconds before the access token expires.
   refreshLeewaySeconds: 60,
 });
