@@ -14,8 +14,10 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/cas"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
+	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
 
 // Outbox publishes the events recorded in invoice records, and removes them
@@ -206,4 +208,14 @@ func (o *Outbox) relay(ctx context.Context) {
 			o.mu.Unlock()
 		}
 	}
+}
+
+// LiveUpdates implements app.LiveUpdates on the invoice owners' live feeds
+// (mesh.LiveFeeds: authmesh.live.<uid>.invoices.<invoice id>). Unlike the
+// events above they are not kept for a relay: a lost one is only a hint lost.
+type LiveUpdates struct{ *platform.Live }
+
+// InvoiceStatus implements app.LiveUpdates.
+func (u LiveUpdates) InvoiceStatus(ctx context.Context, inv domain.Invoice) {
+	u.Publish(ctx, inv.UserID, "invoices", platform.LiveStatus{Kind: "invoice", ID: inv.ID, OrderID: inv.OrderID, Status: string(inv.Status)})
 }

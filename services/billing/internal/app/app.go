@@ -57,6 +57,14 @@ type Outbox interface {
 	Flush(ctx context.Context, orderID string) error
 }
 
+// LiveUpdates tells the person an invoice belongs to that it now exists or
+// is now inv.Status, for the pages they have open. It is called once the
+// change is stored, carries the status only, and is best effort: it neither
+// fails nor holds up the use case (the REST API stays the truth).
+type LiveUpdates interface {
+	InvoiceStatus(ctx context.Context, inv domain.Invoice)
+}
+
 // ErrStale reports a lost compare-and-set: re-read and try again.
 var ErrStale = errors.New("invoice changed concurrently")
 
@@ -79,14 +87,33 @@ type Service struct {
 	now     func() time.Time
 	metrics Metrics
 	onFlush func(error) // the flush's own failure; the relay retries
+	live    LiveUpdates
 }
 
+// Option adjusts a Service.
+type Option func(*Service)
+
+// WithLive sends the invoices' owners live updates through l (default:
+// none sent).
+func WithLive(l LiveUpdates) Option { return func(s *Service) { s.live = l } }
+
 // New returns the use cases over store and outbox.
-func New(store Store, outbox Outbox, m Metrics, onFlushError func(error)) *Service {
+func New(store Store, outbox Outbox, m Metrics, onFlushError func(error), opts ...Option) *Service {
 	if onFlushError == nil {
 		onFlushError = func(error) {}
 	}
-	return &Service{store: store, outbox: outbox, now: time.Now, metrics: m, onFlush: onFlushError}
+	s := &Service{store: store, outbox: outbox, now: time.Now, metrics: m, onFlush: onFlushError}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// announce tells inv's owner, if it has one yet, of its stored state.
+func (s *Service) announce(ctx context.Context, inv domain.Invoice) {
+	if s.live != nil && inv.UserID != "" {
+		s.live.InvoiceStatus(ctx, inv)
+	}
 }
 
 // mutate reads the invoice of orderID, applies change and writes it back
@@ -125,6 +152,11 @@ func (s *Service) mutate(ctx context.Context, orderID string, change func(inv *d
 	}
 	if s.metrics != nil && inv.Status != was.Status {
 		s.metrics.Transition(inv.Status)
+	}
+	if inv.Status != was.Status || inv.UserID != was.UserID {
+		// A new owner (the order's created event filling in an invoice
+		// voided ahead of it) has not heard of it yet.
+		s.announce(ctx, inv)
 	}
 	if len(events) > 0 {
 		if err := s.outbox.Flush(ctx, orderID); err != nil {
@@ -258,6 +290,7 @@ func (s *Service) VoidOrder(ctx context.Context, c Caller, orderID string) (doma
 		if s.metrics != nil {
 			s.metrics.Transition(domain.StatusVoid)
 		}
+		s.announce(ctx, *void)
 		return *void, nil
 	})
 	if errors.Is(err, cas.ErrContended) {
@@ -288,6 +321,7 @@ func (s *Service) OpenInvoice(ctx context.Context, o OrderCreated) error {
 		if s.metrics != nil {
 			s.metrics.Transition(domain.StatusOpen)
 		}
+		s.announce(ctx, *inv)
 		return nil
 	}
 	if !errors.Is(err, domain.ErrConflict) {

@@ -66,7 +66,7 @@ func wire(a *platform.App) error {
 		// The change is stored with its event; the relay publishes it.
 		m.flushErrors.Inc()
 		a.Logger.Warn("event left to the outbox relay", slog.String("error", err.Error()))
-	})
+	}, app.WithLive(adapters.LiveUpdates{Live: a.Live()}))
 	ports.RegisterHTTP(a, svc)
 	ordersClient := a.Config.PeerClientID("orders")
 	a.DeclarePolicy("NATS endpoint "+ports.VoidSubject, ports.PolicyVoid(ordersClient))

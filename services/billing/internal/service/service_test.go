@@ -37,6 +37,7 @@ import (
 // accounts, devtenant and the real Transaction Token Service.
 type stack struct {
 	t    *testing.T
+	ms   *ttstest.Stack // people connect to its WebSocket listener
 	base string
 	// nc and js are the orders service's connection and JetStream: the
 	// tests send order events and void requests as orders.
@@ -54,7 +55,7 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	ms := ttstest.NewStack(t, ttstest.StackConfig{})
+	ms := ttstest.NewStack(t, ttstest.StackConfig{NATS: ttstest.WebSocket})
 
 	ctx := context.Background()
 	// What the orders service owns, created here in its place, in its own
@@ -77,7 +78,7 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{t: t, nc: nc, js: js, billingJS: billingJS, tenant: ms.Tenant, tokens: map[string]string{}}
+	s := &stack{t: t, ms: ms, nc: nc, js: js, billingJS: billingJS, tenant: ms.Tenant, tokens: map[string]string{}}
 	for _, u := range []string{"alice", "bob", "dave", "carol"} {
 		s.tokens[u] = ms.UserToken(t, u+"@authmesh.dev", "openid")
 	}

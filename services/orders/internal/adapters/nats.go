@@ -15,6 +15,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
@@ -85,6 +86,15 @@ func (p *EventPublisher) Publish(ctx context.Context, e app.Event) error {
 		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
 	}
 	return nil
+}
+
+// LiveUpdates implements app.LiveUpdates on the order owners' live feeds
+// (mesh.LiveFeeds: authmesh.live.<uid>.orders.<order id>).
+type LiveUpdates struct{ *platform.Live }
+
+// OrderStatus implements app.LiveUpdates.
+func (u LiveUpdates) OrderStatus(ctx context.Context, o domain.Order) {
+	u.Publish(ctx, o.UserID, "orders", platform.LiveStatus{Kind: "order", ID: o.ID, Status: string(o.Status)})
 }
 
 // RequestTimeout bounds calls to other services when ctx has no deadline.

@@ -110,6 +110,14 @@ type Billing interface {
 	VoidOrder(ctx context.Context, orderID string) error
 }
 
+// LiveUpdates tells the person an order belongs to that its status is now
+// o.Status, for the pages they have open. It is called once the change is
+// stored, carries the status only, and is best effort: it neither fails nor
+// holds up the use case (the REST API stays the truth).
+type LiveUpdates interface {
+	OrderStatus(ctx context.Context, o domain.Order)
+}
+
 // ServiceIdentity yields a context carrying the service's own M2M token, for
 // work no user started (relaying the outbox, cancelling a blocked user's
 // orders). Subject is that token's sub ("<client_id>@clients").

@@ -134,6 +134,7 @@ func (s *Service) create(ctx context.Context, caller Caller, id string, req []do
 		s.dropPending(ctx, pe)
 		return domain.Order{}, err
 	}
+	s.cfg.Live.OrderStatus(ctx, o)
 	s.publish(ctx, pe, caller.Subject, o)
 	return o, nil
 }

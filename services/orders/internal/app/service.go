@@ -4,6 +4,7 @@
 package app
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ type Config struct {
 	Profiles    Profiles
 	Billing     Billing
 	Identity    ServiceIdentity
+	Live        LiveUpdates      // default: none sent
 	Logger      *slog.Logger     // default slog.Default()
 	Now         func() time.Time // default time.Now
 	NewID       func() string    // default random UUIDv4
@@ -57,6 +59,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.NewID == nil {
 		cfg.NewID = NewUUID
 	}
+	if cfg.Live == nil {
+		cfg.Live = noLive{}
+	}
 	if cfg.IdempotencyWait <= 0 {
 		cfg.IdempotencyWait = 5 * time.Second
 	}
@@ -71,6 +76,10 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{cfg: cfg, log: cfg.Logger}, nil
 }
+
+type noLive struct{}
+
+func (noLive) OrderStatus(context.Context, domain.Order) {}
 
 // NewUUID returns a random (version 4) UUID.
 func NewUUID() string {

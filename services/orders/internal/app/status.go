@@ -26,8 +26,10 @@ func (s *Service) ApplyInvoiceStatus(ctx context.Context, orderID, userID string
 // transition moves order id to next with compare-and-set, retrying when a
 // concurrent write changed the revision. wantUser, when set, must own the
 // order. before runs on the freshly read order before each write attempt.
+// Once the move is stored, the order's owner hears of it live.
 func (s *Service) transition(ctx context.Context, id, wantUser string, next domain.Status, before func(domain.Order) error) (domain.Order, error) {
-	return cas.Retry(func() (domain.Order, error) {
+	moved := false
+	o, err := cas.Retry(func() (domain.Order, error) {
 		o, rev, err := s.cfg.Orders.Get(ctx, id)
 		if err != nil {
 			return domain.Order{}, err
@@ -51,6 +53,11 @@ func (s *Service) transition(ctx context.Context, id, wantUser string, next doma
 		if err != nil {
 			return domain.Order{}, err
 		}
+		moved = true
 		return o, nil
 	})
+	if moved {
+		s.cfg.Live.OrderStatus(ctx, o)
+	}
+	return o, err
 }

@@ -187,7 +187,7 @@ func (b *fakeBilling) voidedBy(id string) string {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	ms := ttstest.NewStack(t, ttstest.StackConfig{})
+	ms := ttstest.NewStack(t, ttstest.StackConfig{NATS: ttstest.WebSocket})
 	// What the users and billing services own, created here in their place,
 	// each in its own account: their event streams with the durables orders
 	// binds to (the revocation bucket every validator watches comes with the

@@ -70,6 +70,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 		Profiles:    adapters.NewProfileClient(a.NATS),
 		Billing:     adapters.NewBillingClient(a.NATS),
 		Identity:    adapters.NewServiceIdentity(a.Tokens, cfg.ClientID),
+		Live:        adapters.LiveUpdates{Live: a.Live()},
 		Logger:      a.Logger,
 		RelayGrace:  tun.RelayGrace,
 	})
