@@ -55,12 +55,12 @@ func (l *Live) Publish(ctx context.Context, sub, feed string, st LiveStatus) {
 	}
 	b, err := json.Marshal(st)
 	if err != nil {
-		l.log.WarnContext(ctx, "live update not sent", "feed", feed, "id", st.ID, "err", err)
+		l.log.WarnContext(ctx, "live update not sent", "feed", feed, "id", st.ID, "error", err.Error())
 		return
 	}
 	// The subject names the person only as mesh.LiveUID, so it is not logged.
 	if err := l.nc.Publish(mesh.LiveSubject(sub, feed, st.ID), b); err != nil {
-		l.log.DebugContext(ctx, "live update lost", "feed", feed, "id", st.ID, "err", err)
+		l.log.DebugContext(ctx, "live update lost", "feed", feed, "id", st.ID, "error", err.Error())
 	}
 }
 
