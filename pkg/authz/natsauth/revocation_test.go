@@ -203,3 +203,76 @@ func waitReady(tb testing.TB, ctx context.Context, w *RevocationWatcher) {
 		tb.Fatal(err)
 	}
 }
+
+// TestRevocationWatcherOnRevoke: OnRevoke hears of every new revocation the
+// live feed brings, and of nothing else: not the revocations already in the
+// bucket when the watcher loads it, not a lift, not an older instant, not a
+// delete. The callback runs in the feed's order, so a later revocation's
+// call proves none came for what was written before it.
+func TestRevocationWatcherOnRevoke(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	_, js := connect(t, ns)
+	ctx := t.Context()
+	store := newRevocationStore(t, js)
+	const before, blocked, marker = "auth0|blocked-before-start", "auth0|blocked-live", "auth0|marker"
+	at := time.Now()
+	if err := store.Revoke(ctx, before, at); err != nil {
+		t.Fatal(err)
+	}
+
+	calls := make(chan string, 16)
+	w := NewRevocationWatcher(js)
+	w.OnRevoke(func(sub string) { calls <- sub })
+	go func() { _ = w.Run(ctx) }()
+	waitReady(t, ctx, w)
+	next := func(want string) {
+		t.Helper()
+		select {
+		case got := <-calls:
+			if got != want {
+				t.Fatalf("OnRevoke(%q), want OnRevoke(%q)", got, want)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("no OnRevoke(%q)", want)
+		}
+	}
+
+	if err := store.Revoke(ctx, blocked, at); err != nil {
+		t.Fatal(err)
+	}
+	next(blocked) // the initial load did not call it for before
+	if _, ok := w.RevokedAt(blocked); !ok {
+		t.Fatal("OnRevoke called before the watcher knows the revocation")
+	}
+
+	if err := store.Lift(ctx, blocked, at.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, RevocationBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	older, _ := json.Marshal(Revocation{Subject: blocked, RevokedAt: at.Add(-time.Hour).UTC()})
+	if _, err := kv.Put(ctx, RevocationKey(blocked), older); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, RevocationKey(before)); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Revoke(ctx, marker, at); err != nil {
+		t.Fatal(err)
+	}
+	next(marker) // not blocked (lifted, then an older instant) nor before (deleted)
+
+	// A later block of the lifted subject is a new revocation.
+	if err := store.Revoke(ctx, blocked, at.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	next(blocked)
+	select {
+	case got := <-calls:
+		t.Fatalf("unexpected OnRevoke(%q)", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
