@@ -161,7 +161,6 @@ func (c *Callout) serve(m *nats.Msg) {
 	start := time.Now()
 	defer func() { c.latency.Observe(time.Since(start).Seconds()) }()
 	serverXKey := m.Header.Get("Nats-Server-Xkey")
-	data := m.Data
 	if serverXKey == "" {
 		// The servers are configured with our xkey: an unsealed request is
 		// not from them.
