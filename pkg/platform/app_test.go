@@ -2,7 +2,6 @@ package platform
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -22,6 +21,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
@@ -30,56 +30,125 @@ import (
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 )
 
-// issuer is a JWKS served by httptest and tokens signed in the test.
+// issuer is an Auth0-shaped tenant served by httptest: its JWKS at every
+// path but /oauth/token, which grants the local tenant's clients
+// ("<svc>-service", "<svc>-service-dev-secret") client-credentials tokens,
+// as the service's NATS connection needs one. Tokens are signed in the test.
 type issuer struct {
 	srv *httptest.Server
 	key *rsa.PrivateKey
 	iss string
+	// grants counts the client-credentials tokens issued.
+	grants atomic.Int64
 }
 
 func newIssuer(t *testing.T) *issuer {
 	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := authztest.NewRSAKey(t)
 	is := &issuer{key: k}
-	is.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(set)
-	}))
+	})
+	mux.HandleFunc("POST /oauth/token", is.grant)
+	is.srv = httptest.NewServer(mux)
 	t.Cleanup(is.srv.Close)
 	is.iss = is.srv.URL + "/"
 	return is
 }
 
-func (is *issuer) token(t *testing.T, sub string, perms ...string) string {
-	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: is.key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
-	if err != nil {
-		t.Fatal(err)
+// grant answers the client-credentials grant as Auth0 does
+// (client_secret_post, the audience parameter).
+func (is *issuer) grant(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	client := r.PostFormValue("client_id")
+	switch {
+	case r.PostFormValue("grant_type") != "client_credentials":
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"error":"unsupported_grant_type"}`)
+		return
+	case !strings.HasSuffix(client, "-service") || r.PostFormValue("client_secret") != client+"-dev-secret":
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"error":"access_denied","error_description":"Unauthorized"}`)
+		return
+	case r.PostFormValue("audience") != DefaultAudience:
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, `{"error":"access_denied","error_description":"Service not enabled within domain"}`)
+		return
 	}
-	now := time.Now()
-	tok, err := jwt.Signed(sig).Claims(map[string]any{
-		"iss": is.iss, "sub": sub, "aud": DefaultAudience, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
-		"azp": "authmesh-cli", "scope": "openid", "permissions": perms, "gty": "password",
-	}).Serialize()
+	const life = time.Hour
+	tok, err := is.sign(map[string]any{
+		"sub": client + "@clients", "azp": client, "gty": "client-credentials", "scope": "",
+	}, life)
+	if err != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	is.grants.Add(1)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"access_token": tok, "token_type": "Bearer", "expires_in": int(life.Seconds()),
+	})
+}
+
+// m2mToken is client's client-credentials token, as grant issues it.
+func (is *issuer) m2mToken(t testing.TB, client string) string {
+	t.Helper()
+	tok, err := is.sign(map[string]any{"sub": client + "@clients", "azp": client, "gty": "client-credentials", "scope": ""}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tok
 }
 
+// sign signs claims with the issuer's iss, aud, iat and exp (lifetime from now).
+func (is *issuer) sign(claims map[string]any, lifetime time.Duration) (string, error) {
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: is.key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	c := map[string]any{"iss": is.iss, "aud": DefaultAudience, "iat": now.Unix(), "exp": now.Add(lifetime).Unix()}
+	maps.Copy(c, claims)
+	return jwt.Signed(sig).Claims(c).Serialize()
+}
+
+func (is *issuer) token(t *testing.T, sub string, perms ...string) string {
+	t.Helper()
+	tok, err := is.sign(map[string]any{
+		"sub": sub, "azp": "authmesh-cli", "scope": "openid", "permissions": perms, "gty": "password",
+	}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// validator verifies the issuer's access tokens (the callout's).
+func (is *issuer) validator(t testing.TB) *authz.Validator {
+	t.Helper()
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(is.srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := authz.NewValidator(keys, authz.WithIssuers(is.iss), authz.WithAudiences(DefaultAudience))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // billingConfig is billing's configuration against the issuer and, unless
-// extra names one, a fresh NATS server; extra adds or overrides variables.
+// extra names one, a fresh NATS server whose callout trusts the issuer;
+// extra adds or overrides variables.
 func (is *issuer) billingConfig(t *testing.T, extra map[string]string) Config {
 	t.Helper()
 	env := map[string]string{"AUTH0_ISSUER": is.iss, "AUTH0_JWKS_URL": is.srv.URL}
 	maps.Copy(env, extra)
 	if env["BILLING_NATS_URL"] == "" {
-		env["BILLING_NATS_URL"] = startNATS(t)
+		env["BILLING_NATS_URL"] = is.startNATS(t).ClientURL()
 	}
 	cfg, err := LoadConfig("billing", envOf(env))
 	if err != nil {
@@ -88,16 +157,21 @@ func (is *issuer) billingConfig(t *testing.T, extra map[string]string) Config {
 	return cfg
 }
 
-func startNATS(t *testing.T) string {
+// startNATS runs the mesh's NATS server with the callout trusting the
+// issuer: services connect with the issuer's client-credentials tokens.
+func (is *issuer) startNATS(t testing.TB) *server.Server {
 	t.Helper()
+	s := meshtest.StartWith(t, meshtest.Options{
+		Validator: is.validator(t),
+		Token:     func(tb testing.TB, workload string) string { return is.m2mToken(tb, workload+"-service") },
+	})
 	// The mesh's accounts: billing reads the revocations the users account
 	// exports, as in production.
-	s := meshtest.Start(t)
 	_, js := meshtest.Connect(t, s, mesh.Users)
 	if _, err := natsauth.NewRevocationStore(context.Background(), js, 1); err != nil {
 		t.Fatal(err)
 	}
-	return s.ClientURL()
+	return s
 }
 
 var errGone = errors.New("widget not found")
@@ -105,7 +179,7 @@ var errGone = errors.New("widget not found")
 func TestAppServesThroughTheSharedChain(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
-	natsURL := startNATS(t)
+	natsURL := is.startNATS(t).ClientURL()
 	tts := authztest.NewTxnIssuer(t)
 	cfg := is.billingConfig(t, map[string]string{"BILLING_NATS_URL": natsURL, "AUTHMESH_TTS_JWKS_URL": tts.JWKSURL()})
 	logs := &authztest.LogBuffer{}
@@ -158,6 +232,9 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 	go func() { runErr <- app.Run(ctx) }()
 	base := "http://" + ln.Addr().String()
 	waitReady(t, base)
+	if is.grants.Load() == 0 {
+		t.Fatal("ready without a client-credentials token: how did NATS let billing in?")
+	}
 
 	good := is.token(t, "auth0|alice", "read:widgets")
 	weak := is.token(t, "auth0|bob")

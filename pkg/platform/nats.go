@@ -85,7 +85,7 @@ func (a *App) natsCredentials() (nats.Option, error) {
 	if a.opts.TokenService {
 		return callout.NKey(a.Config.Callout.Service)
 	}
-	a.natsToken = &natsToken{src: a.Tokens, log: a.Logger}
+	a.natsToken = newNATSToken(a.Tokens, a.Logger)
 	// The first token now if the tenant answers; else the connection
 	// retries until keep has one.
 	ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)

@@ -13,8 +13,9 @@ import (
 
 // How often natsToken asks the token source for the current token: often
 // enough to reconnect well before a token expires (the source renews at 80 %
-// of its lifetime), and quickly while there is none yet.
-const (
+// of its lifetime), and quickly while there is none yet. Variables so that
+// tests can use tokens living seconds; each natsToken copies them when made.
+var (
 	natsTokenCheck   = 15 * time.Second
 	natsTokenPending = 500 * time.Millisecond
 )
@@ -25,9 +26,14 @@ const (
 // reconnects with the new one before the old one (and the NATS user the
 // callout made of it, which expires with it) runs out.
 type natsToken struct {
-	src m2m.TokenSource
-	log *slog.Logger
-	cur atomic.Pointer[string]
+	src            m2m.TokenSource
+	log            *slog.Logger
+	check, pending time.Duration // natsTokenCheck, natsTokenPending
+	cur            atomic.Pointer[string]
+}
+
+func newNATSToken(src m2m.TokenSource, log *slog.Logger) *natsToken {
+	return &natsToken{src: src, log: log, check: natsTokenCheck, pending: natsTokenPending}
 }
 
 // get is the nats.TokenHandler: the current token ("" before the first).
@@ -55,9 +61,9 @@ func (t *natsToken) refresh(ctx context.Context) bool {
 // keep renews the token until ctx ends and reconnects nc with each new one.
 func (t *natsToken) keep(ctx context.Context, nc *nats.Conn) {
 	for {
-		wait := natsTokenCheck
+		wait := t.check
 		if t.get() == "" {
-			wait = natsTokenPending
+			wait = t.pending
 		}
 		select {
 		case <-ctx.Done():

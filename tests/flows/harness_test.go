@@ -115,7 +115,7 @@ func runMain(m *testing.M) (code int, err error) {
 	}
 
 	s.natsStore = filepath.Join(tmp, "nats")
-	opts, err := devstack.NATSOptions(root, s.natsStore, "127.0.0.1", -1, 0)
+	opts, err := devstack.NATSOptions(root, s.natsStore, "127.0.0.1", -1, 0, -1)
 	if err != nil {
 		return 1, err
 	}
@@ -193,8 +193,6 @@ func (s *system) env(name, addr string) []string {
 		"TTS_KEYS_FILE=" + s.ttsKeys,
 		p + "HTTP_ADDR=" + addr,
 		p + "NATS_URL=" + s.nats.ClientURL(),
-		p + "NATS_USER=" + name,
-		p + "NATS_PASSWORD=" + name + "-nats-dev-secret",
 		p + "NATS_REPLICAS=1",
 		p + "CLIENT_ID=" + name + "-service",
 		p + "CLIENT_SECRET=" + name + "-service-dev-secret",

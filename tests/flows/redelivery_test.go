@@ -94,11 +94,13 @@ func TestRedeliveredOrderCreated(t *testing.T) {
 // allowed to publish order events.
 func ordersJetStream(t *testing.T) jetstream.JetStream { return jetStreamAs(t, "orders") }
 
-// jetStreamAs connects as a service's NATS user: its account's JetStream,
-// where its own streams (e.g. billing's BILLING_DLQ) are.
+// jetStreamAs connects as a service does, with its client-credentials
+// token through the auth callout: its account's JetStream, where its own
+// streams (e.g. billing's BILLING_DLQ) are.
 func jetStreamAs(t *testing.T, name string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(stack.nats.ClientURL(), nats.UserInfo(name, name+"-nats-dev-secret"), nats.Name("flows-test"),
+	tok := clientCredentials(t, name+"-service", name+"-service-dev-secret")
+	nc, err := nats.Connect(stack.nats.ClientURL(), nats.Token(tok), nats.Name("flows-test"),
 		nats.CustomInboxPrefix("_INBOX_"+name)) // a service may subscribe to its own inboxes only
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/authmesh/authmesh/tests/apiclient"
 )
@@ -12,15 +15,28 @@ import (
 // request whose transaction tokens are cached still goes through, events
 // already queued are still consumed (verifying needs only the service's
 // cached keys), and a request that needs a new transaction token answers 503
-// with Retry-After — never 401 or 500 — until the service is back.
+// with Retry-After — never 401 or 500 — until the service is back. The TTS
+// also answers the NATS auth callout: the services' connections, made
+// before, stay up (the order above travels over them), but a new connection
+// with a valid client token is refused until the TTS is back.
 func TestTransactionTokenServiceDown(t *testing.T) {
 	setup(t)
 	warm, cold := api.Token(t, apiclient.Alice), api.Token(t, apiclient.Dave)
 	first := api.PlaceOrder(t, warm, apiclient.Mugs(1)) // exchanges warm's token for its hops
 	api.WaitInvoice(t, warm, first.ID, "open", apiclient.FlowDeadline)
+	ordersToken := clientCredentials(t, "orders-service", "orders-service-dev-secret")
+	nc, err := natsConnect(t, ordersToken)
+	if err != nil {
+		t.Fatalf("a new NATS connection with orders' client token while the TTS is up: %v", err)
+	}
+	nc.Close()
 
 	stop(t, "tts")
 	t.Cleanup(func() { ensureRunning(t) })
+	if nc, err := natsConnect(t, ordersToken); err == nil {
+		nc.Close()
+		t.Fatal("a new NATS connection with orders' client token got in while the TTS (the auth callout) is down")
+	}
 
 	second := api.PlaceOrder(t, warm, apiclient.Mugs(2))
 	api.WaitInvoice(t, warm, second.ID, "open", apiclient.FlowDeadline)
@@ -43,4 +59,17 @@ func TestTransactionTokenServiceDown(t *testing.T) {
 		r := api.Call(t, http.MethodPost, "orders", "/v1/orders", cold, apiclient.Mugs(1))
 		return r.Status == http.StatusCreated, r.String()
 	})
+	if nc, err := natsConnect(t, ordersToken); err != nil {
+		t.Fatalf("a new NATS connection with orders' client token once the TTS is back: %v", err)
+	} else {
+		nc.Close()
+	}
+}
+
+// natsConnect opens a NATS connection to the stack with tok, as a service
+// does, without retrying.
+func natsConnect(t *testing.T, tok string) (*nats.Conn, error) {
+	t.Helper()
+	return nats.Connect(stack.nats.ClientURL(), nats.Token(tok), nats.CustomInboxPrefix("_INBOX_orders"),
+		nats.Timeout(5*time.Second), nats.NoReconnect())
 }

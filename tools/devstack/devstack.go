@@ -30,6 +30,7 @@ const (
 	WebAddr     = ":8404"
 	NATSPort    = 4222
 	NATSMonPort = 8222
+	NATSWSPort  = 8405 // people's live updates (the SPA), through the auth callout
 	NATSURL     = "nats://localhost:4222"
 )
 
@@ -63,7 +64,10 @@ type Service struct {
 	Port int
 }
 
-// Services are started in this order; each one retries until its peers are up.
+// Services are started in this order, the TTS first: the others' NATS
+// connections go through the auth callout, which it answers. Each one
+// retries until its peers (and the callout) answer, so the order only
+// shortens the start-up.
 var Services = []Service{{"tts", 8406}, {"users", 8401}, {"orders", 8402}, {"billing", 8403}}
 
 // URL is the service's base URL on this machine.
@@ -71,7 +75,7 @@ func (s Service) URL() string { return fmt.Sprintf("http://localhost:%d", s.Port
 
 // Ports lists every TCP port the stack listens on.
 func Ports() []int {
-	p := []int{8400, NATSPort, NATSMonPort, 8404}
+	p := []int{8400, NATSPort, NATSMonPort, 8404, NATSWSPort}
 	for _, s := range Services {
 		p = append(p, s.Port)
 	}
@@ -82,7 +86,7 @@ func Ports() []int {
 type Config struct {
 	Root string // repository root (holds go.work, deploy/, services/)
 	// BindHost is the IP address every listener binds to: devtenant, the
-	// services, the SPA and NATS (clients and monitoring). Default
+	// services, the SPA and NATS (clients, monitoring, WebSocket). Default
 	// DefaultBindHost; see BindHost and BindEnv.
 	BindHost string
 	DataDir  string    // state kept between runs; default <Root>/.data
@@ -203,7 +207,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if ip := net.ParseIP(cfg.BindHost); !ip.IsLoopback() {
 		log.Warn("the stack listens beyond this machine, with published dev secrets", "bind", cfg.BindHost, "set_by", BindEnv)
 	}
-	opts, err := NATSOptions(cfg.Root, filepath.Join(cfg.DataDir, "nats"), cfg.BindHost, NATSPort, NATSMonPort)
+	opts, err := NATSOptions(cfg.Root, filepath.Join(cfg.DataDir, "nats"), cfg.BindHost, NATSPort, NATSMonPort, NATSWSPort)
 	if err != nil {
 		return err
 	}
@@ -358,7 +362,7 @@ func printBanner(w io.Writer, r Ready) {
 	for _, s := range Services {
 		fmt.Fprintf(&b, "  %-9s  %s\n", s.Name, s.URL())
 	}
-	fmt.Fprintf(&b, "  nats       %s  monitoring http://localhost:%d\n", NATSURL, NATSMonPort)
+	fmt.Fprintf(&b, "  nats       %s  monitoring http://localhost:%d  websocket ws://localhost:%d\n", NATSURL, NATSMonPort, NATSWSPort)
 	if r.WebServed {
 		b.WriteString("  web        http://localhost:8404\n")
 	}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
@@ -121,6 +123,7 @@ func TestRunStack(t *testing.T) {
 		call(t, http.MethodGet, s.URL()+"/readyz", "", "", http.StatusOK, nil)
 	}
 	assertLoopbackOnly(t)
+	assertNATSThroughCallout(t, r.AliceToken)
 	var order struct {
 		ID     string `json:"id"`
 		Status string `json:"status"`
@@ -266,6 +269,24 @@ func assertLoopbackOnly(t *testing.T) {
 				c.Close()
 				t.Errorf("the stack answers on %s: it must listen on 127.0.0.1 only", addr)
 			}
+		}
+	}
+}
+
+// assertNATSThroughCallout: the TTS answers the stack's auth callout. A
+// person's token opens a WebSocket connection (live updates), not a
+// standard one; no token opens nothing.
+func assertNATSThroughCallout(t *testing.T, token string) {
+	t.Helper()
+	ws, err := nats.Connect(fmt.Sprintf("ws://localhost:%d", NATSWSPort), nats.Token(token), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("alice over WebSocket: %v", err)
+	}
+	ws.Close()
+	for name, opt := range map[string]nats.Option{"alice's token": nats.Token(token), "no token": func(*nats.Options) error { return nil }} {
+		if nc, err := nats.Connect(NATSURL, opt, nats.Timeout(5*time.Second)); err == nil {
+			nc.Close()
+			t.Errorf("standard NATS connection with %s: connected, want refused", name)
 		}
 	}
 }

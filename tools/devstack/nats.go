@@ -11,27 +11,37 @@ import (
 )
 
 // NATSOptions loads the single-node server configuration of deploy/nats (the
-// same users and permissions as the compose cluster) and points it at a local
-// store. host, when not empty, overrides the configured listen host
-// (127.0.0.1); port and httpPort override the configured 4222/8222 (-1 picks
-// a free port, which tests use).
-func NATSOptions(root, storeDir, host string, port, httpPort int) (*server.Options, error) {
+// same accounts and auth callout as the compose cluster) and points it at a
+// local store. host, when not empty, overrides the configured listen host
+// (127.0.0.1) of clients, monitoring and WebSocket alike; port, httpPort and
+// wsPort override the configured 4222, 8222 and 8405 (-1 picks a free port,
+// which tests use).
+//
+// The server authenticates nobody itself: every connection but the
+// Transaction Token Service's own is handed to the auth callout, which the
+// TTS answers, so until the TTS is up only the TTS can connect.
+func NATSOptions(root, storeDir, host string, port, httpPort, wsPort int) (*server.Options, error) {
 	conf := filepath.Join(root, "deploy", "nats", "nats.conf")
 	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
 		return nil, fmt.Errorf("devstack: nats config %s: %w", conf, err)
 	}
-	if len(opts.Users) == 0 {
-		return nil, fmt.Errorf("devstack: nats config %s defines no users: refusing to run an open server", conf)
+	if opts.AuthCallout == nil || len(opts.AuthCallout.AuthUsers) == 0 {
+		return nil, fmt.Errorf("devstack: nats config %s has no auth callout: refusing to run an open server", conf)
+	}
+	if len(opts.Users) > 0 {
+		return nil, fmt.Errorf("devstack: nats config %s defines password users: connections authenticate through the auth callout", conf)
 	}
 	opts.JetStream = true
 	opts.StoreDir = storeDir
 	if host != "" {
 		opts.Host = host
 		opts.HTTPHost = host
+		opts.Websocket.Host = host
 	}
 	opts.Port = port
 	opts.HTTPPort = httpPort
+	opts.Websocket.Port = wsPort
 	opts.NoSigs = true // the stack owns signal handling
 	return opts, nil
 }

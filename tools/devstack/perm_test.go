@@ -1,7 +1,6 @@
 package devstack
 
 import (
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,18 +10,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/conf"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// The variables keys.conf defines and accounts.conf uses.
+const (
+	issuerVar = "AUTHMESH_CALLOUT_ISSUER"
+	xkeyVar   = "AUTHMESH_CALLOUT_XKEY"
+	ttsVar    = "TTS_NATS_NKEY"
+	ttsSysVar = "TTS_SYS_NKEY"
 )
 
 // startTestNATS runs the real deploy/nats configuration on free ports.
+// Nobody answers its auth callout.
 func startTestNATS(t *testing.T) string {
 	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts, err := NATSOptions(root, t.TempDir(), "127.0.0.1", -1, -1)
+	opts, err := NATSOptions(root, t.TempDir(), "127.0.0.1", -1, -1, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,189 +44,133 @@ func startTestNATS(t *testing.T) string {
 	return s.ClientURL()
 }
 
-// connect returns a connection whose asynchronous permission errors arrive
-// on the channel. Like pkg/platform's, it uses the user's own inbox prefix.
-func connect(t *testing.T, url, user, password string) (*nats.Conn, <-chan error) {
+// devKeys reads deploy/nats/keys.conf: the development public keys.
+func devKeys(t *testing.T) map[string]string {
 	t.Helper()
-	errs := make(chan error, 16)
-	nc, err := nats.Connect(url, nats.UserInfo(user, password), nats.CustomInboxPrefix("_INBOX_"+user), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		select {
-		case errs <- err:
-		default:
-		}
-	}))
+	m, err := conf.ParseFile("../../deploy/nats/keys.conf")
 	if err != nil {
-		t.Fatalf("connect as %s: %v", user, err)
+		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	return nc, errs
+	out := map[string]string{}
+	for _, k := range []string{issuerVar, xkeyVar, ttsVar, ttsSysVar} {
+		v, ok := m[k].(string)
+		if !ok || v == "" {
+			t.Fatalf("keys.conf does not define %s", k)
+		}
+		out[k] = v
+	}
+	return out
 }
 
-func TestNATSPermissions(t *testing.T) {
+// TestNATSConfigIsTheCallout: deploy/nats/nats.conf, which make run loads,
+// has no password left. The auth callout decides every connection but the
+// TTS's two nkey users (its callout connection in account TTS, its kicking
+// one in SYS), with keys.conf's development keys.
+func TestNATSConfigIsTheCallout(t *testing.T) {
+	t.Parallel()
+	opts, err := NATSOptions("../..", t.TempDir(), "", NATSPort, NATSMonPort, NATSWSPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := devKeys(t)
+	checkCallout(t, opts, keys)
+}
+
+// checkCallout checks opts' auth callout and nkey users against keys.
+func checkCallout(t *testing.T, opts *server.Options, keys map[string]string) {
+	t.Helper()
+	ac := opts.AuthCallout
+	if ac == nil {
+		t.Fatal("no auth callout")
+	}
+	if ac.Issuer != keys[issuerVar] || ac.XKey != keys[xkeyVar] || ac.Account != "TTS" ||
+		!slices.Equal(ac.AuthUsers, []string{keys[ttsVar], keys[ttsSysVar]}) {
+		t.Errorf("auth callout %+v, want issuer %s, xkey %s, account TTS, auth users %s and %s",
+			*ac, keys[issuerVar], keys[xkeyVar], keys[ttsVar], keys[ttsSysVar])
+	}
+	if len(opts.Users) != 0 {
+		t.Errorf("%d password users, want none", len(opts.Users))
+	}
+	accounts := map[string]string{}
+	for _, u := range opts.Nkeys {
+		accounts[u.Nkey] = u.Account.Name
+	}
+	if want := map[string]string{keys[ttsVar]: "TTS", keys[ttsSysVar]: "SYS"}; !reflect.DeepEqual(accounts, want) {
+		t.Errorf("nkey users (key → account) %v, want only the TTS's %v", accounts, want)
+	}
+}
+
+// TestNATSRefusesWithoutTheCallout: with nobody answering the callout (the
+// TTS down), nothing else gets in: no anonymous connection, no password
+// (the old dev ones included), no token, no nkey but the TTS's.
+func TestNATSRefusesWithoutTheCallout(t *testing.T) {
 	t.Parallel()
 	url := startTestNATS(t)
-
-	tests := []struct {
-		user    string
-		subject string
-		allowed bool
-	}{
-		{"billing", "orders.events.created", false},
-		{"billing", "users.events.blocked", false},
-		{"billing", "billing.events.invoice.paid", true},
-		{"billing", "dlq.billing.orders-events", true},
-		{"billing", "dlq.orders.x", false},
-		{"billing", "$KV.billing_invoices.inv1", true},
-		{"billing", "$KV.orders.o1", false},
-		{"billing", "$KV.authmesh_revocations.abc", false},
-		{"orders", "orders.events.created", true},
-		{"orders", "billing.events.invoice.paid", false},
-		{"orders", "authmesh.users.profile", true},
-		{"orders", "authmesh.billing.orders.void", true},
-		{"orders", "$KV.orders_idempotency.k", true},
-		{"orders", "$KV.billing_invoices.inv1", false},
-		{"users", "users.events.blocked", true},
-		{"users", "orders.events.cancelled", false},
-		{"users", "$KV.authmesh_revocations.abc", true},
-		{"users", "authmesh.billing.orders.void", false},
-		{"users", "$JS.API.INFO", true},
-		// Destructive JetStream calls on another service's streams and consumers.
-		{"billing", "$JS.API.STREAM.DELETE.KV_authmesh_revocations", false},
-		{"billing", "$JS.API.STREAM.PURGE.ORDERS_EVENTS", false},
-		{"billing", "$JS.API.STREAM.MSG.DELETE.KV_orders", false},
-		{"billing", "$JS.API.STREAM.UPDATE.USERS_EVENTS", false},
-		{"orders", "$JS.API.CONSUMER.DELETE.ORDERS_EVENTS.billing-orders", false},
-		{"orders", "$JS.API.STREAM.DELETE.BILLING_EVENTS", false},
-		{"users", "$JS.API.STREAM.PURGE.KV_billing_invoices", false},
-		// Another account's streams are not even visible: billing's own
-		// $JS.API has no ORDERS_EVENTS, and its grants are exact names.
-		{"billing", "$JS.API.STREAM.INFO.ORDERS_EVENTS", false},
-		{"billing", "$JS.API.STREAM.CREATE.EVIL", false},
-		{"billing", "JS.ORDERS.API.CONSUMER.CREATE.ORDERS_EVENTS.billing-orders", false},
-		{"billing", "JS.ORDERS.API.CONSUMER.MSG.NEXT.ORDERS_EVENTS.billing-orders", true},
-		// Another service's inbox is not a place to publish to unasked.
-		{"billing", "_INBOX_orders.x", false},
+	stranger, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tc := range tests {
-		t.Run(tc.user+"/"+tc.subject, func(t *testing.T) {
+	seed, _ := stranger.Seed()
+	strangerOpt, err := nats.NkeyOptionFromSeed(writeSeed(t, seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, opt := range map[string]nats.Option{
+		"anonymous":          func(*nats.Options) error { return nil },
+		"old dev password":   nats.UserInfo("billing", "billing-nats-dev-secret"),
+		"token":              nats.Token("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"),
+		"nkey not the TTS's": strangerOpt,
+	} {
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			nc, errs := connect(t, url, tc.user, tc.user+"-nats-dev-secret")
-			if err := nc.Publish(tc.subject, []byte("{}")); err != nil {
-				t.Fatalf("publish: %v", err)
+			nc, err := nats.Connect(url, opt, nats.Timeout(5*time.Second))
+			if err == nil {
+				nc.Close()
+				t.Fatal("connected")
 			}
-			// A round trip proves the server has processed the publish; a
-			// violation is reported asynchronously just before.
-			if err := nc.FlushTimeout(2 * time.Second); err != nil {
-				t.Fatalf("flush: %v", err)
-			}
-			var violation error
-			select {
-			case violation = <-errs:
-			case <-time.After(200 * time.Millisecond):
-			}
-			switch {
-			case tc.allowed && violation != nil:
-				t.Fatalf("%s publishing %s: unexpected error %v", tc.user, tc.subject, violation)
-			case !tc.allowed && !errors.Is(violation, nats.ErrPermissionViolation):
-				t.Fatalf("%s publishing %s: want a permissions violation, got %v", tc.user, tc.subject, violation)
-			case !tc.allowed && !strings.Contains(violation.Error(), tc.subject):
-				t.Fatalf("violation does not name the subject: %v", violation)
+			if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+				t.Errorf("connect: %v, want an authorization error", err)
 			}
 		})
 	}
 }
 
-// TestNATSServiceCallDelivered checks the positive path end to end: a micro
-// subject orders may call reaches billing, whose reply reaches orders' own
-// inbox (billing may answer the request: allow_responses).
-func TestNATSServiceCallDelivered(t *testing.T) {
-	t.Parallel()
-	url := startTestNATS(t)
-	orders, _ := connect(t, url, "orders", "orders-nats-dev-secret")
-	billing, _ := connect(t, url, "billing", "billing-nats-dev-secret")
-
-	if _, err := billing.Subscribe("authmesh.billing.orders.void", func(m *nats.Msg) {
-		_ = m.Respond([]byte(`{"status":"void"}`))
-	}); err != nil {
+func writeSeed(t *testing.T, seed []byte) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "seed.nk")
+	if err := os.WriteFile(f, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := billing.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	reply, err := orders.Request("authmesh.billing.orders.void", []byte(`{"order_id":"o1"}`), 2*time.Second)
-	if err != nil {
-		t.Fatalf("orders' request to billing: %v", err)
-	}
-	if string(reply.Data) != `{"status":"void"}` {
-		t.Fatalf("reply %q", reply.Data)
-	}
-}
-
-// TestNATSInboxesArePrivate: a service cannot subscribe to the shared inbox
-// space or another service's inboxes, so it never sees their replies or
-// JetStream deliveries; its own inboxes work.
-func TestNATSInboxesArePrivate(t *testing.T) {
-	t.Parallel()
-	url := startTestNATS(t)
-	for _, tc := range []struct {
-		user, subject string
-		allowed       bool
-	}{
-		{"billing", "_INBOX.>", false},
-		{"billing", "_INBOX_orders.>", false},
-		{"orders", ">", false},
-		{"billing", "_INBOX_billing.x", true},
-	} {
-		t.Run(tc.user+"/"+tc.subject, func(t *testing.T) {
-			t.Parallel()
-			nc, errs := connect(t, url, tc.user, tc.user+"-nats-dev-secret")
-			if _, err := nc.SubscribeSync(tc.subject); err != nil {
-				t.Fatal(err)
-			}
-			if err := nc.FlushTimeout(2 * time.Second); err != nil {
-				t.Fatal(err)
-			}
-			var violation error
-			select {
-			case violation = <-errs:
-			case <-time.After(200 * time.Millisecond):
-			}
-			if tc.allowed != (violation == nil) || (!tc.allowed && !errors.Is(violation, nats.ErrPermissionViolation)) {
-				t.Fatalf("%s subscribing %s: allowed=%v, violation %v", tc.user, tc.subject, tc.allowed, violation)
-			}
-		})
-	}
-}
-
-func TestNATSRejectsWrongPassword(t *testing.T) {
-	t.Parallel()
-	url := startTestNATS(t)
-	for _, tc := range []struct{ user, password string }{
-		{"billing", "orders-nats-dev-secret"},
-		{"billing", ""},
-		{"admin", "admin"},
-	} {
-		if nc, err := nats.Connect(url, nats.UserInfo(tc.user, tc.password)); err == nil {
-			nc.Close()
-			t.Fatalf("connect as %s/%q succeeded", tc.user, tc.password)
-		}
-	}
-	if nc, err := nats.Connect(url); err == nil {
-		nc.Close()
-		t.Fatal("anonymous connect succeeded")
-	}
+	return f
 }
 
 // TestNATSKubernetesConfig loads the cluster configuration deploy/k8s/nats
-// mounts: the passwords come from the environment and the permissions are the
-// same shared ones the dev configuration uses.
+// mounts: keys-env.conf as keys.conf, so the callout's public keys come
+// from the environment (a missing one is an error, never a development
+// default), and the accounts are the same generated ones make run uses.
 func TestNATSKubernetesConfig(t *testing.T) {
-	for _, s := range []string{"users", "orders", "billing", "tts"} {
-		t.Setenv(strings.ToUpper(s)+"_NATS_PASSWORD", s+"-from-secret")
+	env := map[string]string{}
+	for _, k := range []string{issuerVar, xkeyVar, ttsVar, ttsSysVar} {
+		var kp nkeys.KeyPair
+		var err error
+		switch k {
+		case issuerVar:
+			kp, err = nkeys.CreateAccount()
+		case xkeyVar:
+			kp, err = nkeys.CreateCurveKeys()
+		default:
+			kp, err = nkeys.CreateUser()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env[k], err = kp.PublicKey(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// Kubernetes mounts passwords-env.conf as passwords.conf (deploy/nats/kustomization.yaml).
+	// Kubernetes mounts keys-env.conf as keys.conf (deploy/nats/kustomization.yaml).
 	dir := t.TempDir()
-	for dst, src := range map[string]string{"cluster-k8s.conf": "cluster-k8s.conf", "accounts.conf": "accounts.conf", "passwords.conf": "passwords-env.conf"} {
+	for dst, src := range map[string]string{"cluster-k8s.conf": "cluster-k8s.conf", "accounts.conf": "accounts.conf", "keys.conf": "keys-env.conf"} {
 		b, err := os.ReadFile("../../deploy/nats/" + src)
 		if err != nil {
 			t.Fatal(err)
@@ -225,25 +179,45 @@ func TestNATSKubernetesConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	k8s, err := server.ProcessConfigFile(filepath.Join(dir, "cluster-k8s.conf"))
+	k8sConf := filepath.Join(dir, "cluster-k8s.conf")
+	for k := range env {
+		t.Setenv(k, "") // restored when the test ends
+		os.Unsetenv(k)
+	}
+	if _, err := server.ProcessConfigFile(k8sConf); err == nil || !strings.Contains(err.Error(), "AUTHMESH_CALLOUT") {
+		t.Errorf("without the keys in the environment: %v, want an error naming the missing variable", err)
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	k8s, err := server.ProcessConfigFile(k8sConf)
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkCallout(t, k8s, env)
 	dev, err := server.ProcessConfigFile("../../deploy/nats/nats.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(k8s.Users) != len(Services) || len(dev.Users) != len(Services) {
-		t.Fatalf("users: k8s %d, dev %d; want %d each", len(k8s.Users), len(dev.Users), len(Services))
+	if dev.AuthCallout.Issuer == k8s.AuthCallout.Issuer {
+		t.Error("the Kubernetes configuration has the development issuer key")
 	}
-	for _, u := range k8s.Users {
-		if u.Password != u.Username+"-from-secret" {
-			t.Errorf("%s: password not taken from %s_NATS_PASSWORD", u.Username, strings.ToUpper(u.Username))
+	names := func(o *server.Options) []string {
+		var n []string
+		for _, a := range o.Accounts {
+			n = append(n, a.Name)
 		}
-		i := slices.IndexFunc(dev.Users, func(d *server.User) bool { return d.Username == u.Username })
-		if i < 0 || dev.Users[i].Account.Name != u.Account.Name || !reflect.DeepEqual(dev.Users[i].Permissions, u.Permissions) {
-			t.Errorf("%s: permissions differ between the k8s and dev configurations", u.Username)
-		}
+		slices.Sort(n)
+		return n
+	}
+	if !slices.Equal(names(k8s), names(dev)) || len(names(dev)) < 5 {
+		t.Errorf("accounts: k8s %v, dev %v; want the same", names(k8s), names(dev))
+	}
+	if k8s.SystemAccount != "SYS" || dev.SystemAccount != "SYS" {
+		t.Errorf("system account: k8s %q, dev %q", k8s.SystemAccount, dev.SystemAccount)
+	}
+	if w := k8s.Websocket; w.Host != "0.0.0.0" || w.Port != 8405 || !w.NoTLS {
+		t.Errorf("k8s websocket %s:%d (no_tls %v), want plain 0.0.0.0:8405 (TLS ends in front of it)", w.Host, w.Port, w.NoTLS)
 	}
 	if len(k8s.Routes) != 3 || k8s.Cluster.Name != "authmesh" {
 		t.Errorf("cluster %q with %d routes, want authmesh with 3", k8s.Cluster.Name, len(k8s.Routes))

@@ -36,7 +36,10 @@ func BuildServices(ctx context.Context, goCmd, root, bin string) error {
 
 // childEnv is the service's environment: the caller's, then the stack's
 // settings (later entries win in os/exec), so the contract ports on host
-// (the stack's bind host) and the service's own NATS credentials always apply.
+// (the stack's bind host) and the service's own client always apply. No
+// NATS credential: users, orders and billing connect with their
+// client-credentials token, the TTS with its development nkeys (its
+// defaults without AUTH0_DOMAIN).
 func childEnv(root, dataDir, host string, svc Service) []string {
 	p := strings.ToUpper(svc.Name) + "_"
 	return append(os.Environ(),
@@ -47,8 +50,6 @@ func childEnv(root, dataDir, host string, svc Service) []string {
 		"AUTH0_TENANT_FILE="+filepath.Join(root, "deploy", "tenant.yaml"),
 		p+"HTTP_ADDR="+net.JoinHostPort(host, strconv.Itoa(svc.Port)),
 		p+"NATS_URL="+NATSURL,
-		p+"NATS_USER="+svc.Name,
-		p+"NATS_PASSWORD="+svc.Name+"-nats-dev-secret",
 		p+"NATS_REPLICAS=1",
 		p+"CLIENT_ID="+svc.Name+"-service",
 		p+"CLIENT_SECRET="+svc.Name+"-service-dev-secret",

@@ -3,6 +3,7 @@ package devstack
 import (
 	"bytes"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -36,32 +37,53 @@ func TestPrefixWriter(t *testing.T) {
 }
 
 // TestChildEnv checks that the stack's settings win over the caller's
-// environment, so a stray USERS_HTTP_ADDR cannot move a service off its
-// contract port or give it another service's NATS user.
+// environment, so a stray ORDERS_HTTP_ADDR cannot move a service off its
+// contract port or a stray ORDERS_CLIENT_ID give it another service's
+// identity, and that no service gets a NATS credential: users, orders and
+// billing connect with their client-credentials token, the TTS with its
+// development nkeys, which it defaults to.
 func TestChildEnv(t *testing.T) {
 	t.Setenv("ORDERS_HTTP_ADDR", ":9999")
-	t.Setenv("ORDERS_NATS_USER", "billing")
-	env := childEnv("/repo", "/repo/.data", DefaultBindHost, Service{"orders", 8402})
-	last := map[string]string{}
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		last[k] = v
-	}
-	for k, want := range map[string]string{
-		"ORDERS_HTTP_ADDR":     "127.0.0.1:8402",
-		"ORDERS_NATS_USER":     "orders",
-		"ORDERS_NATS_PASSWORD": "orders-nats-dev-secret",
-		"ORDERS_CLIENT_ID":     "orders-service",
-		"AUTH0_ISSUER":         "http://localhost:8400/",
-		"AUTH0_TENANT_FILE":    "/repo/deploy/tenant.yaml",
-		"TTS_KEYS_FILE":        "/repo/.data/tts/keys.json",
-	} {
-		if last[k] != want {
-			t.Errorf("%s = %q, want %q", k, last[k], want)
+	t.Setenv("ORDERS_CLIENT_ID", "billing-service")
+	for _, svc := range Services {
+		env := childEnv("/repo", "/repo/.data", DefaultBindHost, svc)
+		last := map[string]string{}
+		for _, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			last[k] = v
+		}
+		p := strings.ToUpper(svc.Name) + "_"
+		want := map[string]string{
+			p + "HTTP_ADDR":     "127.0.0.1:" + strconv.Itoa(svc.Port),
+			p + "NATS_URL":      NATSURL,
+			"AUTH0_ISSUER":      "http://localhost:8400/",
+			"AUTH0_TENANT_FILE": "/repo/deploy/tenant.yaml",
+			"TTS_KEYS_FILE":     "/repo/.data/tts/keys.json",
+		}
+		if svc.Name != "tts" {
+			want[p+"CLIENT_ID"] = svc.Name + "-service"
+		}
+		for k, w := range want {
+			if last[k] != w {
+				t.Errorf("%s: %s = %q, want %q", svc.Name, k, last[k], w)
+			}
+		}
+		for k := range last {
+			own := slices.ContainsFunc(Services, func(s Service) bool { return strings.HasPrefix(k, strings.ToUpper(s.Name)+"_") })
+			if own && (strings.Contains(k, "NATS_USER") || strings.Contains(k, "NATS_PASSWORD") || strings.Contains(k, "SEED")) {
+				t.Errorf("%s gets %s: no service has a NATS credential in its environment", svc.Name, k)
+			}
 		}
 	}
-	if slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "USERS_NATS_PASSWORD=") }) {
-		t.Error("orders gets users' NATS password")
+}
+
+// TestTTSStartsFirst: the TTS answers the auth callout every other
+// service's NATS connection waits for; the others retry until it does, so
+// starting it first only saves them the retries.
+func TestTTSStartsFirst(t *testing.T) {
+	t.Parallel()
+	if Services[0].Name != "tts" {
+		t.Errorf("services start in the order %v: want the TTS first", Services)
 	}
 }
 
@@ -97,22 +119,29 @@ func TestBindHost(t *testing.T) {
 }
 
 // TestNATSConfigListensOnLoopback: deploy/nats/nats.conf, which make run's
-// embedded server loads, listens on 127.0.0.1 for clients and monitoring,
-// and NATSOptions keeps that when no host is given.
+// embedded server loads, listens on 127.0.0.1 for clients, monitoring and
+// WebSocket, and NATSOptions keeps that when no host is given; an opened
+// stack (AUTHMESH_DEV_BIND) opens all three.
 func TestNATSConfigListensOnLoopback(t *testing.T) {
 	t.Parallel()
-	opts, err := NATSOptions("../..", t.TempDir(), "", NATSPort, NATSMonPort)
-	if err != nil {
-		t.Fatal(err)
+	for _, host := range []string{"", "0.0.0.0"} {
+		opts, err := NATSOptions("../..", t.TempDir(), host, NATSPort, NATSMonPort, NATSWSPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := host
+		if want == "" {
+			want = "127.0.0.1"
+		}
+		if opts.Host != want || opts.HTTPHost != want || opts.Websocket.Host != want {
+			t.Errorf("bind %q: NATS on %q, monitoring on %q, WebSocket on %q; want %q for all", host, opts.Host, opts.HTTPHost, opts.Websocket.Host, want)
+		}
+		if opts.Port != NATSPort || opts.HTTPPort != NATSMonPort || opts.Websocket.Port != NATSWSPort || !opts.Websocket.NoTLS {
+			t.Errorf("ports %d, %d, %d (ws no_tls %v); want %d, %d, %d and plain ws://", opts.Port, opts.HTTPPort, opts.Websocket.Port,
+				opts.Websocket.NoTLS, NATSPort, NATSMonPort, NATSWSPort)
+		}
 	}
-	if opts.Host != "127.0.0.1" || opts.HTTPHost != "127.0.0.1" {
-		t.Errorf("nats.conf listens on %q, monitoring on %q; want 127.0.0.1 for both", opts.Host, opts.HTTPHost)
-	}
-	opts, err = NATSOptions("../..", t.TempDir(), "0.0.0.0", NATSPort, NATSMonPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if opts.Host != "0.0.0.0" || opts.HTTPHost != "0.0.0.0" {
-		t.Errorf("an opened stack: NATS on %q, monitoring on %q", opts.Host, opts.HTTPHost)
+	if !slices.Contains(Ports(), NATSWSPort) {
+		t.Errorf("Ports() %v lacks the WebSocket port", Ports())
 	}
 }

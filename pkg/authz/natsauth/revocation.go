@@ -204,7 +204,8 @@ func NewRevocationWatcher(js jetstream.JetStream) *RevocationWatcher {
 
 // OnRevoke calls f, on the watcher's goroutine, with the subject of every
 // revocation the live feed brings that moves its instant forward (a new
-// block, not a lift, not the initial load). The auth callout uses it to
+// block, not a lift, not the initial load), including those written while
+// the connection was down, which the load after the reconnect finds. The auth callout uses it to
 // close the subject's NATS connections. f must not block for long.
 func (w *RevocationWatcher) OnRevoke(f func(sub string)) { w.onRevoke.Store(&f) }
 
@@ -288,7 +289,7 @@ func (w *RevocationWatcher) follow(ctx context.Context) error {
 		return err
 	}
 	reconnects := nc.Stats().Reconnects
-	if err := w.load(ctx, prefix); err != nil {
+	if err := w.load(ctx, prefix, false); err != nil {
 		return err
 	}
 	t := time.NewTicker(revocationCheck)
@@ -299,18 +300,17 @@ func (w *RevocationWatcher) follow(ctx context.Context) error {
 			return ctx.Err()
 		case m := <-feed:
 			if sub, revoked := w.applyMsg(strings.TrimPrefix(m.Subject, prefix), m.Header, m.Data); revoked {
-				if f := w.onRevoke.Load(); f != nil {
-					(*f)(sub)
-				}
+				w.notify(sub)
 			}
 		case <-t.C:
 			if !sub.IsValid() {
 				return errors.New("natsauth: revocation feed closed")
 			}
 			// Writes made while disconnected never reach the feed: load
-			// again once the connection is back.
+			// again once the connection is back, and report the new
+			// revocations among them as the feed would have.
 			if r := nc.Stats().Reconnects; r != reconnects && nc.IsConnected() {
-				if err := w.load(ctx, prefix); err != nil {
+				if err := w.load(ctx, prefix, true); err != nil {
 					return err
 				}
 				reconnects = r
@@ -319,8 +319,17 @@ func (w *RevocationWatcher) follow(ctx context.Context) error {
 	}
 }
 
+// notify calls the OnRevoke function, if any.
+func (w *RevocationWatcher) notify(sub string) {
+	if f := w.onRevoke.Load(); f != nil {
+		(*f)(sub)
+	}
+}
+
 // load reads every key's last value and merges it in, then reports ready.
-func (w *RevocationWatcher) load(ctx context.Context, prefix string) error {
+// With notify (a load after a reconnect, not the initial one) each
+// revocation that moves forward goes to OnRevoke.
+func (w *RevocationWatcher) load(ctx context.Context, prefix string, notify bool) error {
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	stream, err := w.js.Stream(lctx, "KV_"+RevocationBucket)
@@ -339,7 +348,9 @@ func (w *RevocationWatcher) load(ctx context.Context, prefix string) error {
 		if err != nil {
 			return err
 		}
-		w.applyMsg(strings.TrimPrefix(m.Subject, prefix), m.Header, m.Data)
+		if sub, revoked := w.applyMsg(strings.TrimPrefix(m.Subject, prefix), m.Header, m.Data); revoked && notify {
+			w.notify(sub)
+		}
 	}
 	w.mu.Lock()
 	w.err = nil

@@ -203,3 +203,121 @@ func waitReady(tb testing.TB, ctx context.Context, w *RevocationWatcher) {
 		tb.Fatal(err)
 	}
 }
+
+// TestRevocationWatcherOnRevoke: OnRevoke hears of every new revocation the
+// live feed brings, and of nothing else: not the revocations already in the
+// bucket when the watcher loads it, not a lift, not an older instant, not a
+// delete. The callback runs in the feed's order, so a later revocation's
+// call proves none came for what was written before it.
+func TestRevocationWatcherOnRevoke(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	_, js := connect(t, ns)
+	ctx := t.Context()
+	store := newRevocationStore(t, js)
+	const before, blocked, marker = "auth0|blocked-before-start", "auth0|blocked-live", "auth0|marker"
+	at := time.Now()
+	if err := store.Revoke(ctx, before, at); err != nil {
+		t.Fatal(err)
+	}
+
+	calls := make(chan string, 16)
+	w := NewRevocationWatcher(js)
+	w.OnRevoke(func(sub string) { calls <- sub })
+	go func() { _ = w.Run(ctx) }()
+	waitReady(t, ctx, w)
+	next := func(want string) {
+		t.Helper()
+		select {
+		case got := <-calls:
+			if got != want {
+				t.Fatalf("OnRevoke(%q), want OnRevoke(%q)", got, want)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("no OnRevoke(%q)", want)
+		}
+	}
+
+	if err := store.Revoke(ctx, blocked, at); err != nil {
+		t.Fatal(err)
+	}
+	next(blocked) // the initial load did not call it for before
+	if _, ok := w.RevokedAt(blocked); !ok {
+		t.Fatal("OnRevoke called before the watcher knows the revocation")
+	}
+
+	if err := store.Lift(ctx, blocked, at.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, RevocationBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	older, _ := json.Marshal(Revocation{Subject: blocked, RevokedAt: at.Add(-time.Hour).UTC()})
+	if _, err := kv.Put(ctx, RevocationKey(blocked), older); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, RevocationKey(before)); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Revoke(ctx, marker, at); err != nil {
+		t.Fatal(err)
+	}
+	next(marker) // not blocked (lifted, then an older instant) nor before (deleted)
+
+	// A later block of the lifted subject is a new revocation.
+	if err := store.Revoke(ctx, blocked, at.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	next(blocked)
+	select {
+	case got := <-calls:
+		t.Fatalf("unexpected OnRevoke(%q)", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestRevocationWatcherReportsWhatItMissed: revocations written while the
+// watcher's connection was down never reach the feed; the load after the
+// reconnect finds them and reports the new ones to OnRevoke (a lift or a
+// revocation it already knew is not reported), so a person blocked during
+// the outage is still kicked.
+func TestRevocationWatcherReportsWhatItMissed(t *testing.T) {
+	t.Parallel()
+	_, js := connect(t, startNATS(t))
+	ctx := t.Context()
+	store := newRevocationStore(t, js)
+	const known, lifted, missed = "auth0|known", "auth0|lifted", "auth0|missed"
+	at := time.Now()
+	for _, sub := range []string{known, lifted} {
+		if err := store.Revoke(ctx, sub, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var calls []string
+	w := NewRevocationWatcher(js)
+	w.OnRevoke(func(sub string) { calls = append(calls, sub) })
+	prefix := "$KV." + RevocationBucket + "."
+	if err := w.load(ctx, prefix, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 0 {
+		t.Fatalf("the initial load reported %v", calls)
+	}
+	// The outage: a new block and a lift the feed never brought.
+	if err := store.Revoke(ctx, missed, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Lift(ctx, lifted, at.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.load(ctx, prefix, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 1 || calls[0] != missed {
+		t.Fatalf("the load after a reconnect reported %v, want only %s", calls, missed)
+	}
+	if _, ok := w.LiftedAt(lifted); !ok {
+		t.Error("the missed lift was not merged")
+	}
+}

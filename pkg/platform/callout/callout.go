@@ -53,6 +53,15 @@ type Validator interface {
 type Config struct {
 	Conn      *nats.Conn // a connection of the callout's own user (mesh.CalloutWorkload)
 	Validator Validator  // Auth0 access tokens, revocations included
+	// Workloads, optional, verifies workloads' client-credentials tokens
+	// while Validator cannot because its revocation list is not loaded
+	// yet: the list's bucket belongs to the users service, which connects
+	// through this callout, so on a fresh system nothing would ever load
+	// it. Revocations block people, never a workload (a retired client is
+	// refused its tokens by the tenant), so Workloads holds the same keys,
+	// issuer and audience without revocations; a person's token is still
+	// refused until the list is loaded.
+	Workloads Validator
 	// Clients maps each workload's M2M client id to the workload's name
 	// (mesh.Users ...). A client id not in it is refused.
 	Clients map[string]string
@@ -240,16 +249,13 @@ func (c *Callout) Decide(ctx context.Context, req *jwt.AuthorizationRequestClaim
 		return nil, &refusal{"unknown", "no_token"}
 	}
 	claims, err := c.cfg.Validator.Validate(ctx, tok)
-	if err != nil {
-		var e *authz.Error
-		reason := "invalid_token"
-		if errors.As(err, &e) {
-			reason = string(e.Code)
-			if e.Reason != "" {
-				reason = e.Reason
-			}
+	if err != nil && c.cfg.Workloads != nil && refusalReason(err) == revocationsUnavailable {
+		if wc, werr := c.cfg.Workloads.Validate(ctx, tok); werr == nil && wc.IsM2M() {
+			claims, err = wc, nil
 		}
-		return nil, &refusal{"unknown", reason}
+	}
+	if err != nil {
+		return nil, &refusal{"unknown", refusalReason(err)}
 	}
 	uc := jwt.NewUserClaims(req.UserNkey)
 	uc.Expires = claims.ExpiresAt.Unix()
@@ -286,6 +292,22 @@ func (c *Callout) Decide(ctx context.Context, req *jwt.AuthorizationRequestClaim
 	uc.Limits.Subs = personSubs
 	uc.AllowedConnectionTypes.Add(jwt.ConnectionTypeWebsocket)
 	return uc, nil
+}
+
+// revocationsUnavailable is authz's reason while the revocation list loads.
+const revocationsUnavailable = "revocations_unavailable"
+
+// refusalReason is the logged reason of a validation error: authz's reason,
+// else its code.
+func refusalReason(err error) string {
+	var e *authz.Error
+	if !errors.As(err, &e) {
+		return "invalid_token"
+	}
+	if e.Reason != "" {
+		return e.Reason
+	}
+	return string(e.Code)
 }
 
 // NKey is the connect option of an nkey user (the callout's own users,

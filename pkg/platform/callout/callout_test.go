@@ -3,6 +3,7 @@ package callout_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -280,5 +281,82 @@ func TestTransactionTokenRefusedAtConnect(t *testing.T) {
 			nc.Close()
 			t.Errorf("%s: a transaction token connected", url)
 		}
+	}
+}
+
+// loadingRevocations is a revocation list that never finishes loading.
+type loadingRevocations struct{ authztest.Revocations }
+
+func (*loadingRevocations) Ready() error { return errors.New("revocation bucket not found") }
+
+// TestWorkloadsConnectWhileRevocationsLoad: on a fresh system the
+// revocation list's bucket does not exist until the users service creates
+// it, and the users service connects through the callout. While the list
+// loads, workloads' tokens pass (with Config.Workloads; revocations block
+// people only) and people's do not.
+func TestWorkloadsConnectWhileRevocationsLoad(t *testing.T) {
+	iss := authztest.NewIssuer(t)
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(iss.JWKSURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := authz.NewValidator(keys, authz.WithIssuers(iss.Issuer()),
+		authz.WithAudiences(authztest.Audience), authz.WithRevocations(&loadingRevocations{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	workloads, err := authz.NewValidator(keys, authz.WithIssuers(iss.Issuer()), authz.WithAudiences(authztest.Audience))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := meshtest.StartWith(t, meshtest.Options{
+		Validator: full,
+		Token:     func(tb testing.TB, w string) string { return iss.M2MToken(tb, w+"-service", "") },
+		Server: func(o *server.Options) {
+			o.Websocket.Host, o.Websocket.Port, o.Websocket.NoTLS = "127.0.0.1", -1, true
+		},
+	})
+	users := iss.M2MToken(t, "users-service", "")
+	person := iss.Token(t, authztest.Claims{"sub": "auth0|alice", "permissions": []string{"read:orders"}})
+
+	// Without Workloads (meshtest's callout), nobody gets in.
+	if nc, _, err := connect(s.ClientURL(), users, nats.CustomInboxPrefix("_INBOX_users")); err == nil {
+		nc.Close()
+		t.Fatal("a workload connected while the revocations load, without Config.Workloads")
+	}
+
+	meshtest.StopCallout(s)
+	nk, err := callout.NKey(mesh.DevKeys.Service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := nats.Connect(s.ClientURL(), nk, nats.CustomInboxPrefix(mesh.CalloutWorkload().InboxPrefix()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	c, err := callout.New(callout.Config{Conn: own, Validator: full, Workloads: workloads,
+		Clients: meshtest.DevClients(), Keys: mesh.DevKeys, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+
+	nc, _, err := connect(s.ClientURL(), users, nats.CustomInboxPrefix("_INBOX_users"))
+	if err != nil {
+		t.Fatalf("users while the revocations load: %v", err)
+	}
+	nc.Close()
+	if nc, _, err := connect(s.WebsocketURL(), person); err == nil {
+		nc.Close()
+		t.Fatal("a person connected while the revocations load")
+	}
+	// Workloads does not widen who is a workload: an unknown client stays out.
+	if nc, _, err := connect(s.ClientURL(), iss.M2MToken(t, "tenant-admin", "")); err == nil {
+		nc.Close()
+		t.Fatal("an unknown client connected")
 	}
 }

@@ -137,8 +137,16 @@ func startCallout(a *platform.App, cfg platform.Config) error {
 			clients[cfg.PeerClientID(w.Name)] = w.Name
 		}
 	}
-	co, err := callout.New(callout.Config{Conn: a.NATS, Validator: a.Validator, Clients: clients,
-		Keys: cfg.Callout, Logger: a.Logger, Registry: a.Registry})
+	// Workloads' tokens are checked without the revocation list while it
+	// loads: its bucket is the users service's, which connects through
+	// this callout (see callout.Config.Workloads).
+	workloads, err := authz.NewValidator(a.Keys, authz.WithIssuers(cfg.Auth0.Issuer),
+		authz.WithAudiences(cfg.Auth0.Audience), authz.WithMetrics(a.AuthzMetrics))
+	if err != nil {
+		return fmt.Errorf("tts: workload validator: %w", err)
+	}
+	co, err := callout.New(callout.Config{Conn: a.NATS, Validator: a.Validator, Workloads: workloads,
+		Clients: clients, Keys: cfg.Callout, Logger: a.Logger, Registry: a.Registry})
 	if err != nil {
 		return err
 	}

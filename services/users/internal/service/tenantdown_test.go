@@ -62,11 +62,15 @@ func TestOwnReadsWhileTheTenantIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Restart with the tenant down: nothing is left in memory. The old
-	// instance stops first, so NATS requests reach the new one.
-	s.mgmtDown.Store(true)
+	// Restart, then the tenant goes down: nothing is left in memory. The
+	// old instance stops first, so NATS requests reach the new one. The new
+	// one starts while the token endpoint answers, because its NATS
+	// connection is its client-credentials token (the auth callout): a
+	// service cannot join the bus while the tenant is down, but one that
+	// has joined keeps serving from its snapshots.
 	s.stopUsers()
 	s.base, s.stopUsers = s.startUsers()
+	s.mgmtDown.Store(true)
 
 	r = s.do("GET", "/v1/me", alice, "")
 	if r.Status != 200 {
