@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compose smoke test, from a clean clone: build the static binaries and the images (no registry),
-# start the stack, wait until every container is healthy, run one full flow with curl (alice's
+# start the stack, wait until every container is healthy (the services reach NATS only through the
+# TTS's auth callout), check NATS's WebSocket listener, run one full flow with curl (alice's
 # token, create an order, its invoice appears, pay it, the order is paid; the Transaction Token
 # Service publishes its ES256 keys), then `down -v`.
 # Exits non-zero on any failure and prints the containers' logs.
@@ -43,7 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for port in 8400 8401 8402 8403 8404 8406 4222 8222; do
+for port in 8400 8401 8402 8403 8404 8406 4222 8222 8405; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then fail "port $port is in use (make run or make up still running?)"; fi
 done
 
@@ -75,7 +76,9 @@ done
 log "healthy: $(tr '\n' ';' <<<"$states")"
 
 # Healthy means the process runs; ready means NATS and the signing keys are there (the services'
-# include the TTS's keys, check tts_keys).
+# include the TTS's keys, check tts_keys). The services have no NATS password: their connection
+# exists only because the TTS's auth callout accepted their client-credentials token, so their
+# readiness is also the proof that the callout works.
 for port in 8406 8401 8402 8403; do
   for _ in $(seq 1 60); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://localhost:$port/readyz")" = 200 ] && break
@@ -93,6 +96,26 @@ api() {
   if [ "$code" != "$want" ]; then fail "$method $url: status $code, want $want: $(head -c 500 "$out")"; fi
   cat "$out"; rm -f "$out"
 }
+
+log "NATS: the services are connected through the TTS's auth callout"
+# The TTS counts what its callout decided: at least one allowed workload per service (more after
+# token renewals or reconnects).
+allowed=$(curl -sf http://localhost:8406/metrics | awk '/^nats_callout_decisions_total\{/ && /kind="workload"/ && /result="allowed"/ {n += $NF} END {print n + 0}') \
+  || fail "no /metrics on the TTS"
+[ "${allowed%.*}" -ge 3 ] || fail "the TTS's callout allowed $allowed workload connections, want at least 3 (users, orders, billing)"
+# Those on nats-1 (the one node whose monitoring port is published) are the users the callout
+# issued: named after the workload, in its own account.
+connz=$(curl -sf 'http://localhost:8222/connz?auth=true&limit=1000') || fail "no /connz on nats-1"
+jq -e '[.connections[] | select(.name == "users" or .name == "orders" or .name == "billing")]
+  | all(.account == (.name | ascii_upcase) and .authorized_user == .name)' <<<"$connz" >/dev/null \
+  || fail "a service is on NATS as another user or account: $(jq -c '[.connections[] | {name, account, authorized_user}]' <<<"$connz")"
+
+log "NATS: the WebSocket listener answers an upgrade on ws://localhost:8405"
+# 101 Switching Protocols, then the server's INFO frame; curl waits for more, so bound it.
+ws=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://localhost:8405/ \
+  -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+  -H 'Sec-WebSocket-Key: YXV0aG1lc2gtc21va2UtdA==' || true)
+[ "$ws" = 101 ] || fail "ws://localhost:8405 answered $ws to a WebSocket upgrade, want 101"
 
 log "tts: its JWKS publishes ES256 public keys (current and next), no private part"
 jwks=$(curl -sS -f http://localhost:8406/.well-known/jwks.json) || fail "the TTS's JWKS does not answer"

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"sigs.k8s.io/yaml"
 )
 
@@ -102,8 +103,14 @@ func TestCompose(t *testing.T) {
 			if svc.name == "users" && cfg.Auth0.ManagementURL != "http://devtenant:8400/api/v2/" {
 				t.Errorf("Management API URL = %q", cfg.Auth0.ManagementURL)
 			}
-			if cfg.NATSReplicas != 3 || cfg.NATSUser != svc.name || cfg.NATSPassword != svc.name+"-nats-dev-secret" {
-				t.Errorf("NATS replicas %d user %q: want 3 and the service's own dev credentials", cfg.NATSReplicas, cfg.NATSUser)
+			if cfg.NATSReplicas != 3 {
+				t.Errorf("NATS replicas %d, want 3", cfg.NATSReplicas)
+			}
+			// NATS accepts it by its client-credentials token (the TTS's auth
+			// callout): its client secret is its one credential.
+			checkNoNATSCredential(t, svc.name, s.Environment)
+			if cfg.Callout != (mesh.Keys{}) || cfg.ClientSecret != svc.name+"-service-dev-secret" {
+				t.Errorf("want the dev client secret and no callout keys")
 			}
 			for i := 1; i <= 3; i++ {
 				if !strings.Contains(cfg.NATSURL, fmt.Sprintf("nats://nats-%d:4222", i)) {
@@ -136,8 +143,9 @@ func TestCompose(t *testing.T) {
 		checkComposeTTS(t, f)
 	})
 
-	if got := f.Services["nats-1"].Ports; !slices.Equal(got, []string{"127.0.0.1:4222:4222", "127.0.0.1:8222:8222"}) {
-		t.Errorf("nats-1 ports %v, want the contract's 4222 and 8222 on the host's loopback", got)
+	// The SPA's live updates: NATS over WebSocket on ws://localhost:8405.
+	if got := f.Services["nats-1"].Ports; !slices.Equal(got, []string{"127.0.0.1:4222:4222", "127.0.0.1:8222:8222", "127.0.0.1:8405:8405"}) {
+		t.Errorf("nats-1 ports %v, want the contract's 4222, 8222 and 8405 on the host's loopback", got)
 	}
 	for i := 1; i <= 3; i++ {
 		n := f.Services[fmt.Sprintf("nats-%d", i)]
@@ -145,7 +153,13 @@ func TestCompose(t *testing.T) {
 			t.Errorf("nats-%d command %v: want cluster.conf and its own name", i, n.Command)
 		}
 	}
-	checkDockerfile(t, filepath.Join(root, "deploy", "nats", "Dockerfile"), nil, 4222, "/httpprobe", "http://127.0.0.1:8222/healthz")
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("nats-%d", i)
+		checkNoNATSCredential(t, name, f.Services[name].Environment)
+	}
+	for _, port := range []int32{4222, 8405} {
+		checkDockerfile(t, filepath.Join(root, "deploy", "nats", "Dockerfile"), nil, port, "/httpprobe", "http://127.0.0.1:8222/healthz")
+	}
 	dt := f.Services["devtenant"]
 	if !slices.Equal(dt.Ports, []string{"127.0.0.1:8400:8400"}) || dt.Environment["DEVTENANT_ISSUER"] != "http://localhost:8400/" {
 		t.Errorf("devtenant ports %v issuer %q", dt.Ports, dt.Environment["DEVTENANT_ISSUER"])
@@ -228,8 +242,8 @@ func checkDockerfile(t *testing.T, path string, buildArgs map[string]string, por
 // ttsJWKSInCompose is where the services fetch the TTS's keys inside compose.
 const ttsJWKSInCompose = "http://tts:8406/.well-known/jwks.json"
 
-// checkComposeTTS checks the Transaction Token Service's container: its own
-// NATS identity on the cluster, the tenant as the services see it, the
+// checkComposeTTS checks the Transaction Token Service's container: the
+// development callout keys the cluster trusts, the tenant as the services see it, the
 // workloads it serves by the client ids the services use, its dev key file on
 // a volume the image lets uid 65532 write, and 8406 on the host's loopback.
 func checkComposeTTS(t *testing.T, f composeFile) {
@@ -249,8 +263,16 @@ func checkComposeTTS(t *testing.T, f composeFile) {
 		cfg.Auth0.Audience != "https://api.authmesh.dev" {
 		t.Errorf("auth0 = %+v: want the services' issuer and audience, keys from devtenant", cfg.Auth0)
 	}
-	if cfg.NATSUser != "tts" || cfg.NATSPassword != "tts-nats-dev-secret" {
-		t.Errorf("NATS user %q: want the TTS's own dev credentials (account TTS)", cfg.NATSUser)
+	// No seed in compose: the TTS answers the callout with the development
+	// keys, whose public halves the nats image's keys.conf holds
+	// (TestCalloutConfig).
+	for name := range s.Environment {
+		if isNATSCredential(name) {
+			t.Errorf("environment %s: compose writes down no NATS credential, the TTS uses the development seeds", name)
+		}
+	}
+	if cfg.Callout != mesh.DevKeys {
+		t.Error("the TTS's callout keys are not the development ones the nats image's keys.conf trusts")
 	}
 	for i := 1; i <= 3; i++ {
 		if !strings.Contains(cfg.NATSURL, fmt.Sprintf("nats://nats-%d:4222", i)) {

@@ -3,14 +3,17 @@ package deploy
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -271,13 +274,13 @@ func TestServiceBases(t *testing.T) {
 					t.Errorf("env %s is not read by pkg/platform for %s (typo or stale name)", name, svc.name)
 				}
 			}
+			// Its one secret is its Auth0 client secret; NATS accepts it by the
+			// token that secret gets (the auth callout), so nothing else.
 			p := svc.prefix()
-			for _, name := range []string{p + "CLIENT_SECRET", p + "NATS_PASSWORD"} {
-				want := map[string]string{p + "CLIENT_SECRET": "client-secret", p + "NATS_PASSWORD": "nats-password"}[name]
-				if got := secretRefs[name]; got != svc.name+"-credentials/"+want {
-					t.Errorf("%s comes from %q, want the Secret %s-credentials key %s", name, got, svc.name, want)
-				}
+			if want := map[string]string{p + "CLIENT_SECRET": svc.name + "-credentials/client-secret"}; !maps.Equal(secretRefs, want) {
+				t.Errorf("Secret references %v, want only %v", secretRefs, want)
 			}
+			checkNoNATSCredential(t, svc.name, env)
 			cfg, err := platform.LoadConfig(svc.name, func(k string) string { return env[k] })
 			if err != nil {
 				t.Fatalf("the pod's environment is rejected by pkg/platform: %v", err)
@@ -285,8 +288,11 @@ func TestServiceBases(t *testing.T) {
 			if cfg.HTTPAddr != fmt.Sprintf(":%d", svc.port) {
 				t.Errorf("HTTP address = %q, want :%d (the container port)", cfg.HTTPAddr, svc.port)
 			}
-			if cfg.NATSReplicas != 3 || cfg.NATSUser != svc.name || cfg.ClientID != svc.name+"-service" {
-				t.Errorf("config = %s, want replicas 3, NATS user %s, client %s-service", cfg, svc.name, svc.name)
+			if cfg.NATSReplicas != 3 || cfg.ClientID != svc.name+"-service" {
+				t.Errorf("config = %s, want replicas 3, client %s-service", cfg, svc.name)
+			}
+			if cfg.Callout != (mesh.Keys{}) {
+				t.Error("the service's configuration holds callout keys")
 			}
 			if cfg.NATSURL != "nats://nats:4222" {
 				t.Errorf("NATS URL = %q, want the nats Service of deploy/k8s/nats", cfg.NATSURL)
@@ -310,9 +316,10 @@ func TestServiceBases(t *testing.T) {
 const ttsJWKSInCluster = "http://tts:8406/.well-known/jwks.json"
 
 // TestTTSBase checks deploy/k8s/tts the way the services' bases are checked,
-// plus what only it has: signing keys from a read-only Secret, its NATS
-// password from its own Secret, the workloads' client ids as the services'
-// bases name them, and more than one replica (it is stateless but for keys).
+// plus what only it has: signing keys from a read-only Secret, the NATS auth
+// callout's four seeds from its own Secret, the workloads' client ids as the
+// services' bases name them, and more than one replica (it is stateless but
+// for keys).
 func TestTTSBase(t *testing.T) {
 	t.Parallel()
 	o := build(t, "tts")
@@ -350,22 +357,42 @@ func TestTTSBase(t *testing.T) {
 			env[k] = v
 		}
 	}
+	// The callout's four seeds, each from the Secret tts-credentials under
+	// its own variable's name (what `tts nats-keys init` writes). The test
+	// gives each the development seed of the field it should fill, so a
+	// crossed variable shows as keys that differ from mesh.DevKeys.
+	seeds := map[string]string{
+		"TTS_CALLOUT_ISSUER_SEED": mesh.DevKeys.Issuer, "TTS_CALLOUT_XKEY_SEED": mesh.DevKeys.XKey,
+		"TTS_NATS_SEED": mesh.DevKeys.Service, "TTS_SYS_NATS_SEED": mesh.DevKeys.System,
+	}
+	secretRefs := map[string]string{}
 	for _, e := range c.Env {
 		switch {
 		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
-			if e.Name != "TTS_NATS_PASSWORD" || e.ValueFrom.SecretKeyRef.Name != "tts-credentials" || e.ValueFrom.SecretKeyRef.Key != "nats-password" {
-				t.Errorf("env %s from Secret %s key %s: want only TTS_NATS_PASSWORD from tts-credentials/nats-password",
-					e.Name, e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key)
-			}
-			env[e.Name] = "from-secret"
+			secretRefs[e.Name] = e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+			env[e.Name] = seeds[e.Name]
 		case e.ValueFrom == nil:
 			env[e.Name] = e.Value
 		default:
 			t.Errorf("env %s: unexpected source", e.Name)
 		}
 	}
-	if env["TTS_NATS_PASSWORD"] != "from-secret" {
-		t.Error("TTS_NATS_PASSWORD is not read from the Secret tts-credentials")
+	wantRefs := map[string]string{}
+	for name := range seeds {
+		wantRefs[name] = "tts-credentials/" + name
+	}
+	if !maps.Equal(secretRefs, wantRefs) {
+		t.Errorf("Secret references %v, want exactly the four seeds from tts-credentials %v", secretRefs, wantRefs)
+	}
+	for name := range env {
+		if _, seed := seeds[name]; !seed && isNATSCredential(name) {
+			t.Errorf("env %s: the TTS's only NATS credentials are its four seeds", name)
+		}
+	}
+	for _, cm := range o.configMaps {
+		if strings.Contains(fmt.Sprint(cm.Data), "SEED") || strings.Contains(fmt.Sprint(cm.Data), "dev-secret") {
+			t.Errorf("ConfigMap %s holds a seed or secret: seeds belong in the Secret", cm.Name)
+		}
 	}
 	for name := range env {
 		if !known[name] {
@@ -376,8 +403,11 @@ func TestTTSBase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the pod's environment is rejected by pkg/platform: %v", err)
 	}
-	if cfg.HTTPAddr != ":8406" || cfg.NATSUser != "tts" || cfg.NATSURL != "nats://nats:4222" {
-		t.Errorf("config = %s, want :8406, NATS user tts on the nats Service", cfg)
+	if cfg.HTTPAddr != ":8406" || cfg.NATSURL != "nats://nats:4222" {
+		t.Errorf("config = %s, want :8406 on the nats Service", cfg)
+	}
+	if cfg.Callout != mesh.DevKeys {
+		t.Error("the seeds from tts-credentials do not land in the callout keys they name (crossed variables)")
 	}
 	// The TTS admits a workload's token by its client id: the one that
 	// workload's own base configures.
@@ -434,8 +464,8 @@ func TestNATSBase(t *testing.T) {
 		t.Errorf("readiness = %s on %d, want /healthz on 8222", path, port)
 	}
 	// The generated ConfigMap (hashed name) must be the one mounted, and hold
-	// the shared accounts file from deploy/nats, with passwords from the
-	// environment (passwords-env.conf mounted as passwords.conf).
+	// the shared accounts file from deploy/nats, with the callout's public
+	// keys from the environment (keys-env.conf mounted as keys.conf).
 	var cmName string
 	for _, v := range pod.Volumes {
 		if v.ConfigMap != nil {
@@ -446,7 +476,7 @@ func TestNATSBase(t *testing.T) {
 	if cm == nil {
 		t.Fatalf("the mounted ConfigMap %q is not in the build (have %v)", cmName, keys(o.configMaps))
 	}
-	for key, file := range map[string]string{"accounts.conf": "accounts.conf", "passwords.conf": "passwords-env.conf"} {
+	for key, file := range map[string]string{"accounts.conf": "accounts.conf", "keys.conf": "keys-env.conf"} {
 		want, err := os.ReadFile(filepath.Join(root, "deploy", "nats", file))
 		if err != nil {
 			t.Fatal(err)
@@ -455,9 +485,27 @@ func TestNATSBase(t *testing.T) {
 			t.Errorf("the ConfigMap's %s differs from deploy/nats/%s", key, file)
 		}
 	}
-	if strings.Contains(cm.Data["passwords.conf"], "dev-secret") {
-		t.Error("the Kubernetes passwords.conf holds development passwords")
+	if _, ok := cm.Data["passwords.conf"]; ok {
+		t.Error("the ConfigMap still has a passwords.conf")
 	}
+	// keys.conf defines no variable in Kubernetes: every line is a comment,
+	// so nothing there (least of all a development key) overrides the
+	// environment.
+	for _, line := range strings.Split(cm.Data["keys.conf"], "\n") {
+		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
+			t.Errorf("the Kubernetes keys.conf defines %q: it must leave the keys to the environment", l)
+		}
+	}
+	devPub, err := mesh.DevKeys.Public()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range devPub.Vars() {
+		if strings.Contains(fmt.Sprint(cm.Data), v[1]) {
+			t.Errorf("the Kubernetes NATS configuration holds the development %s", v[0])
+		}
+	}
+	checkCalloutConfig(t, cm.Data["accounts.conf"])
 	conf := cm.Data["cluster-k8s.conf"]
 	if !strings.Contains(conf, "include accounts.conf") {
 		t.Error("cluster-k8s.conf does not include the shared accounts")
@@ -470,17 +518,48 @@ func TestNATSBase(t *testing.T) {
 			t.Errorf("cluster-k8s.conf lacks the route %s", route)
 		}
 	}
-	for _, name := range []string{"users", "orders", "billing", "tts"} {
-		prefix := strings.ToUpper(name) + "_"
-		var ref *corev1.SecretKeySelector
-		for _, e := range c.Env {
-			if e.Name == prefix+"NATS_PASSWORD" && e.ValueFrom != nil {
-				ref = e.ValueFrom.SecretKeyRef
+	if !regexp.MustCompile(`(?s)websocket\s*\{[^}]*listen:\s*"0\.0\.0\.0:8405"`).MatchString(conf) {
+		t.Error("cluster-k8s.conf has no websocket listener on 0.0.0.0:8405")
+	}
+
+	// The environment: the callout's four public keys, each from the
+	// ConfigMap nats-callout-keys under its own name, and nothing secret.
+	// That ConfigMap is created out of band (tts nats-keys init): in the
+	// base it would carry keys somebody else also has.
+	refs := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil:
+			refs[e.Name] = e.ValueFrom.ConfigMapKeyRef.Name + "/" + e.ValueFrom.ConfigMapKeyRef.Key
+			if e.ValueFrom.ConfigMapKeyRef.Optional != nil && *e.ValueFrom.ConfigMapKeyRef.Optional {
+				t.Errorf("env %s is optional: a server without the callout's keys must not start", e.Name)
 			}
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			t.Errorf("env %s comes from the Secret %s: the servers hold no secret", e.Name, e.ValueFrom.SecretKeyRef.Name)
 		}
-		if ref == nil || ref.Name != name+"-credentials" || ref.Key != "nats-password" {
-			t.Errorf("%sNATS_PASSWORD is not read from the Secret %s-credentials (key nats-password): %+v", prefix, name, ref)
+		if isNATSCredential(e.Name) {
+			t.Errorf("env %s: the servers know no workload's credential", e.Name)
 		}
+	}
+	want := map[string]string{}
+	for _, v := range devPub.Vars() {
+		want[v[0]] = "nats-callout-keys/" + v[0]
+		if !strings.Contains(cm.Data["accounts.conf"], "$"+v[0]) {
+			t.Errorf("accounts.conf does not use $%s", v[0])
+		}
+	}
+	if !maps.Equal(refs, want) {
+		t.Errorf("env from ConfigMaps %v, want the callout's public keys %v", refs, want)
+	}
+	if _, ok := o.configMaps["nats-callout-keys"]; ok {
+		t.Error("the base defines nats-callout-keys: its keys would be somebody else's too (create it with tts nats-keys init)")
+	}
+	var ws bool
+	for _, p := range c.Ports {
+		ws = ws || (p.Name == "websocket" && p.ContainerPort == 8405)
+	}
+	if !ws {
+		t.Errorf("container ports %+v: want websocket on 8405", c.Ports)
 	}
 	head := o.services[ss.Spec.ServiceName]
 	if head == nil || head.Spec.ClusterIP != corev1.ClusterIPNone {
@@ -488,7 +567,14 @@ func TestNATSBase(t *testing.T) {
 	}
 	client := o.services["nats"]
 	if client == nil || client.Spec.Ports[0].Port != 4222 {
-		t.Errorf("no nats Service on 4222 for the services' NATS_URL")
+		t.Fatalf("no nats Service on 4222 for the services' NATS_URL")
+	}
+	var wsPort bool
+	for _, p := range client.Spec.Ports {
+		wsPort = wsPort || (p.Port == 8405 && p.TargetPort.StrVal == "websocket")
+	}
+	if !wsPort {
+		t.Errorf("the nats Service %+v does not expose the WebSocket port 8405", client.Spec.Ports)
 	}
 }
 

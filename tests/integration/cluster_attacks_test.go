@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +17,41 @@ import (
 	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
-// natsAs connects to a NATS node of the cluster with a workload's own dev
-// credentials and inbox prefix, exactly what that process holds. Its
+// workloadToken is a workload's client-credentials token from devtenant
+// (client <name>-service with its dev secret): what that process holds, and
+// all it needs for NATS, where the auth callout turns it into its user.
+func workloadToken(t *testing.T, name string) string {
+	t.Helper()
+	r, err := api.TokenRequest(url.Values{
+		"grant_type": {"client_credentials"}, "client_id": {name + "-service"},
+		"client_secret": {name + "-service-dev-secret"}, "audience": {apiclient.Audience},
+	})
+	if err != nil || r.Status != http.StatusOK || r.AccessToken == "" {
+		t.Fatalf("%s-service's client-credentials token: %v %d %s %s", name, err, r.Status, r.Error, r.Description)
+	}
+	return r.AccessToken
+}
+
+// natsConnect connects to url with tok as the CONNECT token, without
+// reconnecting, its asynchronous errors (permission violations) going to the
+// returned channel.
+func natsConnect(url, tok, name string, opts ...nats.Option) (*nats.Conn, <-chan error, error) {
+	errs := make(chan error, 256)
+	opts = append([]nats.Option{nats.Token(tok), nats.Name("integration-" + name), nats.NoReconnect(),
+		nats.Timeout(5 * time.Second),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		})}, opts...)
+	nc, err := nats.Connect(url, opts...)
+	return nc, errs, err
+}
+
+// natsAs connects to a NATS node of the cluster as a workload, exactly as
+// that process does: with its client-credentials token, which the TTS's auth
+// callout maps to the workload's user, and its inbox prefix. Its
 // asynchronous errors (permission violations) go to the returned channel.
 func natsAs(t *testing.T, node, user string) (*nats.Conn, <-chan error) {
 	t.Helper()
@@ -25,15 +59,7 @@ func natsAs(t *testing.T, node, user string) (*nats.Conn, <-chan error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs := make(chan error, 256)
-	nc, err := nats.Connect(u, nats.UserInfo(user, user+"-nats-dev-secret"), nats.CustomInboxPrefix("_INBOX_"+user),
-		nats.Name("integration-"+user), nats.NoReconnect(),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			select {
-			case errs <- err:
-			default:
-			}
-		}))
+	nc, errs, err := natsConnect(u, workloadToken(t, user), user, nats.CustomInboxPrefix("_INBOX_"+user))
 	if err != nil {
 		t.Fatalf("connect to %s as %s: %v", node, user, err)
 	}
@@ -114,9 +140,9 @@ func permissionViolation(errs <-chan error, subj string) error {
 	}
 }
 
-// testEventsCarryNoAccessToken reads the latest order event with orders' own
-// credentials (the stream's owner): it carries a transaction token and no
-// Authorization header.
+// testEventsCarryNoAccessToken reads the latest order event as orders (the
+// stream's owner, connected with its client-credentials token): it carries a
+// transaction token and no Authorization header.
 func testEventsCarryNoAccessToken(t *testing.T) {
 	tok := api.Token(t, apiclient.Alice)
 	o := api.PlaceOrder(t, tok, apiclient.Mugs(1))
@@ -161,12 +187,14 @@ func keysOf(h textproto.MIMEHeader) []string {
 }
 
 // testCompromisedBilling is the cluster version of pkg/platform/mesh's
-// compromised-service suite for one workload: with billing's real NATS
-// credentials, on the three-node cluster compose runs, an attacker cannot
+// compromised-service suite for one workload: with what a compromised
+// billing holds — its client-credentials token (got from devtenant with
+// billing-service's secret), which the auth callout turns into billing's
+// NATS user — on the three-node cluster compose runs, an attacker cannot
 // read ORDERS_EVENTS (tokens in headers), cannot create a stream that
 // captures users' profile requests, and cannot publish an order event; the
 // server reports each as a permission violation and the victims' state
-// shows no effect. A control shows the credentials themselves work.
+// shows no effect. A control shows the token itself works.
 func testCompromisedBilling(t *testing.T) {
 	tok := api.Token(t, apiclient.Alice)
 	api.PlaceOrder(t, tok, apiclient.Mugs(1)) // ORDERS_EVENTS is not empty
@@ -254,6 +282,27 @@ func testCompromisedBilling(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("connect on the WebSocket listener", testWorkloadTokenOffWebSocket)
+}
+
+// testWorkloadTokenOffWebSocket: billing's token is for its own process on
+// the client port; on the WebSocket listener (people's live connections)
+// the callout refuses it, so a leaked workload token gets no browser-side
+// foothold either.
+func testWorkloadTokenOffWebSocket(t *testing.T) {
+	u, err := stack.natsWSURL(testCtx(t, 10*time.Second), "nats-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, _, err := natsConnect(u, workloadToken(t, "billing"), "billing-ws")
+	if err == nil {
+		nc.Close()
+		t.Fatal("billing's client-credentials token got a WebSocket connection")
+	}
+	if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("billing's token on the WebSocket listener: %v, want an authorization error", err)
+	}
 }
 
 func mustJSON(v any) []byte {

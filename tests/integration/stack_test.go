@@ -34,6 +34,7 @@ const (
 	natsURLs   = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
 	natsHealth = "8222/tcp"
 	natsClient = "4222/tcp"
+	natsWS     = "8405/tcp" // NATS over WebSocket (people's live updates)
 	ttsJWKS    = "http://tts:8406/.well-known/jwks.json"
 )
 
@@ -263,9 +264,10 @@ func (s *system) up(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	// The TTS is ready only once users has created the revocation bucket,
-	// and the services only once the TTS serves its keys: start it, wait
-	// for its /healthz, then for everyone's /readyz.
+	// The services reach NATS only through the TTS's auth callout and are
+	// ready only once it serves its keys; the TTS is ready only once users
+	// has created the revocation bucket: start it, wait for its /healthz,
+	// then for everyone's /readyz.
 	if err := s.run(ctx, s.ttsRequest()); err != nil {
 		return err
 	}
@@ -316,7 +318,7 @@ func (s *system) base(name, img string) testcontainers.GenericContainerRequest {
 
 func (s *system) natsRequest(name string) testcontainers.GenericContainerRequest {
 	r := s.base(name, "nats")
-	r.ExposedPorts = []string{natsHealth, natsClient}
+	r.ExposedPorts = []string{natsHealth, natsClient, natsWS}
 	r.Cmd = []string{"--config", "/etc/nats/cluster.conf", "--name", name}
 	r.WaitingFor = wait.ForHTTP("/healthz").WithPort(natsHealth).
 		WithStartupTimeout(90 * time.Second).WithPollInterval(250 * time.Millisecond)
@@ -330,22 +332,22 @@ func (s *system) devtenantRequest() testcontainers.GenericContainerRequest {
 	return r
 }
 
-// ttsRequest is the Transaction Token Service with compose's environment: its
-// own NATS identity, the tenant as the services see it, and its dev key file
-// in the image's /data (an anonymous volume, so a restart keeps the keys).
-// It counts as started on /healthz: /readyz needs the revocation bucket,
-// which users creates (see up).
+// ttsRequest is the Transaction Token Service with compose's environment:
+// the development callout keys (no seed is set, as in compose; the nats
+// image's keys.conf trusts their public halves), the tenant as the services
+// see it, and its dev key file in the image's /data (an anonymous volume, so
+// a restart keeps the keys). It answers the auth callout, so no service
+// connects to NATS before it runs. It counts as started on /healthz:
+// /readyz needs the revocation bucket, which users creates (see up).
 func (s *system) ttsRequest() testcontainers.GenericContainerRequest {
 	r := s.base("tts", "tts")
 	r.Env = map[string]string{
-		"AUTH0_ISSUER":      issuer,
-		"AUTH0_AUDIENCE":    apiclient.Audience,
-		"AUTH0_JWKS_URL":    "http://devtenant:8400/.well-known/jwks.json",
-		"TTS_HTTP_ADDR":     ":8406",
-		"TTS_NATS_URL":      natsURLs,
-		"TTS_NATS_USER":     "tts",
-		"TTS_NATS_PASSWORD": "tts-nats-dev-secret",
-		"TTS_KEYS_FILE":     "/data/keys.json",
+		"AUTH0_ISSUER":   issuer,
+		"AUTH0_AUDIENCE": apiclient.Audience,
+		"AUTH0_JWKS_URL": "http://devtenant:8400/.well-known/jwks.json",
+		"TTS_HTTP_ADDR":  ":8406",
+		"TTS_NATS_URL":   natsURLs,
+		"TTS_KEYS_FILE":  "/data/keys.json",
 	}
 	for _, svc := range services {
 		r.Env[strings.ToUpper(svc)+"_CLIENT_ID"] = svc + "-service"
@@ -354,7 +356,9 @@ func (s *system) ttsRequest() testcontainers.GenericContainerRequest {
 	return r
 }
 
-// serviceRequest is a service container with compose's environment; name is
+// serviceRequest is a service container with compose's environment (no NATS
+// credential: it connects with its client-credentials token, which the
+// TTS's auth callout turns into its NATS user); name is
 // its network alias (an extra instance gets its own), ready the path it must
 // answer 200 on before it counts as started.
 func (s *system) serviceRequest(svc, name, ready string) testcontainers.GenericContainerRequest {
@@ -367,8 +371,6 @@ func (s *system) serviceRequest(svc, name, ready string) testcontainers.GenericC
 		"AUTH0_TOKEN_URL":   "http://devtenant:8400/oauth/token",
 		p + "HTTP_ADDR":     ":" + strings.TrimSuffix(ports[svc], "/tcp"),
 		p + "NATS_URL":      natsURLs,
-		p + "NATS_USER":     svc,
-		p + "NATS_PASSWORD": svc + "-nats-dev-secret",
 		p + "NATS_REPLICAS": "3",
 		p + "CLIENT_ID":     svc + "-service",
 		p + "CLIENT_SECRET": svc + "-service-dev-secret",
@@ -428,18 +430,28 @@ func (s *system) refreshURL(ctx context.Context, name string) error {
 }
 
 // natsClientURL is the published client URL of a NATS node, for the tests
-// that connect with a workload's own credentials.
+// that connect with a workload's own token.
 func (s *system) natsClientURL(ctx context.Context, node string) (string, error) {
+	return s.natsURL(ctx, node, natsClient, "nats")
+}
+
+// natsWSURL is the published WebSocket URL of a NATS node, where people's
+// live connections go (ws://localhost:8405 in compose).
+func (s *system) natsWSURL(ctx context.Context, node string) (string, error) {
+	return s.natsURL(ctx, node, natsWS, "ws")
+}
+
+func (s *system) natsURL(ctx context.Context, node, port, scheme string) (string, error) {
 	ctr := s.container(node)
-	p, err := ctr.MappedPort(ctx, natsClient)
+	p, err := ctr.MappedPort(ctx, port)
 	if err != nil {
-		return "", fmt.Errorf("%s: published client port: %w", node, err)
+		return "", fmt.Errorf("%s: published port %s: %w", node, port, err)
 	}
 	host, err := ctr.Host(ctx)
 	if err != nil {
 		return "", err
 	}
-	return "nats://" + host + ":" + p.Port(), nil
+	return scheme + "://" + host + ":" + p.Port(), nil
 }
 
 func (s *system) container(name string) testcontainers.Container {

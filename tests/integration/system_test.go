@@ -18,6 +18,7 @@ func TestSystem(t *testing.T) {
 		{"events carry no access token", testEventsCarryNoAccessToken},
 		{"compromised billing on the cluster", testCompromisedBilling},
 		{"block mid-session", testBlockMidSession},
+		{"blocked live connection", testBlockedLiveConnection},
 		{"load", testLoad},
 		{"devtenant down", testIdentityProviderDown},
 		{"billing stopped", testBillingStopped},

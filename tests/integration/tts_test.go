@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/authmesh/authmesh/tests/apiclient"
 )
 
@@ -42,6 +44,32 @@ func ordersOf(t *testing.T, tok string) map[string]bool {
 	return ids
 }
 
+// checkNATSWithoutCallout runs while the TTS, which answers the NATS auth
+// callout, is down: a new connection with a valid client-credentials token
+// is refused at CONNECT (nobody can vouch for it), while a connection made
+// before keeps working — its user was issued already.
+func checkNATSWithoutCallout(t *testing.T, existing *nats.Conn, url, tok string) {
+	t.Helper()
+	started := time.Now()
+	nc, _, err := natsConnect(url, tok, "billing", nats.CustomInboxPrefix("_INBOX_billing"))
+	switch {
+	case err == nil:
+		nc.Close()
+		t.Error("with the TTS down, a new NATS connection was authorized: who answered the callout?")
+	case !strings.Contains(strings.ToLower(err.Error()), "authorization"):
+		t.Errorf("with the TTS down, a new NATS connection failed with %v, want an authorization error", err)
+	default:
+		t.Logf("with the TTS down, a new NATS connection is refused after %v: %v", time.Since(started).Round(time.Millisecond), err)
+	}
+	var own streamInfo
+	if err := jsAPI(existing, "$JS.API.STREAM.INFO.ORDERS_EVENTS", nil, &own); err != nil || own.Error != nil {
+		t.Errorf("with the TTS down, orders' existing NATS connection stopped working: %v %+v", err, own.Error)
+	}
+	if !existing.IsConnected() {
+		t.Error("with the TTS down, orders' existing NATS connection is not connected")
+	}
+}
+
 // testTTSKilled kills the Transaction Token Service (SIGKILL) while clients
 // place orders, some with access tokens whose transaction tokens orders has
 // cached, some with a fresh access token every time (each needs a new
@@ -49,7 +77,10 @@ func ordersOf(t *testing.T, tok string) map[string]bool {
 // it back. While it is down a request that needs a new
 // transaction token answers 503 with Retry-After, never 401 or 500; cached
 // ones keep working. Afterwards every order answered 201 has exactly one
-// invoice, and the users have no order beyond those.
+// invoice, and the users have no order beyond those. On NATS, meanwhile, a
+// new connection with a valid client token is refused and one made before
+// keeps working (checkNATSWithoutCallout); once it is back, the token
+// connects again.
 func testTTSKilled(t *testing.T) {
 	ctx := testCtx(t, 4*time.Minute)
 	ensureRunning(t, "tts")
@@ -150,6 +181,14 @@ func testTTSKilled(t *testing.T) {
 			}
 		})
 	}
+	// NATS: a connection made through the callout before the kill, and a
+	// token for a new one during it (devtenant stays up; the callout does not).
+	existing, _ := natsAs(t, "nats-1", "orders")
+	billingTok := workloadToken(t, "billing")
+	nodeURL, err := stack.natsClientURL(ctx, "nats-3")
+	if err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(2 * time.Second)
 	if err := stack.kill(ctx, "tts"); err != nil {
 		t.Fatal(err)
@@ -158,7 +197,8 @@ func testTTSKilled(t *testing.T) {
 	phase = phaseDown
 	mu.Unlock()
 	killedAt := time.Now()
-	time.Sleep(5 * time.Second)
+	checkNATSWithoutCallout(t, existing, nodeURL, billingTok)
+	time.Sleep(time.Until(killedAt.Add(5 * time.Second)))
 	mu.Lock()
 	phase = "restarting"
 	mu.Unlock()
@@ -172,6 +212,11 @@ func testTTSKilled(t *testing.T) {
 	phase = phaseBack
 	mu.Unlock()
 	down := time.Since(killedAt).Round(100 * time.Millisecond)
+	if nc, _, err := natsConnect(nodeURL, billingTok, "billing", nats.CustomInboxPrefix("_INBOX_billing")); err != nil {
+		t.Errorf("with the TTS back, billing's token still gets no NATS connection: %v", err)
+	} else {
+		nc.Close()
+	}
 	time.Sleep(3 * time.Second)
 	stop()
 	wg.Wait()
