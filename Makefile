@@ -40,7 +40,7 @@ fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: nats-config
-nats-config: ## Regenerate deploy/nats/accounts.conf, passwords.conf and docs/conventions.md's mesh table from pkg/platform/mesh.
+nats-config: ## Regenerate deploy/nats/accounts.conf, keys.conf and docs/conventions.md's mesh table from pkg/platform/mesh.
 	cd pkg/platform/mesh && $(GO) generate .
 
 .PHONY: bench

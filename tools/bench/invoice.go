@@ -102,16 +102,11 @@ func orderToInvoice(ctx context.Context, orders, billing string, h http.Header, 
 	return res
 }
 
-// billingNATSPassword is billing's NATS password in the dev configuration:
-// deploy/nats/passwords.conf, which deploy/nats/accounts.conf (generated from
-// pkg/platform/mesh, loaded by devstack's embedded server through nats.conf)
-// includes.
-const billingNATSPassword = "billing-nats-dev-secret"
-
 // invoiceWatch records when each order's invoice first appears in billing's
-// bucket (key = order id). It connects as billing, inside the BILLING account
-// where the bucket lives: billing's allow list in deploy/nats/accounts.conf
-// lets it create the ordered consumer a KV watch uses on KV_billing_invoices.
+// bucket (key = order id). It connects as billing does, with billing's
+// client-credentials token, which the auth callout turns into a user of the
+// BILLING account where the bucket lives: billing's allow list lets it
+// create the ordered consumer a KV watch uses on KV_billing_invoices.
 type invoiceWatch struct {
 	nc   *nats.Conn
 	kw   jetstream.KeyWatcher
@@ -120,7 +115,11 @@ type invoiceWatch struct {
 }
 
 func watchInvoices(ctx context.Context) (*invoiceWatch, error) {
-	nc, err := nats.Connect(devstack.NATSURL, nats.UserInfo("billing", billingNATSPassword), nats.Name("bench"),
+	tok, err := devstack.ClientToken(ctx, "billing")
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(devstack.NATSURL, nats.Token(tok), nats.Name("bench"),
 		nats.CustomInboxPrefix("_INBOX_billing")) // billing may subscribe to its own inboxes only (deploy/nats/accounts.conf)
 	if err != nil {
 		return nil, err

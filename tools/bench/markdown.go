@@ -327,7 +327,7 @@ func (r *report) natsConnectSection(p func(string, ...any)) {
 	}
 	p("\nA connection here is `nats.Connect` and its first `Flush` (CONNECT, the server's verdict, one PING/PONG),\n")
 	p("client, server and callout in one process on loopback. The password server has a plain configuration (one account\n")
-	p("with JetStream, one user with a plain-text password, as `deploy/nats/passwords.conf` had); the callout server\n")
+	p("with JetStream, one user with a plain-text password, as the NATS users before the auth callout had); the callout server\n")
 	p("has the mesh's (`meshtest.StartWith`: accounts, `auth_callout`, xkey) and is answered by `callout.New` as the\n")
 	p("TTS answers it, with an `authz.Validator` (revocations included) trusting a test tenant. Through the callout\n")
 	p("the server seals a request for the callout (xkey), which opens it, validates the token, signs a user JWT and\n")

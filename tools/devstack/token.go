@@ -25,3 +25,20 @@ func passwordToken(ctx context.Context, tokenURL, username, password string) (st
 	}
 	return tok, nil
 }
+
+// ClientToken asks the running local tenant for service's client-credentials
+// token (its dev client "<service>-service"): what the service itself
+// presents to NATS, for tools that act as that service (the bench).
+func ClientToken(ctx context.Context, service string) (string, error) {
+	form := url.Values{
+		"grant_type":    {"client_credentials"},
+		"client_id":     {service + "-service"},
+		"client_secret": {service + "-service-dev-secret"},
+		"audience":      {Audience},
+	}
+	tok, err := tenant.RequestToken(ctx, "http://localhost"+TenantAddr+"/oauth/token", form)
+	if err != nil {
+		return "", fmt.Errorf("devstack: client token for %s: %w", service, err)
+	}
+	return tok, nil
+}
