@@ -129,15 +129,7 @@ func (is *issuer) token(t *testing.T, sub string, perms ...string) string {
 // validator verifies the issuer's access tokens (the callout's).
 func (is *issuer) validator(t testing.TB) *authz.Validator {
 	t.Helper()
-	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(is.srv.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := authz.NewValidator(keys, authz.WithIssuers(is.iss), authz.WithAudiences(DefaultAudience))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return meshtest.Validator(t, is.srv.URL, is.iss, DefaultAudience)
 }
 
 // billingConfig is billing's configuration against the issuer and, unless

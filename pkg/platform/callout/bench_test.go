@@ -236,16 +236,7 @@ func startMesh(b *testing.B) *meshServer {
 // freshValidator makes the callout use a new validator: nothing cached, no
 // JWKS fetched.
 func (m *meshServer) freshValidator(b *testing.B) {
-	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(m.iss.JWKSURL()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	v, err := authz.NewValidator(keys, authz.WithIssuers(m.iss.Issuer()),
-		authz.WithAudiences(authztest.Audience), authz.WithRevocations(m.revoked))
-	if err != nil {
-		b.Fatal(err)
-	}
-	m.v.p.Store(v)
+	m.v.p.Store(meshtest.Validator(b, m.iss.JWKSURL(), m.iss.Issuer(), authztest.Audience, authz.WithRevocations(m.revoked)))
 }
 
 var tokenSeq atomic.Int64

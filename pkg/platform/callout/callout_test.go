@@ -31,15 +31,7 @@ type tenant struct {
 func start(t *testing.T) *tenant {
 	t.Helper()
 	tn := &tenant{iss: authztest.NewIssuer(t), revoked: &authztest.Revocations{}}
-	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(tn.iss.JWKSURL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := authz.NewValidator(keys, authz.WithIssuers(tn.iss.Issuer()),
-		authz.WithAudiences(authztest.Audience), authz.WithRevocations(tn.revoked))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := meshtest.Validator(t, tn.iss.JWKSURL(), tn.iss.Issuer(), authztest.Audience, authz.WithRevocations(tn.revoked))
 	tn.s = meshtest.StartWith(t, meshtest.Options{
 		Validator: v,
 		Token: func(tb testing.TB, w string) string {
@@ -296,19 +288,8 @@ func (*loadingRevocations) Ready() error { return errors.New("revocation bucket 
 // people only) and people's do not.
 func TestWorkloadsConnectWhileRevocationsLoad(t *testing.T) {
 	iss := authztest.NewIssuer(t)
-	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(iss.JWKSURL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	full, err := authz.NewValidator(keys, authz.WithIssuers(iss.Issuer()),
-		authz.WithAudiences(authztest.Audience), authz.WithRevocations(&loadingRevocations{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	workloads, err := authz.NewValidator(keys, authz.WithIssuers(iss.Issuer()), authz.WithAudiences(authztest.Audience))
-	if err != nil {
-		t.Fatal(err)
-	}
+	full := meshtest.Validator(t, iss.JWKSURL(), iss.Issuer(), authztest.Audience, authz.WithRevocations(&loadingRevocations{}))
+	workloads := meshtest.Validator(t, iss.JWKSURL(), iss.Issuer(), authztest.Audience)
 	s := meshtest.StartWith(t, meshtest.Options{
 		Validator: full,
 		Token:     func(tb testing.TB, w string) string { return iss.M2MToken(tb, w+"-service", "") },

@@ -114,15 +114,7 @@ func (s *Stack) StartTTS(tb testing.TB, env map[string]string) *TTS {
 // tenantValidator verifies the tenant's access tokens for Audience.
 func (s *Stack) tenantValidator(tb testing.TB) *authz.Validator {
 	tb.Helper()
-	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(s.JWKSURL))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	v, err := authz.NewValidator(keys, authz.WithIssuers(s.Issuer), authz.WithAudiences(Audience))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return v
+	return meshtest.Validator(tb, s.JWKSURL, s.Issuer, Audience)
 }
 
 // UserToken is an access token for Audience the tenant issues to the user

@@ -137,15 +137,23 @@ func StopCallout(s *server.Server) {
 // testIssuer is a test tenant: its validator and its workload tokens.
 func testIssuer(tb testing.TB) (callout.Validator, func(testing.TB, string) string) {
 	iss := authztest.NewIssuer(tb)
-	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(iss.JWKSURL()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	v, err := authz.NewValidator(keys, authz.WithIssuers(iss.Issuer()), authz.WithAudiences(authztest.Audience))
-	if err != nil {
-		tb.Fatal(err)
-	}
+	v := Validator(tb, iss.JWKSURL(), iss.Issuer(), authztest.Audience)
 	return v, func(tb testing.TB, workload string) string { return iss.M2MToken(tb, workload+"-service", "") }
+}
+
+// Validator verifies a test tenant's access tokens as the callout does:
+// keys from jwks, the issuer and audience exactly, and opts (revocations).
+func Validator(tb testing.TB, jwks, issuer, audience string, opts ...authz.Option) *authz.Validator {
+	tb.Helper()
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(jwks))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	v, err := authz.NewValidator(keys, append([]authz.Option{authz.WithIssuers(issuer), authz.WithAudiences(audience)}, opts...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
 }
 
 // connectOwn connects one of the callout's own nkey users.
