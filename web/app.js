@@ -46,9 +46,12 @@ function badge(status, testid) {
 
 // ---- messages -------------------------------------------------------------
 
-function showNotice({ kind = "info", title, detail = "", fields = [], login = false }) {
+// orderId names the order a notice is about, so a live update of that order
+// can keep the notice true (followNotice).
+function showNotice({ kind = "info", title, detail = "", fields = [], login = false, orderId = "" }) {
   const box = $("notice");
   box.dataset.kind = kind;
+  box.dataset.orderId = orderId;
   box.setAttribute("role", kind === "info" || kind === "success" ? "status" : "alert");
   $("notice-title").textContent = title;
   $("notice-detail").textContent = detail;
@@ -82,8 +85,17 @@ function markInvalid(form, err, inputFor) {
   first?.focus();
 }
 
-function ok(title, detail = "") {
-  showNotice({ kind: "success", title, detail });
+function ok(title, detail = "", orderId = "") {
+  showNotice({ kind: "success", title, detail, orderId });
+}
+
+// followNotice replaces a success notice about orderId ("Invoice ready: …
+// is open", "… follows in a moment") with what a live update says now, so
+// that it never contradicts the badges below it.
+function followNotice(orderId, title, detail) {
+  const box = $("notice");
+  if (box.hidden || box.dataset.kind !== "success" || !orderId || box.dataset.orderId !== orderId) return;
+  ok(title, detail, orderId);
 }
 
 // busy disables a button while its action runs, so a double click cannot
@@ -274,7 +286,7 @@ async function placeOrder(e) {
       pendingCart = "";
       for (const input of document.querySelectorAll("#catalog input.qty")) input.value = 0;
       updateTotal();
-      ok("Order placed", `Order ${order.id}: ${money(order.total_cents, order.currency)}. Waiting for its invoice…`);
+      ok("Order placed", `Order ${order.id}: ${money(order.total_cents, order.currency)}. Waiting for its invoice…`, order.id);
       markInvalid($("order-form"), null, () => null);
       await show("orders");
       await openOrder(order.id, { order, awaitInvoice: true });
@@ -400,7 +412,7 @@ let awaitingInvoice = null;
 function invoiceArrived(invoice) {
   if (awaitingInvoice !== invoice.order_id) return;
   awaitingInvoice = null;
-  ok("Invoice ready", `Invoice ${invoice.id} is ${invoice.status}.`);
+  ok("Invoice ready", `Invoice ${invoice.id} is ${invoice.status}.`, invoice.order_id);
 }
 
 async function openOrder(id, { order = null, awaitInvoice = false } = {}) {
@@ -431,7 +443,7 @@ async function payInvoice(invoice, orderId, button) {
       updateMyOrder(orderId, (entry) => (entry.invoice = shown));
       // The order follows its invoice through billing's event; the live
       // update shows it.
-      ok("Invoice paid", liveUp() ? `Order ${orderId} follows in a moment.` : `Order ${orderId} follows in a moment; live updates are off, so use Reload to see it.`);
+      ok("Invoice paid", liveUp() ? `Order ${orderId} follows in a moment.` : `Order ${orderId} follows in a moment; live updates are off, so use Reload to see it.`, orderId);
     } catch (err) {
       fail(err);
       if (detail.order?.id === orderId) await reloadDetail().catch(() => {});
@@ -466,7 +478,7 @@ async function cancelOrder(button) {
     try {
       await orders.cancel(id);
       await reloadDetail();
-      ok("Order cancelled", `Order ${id} is cancelled; its invoice is void.`);
+      ok("Order cancelled", `Order ${id} is cancelled; its invoice is void.`, id);
       await loadMyOrders();
     } catch (err) {
       fail(err);
@@ -657,6 +669,8 @@ function stopLive() {
 // on screen. A new invoice of the open order is read once for its amount.
 function applyUpdate(u) {
   if (u.kind === "order") {
+    const was = detail.order?.id === u.id ? detail.order.status : myOrders.get(u.id)?.order.status;
+    if (was !== u.status) followNotice(u.id, `Order ${u.status}`, `Order ${u.id} is ${u.status}.`);
     updateMyOrder(u.id, (entry) => (entry.order = { ...entry.order, status: u.status }));
     if (detail.order?.id === u.id) {
       detail.order = { ...detail.order, status: u.status };
@@ -664,6 +678,8 @@ function applyUpdate(u) {
     }
     return;
   }
+  const shown = [detail.invoice, myOrders.get(u.order_id)?.invoice].find((invoice) => invoice?.id === u.id);
+  if (shown?.status !== u.status) followNotice(u.order_id, `Invoice ${u.status}`, `Invoice ${u.id} is ${u.status}.`);
   const known = (invoice) => (invoice?.id === u.id ? invoice : { id: u.id, order_id: u.order_id });
   updateMyOrder(u.order_id, (entry) => (entry.invoice = { ...known(entry.invoice), status: u.status }));
   if (detail.order?.id === u.order_id) {
