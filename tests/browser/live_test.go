@@ -36,14 +36,7 @@ import (
 //
 // Every step leaves a screenshot in testdata/screenshots (live-*.png).
 func TestLiveUpdates(t *testing.T) {
-	exe := chromiumPath(t)
-	portsFree(t)
-	root := repoRoot(t)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	startStack(t, ctx, root)
-	shots := outputDir(t)
+	ctx, exe, shots := onStack(t)
 
 	// bob first, so his socket is up for the whole of alice's story.
 	bobCtx := browser(t, ctx, exe)

@@ -1,7 +1,6 @@
 package browser
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -30,16 +29,7 @@ import (
 // Every step leaves a screenshot in testdata/screenshots (with the stack's
 // log); the paid order is web/screenshot.png for the README.
 func TestSPA(t *testing.T) {
-	exe := chromiumPath(t)
-	portsFree(t)
-	root := repoRoot(t)
-
-	// devstack builds the three services first; on a cold build cache (CI)
-	// that dominates the time.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	startStack(t, ctx, root)
-	shots := outputDir(t)
+	ctx, exe, shots := onStack(t)
 
 	// alice -----------------------------------------------------------------
 	alice := &stepper{t: t, ctx: browser(t, ctx, exe), dir: shots, who: "alice"}
@@ -83,7 +73,7 @@ func TestSPA(t *testing.T) {
 		visible(`#detail-invoice-status[data-status="paid"]`),
 		waitJS(fmt.Sprintf(`!!document.querySelector('#orders-list tr[data-order-id=%q][data-status="paid"]')`, orderID)),
 	)
-	updateReadmeScreenshot(t, filepath.Join(shots, fmt.Sprintf("alice-%02d-order-paid.png", alice.n)), filepath.Join(root, "web", "screenshot.png"))
+	updateReadmeScreenshot(t, filepath.Join(shots, fmt.Sprintf("alice-%02d-order-paid.png", alice.n)), filepath.Join(repoRoot(t), "web", "screenshot.png"))
 
 	// A refresh rotates the refresh token; the new access token must work.
 	alice.do("session-refreshed", 30*time.Second,

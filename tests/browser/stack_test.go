@@ -10,6 +10,21 @@ import (
 	"github.com/authmesh/authmesh/tools/devstack"
 )
 
+// onStack starts the whole local stack for a browser test and returns the
+// test's context (ten minutes: devstack builds the three services first, and
+// on a cold build cache, as in CI, that dominates), Chromium's path and the
+// screenshot directory.
+func onStack(t *testing.T) (ctx context.Context, chromium, shots string) {
+	t.Helper()
+	chromium = chromiumPath(t)
+	portsFree(t)
+	root := repoRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	startStack(t, ctx, root)
+	return ctx, chromium, outputDir(t)
+}
+
 // startStack runs the whole local stack the way `make run` does (devstack.Run:
 // embedded NATS, devtenant, the three services, web/ on :8404) with a fresh
 // data directory, and stops it when the test ends. The stack's own logs go to
