@@ -2,6 +2,8 @@ package ttstest
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -206,4 +209,22 @@ func withDialect(tb testing.TB, file, dialect string) string {
 		tb.Fatalf("ttstest: %v", err)
 	}
 	return out
+}
+
+// TokenType returns the typ of tok's JOSE header (at+jwt for the RFC 9068
+// profile, JWT for Auth0's).
+func TokenType(tb testing.TB, tok string) string {
+	tb.Helper()
+	head, _, _ := strings.Cut(tok, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		tb.Fatalf("ttstest: token header: %v", err)
+	}
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		tb.Fatalf("ttstest: token header: %v", err)
+	}
+	return h.Typ
 }

@@ -1,11 +1,10 @@
 package service
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
-	"strings"
 	"testing"
+
+	"github.com/authmesh/authmesh/services/tts/ttstest"
 )
 
 // TestRFC9068Tokens: with the API in Auth0's RFC 9068 profile (typ at+jwt,
@@ -15,7 +14,7 @@ import (
 func TestRFC9068Tokens(t *testing.T) {
 	t.Parallel()
 	s := newStackWith(t, "rfc9068_profile_authz")
-	if typ := tokenType(t, s.tokens["alice"]); typ != "at+jwt" {
+	if typ := ttstest.TokenType(t, s.tokens["alice"]); typ != "at+jwt" {
 		t.Fatalf("devtenant issued typ %q, want at+jwt", typ)
 	}
 	if status, _, _, _ := s.do(http.MethodGet, "/v1/invoices", "alice"); status != http.StatusOK {
@@ -24,19 +23,4 @@ func TestRFC9068Tokens(t *testing.T) {
 	if status, _, _, _ := s.do(http.MethodPost, "/v1/invoices/inv_nope/refund", "alice"); status != http.StatusForbidden {
 		t.Fatalf("refund as a customer: %d, want 403 (permissions still decide)", status)
 	}
-}
-
-func tokenType(t *testing.T, tok string) string {
-	t.Helper()
-	raw, err := base64.RawURLEncoding.DecodeString(strings.SplitN(tok, ".", 2)[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h struct {
-		Typ string `json:"typ"`
-	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		t.Fatal(err)
-	}
-	return h.Typ
 }

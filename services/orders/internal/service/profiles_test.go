@@ -1,11 +1,10 @@
 package service_test
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
-	"strings"
 	"testing"
+
+	"github.com/authmesh/authmesh/services/tts/ttstest"
 )
 
 // TestRFC9068Tokens: with the API in Auth0's RFC 9068 profile (typ at+jwt,
@@ -18,26 +17,11 @@ func TestRFC9068Tokens(t *testing.T) {
 	t.Parallel()
 	s := newStackWith(t, "rfc9068_profile_authz")
 	alice := s.token("alice@authmesh.dev")
-	if typ := tokenType(t, alice); typ != "at+jwt" {
+	if typ := ttstest.TokenType(t, alice); typ != "at+jwt" {
 		t.Fatalf("devtenant issued typ %q, want at+jwt", typ)
 	}
 	o := s.placeOrder(alice, `{"items":[{"sku":"kettle","quantity":1}]}`)
 	if r := s.do(http.MethodGet, "/v1/orders/"+o.ID, alice, ""); r.Status != http.StatusOK {
 		t.Fatalf("get own order: %d %s", r.Status, r.Body)
 	}
-}
-
-func tokenType(t *testing.T, tok string) string {
-	t.Helper()
-	raw, err := base64.RawURLEncoding.DecodeString(strings.SplitN(tok, ".", 2)[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h struct {
-		Typ string `json:"typ"`
-	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		t.Fatal(err)
-	}
-	return h.Typ
 }
