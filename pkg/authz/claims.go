@@ -25,7 +25,9 @@ type Claims struct {
 	Scopes      Scopes   // scope, split on spaces
 	Permissions []string // permissions (RBAC, token dialect access_token_authz)
 	Roles       []string // the namespaced roles claim
-	AZP         string   // azp: the client the token was issued to
+	AZP         string   // azp: the client the token was issued to (Auth0 profile)
+	ClientID    string   // client_id: the same, in the RFC 9068 profile (which has no azp)
+	JTI         string   // jti: the token's id (RFC 9068 profile only)
 	GTY         []string // gty, parsed loosely (string or array)
 	OrgID       string   // org_id (Auth0 Organizations)
 
@@ -44,6 +46,17 @@ func (c *Claims) IsM2M() bool {
 		return true
 	}
 	return strings.HasSuffix(c.Subject, "@clients")
+}
+
+// Client returns the client the token was issued to, whichever Auth0 access
+// token profile it follows: azp (Auth0 profile) or else client_id (RFC 9068
+// profile). Every check of who the client is reads this, never AZP alone, so
+// an API switched to the RFC 9068 profile keeps admitting its M2M callers.
+func (c *Claims) Client() string {
+	if c.AZP != "" {
+		return c.AZP
+	}
+	return c.ClientID
 }
 
 // IsTxn reports whether the claims come from a transaction token.

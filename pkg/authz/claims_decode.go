@@ -56,6 +56,8 @@ type tokenClaims struct {
 	permissions []string
 	roles       []string
 	azp         string
+	clientID    string
+	jti         string
 	gty         []string
 	orgID       string
 }
@@ -66,6 +68,7 @@ type defaultClaimsJSON struct {
 	Roles       []string    `json:"https://authmesh.dev/roles"`
 	AZP         string      `json:"azp"`
 	ClientID    string      `json:"client_id"` // RFC 9068 profile
+	JTI         string      `json:"jti"`       // RFC 9068 profile
 	GTY         looseString `json:"gty"`
 	OrgID       string      `json:"org_id"`
 }
@@ -80,9 +83,7 @@ func (t *tokenClaims) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	t.scope, t.permissions, t.azp, t.gty, t.orgID = d.Scope, d.Permissions, d.AZP, d.GTY, d.OrgID
-	if t.azp == "" {
-		t.azp = d.ClientID
-	}
+	t.clientID, t.jti = d.ClientID, d.JTI
 	t.roles = d.Roles
 	if t.rolesClaim != "" && t.rolesClaim != DefaultRolesClaim {
 		var m map[string]json.RawMessage
@@ -110,6 +111,8 @@ func (t *tokenClaims) claims(sub, iss string, aud []string, iat, exp int64, kid 
 		Permissions: t.permissions,
 		Roles:       t.roles,
 		AZP:         t.azp,
+		ClientID:    t.clientID,
+		JTI:         t.jti,
 		GTY:         t.gty,
 		OrgID:       t.orgID,
 	}

@@ -29,6 +29,7 @@ type validatorOptions struct {
 	revocations RevocationChecker
 	revLoader   RevocationLoader // revocations, if it has a loading phase
 	metrics     *Metrics
+	typ         string // WithRequiredType; "" accepts either Auth0 profile
 	now         func() time.Time
 }
 

@@ -62,7 +62,8 @@ func Authenticated() Policy { return Policy{set: true} }
 // Users admits user tokens.
 func (p Policy) Users() Policy { p.users = true; return p }
 
-// Clients admits M2M tokens whose azp is one of azp. Empty ids are ignored:
+// Clients admits M2M tokens whose client (Claims.Client: azp, or client_id in
+// the RFC 9068 profile) is one of azp. Empty ids are ignored:
 // they would name no client.
 func (p Policy) Clients(azp ...string) Policy {
 	p.clients = slices.Clone(p.clients)
@@ -115,7 +116,7 @@ func (p Policy) Authorize(c *Claims) error {
 	switch {
 	case m2m && len(p.clients) == 0:
 		return notAdmitted(ReasonUsersOnly, "only user tokens may call this; service tokens are refused")
-	case m2m && !slices.Contains(p.clients, c.AZP):
+	case m2m && !slices.Contains(p.clients, c.Client()):
 		return notAdmitted(ReasonClientNotAllowed, "this service client may not call this")
 	case !m2m && !p.users:
 		return notAdmitted(ReasonClientsOnly, "only named service clients may call this; user tokens are refused")

@@ -125,6 +125,9 @@ func (v *Validator) verify(ctx context.Context, token string, now time.Time) (*C
 	if err != nil {
 		return nil, err
 	}
+	if err := checkType(h.Typ, v.o.typ); err != nil {
+		return nil, err
+	}
 	iss := v.o.issuers[0]
 	if len(v.o.issuers) > 1 {
 		if iss, err = peekIssuer(token); err != nil {

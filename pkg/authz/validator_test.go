@@ -155,8 +155,8 @@ func TestValidateClaims(t *testing.T) {
 			c["jti"] = "x"
 			return c
 		}()), func(t *testing.T, c *authz.Claims) {
-			if c.AZP != "authmesh-web" {
-				t.Errorf("AZP = %q", c.AZP)
+			if c.Client() != "authmesh-web" || c.ClientID != "authmesh-web" || c.AZP != "" || c.JTI != "x" {
+				t.Errorf("Client() = %q, claims = %+v", c.Client(), c)
 			}
 		}},
 		{"expired within leeway", iss.Token(t, authztest.Claims{"exp": time.Now().Add(-10 * time.Second).Unix()}), nil},

@@ -36,7 +36,7 @@ func (a *App) wireAuthz() error {
 		return err
 	}
 	a.Revocations = natsauth.NewRevocationWatcher(revJS)
-	v, err := authz.NewValidator(keys, a.validatorOptions(m, a.Config.Auth0.Issuer, a.Config.Auth0.Audience)...)
+	v, err := authz.NewValidator(keys, a.validatorOptions(m, a.Config.Auth0.Issuers, a.Config.Auth0.Audience)...)
 	if err != nil {
 		return fmt.Errorf("platform: validator: %w", err)
 	}
@@ -57,11 +57,11 @@ func (a *App) wireAuthz() error {
 }
 
 // validatorOptions are the access-token and the transaction-token
-// validators' options: each accepts its own issuer and audience, and both
+// validators' options: each accepts its own issuers and audience, and both
 // hold tokens against the same revocations and count into the same metrics.
-func (a *App) validatorOptions(m *authz.Metrics, issuer, audience string) []authz.Option {
+func (a *App) validatorOptions(m *authz.Metrics, issuers []string, audience string) []authz.Option {
 	return []authz.Option{
-		authz.WithIssuers(issuer),
+		authz.WithIssuers(issuers...),
 		authz.WithAudiences(audience),
 		authz.WithRevocations(a.Revocations),
 		authz.WithMetrics(m),
@@ -87,7 +87,7 @@ func (a *App) wireTxn(m *authz.Metrics) error {
 	if err != nil {
 		return fmt.Errorf("platform: transaction token keys: %w", err)
 	}
-	tv, err := authz.NewTxnValidator(keys, a.validatorOptions(m, a.Config.Txn.Issuer, a.Config.Txn.TrustDomain)...)
+	tv, err := authz.NewTxnValidator(keys, a.validatorOptions(m, []string{a.Config.Txn.Issuer}, a.Config.Txn.TrustDomain)...)
 	if err != nil {
 		return fmt.Errorf("platform: transaction token validator: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,11 +35,12 @@ var defaultPorts = map[string]string{
 // Auth0 is the identity-provider part of the configuration, shared by every
 // service (Auth0's own, unprefixed variable names).
 type Auth0 struct {
-	Domain   string // AUTH0_DOMAIN; empty for the local tenant
-	Audience string // AUTH0_AUDIENCE
-	Issuer   string // AUTH0_ISSUER, compared exactly
-	JWKSURL  string // AUTH0_JWKS_URL: where keys are fetched (may differ from the issuer's host)
-	TokenURL string // AUTH0_TOKEN_URL: client-credentials endpoint
+	Domain   string   // AUTH0_DOMAIN; empty for the local tenant
+	Audience string   // AUTH0_AUDIENCE
+	Issuer   string   // the first of Issuers: the tenant's URLs default from it
+	Issuers  []string // AUTH0_ISSUER, comma-separated: every name of the tenant (custom domains), each compared exactly
+	JWKSURL  string   // AUTH0_JWKS_URL: where keys are fetched (may differ from the issuer's host)
+	TokenURL string   // AUTH0_TOKEN_URL: client-credentials endpoint
 
 	// ManagementURL and ManagementAudience come from <P>MGMT_URL and
 	// <P>MGMT_AUDIENCE (only the users service reads them).
@@ -108,7 +110,7 @@ func (c Config) PeerClientID(peer string) string {
 // String renders the configuration without secrets, for the start-up log.
 func (c Config) String() string {
 	return fmt.Sprintf("service=%s http=%s nats=%s replicas=%d client_id=%s issuer=%s audience=%s jwks=%s",
-		c.Service, c.HTTPAddr, c.NATSURL, c.NATSReplicas, c.ClientID, c.Auth0.Issuer, c.Auth0.Audience, c.Auth0.JWKSURL)
+		c.Service, c.HTTPAddr, c.NATSURL, c.NATSReplicas, c.ClientID, strings.Join(c.Auth0.Issuers, ","), c.Auth0.Audience, c.Auth0.JWKSURL)
 }
 
 // LoadConfig reads the configuration of service ("users", "orders" or
@@ -246,9 +248,21 @@ func loadAuth0(get func(string, string) string, p string) (Auth0, error) {
 	if base != "" {
 		defIssuer = base
 	}
-	a.Issuer = get("AUTH0_ISSUER", defIssuer)
-	if err := checkURL("AUTH0_ISSUER", a.Issuer); err != nil {
-		errs = append(errs, err)
+	// One tenant answers under each of its custom domains and its canonical
+	// domain, with the same keys: the names are several, the keys one set.
+	for _, iss := range strings.Split(get("AUTH0_ISSUER", defIssuer), ",") {
+		iss = strings.TrimSpace(iss)
+		switch err := checkURL("AUTH0_ISSUER", iss); {
+		case err != nil:
+			errs = append(errs, err)
+		case slices.Contains(a.Issuers, iss):
+			errs = append(errs, fmt.Errorf("AUTH0_ISSUER: %q is listed twice", iss))
+		default:
+			a.Issuers = append(a.Issuers, iss)
+		}
+	}
+	if len(a.Issuers) > 0 {
+		a.Issuer = a.Issuers[0]
 	}
 	if base == "" {
 		base = a.Issuer

@@ -105,7 +105,7 @@ func (a *App) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if cl, ok := authz.ClaimsFromEcho(c); ok {
 			attrs = append(attrs, slog.String("sub_hash", SubjectHash(cl.Subject)))
 			if cl.IsM2M() {
-				attrs = append(attrs, slog.String("azp", cl.AZP))
+				attrs = append(attrs, slog.String("azp", cl.Client()))
 			}
 		}
 		level := slog.LevelInfo

@@ -261,7 +261,7 @@ func (c *Callout) Decide(ctx context.Context, req *jwt.AuthorizationRequestClaim
 	uc.Expires = claims.ExpiresAt.Unix()
 	wsConn := strings.EqualFold(req.ClientInformation.Type, jwt.ConnectionTypeWebsocket)
 	if claims.IsM2M() {
-		name, ok := c.cfg.Clients[claims.AZP]
+		name, ok := c.cfg.Clients[claims.Client()]
 		if !ok {
 			return nil, &refusal{"workload", "unknown_client"}
 		}

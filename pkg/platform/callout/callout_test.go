@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
@@ -75,6 +76,32 @@ func TestWorkloadConnectsWithItsClientToken(t *testing.T) {
 	}
 	if _, err := nc.Request("$JS.API.STREAM.INFO.BILLING_EVENTS", nil, time.Second); err == nil {
 		t.Error("orders reached billing's stream API")
+	}
+}
+
+// An API in the RFC 9068 profile issues client-credentials tokens with
+// client_id and no azp or gty: the callout maps the workload by client_id
+// (Claims.Client) and by sub, as it does an Auth0-profile token by azp.
+func TestWorkloadConnectsWithRFC9068Token(t *testing.T) {
+	tn := start(t)
+	nc, _, err := connect(tn.s.ClientURL(), tn.iss.RFC9068M2MToken(t, "orders-service", ""), nats.CustomInboxPrefix("_INBOX_orders"))
+	if err != nil {
+		t.Fatalf("orders with an RFC 9068 token: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := mesh.Provision(ctx, js, mesh.Orders, 1); err != nil {
+		t.Fatalf("orders provisions its own streams: %v", err)
+	}
+	// An unknown client is still refused, whichever claim names it.
+	if nc, _, err := connect(tn.s.ClientURL(), tn.iss.RFC9068M2MToken(t, "tenant-admin", "")); err == nil {
+		nc.Close()
+		t.Fatal("an RFC 9068 token of a client that is no workload connected")
 	}
 }
 

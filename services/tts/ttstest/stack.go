@@ -2,12 +2,17 @@ package ttstest
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -36,6 +41,11 @@ type StackConfig struct {
 	// NATS, when set, adjusts the NATS server's options (a WebSocket
 	// listener ...).
 	NATS func(*server.Options)
+	// TokenDialect, when set, replaces the API's token_dialect in the
+	// tenant devtenant serves (rfc9068_profile_authz: RFC 9068 tokens, typ
+	// at+jwt with client_id and jti); the services' AUTH0_TENANT_FILE stays
+	// deploy/tenant.yaml, whose permissions are the same.
+	TokenDialect string
 }
 
 // Stack is what a service's component test stands on: an in-process NATS
@@ -67,7 +77,11 @@ func NewStack(tb testing.TB, cfg StackConfig) *Stack {
 	if s.Issuer == "" {
 		s.Issuer = s.TenantURL + "/"
 	}
-	s.Tenant, err = tenant.New(tenant.Config{Issuer: s.Issuer, TenantFile: s.TenantFile, DevDir: filepath.Join(deploy, "dev"),
+	served := s.TenantFile
+	if cfg.TokenDialect != "" {
+		served = withDialect(tb, s.TenantFile, cfg.TokenDialect)
+	}
+	s.Tenant, err = tenant.New(tenant.Config{Issuer: s.Issuer, TenantFile: served, DevDir: filepath.Join(deploy, "dev"),
 		DataDir: tb.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatalf("ttstest: devtenant: %v", err)
@@ -168,4 +182,41 @@ func TxnValidator(tb testing.TB, jwks string) *authz.TxnValidator {
 		tb.Fatal(err)
 	}
 	return v
+}
+
+// withDialect writes a copy of the tenant file whose resource servers use
+// dialect, and returns its path.
+func withDialect(tb testing.TB, file, dialect string) string {
+	tb.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		tb.Fatalf("ttstest: %v", err)
+	}
+	re := regexp.MustCompile(`(?m)^([ \t]*token_dialect:[ \t]*)\S+[ \t]*$`)
+	if !re.Match(b) {
+		tb.Fatalf("ttstest: %s has no token_dialect to replace", file)
+	}
+	out := filepath.Join(tb.TempDir(), "tenant.yaml")
+	if err := os.WriteFile(out, re.ReplaceAll(b, []byte("${1}"+dialect)), 0o600); err != nil {
+		tb.Fatalf("ttstest: %v", err)
+	}
+	return out
+}
+
+// TokenType returns the typ of tok's JOSE header (at+jwt for the RFC 9068
+// profile, JWT for Auth0's).
+func TokenType(tb testing.TB, tok string) string {
+	tb.Helper()
+	head, _, _ := strings.Cut(tok, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		tb.Fatalf("ttstest: token header: %v", err)
+	}
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		tb.Fatalf("ttstest: token header: %v", err)
+	}
+	return h.Typ
 }

@@ -12,7 +12,7 @@ import (
 const codeLifetime = 5 * time.Minute
 
 // authorizeFields travel from the /authorize query into hidden form fields and back.
-var authorizeFields = []string{"response_type", "client_id", "redirect_uri", "scope", "audience", "state", "nonce", "code_challenge", "code_challenge_method", "response_mode"}
+var authorizeFields = []string{"response_type", "client_id", "redirect_uri", "scope", "audience", "resource", "state", "nonce", "code_challenge", "code_challenge_method", "response_mode"}
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Log in — devtenant</title>
@@ -99,7 +99,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	api, aerr := s.userAudience(q.Get("audience"))
+	api, aerr := s.userAudience(s.audienceParam(q.Get))
 	if aerr != nil {
 		fail(aerr.code, aerr.desc)
 		return

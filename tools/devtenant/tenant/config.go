@@ -28,7 +28,8 @@ type API struct {
 	TokenLifetime   int
 	OfflineAccess   bool
 	EnforcePolicies bool
-	// Dialect is access_token or access_token_authz (tokens carry permissions).
+	// Dialect is the token_dialect: access_token or rfc9068_profile, and
+	// their _authz forms whose tokens carry permissions (profile.go).
 	Dialect string
 	Scopes  []string
 }
@@ -76,15 +77,19 @@ type User struct {
 
 // Model is the validated tenant: tenant file, dev users, secrets and keywords together.
 type Model struct {
-	Issuer      string
-	MgmtAud     string
-	DefaultAud  string
-	APIs        map[string]*API
-	Roles       map[string]*Role // by name
-	RoleOrder   []string
-	Clients     map[string]*Client
-	Users       []*User
-	CORSOrigins []string
+	Issuer     string
+	MgmtAud    string
+	DefaultAud string
+	// ResourceParam: the tenant's resource_parameter_profile is
+	// compatibility, so the RFC 8707 resource parameter names the API when
+	// audience does not (profile.go).
+	ResourceParam bool
+	APIs          map[string]*API
+	Roles         map[string]*Role // by name
+	RoleOrder     []string
+	Clients       map[string]*Client
+	Users         []*User
+	CORSOrigins   []string
 }
 
 // LoadModel reads and validates the tenant file and the dev directory for the
@@ -118,6 +123,7 @@ func LoadModel(issuer, tenantPath, devDir string) (*Model, error) {
 	}
 	l.resourceServers(tf.ResourceServers)
 	l.defaultAudience(tf.Tenant)
+	l.resourceParameterProfile(tf.Tenant)
 	each(tf.Roles, l.role)
 	each(tf.Clients, l.client)
 	each(tf.ClientGrants, l.clientGrant)

@@ -96,8 +96,8 @@ func (l *loader) resourceServer(i int, rs resourceServer) {
 	if rs.SigningAlg != "" && rs.SigningAlg != "RS256" {
 		l.bad(l.tenantPath, "%s: signing_alg %q; fix: use RS256 (the only algorithm devtenant signs with)", entry, rs.SigningAlg)
 	}
-	if rs.TokenDialect != "" && rs.TokenDialect != "access_token" && rs.TokenDialect != "access_token_authz" {
-		l.bad(l.tenantPath, "%s: token_dialect %q; fix: use access_token or access_token_authz", entry, rs.TokenDialect)
+	if rs.TokenDialect != "" && !slices.Contains(tokenDialects, rs.TokenDialect) {
+		l.bad(l.tenantPath, "%s: token_dialect %q; fix: use one of %s", entry, rs.TokenDialect, strings.Join(tokenDialects, ", "))
 	}
 	if rs.TokenLifetime < 0 || rs.TokenLifetime > 2592000 {
 		l.bad(l.tenantPath, "%s: token_lifetime %d out of range; fix: use 1..2592000 seconds (default 86400)", entry, rs.TokenLifetime)

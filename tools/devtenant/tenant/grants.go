@@ -81,7 +81,7 @@ func (s *Server) passwordGrant(r *http.Request, c *Client, p params) (*tokenResp
 	if password == "" {
 		return nil, badRequest("Missing required parameter: password")
 	}
-	api, err := s.userAudience(p.get("audience"))
+	api, err := s.userAudience(s.audienceParam(p.get))
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func (s *Server) passwordGrant(r *http.Request, c *Client, p params) (*tokenResp
 }
 
 func (s *Server) clientCredentialsGrant(r *http.Request, c *Client, p params) (*tokenResponse, *oauthErr) {
-	aud := p.get("audience")
+	aud := s.audienceParam(p.get)
 	if aud == "" {
 		aud = s.model.DefaultAud
 	}

@@ -200,13 +200,16 @@ func (ks *keyStore) byState(state string) *signingKey {
 }
 
 // sign signs claims with the current key.
-func (ks *keyStore) sign(claims any) (string, error) {
+func (ks *keyStore) sign(claims any) (string, error) { return ks.signTyped("JWT", claims) }
+
+// signTyped signs claims with the current key under header typ.
+func (ks *keyStore) signTyped(typ string, claims any) (string, error) {
 	ks.mu.RLock()
 	cur := ks.byState("current")
 	ks.mu.RUnlock()
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: cur.priv, KeyID: cur.KID}},
-		(&jose.SignerOptions{}).WithType("JWT"),
+		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)),
 	)
 	if err != nil {
 		return "", err

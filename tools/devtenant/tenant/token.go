@@ -259,12 +259,12 @@ func (s *Server) signAccess(claims accessClaims, api *API, perms []string) (*tok
 	lifetime := 86400
 	if api != nil {
 		lifetime = api.TokenLifetime
-		if api.Dialect == "access_token_authz" {
+		if api.withPermissions() {
 			claims.Permissions = &perms
 		}
 	}
 	claims.Exp = claims.Iat + int64(lifetime)
-	at, err := s.keys.sign(claims)
+	at, err := s.signAccessToken(api, claims)
 	if err != nil {
 		return nil, errSign
 	}

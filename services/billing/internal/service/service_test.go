@@ -53,9 +53,13 @@ type stack struct {
 	txn             *authz.TxnValidator
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T) *stack { return newStackWith(t, "") }
+
+// newStackWith is newStack with devtenant issuing tokens in dialect ("" is
+// deploy/tenant.yaml's).
+func newStackWith(t *testing.T, dialect string) *stack {
 	t.Helper()
-	ms := ttstest.NewStack(t, ttstest.StackConfig{NATS: ttstest.WebSocket})
+	ms := ttstest.NewStack(t, ttstest.StackConfig{NATS: ttstest.WebSocket, TokenDialect: dialect})
 
 	ctx := context.Background()
 	// What the orders service owns, created here in its place, in its own

@@ -185,9 +185,13 @@ func (b *fakeBilling) voidedBy(id string) string {
 	return b.voided[id]
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T) *stack { return newStackWith(t, "") }
+
+// newStackWith is newStack with devtenant issuing tokens in dialect ("" is
+// deploy/tenant.yaml's).
+func newStackWith(t *testing.T, dialect string) *stack {
 	t.Helper()
-	ms := ttstest.NewStack(t, ttstest.StackConfig{NATS: ttstest.WebSocket})
+	ms := ttstest.NewStack(t, ttstest.StackConfig{NATS: ttstest.WebSocket, TokenDialect: dialect})
 	// What the users and billing services own, created here in their place,
 	// each in its own account: their event streams with the durables orders
 	// binds to (the revocation bucket every validator watches comes with the

@@ -127,7 +127,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 	if !actor.IsM2M() {
 		return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "actor_not_workload", Description: "the actor token is not a workload's client-credentials token"}
 	}
-	allowed, ok := x.cfg.Workloads[actor.AZP]
+	allowed, ok := x.cfg.Workloads[actor.Client()]
 	if !ok {
 		return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "unknown_workload", Description: "this client may not request transaction tokens"}
 	}
@@ -142,7 +142,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 	held := subj.Permissions
 	if subj.IsM2M() {
 		// A workload may start a transaction as itself, never as another.
-		if subj.AZP != actor.AZP {
+		if subj.Client() != actor.Client() {
 			return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "foreign_client", Description: "a workload may act only as itself"}
 		}
 		held = subj.Scopes.List()
@@ -163,7 +163,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 	if subj.ExpiresAt.Before(exp) {
 		exp = subj.ExpiresAt // never outlive the token it stands for
 	}
-	tctx, err := json.Marshal(map[string]string{"azp": subj.AZP})
+	tctx, err := json.Marshal(map[string]string{"azp": subj.Client()})
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 		Issuer: x.cfg.Issuer, Audience: x.cfg.TrustDomain,
 		IssuedAt: now.Unix(), ExpiresAt: exp.Unix(),
 		Txn: txnID(requestID), Subject: subj.Subject, Scope: strings.Join(granted, " "),
-		ReqWL: actor.AZP, TCtx: tctx,
+		ReqWL: actor.Client(), TCtx: tctx,
 	})
 	if err != nil {
 		return nil, err
@@ -185,7 +185,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 			AccessToken: tok, IssuedTokenType: authz.TokenTypeTxn, TokenType: "N_A",
 			ExpiresIn: max(int64(exp.Sub(now).Seconds()), 1), Scope: strings.Join(granted, " "),
 		},
-		Workload: actor.AZP, Subject: subj.Subject,
+		Workload: actor.Client(), Subject: subj.Subject,
 	}, nil
 }
 

@@ -100,6 +100,46 @@ func TestExchangeIssuesNarrowedToken(t *testing.T) {
 	}
 }
 
+// An API in the RFC 9068 profile: the workload is known by client_id (no
+// azp, no gty), the caller's client travels on in tctx, and a workload
+// still acts only as itself.
+func TestExchangeRFC9068Profile(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	alice := f.iss.RFC9068Token(t, authztest.Claims{"permissions": []string{"read:profile", "cancel:orders"}, "azp": "authmesh-web"})
+	orders := f.iss.RFC9068M2MToken(t, "orders-service", "cancel:orders")
+	res, err := f.ex.Exchange(context.Background(), f.request(alice, orders, "read:profile"), "req-9068")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := f.verify(t, res.AccessToken); c.RequestingWorkload != "orders-service" || !strings.Contains(string(c.TxnContext), `"azp":"authmesh-web"`) {
+		t.Fatalf("claims %+v", c)
+	}
+	own, err := f.ex.Exchange(context.Background(), f.request(orders, orders, "cancel:orders"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := f.verify(t, own.AccessToken); c.Subject != "orders-service@clients" || c.Client() != "orders-service" {
+		t.Fatalf("service claims %+v", c)
+	}
+	// Mixed profiles: the workload's own transaction with an Auth0-profile
+	// actor token and an RFC 9068 subject token of the same client.
+	if _, err := f.ex.Exchange(context.Background(), f.request(orders, f.iss.M2MToken(t, "orders-service", "cancel:orders"), "cancel:orders"), ""); err != nil {
+		t.Fatalf("mixed profiles: %v", err)
+	}
+	billing := f.iss.RFC9068M2MToken(t, "billing-service", "refund:invoices")
+	stranger := f.iss.RFC9068M2MToken(t, "tenant-admin", "cancel:orders")
+	for name, req := range map[string]natsauth.TxnRequest{
+		"another workload's identity": f.request(orders, billing, "cancel:orders"),
+		"client not a workload":       f.request(alice, stranger, "cancel:orders"),
+	} {
+		var e *exchange.Error
+		if _, err := f.ex.Exchange(context.Background(), req, ""); !errors.As(err, &e) || e.Status != 403 {
+			t.Errorf("%s: %v, want 403", name, err)
+		}
+	}
+}
+
 // TestExchangeRefusesAttacks: what a compromised workload might try.
 func TestExchangeRefusesAttacks(t *testing.T) {
 	t.Parallel()

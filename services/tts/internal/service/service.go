@@ -140,7 +140,7 @@ func startCallout(a *platform.App, cfg platform.Config) error {
 	// Workloads' tokens are checked without the revocation list while it
 	// loads: its bucket is the users service's, which connects through
 	// this callout (see callout.Config.Workloads).
-	workloads, err := authz.NewValidator(a.Keys, authz.WithIssuers(cfg.Auth0.Issuer),
+	workloads, err := authz.NewValidator(a.Keys, authz.WithIssuers(cfg.Auth0.Issuers...),
 		authz.WithAudiences(cfg.Auth0.Audience), authz.WithMetrics(a.AuthzMetrics))
 	if err != nil {
 		return fmt.Errorf("tts: workload validator: %w", err)

@@ -59,10 +59,14 @@ type stack struct {
 	txn    *authz.TxnValidator
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T) *stack { return startStackWith(t, "") }
+
+// startStackWith is startStack with devtenant issuing tokens in dialect
+// ("" is deploy/tenant.yaml's).
+func startStackWith(t *testing.T, dialect string) *stack {
 	t.Helper()
 	s := &stack{t: t}
-	ms := ttstest.NewStack(t, ttstest.StackConfig{Issuer: issuer, Wrap: s.tenantFront})
+	ms := ttstest.NewStack(t, ttstest.StackConfig{Issuer: issuer, Wrap: s.tenantFront, TokenDialect: dialect})
 	s.ms, s.tenant = ms, ms.Tenant
 	s.nc, _ = meshtest.Connect(t, ms.NATS, mesh.Orders)
 	_, s.js = meshtest.Connect(t, ms.NATS, mesh.Users)
