@@ -58,6 +58,7 @@ type tokenClaims struct {
 	azp         string
 	gty         []string
 	orgID       string
+	orgName     string
 }
 
 type defaultClaimsJSON struct {
@@ -68,6 +69,7 @@ type defaultClaimsJSON struct {
 	ClientID    string      `json:"client_id"` // RFC 9068 profile
 	GTY         looseString `json:"gty"`
 	OrgID       string      `json:"org_id"`
+	OrgName     string      `json:"org_name"`
 }
 
 // UnmarshalJSON decodes the payload with segmentio/encoding/json, a drop-in
@@ -79,7 +81,7 @@ func (t *tokenClaims) UnmarshalJSON(b []byte) error {
 	if err := fastjson.Unmarshal(b, &d); err != nil {
 		return err
 	}
-	t.scope, t.permissions, t.azp, t.gty, t.orgID = d.Scope, d.Permissions, d.AZP, d.GTY, d.OrgID
+	t.scope, t.permissions, t.azp, t.gty, t.orgID, t.orgName = d.Scope, d.Permissions, d.AZP, d.GTY, d.OrgID, d.OrgName
 	if t.azp == "" {
 		t.azp = d.ClientID
 	}
@@ -112,6 +114,7 @@ func (t *tokenClaims) claims(sub, iss string, aud []string, iat, exp int64, kid 
 		AZP:         t.azp,
 		GTY:         t.gty,
 		OrgID:       t.orgID,
+		OrgName:     t.orgName,
 	}
 	if iat != 0 {
 		c.IssuedAt = time.Unix(iat, 0)
