@@ -45,7 +45,7 @@ func (s *Server) IssueUserToken(email, audience, scope string) (string, error) {
 	if c == nil {
 		return "", fmt.Errorf("%w: no client with the password grant", ErrUnknown)
 	}
-	resp, oerr := s.userTokens(c, u, api, scope, "password", "", "", "")
+	resp, oerr := s.userTokens(c, u, api, scope, "password", "", "", "", nil)
 	if oerr != nil {
 		return "", errors.New("devtenant: " + oerr.desc)
 	}
@@ -81,7 +81,7 @@ func (s *Server) IssueClientToken(clientID, audience string) (string, error) {
 			audience = a
 		}
 	}
-	resp, oerr := s.clientToken(c, audience, "")
+	resp, oerr := s.clientToken(c, audience, "", nil)
 	if oerr != nil {
 		return "", errors.New("devtenant: " + oerr.desc)
 	}
