@@ -226,3 +226,23 @@ func TestOrganizationsAuthorizationCode(t *testing.T) {
 		t.Errorf("unknown organization: %d %q", r.status, r.header.Get("Location"))
 	}
 }
+
+// TestIssueUserTokenInOrg: in-process issuance (component tests, devstack)
+// follows the same membership rule as the token endpoint.
+func TestIssueUserTokenInOrg(t *testing.T) {
+	t.Parallel()
+	tt := newTenant(t, nil)
+	tok, err := tt.srv.IssueUserTokenInOrg("alice@authmesh.dev", "acme", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, c := decodeJWT(t, tok); c["org_id"] != acmeID || c["org_name"] != "acme" || c["sub"] != aliceID {
+		t.Errorf("claims %v", c)
+	}
+	if _, err := tt.srv.IssueUserTokenInOrg("bob@authmesh.dev", "acme", "", ""); err == nil || !strings.Contains(err.Error(), "not a member") {
+		t.Errorf("bob in acme: %v", err)
+	}
+	if _, err := tt.srv.IssueUserTokenInOrg("alice@authmesh.dev", "", "", ""); err == nil {
+		t.Error("no organization: issued")
+	}
+}
