@@ -29,7 +29,8 @@ type Claims struct {
 	ClientID    string   // client_id: the same, in the RFC 9068 profile (which has no azp)
 	JTI         string   // jti: the token's id (RFC 9068 profile only)
 	GTY         []string // gty, parsed loosely (string or array)
-	OrgID       string   // org_id (Auth0 Organizations)
+	OrgID       string   // org_id (Auth0 Organizations): the organization the token was issued for
+	OrgName     string   // org_name, when the tenant adds it (allow_organization_name_in_authentication_api)
 
 	// Transaction tokens only (TxnValidator): txn, req_wl and tctx. For them
 	// Scopes and Permissions are both the token's narrowed scope.

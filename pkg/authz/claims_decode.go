@@ -60,6 +60,7 @@ type tokenClaims struct {
 	jti         string
 	gty         []string
 	orgID       string
+	orgName     string
 }
 
 type defaultClaimsJSON struct {
@@ -71,6 +72,7 @@ type defaultClaimsJSON struct {
 	JTI         string      `json:"jti"`       // RFC 9068 profile
 	GTY         looseString `json:"gty"`
 	OrgID       string      `json:"org_id"`
+	OrgName     string      `json:"org_name"`
 }
 
 // UnmarshalJSON decodes the payload with segmentio/encoding/json, a drop-in
@@ -82,7 +84,7 @@ func (t *tokenClaims) UnmarshalJSON(b []byte) error {
 	if err := fastjson.Unmarshal(b, &d); err != nil {
 		return err
 	}
-	t.scope, t.permissions, t.azp, t.gty, t.orgID = d.Scope, d.Permissions, d.AZP, d.GTY, d.OrgID
+	t.scope, t.permissions, t.azp, t.gty, t.orgID, t.orgName = d.Scope, d.Permissions, d.AZP, d.GTY, d.OrgID, d.OrgName
 	t.clientID, t.jti = d.ClientID, d.JTI
 	t.roles = d.Roles
 	if t.rolesClaim != "" && t.rolesClaim != DefaultRolesClaim {
@@ -115,6 +117,7 @@ func (t *tokenClaims) claims(sub, iss string, aud []string, iat, exp int64, kid 
 		JTI:         t.jti,
 		GTY:         t.gty,
 		OrgID:       t.orgID,
+		OrgName:     t.orgName,
 	}
 	if iat != 0 {
 		c.IssuedAt = time.Unix(iat, 0)

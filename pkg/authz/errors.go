@@ -100,14 +100,15 @@ func insufficient(needed []string) *Error {
 // KindRefused reports whether e refuses the kind of token (a user token
 // where only clients are admitted, an M2M token of a client not named, or
 // any M2M token where only users are): then Reason is one of ReasonUsersOnly,
-// ReasonClientNotAllowed, ReasonClientsOnly, and the 403's WWW-Authenticate
+// ReasonClientNotAllowed, ReasonClientsOnly (or ReasonOrgRequired: a token
+// issued for no organization), and the 403's WWW-Authenticate
 // carries it as error_description instead of a scope no token could add.
 func (e *Error) KindRefused() bool {
 	if e == nil || e.Code != CodeInsufficientScope {
 		return false
 	}
 	switch e.Reason {
-	case ReasonUsersOnly, ReasonClientNotAllowed, ReasonClientsOnly:
+	case ReasonUsersOnly, ReasonClientNotAllowed, ReasonClientsOnly, ReasonOrgRequired:
 		return true
 	}
 	return false

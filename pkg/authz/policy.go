@@ -16,6 +16,9 @@ const (
 	// ReasonMissingPermission: the kind of token is admitted, a permission
 	// (user) or scope (M2M) is missing.
 	ReasonMissingPermission = "missing_permission"
+	// ReasonOrgRequired: the kind of token is admitted, but the policy
+	// requires an organization (RequireOrg) and the token has no org_id.
+	ReasonOrgRequired = "org_required"
 )
 
 // Policy says who may call a route, NATS endpoint or consumer, and with
@@ -39,6 +42,7 @@ type Policy struct {
 	anyOf   []string
 	users   bool
 	clients []string // admitted azp values of M2M tokens
+	org     bool     // RequireOrg: the token must carry org_id
 	set     bool
 }
 
@@ -75,6 +79,18 @@ func (p Policy) Clients(azp ...string) Policy {
 	return p
 }
 
+// RequireOrg additionally requires a token issued for an Auth0
+// Organization (an org_id claim, user and M2M tokens alike); one without is
+// refused 403 with ReasonOrgRequired. Which organization owns the data a
+// request touches is the use case's check (compare Claims.OrgID with the
+// resource's), not the policy's. It has no effect on Public.
+//
+//	authz.RequireAll("read:reports").Users().RequireOrg()
+func (p Policy) RequireOrg() Policy { p.org = true; return p }
+
+// RequiresOrg reports whether the policy requires an organization.
+func (p Policy) RequiresOrg() bool { return p.org }
+
 // IsPublic reports whether the policy needs no token.
 func (p Policy) IsPublic() bool { return p.public }
 
@@ -100,6 +116,7 @@ func (p Policy) Names() []string {
 // Authorize checks claims against the policy. It returns nil, or an *Error
 // with CodeInsufficientScope — Reason ReasonUsersOnly, ReasonClientNotAllowed
 // or ReasonClientsOnly when the kind of token is not admitted,
+// ReasonOrgRequired for a token without org_id on a RequireOrg policy,
 // ReasonMissingPermission naming what was needed otherwise — or ErrNoPolicy
 // for the zero Policy.
 func (p Policy) Authorize(c *Claims) error {
@@ -120,6 +137,9 @@ func (p Policy) Authorize(c *Claims) error {
 		return notAdmitted(ReasonClientNotAllowed, "this service client may not call this")
 	case !m2m && !p.users:
 		return notAdmitted(ReasonClientsOnly, "only named service clients may call this; user tokens are refused")
+	}
+	if p.org && c.OrgID == "" {
+		return notAdmitted(ReasonOrgRequired, "this requires a token issued for an organization")
 	}
 	has := c.HasPermission
 	if m2m {

@@ -213,6 +213,9 @@ func (v *TxnValidator) verify(ctx context.Context, token string, keyAt time.Time
 		RequestingWorkload: tc.ReqWL,
 		TxnContext:         tc.TCtx,
 	}
+	if err := applyTxnContext(c, tc.TCtx); err != nil {
+		return nil, err
+	}
 	if client, ok := strings.CutSuffix(rc.Subject, "@clients"); ok {
 		// Work no user started: the service acts as itself, and the policies
 		// written for its M2M tokens (Clients) apply unchanged.

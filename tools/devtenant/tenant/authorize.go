@@ -12,7 +12,7 @@ import (
 const codeLifetime = 5 * time.Minute
 
 // authorizeFields travel from the /authorize query into hidden form fields and back.
-var authorizeFields = []string{"response_type", "client_id", "redirect_uri", "scope", "audience", "resource", "state", "nonce", "code_challenge", "code_challenge_method", "response_mode"}
+var authorizeFields = []string{"response_type", "client_id", "redirect_uri", "scope", "audience", "resource", "state", "nonce", "code_challenge", "code_challenge_method", "response_mode", "organization"}
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Log in — devtenant</title>
@@ -104,6 +104,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		fail(aerr.code, aerr.desc)
 		return
 	}
+	org, oerr := s.loginClientOrg(c, q.Get("organization"))
+	if oerr != nil {
+		fail(oerr.code, oerr.desc)
+		return
+	}
 	if q.Get("prompt") == "none" {
 		fail("login_required", "Login required")
 		return
@@ -138,14 +143,22 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		fail("unauthorized", "user is blocked")
 		return
 	}
+	if err := member(org, u.ID); err != nil {
+		fail(err.code, err.desc)
+		return
+	}
 	s.store.recordLogin(u.ID)
+	orgID := ""
+	if org != nil {
+		orgID = org.ID
+	}
 	aud := ""
 	if api != nil {
 		aud = api.Identifier
 	}
 	code := s.store.newCode(&authCode{
 		clientID: c.ID, redirectURI: redirectURI, userID: u.ID, audience: aud, scope: q.Get("scope"),
-		nonce: q.Get("nonce"), challenge: challenge, challengeMethod: method, expires: s.now().Add(codeLifetime),
+		nonce: q.Get("nonce"), orgID: orgID, challenge: challenge, challengeMethod: method, expires: s.now().Add(codeLifetime),
 	})
 	redirectWith(w, r, redirectURI, url.Values{"code": {code}}, q.Get("state"))
 }

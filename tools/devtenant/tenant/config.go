@@ -57,6 +57,10 @@ type Client struct {
 	RotateRefresh bool
 	// Grants maps an audience to the scopes granted for client credentials.
 	Grants map[string][]string
+	// OrgUsage (logins) and OrgGrants (client credentials, by audience):
+	// whether an organization may be named (config_orgs.go).
+	OrgUsage  string
+	OrgGrants map[string]orgGrant
 }
 
 func (c *Client) allows(grant string) bool { return slices.Contains(c.GrantTypes, grant) }
@@ -90,6 +94,10 @@ type Model struct {
 	Clients       map[string]*Client
 	Users         []*User
 	CORSOrigins   []string
+	// Orgs are the organizations by id; OrgNameInTokens is the tenant's
+	// allow_organization_name_in_authentication_api (config_orgs.go).
+	Orgs            map[string]*Organization
+	OrgNameInTokens bool
 }
 
 // LoadModel reads and validates the tenant file and the dev directory for the
@@ -127,8 +135,10 @@ func LoadModel(issuer, tenantPath, devDir string) (*Model, error) {
 	each(tf.Roles, l.role)
 	each(tf.Clients, l.client)
 	each(tf.ClientGrants, l.clientGrant)
+	l.organizations(tf.Organizations, tf.Tenant)
 	l.clientSecrets()
 	l.users()
+	l.orgMembers(devDir)
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
 	}

@@ -25,6 +25,7 @@ type tenantFile struct {
 	Roles           []roleDef        `yaml:"roles"`
 	Clients         []clientDef      `yaml:"clients"`
 	ClientGrants    []clientGrantDef `yaml:"clientGrants"`
+	Organizations   []orgDef         `yaml:"organizations"`
 }
 
 type resourceServer struct {
@@ -65,12 +66,15 @@ type clientDef struct {
 	RefreshToken struct {
 		RotationType string `yaml:"rotation_type"`
 	} `yaml:"refresh_token"`
+	OrganizationUsage string `yaml:"organization_usage"`
 }
 
 type clientGrantDef struct {
-	ClientID string   `yaml:"client_id"`
-	Audience string   `yaml:"audience"`
-	Scope    []string `yaml:"scope"`
+	ClientID             string   `yaml:"client_id"`
+	Audience             string   `yaml:"audience"`
+	Scope                []string `yaml:"scope"`
+	OrganizationUsage    string   `yaml:"organization_usage"`
+	AllowAnyOrganization bool     `yaml:"allow_any_organization"`
 }
 
 func (l *loader) resourceServers(rss []resourceServer) {
@@ -178,6 +182,7 @@ func (l *loader) client(i int, cd clientDef) {
 	c := &Client{ID: cd.Name, AppType: cd.AppType, GrantTypes: cd.GrantTypes, Grants: map[string][]string{},
 		IDTokenTTL: cd.JWTConfiguration.LifetimeInSeconds, RotateRefresh: cd.RefreshToken.RotationType == "rotating"}
 	l.clientKind(entry, c, cd)
+	l.clientOrgUsage(entry, c, cd.OrganizationUsage)
 	if alg := cd.JWTConfiguration.Alg; alg != "" && alg != "RS256" {
 		l.bad(l.tenantPath, "%s: jwt_configuration.alg %q; fix: use RS256", entry, alg)
 	}
@@ -276,4 +281,5 @@ func (l *loader) clientGrant(i int, g clientGrantDef) {
 		scopes = append(scopes, s)
 	}
 	c.Grants[g.Audience] = scopes
+	l.clientGrantOrgs(entry, c, g)
 }

@@ -85,6 +85,10 @@ func (s *Server) passwordGrant(r *http.Request, c *Client, p params) (*tokenResp
 	if err != nil {
 		return nil, err
 	}
+	org, err := s.loginClientOrg(c, p.get("organization"))
+	if err != nil {
+		return nil, err
+	}
 	u, ok := s.store.userByEmail(strings.ToLower(strings.TrimSpace(username)))
 	if !ok || !checkPassword(u, password) {
 		return nil, &oauthErr{http.StatusForbidden, "invalid_user_password", "Wrong email or password."}
@@ -92,8 +96,11 @@ func (s *Server) passwordGrant(r *http.Request, c *Client, p params) (*tokenResp
 	if err := activeUser(r, u); err != nil {
 		return nil, err
 	}
+	if err := member(org, u.ID); err != nil {
+		return nil, err
+	}
 	s.store.recordLogin(u.ID)
-	return s.userTokens(c, u, api, p.get("scope"), "password", "", "", "")
+	return s.userTokens(c, u, api, p.get("scope"), "password", "", "", "", org)
 }
 
 func (s *Server) clientCredentialsGrant(r *http.Request, c *Client, p params) (*tokenResponse, *oauthErr) {
@@ -105,7 +112,11 @@ func (s *Server) clientCredentialsGrant(r *http.Request, c *Client, p params) (*
 		return nil, &oauthErr{http.StatusForbidden, "access_denied", "No audience parameter was provided, and no default audience has been configured"}
 	}
 	note(r, "audience", truncate(aud, 200))
-	return s.clientToken(c, aud, p.get("scope"))
+	org, err := s.clientOrg(c, aud, p.get("organization"))
+	if err != nil {
+		return nil, err
+	}
+	return s.clientToken(c, aud, p.get("scope"), org)
 }
 
 var errInvalidRefresh = &oauthErr{http.StatusForbidden, "invalid_grant", "Unknown or invalid refresh token."}
@@ -139,7 +150,11 @@ func (s *Server) refreshGrant(r *http.Request, c *Client, p params) (*tokenRespo
 	if !c.RotateRefresh {
 		scope = strings.Join(slices.DeleteFunc(strings.Fields(scope), func(s string) bool { return s == "offline_access" }), " ")
 	}
-	return s.userTokens(c, u, s.model.APIs[rec.audience], scope, "refresh_token", rec.family, "", "")
+	org, err := s.keptOrg(rec.orgID, u.ID, errInvalidRefresh)
+	if err != nil {
+		return nil, err
+	}
+	return s.userTokens(c, u, s.model.APIs[rec.audience], scope, "refresh_token", rec.family, "", "", org)
 }
 
 func (s *Server) codeGrant(r *http.Request, c *Client, p params) (*tokenResponse, *oauthErr) {
@@ -171,7 +186,11 @@ func (s *Server) codeGrant(r *http.Request, c *Client, p params) (*tokenResponse
 	if err != nil {
 		return nil, err
 	}
-	return s.userTokens(c, u, s.model.APIs[ac.audience], ac.scope, "", "", ac.nonce, code)
+	org, err := s.keptOrg(ac.orgID, u.ID, errInvalidCode)
+	if err != nil {
+		return nil, err
+	}
+	return s.userTokens(c, u, s.model.APIs[ac.audience], ac.scope, "", "", ac.nonce, code, org)
 }
 
 // userFor returns the user a refresh token or code was issued to, if still

@@ -19,12 +19,27 @@ var ErrUnknown = errors.New("devtenant: unknown user, client or audience")
 // "openid profile email" and every permission of the API (RBAC then keeps
 // only the user's). A blocked user gets an error.
 func (s *Server) IssueUserToken(email, audience, scope string) (string, error) {
+	return s.issueUserToken(email, "", audience, scope)
+}
+
+func (s *Server) issueUserToken(email, orgParam, audience, scope string) (string, error) {
 	u, ok := s.store.userByEmail(strings.ToLower(strings.TrimSpace(email)))
 	if !ok {
 		return "", fmt.Errorf("%w: user %q", ErrUnknown, email)
 	}
 	if u.Blocked {
 		return "", fmt.Errorf("devtenant: user %s is blocked", email)
+	}
+	var org *Organization
+	if orgParam != "" {
+		o, oerr := s.lookupOrg(orgParam)
+		if oerr == nil {
+			oerr = member(o, u.ID)
+		}
+		if oerr != nil {
+			return "", errors.New("devtenant: " + oerr.desc)
+		}
+		org = o
 	}
 	if audience == "" && len(s.model.APIs) == 1 {
 		for id := range s.model.APIs {
@@ -45,7 +60,7 @@ func (s *Server) IssueUserToken(email, audience, scope string) (string, error) {
 	if c == nil {
 		return "", fmt.Errorf("%w: no client with the password grant", ErrUnknown)
 	}
-	resp, oerr := s.userTokens(c, u, api, scope, "password", "", "", "")
+	resp, oerr := s.userTokens(c, u, api, scope, "password", "", "", "", org)
 	if oerr != nil {
 		return "", errors.New("devtenant: " + oerr.desc)
 	}
@@ -81,7 +96,7 @@ func (s *Server) IssueClientToken(clientID, audience string) (string, error) {
 			audience = a
 		}
 	}
-	resp, oerr := s.clientToken(c, audience, "")
+	resp, oerr := s.clientToken(c, audience, "", nil)
 	if oerr != nil {
 		return "", errors.New("devtenant: " + oerr.desc)
 	}

@@ -45,6 +45,7 @@ type userChange struct {
 
 type authCode struct {
 	clientID, redirectURI, userID, audience, scope, nonce string
+	orgID                                                 string // the organization logged in to
 	challenge, challengeMethod                            string
 	expires                                               time.Time
 	used                                                  bool
@@ -53,6 +54,7 @@ type authCode struct {
 
 type refreshRecord struct {
 	family, clientID, userID, audience, scope string
+	orgID                                     string // the organization the family was issued for
 	used                                      bool
 	expires                                   time.Time
 }

@@ -25,6 +25,8 @@ type accessClaims struct {
 	Azp         string    `json:"azp"`
 	Gty         string    `json:"gty,omitempty"`
 	Permissions *[]string `json:"permissions,omitempty"`
+	OrgID       string    `json:"org_id,omitempty"`   // only when the request named an organization
+	OrgName     string    `json:"org_name,omitempty"` // and the tenant puts names in tokens
 }
 
 type tokenResponse struct {
@@ -173,7 +175,7 @@ func (s *Server) permissionsOf(u userRecord, api *API) []string {
 // userTokens issues the access token (and id/refresh tokens as the scopes
 // allow) for u. family continues a refresh family; code binds a new family to
 // the authorization code that started it.
-func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, family, nonce, code string) (*tokenResponse, *oauthErr) {
+func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, family, nonce, code string, org *Organization) (*tokenResponse, *oauthErr) {
 	perms := s.permissionsOf(u, api)
 	offline := c.allows(GrantRefreshToken) && (api == nil || api.OfflineAccess)
 	scopes := grantedScope(strings.Fields(scope), api, perms, offline)
@@ -187,6 +189,7 @@ func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, famil
 		Iss:   s.model.Issuer, Sub: u.ID, Iat: now.Unix(),
 		Scope: strings.Join(scopes, " "), Azp: c.ID, Gty: gty,
 	}
+	claims.OrgID, claims.OrgName = s.orgClaims(org)
 	userinfoAud := s.model.Issuer + "userinfo"
 	switch {
 	case api == nil:
@@ -206,6 +209,12 @@ func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, famil
 		if nonce != "" {
 			idc["nonce"] = nonce
 		}
+		if claims.OrgID != "" {
+			idc["org_id"] = claims.OrgID
+		}
+		if claims.OrgName != "" {
+			idc["org_name"] = claims.OrgName
+		}
 		id, err := s.keys.sign(profileClaims(u, scopes, idc))
 		if err != nil {
 			return nil, errSign
@@ -217,7 +226,7 @@ func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, famil
 		if api != nil {
 			aud = api.Identifier
 		}
-		resp.RefreshToken = s.store.newRefresh(family, refreshRecord{clientID: c.ID, userID: u.ID, audience: aud, scope: claims.Scope})
+		resp.RefreshToken = s.store.newRefresh(family, refreshRecord{clientID: c.ID, userID: u.ID, audience: aud, scope: claims.Scope, orgID: claims.OrgID})
 		if code != "" {
 			if rec, ok := s.store.peekRefresh(resp.RefreshToken); ok {
 				s.store.bindCodeFamily(code, rec.family)
@@ -227,7 +236,7 @@ func (s *Server) userTokens(c *Client, u userRecord, api *API, scope, gty, famil
 	return resp, nil
 }
 
-func (s *Server) clientToken(c *Client, aud, scope string) (*tokenResponse, *oauthErr) {
+func (s *Server) clientToken(c *Client, aud, scope string, org *Organization) (*tokenResponse, *oauthErr) {
 	api := s.model.APIs[aud]
 	if api == nil && aud != s.model.MgmtAud {
 		return nil, &oauthErr{http.StatusForbidden, "access_denied", "Service not found: " + truncate(aud, 200)}
@@ -248,6 +257,7 @@ func (s *Server) clientToken(c *Client, aud, scope string) (*tokenResponse, *oau
 	}
 	claims := accessClaims{Iss: s.model.Issuer, Sub: c.ID + "@clients", Aud: aud, Iat: s.now().Unix(),
 		Scope: strings.Join(scopes, " "), Azp: c.ID, Gty: "client-credentials"}
+	claims.OrgID, claims.OrgName = s.orgClaims(org)
 	return s.signAccess(claims, api, slices.Clone(scopes))
 }
 

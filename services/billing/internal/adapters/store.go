@@ -109,6 +109,7 @@ type record struct {
 	ID          string        `json:"id"`
 	OrderID     string        `json:"order_id"`
 	UserID      string        `json:"user_id"`
+	OrgID       string        `json:"org_id,omitempty"`
 	Status      string        `json:"status"`
 	AmountCents int64         `json:"amount_cents"`
 	Currency    string        `json:"currency"`
@@ -138,7 +139,7 @@ type outboxEvent struct {
 
 func toRecord(inv domain.Invoice) record {
 	r := record{
-		ID: inv.ID, OrderID: inv.OrderID, UserID: inv.UserID, Status: string(inv.Status),
+		ID: inv.ID, OrderID: inv.OrderID, UserID: inv.UserID, OrgID: inv.OrgID, Status: string(inv.Status),
 		AmountCents: inv.AmountCents, Currency: inv.Currency, CreatedAt: inv.CreatedAt, Billed: inv.Billed,
 	}
 	if !inv.PaidAt.IsZero() {
@@ -150,7 +151,7 @@ func toRecord(inv domain.Invoice) record {
 
 func (r record) invoice() domain.Invoice {
 	inv := domain.Invoice{
-		ID: r.ID, OrderID: r.OrderID, UserID: r.UserID, Status: domain.Status(r.Status),
+		ID: r.ID, OrderID: r.OrderID, UserID: r.UserID, OrgID: r.OrgID, Status: domain.Status(r.Status),
 		AmountCents: r.AmountCents, Currency: r.Currency, CreatedAt: r.CreatedAt, Billed: r.Billed,
 	}
 	if r.PaidAt != nil {

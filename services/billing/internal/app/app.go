@@ -71,8 +71,29 @@ var ErrStale = errors.New("invoice changed concurrently")
 // Caller is who asks, as the ports see it.
 type Caller struct {
 	Subject    string
-	Service    bool // an M2M token (the orders service), not a user
-	CanReadAll bool // read:all-invoices
+	OrgID      string // the organization of the caller's token ("" none)
+	Service    bool   // an M2M token (the orders service), not a user
+	CanReadAll bool   // read:all-invoices (within OrgID when it is set)
+}
+
+// owns reports whether inv is the caller's: the same user under the same
+// organization (or both under none). Auth0's rule for an API is to enforce
+// org_id when a token carries one; an invoice of an organization is
+// likewise invisible to a token of none.
+func (c Caller) owns(inv domain.Invoice) bool { return inv.UserID == c.Subject && inv.OrgID == c.OrgID }
+
+// inScope reports whether inv is within the caller's organization for the
+// permissions that reach any user's invoices (read:all-invoices,
+// refund:invoices): a token of an organization reaches that organization's
+// invoices only; one of none (platform support, the services) reaches all.
+func (c Caller) inScope(inv domain.Invoice) bool { return c.OrgID == "" || inv.OrgID == c.OrgID }
+
+// sees reports whether the caller may read inv.
+func (c Caller) sees(inv domain.Invoice) bool {
+	if c.CanReadAll {
+		return c.inScope(inv)
+	}
+	return c.owns(inv)
 }
 
 // Metrics observes transitions (optional).
@@ -177,7 +198,7 @@ func (s *Service) visible(ctx context.Context, c Caller, invoiceID string) (stri
 	if err != nil {
 		return "", err
 	}
-	if !c.CanReadAll && cur.Invoice.UserID != c.Subject {
+	if !c.sees(cur.Invoice) {
 		return "", fmt.Errorf("%w: %s", domain.ErrNotFound, invoiceID)
 	}
 	return orderID, nil
@@ -209,12 +230,32 @@ func (s *Service) List(ctx context.Context, c Caller, f Filter) ([]domain.Invoic
 		if err != nil {
 			return nil, err
 		}
-		if cur.Invoice.UserID != f.UserID {
+		if cur.Invoice.UserID != f.UserID || !c.listed(cur.Invoice, f.UserID) {
 			return []domain.Invoice{}, nil
 		}
 		return []domain.Invoice{cur.Invoice}, nil
 	}
-	return s.store.List(ctx, f)
+	all, err := s.store.List(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, inv := range all {
+		if c.listed(inv, f.UserID) {
+			out = append(out, inv)
+		}
+	}
+	return out, nil
+}
+
+// listed reports whether inv of user belongs in the caller's list: one's
+// own list is the invoices of the organization one is logged in to; another
+// user's (read:all-invoices) those within the caller's organization.
+func (c Caller) listed(inv domain.Invoice, user string) bool {
+	if user == c.Subject {
+		return c.owns(inv)
+	}
+	return c.inScope(inv)
 }
 
 // Pay pays the caller's own open invoice.
@@ -225,7 +266,7 @@ func (s *Service) Pay(ctx context.Context, c Caller, invoiceID string) (domain.I
 	}
 	now := s.now()
 	return s.mutate(ctx, orderID, func(inv *domain.Invoice) ([]Event, bool, error) {
-		if inv.UserID != c.Subject {
+		if !c.owns(*inv) {
 			return nil, false, fmt.Errorf("%w: %s", domain.ErrNotFound, invoiceID)
 		}
 		if err := inv.Pay(now); err != nil {
@@ -243,6 +284,9 @@ func (s *Service) Refund(ctx context.Context, c Caller, invoiceID string) (domai
 		return domain.Invoice{}, err
 	}
 	return s.mutate(ctx, orderID, func(inv *domain.Invoice) ([]Event, bool, error) {
+		if !c.inScope(*inv) {
+			return nil, false, fmt.Errorf("%w: %s", domain.ErrNotFound, invoiceID)
+		}
 		if err := inv.Refund(); err != nil {
 			return nil, false, err
 		}
@@ -261,7 +305,7 @@ func (s *Service) VoidOrder(ctx context.Context, c Caller, orderID string) (doma
 	}
 	inv, err := cas.Retry(func() (domain.Invoice, error) {
 		inv, err := s.mutate(ctx, orderID, func(inv *domain.Invoice) ([]Event, bool, error) {
-			if !c.Service && inv.UserID != "" && inv.UserID != c.Subject {
+			if !c.Service && inv.UserID != "" && !c.owns(*inv) {
 				return nil, false, fmt.Errorf("%w: order %s", domain.ErrNotFound, orderID)
 			}
 			changed, err := inv.Void()
@@ -281,6 +325,9 @@ func (s *Service) VoidOrder(ctx context.Context, c Caller, orderID string) (doma
 		void, err := domain.NewVoidInvoice(orderID, owner, s.now())
 		if err != nil {
 			return domain.Invoice{}, err
+		}
+		if !c.Service {
+			void.OrgID = c.OrgID
 		}
 		if err := s.store.Create(ctx, *void); errors.Is(err, domain.ErrConflict) {
 			return domain.Invoice{}, cas.Lost(err) // created meanwhile: decide on it
@@ -303,6 +350,7 @@ func (s *Service) VoidOrder(ctx context.Context, c Caller, orderID string) (doma
 type OrderCreated struct {
 	OrderID     string
 	UserID      string
+	OrgID       string // the organization the order was placed under
 	AmountCents int64
 	Currency    string
 }
@@ -316,6 +364,7 @@ func (s *Service) OpenInvoice(ctx context.Context, o OrderCreated) error {
 	if err != nil {
 		return err
 	}
+	inv.OrgID = o.OrgID
 	err = s.store.Create(ctx, *inv)
 	if err == nil {
 		if s.metrics != nil {
@@ -328,13 +377,16 @@ func (s *Service) OpenInvoice(ctx context.Context, o OrderCreated) error {
 		return err
 	}
 	_, err = s.mutate(ctx, o.OrderID, func(cur *domain.Invoice) ([]Event, bool, error) {
-		if !cur.Billed && cur.UserID != "" && cur.UserID != o.UserID {
+		if !cur.Billed && cur.UserID != "" && (cur.UserID != o.UserID || cur.OrgID != o.OrgID) {
 			// Voided ahead of its order by a user who does not own it: that
 			// void was never theirs to make, so the owner's invoice opens.
 			*cur = *inv
 			return nil, true, nil
 		}
 		changed, err := cur.FillIn(o.UserID, o.AmountCents, o.Currency)
+		if changed {
+			cur.OrgID = o.OrgID // voided ahead by the orders service, which names no organization
+		}
 		return nil, changed, err
 	})
 	return err
@@ -345,11 +397,11 @@ func (s *Service) OpenInvoice(ctx context.Context, o OrderCreated) error {
 // arriving on its own). A paid invoice stays paid: that conflict was decided
 // already. An invoice of another user is not touched (domain.ErrNotFound):
 // the event's user is its order's owner, whoever signed it.
-func (s *Service) OrderCancelled(ctx context.Context, orderID, userID string) error {
+func (s *Service) OrderCancelled(ctx context.Context, orderID, userID, orgID string) error {
 	if userID == "" {
 		return fmt.Errorf("%w: order.cancelled without a user", domain.ErrInvalid)
 	}
-	_, err := s.VoidOrder(ctx, Caller{Subject: userID}, orderID)
+	_, err := s.VoidOrder(ctx, Caller{Subject: userID, OrgID: orgID}, orderID)
 	if errors.Is(err, domain.ErrConflict) {
 		return nil
 	}

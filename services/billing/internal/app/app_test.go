@@ -172,16 +172,16 @@ func TestOrderCancelledChecksOwner(t *testing.T) {
 	if err := svc.OpenInvoice(ctx, app.OrderCreated{OrderID: "ord_4", UserID: "auth0|alice", AmountCents: 100, Currency: "EUR"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.OrderCancelled(ctx, "ord_4", "auth0|mallory"); !errors.Is(err, domain.ErrNotFound) {
+	if err := svc.OrderCancelled(ctx, "ord_4", "auth0|mallory", ""); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("another user's order: err = %v, want not found", err)
 	}
-	if err := svc.OrderCancelled(ctx, "ord_4", ""); err == nil {
+	if err := svc.OrderCancelled(ctx, "ord_4", "", ""); err == nil {
 		t.Error("no user: accepted")
 	}
 	if got := st.status("ord_4"); got != domain.StatusOpen {
 		t.Fatalf("invoice is %s, want open", got)
 	}
-	if err := svc.OrderCancelled(ctx, "ord_4", "auth0|alice"); err != nil {
+	if err := svc.OrderCancelled(ctx, "ord_4", "auth0|alice", ""); err != nil {
 		t.Fatal(err)
 	}
 	if got := st.status("ord_4"); got != domain.StatusVoid {

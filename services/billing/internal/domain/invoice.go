@@ -34,9 +34,13 @@ const (
 // Invoice bills one order. Its ID is derived from the order's, so "one
 // invoice per order" is a property of the key, not of a check that can race.
 type Invoice struct {
-	ID          string
-	OrderID     string
-	UserID      string
+	ID      string
+	OrderID string
+	UserID  string
+	// OrgID is the Auth0 Organization its order was placed under ("" none):
+	// the invoice inherits it from the order's event, and with UserID it
+	// says who owns the invoice (docs/contract.md §8).
+	OrgID       string
 	Status      Status
 	AmountCents int64
 	Currency    string

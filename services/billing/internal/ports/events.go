@@ -30,12 +30,28 @@ const (
 
 type orderCreatedData struct {
 	OrderID    string `json:"order_id"`
+	OrgID      string `json:"org_id"`
 	TotalCents int64  `json:"total_cents"`
 	Currency   string `json:"currency"`
 }
 
 type orderCancelledData struct {
 	OrderID string `json:"order_id"`
+	OrgID   string `json:"org_id"`
+}
+
+// eventOrg is the organization an order event is about. Signed by the
+// customer, it is the one their transaction token carries (the Transaction
+// Token Service copied it from the token the order was placed with), and
+// the data cannot say otherwise. Signed by the orders service on the
+// customer's behalf (its relay; OrdersOnBehalfPolicy admitted it), its own
+// token names no organization of the customer's, and the data's org_id is
+// the order's, written by the service trusted to act for any customer.
+func eventOrg(ev *natsauth.Event, dataOrg string) string {
+	if ev.Claims.IsM2M() {
+		return dataOrg
+	}
+	return ev.Claims.OrgID
 }
 
 // NewOrdersConsumer returns the durable consumer of ORDERS_EVENTS. The
@@ -93,13 +109,14 @@ func handleOrderEvent(ctx context.Context, svc *app.Service, ev *natsauth.Event)
 		if err := json.Unmarshal(ev.Data, &d); err != nil {
 			return fmt.Errorf("order.created data: %w", err)
 		}
-		return svc.OpenInvoice(ctx, app.OrderCreated{OrderID: d.OrderID, UserID: ev.UserID, AmountCents: d.TotalCents, Currency: d.Currency})
+		return svc.OpenInvoice(ctx, app.OrderCreated{OrderID: d.OrderID, UserID: ev.UserID, OrgID: eventOrg(ev, d.OrgID),
+			AmountCents: d.TotalCents, Currency: d.Currency})
 	case EventOrderCancelled:
 		var d orderCancelledData
 		if err := json.Unmarshal(ev.Data, &d); err != nil {
 			return fmt.Errorf("order.cancelled data: %w", err)
 		}
-		return svc.OrderCancelled(ctx, d.OrderID, ev.UserID)
+		return svc.OrderCancelled(ctx, d.OrderID, ev.UserID, eventOrg(ev, d.OrgID))
 	default:
 		return nil // another order event billing does not act on
 	}

@@ -47,6 +47,7 @@ type invoiceJSON struct {
 	ID          string     `json:"id"`
 	OrderID     string     `json:"order_id"`
 	UserID      string     `json:"user_id"`
+	OrgID       string     `json:"org_id,omitempty"`
 	Status      string     `json:"status"`
 	AmountCents int64      `json:"amount_cents"`
 	Currency    string     `json:"currency"`
@@ -56,7 +57,7 @@ type invoiceJSON struct {
 
 func toJSON(inv domain.Invoice) invoiceJSON {
 	out := invoiceJSON{
-		ID: inv.ID, OrderID: inv.OrderID, UserID: inv.UserID, Status: string(inv.Status),
+		ID: inv.ID, OrderID: inv.OrderID, UserID: inv.UserID, OrgID: inv.OrgID, Status: string(inv.Status),
 		AmountCents: inv.AmountCents, Currency: inv.Currency, CreatedAt: inv.CreatedAt,
 	}
 	if !inv.PaidAt.IsZero() {
@@ -89,6 +90,7 @@ func RegisterHTTP(r Router, svc *app.Service) {
 func caller(cl *authz.Claims) app.Caller {
 	return app.Caller{
 		Subject:    cl.Subject,
+		OrgID:      cl.OrgID,
 		Service:    cl.IsM2M(),
 		CanReadAll: PolicyReadAll.Authorize(cl) == nil,
 	}

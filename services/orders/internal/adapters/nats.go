@@ -41,8 +41,12 @@ type envelope struct {
 	Data       any       `json:"data"`
 }
 
+// OrgID in the data lets a consumer know the order's organization when the
+// orders service signs on the customer's behalf (the relay): its own token
+// names no organization of the customer's.
 type createdData struct {
 	OrderID    string       `json:"order_id"`
+	OrgID      string       `json:"org_id,omitempty"`
 	TotalCents int64        `json:"total_cents"`
 	Currency   string       `json:"currency"`
 	Items      []lineRecord `json:"items"`
@@ -50,6 +54,7 @@ type createdData struct {
 
 type cancelledData struct {
 	OrderID string `json:"order_id"`
+	OrgID   string `json:"org_id,omitempty"`
 	Reason  string `json:"reason"`
 }
 
@@ -71,10 +76,10 @@ func (p *EventPublisher) Publish(ctx context.Context, e app.Event) error {
 	switch e.Type {
 	case app.EventOrderCreated:
 		subj = SubjectCreated
-		env.Data = createdData{OrderID: e.Order.ID, TotalCents: e.Order.TotalCents, Currency: e.Order.Currency, Items: toLineRecords(e.Order.Items)}
+		env.Data = createdData{OrderID: e.Order.ID, OrgID: e.Order.OrgID, TotalCents: e.Order.TotalCents, Currency: e.Order.Currency, Items: toLineRecords(e.Order.Items)}
 	case app.EventOrderCancelled:
 		subj = SubjectCancelled
-		env.Data = cancelledData{OrderID: e.Order.ID, Reason: e.Reason}
+		env.Data = cancelledData{OrderID: e.Order.ID, OrgID: e.Order.OrgID, Reason: e.Reason}
 	default:
 		return fmt.Errorf("publish: unknown event type %q", e.Type)
 	}

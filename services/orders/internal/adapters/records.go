@@ -28,6 +28,7 @@ type lineRecord struct {
 type orderRecord struct {
 	ID              string         `json:"id"`
 	UserID          string         `json:"user_id"`
+	OrgID           string         `json:"org_id,omitempty"`
 	Status          string         `json:"status"`
 	Items           []lineRecord   `json:"items"`
 	TotalCents      int64          `json:"total_cents"`
@@ -62,7 +63,7 @@ func toLineRecords(ls []domain.Line) []lineRecord {
 
 func toRecord(o domain.Order) orderRecord {
 	r := orderRecord{
-		ID: o.ID, UserID: o.UserID, Status: string(o.Status), Items: toLineRecords(o.Items),
+		ID: o.ID, UserID: o.UserID, OrgID: o.OrgID, Status: string(o.Status), Items: toLineRecords(o.Items),
 		TotalCents: o.TotalCents, Currency: o.Currency, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt,
 	}
 	if a := o.ShippingAddress; a != nil {
@@ -73,7 +74,7 @@ func toRecord(o domain.Order) orderRecord {
 
 func (r orderRecord) toDomain() domain.Order {
 	o := domain.Order{
-		ID: r.ID, UserID: r.UserID, Status: domain.Status(r.Status), TotalCents: r.TotalCents,
+		ID: r.ID, UserID: r.UserID, OrgID: r.OrgID, Status: domain.Status(r.Status), TotalCents: r.TotalCents,
 		Currency: r.Currency, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 		Items: make([]domain.Line, len(r.Items)),
 	}

@@ -40,6 +40,11 @@ func (s *Service) PlaceOrder(ctx context.Context, caller Caller, idemKey string,
 			"Idempotency-Key": fmt.Sprintf("must be at most %d characters", MaxIdempotencyKeyLen)}}
 	}
 	hash := RequestHash(req)
+	// A key is the caller's within one organization: the same key sent by
+	// the same user logged in to another must not return this order.
+	if caller.OrgID != "" {
+		idemKey = caller.OrgID + " " + idemKey
+	}
 	deadline := s.cfg.Now().Add(s.cfg.IdempotencyWait)
 	for {
 		rec := IdempotencyRecord{RequestHash: hash, OrderID: s.cfg.NewID(), CreatedAt: s.cfg.Now().UTC()}
@@ -61,7 +66,7 @@ func (s *Service) PlaceOrder(ctx context.Context, caller Caller, idemKey string,
 		if existing.RequestHash != hash {
 			return domain.Order{}, false, domain.ErrIdempotencyMismatch
 		}
-		o, found, err := s.awaitOrder(ctx, caller.Subject, idemKey, existing.OrderID, deadline)
+		o, found, err := s.awaitOrder(ctx, caller, idemKey, existing.OrderID, deadline)
 		if err != nil {
 			return domain.Order{}, false, err
 		}
@@ -74,13 +79,14 @@ func (s *Service) PlaceOrder(ctx context.Context, caller Caller, idemKey string,
 
 // awaitOrder waits for the order an in-flight request with the same key is
 // creating. found=false means that request gave the key up.
-func (s *Service) awaitOrder(ctx context.Context, userID, key, orderID string, deadline time.Time) (domain.Order, bool, error) {
+func (s *Service) awaitOrder(ctx context.Context, caller Caller, key, orderID string, deadline time.Time) (domain.Order, bool, error) {
 	const poll = 20 * time.Millisecond
+	userID := caller.Subject
 	for {
 		o, _, err := s.cfg.Orders.Get(ctx, orderID)
 		switch {
 		case err == nil:
-			if o.UserID != userID {
+			if !caller.Owns(o) {
 				return domain.Order{}, false, fmt.Errorf("idempotency record points at another user's order: %w", domain.ErrConflict)
 			}
 			return o, true, nil
@@ -125,6 +131,7 @@ func (s *Service) create(ctx context.Context, caller Caller, id string, req []do
 	if err != nil {
 		return domain.Order{}, err
 	}
+	o.OrgID = caller.OrgID
 	pe := PendingEvent{EventID: s.cfg.NewID(), Type: EventOrderCreated, OrderID: o.ID, UserID: o.UserID, OccurredAt: o.CreatedAt}
 	// The outbox entry goes first: once the order exists, its event is owed.
 	if err := s.cfg.Outbox.Add(ctx, pe); err != nil {

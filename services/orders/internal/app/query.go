@@ -21,7 +21,7 @@ func (s *Service) visibleOrder(ctx context.Context, caller Caller, id string, re
 	if err != nil {
 		return domain.Order{}, err
 	}
-	if o.UserID != caller.Subject && !readAll {
+	if !caller.Sees(o, readAll) {
 		return domain.Order{}, fmt.Errorf("order %s: %w", id, domain.ErrNotFound)
 	}
 	return o, nil
@@ -36,5 +36,17 @@ func (s *Service) ListOrders(ctx context.Context, caller Caller, userID string) 
 	if userID != caller.Subject && !caller.ReadAll {
 		return nil, domain.ErrForbidden
 	}
-	return s.cfg.Orders.ListByUser(ctx, userID)
+	all, err := s.cfg.Orders.ListByUser(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	// One's own list is the orders of the organization one is logged in to.
+	readAll := userID != caller.Subject
+	out := all[:0]
+	for _, o := range all {
+		if caller.Sees(o, readAll) {
+			out = append(out, o)
+		}
+	}
+	return out, nil
 }

@@ -96,6 +96,25 @@ func (s *Service) Catalog() []domain.Product { return s.cfg.Catalog.Products() }
 // Caller is who a use case acts for, derived from verified claims by a port.
 type Caller struct {
 	Subject string
-	// ReadAll: the caller may read any user's orders (read:all-orders).
+	// OrgID is the organization the caller's token was issued for ("" none).
+	OrgID string
+	// ReadAll: the caller may read any user's orders (read:all-orders) —
+	// of its organization only when it has one.
 	ReadAll bool
+}
+
+// Owns reports whether o is the caller's own: placed by the same user under
+// the same organization (or both under none). Auth0's rule for an API is to
+// enforce org_id when a token carries one; an order placed under an
+// organization is likewise invisible to a token of none.
+func (c Caller) Owns(o domain.Order) bool { return o.UserID == c.Subject && o.OrgID == c.OrgID }
+
+// Sees reports whether the caller may read o: its own, or with readAll any
+// order of its organization (every order when the token names none:
+// platform support, which is not a member of the customers' organizations).
+func (c Caller) Sees(o domain.Order, readAll bool) bool {
+	if !readAll {
+		return c.Owns(o)
+	}
+	return c.OrgID == "" || o.OrgID == c.OrgID
 }

@@ -49,8 +49,13 @@ type Line struct {
 
 // Order is a user's order.
 type Order struct {
-	ID              string
-	UserID          string
+	ID     string
+	UserID string
+	// OrgID is the Auth0 Organization the order was placed under (the
+	// org_id of the caller's token), "" for none. Together with UserID it
+	// says who owns the order: the same user in another organization, or in
+	// none, is someone else (docs/contract.md §8).
+	OrgID           string
 	Status          Status
 	Items           []Line
 	TotalCents      int64

@@ -101,6 +101,7 @@ type addressJSON struct {
 type orderJSON struct {
 	ID              string       `json:"id"`
 	UserID          string       `json:"user_id"`
+	OrgID           string       `json:"org_id,omitempty"`
 	Status          string       `json:"status"`
 	Items           []lineJSON   `json:"items"`
 	TotalCents      int64        `json:"total_cents"`
@@ -112,7 +113,7 @@ type orderJSON struct {
 
 func toOrderJSON(o domain.Order) orderJSON {
 	out := orderJSON{
-		ID: o.ID, UserID: o.UserID, Status: string(o.Status), TotalCents: o.TotalCents,
+		ID: o.ID, UserID: o.UserID, OrgID: o.OrgID, Status: string(o.Status), TotalCents: o.TotalCents,
 		Currency: o.Currency, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt,
 		Items: make([]lineJSON, len(o.Items)),
 	}
@@ -132,7 +133,7 @@ func caller(c echo.Context) (context.Context, app.Caller, error) {
 	if !ok {
 		return nil, app.Caller{}, authz.ErrMissingToken
 	}
-	return c.Request().Context(), app.Caller{Subject: cl.Subject, ReadAll: readAll.Authorize(cl) == nil}, nil
+	return c.Request().Context(), app.Caller{Subject: cl.Subject, OrgID: cl.OrgID, ReadAll: readAll.Authorize(cl) == nil}, nil
 }
 
 // mapErr turns domain validation failures into 422s with field messages and

@@ -163,7 +163,9 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 	if subj.ExpiresAt.Before(exp) {
 		exp = subj.ExpiresAt // never outlive the token it stands for
 	}
-	tctx, err := json.Marshal(map[string]string{"azp": subj.Client()})
+	// The organization travels with the identity: a hop scopes data to
+	// the org the caller's token was issued for, as the edge did.
+	tctx, err := json.Marshal(authz.TxnContext{AZP: subj.Client(), OrgID: subj.OrgID, OrgName: subj.OrgName})
 	if err != nil {
 		return nil, err
 	}
