@@ -58,6 +58,7 @@ type tokenClaims struct {
 	azp         string
 	gty         []string
 	orgID       string
+	jkt         string
 }
 
 type defaultClaimsJSON struct {
@@ -68,6 +69,9 @@ type defaultClaimsJSON struct {
 	ClientID    string      `json:"client_id"` // RFC 9068 profile
 	GTY         looseString `json:"gty"`
 	OrgID       string      `json:"org_id"`
+	Cnf         struct {
+		JKT string `json:"jkt"`
+	} `json:"cnf"`
 }
 
 // UnmarshalJSON decodes the payload with segmentio/encoding/json, a drop-in
@@ -80,6 +84,7 @@ func (t *tokenClaims) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	t.scope, t.permissions, t.azp, t.gty, t.orgID = d.Scope, d.Permissions, d.AZP, d.GTY, d.OrgID
+	t.jkt = d.Cnf.JKT
 	if t.azp == "" {
 		t.azp = d.ClientID
 	}
@@ -112,6 +117,7 @@ func (t *tokenClaims) claims(sub, iss string, aud []string, iat, exp int64, kid 
 		AZP:         t.azp,
 		GTY:         t.gty,
 		OrgID:       t.orgID,
+		JKT:         t.jkt,
 	}
 	if iat != 0 {
 		c.IssuedAt = time.Unix(iat, 0)

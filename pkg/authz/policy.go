@@ -40,6 +40,7 @@ type Policy struct {
 	users   bool
 	clients []string // admitted azp values of M2M tokens
 	set     bool
+	dpop    bool // DPoP-bound tokens with proofs only (RFC 9449)
 }
 
 // Public declares a route that needs no token (and so no who).
@@ -73,6 +74,13 @@ func (p Policy) Clients(azp ...string) Policy {
 	}
 	return p
 }
+
+// RequireDPoP admits only DPoP-bound tokens presented with a valid proof
+// (the middleware needs MiddlewareConfig.DPoP, not disabled).
+func (p Policy) RequireDPoP() Policy { p.dpop = true; return p }
+
+// DPoPRequired reports whether the policy admits DPoP-bound tokens only.
+func (p Policy) DPoPRequired() bool { return p.dpop }
 
 // IsPublic reports whether the policy needs no token.
 func (p Policy) IsPublic() bool { return p.public }
