@@ -31,6 +31,8 @@ type API struct {
 	// Dialect is access_token or access_token_authz (tokens carry permissions).
 	Dialect string
 	Scopes  []string
+	// PoP is proof_of_possession (DPoP, dpop.go); nil: tokens are Bearer.
+	PoP *PoP
 }
 
 func (a *API) hasScope(s string) bool { return slices.Contains(a.Scopes, s) }

@@ -53,6 +53,7 @@ type authCode struct {
 
 type refreshRecord struct {
 	family, clientID, userID, audience, scope string
+	jkt                                       string // the DPoP key a public client's refresh token is bound to
 	used                                      bool
 	expires                                   time.Time
 }
