@@ -3,6 +3,8 @@ package authz
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -11,13 +13,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	fastjson "github.com/segmentio/encoding/json"
 )
 
 // DPoP (RFC 9449): sender-constrained access tokens. A client proves on
@@ -107,6 +112,9 @@ type DPoP struct {
 	// algsList is the algs challenge parameter.
 	algsList string
 	origin   *url.URL
+
+	mu      sync.RWMutex
+	headers map[string]*proofHeaderKey // checked protected headers, by encoded form
 }
 
 // NewDPoP validates cfg and fills in its defaults.
@@ -122,7 +130,7 @@ func NewDPoP(cfg DPoPConfig) (*DPoP, error) {
 	if len(cfg.Algorithms) == 0 {
 		cfg.Algorithms = DefaultDPoPAlgorithms
 	}
-	d := &DPoP{cfg: cfg}
+	d := &DPoP{cfg: cfg, headers: make(map[string]*proofHeaderKey)}
 	for _, a := range cfg.Algorithms {
 		if !slices.Contains(DefaultDPoPAlgorithms, a) {
 			return nil, fmt.Errorf("authz: DPoP algorithm %q: want an asymmetric JWS algorithm (%s)", a, strings.Join(DefaultDPoPAlgorithms, " "))
@@ -277,47 +285,23 @@ func (d *DPoP) parse(proof string, chk ProofCheck) (*Proof, string, error) {
 	if strings.Count(proof, ".") != 2 {
 		return nil, "", badProof("malformed", "the DPoP proof is not a compact JWS", nil)
 	}
-	hdrB64 := proof[:strings.IndexByte(proof, '.')]
-	raw, err := base64.RawURLEncoding.DecodeString(hdrB64)
+	first, last := strings.IndexByte(proof, '.'), strings.LastIndexByte(proof, '.')
+	hk, err := d.proofKey(proof, proof[:first])
 	if err != nil {
-		return nil, "", badProof("malformed", "the DPoP proof header is not base64url", err)
+		return nil, "", err
 	}
-	var ph proofHeader
-	if err := json.Unmarshal(raw, &ph); err != nil {
-		return nil, "", badProof("malformed", "the DPoP proof header is not JSON", err)
-	}
-	if !isDPoPType(ph.Typ) {
-		return nil, "", badProof("typ", "the DPoP proof's typ must be dpop+jwt", nil)
-	}
-	if ph.Crit != nil {
-		return nil, "", badProof("crit", "the DPoP proof has critical header parameters", nil)
-	}
-	if ph.JWK == nil {
-		return nil, "", badProof("no_jwk", "the DPoP proof has no jwk", nil)
-	}
-	if j := ph.JWK; j.D != nil || j.P != nil || j.Q != nil || j.DP != nil || j.DQ != nil || j.QI != nil || j.K != nil {
-		return nil, "", badProof("private_jwk", "the DPoP proof's jwk must be a public key", nil)
-	}
-	jws, err := jose.ParseSignedCompact(proof, d.algs)
+	payload, err := base64.RawURLEncoding.DecodeString(proof[first+1 : last])
 	if err != nil {
-		return nil, "", badProof("alg", "the DPoP proof is not signed with an accepted algorithm", err)
+		return nil, "", badProof("malformed", "the DPoP proof payload is not base64url", err)
 	}
-	if len(jws.Signatures) != 1 {
-		return nil, "", badProof("malformed", "the DPoP proof must have one signature", nil)
-	}
-	jwk := jws.Signatures[0].Protected.JSONWebKey
-	if jwk == nil || !jwk.Valid() || !jwk.IsPublic() {
-		return nil, "", badProof("bad_jwk", "the DPoP proof's jwk is not a usable public key", nil)
-	}
-	if rk, ok := jwk.Key.(*rsa.PublicKey); ok && rk.N.BitLen() < 2048 {
-		return nil, "", badProof("weak_jwk", "the DPoP proof's RSA key is shorter than 2048 bits", nil)
-	}
-	payload, err := jws.Verify(jwk.Key)
-	if err != nil {
+	sig, err := base64.RawURLEncoding.DecodeString(proof[last+1:])
+	if err != nil || !verifyJWS(hk.alg, hk.key, []byte(proof[:last]), sig) {
 		return nil, "", badProof("bad_signature", "the DPoP proof's signature is invalid", err)
 	}
 	var pc proofClaims
-	if err := json.Unmarshal(payload, &pc); err != nil {
+	// segmentio/encoding/json, as for access tokens' claims (claims_decode.go):
+	// only a payload whose signature verified gets here.
+	if err := fastjson.Unmarshal(payload, &pc); err != nil {
 		return nil, "", badProof("malformed", "the DPoP proof's claims are not a JSON object of the right types", err)
 	}
 	switch {
@@ -351,20 +335,129 @@ func (d *DPoP) parse(proof string, chk ProofCheck) (*Proof, string, error) {
 			return nil, "", invalid("dpop_ath", "the DPoP proof is not for this access token", nil)
 		}
 	}
-	tp, err := jwk.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return nil, "", badProof("bad_jwk", "the DPoP proof's jwk has no thumbprint", err)
-	}
-	jkt := base64.RawURLEncoding.EncodeToString(tp)
-	if chk.JKT != "" && subtle.ConstantTimeCompare([]byte(jkt), []byte(chk.JKT)) != 1 {
+	if chk.JKT != "" && subtle.ConstantTimeCompare([]byte(hk.jkt), []byte(chk.JKT)) != 1 {
 		return nil, "", invalid("dpop_binding", "Invalid DPoP key binding", nil)
 	}
 	if n := d.cfg.Nonces; n != nil {
 		if pc.Nonce == nil || !n.valid(*pc.Nonce, now) {
-			return nil, "", &Error{Code: CodeUseDPoPNonce, Reason: "nonce", Description: "Authorization server requires nonce in DPoP proof"}
+			return nil, "", &Error{Code: CodeUseDPoPNonce, Reason: "nonce", Description: "a current server nonce is required in the DPoP proof"}
 		}
 	}
-	return &Proof{JKT: jkt, JTI: pc.JTI, IssuedAt: iat}, pc.JTI, nil
+	return &Proof{JKT: hk.jkt, JTI: pc.JTI, IssuedAt: iat}, pc.JTI, nil
+}
+
+// proofHeaderKey is what a proof's protected header yields once checked:
+// the algorithm, the public key and its thumbprint.
+type proofHeaderKey struct {
+	alg jose.SignatureAlgorithm
+	key any
+	jkt string
+}
+
+// maxProofHeaders bounds the cache of checked headers: one per client key.
+const maxProofHeaders = 4096
+
+// proofKey checks the protected header hdrB64 of proof — typ, no crit, an
+// accepted alg, a public jwk fitting it, via go-jose (whose verification of
+// this first proof is discarded: verifyJWS redoes it) — and remembers the
+// result by the header's encoded form. A client signs every proof under the
+// same header, so after its first proof the header costs a map lookup, not
+// a JSON parse, a curve-point check and a thumbprint.
+func (d *DPoP) proofKey(proof, hdrB64 string) (*proofHeaderKey, error) {
+	d.mu.RLock()
+	hk, ok := d.headers[hdrB64]
+	d.mu.RUnlock()
+	if ok {
+		return hk, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(hdrB64)
+	if err != nil {
+		return nil, badProof("malformed", "the DPoP proof header is not base64url", err)
+	}
+	var ph proofHeader
+	if err := json.Unmarshal(raw, &ph); err != nil {
+		return nil, badProof("malformed", "the DPoP proof header is not JSON", err)
+	}
+	if !isDPoPType(ph.Typ) {
+		return nil, badProof("typ", "the DPoP proof's typ must be dpop+jwt", nil)
+	}
+	if ph.Crit != nil {
+		return nil, badProof("crit", "the DPoP proof has critical header parameters", nil)
+	}
+	if ph.JWK == nil {
+		return nil, badProof("no_jwk", "the DPoP proof has no jwk", nil)
+	}
+	if j := ph.JWK; j.D != nil || j.P != nil || j.Q != nil || j.DP != nil || j.DQ != nil || j.QI != nil || j.K != nil {
+		return nil, badProof("private_jwk", "the DPoP proof's jwk must be a public key", nil)
+	}
+	jws, err := jose.ParseSignedCompact(proof, d.algs)
+	if err != nil {
+		return nil, badProof("alg", "the DPoP proof is not signed with an accepted algorithm", err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, badProof("malformed", "the DPoP proof must have one signature", nil)
+	}
+	sh := jws.Signatures[0].Protected
+	jwk := sh.JSONWebKey
+	if jwk == nil || !jwk.Valid() || !jwk.IsPublic() {
+		return nil, badProof("bad_jwk", "the DPoP proof's jwk is not a usable public key", nil)
+	}
+	if rk, ok := jwk.Key.(*rsa.PublicKey); ok && rk.N.BitLen() < 2048 {
+		return nil, badProof("weak_jwk", "the DPoP proof's RSA key is shorter than 2048 bits", nil)
+	}
+	if _, err := jws.Verify(jwk.Key); err != nil {
+		// A key that does not fit the algorithm (a P-384 key under ES256,
+		// an EC key under RS256) fails here, before the header is kept.
+		return nil, badProof("bad_signature", "the DPoP proof's signature is invalid", err)
+	}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, badProof("bad_jwk", "the DPoP proof's jwk has no thumbprint", err)
+	}
+	hk = &proofHeaderKey{alg: jose.SignatureAlgorithm(sh.Algorithm), key: jwk.Key, jkt: base64.RawURLEncoding.EncodeToString(tp)}
+	d.mu.Lock()
+	if len(d.headers) >= maxProofHeaders {
+		clear(d.headers) // rare; rebuilt one header at a time
+	}
+	d.headers[hdrB64] = hk
+	d.mu.Unlock()
+	return hk, nil
+}
+
+// verifyJWS verifies a JWS signature (RFC 7518 §3) over input with key, of
+// an algorithm and key type proofKey checked together.
+func verifyJWS(alg jose.SignatureAlgorithm, key any, input, sig []byte) bool {
+	var h crypto.Hash
+	switch alg {
+	case jose.ES256, jose.RS256, jose.PS256:
+		h = crypto.SHA256
+	case jose.ES384, jose.RS384, jose.PS384:
+		h = crypto.SHA384
+	case jose.ES512, jose.RS512, jose.PS512:
+		h = crypto.SHA512
+	case jose.EdDSA:
+		pk, ok := key.(ed25519.PublicKey)
+		return ok && ed25519.Verify(pk, input, sig)
+	default:
+		return false
+	}
+	hh := h.New()
+	hh.Write(input)
+	digest := hh.Sum(nil)
+	switch pk := key.(type) {
+	case *ecdsa.PublicKey:
+		n := (pk.Curve.Params().BitSize + 7) / 8
+		if len(sig) != 2*n || !strings.HasPrefix(string(alg), "ES") {
+			return false
+		}
+		return ecdsa.Verify(pk, digest, new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:]))
+	case *rsa.PublicKey:
+		if strings.HasPrefix(string(alg), "PS") {
+			return rsa.VerifyPSS(pk, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}) == nil
+		}
+		return strings.HasPrefix(string(alg), "RS") && rsa.VerifyPKCS1v15(pk, h, digest, sig) == nil
+	}
+	return false
 }
 
 // isDPoPType accepts typ dpop+jwt in any case, also with the application/
