@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strings"
 
-
 	"github.com/authmesh/authmesh/pkg/authz"
 )
 
