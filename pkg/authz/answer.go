@@ -24,8 +24,10 @@ const (
 // (retry: never a 401), and 500 for anything else.
 func (c Code) Status() int {
 	switch c {
-	case CodeMissingToken, CodeInvalidToken:
+	case CodeMissingToken, CodeInvalidToken, CodeInvalidDPoPProof, CodeUseDPoPNonce:
 		return http.StatusUnauthorized
+	case CodeInvalidRequest:
+		return http.StatusBadRequest
 	case CodeInsufficientScope, CodeNoPolicy:
 		return http.StatusForbidden
 	case CodeKeysUnavailable:
@@ -79,9 +81,14 @@ func AnswerOf(err error) Answer {
 	case CodeKeysUnavailable:
 		h.Set(echo.HeaderRetryAfter, retryAfter)
 	case CodeNoPolicy:
+	case CodeInvalidDPoPProof, CodeUseDPoPNonce, CodeInvalidRequest:
+		h.Set(echo.HeaderWWWAuthenticate, realm+`, error="`+string(e.Code)+`", error_description="`+quoteSafe(message(e))+`"`)
 	default:
-		e = &Error{Code: CodeInvalidToken, Reason: e.Reason, Description: e.Description}
+		e = &Error{Code: CodeInvalidToken, Reason: e.Reason, Description: e.Description, DPoP: e.DPoP}
 		h.Set(echo.HeaderWWWAuthenticate, realm+`, error="invalid_token", error_description="`+quoteSafe(message(e))+`"`)
+	}
+	if e.DPoP != nil {
+		e.DPoP.challenge(h)
 	}
 	h.Set(echo.HeaderCacheControl, "no-store")
 	return Answer{Status: e.Code.Status(), Header: h, Body: ErrorBody{Error: publicCode(e.Code), Message: message(e)}}

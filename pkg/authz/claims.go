@@ -31,6 +31,7 @@ type Claims struct {
 	GTY         []string // gty, parsed loosely (string or array)
 	OrgID       string   // org_id (Auth0 Organizations): the organization the token was issued for
 	OrgName     string   // org_name, when the tenant adds it (allow_organization_name_in_authentication_api)
+	JKT         string   // cnf.jkt: the thumbprint of the key a DPoP-bound token is bound to (RFC 9449 §6.1)
 
 	// Transaction tokens only (TxnValidator): txn, req_wl and tctx. For them
 	// Scopes and Permissions are both the token's narrowed scope.
@@ -113,6 +114,9 @@ const identityKey ctxKey = iota
 type identity struct {
 	claims *Claims
 	token  string
+	// proofJKT is set when the middleware verified the request's DPoP
+	// proof for the token (see DPoPVerifiedFromContext).
+	proofJKT string
 }
 
 // WithClaims returns a context carrying the verified claims and the raw token

@@ -61,6 +61,7 @@ type tokenClaims struct {
 	gty         []string
 	orgID       string
 	orgName     string
+	jkt         string
 }
 
 type defaultClaimsJSON struct {
@@ -73,6 +74,9 @@ type defaultClaimsJSON struct {
 	GTY         looseString `json:"gty"`
 	OrgID       string      `json:"org_id"`
 	OrgName     string      `json:"org_name"`
+	Cnf         struct {
+		JKT string `json:"jkt"`
+	} `json:"cnf"`
 }
 
 // UnmarshalJSON decodes the payload with segmentio/encoding/json, a drop-in
@@ -86,6 +90,7 @@ func (t *tokenClaims) UnmarshalJSON(b []byte) error {
 	}
 	t.scope, t.permissions, t.azp, t.gty, t.orgID, t.orgName = d.Scope, d.Permissions, d.AZP, d.GTY, d.OrgID, d.OrgName
 	t.clientID, t.jti = d.ClientID, d.JTI
+	t.jkt = d.Cnf.JKT
 	t.roles = d.Roles
 	if t.rolesClaim != "" && t.rolesClaim != DefaultRolesClaim {
 		var m map[string]json.RawMessage
@@ -118,6 +123,7 @@ func (t *tokenClaims) claims(sub, iss string, aud []string, iat, exp int64, kid 
 		GTY:         t.gty,
 		OrgID:       t.orgID,
 		OrgName:     t.orgName,
+		JKT:         t.jkt,
 	}
 	if iat != 0 {
 		c.IssuedAt = time.Unix(iat, 0)

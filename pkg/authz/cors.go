@@ -13,7 +13,7 @@ type CORS struct {
 	// Origins are allowed exactly (no wildcards, no patterns).
 	Origins []string
 	// AllowHeaders are request headers a browser may send beyond
-	// Authorization, Content-Type and X-Request-Id, which every service
+	// Authorization, Content-Type, X-Request-Id and DPoP, which every service
 	// accepts (orders adds Idempotency-Key).
 	AllowHeaders []string
 }
@@ -33,9 +33,11 @@ func CORSConfig(cfg CORS) middleware.CORSConfig {
 		AllowOriginFunc: func(origin string) (bool, error) {
 			return slices.Contains(allowed, origin), nil
 		},
-		AllowMethods:     []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
-		AllowHeaders:     append([]string{echo.HeaderAuthorization, echo.HeaderContentType, echo.HeaderXRequestID}, cfg.AllowHeaders...),
-		ExposeHeaders:    []string{echo.HeaderWWWAuthenticate, echo.HeaderRetryAfter, echo.HeaderXRequestID},
+		AllowMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+		AllowHeaders: append([]string{echo.HeaderAuthorization, echo.HeaderContentType, echo.HeaderXRequestID, HeaderDPoP}, cfg.AllowHeaders...),
+		// RFC 9449 §7.1, §8: a browser's DPoP client must read the challenge
+		// and the server nonce.
+		ExposeHeaders:    []string{echo.HeaderWWWAuthenticate, echo.HeaderRetryAfter, echo.HeaderXRequestID, HeaderDPoPNonce},
 		AllowCredentials: false,
 		MaxAge:           600,
 	}

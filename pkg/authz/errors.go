@@ -46,6 +46,8 @@ type Error struct {
 	Description string
 	Needed      []string
 	Err         error
+	// DPoP, when set, adds the DPoP challenge (RFC 9449 §7.1) to the answer.
+	DPoP *DPoPChallenge
 }
 
 func (e *Error) Error() string {

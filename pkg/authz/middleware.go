@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -22,6 +21,10 @@ type MiddlewareConfig struct {
 	Registry *Registry
 	// Metrics, when set, counts decisions by result and reason.
 	Metrics *Metrics
+	// DPoP, when set, accepts DPoP-bound tokens with their proofs (RFC 9449)
+	// in its mode; nil is Bearer only. DPoP-bound tokens are never accepted
+	// as Bearer tokens, with or without it.
+	DPoP *DPoP
 }
 
 // Middleware is MiddlewareWithConfig with defaults.
@@ -102,11 +105,7 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 				cfg.Metrics.Decision("allow", "public")
 				return next(c)
 			}
-			token, ok := bearer(authz)
-			if !ok {
-				return deny(c, ErrMissingToken)
-			}
-			claims, err := cfg.Validator.Validate(req.Context(), token)
+			claims, token, jkt, err := authenticate(req, cfg.Validator, cfg.DPoP, policy.DPoPRequired())
 			if err != nil {
 				return deny(c, err)
 			}
@@ -114,7 +113,7 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 				return deny(c, err)
 			}
 			cfg.Metrics.Decision("allow", "ok")
-			c.SetRequest(req.WithContext(WithClaims(req.Context(), claims, token)))
+			c.SetRequest(req.WithContext(withProof(req.Context(), claims, token, jkt)))
 			return next(c)
 		}
 	}
@@ -128,17 +127,6 @@ func routeUnmatched(c echo.Context) bool {
 	}
 	h := c.Handler()
 	return h == nil || reflect.ValueOf(h).Pointer() == notFoundHandler
-}
-
-// bearer extracts the token of an "Authorization: Bearer <token>" header. Any
-// other scheme counts as no token (RFC 6750 §3.1: no error attribute).
-func bearer(h string) (string, bool) {
-	const prefix = "bearer "
-	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		return "", false
-	}
-	t := strings.TrimSpace(h[len(prefix):])
-	return t, t != ""
 }
 
 func reasonOf(e *Error) string {

@@ -44,6 +44,7 @@ type Policy struct {
 	clients []string // admitted azp values of M2M tokens
 	org     bool     // RequireOrg: the token must carry org_id
 	set     bool
+	dpop    bool // DPoP-bound tokens with proofs only (RFC 9449)
 }
 
 // Public declares a route that needs no token (and so no who).
@@ -90,6 +91,13 @@ func (p Policy) RequireOrg() Policy { p.org = true; return p }
 
 // RequiresOrg reports whether the policy requires an organization.
 func (p Policy) RequiresOrg() bool { return p.org }
+
+// RequireDPoP admits only DPoP-bound tokens presented with a valid proof
+// (the middleware needs MiddlewareConfig.DPoP, not disabled).
+func (p Policy) RequireDPoP() Policy { p.dpop = true; return p }
+
+// DPoPRequired reports whether the policy admits DPoP-bound tokens only.
+func (p Policy) DPoPRequired() bool { return p.dpop }
 
 // IsPublic reports whether the policy needs no token.
 func (p Policy) IsPublic() bool { return p.public }

@@ -71,6 +71,9 @@ type App struct {
 	Keys      *authz.KeyProvider
 	// Validator verifies Auth0 access tokens: the HTTP edge's.
 	Validator *authz.Validator
+	// DPoP verifies DPoP proofs at the HTTP edge (RFC 9449; see dpop.go);
+	// nil in the Transaction Token Service.
+	DPoP *authz.DPoP
 	// TxnValidator verifies transaction tokens: every NATS receiver's
 	// (natsauth.NewService, natsauth.NewConsumer). TxnKeys are its keys,
 	// TxnClient exchanges tokens with the Transaction Token Service. All nil

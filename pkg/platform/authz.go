@@ -45,6 +45,9 @@ func (a *App) wireAuthz() error {
 		if err := a.wireTxn(m); err != nil {
 			return err
 		}
+		if err := a.wireDPoP(); err != nil {
+			return err
+		}
 	}
 
 	a.startKeys(keys, "signing keys not loaded yet")

@@ -152,6 +152,7 @@ func (a *App) newEcho() *echo.Echo {
 		Validator: a.Validator,
 		Registry:  a.Routes,
 		Metrics:   a.AuthzMetrics,
+		DPoP:      a.DPoP,
 	}))
 	return e
 }

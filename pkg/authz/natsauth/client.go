@@ -47,11 +47,24 @@ func outgoingToken(ctx context.Context, subj string) (string, error) {
 	if !ok {
 		return "", nil
 	}
-	if c, _ := authz.ClaimsFromContext(ctx); c != nil && c.IsTxn() {
+	c, _ := authz.ClaimsFromContext(ctx)
+	if c != nil && c.IsTxn() {
 		return tok, nil
+	}
+	if c != nil && c.JKT != "" {
+		// A DPoP-bound token is good only with a proof for one HTTP
+		// request: it is exchanged (TxnClient says the proof was verified)
+		// only where the edge verified that proof, never forwarded.
+		if _, ok := authz.DPoPVerifiedFromContext(ctx); !ok {
+			return "", errDPoPUnverified
+		}
 	}
 	return exchange(ctx, tok, subj)
 }
+
+// errDPoPUnverified: a DPoP-bound token in a context where no proof was
+// verified for it (claims put there by hand, say).
+var errDPoPUnverified = errors.New("natsauth: a DPoP-bound token is exchanged only in the request whose DPoP proof the middleware verified")
 
 // NewMsg builds a message for subj carrying, from ctx: the transaction token
 // (see outgoingToken) in Txn-Token, the W3C trace context (continued when ctx

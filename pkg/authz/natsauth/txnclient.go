@@ -169,6 +169,15 @@ type TxnRequest struct {
 	RequestDetails     json.RawMessage `json:"request_details,omitempty"`
 }
 
+// TxnRequestDetails is the request_details of an exchange natsauth sends.
+type TxnRequestDetails struct {
+	// DPoPJKT says the requesting workload verified, on the HTTP request
+	// that carried subject_token, a DPoP proof by the key with this
+	// thumbprint. The Transaction Token Service exchanges a DPoP-bound
+	// subject token only with it, matching the token's cnf.jkt.
+	DPoPJKT string `json:"dpop_jkt,omitempty"`
+}
+
 // TxnResponse is the exchange answer (RFC 8693 §2.2.1; token_type "N_A").
 type TxnResponse struct {
 	AccessToken     string `json:"access_token"`
@@ -198,7 +207,13 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 		return e.token, nil
 	}
 	v, err, _ := c.sf.Do(string(key.subject[:])+key.scopes, func() (any, error) {
-		tok, exp, err := c.request(ctx, subjectToken, scopes)
+		var details json.RawMessage
+		if jkt, ok := authz.DPoPVerifiedFromContext(ctx); ok {
+			if t, _ := authz.TokenFromContext(ctx); t == subjectToken {
+				details, _ = json.Marshal(TxnRequestDetails{DPoPJKT: jkt})
+			}
+		}
+		tok, exp, err := c.request(ctx, subjectToken, scopes, details)
 		if errors.Is(err, errActorRefused) {
 			// The service's own token died (its signing key was revoked,
 			// say): drop it and try once more with a new one.
@@ -206,7 +221,7 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 				if actor, aerr := c.cfg.Actor.Token(ctx); aerr == nil {
 					inv.Invalidate(actor)
 				}
-				tok, exp, err = c.request(ctx, subjectToken, scopes)
+				tok, exp, err = c.request(ctx, subjectToken, scopes, details)
 			}
 		}
 		if errors.Is(err, errActorRefused) {
@@ -259,7 +274,7 @@ func (c *TxnClient) put(key txnKey, e cachedTxn) {
 	c.cache[key] = e
 }
 
-func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []string) (string, time.Time, error) {
+func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []string, details json.RawMessage) (string, time.Time, error) {
 	actor, err := c.cfg.Actor.Token(ctx)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("natsauth: transaction token: service token: %w", err)
@@ -273,6 +288,7 @@ func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []s
 		SubjectTokenType:   authz.TokenTypeAccess,
 		ActorToken:         actor,
 		ActorTokenType:     authz.TokenTypeAccess,
+		RequestDetails:     details,
 	})
 	if err != nil {
 		return "", time.Time{}, err

@@ -44,6 +44,11 @@ const (
 // writes it, every validator (the TTS included) reads it.
 const RevocationBucket = natsauth.RevocationBucket
 
+// DPoPReplayBucket is the bucket of DPoP proof ids service has seen
+// (RFC 9449 §11.1), shared by its replicas. Each service checks the proofs
+// of its own requests, so the bucket is its own: no export, no reader.
+func DPoPReplayBucket(service string) string { return service + "_dpop_jti" }
+
 // SystemAccount is the server's system account; no workload lives in it.
 const SystemAccount = "SYS"
 
@@ -103,6 +108,7 @@ var Workloads = []Workload{
 		Buckets: []Bucket{
 			{Name: "users_profiles"},
 			{Name: RevocationBucket, Readers: []string{Orders, Billing, TTS}},
+			{Name: DPoPReplayBucket(Users)},
 		},
 		Serves: []string{ProfileSubject},
 		Calls:  []string{ExchangeSubject},
@@ -113,7 +119,7 @@ var Workloads = []Workload{
 			{Name: "ORDERS_EVENTS", Subjects: []string{"orders.events.>"}, Events: true},
 			{Name: "ORDERS_DLQ", Subjects: []string{"dlq.orders.>"}},
 		},
-		Buckets: []Bucket{{Name: "orders"}, {Name: "orders_idempotency"}},
+		Buckets: []Bucket{{Name: "orders"}, {Name: "orders_idempotency"}, {Name: DPoPReplayBucket(Orders)}},
 		Calls:   []string{ProfileSubject, VoidSubject, ExchangeSubject},
 	},
 	{
@@ -122,7 +128,7 @@ var Workloads = []Workload{
 			{Name: "BILLING_EVENTS", Subjects: []string{"billing.events.>"}, Events: true},
 			{Name: "BILLING_DLQ", Subjects: []string{"dlq.billing.>"}},
 		},
-		Buckets: []Bucket{{Name: "billing_invoices"}},
+		Buckets: []Bucket{{Name: "billing_invoices"}, {Name: DPoPReplayBucket(Billing)}},
 		Serves:  []string{VoidSubject},
 		Calls:   []string{ExchangeSubject},
 	},

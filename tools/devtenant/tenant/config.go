@@ -32,6 +32,8 @@ type API struct {
 	// their _authz forms whose tokens carry permissions (profile.go).
 	Dialect string
 	Scopes  []string
+	// PoP is proof_of_possession (DPoP, dpop.go); nil: tokens are Bearer.
+	PoP *PoP
 }
 
 func (a *API) hasScope(s string) bool { return slices.Contains(a.Scopes, s) }

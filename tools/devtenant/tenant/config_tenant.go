@@ -29,13 +29,14 @@ type tenantFile struct {
 }
 
 type resourceServer struct {
-	Name               string `yaml:"name"`
-	Identifier         string `yaml:"identifier"`
-	SigningAlg         string `yaml:"signing_alg"`
-	TokenLifetime      int    `yaml:"token_lifetime"`
-	AllowOfflineAccess bool   `yaml:"allow_offline_access"`
-	EnforcePolicies    bool   `yaml:"enforce_policies"`
-	TokenDialect       string `yaml:"token_dialect"`
+	Name               string   `yaml:"name"`
+	Identifier         string   `yaml:"identifier"`
+	SigningAlg         string   `yaml:"signing_alg"`
+	TokenLifetime      int      `yaml:"token_lifetime"`
+	AllowOfflineAccess bool     `yaml:"allow_offline_access"`
+	EnforcePolicies    bool     `yaml:"enforce_policies"`
+	TokenDialect       string   `yaml:"token_dialect"`
+	ProofOfPossession  *popYAML `yaml:"proof_of_possession"`
 	Scopes             []struct {
 		Value       string `yaml:"value"`
 		Description string `yaml:"description"`
@@ -113,6 +114,11 @@ func (l *loader) resourceServer(i int, rs resourceServer) {
 	}
 	if api.Dialect == "" {
 		api.Dialect = "access_token"
+	}
+	if pop, err := parsePoP(rs.ProofOfPossession); err != nil {
+		l.bad(l.tenantPath, "%s: %v", entry, err)
+	} else {
+		api.PoP = pop
 	}
 	for j, s := range rs.Scopes {
 		switch {

@@ -32,6 +32,7 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 		"grant_types_supported":                 grantNames(true),
 		"claims_supported":                      []string{"aud", "auth_time", "created_at", "email", "email_verified", "exp", "family_name", "given_name", "iat", "iss", "name", "nickname", "sub"},
 		"request_uri_parameter_supported":       false,
+		"dpop_signing_alg_values_supported":     s.dpop.plain.Algorithms(),
 	})
 }
 

@@ -55,6 +55,10 @@ type Config struct {
 	// make per ManagementRateWindow (default 1000 per minute).
 	ManagementRateLimit  int
 	ManagementRateWindow time.Duration
+
+	// DPoPNonces makes public clients' DPoP token requests use a server
+	// nonce (400 use_dpop_nonce with DPoP-Nonce first), as Auth0 does.
+	DPoPNonces bool
 }
 
 // Server is a running tenant. It is safe for concurrent use.
@@ -66,6 +70,7 @@ type Server struct {
 	keys    *keyStore
 	store   *store
 	limiter *rateLimiter
+	dpop    *tokenDPoP
 	handler http.Handler
 }
 
@@ -116,6 +121,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, model: model, keys: keys, store: st,
 		limiter: newRateLimiter(cfg.ManagementRateLimit, cfg.ManagementRateWindow, cfg.Now)}
+	if s.dpop, err = newTokenDPoP(cfg.DPoPNonces); err != nil {
+		return nil, fmt.Errorf("devtenant: %w", err)
+	}
 	s.handler = s.routes()
 	s.log.Warn("DEVELOPMENT TENANT — NOT FOR PRODUCTION: devtenant issues tokens for dev users with published passwords; never expose it or trust its issuer outside a dev machine",
 		"issuer", cfg.Issuer, "users", len(model.Users), "clients", len(model.Clients), "apis", len(model.APIs))

@@ -55,6 +55,7 @@ type authCode struct {
 type refreshRecord struct {
 	family, clientID, userID, audience, scope string
 	orgID                                     string // the organization the family was issued for
+	jkt                                       string // the DPoP key a public client's refresh token is bound to
 	used                                      bool
 	expires                                   time.Time
 }

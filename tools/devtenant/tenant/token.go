@@ -42,8 +42,18 @@ type tokenResponse struct {
 func (s *Server) token(w http.ResponseWriter, r *http.Request, p params) *oauthErr {
 	grant := p.get("grant_type")
 	note(r, "grant_type", grant)
+	jkt, err := s.tokenProof(w, r, p)
+	if err != nil {
+		return err
+	}
+	if err := s.checkRefreshBinding(p, grant, jkt); err != nil {
+		return err
+	}
 	resp, err := s.grant(r, p, grant)
 	if err != nil {
+		return err
+	}
+	if resp, err = s.bindDPoP(s.requestClient(r, p), resp, jkt); err != nil {
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")

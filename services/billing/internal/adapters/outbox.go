@@ -117,10 +117,12 @@ func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error 
 func (o *Outbox) publish(ctx context.Context, ev outboxEvent, relayed bool) error {
 	pctx := context.WithoutCancel(ctx)
 	c, hasClaims := authz.ClaimsFromContext(ctx)
-	tok, hasToken := authz.TokenFromContext(ctx)
+	_, hasToken := authz.TokenFromContext(ctx)
 	switch {
 	case !relayed && hasClaims && hasToken && ev.Actor != "" && c.Subject == ev.Actor:
-		pctx = authz.WithClaims(pctx, c, tok)
+		// pctx keeps the request's identity as the middleware stored it,
+		// with the DPoP proof it verified for a bound token (natsauth
+		// exchanges such a token only then).
 	case o.service != nil:
 		pctx = natsauth.AsService(pctx, o.service)
 	default:

@@ -139,6 +139,19 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 	if err != nil {
 		return nil, authError(err, "subject_")
 	}
+	if subj.JKT != "" {
+		// A DPoP-bound token (RFC 9449) is good only with a proof for one
+		// HTTP request, which only the edge could check: the workload must
+		// vouch that it verified one by the bound key. This service is not
+		// a resource server the token is used at — it never accepts the
+		// token as a credential of its caller, which is the actor token —
+		// so the token's binding is honoured by demanding that voucher and
+		// by issuing a transaction token, never the bound token, onward.
+		var d natsauth.TxnRequestDetails
+		if len(req.RequestDetails) == 0 || json.Unmarshal(req.RequestDetails, &d) != nil || d.DPoPJKT != subj.JKT {
+			return nil, badRequest("dpop_unverified", "a DPoP-bound subject token needs the requesting workload's verification of its proof")
+		}
+	}
 	held := subj.Permissions
 	if subj.IsM2M() {
 		// A workload may start a transaction as itself, never as another.

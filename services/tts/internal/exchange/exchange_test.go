@@ -155,6 +155,11 @@ func TestExchangeRefusesAttacks(t *testing.T) {
 	foreign := authztest.Sign(t, authztest.NewRSAKey(t), map[string]any{"alg": "RS256", "typ": "JWT", "kid": f.iss.SigningKey().ID}, f.iss.DefaultClaims())
 	tts := authztest.NewTxnIssuer(t)
 	txnAsSubject := tts.Token(t, "auth0|alice", "read:profile", nil)
+	dpopKey := authztest.NewDPoPKey(t)
+	bound := f.iss.Token(t, authztest.Claims{"permissions": []string{"read:profile"}, "cnf": dpopKey.Cnf()})
+	vouch := func(jkt string) func(*natsauth.TxnRequest) {
+		return func(r *natsauth.TxnRequest) { r.RequestDetails = []byte(`{"dpop_jkt":"` + jkt + `"}`) }
+	}
 
 	mod := func(r natsauth.TxnRequest, fn func(*natsauth.TxnRequest)) natsauth.TxnRequest { fn(&r); return r }
 	for _, tc := range []struct {
@@ -182,6 +187,8 @@ func TestExchangeRefusesAttacks(t *testing.T) {
 			r.SubjectTokenType = "urn:ietf:params:oauth:token-type:refresh_token"
 		}), 400},
 		{"other grant", mod(f.request(alice, orders, "read:profile"), func(r *natsauth.TxnRequest) { r.GrantType = "client_credentials" }), 400},
+		{"DPoP-bound subject without the edge's proof check", f.request(bound, orders, "read:profile"), 400},
+		{"DPoP-bound subject vouched for another key", mod(f.request(bound, orders, "read:profile"), vouch(authztest.NewDPoPKey(t).JKT())), 400},
 		{"other token type", mod(f.request(alice, orders, "read:profile"), func(r *natsauth.TxnRequest) { r.RequestedTokenType = authz.TokenTypeAccess }), 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,185 @@
+package tenant
+
+import (
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+)
+
+// tenantWithPoP writes deploy/tenant.yaml with the API's proof_of_possession
+// replaced by pop ("" removes it) and returns a tenant serving it.
+func tenantWithPoP(t *testing.T, pop string, mutate func(*Config)) *testTenant {
+	t.Helper()
+	raw, err := os.ReadFile(testTenantFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const current = "    proof_of_possession:\n      mechanism: dpop\n      required: false\n"
+	if !strings.Contains(string(raw), current) {
+		t.Fatal("deploy/tenant.yaml no longer has the API's proof_of_possession this test replaces")
+	}
+	file := filepath.Join(t.TempDir(), "tenant.yaml")
+	if err := os.WriteFile(file, []byte(strings.Replace(string(raw), current, pop, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return newTenant(t, func(c *Config) {
+		c.TenantFile = file
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+func (tt *testTenant) postProof(t *testing.T, v url.Values, proof string) response {
+	t.Helper()
+	hdr := map[string]string{}
+	if proof != "" {
+		hdr["DPoP"] = proof
+	}
+	return tt.do(t, http.MethodPost, "/oauth/token", "application/x-www-form-urlencoded", strings.NewReader(v.Encode()), hdr)
+}
+
+func (tt *testTenant) tokenEndpoint() string { return tt.ts.URL + "/oauth/token" }
+
+func refreshForm(rt string) url.Values {
+	return url.Values{"grant_type": {"refresh_token"}, "client_id": {"authmesh-cli"}, "refresh_token": {rt}}
+}
+
+// TestDPoPTokenEndpoint: the grants of deploy/tenant.yaml (DPoP allowed)
+// with and without proofs.
+func TestDPoPTokenEndpoint(t *testing.T) {
+	t.Parallel()
+	tt := newTenant(t, nil)
+	k := authztest.NewDPoPKey(t)
+	password := passwordForm("alice@authmesh.dev", "openid read:profile offline_access")
+
+	t.Run("no proof: Bearer, unbound", func(t *testing.T) {
+		r := tt.postProof(t, password, "")
+		_, claims := decodeJWT(t, r.body["access_token"].(string))
+		if r.status != 200 || r.body["token_type"] != "Bearer" || claims["cnf"] != nil {
+			t.Fatalf("%d %v %v", r.status, r.body["token_type"], claims["cnf"])
+		}
+	})
+
+	var refresh string
+	t.Run("proof: DPoP-bound access token, refresh token bound to the key", func(t *testing.T) {
+		proof := k.Proof(t, "POST", tt.tokenEndpoint(), "")
+		r := tt.postProof(t, password, proof)
+		if r.status != 200 || r.body["token_type"] != "DPoP" {
+			t.Fatalf("%d %s", r.status, r.raw)
+		}
+		hdr, claims := decodeJWT(t, r.body["access_token"].(string))
+		cnf, _ := claims["cnf"].(map[string]any)
+		if cnf["jkt"] != k.JKT() || hdr["typ"] != "JWT" || claims["sub"] != aliceID {
+			t.Fatalf("header %v claims %v", hdr, claims)
+		}
+		if err := tt.verifyWithJWKS(t, r.body["access_token"].(string)); err != nil {
+			t.Fatal(err)
+		}
+		refresh = r.body["refresh_token"].(string)
+		if again := tt.postProof(t, password, proof); again.status != 400 || again.body["error"] != "invalid_dpop_proof" {
+			t.Fatalf("replayed proof: %d %s", again.status, again.raw)
+		}
+	})
+
+	t.Run("refresh needs a proof by the same key", func(t *testing.T) {
+		if r := tt.postProof(t, refreshForm(refresh), ""); r.status != 400 || r.body["error"] != "invalid_dpop_proof" {
+			t.Fatalf("without a proof: %d %s", r.status, r.raw)
+		}
+		other := authztest.NewDPoPKey(t)
+		if r := tt.postProof(t, refreshForm(refresh), other.Proof(t, "POST", tt.tokenEndpoint(), "")); r.status != 400 || r.body["error"] != "invalid_dpop_proof" {
+			t.Fatalf("another key: %d %s", r.status, r.raw)
+		}
+		r := tt.postProof(t, refreshForm(refresh), k.Proof(t, "POST", tt.tokenEndpoint(), ""))
+		if r.status != 200 || r.body["token_type"] != "DPoP" {
+			t.Fatalf("same key: %d %s", r.status, r.raw)
+		}
+		// The rotated refresh token is bound too.
+		if r2 := tt.postProof(t, refreshForm(r.body["refresh_token"].(string)), ""); r2.status != 400 {
+			t.Fatalf("rotated refresh token without a proof: %d %s", r2.status, r2.raw)
+		}
+	})
+
+	t.Run("client credentials with a proof", func(t *testing.T) {
+		r := tt.postProof(t, ccForm("orders-service", apiAud), k.Proof(t, "POST", tt.tokenEndpoint(), ""))
+		_, claims := decodeJWT(t, r.body["access_token"].(string))
+		if cnf, _ := claims["cnf"].(map[string]any); r.status != 200 || r.body["token_type"] != "DPoP" || cnf["jkt"] != k.JKT() {
+			t.Fatalf("%d %s", r.status, r.raw)
+		}
+	})
+
+	for name, proof := range map[string]string{
+		"wrong htm":   k.Proof(t, "GET", tt.tokenEndpoint(), ""),
+		"wrong htu":   k.Proof(t, "POST", tt.ts.URL+"/userinfo", ""),
+		"typ JWT":     k.ProofWith(t, authztest.Claims{"typ": "JWT"}, k.ProofClaims("POST", tt.tokenEndpoint(), "")),
+		"private jwk": k.ProofWith(t, authztest.Claims{"jwk": k.PrivateJWK()}, k.ProofClaims("POST", tt.tokenEndpoint(), "")),
+		"HS256":       authztest.HS256Proof(t, []byte(strings.Repeat("s", 32)), k.ProofClaims("POST", tt.tokenEndpoint(), "")),
+		"garbage":     "not-a-proof",
+	} {
+		t.Run("bad proof: "+name, func(t *testing.T) {
+			r := tt.postProof(t, password, proof)
+			if r.status != 400 || r.body["error"] != "invalid_dpop_proof" || r.body["error_description"] == "" {
+				t.Fatalf("%d %s", r.status, r.raw)
+			}
+		})
+	}
+}
+
+// TestDPoPRequiredAndNonces: required: true refuses requests without a
+// proof; with nonces on, a public client's first proof is answered
+// use_dpop_nonce with a DPoP-Nonce, and the retry with it succeeds.
+func TestDPoPRequiredAndNonces(t *testing.T) {
+	t.Parallel()
+	k := authztest.NewDPoPKey(t)
+	tt := tenantWithPoP(t, "    proof_of_possession:\n      mechanism: dpop\n      required: true\n", func(c *Config) { c.DPoPNonces = true })
+	password := passwordForm("alice@authmesh.dev", "openid read:profile")
+
+	if r := tt.postProof(t, password, ""); r.status != 400 || r.body["error"] != "invalid_request" {
+		t.Fatalf("required, no proof: %d %s", r.status, r.raw)
+	}
+	r := tt.postProof(t, password, k.Proof(t, "POST", tt.tokenEndpoint(), ""))
+	nonce := r.header.Get("DPoP-Nonce")
+	if r.status != 400 || r.body["error"] != "use_dpop_nonce" || nonce == "" {
+		t.Fatalf("no nonce: %d %s %q", r.status, r.raw, nonce)
+	}
+	proof := k.ProofWith(t, nil, k.ProofClaims("POST", tt.tokenEndpoint(), "").With(authztest.Claims{"nonce": nonce}))
+	if r := tt.postProof(t, password, proof); r.status != 200 || r.body["token_type"] != "DPoP" {
+		t.Fatalf("with the nonce: %d %s", r.status, r.raw)
+	}
+	// A confidential client needs no nonce (as at Auth0), but a proof.
+	if r := tt.postProof(t, ccForm("orders-service", apiAud), k.Proof(t, "POST", tt.tokenEndpoint(), "")); r.status != 200 || r.body["token_type"] != "DPoP" {
+		t.Fatalf("client credentials: %d %s", r.status, r.raw)
+	}
+	if r := tt.postProof(t, ccForm("orders-service", apiAud), ""); r.status != 400 {
+		t.Fatalf("client credentials without a proof: %d %s", r.status, r.raw)
+	}
+}
+
+// TestDPoPWithoutAPIPolicy: an API without proof_of_possession issues an
+// unbound Bearer token even to a client that sent a proof (Auth0's rule).
+func TestDPoPWithoutAPIPolicy(t *testing.T) {
+	t.Parallel()
+	k := authztest.NewDPoPKey(t)
+	tt := tenantWithPoP(t, "", nil)
+	r := tt.postProof(t, passwordForm("alice@authmesh.dev", "read:profile"), k.Proof(t, "POST", tt.tokenEndpoint(), ""))
+	_, claims := decodeJWT(t, r.body["access_token"].(string))
+	if r.status != 200 || r.body["token_type"] != "Bearer" || claims["cnf"] != nil {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	if _, err := LoadModel(testIssuer, writeTenant(t, "    proof_of_possession:\n      mechanism: mtls\n"), devDir); err == nil || !strings.Contains(err.Error(), "mtls") {
+		t.Fatalf("mtls: %v", err)
+	}
+}
+
+func writeTenant(t *testing.T, pop string) string {
+	t.Helper()
+	raw, _ := os.ReadFile(testTenantFile)
+	file := filepath.Join(t.TempDir(), "tenant.yaml")
+	_ = os.WriteFile(file, []byte(strings.Replace(string(raw), "    proof_of_possession:\n      mechanism: dpop\n      required: false\n", pop, 1)), 0o600)
+	return file
+}
