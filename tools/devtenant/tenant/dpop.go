@@ -224,6 +224,9 @@ func (s *Server) accessTokenAPI(at string) (*API, map[string]any, string, error)
 			return nil, nil, "", err
 		}
 	}
+	for k, v := range claims {
+		claims[k] = plainNumbers(v)
+	}
 	var auds []any
 	switch a := claims["aud"].(type) {
 	case string:
@@ -237,6 +240,29 @@ func (s *Server) accessTokenAPI(at string) (*API, map[string]any, string, error)
 		}
 	}
 	return nil, claims, hdr.Typ, nil
+}
+
+// plainNumbers turns json.Numbers back into int64 (or float64): go-jose's
+// own JSON encoder would write them as strings, and a NumericDate must be a
+// number.
+func plainNumbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		for k, e := range x {
+			x[k] = plainNumbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = plainNumbers(e)
+		}
+	}
+	return v
 }
 
 // bindRefresh binds a refresh token to a DPoP key.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
@@ -42,6 +43,24 @@ func (tt *testTenant) postProof(t *testing.T, v url.Values, proof string) respon
 		hdr["DPoP"] = proof
 	}
 	return tt.do(t, http.MethodPost, "/oauth/token", "application/x-www-form-urlencoded", strings.NewReader(v.Encode()), hdr)
+}
+
+// validateWithAuthz checks tok as the services do (pkg/authz, which reads
+// cnf.jkt).
+func (tt *testTenant) validateWithAuthz(t *testing.T, tok string) {
+	t.Helper()
+	keys, err := authz.NewKeyProvider(authz.WithJWKSURL(tt.ts.URL + "/.well-known/jwks.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := authz.NewValidator(keys, authz.WithIssuers(testIssuer), authz.WithAudiences(apiAud))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.Validate(t.Context(), tok)
+	if err != nil || c.JKT == "" {
+		t.Fatalf("pkg/authz: %+v %v", c, err)
+	}
 }
 
 func (tt *testTenant) tokenEndpoint() string { return tt.ts.URL + "/oauth/token" }
@@ -81,6 +100,10 @@ func TestDPoPTokenEndpoint(t *testing.T) {
 		if err := tt.verifyWithJWKS(t, r.body["access_token"].(string)); err != nil {
 			t.Fatal(err)
 		}
+		if _, ok := claims["exp"].(float64); !ok {
+			t.Fatalf("exp %#v: want a JSON number", claims["exp"])
+		}
+		tt.validateWithAuthz(t, r.body["access_token"].(string))
 		refresh = r.body["refresh_token"].(string)
 		if again := tt.postProof(t, password, proof); again.status != 400 || again.body["error"] != "invalid_dpop_proof" {
 			t.Fatalf("replayed proof: %d %s", again.status, again.raw)
