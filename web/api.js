@@ -2,6 +2,7 @@
 // (contract §5: {"error","message"}) into messages a person can act on.
 import { config } from "./config.js";
 import * as auth from "./auth.js";
+import * as dpop from "./dpop.js";
 
 export class ApiError extends Error {
   constructor({ status, code, message, fields = [], service, retryAfter = "" }) {
@@ -35,30 +36,51 @@ export function fieldErrors(body) {
   return [];
 }
 
-// request calls a service with the current access token. A 401 is retried once
-// after a token refresh: the access token may have expired while the tab slept.
-export async function request(service, path, { method = "GET", body, headers = {}, retried = false } = {}) {
+// request calls a service with the current access token: a DPoP-bound one as
+// `Authorization: DPoP` with a fresh proof for this request, any other as
+// Bearer. A 401 asking for a DPoP nonce is retried once with the nonce the
+// service sent; any other 401 is retried once after a token refresh: the
+// access token may have expired while the tab slept.
+export async function request(service, path, { method = "GET", body, headers = {}, retried = false, nonceRetried = false } = {}) {
   const base = config.services[service];
-  const token = auth.current()?.accessToken;
+  const url = base + path;
+  const s = auth.current();
+  const token = s?.accessToken;
+  const bound = Boolean(token) && s.tokenType === "DPoP";
   const init = {
     method,
     headers: { Accept: "application/json", ...headers },
   };
-  if (token) init.headers.Authorization = `Bearer ${token}`;
+  if (bound) {
+    init.headers.Authorization = `DPoP ${token}`;
+    init.headers.DPoP = await dpop.proof({ htm: method, htu: url, accessToken: token });
+  } else if (token) {
+    init.headers.Authorization = `Bearer ${token}`;
+  }
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
   let res;
   try {
-    res = await fetch(base + path, init);
+    res = await fetch(url, init);
   } catch {
     throw new ApiError({
       status: 0,
       code: "network_error",
       service,
-      message: `Could not reach the ${service} service at ${base}. Is it running, and does it allow this origin (CORS)?`,
+      message: `Could not reach the ${service} service at ${base}. Is it running, and does it allow this origin (CORS${bound ? ", with the DPoP header" : ""})?`,
     });
+  }
+  if (bound) {
+    const fresh = dpop.rememberNonce(url, res);
+    // A nonce challenge is not an expired token: the same token, with a
+    // proof carrying the nonce, is the answer (RFC 9449 §9). A new nonce on
+    // a 401 whose challenge this page cannot read counts as one.
+    const challenge = res.status === 401 && (dpop.asksForNonce(res) || (fresh && !res.headers.get("WWW-Authenticate")));
+    if (challenge && !nonceRetried && dpop.nonceFor(url)) {
+      return request(service, path, { method, body, headers, retried, nonceRetried: true });
+    }
   }
   if (res.status === 401 && token && !retried && auth.canRefresh()) {
     try {
@@ -66,7 +88,7 @@ export async function request(service, path, { method = "GET", body, headers = {
     } catch (err) {
       throw new ApiError({ status: 401, code: err.code || "login_required", service, message: err.message });
     }
-    return request(service, path, { method, body, headers, retried: true });
+    return request(service, path, { method, body, headers, retried: true, nonceRetried });
   }
   const text = await res.text();
   let data = null;

@@ -4,7 +4,12 @@
 // thing stored is the short-lived login transaction (PKCE verifier and state),
 // in sessionStorage, because it has to survive the redirect to the tenant; it
 // is deleted as soon as the callback is handled.
+//
+// With config.dpop, token requests carry a DPoP proof (dpop.js) by the
+// session's key, so the tenant binds the tokens to it (token_type DPoP); the
+// key is dropped with the session.
 import { config } from "./config.js";
+import * as dpop from "./dpop.js";
 
 const TXN_KEY = "authmesh.login-transaction";
 const TXN_MAX_AGE_MS = 10 * 60 * 1000;
@@ -18,7 +23,7 @@ export class AuthError extends Error {
   }
 }
 
-let session = null; // {accessToken, refreshToken, expiresAt, claims}
+let session = null; // {accessToken, tokenType, refreshToken, expiresAt, claims, ...}
 let refreshing = null;
 let refreshTimer = 0;
 const listeners = new Set();
@@ -94,6 +99,8 @@ export async function handleRedirect() {
   const params = new URLSearchParams(window.location.search);
   if (!params.has("code") && !params.has("error")) return false;
 
+  // A new login is a new session: a new DPoP key, whatever came before.
+  dpop.reset();
   const raw = sessionStorage.getItem(TXN_KEY);
   sessionStorage.removeItem(TXN_KEY);
   // The code must not linger in the address bar or the history.
@@ -124,17 +131,26 @@ export async function handleRedirect() {
   return true;
 }
 
-async function tokenRequest(form, reason) {
+// usesDPoP says whether token requests carry DPoP proofs.
+export function usesDPoP() {
+  return Boolean(config.dpop) && dpop.supported();
+}
+
+// postToken POSTs a token request, with a DPoP proof when enabled, and
+// retries once with the tenant's nonce when it answers use_dpop_nonce (Auth0
+// asks public clients for one on their first DPoP request).
+async function postToken(form, nonceRetried = false) {
+  const url = endpoint("oauth/token");
+  const headers = { "Content-Type": "application/x-www-form-urlencoded", Accept: "application/json" };
+  // Without DPoP, form encoding keeps this a CORS "simple request"; the DPoP
+  // header makes the browser ask the tenant first (preflight), which must
+  // allow it.
+  if (usesDPoP()) headers.DPoP = await dpop.proof({ htm: "POST", htu: url });
   let res;
   try {
-    // Form encoding keeps this a CORS "simple request": no preflight needed.
-    res = await fetch(endpoint("oauth/token"), {
-      method: "POST",
-      headers: { "Content-Type": "application/x-www-form-urlencoded", Accept: "application/json" },
-      body: new URLSearchParams(form),
-    });
+    res = await fetch(url, { method: "POST", headers, body: new URLSearchParams(form) });
   } catch {
-    throw new AuthError("network_error", `Could not reach the tenant at ${endpoint("oauth/token")} (is it running, and does it allow this origin?).`);
+    throw new AuthError("network_error", `Could not reach the tenant at ${url} (is it running, and does it allow this origin${usesDPoP() ? " and the DPoP header" : ""}?).`);
   }
   let body = {};
   try {
@@ -142,12 +158,30 @@ async function tokenRequest(form, reason) {
   } catch {
     body = {};
   }
+  if (usesDPoP()) {
+    const fresh = dpop.rememberNonce(url, res);
+    if (!nonceRetried && dpop.asksForNonce(res, body)) {
+      if (!fresh && !dpop.nonceFor(url)) {
+        throw new AuthError("use_dpop_nonce", "The tenant asks for a DPoP nonce but this page cannot read it: its CORS answer must expose the DPoP-Nonce header.", res.status);
+      }
+      return postToken(form, true);
+    }
+  }
+  return { res, body };
+}
+
+async function tokenRequest(form, reason) {
+  const { res, body } = await postToken(form);
   if (!res.ok || !body.access_token) {
     throw new AuthError(body.error || `http_${res.status}`, body.error_description || body.message || `The tenant answered ${res.status}.`, res.status);
   }
   const previous = session;
   session = {
     accessToken: body.access_token,
+    // DPoP: the token is bound to this session's key and every call needs a
+    // proof (api.js). Bearer: the tenant did not bind it (DPoP off here, or
+    // not enabled for the API), and it is sent as before.
+    tokenType: /^dpop$/i.test(body.token_type || "") ? "DPoP" : "Bearer",
     // With rotation every refresh returns a new refresh token and the old one
     // dies; without it, the old one stays valid and is kept.
     refreshToken: body.refresh_token || previous?.refreshToken || null,
@@ -194,6 +228,8 @@ export function refresh() {
 function end(reason, err) {
   clearTimeout(refreshTimer);
   session = null;
+  // The key goes with the session; tokens bound to it are worthless now.
+  dpop.reset();
   emit(reason, err);
 }
 

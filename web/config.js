@@ -27,8 +27,16 @@ export const config = Object.freeze({
   }),
   // NATS over WebSocket, for live order and invoice updates (web/nats.js).
   // For a real deployment, wss:// behind TLS: the access token travels in
-  // the CONNECT message.
+  // the CONNECT message. That is a bearer use even of a DPoP-bound token: a
+  // CONNECT cannot carry a proof for it, so the NATS server decides whether
+  // to accept bound tokens there.
   nats: "ws://localhost:8405",
+  // DPoP (RFC 9449, web/dpop.js): token requests carry a proof by a
+  // per-session, non-extractable key, so the tenant binds the tokens to it
+  // (token_type DPoP) and every service call carries a proof. A tenant or
+  // API without DPoP answers Bearer tokens, which are sent as before.
+  // false: no proofs, Bearer tokens only.
+  dpop: true,
   // Refresh this many seconds before the access token expires.
   refreshLeewaySeconds: 60,
 });

@@ -19,26 +19,9 @@ import (
 // expression.
 func TestModules(t *testing.T) {
 	t.Parallel()
-	exe := chromiumPath(t)
-	root := repoRoot(t)
-
-	mux := http.NewServeMux()
-	mux.Handle("/", http.FileServer(http.Dir(filepath.Join(root, "web"))))
-	mux.HandleFunc("/blank.html", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprint(w, "<!doctype html><title>modules</title>")
-	})
-	srv := httptest.NewServer(mux) // 127.0.0.1: a secure context, as PKCE needs
-	defer srv.Close()
-
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tab := browser(t, ctx, exe)
-	navCtx, navCancel := context.WithTimeout(tab, 20*time.Second)
-	defer navCancel()
-	if err := chromedp.Do(navCtx, chromedp.Navigate(srv.URL+"/blank.html")); err != nil {
-		t.Fatal(err)
-	}
+	tab := modulesPage(t, ctx)
 
 	// A JWT whose payload is {"sub":"auth0|1","permissions":["read:orders"]}
 	// (signature irrelevant: the page only reads claims for display).
@@ -121,6 +104,32 @@ func TestModules(t *testing.T) {
 			}
 		})
 	}
+}
+
+// modulesPage starts a Chromium of its own on a blank page of an httptest
+// server that serves web/, where expressions can import the SPA's modules.
+// Module state (a session, a DPoP key) lives as long as the page.
+func modulesPage(t *testing.T, ctx context.Context) context.Context {
+	t.Helper()
+	exe := chromiumPath(t)
+	root := repoRoot(t)
+
+	mux := http.NewServeMux()
+	mux.Handle("/", http.FileServer(http.Dir(filepath.Join(root, "web"))))
+	mux.HandleFunc("/blank.html", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, "<!doctype html><title>modules</title>")
+	})
+	srv := httptest.NewServer(mux) // 127.0.0.1: a secure context, as PKCE and WebCrypto need
+	t.Cleanup(srv.Close)
+
+	tab := browser(t, ctx, exe)
+	navCtx, navCancel := context.WithTimeout(tab, 20*time.Second)
+	defer navCancel()
+	if err := chromedp.Do(navCtx, chromedp.Navigate(srv.URL+"/blank.html")); err != nil {
+		t.Fatal(err)
+	}
+	return tab
 }
 
 func jsonEqual(t *testing.T, a, b string) bool {
