@@ -249,6 +249,8 @@ func (r *report) targets() []target {
 		}
 		ts = append(ts, target{Issue: "#14", What: c.what, Measured: ok, Info: true, Value: v})
 	}
+	x, ok := r.Go.metric("DPoP/dpop-cold-proof", "x-of-target")
+	add("#15", dpopTargetWhat, ok, fmt.Sprintf("%.2f× of the target", x), ok && x <= 1)
 	if s := r.Stack; s != nil && len(s.RSSIdle) > 0 {
 		for _, name := range serviceNames() {
 			kb := s.RSSIdle[name]
@@ -268,6 +270,9 @@ var natsConnectTargets = []struct{ variant, what string }{
 	{"callout-workload-cold", "NATS connect through the callout, new token / password connect (informational)"},
 	{"callout-jwks-cold", "NATS connect through the callout, first after its start (JWKS fetch) / password connect (informational)"},
 }
+
+// dpopTargetWhat is issue 15's target for DPoP validation (BenchmarkDPoP).
+const dpopTargetWhat = "DPoP: cold proof + cached token ≤ 1.5× Bearer cached + one ES256 verify"
 
 const createShareWhat = "stack: orders-create req/s as a share of orders-read's (informational)"
 
