@@ -122,7 +122,7 @@ func TestSeveralIssuersOneTenant(t *testing.T) {
 	if n := iss.Fetches(); n != 1 {
 		t.Errorf("JWKS fetched %d times for two issuers of one tenant, want 1", n)
 	}
-	attacker := authztest.NewRSAKey(t)
+	attacker := authztest.AttackerKey(t, iss.SigningKey().Private)
 	for name, tok := range map[string]string{
 		"third issuer":                    iss.Token(t, authztest.Claims{"iss": "https://evil.example/"}),
 		"custom domain without its slash": iss.Token(t, authztest.Claims{"iss": "https://login.authmesh.dev"}),

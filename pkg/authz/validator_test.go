@@ -23,10 +23,7 @@ type attack struct{ name, token, reason string }
 // tokens of iss's tenant.
 func accessTokenAttacks(t *testing.T, iss *authztest.Issuer) []attack {
 	k := iss.SigningKey()
-	attacker := authztest.NewRSAKey(t)
-	for attacker.Equal(k.Private) {
-		attacker = authztest.NewRSAKey(t)
-	}
+	attacker := authztest.AttackerKey(t, k.Private)
 	hdr := func(extra map[string]any) map[string]any {
 		return authztest.Claims{"alg": "RS256", "typ": "JWT", "kid": k.ID}.With(extra)
 	}

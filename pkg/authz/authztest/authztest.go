@@ -74,6 +74,18 @@ func NewRSAKey(tb testing.TB) *rsa.PrivateKey {
 	return pool[poolN%size]
 }
 
+// AttackerKey returns an RSA key that is not k: NewRSAKey's pool hands
+// keys out in turn, so a forger's key must be picked apart from the key it
+// pretends to be.
+func AttackerKey(tb testing.TB, k *rsa.PrivateKey) *rsa.PrivateKey {
+	tb.Helper()
+	for {
+		if a := NewRSAKey(tb); !a.Equal(k) {
+			return a
+		}
+	}
+}
+
 // Issuer is a test identity provider.
 type Issuer struct {
 	Server *httptest.Server

@@ -152,7 +152,7 @@ func TestExchangeRefusesAttacks(t *testing.T) {
 	wrongAud := f.iss.Token(t, authztest.Claims{"aud": "https://other.api"})
 	blocked := f.iss.Token(t, authztest.Claims{"sub": "auth0|blocked", "permissions": []string{"read:profile"}, "iat": time.Now().Add(-time.Minute).Unix()})
 	f.rev["auth0|blocked"] = time.Now()
-	foreign := authztest.Sign(t, authztest.NewRSAKey(t), map[string]any{"alg": "RS256", "typ": "JWT", "kid": f.iss.SigningKey().ID}, f.iss.DefaultClaims())
+	foreign := authztest.Sign(t, authztest.AttackerKey(t, f.iss.SigningKey().Private), map[string]any{"alg": "RS256", "typ": "JWT", "kid": f.iss.SigningKey().ID}, f.iss.DefaultClaims())
 	tts := authztest.NewTxnIssuer(t)
 	txnAsSubject := tts.Token(t, "auth0|alice", "read:profile", nil)
 	dpopKey := authztest.NewDPoPKey(t)
