@@ -4,6 +4,7 @@
 import * as auth from "./auth.js";
 import { users, orders, billing, list, describe } from "./api.js";
 import * as live from "./live.js";
+import * as dpop from "./dpop.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -648,6 +649,10 @@ function startLive() {
   liveConn = live.start({
     claims,
     getToken: () => auth.current()?.accessToken || "",
+    proveConnect: (info, token) =>
+      auth.current()?.tokenType === "DPoP" && auth.current()?.accessToken === token
+        ? dpop.proof({ ...live.connectProof, accessToken: token, nonce: info.nonce || "" })
+        : "",
     onUpdate: applyUpdate,
     onState: (state, err) => {
       renderLive(state, err);

@@ -41,12 +41,19 @@ export function update(msg) {
   return body.kind === "invoice" ? { kind: "invoice", id, order_id: String(body.order_id || ""), status: body.status } : { kind: "order", id, status: body.status };
 }
 
+// A DPoP-bound token is not a bearer token at NATS either: CONNECT carries a
+// DPoP proof of the session's key with htm and htu below (htu under .invalid,
+// served by no HTTP edge) and nonce the server's INFO nonce, fresh for every
+// connection (pkg/platform/callout: ProofMethod, ProofURI).
+export const connectProof = Object.freeze({ htm: "CONNECT", htu: "https://nats.invalid/connect" });
+
 // start connects with the session's current token (asked again on every
 // reconnect) and subscribes to what the claims allow. onUpdate gets each
-// update; onState(state, error) gets connection states and errors. It
-// returns the nats.js Connection: close() ends it.
-export function start({ claims, getToken, onUpdate, onState, url = config.nats }) {
-  const conn = connect({ url, getToken, name: "authmesh-web" });
+// update; onState(state, error) gets connection states and errors.
+// proveConnect(info, token), for a DPoP-bound token, returns CONNECT's proof
+// (see connectProof). It returns the nats.js Connection: close() ends it.
+export function start({ claims, getToken, proveConnect = null, onUpdate, onState, url = config.nats }) {
+  const conn = connect({ url, getToken, proveConnect, name: "authmesh-web" });
   conn.addEventListener("status", (e) => onState(e.detail.state, null));
   conn.addEventListener("error", (e) => onState(conn.state, e.detail));
   for (const subject of subjects(claims)) {

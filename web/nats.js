@@ -181,10 +181,12 @@ export class Parser {
 // ---- connection -------------------------------------------------------------
 
 // connectOptions is the CONNECT body: a subscriber that authenticates with a
-// bearer token and wants headers.
-export function connectOptions(token, name) {
+// token and wants headers. proof, when set, goes in pass: the DPoP proof a
+// DPoP-bound token needs (the server hands pass to the auth callout).
+export function connectOptions(token, name, proof = "") {
   return {
     auth_token: token,
+    ...(proof ? { pass: proof } : {}),
     headers: true,
     no_responders: false,
     verbose: false,
@@ -206,7 +208,9 @@ export function backoffDelay(n, minMs, maxMs, random = Math.random) {
 // Connection keeps one WebSocket to the server open, reconnecting with backoff
 // and asking getToken() for the token on every connect (tokens refresh, and
 // the server closes the connection when the token expires). Subscriptions
-// survive reconnects.
+// survive reconnects. proveConnect(info, token), when given, returns (a
+// promise of) the proof CONNECT carries for that token ("" for none), from
+// the server's INFO (its nonce).
 //
 // Events (CustomEvent, read e.detail):
 //   "status": {state} with state "connecting" | "connected" | "disconnected" | "closed"
@@ -216,6 +220,7 @@ export function backoffDelay(n, minMs, maxMs, random = Math.random) {
 export class Connection extends EventTarget {
   #url;
   #getToken;
+  #proveConnect;
   #name;
   #minDelayMs;
   #maxDelayMs;
@@ -227,12 +232,13 @@ export class Connection extends EventTarget {
   #subs = new Map(); // sid → {subject, onMessage}
   #state = "disconnected";
 
-  constructor({ url, getToken, name = "authmesh-web", minDelayMs = 500, maxDelayMs = 30000, connectTimeoutMs = 10000 }) {
+  constructor({ url, getToken, proveConnect = null, name = "authmesh-web", minDelayMs = 500, maxDelayMs = 30000, connectTimeoutMs = 10000 }) {
     super();
     if (!url) throw new TypeError("nats: url is required");
     if (typeof getToken !== "function") throw new TypeError("nats: getToken must be a function");
     this.#url = url;
     this.#getToken = getToken;
+    this.#proveConnect = proveConnect;
     this.#name = name;
     this.#minDelayMs = minDelayMs;
     this.#maxDelayMs = maxDelayMs;
@@ -317,7 +323,12 @@ export class Connection extends EventTarget {
     const parser = new Parser((op) => {
       if (op.op === "INFO" && handshake === "info") {
         handshake = "pong";
-        this.#send(`CONNECT ${JSON.stringify(connectOptions(token, this.#name))}\r\nPING`);
+        const prove = this.#proveConnect ? Promise.resolve().then(() => this.#proveConnect(op.info, token)) : Promise.resolve("");
+        prove
+          .catch(() => "") // without its proof the server refuses a bound token: reported as any refusal
+          .then((proof) => {
+            if (ws === this.#ws) this.#send(`CONNECT ${JSON.stringify(connectOptions(token, this.#name, proof))}\r\nPING`);
+          });
       } else if (op.op === "PONG" && handshake === "pong") {
         handshake = "done";
         clearTimeout(deadline);

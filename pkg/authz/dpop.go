@@ -186,6 +186,10 @@ type ProofCheck struct {
 	// JKT, when set, must be the thumbprint of the proof's key (the access
 	// token's cnf.jkt, or the key a refresh token is bound to).
 	JKT string
+	// Nonce, when set, must be the proof's nonce exactly: a nonce the
+	// checker handed out for this one exchange (the NATS server's INFO
+	// nonce at CONNECT), instead of DPoPConfig.Nonces.
+	Nonce string
 }
 
 // Proof is a verified proof.
@@ -338,7 +342,11 @@ func (d *DPoP) parse(proof string, chk ProofCheck) (*Proof, string, error) {
 	if chk.JKT != "" && subtle.ConstantTimeCompare([]byte(hk.jkt), []byte(chk.JKT)) != 1 {
 		return nil, "", invalid("dpop_binding", "Invalid DPoP key binding", nil)
 	}
-	if n := d.cfg.Nonces; n != nil {
+	if chk.Nonce != "" {
+		if pc.Nonce == nil || subtle.ConstantTimeCompare([]byte(*pc.Nonce), []byte(chk.Nonce)) != 1 {
+			return nil, "", badProof("nonce", "the DPoP proof does not carry this exchange's nonce", nil)
+		}
+	} else if n := d.cfg.Nonces; n != nil {
 		if pc.Nonce == nil || !n.valid(*pc.Nonce, now) {
 			return nil, "", &Error{Code: CodeUseDPoPNonce, Reason: "nonce", Description: "a current server nonce is required in the DPoP proof"}
 		}

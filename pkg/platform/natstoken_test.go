@@ -131,7 +131,9 @@ func TestNATSTokenRenewsBeforeExpiry(t *testing.T) {
 
 	// The connection keeps working over the renewals: billing asks
 	// JetStream for its account's info (a request and its reply) every
-	// 250 ms; one caught in a reconnect is buffered and answered after it.
+	// 250 ms. A request in flight at the moment of a renewal's reconnect
+	// may fail with the connection (as with any reconnect, and callers
+	// retry); any other failure, or more than one per renewal, is a bug.
 	const over = 7 * time.Second // more than two token lifetimes
 	failed := 0
 	for deadline := time.Now().Add(over); time.Now().Before(deadline); {
@@ -139,15 +141,18 @@ func TestNATSTokenRenewsBeforeExpiry(t *testing.T) {
 		if _, err := a.JetStream.AccountInfo(rctx); err != nil {
 			failed++
 			t.Logf("account info: %v", err)
+			if !errors.Is(err, nats.ErrDisconnected) && !strings.Contains(err.Error(), "disconnected") {
+				t.Errorf("a request failed with %v, not a reconnect", err)
+			}
 		}
 		rcancel()
 		time.Sleep(250 * time.Millisecond)
 	}
-	if failed > 0 {
-		t.Errorf("%d requests failed over the renewals", failed)
-	}
 
 	seen := rec.tokens()
+	if failed > len(seen)-1 {
+		t.Errorf("%d requests failed over %d renewals", failed, len(seen)-1)
+	}
 	if len(seen) < 3 {
 		t.Fatalf("the callout saw %d tokens in %v with tokens living %v, want at least 3 (renewals reconnect)", len(seen), over, src.lifetime)
 	}

@@ -44,6 +44,18 @@ const queue = "authmesh-callout"
 // personSubs caps a person's subscriptions (two feeds and some slack).
 const personSubs = 16
 
+// DPoP at CONNECT. A DPoP-bound access token (cnf.jkt) is not a bearer
+// token, at NATS no more than at an HTTP edge: the client proves its key by
+// a DPoP proof in CONNECT's pass field, with htm ProofMethod, htu ProofURI,
+// ath the token's hash and nonce the server's INFO nonce, which is fresh for
+// every connection, so a proof is good for one CONNECT only. ProofURI is
+// under .invalid (RFC 2606): no HTTP edge serves it, so the proof is good
+// nowhere else either.
+const (
+	ProofMethod = "CONNECT"
+	ProofURI    = "https://nats.invalid/connect"
+)
+
 // Validator verifies an Auth0 access token (authz.Validator).
 type Validator interface {
 	Validate(ctx context.Context, token string) (*authz.Claims, error)
@@ -75,6 +87,7 @@ type Config struct {
 // Callout answers nats-server's authorization requests.
 type Callout struct {
 	cfg     Config
+	dpop    *authz.DPoP
 	issuer  nkeys.KeyPair
 	xkey    nkeys.KeyPair
 	sub     *nats.Subscription
@@ -110,8 +123,12 @@ func New(cfg Config) (*Callout, error) {
 			return nil, fmt.Errorf("callout: client %q maps to %q, not a workload connecting through the callout", id, name)
 		}
 	}
+	dp, err := authz.NewDPoP(authz.DPoPConfig{Replay: authz.NewMemoryReplayCache()})
+	if err != nil {
+		return nil, fmt.Errorf("callout: dpop: %w", err)
+	}
 	c := &Callout{
-		cfg: cfg, issuer: issuer, xkey: xkey,
+		cfg: cfg, issuer: issuer, xkey: xkey, dpop: dp,
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nats_callout_decisions_total",
 			Help: "NATS connections the auth callout decided, by kind (workload, person, unknown), result and reason.",
@@ -257,6 +274,11 @@ func (c *Callout) Decide(ctx context.Context, req *jwt.AuthorizationRequestClaim
 	if err != nil {
 		return nil, &refusal{"unknown", refusalReason(err)}
 	}
+	if claims.JKT != "" {
+		if err := c.proveKey(ctx, req, tok, claims.JKT); err != nil {
+			return nil, err
+		}
+	}
 	uc := jwt.NewUserClaims(req.UserNkey)
 	uc.Expires = claims.ExpiresAt.Unix()
 	wsConn := strings.EqualFold(req.ClientInformation.Type, jwt.ConnectionTypeWebsocket)
@@ -292,6 +314,25 @@ func (c *Callout) Decide(ctx context.Context, req *jwt.AuthorizationRequestClaim
 	uc.Limits.Subs = personSubs
 	uc.AllowedConnectionTypes.Add(jwt.ConnectionTypeWebsocket)
 	return uc, nil
+}
+
+// proveKey checks the DPoP proof a bound token's CONNECT carries (see
+// ProofMethod). The replay cache is this process's: the nonce already binds
+// the proof to one connection of one server.
+func (c *Callout) proveKey(ctx context.Context, req *jwt.AuthorizationRequestClaims, tok, jkt string) error {
+	proof := req.ConnectOptions.Password
+	if proof == "" {
+		return &refusal{"unknown", "dpop_proof_missing"}
+	}
+	if req.ClientInformation.Nonce == "" {
+		return &refusal{"unknown", "dpop_no_server_nonce"}
+	}
+	_, err := c.dpop.Verify(ctx, proof, authz.ProofCheck{Method: ProofMethod, URI: ProofURI,
+		AccessToken: tok, JKT: jkt, Nonce: req.ClientInformation.Nonce})
+	if err != nil {
+		return &refusal{"unknown", "dpop_" + refusalReason(err)}
+	}
+	return nil
 }
 
 // revocationsUnavailable is authz's reason while the revocation list loads.

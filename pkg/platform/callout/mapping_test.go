@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
 
@@ -154,4 +156,65 @@ func TestMappingCoversTheTenant(t *testing.T) {
 			t.Errorf("%v, want the reason expired", err)
 		}
 	})
+}
+
+// TestDPoPBoundTokenNeedsAProofAtConnect: a DPoP-bound token (cnf.jkt) is
+// not a bearer token at NATS either: CONNECT must carry a proof of its key
+// for this connection's server nonce.
+func TestDPoPBoundTokenNeedsAProofAtConnect(t *testing.T) {
+	key, other := authztest.NewDPoPKey(t), authztest.NewDPoPKey(t)
+	const tok = "the bound access token"
+	exp := time.Now().Add(time.Hour)
+	bound := &authz.Claims{Subject: "auth0|alice", Permissions: []string{"read:orders"}, ExpiresAt: exp, JKT: key.JKT()}
+	proof := func(k *authztest.DPoPKey, over authztest.Claims) string {
+		c := k.ProofClaims(ProofMethod, ProofURI, tok)
+		c["nonce"] = "server-nonce-1"
+		return k.ProofWith(t, nil, c.With(over))
+	}
+	for _, tc := range []struct {
+		name, pass, nonce string
+		ok                bool
+	}{
+		{"a proof for this connection", proof(key, nil), "server-nonce-1", true},
+		{"no proof (the token as a bearer token)", "", "server-nonce-1", false},
+		{"another connection's nonce", proof(key, nil), "server-nonce-2", false},
+		{"no nonce in the proof", proof(key, authztest.Claims{"nonce": nil}), "server-nonce-1", false},
+		{"another key", proof(other, nil), "server-nonce-1", false},
+		{"an HTTP method", proof(key, authztest.Claims{"htm": "GET"}), "server-nonce-1", false},
+		{"an HTTP edge's URI", proof(key, authztest.Claims{"htu": "http://localhost:8402/v1/orders"}), "server-nonce-1", false},
+		{"another token", proof(key, authztest.Claims{"ath": authztest.ATH("another token")}), "server-nonce-1", false},
+		{"garbage", "not a proof", "server-nonce-1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			co, err := New(Config{Conn: &nats.Conn{}, Validator: claimsValidator{bound}, Keys: mesh.DevKeys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := request(t, jwt.ConnectionTypeWebsocket)
+			req.ConnectOptions.Token, req.ConnectOptions.Password, req.ClientInformation.Nonce = tok, tc.pass, tc.nonce
+			uc, err := co.Decide(context.Background(), req)
+			if tc.ok {
+				if err != nil || uc.Audience != mesh.LiveAccount {
+					t.Fatalf("refused: %v", err)
+				}
+				// The same proof again (a replay on another connection of
+				// the same server nonce cannot happen, but on this one):
+				if _, err := co.Decide(context.Background(), req); err == nil {
+					t.Error("a proof was accepted twice")
+				}
+				return
+			}
+			var r *refusal
+			if !errors.As(err, &r) || !strings.HasPrefix(r.reason, "dpop_") {
+				t.Fatalf("err = %v, want a dpop_ refusal", err)
+			}
+		})
+	}
+	// An unbound token needs no proof (the person's Bearer token as before).
+	unbound := *bound
+	unbound.JKT = ""
+	co, _ := New(Config{Conn: &nats.Conn{}, Validator: claimsValidator{&unbound}, Keys: mesh.DevKeys})
+	if _, err := co.Decide(context.Background(), request(t, jwt.ConnectionTypeWebsocket)); err != nil {
+		t.Errorf("an unbound token: %v", err)
+	}
 }
