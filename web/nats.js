@@ -181,12 +181,13 @@ export class Parser {
 // ---- connection -------------------------------------------------------------
 
 // connectOptions is the CONNECT body: a subscriber that authenticates with a
-// token and wants headers. proof, when set, goes in pass: the DPoP proof a
-// DPoP-bound token needs (the server hands pass to the auth callout).
+// token and wants headers. proof, when set, goes in sig: the DPoP proof a
+// DPoP-bound token needs, which signs the server's INFO nonce (the server
+// hands sig and its nonce to the auth callout).
 export function connectOptions(token, name, proof = "") {
   return {
     auth_token: token,
-    ...(proof ? { pass: proof } : {}),
+    ...(proof ? { sig: proof } : {}),
     headers: true,
     no_responders: false,
     verbose: false,

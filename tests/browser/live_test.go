@@ -98,6 +98,12 @@ func TestLiveUpdates(t *testing.T) {
 	bob.do("probe-refused", 20*time.Second,
 		waitJS(`window.probe.errors.filter((e) => e.code === "permissions_violation").length === 2 && window.probe.conn.state === "connected"`),
 	)
+	// bob's token is DPoP-bound (the SPA's default): without its proof at
+	// CONNECT it is refused like any stolen token.
+	bob.do("bound-token-as-bearer-refused", 20*time.Second,
+		waitJS(`window.probe.bearerErrors.includes("authorization_violation") && window.probe.bearer.state !== "connected"`),
+	)
+	evalAsync[bool](bob, `(async () => { window.probe.bearer.close(); return true; })()`)
 	if got := eval[[]string](bob, `window.probe.errors.map((e) => e.subject)`); !sameSet(got, forbidden) {
 		t.Errorf("bob: permissions violations for %v, want %v", got, forbidden)
 	}
@@ -209,16 +215,25 @@ func evalAsync[T any](s *stepper, expr string) T {
 }
 
 // probeJS opens a second live connection with the page's own token
-// (auth.js's session) and subscribes to the two subjects; window.probe
-// collects its errors and messages.
+// (auth.js's session; a DPoP-bound one with its CONNECT proof, as the app
+// does) and subscribes to the two subjects; window.probe collects its
+// errors and messages.
 const probeJS = `(async (a, b) => {
   const { connect } = await import("/nats.js");
   const auth = await import("/auth.js");
+  const dpop = await import("/dpop.js");
+  const live = await import("/live.js");
   const { config } = await import("/config.js");
   const probe = { errors: [], msgs: [] };
-  probe.conn = connect({ url: config.nats, name: "live-test-probe", getToken: () => auth.current()?.accessToken || "" });
+  const proveConnect = (info, token) => auth.current()?.tokenType === "DPoP"
+    ? dpop.proof({ ...live.connectProof, accessToken: token, nonce: info.nonce || "" }) : "";
+  probe.conn = connect({ url: config.nats, name: "live-test-probe", getToken: () => auth.current()?.accessToken || "", proveConnect });
   probe.conn.addEventListener("error", (e) => probe.errors.push({ code: e.detail.code, subject: e.detail.subject }));
   for (const s of [a, b]) probe.conn.subscribe(s, (m) => probe.msgs.push(m.subject));
+  // The same bound token as a bearer token (no CONNECT proof): refused.
+  probe.bearerErrors = [];
+  probe.bearer = connect({ url: config.nats, name: "live-test-bearer", getToken: () => auth.current()?.accessToken || "" });
+  probe.bearer.addEventListener("error", (e) => probe.bearerErrors.push(e.detail.code));
   window.probe = probe;
   return true;
 })(%q, %q)`

@@ -46,7 +46,8 @@ const personSubs = 16
 
 // DPoP at CONNECT. A DPoP-bound access token (cnf.jkt) is not a bearer
 // token, at NATS no more than at an HTTP edge: the client proves its key by
-// a DPoP proof in CONNECT's pass field, with htm ProofMethod, htu ProofURI,
+// a DPoP proof in CONNECT's sig field (nats-server then hands the callout
+// the connection's nonce too), with htm ProofMethod, htu ProofURI,
 // ath the token's hash and nonce the server's INFO nonce, which is fresh for
 // every connection, so a proof is good for one CONNECT only. ProofURI is
 // under .invalid (RFC 2606): no HTTP edge serves it, so the proof is good
@@ -320,7 +321,7 @@ func (c *Callout) Decide(ctx context.Context, req *jwt.AuthorizationRequestClaim
 // ProofMethod). The replay cache is this process's: the nonce already binds
 // the proof to one connection of one server.
 func (c *Callout) proveKey(ctx context.Context, req *jwt.AuthorizationRequestClaims, tok, jkt string) error {
-	proof := req.ConnectOptions.Password
+	proof := req.ConnectOptions.SignedNonce
 	if proof == "" {
 		return &refusal{"unknown", "dpop_proof_missing"}
 	}

@@ -191,7 +191,7 @@ func TestDPoPBoundTokenNeedsAProofAtConnect(t *testing.T) {
 				t.Fatal(err)
 			}
 			req := request(t, jwt.ConnectionTypeWebsocket)
-			req.ConnectOptions.Token, req.ConnectOptions.Password, req.ClientInformation.Nonce = tok, tc.pass, tc.nonce
+			req.ConnectOptions.Token, req.ConnectOptions.SignedNonce, req.ClientInformation.Nonce = tok, tc.pass, tc.nonce
 			uc, err := co.Decide(context.Background(), req)
 			if tc.ok {
 				if err != nil || uc.Audience != mesh.LiveAccount {
