@@ -3,21 +3,23 @@
 package domain
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/platform/fault"
 )
 
-// Sentinel errors; adapters wrap them with %w, the HTTP error handler maps them.
+// Sentinel errors, each of one of fault's kinds; adapters wrap them with %w,
+// the HTTP error handler maps them.
 var (
 	// ErrNotFound: no such invoice, or one the caller may not see.
-	ErrNotFound = errors.New("invoice not found")
+	ErrNotFound = fault.New(fault.NotFound, "invoice not found")
 	// ErrConflict: the invoice's status does not allow the transition, or a
 	// concurrent change won.
-	ErrConflict = errors.New("invoice status does not allow this")
+	ErrConflict = fault.New(fault.Conflict, "invoice status does not allow this")
 	// ErrInvalid: input that breaks a rule (a malformed id, a negative amount).
-	ErrInvalid = errors.New("invalid invoice data")
+	ErrInvalid = fault.New(fault.Invalid, "invalid invoice data")
 )
 
 // Status of an invoice.

@@ -2,56 +2,32 @@ package domain
 
 import (
 	"errors"
-	"sort"
-	"strings"
+
+	"github.com/authmesh/authmesh/pkg/platform/fault"
 )
 
-// Sentinel errors of the orders domain. Adapters wrap them with %w; the HTTP
-// error handler maps them to status codes.
+// Sentinel errors of the orders domain: fault's kinds, and one of orders'
+// own. Adapters wrap them with %w; the HTTP error handler maps them to
+// status codes.
 var (
 	// ErrNotFound: no such order, or one the caller may not see (ownership is
 	// reported as absence so that ids cannot be probed).
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = fault.NotFound
 	// ErrConflict: the state does not allow the change (or a concurrent change won).
-	ErrConflict = errors.New("conflict")
+	ErrConflict = fault.Conflict
 	// ErrValidation: the request breaks a rule; see *ValidationError.
-	ErrValidation = errors.New("validation failed")
-	// ErrIdempotencyMismatch: an Idempotency-Key was reused with a different body.
-	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	ErrValidation = fault.Invalid
 	// ErrForbidden: the caller lacks a permission the request needs beyond its
 	// route policy (e.g. reading another user's orders).
-	ErrForbidden = errors.New("forbidden")
+	ErrForbidden = fault.Forbidden
 	// ErrUnavailable: a dependency (users, billing, NATS) could not answer.
-	ErrUnavailable = errors.New("dependency unavailable")
+	ErrUnavailable = fault.Unavailable
+	// ErrIdempotencyMismatch: an Idempotency-Key was reused with a different
+	// body. It is not an ErrConflict: the caller's request, not the order's
+	// state, is at fault.
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
 )
 
 // ValidationError lists field-level problems, keyed by a JSON-path-like field
-// name ("items[0].sku").
-type ValidationError struct {
-	Fields map[string]string
-}
-
-func (e *ValidationError) Error() string {
-	keys := make([]string, 0, len(e.Fields))
-	for k := range e.Fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, k+": "+e.Fields[k])
-	}
-	return "validation failed: " + strings.Join(parts, "; ")
-}
-
-// Is makes errors.Is(err, ErrValidation) match.
-func (e *ValidationError) Is(target error) bool { return target == ErrValidation }
-
-func (e *ValidationError) add(field, msg string) {
-	if e.Fields == nil {
-		e.Fields = map[string]string{}
-	}
-	if _, ok := e.Fields[field]; !ok {
-		e.Fields[field] = msg
-	}
-}
+// name ("items[0].sku"); it matches ErrValidation.
+type ValidationError = fault.ValidationError

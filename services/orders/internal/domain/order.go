@@ -71,9 +71,9 @@ func ValidateLines(req []LineRequest, cat *Catalog) ([]Line, int64, error) {
 	verr := &ValidationError{}
 	switch {
 	case len(req) < MinLines:
-		verr.add("items", fmt.Sprintf("must contain at least %d line", MinLines))
+		verr.Add("items", fmt.Sprintf("must contain at least %d line", MinLines))
 	case len(req) > MaxLines:
-		verr.add("items", fmt.Sprintf("must contain at most %d lines", MaxLines))
+		verr.Add("items", fmt.Sprintf("must contain at most %d lines", MaxLines))
 	}
 	lines := make([]Line, 0, len(req))
 	var total int64
@@ -81,12 +81,12 @@ func ValidateLines(req []LineRequest, cat *Catalog) ([]Line, int64, error) {
 		p, known := cat.Lookup(r.SKU)
 		switch {
 		case r.SKU == "":
-			verr.add(fmt.Sprintf("items[%d].sku", i), "is required")
+			verr.Add(fmt.Sprintf("items[%d].sku", i), "is required")
 		case !known:
-			verr.add(fmt.Sprintf("items[%d].sku", i), fmt.Sprintf("unknown sku %q", r.SKU))
+			verr.Add(fmt.Sprintf("items[%d].sku", i), fmt.Sprintf("unknown sku %q", r.SKU))
 		}
 		if r.Quantity < MinQuantity || r.Quantity > MaxQuantity {
-			verr.add(fmt.Sprintf("items[%d].quantity", i), fmt.Sprintf("must be between %d and %d", MinQuantity, MaxQuantity))
+			verr.Add(fmt.Sprintf("items[%d].quantity", i), fmt.Sprintf("must be between %d and %d", MinQuantity, MaxQuantity))
 		}
 		if !known {
 			continue

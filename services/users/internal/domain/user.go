@@ -3,42 +3,29 @@
 package domain
 
 import (
-	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/authmesh/authmesh/pkg/platform/fault"
 )
 
-// Sentinel errors. Adapters wrap them with %w; the HTTP error handler maps
-// them to status codes.
+// Sentinel errors: fault's kinds. Adapters wrap them with %w; the HTTP error
+// handler maps them to status codes.
 var (
-	ErrNotFound   = errors.New("not found")
-	ErrConflict   = errors.New("conflict")
-	ErrValidation = errors.New("validation failed")
+	ErrNotFound   = fault.NotFound
+	ErrConflict   = fault.Conflict
+	ErrValidation = fault.Invalid
 	// ErrUnavailable marks a dependency (the tenant, NATS) that failed in a way
 	// a retry may fix.
-	ErrUnavailable = errors.New("dependency unavailable")
+	ErrUnavailable = fault.Unavailable
 )
 
-// ValidationError lists field-level problems. It matches ErrValidation.
-type ValidationError struct {
-	Fields map[string]string // field path (JSON names) → message
-}
-
-func (e *ValidationError) Error() string {
-	keys := slices.Sorted(maps.Keys(e.Fields))
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, k+": "+e.Fields[k])
-	}
-	return "validation failed: " + strings.Join(parts, "; ")
-}
-
-// Is makes errors.Is(err, ErrValidation) true.
-func (e *ValidationError) Is(target error) bool { return target == ErrValidation }
+// ValidationError lists field-level problems (field path in JSON names →
+// message). It matches ErrValidation.
+type ValidationError = fault.ValidationError
 
 // User is a tenant user merged with the locally kept profile.
 type User struct {
