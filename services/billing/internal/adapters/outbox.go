@@ -16,6 +16,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/cas"
+	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
@@ -130,7 +131,7 @@ func (o *Outbox) publish(ctx context.Context, ev outboxEvent, relayed bool) erro
 	}
 	pctx, cancel := context.WithTimeout(pctx, 5*time.Second)
 	defer cancel()
-	data := map[string]any{"invoice_id": ev.InvoiceID, "order_id": ev.OrderID, "amount_cents": ev.AmountCents}
+	data := events.InvoiceData{InvoiceID: ev.InvoiceID, OrderID: ev.OrderID, AmountCents: ev.AmountCents}
 	_, err := natsauth.PublishEvent(pctx, o.js, eventSubjectBase+ev.Type, ev.Type, ev.InvoiceID, ev.UserID, data)
 	return err
 }

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/authmesh/authmesh/pkg/platform/cas"
+	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
 
 // Event types billing publishes.
 const (
-	EventInvoicePaid     = "invoice.paid"
-	EventInvoiceRefunded = "invoice.refunded"
+	EventInvoicePaid     = events.InvoicePaid
+	EventInvoiceRefunded = events.InvoiceRefunded
 )
 
 // Event is a state change to announce. The Store writes it together with the

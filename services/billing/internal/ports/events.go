@@ -10,6 +10,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 )
@@ -21,24 +22,6 @@ const (
 	OrdersDurable = "billing-orders"
 	DLQPrefix     = "dlq.billing"
 )
-
-// Order event types billing consumes.
-const (
-	EventOrderCreated   = "order.created"
-	EventOrderCancelled = "order.cancelled"
-)
-
-type orderCreatedData struct {
-	OrderID    string `json:"order_id"`
-	OrgID      string `json:"org_id"`
-	TotalCents int64  `json:"total_cents"`
-	Currency   string `json:"currency"`
-}
-
-type orderCancelledData struct {
-	OrderID string `json:"order_id"`
-	OrgID   string `json:"org_id"`
-}
 
 // eventOrg is the organization an order event is about. Signed by the
 // customer, it is the one their transaction token carries (the Transaction
@@ -104,15 +87,15 @@ func OrdersOnBehalfPolicy(ordersClient string) authz.Policy {
 
 func handleOrderEvent(ctx context.Context, svc *app.Service, ev *natsauth.Event) error {
 	switch ev.Type {
-	case EventOrderCreated:
-		var d orderCreatedData
+	case events.OrderCreated:
+		var d events.OrderCreatedData
 		if err := json.Unmarshal(ev.Data, &d); err != nil {
 			return fmt.Errorf("order.created data: %w", err)
 		}
 		return svc.OpenInvoice(ctx, app.OrderCreated{OrderID: d.OrderID, UserID: ev.UserID, OrgID: eventOrg(ev, d.OrgID),
 			AmountCents: d.TotalCents, Currency: d.Currency})
-	case EventOrderCancelled:
-		var d orderCancelledData
+	case events.OrderCancelled:
+		var d events.OrderCancelledData
 		if err := json.Unmarshal(ev.Data, &d); err != nil {
 			return fmt.Errorf("order.cancelled data: %w", err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
@@ -31,33 +32,6 @@ const (
 	VoidSubject    = "authmesh.billing.orders.void"
 )
 
-// Event envelope (docs/conventions.md "Events").
-type envelope struct {
-	ID         string    `json:"id"`
-	Type       string    `json:"type"`
-	Actor      string    `json:"actor"`
-	UserID     string    `json:"user_id"`
-	OccurredAt time.Time `json:"occurred_at"`
-	Data       any       `json:"data"`
-}
-
-// OrgID in the data lets a consumer know the order's organization when the
-// orders service signs on the customer's behalf (the relay): its own token
-// names no organization of the customer's.
-type createdData struct {
-	OrderID    string       `json:"order_id"`
-	OrgID      string       `json:"org_id,omitempty"`
-	TotalCents int64        `json:"total_cents"`
-	Currency   string       `json:"currency"`
-	Items      []lineRecord `json:"items"`
-}
-
-type cancelledData struct {
-	OrderID string `json:"order_id"`
-	OrgID   string `json:"org_id,omitempty"`
-	Reason  string `json:"reason"`
-}
-
 // EventPublisher implements app.Publisher on ORDERS_EVENTS.
 type EventPublisher struct {
 	js jetstream.JetStream
@@ -69,21 +43,26 @@ var _ app.Publisher = (*EventPublisher)(nil)
 func NewEventPublisher(js jetstream.JetStream) *EventPublisher { return &EventPublisher{js: js} }
 
 // Publish implements app.Publisher: the token of ctx goes in Authorization and
-// Nats-Msg-Id is "<type>:<order id>".
+// Nats-Msg-Id is "<type>:<order id>". The envelope keeps the event's own id,
+// actor and time (a relayed event was recorded before it is published).
 func (p *EventPublisher) Publish(ctx context.Context, e app.Event) error {
-	env := envelope{ID: e.ID, Type: string(e.Type), Actor: e.Actor, UserID: e.UserID, OccurredAt: e.OccurredAt.UTC()}
 	var subj string
+	var data any
 	switch e.Type {
 	case app.EventOrderCreated:
 		subj = SubjectCreated
-		env.Data = createdData{OrderID: e.Order.ID, OrgID: e.Order.OrgID, TotalCents: e.Order.TotalCents, Currency: e.Order.Currency, Items: toLineRecords(e.Order.Items)}
+		data = events.OrderCreatedData{OrderID: e.Order.ID, OrgID: e.Order.OrgID, TotalCents: e.Order.TotalCents, Currency: e.Order.Currency, Items: eventLines(e.Order.Items)}
 	case app.EventOrderCancelled:
 		subj = SubjectCancelled
-		env.Data = cancelledData{OrderID: e.Order.ID, OrgID: e.Order.OrgID, Reason: e.Reason}
+		data = events.OrderCancelledData{OrderID: e.Order.ID, OrgID: e.Order.OrgID, Reason: e.Reason}
 	default:
 		return fmt.Errorf("publish: unknown event type %q", e.Type)
 	}
-	b, err := json.Marshal(env)
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	b, err := json.Marshal(natsauth.Envelope{ID: e.ID, Type: string(e.Type), Actor: e.Actor, UserID: e.UserID, OccurredAt: e.OccurredAt.UTC(), Data: raw})
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
@@ -91,6 +70,14 @@ func (p *EventPublisher) Publish(ctx context.Context, e app.Event) error {
 		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
 	}
 	return nil
+}
+
+func eventLines(ls []domain.Line) []events.OrderLine {
+	out := make([]events.OrderLine, len(ls))
+	for i, l := range ls {
+		out[i] = events.OrderLine{SKU: l.SKU, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents, LineTotalCents: l.LineTotalCents}
+	}
+	return out
 }
 
 // LiveUpdates implements app.LiveUpdates on the order owners' live feeds

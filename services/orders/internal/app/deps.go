@@ -7,6 +7,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
 
@@ -29,8 +30,8 @@ type EventType string
 
 // Event types published by this service.
 const (
-	EventOrderCreated   EventType = "order.created"
-	EventOrderCancelled EventType = "order.cancelled"
+	EventOrderCreated   EventType = events.OrderCreated
+	EventOrderCancelled EventType = events.OrderCancelled
 )
 
 // IntentCancel is an outbox entry that is never published: a user's cancel

@@ -9,6 +9,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
@@ -21,8 +22,8 @@ const (
 	UsersDurable   = "orders-users"
 	DLQPrefix      = "dlq.orders"
 
-	EventInvoicePaid     = "invoice.paid"
-	EventInvoiceRefunded = "invoice.refunded"
+	EventInvoicePaid     = events.InvoicePaid
+	EventInvoiceRefunded = events.InvoiceRefunded
 	EventUserBlocked     = "user.blocked"
 )
 
@@ -63,12 +64,6 @@ func UsersConsumerConfig(usersClient string, m *natsauth.Metrics, log *slog.Logg
 	}
 }
 
-type invoiceData struct {
-	InvoiceID   string `json:"invoice_id"`
-	OrderID     string `json:"order_id"`
-	AmountCents int64  `json:"amount_cents"`
-}
-
 type userBlockedData struct {
 	UserID string `json:"user_id"`
 }
@@ -87,7 +82,7 @@ func BillingHandler(svc *app.Service, log *slog.Logger) natsauth.EventHandler {
 			log.DebugContext(ctx, "event ignored", "type", ev.Type, "id", ev.ID)
 			return nil
 		}
-		var d invoiceData
+		var d events.InvoiceData
 		if err := json.Unmarshal(ev.Data, &d); err != nil || d.OrderID == "" {
 			return fmt.Errorf("%s %s: data without order_id", ev.Type, ev.ID)
 		}
