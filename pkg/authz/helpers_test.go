@@ -14,6 +14,14 @@ import (
 )
 
 // newValidator returns a validator trusting iss, with extra options.
+// newIssuerValidator returns a test issuer and a validator of its tokens
+// with the default settings.
+func newIssuerValidator(t testing.TB) (*authztest.Issuer, *authz.Validator) {
+	t.Helper()
+	iss := authztest.NewIssuer(t)
+	return iss, newValidator(t, iss, nil)
+}
+
 func newValidator(t testing.TB, iss *authztest.Issuer, keyOpts []authz.KeyOption, opts ...authz.Option) *authz.Validator {
 	t.Helper()
 	keys, err := authz.NewKeyProvider(append([]authz.KeyOption{authz.WithJWKSURL(iss.JWKSURL())}, keyOpts...)...)

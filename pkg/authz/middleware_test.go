@@ -4,14 +4,11 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-
-	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
 func TestMiddlewareResponses(t *testing.T) {
 	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	v := newValidator(t, iss, nil)
+	iss, v := newIssuerValidator(t)
 	e, _ := newEcho(t, v)
 	good := iss.Token(t, nil)
 	// A service's M2M token holding exactly the permission of the route: the

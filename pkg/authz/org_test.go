@@ -28,12 +28,7 @@ func TestPolicyRequireOrg(t *testing.T) {
 			Scopes: authz.ParseScopes(perm), OrgID: org}
 	}
 	p := authz.RequireAll(perm).Users().Clients("orders-service").RequireOrg()
-	cases := []struct {
-		name   string
-		p      authz.Policy
-		c      *authz.Claims
-		reason string // "" = allowed
-	}{
+	cases := []policyCase{
 		{"user in acme", p, user("org_acme"), ""},
 		{"user in globex", p, user("org_globex"), ""},
 		{"user of no org", p, user(""), authz.ReasonOrgRequired},
@@ -45,22 +40,7 @@ func TestPolicyRequireOrg(t *testing.T) {
 		{"without RequireOrg, no org is fine", authz.RequireAll(perm).Users(), user(""), ""},
 		{"public ignores it", authz.Public().RequireOrg(), nil, ""},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			err := tc.p.Authorize(tc.c)
-			if tc.reason == "" {
-				if err != nil {
-					t.Fatalf("Authorize = %v, want allowed", err)
-				}
-				return
-			}
-			var ae *authz.Error
-			if !errors.As(err, &ae) || ae.Code != authz.CodeInsufficientScope || ae.Reason != tc.reason {
-				t.Fatalf("Authorize = %#v, want insufficient_scope %s", err, tc.reason)
-			}
-		})
-	}
+	checkPolicies(t, cases, nil)
 	if !p.RequiresOrg() || authz.RequireAll(perm).Users().RequiresOrg() {
 		t.Error("RequiresOrg does not report the policy")
 	}
@@ -77,8 +57,7 @@ func TestPolicyRequireOrg(t *testing.T) {
 // org_id is answered 403 org_required.
 func TestMiddlewareRequireOrg(t *testing.T) {
 	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	v := newValidator(t, iss, nil)
+	iss, v := newIssuerValidator(t)
 	e := echo.New()
 	reg := authz.NewRegistry()
 	e.Use(authz.Middleware(v, reg))

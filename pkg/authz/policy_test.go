@@ -7,6 +7,40 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 )
 
+// policyCase is one token against one policy: reason is "" when the policy
+// admits the token, else the reason of its 403 insufficient_scope.
+type policyCase struct {
+	name   string
+	p      authz.Policy
+	c      *authz.Claims
+	reason string
+}
+
+// checkPolicies runs the cases; also, when not nil, looks further at each
+// refusal.
+func checkPolicies(t *testing.T, cases []policyCase, also func(*testing.T, *authz.Error)) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.p.Authorize(tc.c)
+			if tc.reason == "" {
+				if err != nil {
+					t.Fatalf("Authorize = %v, want allowed", err)
+				}
+				return
+			}
+			var ae *authz.Error
+			if !errors.As(err, &ae) || ae.Code != authz.CodeInsufficientScope || ae.Reason != tc.reason {
+				t.Fatalf("Authorize = %#v, want insufficient_scope %s", err, tc.reason)
+			}
+			if also != nil {
+				also(t, ae)
+			}
+		})
+	}
+}
+
 // TestPolicyWho tries every kind of token against every way of saying who:
 // a kind the policy does not admit is refused with 403 insufficient_scope
 // and a stable reason, whatever permissions or scopes the token holds.
@@ -28,12 +62,7 @@ func TestPolicyWho(t *testing.T) {
 	nobody := authz.RequireAll(perm)
 	emptyID := authz.RequireAll(perm).Clients("")
 
-	cases := []struct {
-		name   string
-		p      authz.Policy
-		c      *authz.Claims
-		reason string // "" = allowed
-	}{
+	cases := []policyCase{
 		{"users: user", users, user, ""},
 		{"users: billing-service", users, m2m("billing-service"), authz.ReasonUsersOnly},
 		{"users: orders-service", users, m2m("orders-service"), authz.ReasonUsersOnly},
@@ -50,25 +79,14 @@ func TestPolicyWho(t *testing.T) {
 		{"nobody: client", nobody, m2m("billing-service"), authz.ReasonUsersOnly},
 		{"empty client id names nobody", emptyID, m2mNoAZP, authz.ReasonUsersOnly},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			err := tc.p.Authorize(tc.c)
-			if tc.reason == "" {
-				if err != nil {
-					t.Fatalf("Authorize = %v, want allowed", err)
-				}
-				return
-			}
-			var ae *authz.Error
-			if !errors.As(err, &ae) || ae.Code != authz.CodeInsufficientScope || ae.Reason != tc.reason || !ae.KindRefused() {
-				t.Fatalf("Authorize = %#v, want insufficient_scope %s", err, tc.reason)
-			}
-			if len(ae.Needed) != 0 {
-				t.Errorf("a refused kind names scopes %v that no token of it could add", ae.Needed)
-			}
-		})
-	}
+	checkPolicies(t, cases, func(t *testing.T, ae *authz.Error) {
+		if !ae.KindRefused() {
+			t.Errorf("%#v: not a refused kind", ae)
+		}
+		if len(ae.Needed) != 0 {
+			t.Errorf("a refused kind names scopes %v that no token of it could add", ae.Needed)
+		}
+	})
 	if !users.SaysWho() || !clients.SaysWho() || !both.SaysWho() || !authz.Public().SaysWho() {
 		t.Error("a policy that says who reports it does not")
 	}

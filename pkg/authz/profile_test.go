@@ -12,8 +12,7 @@ import (
 // policies: an API switched to the RFC 9068 dialect keeps its callers.
 func TestBothAccessTokenProfiles(t *testing.T) {
 	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	v := newValidator(t, iss, nil)
+	iss, v := newIssuerValidator(t)
 	orders := authz.RequireAll("read:profile").Clients("orders-service")
 	for _, tc := range []struct {
 		name, token, client string

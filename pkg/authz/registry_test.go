@@ -131,8 +131,7 @@ func TestLoadTenantPermissionsErrors(t *testing.T) {
 
 func TestCORSPreflight(t *testing.T) {
 	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	v := newValidator(t, iss, nil)
+	_, v := newIssuerValidator(t)
 	e := echo.New()
 	reg := authz.NewRegistry()
 	e.Use(middleware.CORSWithConfig(authz.CORSConfig(authz.CORS{Origins: []string{"http://localhost:8404"}, AllowHeaders: []string{"Idempotency-Key"}})))

@@ -83,8 +83,7 @@ func accessTokenAttacks(t *testing.T, iss *authztest.Issuer) []attack {
 // is never a transaction token).
 func TestValidateAttackCorpus(t *testing.T) {
 	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	v := newValidator(t, iss, nil)
+	iss, v := newIssuerValidator(t)
 	e, _ := newEcho(t, v)
 	txn := newTxnValidator(t, authztest.NewTxnIssuer(t))
 	for _, tc := range accessTokenAttacks(t, iss) {
@@ -119,8 +118,7 @@ func TestValidateAttackCorpus(t *testing.T) {
 
 func TestValidateClaims(t *testing.T) {
 	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	v := newValidator(t, iss, nil)
+	iss, v := newIssuerValidator(t)
 	tests := []struct {
 		name  string
 		token string
