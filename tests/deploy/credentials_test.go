@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
 
@@ -95,9 +97,9 @@ func TestOnlyTheTTSHoldsSeeds(t *testing.T) {
 			fromSecret map[string]bool
 		}
 		var ws []workload
-		for name, d := range o.deployments {
-			w := workload{kind: "Deployment", name: name, fromSecret: map[string]bool{}}
-			for _, c := range d.Spec.Template.Spec.Containers {
+		add := func(kind, name string, pod corev1.PodSpec) {
+			w := workload{kind: kind, name: name, fromSecret: map[string]bool{}}
+			for _, c := range pod.Containers {
 				for _, e := range c.Env {
 					w.env = append(w.env, e.Name)
 					w.fromSecret[e.Name] = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
@@ -105,15 +107,11 @@ func TestOnlyTheTTSHoldsSeeds(t *testing.T) {
 			}
 			ws = append(ws, w)
 		}
+		for name, d := range o.deployments {
+			add("Deployment", name, d.Spec.Template.Spec)
+		}
 		for name, ss := range o.statefulSets {
-			w := workload{kind: "StatefulSet", name: name, fromSecret: map[string]bool{}}
-			for _, c := range ss.Spec.Template.Spec.Containers {
-				for _, e := range c.Env {
-					w.env = append(w.env, e.Name)
-					w.fromSecret[e.Name] = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
-				}
-			}
-			ws = append(ws, w)
+			add("StatefulSet", name, ss.Spec.Template.Spec)
 		}
 		for _, w := range ws {
 			for _, name := range w.env {
