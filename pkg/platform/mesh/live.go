@@ -43,13 +43,7 @@ func (f LiveFeed) wildcard() string { return LivePrefix + ".*." + f.Kind + ".>" 
 
 // liveFeeds are the feeds w publishes.
 func (w Workload) liveFeeds() []LiveFeed {
-	var fs []LiveFeed
-	for _, f := range LiveFeeds {
-		if f.Publisher == w.Name {
-			fs = append(fs, f)
-		}
-	}
-	return fs
+	return where(LiveFeeds, func(f LiveFeed) bool { return f.Publisher == w.Name })
 }
 
 // PersonPermissions are the allow lists of a person's connection: subscribe

@@ -181,24 +181,24 @@ func (w Workload) Stream(name string) (Stream, bool) {
 
 // Provisions returns the durables on w's streams, which w creates for their readers.
 func (w Workload) Provisions() []Durable {
-	var ds []Durable
-	for _, d := range Durables {
-		if _, ok := w.Stream(d.Stream); ok {
-			ds = append(ds, d)
-		}
-	}
-	return ds
+	return where(Durables, func(d Durable) bool { _, ok := w.Stream(d.Stream); return ok })
 }
 
 // Reads returns the durables w reads.
 func (w Workload) Reads() []Durable {
-	var ds []Durable
-	for _, d := range Durables {
-		if d.Reader == w.Name {
-			ds = append(ds, d)
+	return where(Durables, func(d Durable) bool { return d.Reader == w.Name })
+}
+
+// where returns the entries of table that keep holds for, in order (nil
+// when none does).
+func where[T any](table []T, keep func(T) bool) []T {
+	var out []T
+	for _, e := range table {
+		if keep(e) {
+			out = append(out, e)
 		}
 	}
-	return ds
+	return out
 }
 
 // DurableOf returns the durable reader reads on stream.
