@@ -183,12 +183,16 @@ func readYAML(path string, v any) error {
 
 // roleID derives a stable Auth0-looking role id (rol_ + 16 alphanumerics) from
 // the role name, so ids survive restarts without being stored.
-func roleID(name string) string {
+func roleID(name string) string { return stableID("rol_", "authmesh-role:", name) }
+
+// stableID is prefix and 16 alphanumerics derived from the name in its
+// namespace: the same name, the same id, in every run.
+func stableID(prefix, namespace, name string) string {
 	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	sum := sha256.Sum256([]byte("authmesh-role:" + name))
+	sum := sha256.Sum256([]byte(namespace + name))
 	b := make([]byte, 16)
 	for i := range b {
 		b[i] = alphabet[int(sum[i])%len(alphabet)]
 	}
-	return "rol_" + string(b)
+	return prefix + string(b)
 }

@@ -1,7 +1,6 @@
 package tenant
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -62,15 +61,7 @@ type orgMembersDoc struct {
 var orgNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,49}$`)
 
 // orgID derives a stable Auth0-looking organization id from the name.
-func orgID(name string) string {
-	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	sum := sha256.Sum256([]byte("authmesh-org:" + name))
-	b := make([]byte, 16)
-	for i := range b {
-		b[i] = alphabet[int(sum[i])%len(alphabet)]
-	}
-	return "org_" + string(b)
-}
+func orgID(name string) string { return stableID("org_", "authmesh-org:", name) }
 
 func validOrgUsage(u string) bool {
 	return u == "" || u == OrgUsageDeny || u == OrgUsageAllow || u == OrgUsageRequire
