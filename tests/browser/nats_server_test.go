@@ -3,10 +3,7 @@ package browser
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -193,25 +190,9 @@ func (n *natsServer) waitSubs(t *testing.T, name string, subs int) *server.ConnI
 // serves web/, so a test can import the SPA's modules.
 func natsModulePage(t *testing.T, timeout time.Duration) context.Context {
 	t.Helper()
-	exe := chromiumPath(t)
-	mux := http.NewServeMux()
-	mux.Handle("/", http.FileServer(http.Dir(filepath.Join(repoRoot(t), "web"))))
-	mux.HandleFunc("/blank.html", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprint(w, "<!doctype html><title>modules</title>")
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
-	tab := browser(t, ctx, exe)
-	navCtx, navCancel := context.WithTimeout(tab, 20*time.Second)
-	defer navCancel()
-	if err := chromedp.Do(navCtx, chromedp.Navigate(srv.URL+"/blank.html")); err != nil {
-		t.Fatal(err)
-	}
-	return tab
+	return modulesPage(t, ctx)
 }
 
 // natsEval evaluates an expression in the page, awaits it, and returns its
