@@ -125,7 +125,7 @@ func TestNATSTokenRenewsBeforeExpiry(t *testing.T) {
 		t.Fatal("connected without a client-credentials token")
 	}
 	close(src.ready)
-	eventually(t, 5*time.Second, a.NATS.IsConnected, "connected once the tenant answers")
+	authztest.Eventually(t, 5*time.Second, a.NATS.IsConnected, "connected once the tenant answers")
 
 	connectedLogs := len(logs.String())
 
@@ -200,7 +200,7 @@ func TestNATSTokenHandlerNeverBlocks(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(release)
-	eventually(t, 2*time.Second, func() bool { return nt.get() == "tok-1" }, "token once the source answers")
+	authztest.Eventually(t, 2*time.Second, func() bool { return nt.get() == "tok-1" }, "token once the source answers")
 }
 
 // blockingSource hangs until release is closed.
@@ -215,16 +215,5 @@ func (s blockingSource) Token(ctx context.Context) (string, error) {
 		return s.tok, nil
 	case <-ctx.Done():
 		return "", ctx.Err()
-	}
-}
-
-func eventually(tb testing.TB, within time.Duration, cond func() bool, what string) {
-	tb.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

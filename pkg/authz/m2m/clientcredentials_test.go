@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
 // fakeTenant is an Auth0-shaped /oauth/token endpoint.
@@ -128,9 +130,9 @@ func TestClientCredentialsRefreshesBeforeExpiry(t *testing.T) {
 		if err != nil || tok != s.want {
 			t.Fatalf("step %d: %q, %v; want %q", i, tok, err, s.want)
 		}
-		eventually(t, 2*time.Second, func() bool { return f.fetches.Load() == s.wantFetch }, fmt.Sprintf("step %d: %d fetches", i, s.wantFetch))
+		authztest.Eventually(t, 2*time.Second, func() bool { return f.fetches.Load() == s.wantFetch }, fmt.Sprintf("step %d: %d fetches", i, s.wantFetch))
 		// The refresh is done once the new token is stored.
-		eventually(t, 2*time.Second, func() bool {
+		authztest.Eventually(t, 2*time.Second, func() bool {
 			ts.mu.RLock()
 			defer ts.mu.RUnlock()
 			return ts.token == fmt.Sprintf("tok-%d", s.wantFetch)
@@ -235,15 +237,5 @@ func TestClientCredentialsInvalidate(t *testing.T) {
 	ts.Invalidate(first) // late refusal of the old token
 	if third, _ := ts.Token(ctx); third != second || f.fetches.Load() != 2 {
 		t.Errorf("a stale Invalidate discarded the fresh token: %q, %d fetches", third, f.fetches.Load())
-	}
-}
-
-// eventually waits up to within for cond.
-func eventually(tb testing.TB, within time.Duration, cond func() bool, msg string) {
-	tb.Helper()
-	for deadline := time.Now().Add(within); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			tb.Fatalf("not within %v: %s", within, msg)
-		}
 	}
 }

@@ -93,7 +93,7 @@ func (r *eventRig) run(t *testing.T, cfg ConsumerConfig, h EventHandler) *Consum
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, 5*time.Second, func() bool { return c.Ready() == nil }, "consumer ready")
+	authztest.Eventually(t, 5*time.Second, func() bool { return c.Ready() == nil }, "consumer ready")
 	return c
 }
 
@@ -189,7 +189,7 @@ func TestConsumerVerifiesEvents(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var ev *Event
 			var dead *nats.Msg
-			eventually(t, 5*time.Second, func() bool { ev, dead = r.outcome(subj(i)); return ev != nil || dead != nil }, "an outcome")
+			authztest.Eventually(t, 5*time.Second, func() bool { ev, dead = r.outcome(subj(i)); return ev != nil || dead != nil }, "an outcome")
 			time.Sleep(20 * time.Millisecond)
 			ev, dead = r.outcome(subj(i))
 			switch {
@@ -250,7 +250,7 @@ func TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume(t *testing.T) {
 	if _, err := PublishEvent(ctx, r.js, "orders.events.created", "order.created", "o-1", userSub, map[string]any{"order_id": "o-1"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() bool {
+	authztest.Eventually(t, 10*time.Second, func() bool {
 		_, err := r.txn.Validate(context.Background(), tok)
 		return authz.CodeOf(err) == authz.CodeInvalidToken
 	}, "token expired")
@@ -259,7 +259,7 @@ func TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume(t *testing.T) {
 
 	r.run(t, ConsumerConfig{}, nil)
 	var ev *Event
-	eventually(t, 5*time.Second, func() bool { ev, _ = r.outcome("orders.events.created"); return ev != nil }, "event handled")
+	authztest.Eventually(t, 5*time.Second, func() bool { ev, _ = r.outcome("orders.events.created"); return ev != nil }, "event handled")
 	if ev.Actor != userSub || ev.Claims.Subject != userSub || ev.Type != "order.created" || ev.ID == "" {
 		t.Fatalf("event %+v", ev.Envelope)
 	}
@@ -267,7 +267,7 @@ func TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume(t *testing.T) {
 		t.Fatalf("stored %v, exp %v", ev.StoredAt, ev.Claims.ExpiresAt)
 	}
 	var dead *nats.Msg
-	eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.late"); return dead != nil }, "late event dead-lettered")
+	authztest.Eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.late"); return dead != nil }, "late event dead-lettered")
 	if reason := dead.Header.Get(HeaderDLQReason); !strings.HasPrefix(reason, "invalid_token") {
 		t.Fatalf("late event: reason %q", reason)
 	}
@@ -336,7 +336,7 @@ func TestConsumerRejectsTooOldBacklog(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	r.run(t, ConsumerConfig{MaxBacklogAge: time.Second}, nil)
 	var dead *nats.Msg
-	eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.old"); return dead != nil }, "dead letter")
+	authztest.Eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.old"); return dead != nil }, "dead letter")
 	if reason := dead.Header.Get(HeaderDLQReason); !strings.HasPrefix(reason, "backlog_too_old") {
 		t.Fatalf("reason %q", reason)
 	}
@@ -365,7 +365,7 @@ func TestConsumerRedeliveryBounded(t *testing.T) {
 		})
 	publishRaw(t, r.js, "orders.events.flaky", header(HeaderTxnToken, r.userTxn(t, "create:orders", nil)), envelope(t, userSub, userSub))
 	var dead *nats.Msg
-	eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.flaky"); return dead != nil }, "dead letter")
+	authztest.Eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.flaky"); return dead != nil }, "dead letter")
 	if reason := dead.Header.Get(HeaderDLQReason); reason != "handler_error: database down" {
 		t.Fatalf("reason %q", reason)
 	}
@@ -477,7 +477,7 @@ func TestConsumerWorkers(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, 10*time.Second, func() bool { return total.Load() == entities*steps }, "all events handled")
+	authztest.Eventually(t, 10*time.Second, func() bool { return total.Load() == entities*steps }, "all events handled")
 	mu.Lock()
 	defer mu.Unlock()
 	for entity, got := range seen {
@@ -504,7 +504,7 @@ func TestConsumerRequiresTheHopScope(t *testing.T) {
 	publishRaw(t, r.js, "orders.events.created", nats.Header{HeaderTxnToken: {profileRead}}, envelope(t, sub, sub))
 	publishRaw(t, r.js, "orders.events.other", nats.Header{HeaderTxnToken: {ordered}}, envelope(t, sub, sub))
 	for _, subj := range []string{"orders.events.created", "orders.events.other"} {
-		eventually(t, 5*time.Second, func() bool { _, dead := r.outcome(subj); return dead != nil }, subj+" dead-lettered")
+		authztest.Eventually(t, 5*time.Second, func() bool { _, dead := r.outcome(subj); return dead != nil }, subj+" dead-lettered")
 		ev, dead := r.outcome(subj)
 		if ev != nil || !strings.Contains(dead.Header.Get(HeaderDLQReason), "wrong_hop_scope") {
 			t.Fatalf("%s: handled %v, dead-letter reason %q", subj, ev != nil, dead.Header.Get(HeaderDLQReason))
@@ -517,5 +517,5 @@ func TestConsumerRequiresTheHopScope(t *testing.T) {
 	if _, err := r.js.PublishMsg(context.Background(), good); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool { ev, _ := r.outcome("orders.events.created"); return ev != nil }, "the right hop's event handled")
+	authztest.Eventually(t, 5*time.Second, func() bool { ev, _ := r.outcome("orders.events.created"); return ev != nil }, "the right hop's event handled")
 }

@@ -305,17 +305,6 @@ func header(kv ...string) nats.Header {
 	return h
 }
 
-func eventually(tb testing.TB, within time.Duration, cond func() bool, msg string) {
-	tb.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("not within %v: %s", within, msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // fakeClock is a clock tests move by hand.
 type fakeClock struct {
 	mu sync.Mutex

@@ -44,7 +44,7 @@ func TestRevocationAcrossValidators(t *testing.T) {
 	}
 	start := time.Now()
 	for _, v := range []*authz.Validator{v1, v2} {
-		eventually(t, time.Second-time.Since(start), func() bool {
+		authztest.Eventually(t, time.Second-time.Since(start), func() bool {
 			_, err := v.Validate(ctx, old)
 			return authz.CodeOf(err) == authz.CodeInvalidToken
 		}, "revocation seen by validator")
@@ -91,7 +91,7 @@ func TestRevocationAcrossValidators(t *testing.T) {
 	}
 	between := iss.Token(t, authztest.Claims{"iat": blockedAt.Add(time.Second).Unix()})
 	for i, v := range []*authz.Validator{v1, v2, v3} {
-		eventually(t, time.Second, func() bool { _, err := v.Validate(ctx, fresh); return err == nil }, "lift seen by validator")
+		authztest.Eventually(t, time.Second, func() bool { _, err := v.Validate(ctx, fresh); return err == nil }, "lift seen by validator")
 		if _, err := v.Validate(ctx, old); authz.CodeOf(err) != authz.CodeInvalidToken {
 			t.Fatalf("validator %d: old token came back", i+1)
 		}
@@ -103,7 +103,7 @@ func TestRevocationAcrossValidators(t *testing.T) {
 	if err := store.Revoke(ctx, userSub, liftedAt.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, func() bool {
+	authztest.Eventually(t, time.Second, func() bool {
 		_, err := v1.Validate(ctx, fresh)
 		return authz.CodeOf(err) == authz.CodeInvalidToken
 	}, "re-block seen")
@@ -129,7 +129,7 @@ func TestRevocationWatcherWaitsForBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, ctx, w)
-	eventually(t, time.Second, func() bool { _, ok := w.RevokedAt("google-oauth2|1111"); return ok }, "revocation loaded")
+	authztest.Eventually(t, time.Second, func() bool { _, ok := w.RevokedAt("google-oauth2|1111"); return ok }, "revocation loaded")
 }
 
 func TestRevokeValidates(t *testing.T) {

@@ -189,7 +189,7 @@ func TestTxnClientCache(t *testing.T) {
 		})
 	}
 	ready.Wait()
-	eventually(t, 5*time.Second, func() bool { return stub.requests.Load() >= 1 }, "the exchange reached the service")
+	authztest.Eventually(t, 5*time.Second, func() bool { return stub.requests.Load() >= 1 }, "the exchange reached the service")
 	time.Sleep(100 * time.Millisecond) // every caller joins the flight in flight
 	close(release)
 	done.Wait()
