@@ -2,7 +2,7 @@
 // of failure (not found, conflict, invalid, forbidden, unavailable) and the
 // field-level validation error. A domain names its sentinels with its own
 // words (New), so its messages stay its own, while errors.Is(err,
-// fault.NotFound) holds for any service's "not found". Like cas, it imports
+// fault.ErrNotFound) holds for any service's "not found". Like cas, it imports
 // nothing of ours, so domain packages can use it.
 package fault
 
@@ -14,13 +14,13 @@ import (
 )
 
 // The kinds of failure. A domain sentinel made with New matches its kind
-// with errors.Is; so does a *ValidationError match Invalid.
+// with errors.Is; so does a *ValidationError match ErrInvalid.
 var (
-	NotFound    = errors.New("not found")
-	Conflict    = errors.New("conflict")
-	Invalid     = errors.New("validation failed")
-	Forbidden   = errors.New("forbidden")
-	Unavailable = errors.New("dependency unavailable")
+	ErrNotFound    = errors.New("not found")
+	ErrConflict    = errors.New("conflict")
+	ErrInvalid     = errors.New("validation failed")
+	ErrForbidden   = errors.New("forbidden")
+	ErrUnavailable = errors.New("dependency unavailable")
 )
 
 // sentinel is a domain's error of one kind.
@@ -37,11 +37,11 @@ func (s *sentinel) Is(target error) bool { return target == s.kind }
 // New returns a sentinel error with message msg that is of kind: it is
 // itself (errors.Is compares it by identity) and it matches kind.
 //
-//	var ErrNotFound = fault.New(fault.NotFound, "invoice not found")
+//	var ErrNotFound = fault.New(fault.ErrNotFound, "invoice not found")
 func New(kind error, msg string) error { return &sentinel{kind: kind, msg: msg} }
 
 // ValidationError lists field-level problems, keyed by the field's path in
-// the request's JSON ("items[0].sku"). It matches Invalid.
+// the request's JSON ("items[0].sku"). It matches ErrInvalid.
 type ValidationError struct {
 	Fields map[string]string
 }
@@ -55,8 +55,8 @@ func (e *ValidationError) Error() string {
 	return "validation failed: " + strings.Join(parts, "; ")
 }
 
-// Is makes errors.Is(err, Invalid) true.
-func (e *ValidationError) Is(target error) bool { return target == Invalid }
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 
 // Add records msg for field unless the field already has a problem (the
 // first one found is the one reported).

@@ -9,16 +9,16 @@ import (
 // Two domains' sentinels of one kind: each matches itself (wrapped too) and
 // the kind, never the other domain's sentinel or another kind.
 func TestSentinelsMatchThemselvesAndTheirKind(t *testing.T) {
-	orderGone, invoiceGone := New(NotFound, "no such order"), New(NotFound, "no such invoice")
+	orderGone, invoiceGone := New(ErrNotFound, "no such order"), New(ErrNotFound, "no such invoice")
 	invalid := &ValidationError{Fields: map[string]string{"a": "x"}}
 	for _, tc := range []struct {
 		name      string
 		err       error
 		is, isNot []error
 	}{
-		{"sentinel", fmt.Errorf("get order 1: %w", orderGone), []error{orderGone, NotFound}, []error{invoiceGone, Conflict, Invalid}},
-		{"other domain's", invoiceGone, []error{invoiceGone, NotFound}, []error{orderGone, Unavailable}},
-		{"validation", fmt.Errorf("place: %w", invalid), []error{Invalid}, []error{NotFound, Conflict, Forbidden}},
+		{"sentinel", fmt.Errorf("get order 1: %w", orderGone), []error{orderGone, ErrNotFound}, []error{invoiceGone, ErrConflict, ErrInvalid}},
+		{"other domain's", invoiceGone, []error{invoiceGone, ErrNotFound}, []error{orderGone, ErrUnavailable}},
+		{"validation", fmt.Errorf("place: %w", invalid), []error{ErrInvalid}, []error{ErrNotFound, ErrConflict, ErrForbidden}},
 	} {
 		for _, target := range tc.is {
 			if !errors.Is(tc.err, target) {

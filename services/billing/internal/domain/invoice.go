@@ -14,12 +14,12 @@ import (
 // the HTTP error handler maps them.
 var (
 	// ErrNotFound: no such invoice, or one the caller may not see.
-	ErrNotFound = fault.New(fault.NotFound, "invoice not found")
+	ErrNotFound = fault.New(fault.ErrNotFound, "invoice not found")
 	// ErrConflict: the invoice's status does not allow the transition, or a
 	// concurrent change won.
-	ErrConflict = fault.New(fault.Conflict, "invoice status does not allow this")
+	ErrConflict = fault.New(fault.ErrConflict, "invoice status does not allow this")
 	// ErrInvalid: input that breaks a rule (a malformed id, a negative amount).
-	ErrInvalid = fault.New(fault.Invalid, "invalid invoice data")
+	ErrInvalid = fault.New(fault.ErrInvalid, "invalid invoice data")
 )
 
 // Status of an invoice.

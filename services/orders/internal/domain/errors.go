@@ -12,16 +12,16 @@ import (
 var (
 	// ErrNotFound: no such order, or one the caller may not see (ownership is
 	// reported as absence so that ids cannot be probed).
-	ErrNotFound = fault.NotFound
+	ErrNotFound = fault.ErrNotFound
 	// ErrConflict: the state does not allow the change (or a concurrent change won).
-	ErrConflict = fault.Conflict
+	ErrConflict = fault.ErrConflict
 	// ErrValidation: the request breaks a rule; see *ValidationError.
-	ErrValidation = fault.Invalid
+	ErrValidation = fault.ErrInvalid
 	// ErrForbidden: the caller lacks a permission the request needs beyond its
 	// route policy (e.g. reading another user's orders).
-	ErrForbidden = fault.Forbidden
+	ErrForbidden = fault.ErrForbidden
 	// ErrUnavailable: a dependency (users, billing, NATS) could not answer.
-	ErrUnavailable = fault.Unavailable
+	ErrUnavailable = fault.ErrUnavailable
 	// ErrIdempotencyMismatch: an Idempotency-Key was reused with a different
 	// body. It is not an ErrConflict: the caller's request, not the order's
 	// state, is at fault.

@@ -15,12 +15,12 @@ import (
 // Sentinel errors: fault's kinds. Adapters wrap them with %w; the HTTP error
 // handler maps them to status codes.
 var (
-	ErrNotFound   = fault.NotFound
-	ErrConflict   = fault.Conflict
-	ErrValidation = fault.Invalid
+	ErrNotFound   = fault.ErrNotFound
+	ErrConflict   = fault.ErrConflict
+	ErrValidation = fault.ErrInvalid
 	// ErrUnavailable marks a dependency (the tenant, NATS) that failed in a way
 	// a retry may fix.
-	ErrUnavailable = fault.Unavailable
+	ErrUnavailable = fault.ErrUnavailable
 )
 
 // ValidationError lists field-level problems (field path in JSON names →
