@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/authmesh/authmesh/pkg/authz/natstest"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
 
@@ -19,24 +20,8 @@ import (
 // shape, is not sent; a dead connection loses it without failing anyone.
 func TestLivePublish(t *testing.T) {
 	t.Parallel()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(s.Shutdown)
-	if !s.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	connect := func() *nats.Conn {
-		nc, err := nats.Connect(s.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
-	sub := connect()
+	s := natstest.Run(t, &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true})
+	sub, _ := natstest.Connect(t, s)
 	msgs := make(chan *nats.Msg, 16)
 	if _, err := sub.ChanSubscribe(mesh.LivePrefix+".>", msgs); err != nil {
 		t.Fatal(err)
@@ -45,7 +30,7 @@ func TestLivePublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	pubConn := connect()
+	pubConn, _ := natstest.Connect(t, s)
 	live := NewLive(pubConn, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ctx := context.Background()
 

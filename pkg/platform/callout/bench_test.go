@@ -14,6 +14,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/authz/natstest"
 	"github.com/authmesh/authmesh/pkg/platform/callout"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
@@ -169,17 +170,7 @@ func startPassword(b *testing.B) *server.Server {
 		b.Fatal(err)
 	}
 	configure(b, opts)
-	s, err := server.NewServer(opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		b.Fatal("password server not ready")
-	}
-	b.Cleanup(s.Shutdown)
-	return s
+	return natstest.Run(b, opts)
 }
 
 // configure gives both servers the same listeners and JetStream.

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/authz/natstest"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 )
@@ -89,15 +90,7 @@ func start(t *testing.T) *env {
 		opts.Websocket.Port = -1
 	}
 	opts.StoreDir, opts.NoLog, opts.NoSigs = t.TempDir(), true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(s.Shutdown)
+	s := natstest.Run(t, opts)
 	meshtest.ServeCallout(t, s, meshtest.Options{})
 	e := &env{t: t, s: s, accounts: len(opts.Accounts) > 1,
 		nc: map[string]*nats.Conn{}, js: map[string]jetstream.JetStream{},

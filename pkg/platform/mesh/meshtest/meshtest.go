@@ -20,6 +20,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/authz/natstest"
 	"github.com/authmesh/authmesh/pkg/platform/callout"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
@@ -86,16 +87,7 @@ func StartWith(tb testing.TB, o Options) *server.Server {
 	if o.Server != nil {
 		o.Server(opts)
 	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		tb.Fatalf("nats server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		tb.Fatal("nats server not ready")
-	}
-	tb.Cleanup(s.Shutdown)
+	s := natstest.Run(tb, opts)
 	ServeCallout(tb, s, o)
 	return s
 }
