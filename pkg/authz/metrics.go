@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authmesh/authmesh/pkg/authz/metric"
 )
 
 // Metrics holds the Prometheus collectors of this package. A nil *Metrics
@@ -31,22 +33,17 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 	if reg == nil {
 		return nil, errors.New("authz: nil prometheus registerer")
 	}
+	name := func(n string) string { return prometheus.BuildFQName(namespace, "authz", n) }
 	m := &Metrics{
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "authz", Name: "decisions_total",
-			Help: "Authorization decisions by result (allow, deny) and reason.",
-		}, []string{"result", "reason"}),
-		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "authz", Name: "key_fetches_total",
-			Help: "JWKS fetches by result (success, failure).",
-		}, []string{"result"}),
-		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "authz", Name: "token_cache_total",
-			Help: "Verified-token cache lookups by result (hit, miss).",
-		}, []string{"result"}),
+		decisions: metric.CounterVec(name("decisions_total"),
+			"Authorization decisions by result (allow, deny) and reason.", "result", "reason"),
+		fetches: metric.CounterVec(name("key_fetches_total"),
+			"JWKS fetches by result (success, failure).", "result"),
+		cache: metric.CounterVec(name("token_cache_total"),
+			"Verified-token cache lookups by result (hit, miss).", "result"),
 	}
 	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: namespace, Subsystem: "authz", Name: "key_age_seconds",
+		Name: name("key_age_seconds"),
 		Help: "Age of the signing keys being served (-1 when none are loaded).",
 	}, func() float64 {
 		p := m.keys.Load()
@@ -59,10 +56,8 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		}
 		return st.Age.Seconds()
 	})
-	for _, c := range []prometheus.Collector{m.decisions, m.fetches, m.cache, age} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := metric.Register(reg, m.decisions, m.fetches, m.cache, age); err != nil {
+		return nil, err
 	}
 	m.fetchOK = m.fetches.WithLabelValues("success")
 	m.fetchFail = m.fetches.WithLabelValues("failure")

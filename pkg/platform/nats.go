@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/authmesh/authmesh/pkg/authz/metric"
 	"github.com/authmesh/authmesh/pkg/platform/callout"
 )
 
@@ -115,10 +116,8 @@ func (a *App) registerNATSMetrics() error {
 		stat("nats_in_bytes_total", "Bytes received over NATS.", func(s nats.Statistics) uint64 { return s.InBytes }),
 		stat("nats_out_bytes_total", "Bytes sent over NATS.", func(s nats.Statistics) uint64 { return s.OutBytes }),
 	}
-	for _, c := range cs {
-		if err := a.Registry.Register(c); err != nil {
-			return fmt.Errorf("platform: nats metrics: %w", err)
-		}
+	if err := metric.Register(a.Registry, cs...); err != nil {
+		return fmt.Errorf("platform: nats metrics: %w", err)
 	}
 	return nil
 }

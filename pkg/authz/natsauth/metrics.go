@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authmesh/authmesh/pkg/authz/metric"
 )
 
 // Metrics holds this package's Prometheus collectors. Create one per
@@ -26,28 +28,21 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, errors.New("natsauth: metrics: nil registerer")
 	}
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authmesh_nats_requests_total",
-			Help: "NATS micro requests by service, endpoint, authorization result and reason.",
-		}, []string{"service", "endpoint", "result", "reason"}),
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authmesh_events_total",
-			Help: "JetStream events by consumer and result (accepted, rejected, retried) with the reason.",
-		}, []string{"consumer", "result", "reason"}),
-		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authmesh_events_dead_lettered_total",
-			Help: "Events published to the dead-letter subject, by consumer and reason.",
-		}, []string{"consumer", "reason"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "authmesh_event_processing_seconds",
-			Help:    "Time to verify and handle one event delivery.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}, []string{"consumer", "result"}),
+		requests: metric.CounterVec("authmesh_nats_requests_total",
+			"NATS micro requests by service, endpoint, authorization result and reason.",
+			"service", "endpoint", "result", "reason"),
+		events: metric.CounterVec("authmesh_events_total",
+			"JetStream events by consumer and result (accepted, rejected, retried) with the reason.",
+			"consumer", "result", "reason"),
+		deadLettered: metric.CounterVec("authmesh_events_dead_lettered_total",
+			"Events published to the dead-letter subject, by consumer and reason.",
+			"consumer", "reason"),
+		latency: metric.HistogramVec("authmesh_event_processing_seconds",
+			"Time to verify and handle one event delivery.",
+			prometheus.ExponentialBuckets(0.0005, 2, 16), "consumer", "result"),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.events, m.deadLettered, m.latency} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := metric.Register(reg, m.requests, m.events, m.deadLettered, m.latency); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/metric"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
 
@@ -130,10 +131,9 @@ func New(cfg Config) (*Callout, error) {
 	}
 	c := &Callout{
 		cfg: cfg, issuer: issuer, xkey: xkey, dpop: dp,
-		results: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nats_callout_decisions_total",
-			Help: "NATS connections the auth callout decided, by kind (workload, person, unknown), result and reason.",
-		}, []string{"kind", "result", "reason"}),
+		results: metric.CounterVec("nats_callout_decisions_total",
+			"NATS connections the auth callout decided, by kind (workload, person, unknown), result and reason.",
+			"kind", "result", "reason"),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "nats_callout_seconds",
 			Help:    "Time to answer one NATS authorization request.",
@@ -141,10 +141,8 @@ func New(cfg Config) (*Callout, error) {
 		}),
 	}
 	if cfg.Registry != nil {
-		for _, m := range []prometheus.Collector{c.results, c.latency} {
-			if err := cfg.Registry.Register(m); err != nil {
-				return nil, fmt.Errorf("callout: metrics: %w", err)
-			}
+		if err := metric.Register(cfg.Registry, c.results, c.latency); err != nil {
+			return nil, fmt.Errorf("callout: metrics: %w", err)
 		}
 	}
 	return c, nil

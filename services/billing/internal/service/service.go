@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/authmesh/authmesh/pkg/authz/metric"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
@@ -128,17 +129,13 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{reg: reg,
-		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "billing_invoice_transitions_total", Help: "Invoices reaching a status.",
-		}, []string{"status"}),
+		transitions: metric.CounterVec("billing_invoice_transitions_total", "Invoices reaching a status.", "status"),
 		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "billing_outbox_flush_errors_total", Help: "Events a request could not publish right after its change (the outbox relay publishes them).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.transitions, m.flushErrors} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("billing metrics: %w", err)
-		}
+	if err := metric.Register(reg, m.transitions, m.flushErrors); err != nil {
+		return nil, fmt.Errorf("billing metrics: %w", err)
 	}
 	return m, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/authmesh/authmesh/pkg/authz/metric"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
@@ -224,13 +225,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Messages delivered to the durable consumer and not yet acknowledged."}, []string{"consumer"}),
 		redelivered: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "orders_consumer_redelivered_messages",
 			Help: "Messages the durable consumer is redelivering."}, []string{"consumer"}),
-		lagErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orders_consumer_info_errors_total",
-			Help: "Failures reading a durable consumer's state."}, []string{"consumer"}),
+		lagErrors: metric.CounterVec("orders_consumer_info_errors_total",
+			"Failures reading a durable consumer's state.", "consumer"),
 	}
-	for _, c := range []prometheus.Collector{m.outboxPending, m.relayed, m.relayErrors, m.pending, m.ackPending, m.redelivered, m.lagErrors} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("orders metrics: %w", err)
-		}
+	if err := metric.Register(reg, m.outboxPending, m.relayed, m.relayErrors, m.pending, m.ackPending, m.redelivered, m.lagErrors); err != nil {
+		return nil, fmt.Errorf("orders metrics: %w", err)
 	}
 	return m, nil
 }

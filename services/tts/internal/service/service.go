@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/metric"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/callout"
@@ -272,18 +273,13 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authmesh_tts_exchanges_total", Help: "Token exchanges by requesting workload, result and reason.",
-		}, []string{"workload", "result", "reason"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "authmesh_tts_exchange_seconds", Help: "Time to answer one exchange.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25},
-		}, []string{"result"}),
+		exchanges: metric.CounterVec("authmesh_tts_exchanges_total",
+			"Token exchanges by requesting workload, result and reason.", "workload", "result", "reason"),
+		latency: metric.HistogramVec("authmesh_tts_exchange_seconds", "Time to answer one exchange.",
+			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25}, "result"),
 	}
-	for _, c := range []prometheus.Collector{m.exchanges, m.latency} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := metric.Register(reg, m.exchanges, m.latency); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
