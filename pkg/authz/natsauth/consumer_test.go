@@ -20,6 +20,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/authz/natstest"
 )
 
 type eventRig struct {
@@ -403,7 +404,7 @@ func (e errorString) Error() string { return string(e) }
 func TestNewConsumerValidatesConfig(t *testing.T) {
 	t.Parallel()
 	v := newTxnValidator(t, authztest.NewTxnIssuer(t))
-	_, js := connect(t, startNATS(t))
+	js := natstest.JetStream(t)
 	h := func(context.Context, *Event) error { return nil }
 	who := authz.Authenticated().Users()
 	for name, cfg := range map[string]ConsumerConfig{

@@ -10,6 +10,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/authz/natstest"
 )
 
 // TestRevocationAcrossValidators: two validators (two "replicas", each with
@@ -114,8 +115,7 @@ func TestRevocationAcrossValidators(t *testing.T) {
 
 func TestRevocationWatcherWaitsForBucket(t *testing.T) {
 	t.Parallel()
-	ns := startNATS(t)
-	_, js := connect(t, ns)
+	js := natstest.JetStream(t)
 	ctx := t.Context()
 	w := NewRevocationWatcher(js)
 	w.retry = 50 * time.Millisecond
@@ -134,7 +134,7 @@ func TestRevocationWatcherWaitsForBucket(t *testing.T) {
 
 func TestRevokeValidates(t *testing.T) {
 	t.Parallel()
-	_, js := connect(t, startNATS(t))
+	js := natstest.JetStream(t)
 	store := newRevocationStore(t, js)
 	if err := store.Revoke(context.Background(), "", time.Now()); err == nil {
 		t.Error("empty subject accepted")
@@ -152,8 +152,7 @@ func TestRevokeValidates(t *testing.T) {
 // subject revoked, in a running watcher and in one that loads afterwards.
 func TestRevocationWatcherIgnoresDeletes(t *testing.T) {
 	t.Parallel()
-	ns := startNATS(t)
-	_, js := connect(t, ns)
+	js := natstest.JetStream(t)
 	ctx := t.Context()
 	store := newRevocationStore(t, js)
 	at := time.Now().UTC()
@@ -211,8 +210,7 @@ func waitReady(tb testing.TB, ctx context.Context, w *RevocationWatcher) {
 // call proves none came for what was written before it.
 func TestRevocationWatcherOnRevoke(t *testing.T) {
 	t.Parallel()
-	ns := startNATS(t)
-	_, js := connect(t, ns)
+	js := natstest.JetStream(t)
 	ctx := t.Context()
 	store := newRevocationStore(t, js)
 	const before, blocked, marker = "auth0|blocked-before-start", "auth0|blocked-live", "auth0|marker"
@@ -284,7 +282,7 @@ func TestRevocationWatcherOnRevoke(t *testing.T) {
 // the outage is still kicked.
 func TestRevocationWatcherReportsWhatItMissed(t *testing.T) {
 	t.Parallel()
-	_, js := connect(t, startNATS(t))
+	js := natstest.JetStream(t)
 	ctx := t.Context()
 	store := newRevocationStore(t, js)
 	const known, lifted, missed = "auth0|known", "auth0|lifted", "auth0|missed"
