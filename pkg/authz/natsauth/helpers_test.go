@@ -324,6 +324,14 @@ func newTestService(tb testing.TB, nc *nats.Conn, name string, v Verifier, opts 
 
 // newRevocationStore returns a RevocationStore on js with one replica, the
 // bucket created.
+// revocations is a revocation store on a JetStream server of its own, and
+// that JetStream (for watchers and direct writes to the bucket).
+func revocations(tb testing.TB) (jetstream.JetStream, *RevocationStore) {
+	tb.Helper()
+	js := natstest.JetStream(tb)
+	return js, newRevocationStore(tb, js)
+}
+
 func newRevocationStore(tb testing.TB, js jetstream.JetStream) *RevocationStore {
 	tb.Helper()
 	store, err := NewRevocationStore(context.Background(), js, 1)

@@ -134,8 +134,7 @@ func TestRevocationWatcherWaitsForBucket(t *testing.T) {
 
 func TestRevokeValidates(t *testing.T) {
 	t.Parallel()
-	js := natstest.JetStream(t)
-	store := newRevocationStore(t, js)
+	_, store := revocations(t)
 	if err := store.Revoke(context.Background(), "", time.Now()); err == nil {
 		t.Error("empty subject accepted")
 	}
@@ -152,9 +151,8 @@ func TestRevokeValidates(t *testing.T) {
 // subject revoked, in a running watcher and in one that loads afterwards.
 func TestRevocationWatcherIgnoresDeletes(t *testing.T) {
 	t.Parallel()
-	js := natstest.JetStream(t)
+	js, store := revocations(t)
 	ctx := t.Context()
-	store := newRevocationStore(t, js)
 	at := time.Now().UTC()
 	if err := store.Revoke(ctx, userSub, at); err != nil {
 		t.Fatal(err)
@@ -210,9 +208,8 @@ func waitReady(tb testing.TB, ctx context.Context, w *RevocationWatcher) {
 // call proves none came for what was written before it.
 func TestRevocationWatcherOnRevoke(t *testing.T) {
 	t.Parallel()
-	js := natstest.JetStream(t)
+	js, store := revocations(t)
 	ctx := t.Context()
-	store := newRevocationStore(t, js)
 	const before, blocked, marker = "auth0|blocked-before-start", "auth0|blocked-live", "auth0|marker"
 	at := time.Now()
 	if err := store.Revoke(ctx, before, at); err != nil {
@@ -282,9 +279,8 @@ func TestRevocationWatcherOnRevoke(t *testing.T) {
 // the outage is still kicked.
 func TestRevocationWatcherReportsWhatItMissed(t *testing.T) {
 	t.Parallel()
-	js := natstest.JetStream(t)
+	js, store := revocations(t)
 	ctx := t.Context()
-	store := newRevocationStore(t, js)
 	const known, lifted, missed = "auth0|known", "auth0|lifted", "auth0|missed"
 	at := time.Now()
 	for _, sub := range []string{known, lifted} {
