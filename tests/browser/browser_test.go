@@ -221,6 +221,19 @@ func setValue(css, v string) chromedp.Action[chromedp.Void] {
 	return chromedp.SetValue(chromedp.CSS(css), v)
 }
 
+// orderMugs places an order of qty mugs from the shop tab, then runs then.
+// The tab reloads the catalog: wait for its fresh rows, or the input found
+// before the re-render is gone when it is typed into.
+func orderMugs(qty string, then ...chromedp.Action[chromedp.Void]) []chromedp.Action[chromedp.Void] {
+	return append([]chromedp.Action[chromedp.Void]{
+		click(`#tab-shop`),
+		waitJS(`document.getElementById("catalog").dataset.state === "loaded"`),
+		visible(`#qty-mug`),
+		setValue(`#qty-mug`, qty),
+		click(`#place-order`),
+	}, then...)
+}
+
 // The tenant's login form: devtenant's, and Auth0's Universal Login alike.
 const (
 	userField = `input[name="username"], input[name="email"], input[type="email"]`

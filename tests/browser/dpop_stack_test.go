@@ -31,17 +31,12 @@ func TestSPADPoPRequired(t *testing.T) {
 		t.Fatalf("alice: token_type %q, cnf.jkt %q, page key %q: want a DPoP token bound to the page's key", first.TokenType, first.CNF, first.PageJKT)
 	}
 
-	alice.do("order-paid", 45*time.Second,
-		click(`#tab-shop`),
-		waitJS(`document.getElementById("catalog").dataset.state === "loaded"`),
-		visible(`#qty-mug`),
-		setValue(`#qty-mug`, "1"),
-		click(`#place-order`),
+	alice.do("order-paid", 45*time.Second, orderMugs("1",
 		visible(`#detail-invoice-status[data-status="open"]`),
 		click(`#pay-invoice`),
 		visible(`#detail-order-status[data-status="paid"]`),
 		visible(`#detail-invoice-status[data-status="paid"]`),
-	)
+	)...)
 	calls := evalJSON[map[string]int](t, alice, `
 		const api = await import("/api.js");
 		return {

@@ -37,19 +37,12 @@ func TestSPA(t *testing.T) {
 
 	// The service validates (quantity 1–100); the page shows its 422 and
 	// marks the input it names.
-	alice.do("order-rejected-422", 30*time.Second,
-		click(`#tab-shop`),
-		// The tab reloads the catalog: wait for its fresh rows, or the
-		// input found before the re-render is gone when it is typed into.
-		waitJS(`document.getElementById("catalog").dataset.state === "loaded"`),
-		visible(`#qty-mug`),
-		setValue(`#qty-mug`, "101"),
-		click(`#place-order`),
+	alice.do("order-rejected-422", 30*time.Second, orderMugs("101",
 		visible(`#notice[data-kind="error"]`),
 		waitJS(`document.getElementById("notice-title").textContent.includes("422")`),
 		visible(`#notice-fields li`),
 		visible(`#qty-mug[aria-invalid="true"]`),
-	)
+	)...)
 
 	alice.do("order-placed-invoice-open", 30*time.Second,
 		setValue(`#qty-mug`, "2"),
