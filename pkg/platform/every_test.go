@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
 func TestEveryCallsUntilTheContextEnds(t *testing.T) {
@@ -19,11 +21,7 @@ func TestEveryCallsUntilTheContextEnds(t *testing.T) {
 			}
 		})
 	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Every did not return after its context ended")
-	}
+	authztest.Receive(t, done, 5*time.Second, "Every returning after its context ended")
 	if n := calls.Load(); n != 3 {
 		t.Fatalf("fn ran %d times, want 3 (none after the context ended)", n)
 	}

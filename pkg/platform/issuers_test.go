@@ -108,11 +108,7 @@ func TestAppAcceptsEveryIssuerOfItsTenant(t *testing.T) {
 		})
 	}
 	cancel()
-	select {
-	case <-runErr:
-	case <-time.After(10 * time.Second):
-		t.Fatal("app did not stop")
-	}
+	authztest.Receive(t, runErr, 10*time.Second, "the app stopping")
 }
 
 // rfc9068 turns Auth0-profile claims into the RFC 9068 profile's.

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 	"github.com/authmesh/authmesh/pkg/authz/natstest"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
@@ -44,13 +45,9 @@ func TestLivePublish(t *testing.T) {
 		{mesh.LiveSubject("auth0|alice", "orders", "o-1"), `{"kind":"order","id":"o-1","status":"paid"}`},
 		{mesh.LiveSubject("auth0|alice", "invoices", "inv_o-1"), `{"kind":"invoice","id":"inv_o-1","order_id":"o-1","status":"paid"}`},
 	} {
-		select {
-		case m := <-msgs:
-			if m.Subject != want.subject || string(m.Data) != want.data || len(m.Header) != 0 {
-				t.Fatalf("got %s %s %v, want %s %s", m.Subject, m.Data, m.Header, want.subject, want.data)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("nothing on %s", want.subject)
+		m := authztest.Receive(t, msgs, 5*time.Second, "a message on "+want.subject)
+		if m.Subject != want.subject || string(m.Data) != want.data || len(m.Header) != 0 {
+			t.Fatalf("got %s %s %v, want %s %s", m.Subject, m.Data, m.Header, want.subject, want.data)
 		}
 	}
 	select {

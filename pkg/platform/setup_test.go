@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
 // TestSetUpRetriesAndGates: a failing step is retried, /readyz names it until
@@ -68,13 +70,8 @@ func TestSetUpRetriesAndGates(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("readyz during set-up = %d %s", rec.Code, rec.Body)
 	}
-	select {
-	case v := <-late:
-		if v != "ready" {
-			t.Fatalf("the task after the step saw %q", v)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the task after the step never started")
+	if v := authztest.Receive(t, late, 5*time.Second, "the task after the step starting"); v != "ready" {
+		t.Fatalf("the task after the step saw %q", v)
 	}
 	if n := tries.Load(); n != 3 {
 		t.Errorf("%d tries, want 3", n)

@@ -15,3 +15,17 @@ func Eventually(tb testing.TB, within time.Duration, cond func() bool, what stri
 		}
 	}
 }
+
+// Receive returns the next value from ch, and fails tb if none comes within
+// the time given; what says what was awaited.
+func Receive[T any](tb testing.TB, ch <-chan T, within time.Duration, what string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(within):
+		var zero T
+		tb.Fatalf("not within %v: %s", within, what)
+		return zero
+	}
+}

@@ -317,13 +317,8 @@ func TestConsumerTransactionFlow(t *testing.T) {
 		forwarded <- msg.Header.Get(HeaderTxnToken)
 		return nil
 	})
-	select {
-	case got := <-forwarded:
-		if got != sent {
-			t.Fatal("the handler's message does not carry the event's transaction token unmodified")
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("event not handled")
+	if got := authztest.Receive(t, forwarded, 5*time.Second, "the event handled"); got != sent {
+		t.Fatal("the handler's message does not carry the event's transaction token unmodified")
 	}
 	if n := len(r.ex.calls()); n != 1 {
 		t.Fatalf("%d exchanges, want the publisher's only", n)

@@ -223,13 +223,8 @@ func TestRevocationWatcherOnRevoke(t *testing.T) {
 	waitReady(t, ctx, w)
 	next := func(want string) {
 		t.Helper()
-		select {
-		case got := <-calls:
-			if got != want {
-				t.Fatalf("OnRevoke(%q), want OnRevoke(%q)", got, want)
-			}
-		case <-time.After(2 * time.Second):
-			t.Fatalf("no OnRevoke(%q)", want)
+		if got := authztest.Receive(t, calls, 2*time.Second, "OnRevoke("+want+")"); got != want {
+			t.Fatalf("OnRevoke(%q), want OnRevoke(%q)", got, want)
 		}
 	}
 
