@@ -1,0 +1,117 @@
+package trace
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Root span of an order: the orders service's POST /v1/orders.
+const (
+	OrdersService   = "orders"
+	CreateOrderSpan = "POST /v1/orders"
+)
+
+// OrderIDAttr is the span attribute that carries an order's id.
+const OrderIDAttr = "order.id"
+
+// Latest returns the newest trace with a span named operation by service
+// (Latest(ctx, OrdersService, CreateOrderSpan, time.Hour) is the latest
+// order). When there is none it says what Jaeger does hold, so a wrong
+// span name or a service that does not export shows up as such.
+func (c *Client) Latest(ctx context.Context, service, operation string, lookback time.Duration) (Trace, error) {
+	ts, err := c.Find(ctx, Query{Service: service, Operation: operation, Limit: 50, Lookback: lookback})
+	if err != nil {
+		return Trace{}, err
+	}
+	var best Trace
+	var bestStart int64 = -1
+	for _, t := range ts {
+		for _, s := range t.Spans {
+			if s.OperationName == operation && t.Service(s) == service && s.StartTime > bestStart {
+				best, bestStart = t, s.StartTime
+			}
+		}
+	}
+	if bestStart >= 0 {
+		return best, nil
+	}
+	return Trace{}, c.explainNone(ctx, service, fmt.Sprintf("no trace with span %q of %s in the last %v", operation, service, lookback), operation)
+}
+
+// ByOrder returns the newest trace of the order with id: one with a span
+// that carries it as OrderIDAttr, else one of the recent traces of the
+// orders service with an attribute that contains the id (a message id, a
+// subject). An id is long and random, so containing it is naming it.
+func (c *Client) ByOrder(ctx context.Context, id string, lookback time.Duration) (Trace, error) {
+	if len(id) < 6 || strings.ContainsAny(id, "/?#\"\\ ") {
+		return Trace{}, fmt.Errorf("order id %q: not an order id", id)
+	}
+	ts, err := c.Find(ctx, Query{Service: OrdersService, Tags: map[string]string{OrderIDAttr: id}, Limit: 20, Lookback: lookback})
+	if err != nil {
+		return Trace{}, err
+	}
+	if t, ok := newest(ts, func(string) bool { return true }); ok {
+		return t, nil
+	}
+	ts, err = c.Find(ctx, Query{Service: OrdersService, Limit: 500, Lookback: lookback})
+	if err != nil {
+		return Trace{}, err
+	}
+	if t, ok := newest(ts, func(v string) bool { return strings.Contains(v, id) }); ok {
+		return t, nil
+	}
+	return Trace{}, c.explainNone(ctx, OrdersService, fmt.Sprintf("no trace of order %s in the last %v", id, lookback), "")
+}
+
+// newest is the trace, among ts, with the latest span that has an attribute
+// value match accepts.
+func newest(ts []Trace, match func(string) bool) (Trace, bool) {
+	var best Trace
+	var bestStart int64 = -1
+	for _, t := range ts {
+		for _, s := range t.Spans {
+			if s.StartTime <= bestStart {
+				continue
+			}
+			for _, kv := range s.Tags {
+				if match(kv.String()) {
+					best, bestStart = t, s.StartTime
+					break
+				}
+			}
+		}
+	}
+	return best, bestStart >= 0
+}
+
+// explainNone is ErrNoTrace with what Jaeger holds instead.
+func (c *Client) explainNone(ctx context.Context, service, what, operation string) error {
+	services, err := c.Services(ctx)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(services, service) {
+		return fmt.Errorf("%w: %s: Jaeger at %s holds no spans of %s (services: %s); do the services export (OTEL_EXPORTER_OTLP_ENDPOINT), and was an order placed since Jaeger started?",
+			ErrNoTrace, what, c.URL, service, listOrNone(services))
+	}
+	if operation == "" {
+		return fmt.Errorf("%w: %s", ErrNoTrace, what)
+	}
+	ops, err := c.Operations(ctx, service)
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s (%s's spans: %s)", ErrNoTrace, what, service, listOrNone(ops))
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return strings.Join(s, ", ")
+}
