@@ -44,9 +44,10 @@ func (c *Client) Latest(ctx context.Context, service, operation string, lookback
 // ByOrder returns the newest trace of the order with id: one with a span
 // that carries it as OrderIDAttr, else one of the recent traces of the
 // orders service with an attribute that contains the id (a message id, a
-// subject). An id is long and random, so containing it is naming it.
+// subject). An id is long and random (at least 8 characters are asked
+// for), so containing it is naming it.
 func (c *Client) ByOrder(ctx context.Context, id string, lookback time.Duration) (Trace, error) {
-	if len(id) < 6 || strings.ContainsAny(id, "/?#\"\\ ") {
+	if len(id) < 8 || strings.ContainsAny(id, "/?#\"\\ ") {
 		return Trace{}, fmt.Errorf("order id %q: not an order id", id)
 	}
 	ts, err := c.Find(ctx, Query{Service: OrdersService, Tags: map[string]string{OrderIDAttr: id}, Limit: 20, Lookback: lookback})

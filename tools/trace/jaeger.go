@@ -155,7 +155,11 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		return fmt.Errorf("%w at %s (start it with make run TRACING=1, or docker compose --profile tracing up): %v", ErrUnavailable, c.URL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL with its query adds nothing to the reason
+		}
+		return fmt.Errorf("%w at %s (start it with make run TRACING=1 or make up TRACING=1): %v", ErrUnavailable, c.URL, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
