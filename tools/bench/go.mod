@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/auth0/go-jwt-middleware/v2 v2.3.1
 	github.com/authmesh/authmesh/pkg/authz v0.0.0
+	github.com/authmesh/authmesh/pkg/platform v0.0.0
 	github.com/authmesh/authmesh/tools/devstack v0.0.0
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/labstack/echo/v4 v4.16.0
@@ -12,6 +13,14 @@ require (
 	github.com/tsenart/vegeta/v12 v12.13.0
 	golang.org/x/perf v0.0.0-20260908200009-22c9c6c9d4da
 	gonum.org/v1/plot v0.17.0
+)
+
+require (
+	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
+	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
+	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
+	google.golang.org/grpc v1.83.2 // indirect
 )
 
 require (
@@ -71,6 +80,7 @@ require (
 
 replace (
 	github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
+	github.com/authmesh/authmesh/pkg/platform => ../../pkg/platform
 	github.com/authmesh/authmesh/tools/devstack => ../devstack
 	github.com/authmesh/authmesh/tools/devtenant => ../devtenant
 )

@@ -107,6 +107,10 @@ type Config struct {
 	// Tracing runs Jaeger beside the stack (jaeger.go) and has the services
 	// export their spans to it (OTEL_EXPORTER_OTLP_ENDPOINT).
 	Tracing bool
+	// OTLPEndpoint, without Tracing, is where the services export their
+	// spans instead (an OTLP/HTTP receiver of the caller's, e.g. the
+	// benchmark's); empty, they trace nothing.
+	OTLPEndpoint string
 }
 
 // Ready describes the running stack.
@@ -151,6 +155,9 @@ func (c *Config) defaults() error {
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = 4 * time.Second
+	}
+	if c.Tracing && c.OTLPEndpoint != "" {
+		return errors.New("devstack: Tracing exports to its own Jaeger: set Tracing or OTLPEndpoint, not both")
 	}
 	return nil
 }
@@ -277,7 +284,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		webServed = true
 	}
 
-	otlp := ""
+	otlp := cfg.OTLPEndpoint
 	if cfg.Tracing {
 		// Registered before the services' deferred stop, so it runs after it:
 		// the services flush their last spans to a Jaeger still running.
