@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,4 +228,92 @@ func waterfall(spans []oteltest.Span) string {
 		walk(r, 0)
 	}
 	return b.String()
+}
+
+// TestRedeliveryInTrace: a delivery billing did not acknowledge in time is
+// delivered again, and both deliveries are consumer spans, children of the
+// publisher's span, the second with delivery_count 2 and redelivered. The
+// first delivery is left unacknowledged by freezing billing (SIGSTOP) just
+// after a copy of an order's event is published, past the consumer's ack
+// wait (1 s, its first back-off) and pull expiry (2 s); the copy is the
+// order's own event, so handling it twice changes nothing.
+func TestRedeliveryInTrace(t *testing.T) {
+	setup(t)
+	tok := api.Token(t, apiclient.Alice)
+	who := api.Whoami(t, tok)
+	o := api.PlaceOrder(t, tok, apiclient.Mugs(1))
+	api.WaitInvoice(t, tok, o.ID, "open", apiclient.FlowDeadline)
+	js := ordersJetStream(t)
+	data, txn := storedCreated(t, js, o, who.UserID)
+
+	for try := 1; ; try++ {
+		traceID, parent := randomHex(16), randomHex(8)
+		msg := nats.NewMsg("orders.events.created")
+		msg.Data = data
+		msg.Header["traceparent"] = []string{"00-" + traceID + "-" + parent + "-01"}
+		msg.Header.Set("Txn-Token", txn)
+		msg.Header.Set(nats.MsgIdHdr, "order.created:"+o.ID+":again-"+randomHex(4))
+		freeze(t, "billing", func() {
+			if _, err := js.PublishMsg(stepCtx(t), msg); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2500 * time.Millisecond)
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		spans, err := stack.traces.Wait(ctx, func(spans []oteltest.Span) bool {
+			n := 0
+			for _, s := range oteltest.Trace(spans, traceID) {
+				if s.ParentSpanID == parent && s.Name == "process orders.events.created" {
+					n++
+				}
+			}
+			return n >= 2
+		})
+		cancel()
+		waitSettled(t, js)
+		if err != nil && try < 3 {
+			// The copy reached billing only after it thawed (no pull was
+			// pending when it froze): one delivery, nothing redelivered.
+			t.Logf("try %d: no redelivery seen; again", try)
+			continue
+		}
+		spans = oteltest.Trace(spans, traceID)
+		if err != nil {
+			t.Fatalf("no redelivery in the trace after %d tries:\n%s", try, waterfall(spans))
+		}
+		seen := map[string]bool{}
+		for _, s := range spans {
+			if s.Name != "process orders.events.created" {
+				continue // the KV spans of handling it
+			}
+			if s.ParentSpanID != parent || s.Kind != "consumer" || s.Service != "billing" {
+				t.Errorf("span %s %q: parent %s kind %s, want billing's consumer span under the publisher's %s", s.Service, s.Name, s.ParentSpanID, s.Kind, parent)
+			}
+			seen[s.Attrs["messaging.jetstream.delivery_count"]+"/"+s.Attrs["messaging.jetstream.redelivered"]] = true
+		}
+		if !seen["1/false"] || !seen["2/true"] {
+			t.Errorf("deliveries %v, want 1/false and 2/true\n%s", seen, waterfall(spans))
+		}
+		scanSpans(t, spans, append(testSecrets(t), txn, tok)...)
+		return
+	}
+}
+
+// freeze stops a service's process (SIGSTOP) while do runs, then lets it
+// go on (SIGCONT).
+func freeze(t *testing.T, name string, do func()) {
+	t.Helper()
+	svc := stack.services[name]
+	svc.mu.Lock()
+	p := svc.cmd.Process
+	svc.mu.Unlock()
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := p.Signal(syscall.SIGCONT); err != nil {
+			t.Error(err)
+		}
+	}()
+	do()
 }
