@@ -168,7 +168,7 @@ func publish(ctx context.Context, js jetstream.JetStream, subj string, data []by
 	ctx, opts := producerContext(ctx)
 	ctx, span := tracer().Start(ctx, "publish "+subj, append(opts, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(systemNATS, attrDestination.String(subj), attrOperation.String("publish"),
-			attrOperationType.String("send"), attrMessageID.String(msgID), attrBodySize.Int(len(data))))...)
+			attrOperationType.String("send"), eventType(msgID), attrBodySize.Int(len(data))))...)
 	defer func() { failSpan(span, err); span.End() }()
 	msg := buildMsg(ctx, subj, data, tok)
 	msg.Header.Set(HeaderMsgID, msgID)

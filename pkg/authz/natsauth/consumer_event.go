@@ -244,7 +244,7 @@ func (c *Consumer) startConsumerSpan(base context.Context, msg jetstream.Msg, me
 	}
 	if h := msg.Headers(); h != nil {
 		if id := h.Get(HeaderMsgID); id != "" {
-			attrs = append(attrs, attrMessageID.String(id))
+			attrs = append(attrs, eventType(id))
 		}
 		if id := h.Get(HeaderRequestID); id != "" {
 			attrs = append(attrs, attrRequestID.String(id))

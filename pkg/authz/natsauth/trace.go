@@ -81,7 +81,7 @@ const (
 	attrDestination   = attribute.Key("messaging.destination.name")
 	attrOperation     = attribute.Key("messaging.operation.name")
 	attrOperationType = attribute.Key("messaging.operation.type")
-	attrMessageID     = attribute.Key("messaging.message.id")
+	attrEventType     = attribute.Key("authmesh.event_type")
 	attrBodySize      = attribute.Key("messaging.message.body.size")
 	attrConsumerGroup = attribute.Key("messaging.consumer.group.name")
 	attrStream        = attribute.Key("messaging.jetstream.stream")
@@ -182,4 +182,12 @@ func producerContext(ctx context.Context) (context.Context, []trace.SpanStartOpt
 			Attributes: []attribute.KeyValue{attribute.String("authmesh.link", "caused_by")}}))
 	}
 	return trace.ContextWithRemoteSpanContext(ctx, st.parent), opts
+}
+
+// eventType is the "<type>" of a Nats-Msg-Id "<type>:<entity id>": the id
+// itself is not recorded, since an entity id may be a person's subject
+// (users' events are keyed by it).
+func eventType(msgID string) attribute.KeyValue {
+	typ, _, _ := strings.Cut(msgID, ":")
+	return attrEventType.String(typ)
 }
