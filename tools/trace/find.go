@@ -41,11 +41,12 @@ func (c *Client) Latest(ctx context.Context, service, operation string, lookback
 	return Trace{}, c.explainNone(ctx, service, fmt.Sprintf("no trace with span %q of %s in the last %v", operation, service, lookback), operation)
 }
 
-// ByOrder returns the newest trace of the order with id: one with a span
-// that carries it as OrderIDAttr, else one of the recent traces of the
-// orders service with an attribute that contains the id (a message id, a
-// subject). An id is long and random (at least 8 characters are asked
-// for), so containing it is naming it.
+// ByOrder returns the trace of the order with id: among the traces with a
+// span that carries it as OrderIDAttr, else among the recent traces of the
+// orders service with an attribute that contains the id (a KV key, an
+// invoice id; an id is long and random, at least 8 characters are asked
+// for, so containing it is naming it), the one the order was created in,
+// else the newest (a payment is a trace of its own).
 func (c *Client) ByOrder(ctx context.Context, id string, lookback time.Duration) (Trace, error) {
 	if len(id) < 8 || strings.ContainsAny(id, "/?#\"\\ ") {
 		return Trace{}, fmt.Errorf("order id %q: not an order id", id)
@@ -54,35 +55,38 @@ func (c *Client) ByOrder(ctx context.Context, id string, lookback time.Duration)
 	if err != nil {
 		return Trace{}, err
 	}
-	if t, ok := newest(ts, func(string) bool { return true }); ok {
+	if t, ok := pick(ts, func(string) bool { return true }); ok {
 		return t, nil
 	}
 	ts, err = c.Find(ctx, Query{Service: OrdersService, Limit: 500, Lookback: lookback})
 	if err != nil {
 		return Trace{}, err
 	}
-	if t, ok := newest(ts, func(v string) bool { return strings.Contains(v, id) }); ok {
+	if t, ok := pick(ts, func(v string) bool { return strings.Contains(v, id) }); ok {
 		return t, nil
 	}
 	return Trace{}, c.explainNone(ctx, OrdersService, fmt.Sprintf("no trace of order %s in the last %v", id, lookback), "")
 }
 
-// newest is the trace, among ts, with the latest span that has an attribute
-// value match accepts.
-func newest(ts []Trace, match func(string) bool) (Trace, bool) {
+// pick is, among the traces ts with a span attribute that match accepts,
+// one with the orders service's CreateOrderSpan, else the one whose
+// matching span is newest.
+func pick(ts []Trace, match func(string) bool) (Trace, bool) {
 	var best Trace
-	var bestStart int64 = -1
+	bestCreate, bestStart := false, int64(-1)
 	for _, t := range ts {
+		create, start := false, int64(-1)
 		for _, s := range t.Spans {
-			if s.StartTime <= bestStart {
-				continue
+			create = create || (s.OperationName == CreateOrderSpan && t.Service(s) == OrdersService)
+			if s.StartTime > start && slices.ContainsFunc(s.Tags, func(kv KeyValue) bool { return match(kv.String()) }) {
+				start = s.StartTime
 			}
-			for _, kv := range s.Tags {
-				if match(kv.String()) {
-					best, bestStart = t, s.StartTime
-					break
-				}
-			}
+		}
+		if start < 0 {
+			continue
+		}
+		if (create && !bestCreate) || (create == bestCreate && start > bestStart) {
+			best, bestCreate, bestStart = t, create, start
 		}
 	}
 	return best, bestStart >= 0

@@ -223,6 +223,10 @@ func TestByOrder(t *testing.T) {
 	if err := json.Unmarshal(recorded(t), &env); err != nil {
 		t.Fatal(err)
 	}
+	// A later trace that names the order too, without creating it: its payment.
+	pay, _ := json.Marshal(Trace{TraceID: "22222222222222222222222222222222", Processes: map[string]Process{"p1": {ServiceName: "billing"}},
+		Spans: []Span{{SpanID: "aa", OperationName: "POST /v1/invoices/:id/pay", ProcessID: "p1", StartTime: 1 << 60,
+			Tags: []KeyValue{{Key: "kv.key", Type: "string", Value: json.RawMessage(`"inv_ord_7Kq2"`)}}}}})
 	// Jaeger's search: a tags filter matches order.id exactly; tagged says
 	// whether the spans carry it at all (older spans may not).
 	jaeger := func(tagged bool) (*Client, *[]string) {
@@ -234,7 +238,7 @@ func TestByOrder(t *testing.T) {
 				w.Write([]byte(`{"data":[]}`))
 				return
 			}
-			w.Write([]byte(`{"data":[` + string(env.Data[0]) + `]}`))
+			w.Write([]byte(`{"data":[` + string(pay) + `,` + string(env.Data[0]) + `]}`))
 		}))
 		t.Cleanup(srv.Close)
 		return &Client{URL: srv.URL}, &queries
@@ -249,7 +253,7 @@ func TestByOrder(t *testing.T) {
 	}
 	c, _ = jaeger(false)
 	if got, err := c.ByOrder(ctx, "ord_7Kq2", time.Hour); err != nil || got.TraceID != recordedID {
-		t.Fatalf("ByOrder by scanning attributes: %v %v, want trace %s", got.TraceID, err, recordedID)
+		t.Fatalf("ByOrder by scanning attributes: %v %v, want trace %s, where the order was created, not its later payment", got.TraceID, err, recordedID)
 	}
 	if _, err := c.ByOrder(ctx, "ord_unknown", time.Hour); err == nil {
 		t.Error("an order no span names: found a trace")
