@@ -65,7 +65,7 @@ func (c *Client) ByOrder(ctx context.Context, id string, lookback time.Duration)
 	if t, ok := pick(ts, func(v string) bool { return strings.Contains(v, id) }); ok {
 		return t, nil
 	}
-	return Trace{}, c.explainNone(ctx, OrdersService, fmt.Sprintf("no trace of order %s in the last %v", id, lookback), "")
+	return Trace{}, c.explainNone(ctx, OrdersService, fmt.Sprintf("no span of the last %v has order %s as %s or in another attribute", lookback, id, OrderIDAttr), "")
 }
 
 // pick is, among the traces ts with a span attribute that match accepts,
@@ -119,4 +119,40 @@ func listOrNone(s []string) string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return strings.Join(s, ", ")
+}
+
+// maxLinkedTraces bounds the fetches LinkedSpans makes for one trace.
+const maxLinkedTraces = 8
+
+// LinkedSpans names the spans t links to in other traces (a payment's
+// request that an invoice.paid event continues from, say), by span id, as
+// "service span-name": for Options.Linked. A trace it cannot fetch is left
+// out; the waterfall then shows the bare ids.
+func (c *Client) LinkedSpans(ctx context.Context, t Trace) map[string]string {
+	inTrace := map[string]bool{}
+	for _, s := range t.Spans {
+		inTrace[s.SpanID] = true
+	}
+	want := map[string][]string{} // trace id -> span ids
+	for _, s := range t.Spans {
+		for _, r := range s.References {
+			if r.RefType == FollowsFrom && !inTrace[r.SpanID] && r.TraceID != "" && r.TraceID != t.TraceID &&
+				(want[r.TraceID] != nil || len(want) < maxLinkedTraces) {
+				want[r.TraceID] = append(want[r.TraceID], r.SpanID)
+			}
+		}
+	}
+	names := map[string]string{}
+	for id, spans := range want {
+		lt, err := c.Trace(ctx, id)
+		if err != nil {
+			continue
+		}
+		for _, s := range lt.Spans {
+			if slices.Contains(spans, s.SpanID) {
+				names[s.SpanID] = fmt.Sprintf("%s %q", lt.Service(s), s.OperationName)
+			}
+		}
+	}
+	return names
 }

@@ -321,3 +321,38 @@ func TestClearErrors(t *testing.T) {
 		t.Errorf("wrong port: %v", err)
 	}
 }
+
+// TestLinkedSpans: a link out of the trace (the payment request an
+// invoice.paid event continues from) is named from the linked trace; one
+// Jaeger no longer holds keeps its ids.
+func TestLinkedSpans(t *testing.T) {
+	t.Parallel()
+	var env struct{ Data []Trace }
+	if err := json.Unmarshal(recorded(t), &env); err != nil {
+		t.Fatal(err)
+	}
+	const payTrace = "0af7651916cd43dd8448eb211c80319c"
+	pay, _ := json.Marshal(Trace{TraceID: payTrace, Processes: map[string]Process{"p1": {ServiceName: "billing"}},
+		Spans: []Span{{SpanID: "b7ad6b7169203331", OperationName: "POST /v1/invoices/:id/pay", ProcessID: "p1"}}})
+	for _, held := range []bool{true, false} {
+		f := &fakeJaeger{answers: map[string]string{}}
+		if held {
+			f.answers["/api/traces/"+payTrace] = `{"data":[` + string(pay) + `]}`
+		}
+		linked := f.start(t).LinkedSpans(context.Background(), env.Data[0])
+		var out bytes.Buffer
+		if err := Render(&out, env.Data[0], Options{Linked: linked}); err != nil {
+			t.Fatal(err)
+		}
+		want := `↳ link: billing "POST /v1/invoices/:id/pay" in trace ` + payTrace
+		if !held {
+			want = "↳ link: trace " + payTrace + " span b7ad6b7169203331 (not in this trace)"
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("held %v: no %q in\n%s", held, want, out.String())
+		}
+		if len(f.queries) != 1 {
+			t.Errorf("held %v: %d fetches, want one for the one linked trace", held, len(f.queries))
+		}
+	}
+}

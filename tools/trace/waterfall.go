@@ -19,6 +19,9 @@ type Options struct {
 	Width   int      // columns of the duration bar; default 40
 	NameMax int      // widest span column (tree and name); default 60
 	Attrs   []string // attributes shown after the bar; default DefaultAttrs
+	// Linked names spans of other traces this one links to, by span id
+	// (Client.LinkedSpans); without a name a link shows its ids.
+	Linked map[string]string
 }
 
 func (o *Options) defaults() {
@@ -95,7 +98,7 @@ func Render(w io.Writer, t Trace, o Options) error {
 			b.WriteString("  " + a)
 		}
 		b.WriteString("\n")
-		for _, l := range links(t, s, byID, t0) {
+		for _, l := range links(t, s, byID, t0, o.Linked) {
 			fmt.Fprintf(&b, "%s  %s%s\n", pad("", svcW), strings.Map(keepTree, n.prefix)+"   ", l)
 		}
 	}
@@ -204,7 +207,7 @@ func attrs(s Span, keys []string) string {
 }
 
 // links describes the span's FOLLOWS_FROM references (its OpenTelemetry links).
-func links(t Trace, s Span, byID map[string]*node, t0 int64) []string {
+func links(t Trace, s Span, byID map[string]*node, t0 int64, linked map[string]string) []string {
 	var out []string
 	for _, r := range s.References {
 		if r.RefType != FollowsFrom {
@@ -212,6 +215,8 @@ func links(t Trace, s Span, byID map[string]*node, t0 int64) []string {
 		}
 		if p, ok := byID[r.SpanID]; ok && (r.TraceID == "" || r.TraceID == t.TraceID) {
 			out = append(out, fmt.Sprintf("↳ link: %s %q at +%s", t.Service(p.span), p.span.OperationName, fmtDur(p.span.StartTime-t0)))
+		} else if name, ok := linked[r.SpanID]; ok {
+			out = append(out, fmt.Sprintf("↳ link: %s in trace %s", name, r.TraceID))
 		} else {
 			out = append(out, fmt.Sprintf("↳ link: trace %s span %s (not in this trace)", r.TraceID, r.SpanID))
 		}

@@ -63,5 +63,5 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	return trace.Render(os.Stdout, t, trace.Options{Width: *width})
+	return trace.Render(os.Stdout, t, trace.Options{Width: *width, Linked: c.LinkedSpans(ctx, t)})
 }
