@@ -1,3 +1,6 @@
+// Jaeger v2 (all-in-one) pinned as a tool; tools/jaeger/build.sh (make jaeger) builds it into
+// bin/jaeger. A module of its own, outside go.work and outside make test/lint: Jaeger's dependency
+// graph must not move the versions the workspace's modules share, and there is no code of ours here.
 module github.com/authmesh/authmesh/tools/jaeger
 
 go 1.26.0
