@@ -47,6 +47,7 @@ require (
 require (
 	github.com/authmesh/authmesh/pkg/authz v0.0.0
 	github.com/authmesh/authmesh/tools/devtenant v0.0.0
+	github.com/authmesh/authmesh/tools/trace v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nkeys v0.4.16
@@ -55,3 +56,5 @@ require (
 replace github.com/authmesh/authmesh/tools/devtenant => ../devtenant
 
 replace github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
+
+replace github.com/authmesh/authmesh/tools/trace => ../trace
