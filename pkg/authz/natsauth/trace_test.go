@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
 // recorded holds every span the package's tests end: TestMain installs an
@@ -55,7 +56,7 @@ func withTraceparent(ctx context.Context, traceparent, tracestate string) contex
 func spansOf(t *testing.T, id trace.TraceID, want ...string) tracetest.SpanStubs {
 	t.Helper()
 	var out tracetest.SpanStubs
-	eventually(t, 5*time.Second, func() bool {
+	authztest.Eventually(t, 5*time.Second, func() bool {
 		out = out[:0]
 		for _, s := range recorded.GetSpans() {
 			if s.SpanContext.TraceID() == id {
@@ -283,7 +284,7 @@ func TestSpansJetStream(t *testing.T) {
 		wantAttr(t, prod, "messaging.jetstream.stream", "ORDERS_EVENTS")
 		wantAttr(t, prod, "authmesh.event_type", "order.created") // not the id: it may be a subject
 		var deliveries tracetest.SpanStubs
-		eventually(t, 5*time.Second, func() bool {
+		authztest.Eventually(t, 5*time.Second, func() bool {
 			deliveries = named(spansOf(t, id), "process orders.events.traced")
 			return len(deliveries) == 2
 		}, "two deliveries")
@@ -310,7 +311,7 @@ func TestSpansJetStream(t *testing.T) {
 	t.Run("dead-lettered", func(t *testing.T) {
 		id, prod, _ := publish(t, "orders.events.poison", "order.poison")
 		var d tracetest.SpanStub
-		eventually(t, 5*time.Second, func() bool {
+		authztest.Eventually(t, 5*time.Second, func() bool {
 			for _, s := range named(spansOf(t, id), "process orders.events.poison") {
 				for _, e := range s.Events {
 					if e.Name == EventDeadLettered {
@@ -328,7 +329,7 @@ func TestSpansJetStream(t *testing.T) {
 		wantAttr(t, d, "messaging.jetstream.delivery_count", int64(2))
 		// The dead letter itself points at this delivery.
 		var dead *nats.Msg
-		eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.poison"); return dead != nil }, "dead letter")
+		authztest.Eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.poison"); return dead != nil }, "dead letter")
 		sc := trace.SpanContextFromContext(ContextFromHeaders(context.Background(), dead.Header))
 		if sc.SpanID() != d.SpanContext.SpanID() {
 			t.Errorf("dead letter's trace context %v, want the delivery's span", sc)
