@@ -61,3 +61,5 @@ replace (
 	github.com/authmesh/authmesh/tools/devstack => ../../tools/devstack
 	github.com/authmesh/authmesh/tools/devtenant => ../../tools/devtenant
 )
+
+replace github.com/authmesh/authmesh/tools/trace => ../../tools/trace

@@ -84,3 +84,5 @@ replace (
 	github.com/authmesh/authmesh/tools/devstack => ../devstack
 	github.com/authmesh/authmesh/tools/devtenant => ../devtenant
 )
+
+replace github.com/authmesh/authmesh/tools/trace => ../../tools/trace
