@@ -206,3 +206,61 @@ func writeTenant(t *testing.T, pop string) string {
 	_ = os.WriteFile(file, []byte(strings.Replace(string(raw), "    proof_of_possession:\n      mechanism: dpop\n      required: false\n", pop, 1)), 0o600)
 	return file
 }
+
+// TestDPoPBoundAuthorizationCode: a code whose /authorize request named
+// dpop_jkt (RFC 9449 §10) is redeemed only with a proof by that key — the
+// attacker holding the code and its PKCE verifier but another key gets no
+// tokens and does not use the code up — and the tokens are bound to the key.
+func TestDPoPBoundAuthorizationCode(t *testing.T) {
+	t.Parallel()
+	tt := newTenant(t, nil)
+	const cb = "http://localhost:8404/callback"
+	k, attacker := authztest.NewDPoPKey(t), authztest.NewDPoPKey(t)
+	code := func(t *testing.T, jkt, challenge string) response {
+		t.Helper()
+		form := url.Values{"response_type": {"code"}, "client_id": {"authmesh-web"}, "redirect_uri": {cb},
+			"scope": {"openid read:orders"}, "audience": {apiAud}, "code_challenge": {challenge}, "code_challenge_method": {"S256"},
+			"dpop_jkt": {jkt}, "username": {"alice@authmesh.dev"}, "password": {"dev-password"}}
+		return tt.do(t, http.MethodPost, "/authorize", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()), nil)
+	}
+	redirectParam := func(t *testing.T, r response, name string) string {
+		t.Helper()
+		loc, err := url.Parse(r.header.Get("Location"))
+		if r.status != http.StatusFound || err != nil {
+			t.Fatalf("authorize: %d %q", r.status, r.header.Get("Location"))
+		}
+		return loc.Query().Get(name)
+	}
+	redeem := func(code, verifier, proof string) response {
+		return tt.postProof(t, url.Values{"grant_type": {"authorization_code"}, "client_id": {"authmesh-web"},
+			"code": {code}, "redirect_uri": {cb}, "code_verifier": {verifier}}, proof)
+	}
+
+	verifier, challenge := pkcePair("j")
+	c := redirectParam(t, code(t, k.JKT(), challenge), "code")
+	for name, proof := range map[string]string{
+		"no proof":               "",
+		"a proof by another key": attacker.Proof(t, "POST", tt.tokenEndpoint(), ""),
+	} {
+		if r := redeem(c, verifier, proof); r.status != 400 || r.body["error"] != "invalid_dpop_proof" || r.body["access_token"] != nil {
+			t.Fatalf("%s: %d %s", name, r.status, r.raw)
+		}
+	}
+	r := redeem(c, verifier, k.Proof(t, "POST", tt.tokenEndpoint(), ""))
+	if r.status != 200 || r.body["token_type"] != "DPoP" {
+		t.Fatalf("the bound key: %d %s", r.status, r.raw)
+	}
+	if _, claims := decodeJWT(t, r.body["access_token"].(string)); claims["cnf"].(map[string]any)["jkt"] != k.JKT() {
+		t.Fatalf("cnf %v", claims["cnf"])
+	}
+
+	if e := redirectParam(t, code(t, "not-a-thumbprint", challenge), "error"); e != "invalid_request" {
+		t.Fatalf("malformed dpop_jkt: error %q, want invalid_request", e)
+	}
+	// Without dpop_jkt a code is bound by PKCE alone, and any key may be
+	// the tokens' (the first proof at the token endpoint chooses it).
+	v2, ch2 := pkcePair("k")
+	if r := redeem(redirectParam(t, code(t, "", ch2), "code"), v2, attacker.Proof(t, "POST", tt.tokenEndpoint(), "")); r.status != 200 || r.body["token_type"] != "DPoP" {
+		t.Fatalf("unbound code: %d %s", r.status, r.raw)
+	}
+}
