@@ -238,12 +238,16 @@ func decodeProofClaims(enc string, pc *proofClaims) error {
 	if len(raw) > 0 && scanProofClaims(unsafe.String(&raw[0], len(raw)), pc) {
 		return nil
 	}
-	*pc = proofClaims{}
 	var j proofClaimsJSON
 	if err := fastjson.Unmarshal(raw, &j); err != nil {
 		return badProof("malformed", "the DPoP proof's claims are not a JSON object of the right types", err)
 	}
-	pc.JTI, pc.HTM, pc.HTU = j.JTI, j.HTM, j.HTU
+	*pc = j.claims()
+	return nil
+}
+
+func (j *proofClaimsJSON) claims() proofClaims {
+	pc := proofClaims{JTI: j.JTI, HTM: j.HTM, HTU: j.HTU}
 	if j.IAT != nil {
 		pc.IAT, pc.hasIAT = *j.IAT, true
 	}
@@ -253,7 +257,7 @@ func decodeProofClaims(enc string, pc *proofClaims) error {
 	if j.Nonce != nil {
 		pc.Nonce, pc.hasNonce = *j.Nonce, true
 	}
-	return nil
+	return pc
 }
 
 // scanProofClaims reads p into pc if p is a JSON object of only the members
