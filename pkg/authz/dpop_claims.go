@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -51,17 +52,33 @@ type Proof struct {
 // fresh one), CodeKeysUnavailable when the replay cache does not answer
 // (never accepted unchecked).
 func (d *DPoP) Verify(ctx context.Context, proof string, chk ProofCheck) (*Proof, error) {
-	p, err := d.check(proof, chk)
+	// Small enough to be inlined: a caller that keeps no pointer to the
+	// Proof (the middleware) has it on its stack.
+	p, err := d.verify(ctx, proof, chk)
 	if err != nil {
 		return nil, err
 	}
+	return &p, nil
+}
+
+func (d *DPoP) verify(ctx context.Context, proof string, chk ProofCheck) (Proof, error) {
+	now := d.cfg.Now()
+	p, err := d.check(proof, chk, now)
+	if err != nil {
+		return Proof{}, err
+	}
 	// Last, so that a proof failing any other check does not use up its jti.
 	// The key includes the thumbprint: jtis are only unique per client.
-	if err := d.cfg.Replay.Claim(ctx, replayKey(p.JKT, p.JTI), d.ReplayTTL()); err != nil {
+	if m, ok := d.cfg.Replay.(*MemoryReplayCache); ok {
+		err = m.claimProof(p.JKT, p.JTI, now, d.ReplayTTL())
+	} else {
+		err = d.cfg.Replay.Claim(ctx, replayKey(p.JKT, p.JTI), d.ReplayTTL())
+	}
+	if err != nil {
 		if errors.Is(err, ErrReplayed) {
-			return nil, badProof("replayed", "the DPoP proof has been used before", err)
+			return Proof{}, badProof("replayed", "the DPoP proof has been used before", err)
 		}
-		return nil, &Error{Code: CodeKeysUnavailable, Reason: "replay_cache_unavailable",
+		return Proof{}, &Error{Code: CodeKeysUnavailable, Reason: "replay_cache_unavailable",
 			Description: "DPoP replay protection is temporarily unavailable; retry later", Err: err}
 	}
 	return p, nil
@@ -73,15 +90,26 @@ func (d *DPoP) Verify(ctx context.Context, proof string, chk ProofCheck) (*Proof
 // the thumbprint and a dot; any other (a jti is any string, and an oversized
 // one must not cost storage) as the hex SHA-256 of both, which has no dot.
 func replayKey(jkt, jti string) string {
+	var buf [maxReplayKeyBytes]byte
+	return string(appendReplayKey(buf[:0], jkt, jti))
+}
+
+// maxReplayKeyBytes is replayKey's length for a SHA-256 thumbprint.
+const maxReplayKeyBytes = 43 + 1 + 64
+
+// appendReplayKey appends replayKey(jkt, jti) to b.
+func appendReplayKey(b []byte, jkt, jti string) []byte {
 	if len(jti) <= 64 && isBase64URL(jti) && isBase64URL(jkt) {
-		return jkt + "." + jti
+		b = append(b, jkt...)
+		b = append(b, '.')
+		return append(b, jti...)
 	}
 	h := sha256.New()
-	h.Write([]byte(jkt))
+	h.Write(bytesOf(jkt))
 	h.Write([]byte{0})
-	h.Write([]byte(jti))
+	h.Write(bytesOf(jti))
 	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0]))
+	return hex.AppendEncode(b, h.Sum(sum[:0]))
 }
 
 // isBase64URL reports whether s is non-empty and all base64url characters.
@@ -94,73 +122,72 @@ func isBase64URL(s string) bool {
 	return s != ""
 }
 
-// check does every check but the replay claim.
-func (d *DPoP) check(proof string, chk ProofCheck) (*Proof, error) {
+// check does every check but the replay claim, at now.
+func (d *DPoP) check(proof string, chk ProofCheck, now time.Time) (Proof, error) {
 	if proof == "" {
-		return nil, badProof("missing_proof", "a DPoP proof is required", nil)
+		return Proof{}, badProof("missing_proof", "a DPoP proof is required", nil)
 	}
 	if len(proof) > MaxDPoPProofBytes {
-		return nil, badProof("too_large", "the DPoP proof is too large", nil)
-	}
-	if strings.Count(proof, ".") != 2 {
-		return nil, badProof("malformed", "the DPoP proof is not a compact JWS", nil)
+		return Proof{}, badProof("too_large", "the DPoP proof is too large", nil)
 	}
 	first, last := strings.IndexByte(proof, '.'), strings.LastIndexByte(proof, '.')
+	if first == last || strings.IndexByte(proof[first+1:last], '.') >= 0 { // not two dots
+		return Proof{}, badProof("malformed", "the DPoP proof is not a compact JWS", nil)
+	}
 	hdr := proof[:first]
 	k, cached := d.keys.get(hdr)
 	if !cached {
 		var err error
 		if k, err = d.readProofHeader(hdr); err != nil {
-			return nil, err
+			return Proof{}, err
 		}
 	}
 	if !k.verifySignature(proof, last) {
-		return nil, badProof("bad_signature", "the DPoP proof's signature is invalid", nil)
+		return Proof{}, badProof("bad_signature", "the DPoP proof's signature is invalid", nil)
 	}
 	if !cached {
 		d.keys.put(hdr, k)
 	}
 	var pc proofClaims
 	if err := decodeProofClaims(proof[first+1:last], &pc); err != nil {
-		return nil, err
+		return Proof{}, err
 	}
 	switch {
 	case pc.JTI == "":
-		return nil, badProof("no_jti", "the DPoP proof has no jti", nil)
+		return Proof{}, badProof("no_jti", "the DPoP proof has no jti", nil)
 	case len(pc.JTI) > maxJTIBytes:
-		return nil, badProof("jti_too_long", "the DPoP proof's jti is too long", nil)
+		return Proof{}, badProof("jti_too_long", "the DPoP proof's jti is too long", nil)
 	case pc.HTM == "" || pc.HTU == "" || !pc.hasIAT:
-		return nil, badProof("missing_claim", "the DPoP proof needs htm, htu and iat", nil)
+		return Proof{}, badProof("missing_claim", "the DPoP proof needs htm, htu and iat", nil)
 	case pc.HTM != chk.Method:
-		return nil, badProof("htm", "the DPoP proof is for another method", nil)
+		return Proof{}, badProof("htm", "the DPoP proof is for another method", nil)
 	}
 	if !sameHTU(pc.HTU, chk.URI) {
-		return nil, badProof("htu", "the DPoP proof is for another URI", nil)
+		return Proof{}, badProof("htu", "the DPoP proof is for another URI", nil)
 	}
-	now := d.cfg.Now()
 	iat := time.Unix(int64(pc.IAT), 0)
 	if iat.Before(now.Add(-d.cfg.MaxAge)) {
-		return nil, badProof("stale", "the DPoP proof is too old", nil)
+		return Proof{}, badProof("stale", "the DPoP proof is too old", nil)
 	}
 	if iat.After(now.Add(d.cfg.FutureSkew)) {
-		return nil, badProof("future", "the DPoP proof is issued in the future", nil)
+		return Proof{}, badProof("future", "the DPoP proof is issued in the future", nil)
 	}
 	if err := checkATH(&pc, chk); err != nil {
-		return nil, err
+		return Proof{}, err
 	}
 	if err := checkBinding(k.jkt, chk); err != nil {
-		return nil, err
+		return Proof{}, err
 	}
 	if chk.Nonce != "" {
 		if !pc.hasNonce || !equalSecret(pc.Nonce, chk.Nonce) {
-			return nil, badProof("nonce", "the DPoP proof does not carry this exchange's nonce", nil)
+			return Proof{}, badProof("nonce", "the DPoP proof does not carry this exchange's nonce", nil)
 		}
 	} else if n := d.cfg.Nonces; n != nil {
 		if !pc.hasNonce || !n.valid(pc.Nonce, now) {
-			return nil, &Error{Code: CodeUseDPoPNonce, Reason: "nonce", Description: "a current server nonce is required in the DPoP proof"}
+			return Proof{}, &Error{Code: CodeUseDPoPNonce, Reason: "nonce", Description: "a current server nonce is required in the DPoP proof"}
 		}
 	}
-	return &Proof{JKT: k.jkt, JTI: pc.JTI, IssuedAt: iat}, nil
+	return Proof{JKT: k.jkt, JTI: pc.JTI, IssuedAt: iat}, nil
 }
 
 // checkATH checks the proof's ath against the access token, when there is
@@ -337,15 +364,37 @@ func scanPlainString(p string, i int) (string, int, bool) {
 	if i == len(p) || p[i] != '"' {
 		return "", i, false
 	}
-	for j := i + 1; j < len(p); j++ {
-		switch c := p[j]; {
-		case c == '"':
-			return p[i+1 : j], j + 1, true
-		case c == '\\' || c < 0x20 || c >= 0x7f:
-			return "", j, false
+	end := strings.IndexByte(p[i+1:], '"')
+	if end < 0 {
+		return "", len(p), false
+	}
+	s := p[i+1 : i+1+end]
+	if !isPlainASCII(s) {
+		return "", i, false
+	}
+	return s, i + end + 2, true
+}
+
+// isPlainASCII reports whether s is all printable ASCII (0x20 to 0x7e)
+// without a backslash, eight bytes at a time.
+func isPlainASCII(s string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(s) >= 8 {
+		w := binary.LittleEndian.Uint64(bytesOf(s[:8]))
+		// A byte's high bit is set in each term when the byte is non-ASCII,
+		// below 0x20, 0x7f, or a backslash (each "has zero byte" test).
+		bad := w | (w - 0x20*ones) | ((w ^ 0x7f*ones) - ones) | ((w ^ '\\'*ones) - ones)
+		if bad&highs != 0 {
+			return false
+		}
+		s = s[8:]
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '\\' {
+			return false
 		}
 	}
-	return "", len(p), false
+	return true
 }
 
 // scanPlainInt reads a non-negative JSON integer of 1 to 15 digits (exact

@@ -2,14 +2,17 @@ package authz
 
 import (
 	"bytes"
+	"context"
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	fastjson "github.com/segmentio/encoding/json"
 
@@ -276,5 +279,54 @@ func TestReplayKey(t *testing.T) {
 			t.Errorf("replayKey%q = replayKey%s = %q", pair, prev, k)
 		}
 		seen[k] = fmt.Sprintf("%q", pair)
+	}
+}
+
+// TestMemoryReplayCache: a key is refused again for at least ttl, by
+// either path (Claim with replayKey's string, or claimProof with the pair),
+// across generation rotations, and claimable again once 2 ttl have passed.
+func TestMemoryReplayCache(t *testing.T) {
+	t.Parallel()
+	const ttl = 90 * time.Second
+	ctx := context.Background()
+	jkt := authztest.NewDPoPKey(t).JKT()
+	start := time.Now()
+	clock := start
+	m := NewMemoryReplayCache()
+	m.now = func() time.Time { return clock }
+	claim := func(jti string, viaKey bool) error {
+		if viaKey {
+			return m.Claim(ctx, replayKey(jkt, jti), ttl)
+		}
+		return m.claimProof(jkt, jti, clock, ttl)
+	}
+	for _, jti := range []string{"abc", strings.Repeat("j", 65), "a.b"} { // plain and hashed keys
+		for _, viaKey := range []bool{false, true} {
+			clock = start
+			m.cur, m.prev, m.start, m.ttl = map[replayID]struct{}{}, map[replayID]struct{}{}, clock.Sub(m.epoch), 0
+			if err := claim(jti, viaKey); err != nil {
+				t.Fatalf("%q first claim: %v", jti, err)
+			}
+			// Other keys claimed meanwhile rotate the generations.
+			for i, step := range []time.Duration{0, ttl / 2, ttl - time.Second, ttl, ttl + time.Second, ttl + ttl/2, 2*ttl - time.Second} {
+				clock = start.Add(step)
+				if err := claim(fmt.Sprintf("other%d", i), !viaKey); err != nil {
+					t.Fatalf("other key at %v: %v", step, err)
+				}
+				if step < ttl {
+					if err := claim(jti, !viaKey); !errors.Is(err, ErrReplayed) {
+						t.Errorf("%q again at +%v (other path): %v, want ErrReplayed", jti, step, err)
+					}
+				}
+			}
+			clock = start.Add(2*ttl + time.Second)
+			if err := claim("tick", viaKey); err != nil {
+				t.Fatal(err)
+			}
+			clock = start.Add(3*ttl + time.Second)
+			if err := claim(jti, viaKey); err != nil {
+				t.Errorf("%q after 3 ttl: %v, want accepted", jti, err)
+			}
+		}
 	}
 }
