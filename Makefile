@@ -2,7 +2,9 @@
 
 SHELL        := /usr/bin/env bash
 GO           ?= go
-MODULES      := $(patsubst ./%/go.mod,%,$(shell find . -name go.mod -not -path './.data/*' | sort))
+# tools/jaeger is left out of test and lint on purpose: it holds no code of ours, only Jaeger pinned
+# as a tool, outside go.work (see tools/jaeger/build.sh); tidy covers it.
+MODULES      := $(patsubst ./%/go.mod,%,$(shell find . -name go.mod -not -path './.data/*' -not -path './tools/jaeger/*' | sort))
 SERVICES     := users orders billing tts
 STATICCHECK  := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 COMPOSE      := $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
@@ -10,6 +12,13 @@ TEST_FLAGS   ?= -race -count=1 -timeout 20m
 BENCH_FLAGS  ?= -run '^$$' -bench . -benchmem -count 1 -benchtime 2s
 export DOCKER_BUILDKIT := 0
 export COMPOSE_DOCKER_CLI_BUILD := 0
+# TRACING=1 (make run, make up, make images): Jaeger runs beside the stack and the services export
+# their spans to it (README "Tracing").
+TRACING_ON   := $(filter 1 yes true on,$(TRACING))
+ifneq ($(TRACING_ON),)
+export COMPOSE_PROFILES := tracing
+export AUTHMESH_OTLP_ENDPOINT := http://jaeger:4318
+endif
 
 .DEFAULT_GOAL := help
 
@@ -30,7 +39,7 @@ lint/%:
 	cd $* && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 
 .PHONY: tidy
-tidy: $(addprefix tidy/,$(MODULES)) ## go mod tidy in every module.
+tidy: $(addprefix tidy/,$(MODULES) tools/jaeger) ## go mod tidy in every module.
 
 tidy/%:
 	cd $* && $(GO) mod tidy
@@ -57,8 +66,16 @@ bench/%: ## Only the Go benchmarks of one module, e.g. make bench/pkg/authz
 	cd $* && $(GO) test $(BENCH_FLAGS) ./...
 
 .PHONY: run
-run: ## Start devtenant, embedded NATS, the three services and the SPA on this machine (no Docker).
-	$(GO) build -o .data/bin/devstack ./tools/devstack/cmd/devstack && .data/bin/devstack
+run: ## Start devtenant, embedded NATS, the three services and the SPA on this machine (no Docker); TRACING=1 adds Jaeger.
+	$(GO) build -o .data/bin/devstack ./tools/devstack/cmd/devstack && .data/bin/devstack $(if $(TRACING_ON),-tracing)
+
+.PHONY: jaeger
+jaeger: ## Build Jaeger v2 from tools/jaeger into bin/jaeger (minutes once; cached until its go.mod/go.sum change).
+	@bash tools/jaeger/build.sh >/dev/null
+
+.PHONY: trace
+trace: ## Print the latest order's trace from Jaeger as a waterfall (or TRACE=<trace id>, ORDER=<order id>; JAEGER=<query URL>).
+	@$(GO) run ./tools/trace/cmd/trace $(if $(TRACE),-id '$(TRACE)') $(if $(ORDER),-order '$(ORDER)') $(if $(JAEGER),-jaeger '$(JAEGER)')
 
 .PHONY: token
 token: ## Print an access token: make token USER=alice (or CLIENT=orders-service).
@@ -73,7 +90,7 @@ binaries: ## Static linux binaries the images copy (bin/).
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags='-s -w' -o bin/ $(IMAGE_PKGS)
 
 .PHONY: images
-images: binaries ## Build every image FROM scratch (no registry needed).
+images: binaries $(if $(TRACING_ON),jaeger) ## Build every image FROM scratch (no registry needed); TRACING=1 adds Jaeger's.
 	$(COMPOSE) build
 
 K8S_IMAGES := nats:deploy/nats/Dockerfile devtenant:tools/devtenant/Dockerfile tts:services/tts/Dockerfile
@@ -90,7 +107,7 @@ k8s-images: binaries ## The images deploy/k8s uses, tagged authmesh/<name>:dev (
 	    -t "authmesh/$${i%%:*}:dev" . >/dev/null || exit 1; done
 
 .PHONY: up
-up: images ## Build the images and start the stack with docker compose (health-gated).
+up: images ## Build the images and start the stack with docker compose (health-gated); TRACING=1 adds Jaeger.
 	$(COMPOSE) up -d
 
 .PHONY: smoke
@@ -99,4 +116,4 @@ smoke: ## Compose smoke test: build, up, one full flow, down -v.
 
 .PHONY: down
 down: ## Stop the compose stack and remove its volumes.
-	$(COMPOSE) down -v --remove-orphans
+	$(COMPOSE) --profile tracing down -v --remove-orphans

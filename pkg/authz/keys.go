@@ -112,12 +112,14 @@ func (p *KeyProvider) lookup(ctx context.Context, kid string, at time.Time) (any
 					p.refreshAsync()
 				}
 				if k, ok := s.keys[kid]; ok {
+					recordKeyLookup(ctx, kid, attempt == 0)
 					return k, nil
 				}
 				if !at.IsZero() {
 					// A key leaves an Auth0 JWKS only when it is revoked: it
 					// verifies messages stored before that, never after.
 					if r, ok := s.retired[kid]; ok && now.Sub(r.removed) <= p.o.retain && at.Before(r.removed) {
+						recordKeyLookup(ctx, kid, attempt == 0)
 						return r.key, nil
 					}
 				}
@@ -127,6 +129,7 @@ func (p *KeyProvider) lookup(ctx context.Context, kid string, at time.Time) (any
 			break
 		}
 		err := p.refresh(ctx, false)
+		recordRefetch(ctx, kid, err)
 		if err != nil && ctx.Err() != nil {
 			return nil, keysUnavailable(ctx.Err())
 		}

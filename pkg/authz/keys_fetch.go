@@ -14,6 +14,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -52,7 +54,7 @@ func (p *KeyProvider) loop(ctx context.Context, lastErr error) {
 // otherwise the fetch happens only when the last attempt is older than the
 // cool-down. Concurrent callers share one in-flight fetch.
 func (p *KeyProvider) refresh(ctx context.Context, force bool) error {
-	ch := p.claimFetch(force)
+	ch := p.claimFetch(force, trace.SpanContextFromContext(ctx))
 	select {
 	case r := <-ch:
 		return r.Err
@@ -65,18 +67,22 @@ var errCoolingDown = errors.New("authz: key refetch cooling down")
 
 // claimFetch starts a fetch if allowed, or joins one in flight; when neither
 // is possible the channel yields errCoolingDown at once.
-func (p *KeyProvider) claimFetch(force bool) <-chan singleflight.Result {
+//
+// trigger is the span of the request that asked (invalid for the schedule):
+// the fetch's own span links to it.
+func (p *KeyProvider) claimFetch(force bool, trigger trace.SpanContext) <-chan singleflight.Result {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.o.now()
+	fetch := func() (any, error) { return p.fetch(trigger) }
 	if force {
-		return p.sf.DoChan("jwks", p.fetch)
+		return p.sf.DoChan("jwks", fetch)
 	}
 	if p.lastAttempt.IsZero() || now.Sub(p.lastAttempt) >= p.o.cooldown {
 		p.lastAttempt = now
 		// DoChan under p.mu so that a joiner below can never register its
 		// no-op before the real fetch.
-		return p.sf.DoChan("jwks", p.fetch)
+		return p.sf.DoChan("jwks", fetch)
 	}
 	// Join a fetch in flight; if none is, the no-op returns at once.
 	return p.sf.DoChan("jwks", func() (any, error) { return nil, errCoolingDown })
@@ -92,14 +98,17 @@ func (p *KeyProvider) refreshAsync() {
 		return
 	}
 	p.lastAttempt = now
-	p.sf.DoChan("jwks", p.fetch)
+	p.sf.DoChan("jwks", func() (any, error) { return p.fetch(trace.SpanContext{}) })
 }
 
 // fetch runs detached from any request context: a cancelled request must not
-// abort the fetch others are waiting for.
-func (p *KeyProvider) fetch() (any, error) {
+// abort the fetch others are waiting for. Its span is a root of its own,
+// linked to the request whose unknown kid triggered it (if any).
+func (p *KeyProvider) fetch(trigger trace.SpanContext) (any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout())
 	defer cancel()
+	ctx, span := startFetchSpan(ctx, "authz.jwks.fetch", trigger)
+	defer span.End()
 	keys, err := p.fetchKeys(ctx)
 	now := p.o.now()
 	p.mu.Lock()
@@ -107,8 +116,10 @@ func (p *KeyProvider) fetch() (any, error) {
 	if err != nil {
 		p.lastErr = err
 		p.o.metrics.keyFetch(false)
+		endFetchSpan(span, err)
 		return nil, err
 	}
+	span.SetAttributes(attribute.Int("authz.keys", len(keys)), attribute.String("url.full", p.jwksURL))
 	p.lastErr = nil
 	p.o.metrics.keyFetch(true)
 	p.install(keys, now)

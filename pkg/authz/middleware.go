@@ -69,12 +69,13 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 		cfg.Skipper = middleware.DefaultSkipper
 	}
 
-	deny := func(c echo.Context, err error) error {
+	deny := func(c echo.Context, p Policy, claims *Claims, err error) error {
 		var e *Error
 		if !errors.As(err, &e) {
 			e = &Error{Code: CodeInvalidToken, Reason: "internal", Description: "the token could not be verified", Err: err}
 		}
 		cfg.Metrics.Decision("deny", reasonOf(e))
+		RecordDecision(c.Request().Context(), p, claims, e)
 		a := AnswerOf(e)
 		h := c.Response().Header()
 		for k, v := range a.Header {
@@ -99,20 +100,22 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 				if routeUnmatched(c) {
 					return next(c) // Echo answers 404/405 itself
 				}
-				return deny(c, &Error{Code: CodeNoPolicy, Reason: "no_policy", Description: "no access policy is declared for this route"})
+				return deny(c, policy, nil, &Error{Code: CodeNoPolicy, Reason: "no_policy", Description: "no access policy is declared for this route"})
 			}
 			if policy.IsPublic() {
 				cfg.Metrics.Decision("allow", "public")
+				RecordDecision(req.Context(), policy, nil, nil)
 				return next(c)
 			}
 			claims, token, jkt, err := authenticate(req, cfg.Validator, cfg.DPoP, policy.DPoPRequired())
 			if err != nil {
-				return deny(c, err)
+				return deny(c, policy, nil, err)
 			}
 			if err := policy.Authorize(claims); err != nil {
-				return deny(c, err)
+				return deny(c, policy, claims, err)
 			}
 			cfg.Metrics.Decision("allow", "ok")
+			RecordDecision(req.Context(), policy, claims, nil)
 			c.SetRequest(req.WithContext(withProof(req.Context(), claims, token, jkt)))
 			return next(c)
 		}

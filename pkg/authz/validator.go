@@ -98,6 +98,7 @@ func (v *Validator) Validate(ctx context.Context, token string) (*Claims, error)
 			// A cached token stays good only while its key is still published.
 			if v.keys.hasKey(c.KeyID, now) {
 				v.o.metrics.cacheLookup(true)
+				recordTokenCacheHit(ctx)
 				if err := checkRevoked(&v.o, c, time.Time{}); err != nil {
 					return nil, err
 				}

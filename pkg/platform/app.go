@@ -23,6 +23,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/telemetry"
 )
 
 // Options tune an App; every field has a default.
@@ -94,9 +95,10 @@ type App struct {
 	// endpoint and consumer wrappers too.
 	AuthzMetrics *authz.Metrics
 
-	opts        Options
-	httpMetrics *httpMetrics
-	outbound    *natsauth.Outbound // nil in the Transaction Token Service
+	opts          Options
+	httpMetrics   *httpMetrics
+	stopTelemetry telemetry.Shutdown // flushes spans at shutdown
+	outbound      *natsauth.Outbound // nil in the Transaction Token Service
 
 	mu     sync.Mutex
 	checks []namedCheck
@@ -134,7 +136,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	}
-	opts.Logger = opts.Logger.With(slog.String("service", cfg.Service))
+	// Every line logged with a request's or message's context names its trace.
+	opts.Logger = slog.New(telemetry.LogHandler(opts.Logger.Handler())).With(slog.String("service", cfg.Service))
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -164,7 +167,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 
 	hm, err := newHTTPMetrics(a.Registry)
 	if err != nil {
+		a.cancel()
 		return nil, fmt.Errorf("platform: metrics: %w", err)
+	}
+	if a.stopTelemetry, err = telemetry.Start(ctx, cfg.Telemetry, a.Logger); err != nil {
+		a.cancel()
+		return nil, fmt.Errorf("platform: %w", err)
 	}
 	a.httpMetrics = hm
 	if !opts.TokenService {
@@ -176,23 +184,39 @@ func New(ctx context.Context, cfg Config, opts Options) (*App, error) {
 			HTTPClient:   opts.HTTPClient,
 		})
 		if err != nil {
-			a.cancel()
+			a.abort()
 			return nil, fmt.Errorf("platform: token source: %w", err)
 		}
 		a.Tokens = ts
 	}
 	if err := a.connectNATS(); err != nil {
-		a.cancel()
+		a.abort()
 		return nil, err
 	}
 	if err := a.wireAuthz(); err != nil {
-		a.cancel()
+		a.abort()
 		a.NATS.Close()
 		return nil, err
 	}
 	a.Echo = a.newEcho()
 	a.mountOps()
 	return a, nil
+}
+
+// abort undoes what New started before it failed.
+func (a *App) abort() {
+	a.cancel()
+	a.flushTelemetry()
+}
+
+// flushTelemetry exports the spans still buffered (tracing on), within a
+// second: the last spans of a shutdown are often the interesting ones.
+func (a *App) flushTelemetry() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := a.stopTelemetry(ctx); err != nil {
+		a.Logger.Warn("telemetry flush at shutdown", slog.String("error", err.Error()))
+	}
 }
 
 // Context is cancelled when the app shuts down; background work started
@@ -417,6 +441,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.cancel()
 	a.drainNATS(time.Until(deadline))
+	a.flushTelemetry()
 	a.Logger.Info("stopped")
 	return runErr
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/telemetry"
 )
 
 // Local defaults of the contract (docs/conventions.md).
@@ -73,6 +74,9 @@ type Config struct {
 
 	Auth0 Auth0
 	Txn   Txn
+	// Telemetry is tracing, from the standard OTEL_* variables (off without
+	// an OTLP endpoint; see package telemetry).
+	Telemetry telemetry.Config
 
 	getenv func(string) string
 }
@@ -109,8 +113,8 @@ func (c Config) PeerClientID(peer string) string {
 
 // String renders the configuration without secrets, for the start-up log.
 func (c Config) String() string {
-	return fmt.Sprintf("service=%s http=%s nats=%s replicas=%d client_id=%s issuer=%s audience=%s jwks=%s",
-		c.Service, c.HTTPAddr, c.NATSURL, c.NATSReplicas, c.ClientID, strings.Join(c.Auth0.Issuers, ","), c.Auth0.Audience, c.Auth0.JWKSURL)
+	return fmt.Sprintf("service=%s http=%s nats=%s replicas=%d client_id=%s issuer=%s audience=%s jwks=%s tracing=%s",
+		c.Service, c.HTTPAddr, c.NATSURL, c.NATSReplicas, c.ClientID, strings.Join(c.Auth0.Issuers, ","), c.Auth0.Audience, c.Auth0.JWKSURL, c.Telemetry)
 }
 
 // LoadConfig reads the configuration of service ("users", "orders" or
@@ -218,6 +222,9 @@ func LoadConfig(service string, getenv func(string) string) (Config, error) {
 		txnDefault = get // it serves those keys; it never fetches them
 	}
 	if cfg.Txn, err = loadTxn(get, txnDefault); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.Telemetry, err = telemetry.Parse(service, getenv); err != nil {
 		errs = append(errs, err)
 	}
 	if len(missing) > 0 {

@@ -1,10 +1,18 @@
 // Package platform is what every authmesh service's run function shares:
 // configuration from the environment, the Echo HTTP server with its
-// middleware (request id, one structured log line per request, recover, body
-// limit, CORS, Prometheus metrics, route policies), the one HTTP error
-// handler, the NATS/JetStream connection, the authz wiring (keys, validator,
-// revocation watcher, M2M token source), /healthz, /readyz and /metrics,
-// graceful shutdown, and the `healthcheck` subcommand.
+// middleware (a server span, request id, one structured log line per
+// request, recover, body limit, CORS, Prometheus metrics, route policies),
+// the one HTTP error handler, the NATS/JetStream connection, the authz wiring
+// (keys, validator, revocation watcher, M2M token source), /healthz, /readyz
+// and /metrics, graceful shutdown, and the `healthcheck` subcommand.
+//
+// Tracing (package telemetry) is configured by the standard OTEL_* variables
+// alone and is off without an OTLP endpoint. When on, every request is a
+// server span named after its route with the authorization decision on it,
+// Bucket writes are client spans, NATS requests and JetStream events are
+// spans of natsauth's, every log line written with a request's or message's
+// context carries trace_id and span_id, and Run flushes the spans at
+// shutdown.
 //
 // A service's main package reads:
 //

@@ -1,8 +1,6 @@
 package platform
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -43,16 +41,10 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 	return m, nil
 }
 
-// SubjectHash is the short, stable stand-in for a token subject in logs and
-// metrics: operators can correlate a user's requests without the logs
-// holding identities (and never a token).
-func SubjectHash(sub string) string {
-	if sub == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte("authmesh-sub:" + sub))
-	return hex.EncodeToString(sum[:8])
-}
+// SubjectHash is the short, stable stand-in for a token subject in logs,
+// metrics and traces (authz.SubjectHash): operators can correlate a user's
+// requests without the telemetry holding identities (and never a token).
+func SubjectHash(sub string) string { return authz.SubjectHash(sub) }
 
 // routeLabel is the matched route template; unmatched paths (Echo's own 404
 // and 405 answers) share one label so that scanners cannot blow up metric
@@ -135,6 +127,7 @@ func (a *App) newEcho() *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(a.opts.Errors)
+	e.Use(a.traceHTTP)
 	e.Use(a.requestID)
 	e.Use(a.observe)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{

@@ -38,10 +38,10 @@ func validRequestID(id string) bool {
 }
 
 // requestID takes a valid inbound X-Request-Id or makes one, echoes it in the
-// response and puts it, with an inbound W3C trace context and the app's
-// transaction token exchange (natsauth.WithOutbound), in the request's
-// context, where natsauth finds them for every NATS message sent on behalf of
-// the request.
+// response and puts it, with the app's transaction token exchange
+// (natsauth.WithOutbound), in the request's context, where natsauth finds
+// them for every NATS message sent on behalf of the request (the trace
+// context is traceHTTP's span).
 func (a *App) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id := c.Request().Header.Get(echo.HeaderXRequestID)
@@ -51,10 +51,6 @@ func (a *App) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
 		req := c.Request()
 		ctx := natsauth.WithRequestID(req.Context(), id)
-		ctx = natsauth.WithTraceContext(ctx, natsauth.TraceContext{
-			Traceparent: req.Header.Get(natsauth.HeaderTraceparent),
-			Tracestate:  req.Header.Get(natsauth.HeaderTracestate),
-		})
 		if a.outbound != nil {
 			ctx = natsauth.WithOutbound(ctx, a.outbound)
 		}

@@ -29,6 +29,7 @@ type composeService struct {
 	Volumes     []string                     `json:"volumes"`
 	DependsOn   map[string]map[string]string `json:"depends_on"`
 	Restart     string                       `json:"restart"`
+	Profiles    []string                     `json:"profiles"`
 }
 
 type composeFile struct {
@@ -39,10 +40,27 @@ type composeFile struct {
 
 func loadCompose(t *testing.T) composeFile {
 	t.Helper()
+	return loadComposeWith(t, nil)
+}
+
+// composeVarRE is the one form of interpolation docker-compose.yml uses.
+var composeVarRE = regexp.MustCompile(`\$\{(\w+):-([^}]*)\}`)
+
+// loadComposeWith reads docker-compose.yml as Compose does with the shell
+// variables vars: ${VAR:-default} is VAR's value, else the default.
+func loadComposeWith(t *testing.T, vars map[string]string) composeFile {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(root, "docker-compose.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	b = composeVarRE.ReplaceAllFunc(b, func(m []byte) []byte {
+		sub := composeVarRE.FindSubmatch(m)
+		if v, ok := vars[string(sub[1])]; ok && v != "" {
+			return []byte(v)
+		}
+		return sub[2]
+	})
 	// Extension fields (x-*) are YAML anchors only; merge keys are resolved by
 	// the YAML decoder, so drop them after resolution.
 	var generic map[string]any
@@ -72,7 +90,7 @@ func TestCompose(t *testing.T) {
 	if !strings.HasPrefix(f.Version, "2.") {
 		t.Errorf("version %q: want a 2.x format (health-gated depends_on in compose v1 and v2)", f.Version)
 	}
-	want := []string{"billing", "devtenant", "nats-1", "nats-2", "nats-3", "orders", "tts", "users", "web"}
+	want := []string{"billing", "devtenant", "jaeger", "nats-1", "nats-2", "nats-3", "orders", "tts", "users", "web"}
 	if got := keys(f.Services); !slices.Equal(got, want) {
 		t.Fatalf("services = %v, want %v", got, want)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/platform/telemetry/oteltest"
 	"github.com/authmesh/authmesh/tests/apiclient"
 	"github.com/authmesh/authmesh/tools/devstack"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
@@ -51,9 +52,12 @@ type system struct {
 	natsStore string // JetStream's store directory
 	tenant    *tenant.Server
 	tenantURL string
-	ttsJWKS   string // the Transaction Token Service's keys
-	ttsKeys   string // its key file
-	services  map[string]*service
+	// traces receives every span the services export (OTLP/HTTP): tracing
+	// is on at 100 % in every run of the stack, as an operator would run it.
+	traces   *oteltest.Receiver
+	ttsJWKS  string // the Transaction Token Service's keys
+	ttsKeys  string // its key file
+	services map[string]*service
 
 	// mgmtCalls counts requests to devtenant's Management API (/api/v2/),
 	// whose rate limit the whole tenant shares.
@@ -144,6 +148,9 @@ func runMain(m *testing.M) (code int, err error) {
 	defer ts.Close()
 	s.tenantURL = ts.URL + "/"
 
+	s.traces = oteltest.Start()
+	defer s.traces.Close()
+
 	addrs := map[string]string{}
 	for _, name := range serviceNames {
 		if addrs[name], err = freeAddr(); err != nil {
@@ -197,6 +204,8 @@ func (s *system) env(name, addr string) []string {
 		p + "CLIENT_ID=" + name + "-service",
 		p + "CLIENT_SECRET=" + name + "-service-dev-secret",
 		p + "LOG_LEVEL=" + envOr("FLOWS_LOG_LEVEL", "info"),
+		"OTEL_EXPORTER_OTLP_ENDPOINT=" + s.traces.Endpoint(),
+		"OTEL_BSP_SCHEDULE_DELAY=100", // ms: spans reach the test quickly
 	}
 	if name == "users" {
 		// The Management API's audience stays <issuer>api/v2/ (the default).

@@ -14,6 +14,7 @@ require (
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/Azure/go-ansiterm v0.0.0-20261006220739-8c912ac31dd4 // indirect
 	github.com/Microsoft/go-winio v0.6.2 // indirect
+	github.com/authmesh/authmesh/tools/trace v0.0.0
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/containerd/errdefs v1.0.0 // indirect
@@ -63,3 +64,5 @@ require (
 )
 
 replace github.com/authmesh/authmesh/tests/apiclient => ../apiclient
+
+replace github.com/authmesh/authmesh/tools/trace => ../../tools/trace

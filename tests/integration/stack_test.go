@@ -36,6 +36,10 @@ const (
 	natsClient = "4222/tcp"
 	natsWS     = "8405/tcp" // NATS over WebSocket (people's live updates)
 	ttsJWKS    = "http://tts:8406/.well-known/jwks.json"
+	// Where every service exports its spans: the jaeger container, as in
+	// compose with the profile tracing (make up TRACING=1).
+	otlpEndpoint = "http://jaeger:4318"
+	jaegerHealth = "13133/tcp"
 )
 
 // image is one image the suite builds from the repository's own Dockerfile.
@@ -59,6 +63,8 @@ var images = []image{
 	service("orders", "8402"),
 	service("billing", "8403"),
 	{"tts", "services/tts/Dockerfile", []string{"tts"}, nil},
+	// bin/jaeger comes from tools/jaeger/build.sh (cached in the checkout), not go build.
+	{"jaeger", "deploy/jaeger/Dockerfile", []string{"jaeger", "httpprobe"}, nil},
 }
 
 // Go packages built into static binaries, as deploy/compose-smoke.sh builds them.
@@ -71,6 +77,7 @@ var packages = []string{
 var ports = map[string]string{
 	"devtenant": "8400/tcp", "users": "8401/tcp", "orders": "8402/tcp", "billing": "8403/tcp", "tts": "8406/tcp",
 	"nats-1": natsHealth, "nats-2": natsHealth, "nats-3": natsHealth,
+	"jaeger": "16686/tcp", // its query API
 }
 
 var natsNodes = []string{"nats-1", "nats-2", "nats-3"}
@@ -78,12 +85,14 @@ var services = []string{"users", "orders", "billing"}
 
 // system is one running stack: containers by name, and their published URLs.
 type system struct {
-	runID    string
-	root     string // repository root
-	work     string // temporary: static binaries
-	provider *testcontainers.DockerProvider
-	net      *testcontainers.DockerNetwork
-	built    []string // image references to remove at the end
+	runID string
+	root  string // repository root
+	work  string // temporary: static binaries
+	// jaegerBin is Jaeger's binary, built (or found cached) by tools/jaeger/build.sh.
+	jaegerBin string
+	provider  *testcontainers.DockerProvider
+	net       *testcontainers.DockerNetwork
+	built     []string // image references to remove at the end
 
 	mu   sync.RWMutex
 	ctrs map[string]testcontainers.Container
@@ -152,6 +161,9 @@ func (s *system) build(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(bin, "ca-certificates.crt"), ca, 0o644); err != nil {
 		return err
 	}
+	if err := os.Symlink(s.jaegerBin, filepath.Join(bin, "jaeger")); err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(2)
 	for _, img := range images {
@@ -217,8 +229,12 @@ func (s *system) buildContext(img image) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range confs {
-		if err := add("deploy/nats/"+filepath.Base(c), c); err != nil {
+	for _, c := range append(confs, filepath.Join(s.root, "deploy/jaeger/config.yaml")) {
+		rel, err := filepath.Rel(s.root, c)
+		if err != nil {
+			return nil, err
+		}
+		if err := add(filepath.ToSlash(rel), c); err != nil {
 			return nil, err
 		}
 	}
@@ -261,6 +277,7 @@ func (s *system) up(ctx context.Context) error {
 		g.Go(func() error { return s.run(gctx, s.natsRequest(n)) })
 	}
 	g.Go(func() error { return s.run(gctx, s.devtenantRequest()) })
+	g.Go(func() error { return s.run(gctx, s.jaegerRequest()) })
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -348,6 +365,8 @@ func (s *system) ttsRequest() testcontainers.GenericContainerRequest {
 		"TTS_HTTP_ADDR":  ":8406",
 		"TTS_NATS_URL":   natsURLs,
 		"TTS_KEYS_FILE":  "/data/keys.json",
+
+		"OTEL_EXPORTER_OTLP_ENDPOINT": otlpEndpoint,
 	}
 	for _, svc := range services {
 		r.Env[strings.ToUpper(svc)+"_CLIENT_ID"] = svc + "-service"
@@ -376,13 +395,25 @@ func (s *system) serviceRequest(svc, name, ready string) testcontainers.GenericC
 		p + "CLIENT_SECRET": svc + "-service-dev-secret",
 		p + "CORS_ORIGINS":  "http://localhost:8404",
 
-		"AUTHMESH_TTS_JWKS_URL": ttsJWKS,
+		"AUTHMESH_TTS_JWKS_URL":       ttsJWKS,
+		"OTEL_EXPORTER_OTLP_ENDPOINT": otlpEndpoint,
 	}
 	if svc == "users" {
 		r.Env["USERS_MGMT_URL"] = "http://devtenant:8400/api/v2/"
 		r.Env["USERS_MGMT_AUDIENCE"] = mgmtAud
 	}
 	r.WaitingFor = httpWait(ready, ports[svc])
+	return r
+}
+
+// jaegerRequest is Jaeger v2 from deploy/jaeger/Dockerfile (in-memory
+// store, OTLP/HTTP on 4318 for the services, the query API on 16686 for the
+// tests), healthy once its health endpoint answers.
+func (s *system) jaegerRequest() testcontainers.GenericContainerRequest {
+	r := s.base("jaeger", "jaeger")
+	r.ExposedPorts = []string{ports["jaeger"], jaegerHealth}
+	r.WaitingFor = wait.ForHTTP("/status").WithPort(jaegerHealth).
+		WithStartupTimeout(60 * time.Second).WithPollInterval(250 * time.Millisecond)
 	return r
 }
 

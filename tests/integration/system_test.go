@@ -14,6 +14,7 @@ func TestSystem(t *testing.T) {
 		run  func(*testing.T)
 	}{
 		{"flows", testFlows},
+		{"order trace in jaeger", testOrderTraceInJaeger},
 		{"attack tokens", testAttackTokens},
 		{"events carry no access token", testEventsCarryNoAccessToken},
 		{"compromised billing on the cluster", testCompromisedBilling},

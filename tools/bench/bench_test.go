@@ -159,7 +159,14 @@ func TestTargets(t *testing.T) {
 		want map[string]string
 	}{
 		{"nothing measured", &report{}, map[string]string{wrkOpen: "NOT MEASURED", wrkGoJWT: "NOT MEASURED", inv: "NOT MEASURED", cold: "NOT MEASURED",
-			createShareWhat: "NOT MEASURED"}},
+			createShareWhat: "NOT MEASURED", tracingTargetWhat: "NOT MEASURED"}},
+		// The means of the rounds: off 1000, on 905 (9.5 % lost); on 895 is 10.5 %.
+		{"tracing met", &report{Tracing: &tracingResult{Off: []stage{{RPS: 1100}, {RPS: 900}}, On: []stage{{RPS: 910}, {RPS: 900}}}},
+			map[string]string{tracingTargetWhat: "MET"}},
+		{"tracing missed", &report{Tracing: &tracingResult{Off: []stage{{RPS: 1100}, {RPS: 900}}, On: []stage{{RPS: 890}, {RPS: 900}}}},
+			map[string]string{tracingTargetWhat: "MISSED"}},
+		{"tracing with one side only", &report{Tracing: &tracingResult{Off: []stage{{RPS: 1000}}}},
+			map[string]string{tracingTargetWhat: "NOT MEASURED"}},
 		{"create share is informational", stages(stage{Name: "orders-read", RPS: 9000}, stage{Name: "orders-create", RPS: 1500}),
 			map[string]string{createShareWhat: "INFO"}},
 		{"create share without a read stage", stages(stage{Name: "orders-create", RPS: 1500}), map[string]string{createShareWhat: "NOT MEASURED"}},
@@ -416,5 +423,28 @@ func TestNATSConnectReport(t *testing.T) {
 	r.Go = &goBench{Results: map[string]benchStat{"Exchange/cached": {NsOp: 1}}}
 	if md := r.markdown(nil, func(s string) string { return s }); strings.Contains(md, "NATS connect: password") {
 		t.Error("a NATS connect section without its benchmark")
+	}
+}
+
+// TestTracingMarkdown: the tracing section reports both sides' req/s and
+// p99 side by side, each round, the loss against the target, and the spans
+// the receiver got.
+func TestTracingMarkdown(t *testing.T) {
+	t.Parallel()
+	tr := &tracingResult{Clients: 50, Spans: 24000, Exports: 60, OnCreated: 2000,
+		Off: []stage{{RPS: 1100, Lat: ds(40, 50, 90)}, {RPS: 900, Lat: ds(40, 60, 95)}},
+		On:  []stage{{RPS: 950, Lat: ds(45, 55, 100)}, {RPS: 850, Lat: ds(45, 65, 110)}}}
+	md := (&report{Tracing: tr}).markdown(nil, func(s string) string { return s })
+	for _, want := range []string{
+		"## Tracing overhead (issue 16)",
+		"off, on, on, off",
+		"| off | 1000 | 50.0 ms | 95.0 ms | 1100, 900 |",
+		"| on, 100 % sampled | 900 | 55.0 ms | 110.0 ms | 950, 850 |",
+		"**Throughput lost with tracing on: 10.0 %** (900 against 1000 req/s), within the target of ≤ 10 %.",
+		"24000 spans in 60 export requests for 2000 orders created (12.0 spans per order)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no %q in the tracing section:\n%s", want, md[strings.Index(md, "## Tracing"):])
+		}
 	}
 }

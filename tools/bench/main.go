@@ -43,7 +43,10 @@ type options struct {
 	skipGo    bool
 	skipWrk   bool
 	skipStack bool
-	stackLog  string
+	// The tracing overhead pair (tracing.go): 2 rounds are off, on, on, off.
+	skipTracing   bool
+	tracingRounds int
+	stackLog      string
 }
 
 func main() {
@@ -67,11 +70,16 @@ func run() error {
 	flag.BoolVar(&o.skipGo, "skip-go", false, "skip the Go benchmarks")
 	flag.BoolVar(&o.skipWrk, "skip-wrk", false, "skip the wrk comparison")
 	flag.BoolVar(&o.skipStack, "skip-stack", false, "skip the stack under load")
+	flag.BoolVar(&o.skipTracing, "skip-tracing", false, "skip orders-create with tracing on and off")
+	flag.IntVar(&o.tracingRounds, "tracing-rounds", 2, "rounds of orders-create with tracing off and on: 1 (off, on) or 2 (off, on, on, off)")
 	flag.StringVar(&o.stackLog, "stack-log", "", "keep the stack's logs in this file (default: discarded with the temporary directory)")
 	quick := flag.Bool("quick", false, "short runs (a smoke test of the runner, not a measurement)")
 	flag.Parse()
 	if *quick {
-		o.count, o.benchtime, o.wrkDur, o.wrkRounds, o.stageDur = 1, "200ms", time.Second, 1, 2*time.Second
+		o.count, o.benchtime, o.wrkDur, o.wrkRounds, o.stageDur, o.tracingRounds = 1, "200ms", time.Second, 1, 2*time.Second, 1
+	}
+	if o.tracingRounds != 1 && o.tracingRounds != 2 {
+		return fmt.Errorf("-tracing-rounds %d: want 1 or 2", o.tracingRounds)
 	}
 	if o.root == "" {
 		wd, err := os.Getwd()
@@ -109,6 +117,12 @@ func run() error {
 		st, err := runStack(ctx, o, log)
 		rep.failed(log, "stack", "stack under load", err)
 		rep.Stack = st
+	}
+	if !o.skipTracing {
+		log.Info("tracing overhead: orders-create with tracing off and on, each on a fresh stack", "clients", o.clients, "stage", o.stageDur, "rounds", o.tracingRounds)
+		tr, err := runTracing(ctx, o, log)
+		rep.failed(log, "tracing", "tracing overhead", err)
+		rep.Tracing = tr
 	}
 	rep.Machine.LoadEnd = loadAvg()
 	rep.Elapsed = time.Since(rep.Started)

@@ -226,6 +226,9 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("(polled every 20 ms), with NATS and devtenant already up. The whole stack was ready %s after\n", s.StackReady.Round(time.Millisecond))
 		p("`devstack.Run` was called, which includes `go build` of the %d services (%s).\n\n", len(serviceNames()), strings.Join(serviceNames(), ", "))
 	}
+	if tr := r.Tracing; tr != nil {
+		tr.markdown(p)
+	}
 
 	if len(r.Sizes.Static) > 0 || len(r.Sizes.Images) > 0 {
 		p("### Static binaries and images\n\n| artifact | size |\n|---|---|\n")

@@ -33,6 +33,7 @@ type report struct {
 	Go      *goBench
 	Wrk     *wrkResult
 	Stack   *stackResult
+	Tracing *tracingResult
 	Sizes   sizeInfo
 	Notes   []string
 }
@@ -249,6 +250,8 @@ func (r *report) targets() []target {
 		}
 		ts = append(ts, target{Issue: "#14", What: c.what, Measured: ok, Info: true, Value: v})
 	}
+	loss, on, off, ok := r.Tracing.loss()
+	add("#16", tracingTargetWhat, ok, fmt.Sprintf("%.1f%% (%.0f / %.0f req/s)", 100*loss, on, off), ok && loss <= tracingLossTarget)
 	x, ok := r.Go.metric("DPoP/paired", "x-of-target") // the three timed call by call: see BenchmarkDPoP
 	add("#15", dpopTargetWhat, ok, fmt.Sprintf("%.3f× of the target", x), ok && x <= 1)
 	if s := r.Stack; s != nil && len(s.RSSIdle) > 0 {
@@ -273,6 +276,9 @@ var natsConnectTargets = []struct{ variant, what string }{
 
 // dpopTargetWhat is issue 15's target for DPoP validation (BenchmarkDPoP).
 const dpopTargetWhat = "DPoP: cold proof + cached token ≤ 1.5× Bearer cached + one ES256 verify"
+
+// tracingTargetWhat is issue 16's target (tracing.go).
+const tracingTargetWhat = "stack: orders-create throughput lost with tracing at 100 % sampling ≤ 10 %"
 
 const createShareWhat = "stack: orders-create req/s as a share of orders-read's (informational)"
 

@@ -57,36 +57,18 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 	data := filepath.Join(dir, "data")
 	binDir := filepath.Join(data, "bin")
 
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	ready := make(chan devstack.Ready, 1)
-	done := make(chan error, 1)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	start := time.Now()
 	cold := newColdStartWatcher(binDir)
 	go cold.watch(runCtx)
-	go func() {
-		done <- devstack.Run(runCtx, devstack.Config{
-			Root: o.root, DataDir: data, Out: logf, NoBanner: true,
-			ReadyTimeout: 4 * time.Minute,
-			OnReady:      func(r devstack.Ready) { ready <- r },
-		})
-	}()
-	var r devstack.Ready
-	select {
-	case r = <-ready:
-	case err := <-done:
-		return nil, fmt.Errorf("devstack: %v (log: %s)", err, tail(logf.Name()))
+	r, stop, err := startDevstack(runCtx, o, data, logf, "", log)
+	if err != nil {
+		return nil, err
 	}
+	defer stop()
 	res := &stackResult{Clients: o.clients, StackReady: time.Since(start), ColdStart: cold.result(),
 		RSSIdle: map[string]int64{}, RSSLoad: map[string]int64{}, Binaries: map[string]int64{}}
-	defer func() {
-		stop()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			log.Warn("devstack did not stop within 20s")
-		}
-	}()
 	log.Info("stack ready", "took", res.StackReady.Round(time.Millisecond), "cold", res.ColdStart)
 	for _, s := range devstack.Services {
 		if fi, err := os.Stat(filepath.Join(binDir, s.Name)); err == nil {
@@ -118,4 +100,34 @@ func runStack(ctx context.Context, o options, log *slog.Logger) (*stackResult, e
 	log.Info("order → invoice", "orders", res.Invoice.Orders, "missing", res.Invoice.Missing, "failures", res.Invoice.Failures,
 		"p99", pct(res.Invoice.Invoice, 99))
 	return res, nil
+}
+
+// startDevstack runs the embedded stack with its state in data and its logs
+// in logf, the services exporting their spans to otlp unless it is empty,
+// and returns once it is ready; stop ends it and waits (20 s at most).
+func startDevstack(ctx context.Context, o options, data string, logf *os.File, otlp string, log *slog.Logger) (r devstack.Ready, stop func(), err error) {
+	runCtx, cancel := context.WithCancel(ctx)
+	ready := make(chan devstack.Ready, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- devstack.Run(runCtx, devstack.Config{
+			Root: o.root, DataDir: data, Out: logf, NoBanner: true,
+			ReadyTimeout: 4 * time.Minute, OTLPEndpoint: otlp,
+			OnReady: func(r devstack.Ready) { ready <- r },
+		})
+	}()
+	select {
+	case r = <-ready:
+	case err := <-done:
+		cancel()
+		return r, nil, fmt.Errorf("devstack: %v (log: %s)", err, tail(logf.Name()))
+	}
+	return r, func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			log.Warn("devstack did not stop within 20s")
+		}
+	}, nil
 }

@@ -104,12 +104,20 @@ type Config struct {
 	OnReady func(Ready)
 	// NoBanner suppresses the banner (tests print their own diagnostics).
 	NoBanner bool
+	// Tracing runs Jaeger beside the stack (jaeger.go) and has the services
+	// export their spans to it (OTEL_EXPORTER_OTLP_ENDPOINT).
+	Tracing bool
+	// OTLPEndpoint, without Tracing, is where the services export their
+	// spans instead (an OTLP/HTTP receiver of the caller's, e.g. the
+	// benchmark's); empty, they trace nothing.
+	OTLPEndpoint string
 }
 
 // Ready describes the running stack.
 type Ready struct {
 	AliceToken string // a fresh access token for alice@authmesh.dev
 	WebServed  bool   // whether web/ exists and is served on :8404
+	JaegerURL  string // Jaeger's query API with Config.Tracing, else empty
 }
 
 func (c *Config) defaults() error {
@@ -148,6 +156,9 @@ func (c *Config) defaults() error {
 	if c.StopTimeout == 0 {
 		c.StopTimeout = 4 * time.Second
 	}
+	if c.Tracing && c.OTLPEndpoint != "" {
+		return errors.New("devstack: Tracing exports to its own Jaeger: set Tracing or OTLPEndpoint, not both")
+	}
 	return nil
 }
 
@@ -170,9 +181,11 @@ func FindRoot(dir string) (string, error) {
 }
 
 // PortsBusy reports the stack's ports that something already listens on.
-func PortsBusy() []int {
+func PortsBusy() []int { return busyOf(Ports()) }
+
+func busyOf(ports []int) []int {
 	var busy []int
-	for _, p := range Ports() {
+	for _, p := range ports {
 		l, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
 		if err != nil {
 			busy = append(busy, p)
@@ -191,7 +204,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	log := cfg.Logger
-	if busy := PortsBusy(); len(busy) > 0 {
+	busy := PortsBusy()
+	if cfg.Tracing {
+		busy = append(busy, busyOf(JaegerPorts())...)
+	}
+	if len(busy) > 0 {
 		return fmt.Errorf("devstack: ports already in use: %v (another `make run` or `make up`?)", busy)
 	}
 	bin := filepath.Join(cfg.DataDir, "bin")
@@ -267,12 +284,24 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		webServed = true
 	}
 
+	otlp := cfg.OTLPEndpoint
+	if cfg.Tracing {
+		// Registered before the services' deferred stop, so it runs after it:
+		// the services flush their last spans to a Jaeger still running.
+		stopJaeger, err := startJaeger(ctx, cfg, failed)
+		if err != nil {
+			return err
+		}
+		defer stopJaeger()
+		otlp = OTLPEndpoint
+	}
+
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	childCtx, stopChildren := context.WithCancel(context.Background())
 	defer stopChildren()
 	for _, svc := range Services {
-		cmd := childCommand(childCtx, cfg, bin, svc)
+		cmd := childCommand(childCtx, cfg, bin, svc, otlp)
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("devstack: start %s: %w", svc.Name, err)
 		}
@@ -297,6 +326,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	r := Ready{AliceToken: token, WebServed: webServed}
+	if cfg.Tracing {
+		r.JaegerURL = JaegerURL
+	}
 	if !cfg.NoBanner {
 		printBanner(cfg.Out, r)
 	}
@@ -365,6 +397,9 @@ func printBanner(w io.Writer, r Ready) {
 	fmt.Fprintf(&b, "  nats       %s  monitoring http://localhost:%d  websocket ws://localhost:%d\n", NATSURL, NATSMonPort, NATSWSPort)
 	if r.WebServed {
 		b.WriteString("  web        http://localhost:8404\n")
+	}
+	if r.JaegerURL != "" {
+		fmt.Fprintf(&b, "  jaeger     %s  (query API; `make trace` prints the latest order's trace)\n", r.JaegerURL)
 	}
 	b.WriteString("\nAs alice (token valid 24 h; `make token USER=alice` prints a new one):\n\n")
 	fmt.Fprintf(&b, "  curl -s -X POST http://localhost:8402/v1/orders -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"items\":[{\"sku\":\"mug\",\"quantity\":2}]}'\n", r.AliceToken)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/tools/trace"
 )
 
 // startStack runs the stack through Run, as `make run` does, and returns once
@@ -122,7 +124,7 @@ func TestRunStack(t *testing.T) {
 	for _, s := range Services {
 		call(t, http.MethodGet, s.URL()+"/readyz", "", "", http.StatusOK, nil)
 	}
-	assertLoopbackOnly(t)
+	assertLoopbackOnly(t, Ports())
 	assertNATSThroughCallout(t, r.AliceToken)
 	var order struct {
 		ID     string `json:"id"`
@@ -169,9 +171,11 @@ func TestRunStack(t *testing.T) {
 	runCommand(t, root, data, order.ID)
 }
 
-// runCommand is the third run, through the real command as `make run` starts
-// it: the banner's curl line places an order when pasted into a shell, the
-// first run's order is still there, and Ctrl-C (SIGINT) stops everything
+// runCommand is the third run, through the real command as `make run
+// TRACING=1` starts it: the banner's curl line places an order when pasted
+// into a shell, the first run's order is still there, that order is one trace
+// in Jaeger with spans of users, orders and billing, Jaeger listens on
+// loopback only, and Ctrl-C (SIGINT) stops everything, Jaeger included,
 // within 5 s with exit status 0.
 func runCommand(t *testing.T, root, data, orderID string) {
 	t.Helper()
@@ -180,7 +184,7 @@ func runCommand(t *testing.T, root, data, orderID string) {
 		t.Fatalf("go build ./cmd/devstack: %v\n%s", err, b)
 	}
 	out := &authztest.LogBuffer{}
-	cmd := exec.Command(bin, "-root", root, "-data", data)
+	cmd := exec.Command(bin, "-root", root, "-data", data, "-tracing")
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -221,6 +225,7 @@ func runCommand(t *testing.T, root, data, orderID string) {
 	}
 	tok, _, _ := strings.Cut(curl[strings.Index(curl, "Bearer ")+len("Bearer "):], "'")
 	call(t, http.MethodGet, "http://localhost:8402/v1/orders/"+orderID, tok, "", http.StatusOK, nil)
+	assertOrderTraced(t, out.String())
 
 	start := time.Now()
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
@@ -246,7 +251,7 @@ func runCommand(t *testing.T, root, data, orderID string) {
 // assertLoopbackOnly dials every port of the running stack on this
 // machine's non-loopback addresses: nothing may answer there (the stack
 // binds to 127.0.0.1 unless AUTHMESH_DEV_BIND opens it).
-func assertLoopbackOnly(t *testing.T) {
+func assertLoopbackOnly(t *testing.T, ports []int) {
 	t.Helper()
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -263,7 +268,7 @@ func assertLoopbackOnly(t *testing.T) {
 		return
 	}
 	for _, ip := range outside {
-		for _, p := range Ports() {
+		for _, p := range ports {
 			addr := net.JoinHostPort(ip.String(), strconv.Itoa(p))
 			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 				c.Close()
@@ -289,4 +294,33 @@ func assertNATSThroughCallout(t *testing.T, token string) {
 			t.Errorf("standard NATS connection with %s: connected, want refused", name)
 		}
 	}
+}
+
+// assertOrderTraced: with tracing, the banner names Jaeger, the latest order
+// (the banner's curl line) is one trace there with spans of users, orders
+// and billing, and Jaeger answers on loopback only.
+func assertOrderTraced(t *testing.T, banner string) {
+	t.Helper()
+	if !strings.Contains(banner, "jaeger     "+JaegerURL) {
+		t.Errorf("the banner does not name Jaeger's query API %s", JaegerURL)
+	}
+	jaeger := &trace.Client{URL: JaegerURL}
+	var got []string
+	deadline := time.Now().Add(20 * time.Second) // the services' span batches go out every few seconds
+	for {
+		tr, err := jaeger.Latest(context.Background(), trace.OrdersService, trace.CreateOrderSpan, time.Hour)
+		if err == nil {
+			got = tr.Services()
+			if slices.Contains(got, "users") && slices.Contains(got, "orders") && slices.Contains(got, "billing") {
+				break
+			}
+		} else {
+			got = []string{err.Error()}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the order's trace in Jaeger: services %q, want users, orders and billing", got)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	assertLoopbackOnly(t, JaegerPorts())
 }

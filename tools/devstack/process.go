@@ -39,10 +39,15 @@ func BuildServices(ctx context.Context, goCmd, root, bin string) error {
 // (the stack's bind host) and the service's own client always apply. No
 // NATS credential: users, orders and billing connect with their
 // client-credentials token, the TTS with its development nkeys (its
-// defaults without AUTH0_DOMAIN).
-func childEnv(root, dataDir, host string, svc Service) []string {
+// defaults without AUTH0_DOMAIN). otlp, unless empty, is where it exports
+// its spans.
+func childEnv(root, dataDir, host string, svc Service, otlp string) []string {
 	p := strings.ToUpper(svc.Name) + "_"
-	return append(os.Environ(),
+	env := os.Environ()
+	if otlp != "" {
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+otlp)
+	}
+	return append(env,
 		"AUTHMESH_TTS_JWKS_URL=http://localhost:8406/.well-known/jwks.json",
 		"TTS_KEYS_FILE="+filepath.Join(dataDir, "tts", "keys.json"),
 		"AUTH0_ISSUER="+Issuer,
@@ -58,10 +63,10 @@ func childEnv(root, dataDir, host string, svc Service) []string {
 
 // childCommand runs a service; cancelling ctx sends SIGTERM, and the process
 // is killed if it has not exited StopTimeout later.
-func childCommand(ctx context.Context, cfg Config, bin string, svc Service) *exec.Cmd {
+func childCommand(ctx context.Context, cfg Config, bin string, svc Service, otlp string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, svc.Name))
 	cmd.Dir = cfg.Root
-	cmd.Env = childEnv(cfg.Root, cfg.DataDir, cfg.BindHost, svc)
+	cmd.Env = childEnv(cfg.Root, cfg.DataDir, cfg.BindHost, svc, otlp)
 	out := prefixWriter(cfg.Out, svc.Name)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: a terminal's Ctrl-C reaches only devstack, which

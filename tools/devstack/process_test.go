@@ -46,7 +46,7 @@ func TestChildEnv(t *testing.T) {
 	t.Setenv("ORDERS_HTTP_ADDR", ":9999")
 	t.Setenv("ORDERS_CLIENT_ID", "billing-service")
 	for _, svc := range Services {
-		env := childEnv("/repo", "/repo/.data", DefaultBindHost, svc)
+		env := childEnv("/repo", "/repo/.data", DefaultBindHost, svc, "")
 		last := map[string]string{}
 		for _, kv := range env {
 			k, v, _ := strings.Cut(kv, "=")
@@ -113,7 +113,7 @@ func TestBindHost(t *testing.T) {
 			t.Errorf("%s=%q: %q, %v; want %q (ok %v)", BindEnv, tc.env, got, err, tc.want, tc.ok)
 		}
 	}
-	if env := childEnv("/repo", "/repo/.data", "0.0.0.0", Service{"users", 8401}); !slices.Contains(env, "USERS_HTTP_ADDR=0.0.0.0:8401") {
+	if env := childEnv("/repo", "/repo/.data", "0.0.0.0", Service{"users", 8401}, ""); !slices.Contains(env, "USERS_HTTP_ADDR=0.0.0.0:8401") {
 		t.Error("an opened stack does not open the services")
 	}
 }
@@ -143,5 +143,29 @@ func TestNATSConfigListensOnLoopback(t *testing.T) {
 	}
 	if !slices.Contains(Ports(), NATSWSPort) {
 		t.Errorf("Ports() %v lacks the WebSocket port", Ports())
+	}
+}
+
+// TestChildEnvTracing: with tracing every service exports to the stack's
+// Jaeger, whatever endpoint the caller's shell names; without, the stack
+// adds no endpoint of its own.
+func TestChildEnvTracing(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://elsewhere:4318")
+	for _, svc := range Services {
+		last := func(env []string) string {
+			v := ""
+			for _, kv := range env {
+				if k, val, _ := strings.Cut(kv, "="); k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+					v = val
+				}
+			}
+			return v
+		}
+		if got := last(childEnv("/repo", "/repo/.data", DefaultBindHost, svc, OTLPEndpoint)); got != "http://localhost:4318" {
+			t.Errorf("%s with tracing exports to %q, want http://localhost:4318", svc.Name, got)
+		}
+		if got := last(childEnv("/repo", "/repo/.data", DefaultBindHost, svc, "")); got != "http://elsewhere:4318" {
+			t.Errorf("%s without tracing: endpoint %q, want the caller's untouched", svc.Name, got)
+		}
 	}
 }

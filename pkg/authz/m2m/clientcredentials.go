@@ -13,10 +13,17 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 	"golang.org/x/sync/singleflight"
 )
+
+// tracerName is the instrumentation scope of the token fetch span.
+const tracerName = "github.com/authmesh/authmesh/pkg/authz/m2m"
 
 // TokenSource supplies a bearer token. Implementations are safe for
 // concurrent use.
@@ -159,7 +166,8 @@ func (s *ClientCredentials) Token(ctx context.Context) (string, error) {
 	}
 	// One fetch for everybody; it runs detached from this caller's context so
 	// that a caller giving up does not fail the others.
-	ch := s.group.DoChan("token", s.fetch)
+	trigger := trace.SpanContextFromContext(ctx)
+	ch := s.group.DoChan("token", func() (any, error) { return s.fetch(trigger) })
 	if usable {
 		return tok, nil // the refresh proceeds in the background
 	}
@@ -187,16 +195,33 @@ func (s *ClientCredentials) Invalidate(tok string) {
 	}
 }
 
-func (s *ClientCredentials) fetch() (any, error) {
+// fetch gets a token from the tenant, retrying. Its span ("m2m.token.fetch")
+// is a root of its own, since every waiting caller shares it, linked to the
+// caller that started it; it names the client id (a machine's), never the
+// secret or the token.
+func (s *ClientCredentials) fetch(trigger trace.SpanContext) (tok any, err error) {
 	budget := time.Duration(s.cfg.MaxAttempts) * (s.cfg.MaxBackoff + s.client.Timeout + time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithNewRoot(),
+		trace.WithAttributes(attribute.String("authz.azp", s.cfg.ClientID))}
+	if trigger.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: trigger}))
+	}
+	ctx, span := otel.Tracer(tracerName).Start(ctx, "m2m.token.fetch", opts...)
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.client)
 
 	wait := s.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
 		start := s.cfg.now()
 		t, err := s.oauth.Token(ctx)
+		span.SetAttributes(attribute.Int("m2m.attempts", attempt))
 		if err == nil {
 			return s.store(t, start), nil
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/m2m"
@@ -67,9 +68,9 @@ func outgoingToken(ctx context.Context, subj string) (string, error) {
 var errDPoPUnverified = errors.New("natsauth: a DPoP-bound token is exchanged only in the request whose DPoP proof the middleware verified")
 
 // NewMsg builds a message for subj carrying, from ctx: the transaction token
-// (see outgoingToken) in Txn-Token, the W3C trace context (continued when ctx
-// has one, else started) and the request id (WithRequestID, else a fresh
-// one). A context with no identity yields a message without Txn-Token, which
+// (see outgoingToken) in Txn-Token, the W3C trace context of ctx's span
+// (Propagator; none when ctx has no trace) and the request id
+// (WithRequestID, else a fresh one). A context with no identity yields a message without Txn-Token, which
 // only Public endpoints accept.
 func NewMsg(ctx context.Context, subj string, data []byte) (*nats.Msg, error) {
 	tok, err := outgoingToken(ctx, subj)
@@ -90,11 +91,7 @@ func buildMsg(ctx context.Context, subj string, data []byte, tok string) *nats.M
 		id = newUUID()
 	}
 	msg.Header.Set(HeaderRequestID, id)
-	tc := outgoingTrace(ctx)
-	msg.Header.Set(HeaderTraceparent, tc.Traceparent)
-	if tc.Tracestate != "" {
-		msg.Header.Set(HeaderTracestate, tc.Tracestate)
-	}
+	injectTrace(ctx, msg.Header)
 	return msg
 }
 
@@ -132,12 +129,19 @@ func sendRequest(ctx context.Context, nc *nats.Conn, subj string, data []byte) (
 	return request(ctx, nc, subj, data, tok)
 }
 
-func request(ctx context.Context, nc *nats.Conn, subj string, data []byte, tok string) (*nats.Msg, error) {
+// request sends one request under a client span "request <subj>".
+func request(ctx context.Context, nc *nats.Conn, subj string, data []byte, tok string) (_ *nats.Msg, err error) {
+	ctx, span := startSpan(ctx, trace.SpanKindClient, "request", "send", subj, attrBodySize.Int(len(data)))
+	defer func() { failSpan(span, err); span.End() }()
 	reply, err := nc.RequestMsgWithContext(ctx, buildMsg(ctx, subj, data, tok))
 	if err != nil {
 		return nil, fmt.Errorf("natsauth: request %s: %w", subj, err)
 	}
 	if err := replyError(subj, reply); err != nil {
+		var se *ServiceError
+		if errors.As(err, &se) {
+			span.SetAttributes(attrErrorCode.Int(se.Code))
+		}
 		return reply, err
 	}
 	return reply, nil
@@ -150,15 +154,29 @@ func Publish(ctx context.Context, js jetstream.JetStream, subj string, data []by
 	if msgID == "" {
 		return nil, errors.New("natsauth: publish: a message id is required for de-duplication")
 	}
-	msg, err := NewMsg(ctx, subj, data)
+	tok, err := outgoingToken(ctx, subj)
 	if err != nil {
 		return nil, err
 	}
+	return publish(ctx, js, subj, data, tok, msgID)
+}
+
+// publish sends a JetStream message under a producer span "publish <subj>"
+// (a child of ctx's span, or of the trace ContinueTrace stored): a consumer's
+// span is a child of it.
+func publish(ctx context.Context, js jetstream.JetStream, subj string, data []byte, tok, msgID string) (_ *jetstream.PubAck, err error) {
+	ctx, opts := producerContext(ctx)
+	ctx, span := tracer().Start(ctx, "publish "+subj, append(opts, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(systemNATS, attrDestination.String(subj), attrOperation.String("publish"),
+			attrOperationType.String("send"), eventType(msgID), attrBodySize.Int(len(data))))...)
+	defer func() { failSpan(span, err); span.End() }()
+	msg := buildMsg(ctx, subj, data, tok)
 	msg.Header.Set(HeaderMsgID, msgID)
 	ack, err := js.PublishMsg(ctx, msg)
 	if err != nil {
 		return nil, fmt.Errorf("natsauth: publish %s: %w", subj, err)
 	}
+	span.SetAttributes(attrStream.String(ack.Stream), attrStreamSeq.Int64(int64(ack.Sequence)), attrDuplicate.Bool(ack.Duplicate))
 	return ack, nil
 }
 

@@ -10,6 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 )
@@ -38,8 +41,10 @@ func (c *Consumer) process(base context.Context, msg jetstream.Msg) {
 	}
 }
 
-// handle returns the result label for the latency histogram.
-func (c *Consumer) handle(base context.Context, msg jetstream.Msg) string {
+// handle returns the result label for the latency histogram. Each delivery
+// is one consumer span "process <subject>", a child of the publisher's
+// producer span (see startConsumerSpan), ended with the delivery's result.
+func (c *Consumer) handle(base context.Context, msg jetstream.Msg) (result string) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery: nothing to ack or dead-letter.
@@ -47,7 +52,8 @@ func (c *Consumer) handle(base context.Context, msg jetstream.Msg) string {
 		return "rejected"
 	}
 	attempt := int(meta.NumDelivered)
-	ctx := ContextFromHeaders(base, msg.Headers())
+	ctx, span := c.startConsumerSpan(base, msg, meta)
+	defer func() { span.SetAttributes(attrResult.String(result)); span.End() }()
 
 	if attempt > c.cfg.MaxDeliver {
 		return c.deadLetter(ctx, msg, meta, &rejection{label: "max_deliveries", detail: "last attempt timed out or crashed"})
@@ -57,6 +63,7 @@ func (c *Consumer) handle(base context.Context, msg jetstream.Msg) string {
 		if rej.transient && attempt < c.cfg.MaxDeliver {
 			c.count("retried", rej.label)
 			c.warn(ctx, msg, meta, "retried", rej.reason())
+			c.retried(ctx, rej.label, attempt)
 			_ = msg.NakWithDelay(c.backoff(attempt))
 			return "retried"
 		}
@@ -80,6 +87,7 @@ func (c *Consumer) handle(base context.Context, msg jetstream.Msg) string {
 	if attempt < c.cfg.MaxDeliver {
 		c.count("retried", "handler_error")
 		c.warn(ctx, msg, meta, "retried", "handler_error: "+truncate(err.Error(), 200))
+		c.retried(ctx, "handler_error", attempt)
 		_ = msg.NakWithDelay(c.backoff(attempt))
 		return "retried"
 	}
@@ -109,14 +117,18 @@ func (c *Consumer) verify(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 	}
 	claims, err := c.v.ValidateAt(ctx, tok, stored)
 	if err != nil {
+		authz.RecordDecision(ctx, c.cfg.Policy, nil, err)
 		return nil, "", authRejection(err)
 	}
 	if err := c.cfg.Policy.Authorize(claims); err != nil {
+		authz.RecordDecision(ctx, c.cfg.Policy, claims, err)
 		return nil, "", &rejection{label: "not_authorized", detail: reasonOf(err)}
 	}
 	if c.cfg.Scopes != nil && !slices.ContainsFunc(c.cfg.Scopes(msg.Subject()), claims.HasScope) {
+		authz.RecordDecision(ctx, c.cfg.Policy, claims, errWrongHopScope)
 		return nil, "", &rejection{label: "not_authorized", detail: "wrong_hop_scope"}
 	}
+	authz.RecordDecision(ctx, c.cfg.Policy, claims, nil)
 	env, err := DecodeEnvelope(msg.Data())
 	if err != nil {
 		return nil, "", &rejection{label: "bad_payload", detail: truncate(err.Error(), 200)}
@@ -154,6 +166,8 @@ func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jets
 	dl.Header.Set(HeaderDLQSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
 	// A crash between publish and Term redelivers; the same id de-duplicates.
 	dl.Header.Set(HeaderMsgID, "dlq:"+meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10))
+	// The dead letter points at this delivery's span, not the publisher's.
+	injectTrace(ctx, dl.Header)
 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -166,6 +180,11 @@ func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jets
 	_ = msg.TermWithReason(rej.label)
 	c.count("rejected", rej.label)
 	c.warn(ctx, msg, meta, "dead_lettered", rej.reason())
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(EventDeadLettered, trace.WithAttributes(attrReason.String(rej.label),
+			attrDestination.String(dl.Subject), attrDelivered.Int64(int64(meta.NumDelivered))))
+		span.SetStatus(codes.Error, "dead-lettered: "+rej.label)
+	}
 	if m := c.cfg.Metrics; m != nil {
 		m.deadLettered.WithLabelValues(c.cfg.Durable, rej.label).Inc()
 	}
@@ -200,4 +219,47 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// errWrongHopScope is the denial recorded for a token narrowed to another hop.
+var errWrongHopScope = &authz.Error{Code: authz.CodeInsufficientScope, Reason: "wrong_hop_scope",
+	Description: "the transaction token was narrowed for another hop"}
+
+// startConsumerSpan starts a delivery's consumer span as a child of the
+// publisher's producer span (the trace context in the message's headers).
+//
+// A child, not a span link: every message has exactly one producer, and a
+// child keeps an entity's asynchronous hops in the trace that caused them
+// (one trace per order). Each redelivery is another child of the same
+// producer span, told apart by delivery_count and redelivered; the time the
+// message waited in the stream is the gap between the producer span and
+// stored_time and this span's start.
+func (c *Consumer) startConsumerSpan(base context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata) (context.Context, trace.Span) {
+	ctx := ContextFromHeaders(base, msg.Headers())
+	attrs := []attribute.KeyValue{
+		attrConsumerGroup.String(meta.Consumer), attrStream.String(meta.Stream), attrConsumer.String(meta.Consumer),
+		attrStreamSeq.Int64(int64(meta.Sequence.Stream)), attrStored.String(meta.Timestamp.UTC().Format(time.RFC3339Nano)),
+		attrDelivered.Int64(int64(meta.NumDelivered)), attrRedelivered.Bool(meta.NumDelivered > 1),
+		attrBodySize.Int(len(msg.Data())),
+	}
+	if h := msg.Headers(); h != nil {
+		if id := h.Get(HeaderMsgID); id != "" {
+			attrs = append(attrs, eventType(id))
+		}
+		if id := h.Get(HeaderRequestID); id != "" {
+			attrs = append(attrs, attrRequestID.String(id))
+		}
+	}
+	return startSpan(ctx, trace.SpanKindConsumer, "process", "process", msg.Subject(), attrs...)
+}
+
+// retried notes on ctx's span that the delivery was nak'ed for another try.
+func (c *Consumer) retried(ctx context.Context, reason string, attempt int) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(EventRetried, trace.WithAttributes(attrReason.String(reason),
+			attribute.String("messaging.jetstream.retry_in", c.backoff(attempt).String())))
+		if reason == "handler_error" {
+			span.SetStatus(codes.Error, reason)
+		}
+	}
 }

@@ -87,13 +87,7 @@ func PublishEvent(ctx context.Context, js jetstream.JetStream, subj, typ, entity
 	if err != nil {
 		return nil, fmt.Errorf("natsauth: publish event: %w", err)
 	}
-	msg := buildMsg(ctx, subj, payload, tok)
-	msg.Header.Set(HeaderMsgID, typ+":"+entityID)
-	ack, err := js.PublishMsg(ctx, msg)
-	if err != nil {
-		return nil, fmt.Errorf("natsauth: publish event %s: %w", subj, err)
-	}
-	return ack, nil
+	return publish(ctx, js, subj, payload, tok, typ+":"+entityID)
 }
 
 // unverifiedSubject reads sub from our own outgoing transaction token: it only fills the

@@ -11,35 +11,15 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 )
 
-func TestTraceparent(t *testing.T) {
-	t.Parallel()
-	cases := map[string]bool{
-		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01":       true,
-		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra": true,
-		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra": false,
-		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01":       false,
-		"00-00000000000000000000000000000000-00f067aa0ba902b7-01":       false,
-		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01":       false,
-		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01":       false,
-		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7":          false,
-		"": false,
-	}
-	for tp, want := range cases {
-		if got := validTraceparent(tp); got != want {
-			t.Errorf("validTraceparent(%q) = %v", tp, got)
-		}
-	}
-}
-
 func TestNewMsgHeaders(t *testing.T) {
 	t.Parallel()
-	t.Run("fresh context starts a trace and a request id, no token", func(t *testing.T) {
+	t.Run("fresh context: a request id, no trace, no token", func(t *testing.T) {
 		t.Parallel()
 		msg, err := NewMsg(context.Background(), "s", []byte("x"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !validTraceparent(msg.Header.Get(HeaderTraceparent)) || msg.Header.Get(HeaderRequestID) == "" {
+		if msg.Header.Get(HeaderTraceparent) != "" || msg.Header.Get(HeaderRequestID) == "" {
 			t.Fatalf("headers %v", msg.Header)
 		}
 		if _, ok := msg.Header[HeaderTxnToken]; ok {
@@ -60,10 +40,11 @@ func TestNewMsgHeaders(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// NewMsg carries ctx's span context as it is: the span of a send
+		// is started by Request and Publish (TestSpans*).
 		tp := msg.Header.Get(HeaderTraceparent)
 		if msg.Header.Get(HeaderTxnToken) != "a.b.c" || msg.Header.Get(HeaderRequestID) != "r-1" ||
-			!strings.HasPrefix(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || tp == in.Get(HeaderTraceparent) ||
-			msg.Header.Get(HeaderTracestate) != "k=v" {
+			tp != in.Get(HeaderTraceparent) || msg.Header.Get(HeaderTracestate) != "k=v" {
 			t.Fatalf("headers %v", msg.Header)
 		}
 		if _, ok := msg.Header[HeaderAuthorization]; ok {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 )
@@ -129,49 +131,81 @@ func (s *Service) AddEndpoint(name, subject string, policy authz.Policy, h Handl
 	}), all...)
 }
 
+// serve runs one request under a server span "process <subject>", a child
+// of the caller's client span, annotated with the authorization decision.
 func (s *Service) serve(endpoint string, policy authz.Policy, h Handler, req micro.Request) {
+	hdr := nats.Header(req.Headers())
+	ctx, span := startSpan(ContextFromHeaders(s.ctx, hdr), trace.SpanKindServer, "process", "process", req.Subject(),
+		attrService.String(s.name), attrEndpoint.String(endpoint), attrBodySize.Int(len(req.Data())))
+	defer span.End()
+	if span.IsRecording() {
+		if id, ok := RequestIDFromContext(ctx); ok {
+			span.SetAttributes(attrRequestID.String(id))
+		}
+		req = tracedRequest{Request: req, span: span}
+	}
 	// micro runs handlers on the connection's goroutine without a recover: a
 	// panicking handler would take the whole service down.
 	defer func() {
 		if r := recover(); r != nil {
 			s.count(endpoint, "error", "panic")
 			if s.log != nil {
-				s.log.Error("nats endpoint handler panicked", "service", s.name, "endpoint", endpoint, "panic", fmt.Sprint(r))
+				s.log.ErrorContext(ctx, "nats endpoint handler panicked", "service", s.name, "endpoint", endpoint, "panic", fmt.Sprint(r))
 			}
 			_ = req.Error("500", "internal error", nil)
 		}
 	}()
-	hdr := nats.Header(req.Headers())
-	ctx := ContextFromHeaders(s.ctx, hdr)
 	if _, ok := hdr[HeaderAuthorization]; ok && policy.IsPublic() {
 		// Even where no token is needed, a sender handing out an access
 		// token over NATS is told so, loudly, rather than served.
 		s.count(endpoint, "denied", errAccessTokenOnNATS.Reason)
+		authz.RecordDecision(ctx, policy, nil, errAccessTokenOnNATS)
 		status, desc := denial(errAccessTokenOnNATS, "")
 		_ = req.Error(status, desc, nil)
 		return
 	}
 	if policy.IsPublic() {
 		s.count(endpoint, "allowed", "public")
+		authz.RecordDecision(ctx, policy, nil, nil)
 		h(ctx, req)
 		return
 	}
 	tok, err := tokenFromHeader(hdr)
+	var claims *authz.Claims
 	if err == nil {
-		var claims *authz.Claims
 		claims, err = s.v.Validate(ctx, tok)
 		if err == nil {
 			err = policy.Authorize(claims)
 		}
 		if err == nil {
 			s.count(endpoint, "allowed", "ok")
+			authz.RecordDecision(ctx, policy, claims, nil)
 			h(authz.WithClaims(ctx, claims, tok), req)
 			return
 		}
 	}
+	authz.RecordDecision(ctx, policy, claims, err)
 	status, desc := denial(err, tok)
 	s.count(endpoint, "denied", reasonOf(err))
 	_ = req.Error(status, desc, nil)
+}
+
+// tracedRequest records the error a handler answers with on the server
+// span: the code always, Error status for a 5xx.
+type tracedRequest struct {
+	micro.Request
+	span trace.Span
+}
+
+func (r tracedRequest) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
+	n, err := strconv.Atoi(code)
+	if err == nil {
+		r.span.SetAttributes(attrErrorCode.Int(n))
+	}
+	if err != nil || n >= 500 {
+		r.span.SetStatus(codes.Error, truncate(description, 200))
+	}
+	return r.Request.Error(code, description, data, opts...)
 }
 
 func (s *Service) count(endpoint, result, reason string) {

@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/authmesh/authmesh/pkg/authz"
@@ -274,7 +275,7 @@ func (c *TxnClient) put(key txnKey, e cachedTxn) {
 	c.cache[key] = e
 }
 
-func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []string, details json.RawMessage) (string, time.Time, error) {
+func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []string, details json.RawMessage) (_ string, _ time.Time, err error) {
 	actor, err := c.cfg.Actor.Token(ctx)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("natsauth: transaction token: service token: %w", err)
@@ -300,13 +301,13 @@ func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []s
 		id = newUUID()
 	}
 	msg.Header.Set(HeaderRequestID, id)
-	if tc, ok := TraceContextFromContext(ctx); ok {
-		msg.Header.Set(HeaderTraceparent, tc.Traceparent)
-	}
 	// Detached from the caller's cancellation: singleflight shares this
 	// request with every caller of the same key.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
 	defer cancel()
+	rctx, span := startSpan(rctx, trace.SpanKindClient, "request", "send", c.cfg.Subject)
+	defer func() { failSpan(span, err); span.End() }()
+	injectTrace(rctx, msg.Header)
 	reply, err := c.cfg.Conn.RequestMsgWithContext(rctx, msg)
 	if err != nil {
 		// No responders, a timeout, a closed connection: the service is

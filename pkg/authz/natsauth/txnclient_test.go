@@ -120,7 +120,7 @@ func TestTxnClientRequest(t *testing.T) {
 	c := newTxnClient(t, nc, nil)
 	access := m.tenant.Token(t, authztest.Claims{"permissions": []string{"read:profile", "create:orders"}})
 	ctx := WithRequestID(context.Background(), "req-7")
-	ctx = WithTraceContext(ctx, TraceContext{Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+	ctx = withTraceparent(ctx, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "")
 
 	tok, err := c.Exchange(ctx, access, []string{"read:profile", "cancel:orders", "create:orders"})
 	if err != nil {

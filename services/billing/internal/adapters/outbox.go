@@ -89,7 +89,7 @@ func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error 
 		sent := 0
 		var pubErr error
 		for _, ev := range r.Outbox {
-			if pubErr = o.publish(ctx, ev, relayed); pubErr != nil {
+			if pubErr = o.publish(ctx, ev, relayed, r.Trace); pubErr != nil {
 				break
 			}
 			sent++
@@ -113,9 +113,11 @@ func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error 
 // publish sends one event. On the fast path the request's token goes with
 // an event its own caller caused; an event someone else's change left owing
 // (their fast path failed) and every relayed event go under billing's M2M
-// identity, the only credential billing holds at rest.
-func (o *Outbox) publish(ctx context.Context, ev outboxEvent, relayed bool) error {
-	pctx := context.WithoutCancel(ctx)
+// identity, the only credential billing holds at rest. The event joins the
+// trace the invoice was created in (its order's), linked to ctx's span (the
+// pay request's, say).
+func (o *Outbox) publish(ctx context.Context, ev outboxEvent, relayed bool, trace map[string]string) error {
+	pctx := natsauth.ContinueTrace(context.WithoutCancel(ctx), trace)
 	c, hasClaims := authz.ClaimsFromContext(ctx)
 	_, hasToken := authz.TokenFromContext(ctx)
 	switch {

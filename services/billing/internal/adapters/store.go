@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
@@ -117,6 +118,11 @@ type record struct {
 	PaidAt      *time.Time    `json:"paid_at,omitempty"`
 	Billed      bool          `json:"billed"`
 	Outbox      []outboxEvent `json:"outbox,omitempty"`
+	// Trace is the W3C trace context the invoice was created in (the
+	// order.created delivery's, natsauth.TraceCarrier): its events are
+	// published as children of it, so an order is one trace from POST
+	// /v1/orders to invoice.paid consumed (natsauth.ContinueTrace).
+	Trace map[string]string `json:"trace,omitempty"`
 }
 
 // outboxEvent is an event owed by a state change. It keeps only the sub of
@@ -214,7 +220,9 @@ func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(toRecord(inv))
+	r := toRecord(inv)
+	r.Trace = natsauth.TraceCarrier(ctx)
+	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
@@ -265,7 +273,10 @@ func (s *Store) Update(ctx context.Context, inv domain.Invoice, revision uint64,
 		return app.ErrStale
 	}
 	r := toRecord(inv)
-	r.Outbox = cur.Outbox
+	r.Outbox, r.Trace = cur.Outbox, cur.Trace
+	if len(r.Trace) == 0 {
+		r.Trace = natsauth.TraceCarrier(ctx) // a void recorded ahead of its order
+	}
 	var actor string
 	if c, ok := authz.ClaimsFromContext(ctx); ok {
 		actor = c.Subject

@@ -1,7 +1,7 @@
 // Command devstack runs the whole authmesh system on this machine: embedded
 // NATS with JetStream, devtenant and the three services (`make run`).
 //
-//	devstack [-root DIR] [-data DIR]
+//	devstack [-root DIR] [-data DIR] [-tracing]
 //
 // AUTHMESH_ROOT and AUTHMESH_DATA set the same as the flags.
 package main
@@ -27,6 +27,7 @@ func main() {
 func run() error {
 	root := flag.String("root", os.Getenv("AUTHMESH_ROOT"), "repository root (default: found from the working directory)")
 	data := flag.String("data", os.Getenv("AUTHMESH_DATA"), "state directory kept between runs (default: <root>/.data)")
+	tracing := flag.Bool("tracing", false, "run Jaeger (built from tools/jaeger, cached) and have the services export their spans to it")
 	flag.Parse()
 	if *root == "" {
 		wd, err := os.Getwd()
@@ -43,5 +44,5 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return devstack.Run(ctx, devstack.Config{Root: *root, DataDir: *data, BindHost: bind})
+	return devstack.Run(ctx, devstack.Config{Root: *root, DataDir: *data, BindHost: bind, Tracing: *tracing})
 }

@@ -1,0 +1,177 @@
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Authorization in traces. A decision is recorded on the span already in the
+// request's context (the HTTP server span, a NATS server or consumer span):
+// authz only annotates spans, it never starts or exports them, so it depends
+// on the OpenTelemetry API and nothing else. With no SDK installed the span
+// is a no-op and so is all of this.
+//
+// What is recorded is never a token, a proof or a claim that names a
+// person: the subject only as SubjectHash, the client id (a machine's name),
+// the key id, the policy's names and the failure code.
+
+// Span attribute keys of authorization decisions.
+const (
+	AttrDecision     = attribute.Key("authz.decision")      // "allowed" or "denied"
+	AttrErrorCode    = attribute.Key("authz.error_code")    // Code of a denial
+	AttrReason       = attribute.Key("authz.reason")        // Error.Reason of a denial
+	AttrPolicy       = attribute.Key("authz.policy")        // the policy's names, space-separated
+	AttrClient       = attribute.Key("authz.azp")           // Claims.Client(): the client the token was issued to
+	AttrSubjectHash  = attribute.Key("authz.sub_hash")      // SubjectHash(sub)
+	AttrKeyID        = attribute.Key("authz.kid")           // the signing key's id
+	AttrKeyCacheHit  = attribute.Key("authz.key_cache_hit") // the key was at hand, no refetch
+	AttrTokenCached  = attribute.Key("authz.token_cache_hit")
+	AttrTokenKind    = attribute.Key("authz.token_kind") // "access" or "transaction"
+	EventKeyRefetch  = "authz.key_refetch"
+	EventRevocation  = "authz.revocation_hit"
+	decisionAllowed  = "allowed"
+	decisionDenied   = "denied"
+	subjectHashLabel = "authmesh-sub:"
+)
+
+// SubjectHash is the short, stable stand-in for a token subject in logs,
+// metrics and traces: operators can correlate one person's requests without
+// the telemetry holding identities (the first 8 bytes of a domain-separated
+// SHA-256, hex).
+func SubjectHash(sub string) string {
+	if sub == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(subjectHashLabel + sub))
+	return hex.EncodeToString(sum[:8])
+}
+
+// RecordDecision annotates the span in ctx with an authorization decision:
+// err == nil is allowed (c the verified claims, may be nil for a public
+// policy), else denied with err's code and reason. A revoked token also adds
+// the event authz.revocation_hit. The HTTP middleware and natsauth's
+// receivers call it; it does nothing when ctx's span is not recording.
+func RecordDecision(ctx context.Context, p Policy, c *Claims, err error) {
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	attrs := make([]attribute.KeyValue, 0, 8)
+	if names := p.Names(); len(names) > 0 {
+		attrs = append(attrs, AttrPolicy.String(strings.Join(names, " ")))
+	} else if p.IsPublic() {
+		attrs = append(attrs, AttrPolicy.String("public"))
+	}
+	if c != nil {
+		attrs = append(attrs, AttrSubjectHash.String(SubjectHash(c.Subject)), AttrKeyID.String(traceKID(c.KeyID)))
+		if cl := c.Client(); cl != "" {
+			attrs = append(attrs, AttrClient.String(cl))
+		}
+		kind := "access"
+		if c.IsTxn() {
+			kind = "transaction"
+		}
+		attrs = append(attrs, AttrTokenKind.String(kind))
+	}
+	if err == nil {
+		span.SetAttributes(append(attrs, AttrDecision.String(decisionAllowed))...)
+		return
+	}
+	code, reason := CodeOf(err), ""
+	var e *Error
+	if errors.As(err, &e) {
+		reason = e.Reason
+	}
+	if code == "" {
+		code, reason = "internal_error", "internal"
+	}
+	attrs = append(attrs, AttrDecision.String(decisionDenied), AttrErrorCode.String(string(code)))
+	if reason != "" {
+		attrs = append(attrs, AttrReason.String(reason))
+	}
+	span.SetAttributes(attrs...)
+	if reason == "revoked" {
+		span.AddEvent(EventRevocation)
+	}
+}
+
+// recordKeyLookup notes on ctx's span which key verified the token and
+// whether it was at hand (false: the JWKS was fetched for it first).
+func recordKeyLookup(ctx context.Context, kid string, hit bool) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(AttrKeyID.String(traceKID(kid)), AttrKeyCacheHit.Bool(hit))
+	}
+}
+
+// recordRefetch adds the key refetch event to ctx's span: an unknown kid
+// made the provider ask the JWKS again (or find it cooling down).
+func recordRefetch(ctx context.Context, kid string, err error) {
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	outcome := "fetched"
+	switch {
+	case errors.Is(err, errCoolingDown):
+		outcome = "cooling_down"
+	case err != nil:
+		outcome = "failed"
+	}
+	span.AddEvent(EventKeyRefetch, trace.WithAttributes(AttrKeyID.String(traceKID(kid)), attribute.String("outcome", outcome)))
+}
+
+// traceKID is kid as recorded: a kid comes from the token's header, before
+// any signature check, so one that is not a plain identifier (up to 128
+// characters of [A-Za-z0-9_-]) is recorded as "(unrecognised)" — whatever
+// a sender stuffs into it never reaches the trace store.
+func traceKID(kid string) string {
+	if kid == "" || len(kid) > 128 {
+		return "(unrecognised)"
+	}
+	for i := 0; i < len(kid); i++ {
+		switch c := kid[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return "(unrecognised)"
+		}
+	}
+	return kid
+}
+
+// recordTokenCacheHit notes that the token was verified before and its key
+// is still published (the verified-token cache answered).
+func recordTokenCacheHit(ctx context.Context) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(AttrTokenCached.Bool(true), AttrKeyCacheHit.Bool(true))
+	}
+}
+
+// TracerName is the instrumentation scope of authz's and natsauth's spans.
+const TracerName = "github.com/authmesh/authmesh/pkg/authz"
+
+// startFetchSpan starts the client span of a background fetch (JWKS, M2M
+// token): a root of its own, since many requests may wait on it, linked to
+// the request that triggered it when there is one.
+func startFetchSpan(ctx context.Context, name string, trigger trace.SpanContext) (context.Context, trace.Span) {
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithNewRoot()}
+	if trigger.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: trigger}))
+	}
+	return otel.Tracer(TracerName).Start(ctx, name, opts...)
+}
+
+// endFetchSpan marks a failed fetch. The error texts of key and token
+// fetches name URLs and statuses, never a credential (their contract).
+func endFetchSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+}

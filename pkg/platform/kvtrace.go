@@ -1,0 +1,96 @@
+package platform
+
+import (
+	"context"
+	"errors"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Writes to a Bucket are client spans "kv <op> <bucket>" with the revision
+// written. The key is not recorded: keys hold user ids ("u.<sub>.<order>").
+// A lost compare-and-set (jetstream.ErrKeyExists, a wrong last sequence)
+// is an expected outcome of optimistic concurrency, recorded as
+// kv.conflict, not as an error.
+
+// Put implements jetstream.KeyValue.Put under a span.
+func (b *Bucket) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	ctx, span := b.startWrite(ctx, "put", len(value))
+	rev, err := b.KeyValue.Put(ctx, key, value)
+	endWrite(span, rev, err)
+	return rev, err
+}
+
+// PutString implements jetstream.KeyValue.PutString under a span.
+func (b *Bucket) PutString(ctx context.Context, key, value string) (uint64, error) {
+	return b.Put(ctx, key, []byte(value))
+}
+
+// Create implements jetstream.KeyValue.Create under a span.
+func (b *Bucket) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	ctx, span := b.startWrite(ctx, "create", len(value))
+	rev, err := b.KeyValue.Create(ctx, key, value, opts...)
+	endWrite(span, rev, err)
+	return rev, err
+}
+
+// Update implements jetstream.KeyValue.Update under a span.
+func (b *Bucket) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	ctx, span := b.startWrite(ctx, "update", len(value))
+	rev, err := b.KeyValue.Update(ctx, key, value, revision)
+	endWrite(span, rev, err)
+	return rev, err
+}
+
+// Delete implements jetstream.KeyValue.Delete under a span.
+func (b *Bucket) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	ctx, span := b.startWrite(ctx, "delete", 0)
+	err := b.KeyValue.Delete(ctx, key, opts...)
+	endWrite(span, 0, err)
+	return err
+}
+
+// Purge implements jetstream.KeyValue.Purge under a span.
+func (b *Bucket) Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	ctx, span := b.startWrite(ctx, "purge", 0)
+	err := b.KeyValue.Purge(ctx, key, opts...)
+	endWrite(span, 0, err)
+	return err
+}
+
+func (b *Bucket) startWrite(ctx context.Context, op string, size int) (context.Context, trace.Span) {
+	name := b.Bucket()
+	return otel.Tracer(tracerName).Start(ctx, "kv "+op+" "+name, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system.name", "nats_kv"), attribute.String("db.namespace", name),
+			attribute.String("db.operation.name", op), attribute.Int("kv.value.size", size)))
+}
+
+func endWrite(span trace.Span, rev uint64, err error) {
+	defer span.End()
+	if !span.IsRecording() {
+		return
+	}
+	switch {
+	case err == nil:
+		if rev > 0 {
+			span.SetAttributes(attribute.Int64("kv.revision", int64(rev)))
+		}
+	case isCASConflict(err):
+		span.SetAttributes(attribute.Bool("kv.conflict", true))
+	default:
+		span.SetStatus(codes.Error, err.Error())
+	}
+}
+
+// isCASConflict reports a lost compare-and-set.
+func isCASConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}

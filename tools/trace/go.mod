@@ -1,0 +1,3 @@
+module github.com/authmesh/authmesh/tools/trace
+
+go 1.26.0
