@@ -57,14 +57,7 @@ func TestLiveUpdates(t *testing.T) {
 		click(`#tab-orders`),
 		waitJS(`document.getElementById("orders-list").dataset.state === "loaded"`),
 	)
-	alice.do("order-placed", 30*time.Second,
-		click(`#tab-shop`),
-		waitJS(`document.getElementById("catalog").dataset.state === "loaded"`),
-		visible(`#qty-mug`),
-		setValue(`#qty-mug`, "1"),
-		click(`#place-order`),
-		visible(`#detail-invoice-status[data-status="open"]`),
-	)
+	placeOrder(alice, "order-placed")
 	orderID := alice.text(`#detail-order-id`)
 	if orderID == "" {
 		t.Fatal("alice: the placed order shows no id")

@@ -58,6 +58,15 @@ func parsePoP(p *popYAML) (*PoP, error) {
 	return pop, nil
 }
 
+// DPoPRequired reports whether a token request of client clientID for the
+// API audience is refused without a DPoP proof (its proof_of_possession
+// requires one from every client, or from public ones and the client is
+// public). Unknown APIs and clients require none.
+func (s *Server) DPoPRequired(audience, clientID string) bool {
+	api, c := s.model.APIs[audience], s.model.Clients[clientID]
+	return api != nil && c != nil && api.PoP != nil && api.PoP.Required && (!api.PoP.PublicOnly || c.Public)
+}
+
 // tokenDPoP verifies token requests' proofs. devtenant is one process, so
 // its jti cache is in memory (the services' is shared through NATS KV).
 type tokenDPoP struct {

@@ -183,6 +183,38 @@ func TestDPoPRequiredAndNonces(t *testing.T) {
 	}
 }
 
+// TestDPoPRequiredFor: DPoPRequired answers as the token endpoint refuses:
+// required for all clients, for public ones only, or not at all.
+func TestDPoPRequiredFor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, pop      string
+		cli, confident bool // the public CLI client; a confidential service client
+	}{
+		{"optional", "    proof_of_possession:\n      mechanism: dpop\n      required: false\n", false, false},
+		{"all clients", "    proof_of_possession:\n      mechanism: dpop\n      required: true\n", true, true},
+		{"public clients", "    proof_of_possession:\n      mechanism: dpop\n      required: true\n      required_for: public_clients\n", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tt := tenantWithPoP(t, tc.pop, nil)
+			if got := tt.srv.DPoPRequired(apiAud, "authmesh-cli"); got != tc.cli {
+				t.Errorf("authmesh-cli: %v, want %v", got, tc.cli)
+			}
+			if got := tt.srv.DPoPRequired(apiAud, "orders-service"); got != tc.confident {
+				t.Errorf("orders-service: %v, want %v", got, tc.confident)
+			}
+			// The token endpoint agrees.
+			if r := tt.postProof(t, passwordForm("alice@authmesh.dev", "openid"), ""); (r.status == 400) != tc.cli {
+				t.Errorf("password grant without a proof: %d %s", r.status, r.raw)
+			}
+			if tt.srv.DPoPRequired("https://unknown.example", "authmesh-cli") || tt.srv.DPoPRequired(apiAud, "nobody") {
+				t.Error("an unknown API or client requires DPoP")
+			}
+		})
+	}
+}
+
 // TestDPoPWithoutAPIPolicy: an API without proof_of_possession issues an
 // unbound Bearer token even to a client that sent a proof (Auth0's rule).
 func TestDPoPWithoutAPIPolicy(t *testing.T) {
