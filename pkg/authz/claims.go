@@ -39,6 +39,11 @@ type Claims struct {
 	RequestingWorkload string          // req_wl: the workload that asked for the token
 	TxnContext         json.RawMessage // tctx: immutable context of the transaction
 
+	// tokenSum is the SHA-256 of the access token these claims were
+	// verified from, when the Validator took it (its cache key): a DPoP
+	// proof's ath is compared with it rather than hashing the token again.
+	tokenSum [32]byte
+	summed   bool
 }
 
 // IsM2M reports whether the token was issued to a machine through the

@@ -158,3 +158,51 @@ func TestDPoPNonce(t *testing.T) {
 		t.Fatalf("with the nonce: %d %s", rec.Code, rec.Header().Get("WWW-Authenticate"))
 	}
 }
+
+// TestProofCheckClaims: with the token's claims (the middleware's way), ath
+// is checked against the hash the Validator took, and the key binding comes
+// from the claims: claims of another token, of an unbound token, or claims
+// without the token they belong to refuse the proof.
+func TestProofCheckClaims(t *testing.T) {
+	t.Parallel()
+	iss := authztest.NewIssuer(t)
+	v := newValidator(t, iss, nil)
+	k := authztest.NewDPoPKey(t)
+	tok := iss.Token(t, authztest.Claims{"cnf": k.Cnf()})
+	other := iss.Token(t, authztest.Claims{"cnf": k.Cnf(), "sub": "auth0|other"})
+	unbound := iss.Token(t, nil)
+	claims := func(tok string) *authz.Claims {
+		c, err := v.Validate(t.Context(), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	const uri = "https://api.example.com/v1/me"
+	tests := []struct {
+		name  string
+		proof string
+		chk   authz.ProofCheck
+		code  authz.Code
+	}{
+		{"the token's claims", k.Proof(t, "GET", uri, tok), authz.ProofCheck{AccessToken: tok, Claims: claims(tok)}, ""},
+		{"claims of another token", k.Proof(t, "GET", uri, tok), authz.ProofCheck{AccessToken: tok, Claims: claims(other)}, authz.CodeInvalidToken},
+		{"proof for the other token", k.Proof(t, "GET", uri, other), authz.ProofCheck{AccessToken: tok, Claims: claims(tok)}, authz.CodeInvalidToken},
+		{"claims of an unbound token", k.Proof(t, "GET", uri, unbound), authz.ProofCheck{AccessToken: unbound, Claims: claims(unbound)}, authz.CodeInvalidToken},
+		{"claims without their token", k.Proof(t, "GET", uri, ""), authz.ProofCheck{Claims: claims(tok)}, authz.CodeInvalidToken},
+		{"claims and a JKT of another key", k.Proof(t, "GET", uri, tok), authz.ProofCheck{AccessToken: tok, Claims: claims(tok), JKT: authztest.NewDPoPKey(t).JKT()}, authz.CodeInvalidToken},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dp, err := authz.NewDPoP(authz.DPoPConfig{Replay: authz.NewMemoryReplayCache()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.chk.Method, tc.chk.URI = "GET", uri
+			_, err = dp.Verify(t.Context(), tc.proof, tc.chk)
+			if got := authz.CodeOf(err); got != tc.code {
+				t.Fatalf("code %q (%v), want %q", got, err, tc.code)
+			}
+		})
+	}
+}

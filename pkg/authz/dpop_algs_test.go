@@ -18,20 +18,23 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
-// TestDPoPAlgorithms: proofs of every accepted algorithm verify, the first
-// through go-jose and the next under the same (now cached) header through
-// verifyJWS; a forged signature under a cached header fails.
+// TestDPoPAlgorithms: proofs of every accepted algorithm, signed by go-jose,
+// verify (the first reading the header, the next under the cached header),
+// with go-jose's RFC 7638 thumbprint of the key; a forged signature under a
+// cached header fails.
 func TestDPoPAlgorithms(t *testing.T) {
 	t.Parallel()
 	rsaKey := authztest.NewRSAKey(t)
+	ec256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	ec521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader) // its DER signature needs a long-form length
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	const uri = "https://api.example.com/v1/me"
 	for _, tc := range []struct {
 		alg jose.SignatureAlgorithm
 		key crypto.Signer
 	}{
-		{jose.RS256, rsaKey}, {jose.PS256, rsaKey}, {jose.RS512, rsaKey}, {jose.ES384, ec384}, {jose.EdDSA, ed},
+		{jose.RS256, rsaKey}, {jose.PS256, rsaKey}, {jose.RS512, rsaKey}, {jose.ES256, ec256}, {jose.ES384, ec384}, {jose.ES512, ec521}, {jose.EdDSA, ed},
 	} {
 		t.Run(string(tc.alg), func(t *testing.T) {
 			t.Parallel()

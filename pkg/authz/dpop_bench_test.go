@@ -4,6 +4,11 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"encoding/asn1"
+	"encoding/base64"
+	"math/big"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,12 +16,19 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
-// BenchmarkDPoP compares a DPoP request's verification — a cached access
-// token plus a cold proof (a new proof every time: parse, ES256 verify,
-// claims, thumbprint, replay claim in memory) — with a Bearer request's
-// cached validation and a bare ES256 verify. Target: dpop-cold-proof ≤ 1.5×
-// bearer-cached + es256-verify (x-of-target ≤ 1). The shared NATS KV replay
-// claim adds one JetStream round trip in a service; it is not in here.
+// BenchmarkDPoP compares a DPoP request's verification — the same cached
+// access token plus a cold proof (a new proof, a new jti, every time:
+// signature, claims, htu, iat, ath, thumbprint, jti claimed in memory),
+// called as the middleware calls it — with a Bearer request's cached
+// validation and one bare ES256 verify. Target (issue 15): dpop ≤ 1.5×
+// bearer-cached + es256-verify, i.e. x-of-target ≤ 1, reported by "paired".
+// The shared NATS KV replay claim adds one JetStream round trip in a
+// service; it is not in here.
+//
+// The first three run one after the other, as usual; on a shared machine
+// the load changes between them by more than the margin the target leaves
+// (half a Bearer validation against a 70 µs signature check), so "paired"
+// runs the three call by call in turn and compares their total times.
 func BenchmarkDPoP(b *testing.B) {
 	iss := authztest.NewIssuer(b)
 	k := authztest.NewDPoPKey(b)
@@ -24,6 +36,58 @@ func BenchmarkDPoP(b *testing.B) {
 	bearer := iss.Token(b, nil)
 	ctx := context.Background()
 	const uri = "https://api.example.com/v1/me"
+
+	// The baseline ES256 verify is RFC 7518 §3.4's, of a real proof, with
+	// the standard library: SHA-256 over the signing input, then ECDSA
+	// P-256. Decoding the signature and converting it to the DER crypto/ecdsa
+	// reads are done once, outside the timer: the baseline is spared them,
+	// DPoP is not.
+	es256 := func() func() bool {
+		proof := k.Proof(b, "GET", uri, tok)
+		last := strings.LastIndexByte(proof, '.')
+		raw, err := base64.RawURLEncoding.DecodeString(proof[last+1:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		der, err := asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:32]), new(big.Int).SetBytes(raw[32:])})
+		if err != nil {
+			b.Fatal(err)
+		}
+		input, pub := []byte(proof[:last]), &k.Private.PublicKey
+		return func() bool {
+			digest := sha256.Sum256(input)
+			return ecdsa.VerifyASN1(pub, digest[:], der)
+		}
+	}()
+
+	// dpop verifies tok and a proof as the middleware does; proofs are
+	// signed outside the timer (the client's work), each with its own jti.
+	newDPoP := func(b *testing.B) func(proof string) error {
+		v := newValidator(b, iss, nil)
+		dp, err := authz.NewDPoP(authz.DPoPConfig{Replay: authz.NewMemoryReplayCache(), MaxAge: 10 * time.Minute})
+		if err != nil {
+			b.Fatal(err)
+		}
+		call := func(proof string) error {
+			c, err := v.Validate(ctx, tok)
+			if err != nil {
+				return err
+			}
+			_, err = dp.Verify(ctx, proof, authz.ProofCheck{Method: "GET", URI: uri, AccessToken: tok, Claims: c})
+			return err
+		}
+		if err := call(k.Proof(b, "GET", uri, tok)); err != nil { // warm: token cached, header read
+			b.Fatal(err)
+		}
+		return call
+	}
+	proofs := func(b *testing.B, n int) []string {
+		ps := make([]string, n)
+		for i := range ps {
+			ps[i] = k.Proof(b, "GET", uri, tok)
+		}
+		return ps
+	}
 
 	b.Run("bearer-cached", func(b *testing.B) {
 		v := newValidator(b, iss, nil)
@@ -41,15 +105,9 @@ func BenchmarkDPoP(b *testing.B) {
 	})
 
 	b.Run("es256-verify", func(b *testing.B) {
-		digest := sha256.Sum256([]byte("header.payload"))
-		sig, err := ecdsa.SignASN1(nil, k.Private, digest[:])
-		if err != nil {
-			b.Fatal(err)
-		}
 		b.ReportAllocs()
-		b.ResetTimer()
 		for range b.N {
-			if !ecdsa.VerifyASN1(&k.Private.PublicKey, digest[:], sig) {
+			if !es256() {
 				b.Fatal("verify")
 			}
 		}
@@ -57,35 +115,94 @@ func BenchmarkDPoP(b *testing.B) {
 	})
 
 	b.Run("dpop-cold-proof", func(b *testing.B) {
-		v := newValidator(b, iss, nil)
-		dp, err := authz.NewDPoP(authz.DPoPConfig{Replay: authz.NewMemoryReplayCache(), MaxAge: 10 * time.Minute})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := v.Validate(ctx, tok); err != nil {
-			b.Fatal(err)
-		}
-		proofs := make([]string, b.N) // signing is the client's work: outside the timer
-		for i := range proofs {
-			proofs[i] = k.Proof(b, "GET", uri, tok)
-		}
+		call := newDPoP(b)
+		ps := proofs(b, b.N)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := range b.N {
-			c, err := v.Validate(ctx, tok)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := dp.Verify(ctx, proofs[i], authz.ProofCheck{Method: "GET", URI: uri, AccessToken: tok, JKT: c.JKT}); err != nil {
+			if err := call(ps[i]); err != nil {
 				b.Fatal(err)
 			}
 		}
 		ns := record(b, "dpop/cold")
-		bc, ok1 := result("dpop/bearer-cached")
-		es, ok2 := result("dpop/es256")
-		if ok1 && ok2 {
-			b.ReportMetric(ns/(1.5*bc+es), "x-of-target")
+		if bc, ok := result("dpop/bearer-cached"); ok {
 			b.ReportMetric(ns/bc, "x-bearer-cached")
 		}
 	})
+
+	// The three in turn, each first every third time, each call timed by
+	// one interval between clock reads (a clock read, some 20-50 ns, is in
+	// every interval alike). x-of-target is the DPoP calls' total time over
+	// 1.5× the Bearer calls' plus the ES256 verifies'. B/op and allocs/op
+	// are the three calls' together. The -median metrics take each call's
+	// median interval instead of the mean: a call the scheduler preempted
+	// (a loaded machine) counts once, not with the whole time slice it lost,
+	// which on a shared machine moves the means by more than the budget.
+	b.Run("paired", func(b *testing.B) {
+		v := newValidator(b, iss, nil)
+		if _, err := v.Validate(ctx, bearer); err != nil {
+			b.Fatal(err)
+		}
+		call := newDPoP(b)
+		ps := proofs(b, b.N)
+		const bearerCall, es256Call, dpopCall = 0, 1, 2
+		n := 0
+		calls := [3]func(){
+			bearerCall: func() {
+				if _, err := v.Validate(ctx, bearer); err != nil {
+					b.Fatal(err)
+				}
+			},
+			es256Call: func() {
+				if !es256() {
+					b.Fatal("verify")
+				}
+			},
+			dpopCall: func() {
+				if err := call(ps[n]); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			},
+		}
+		var spent [3]time.Duration
+		var each [3][]time.Duration
+		for c := range each {
+			each[c] = make([]time.Duration, 0, b.N)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			t0 := time.Now()
+			for j := range 3 {
+				c := (i + j) % 3
+				calls[c]()
+				t1 := time.Now()
+				d := t1.Sub(t0)
+				spent[c] += d
+				each[c] = append(each[c], d)
+				t0 = t1
+			}
+		}
+		b.StopTimer()
+		if spent[bearerCall] > 0 {
+			bc, es, dp := float64(spent[bearerCall]), float64(spent[es256Call]), float64(spent[dpopCall])
+			b.ReportMetric(dp/(1.5*bc+es), "x-of-target")
+			b.ReportMetric(dp/bc, "x-bearer-cached")
+			b.ReportMetric((dp-bc-es)/float64(b.N), "ns-beyond-bearer+es256")
+		}
+		if bc, es, dp := median(each[bearerCall]), median(each[es256Call]), median(each[dpopCall]); bc > 0 {
+			b.ReportMetric(dp/(1.5*bc+es), "x-of-target-median")
+			b.ReportMetric(dp-bc-es, "ns-beyond-median")
+		}
+	})
+}
+
+// median is the median of ds in nanoseconds (ds is sorted in place).
+func median(ds []time.Duration) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return float64(ds[len(ds)/2])
 }

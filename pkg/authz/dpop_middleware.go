@@ -62,7 +62,7 @@ func authenticate(req *http.Request, v *Validator, d *DPoP, required bool) (*Cla
 		if err != nil {
 			return nil, "", "", withChallenge(err, ch, true)
 		}
-		p, err := d.Verify(ctx, proof, ProofCheck{Method: req.Method, URI: d.RequestURI(req), AccessToken: token, JKT: c.JKT})
+		p, err := d.Verify(ctx, proof, ProofCheck{Method: req.Method, URI: d.RequestURI(req), AccessToken: token, Claims: c})
 		if err != nil {
 			if CodeOf(err) == CodeUseDPoPNonce {
 				nch := *ch

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -29,35 +30,85 @@ type ReplayCache interface {
 
 // MemoryReplayCache is a ReplayCache in one process's memory. Not for
 // services with replicas (see ReplayCache).
+//
+// It holds two generations of claimed keys: new claims go into the current
+// one, which becomes the previous one when it is the longest ttl old, and
+// the previous one is dropped then. A key is therefore remembered for at
+// least ttl and at most twice that, without per-key expiry bookkeeping or
+// sweeps. Keys are held as 128-bit keyed hashes (hash/maphash, seeds drawn
+// per cache): two keys sharing one could only make the second refused as a
+// replay, never a replay accepted, and the maps hold no pointers for the
+// garbage collector to scan.
 type MemoryReplayCache struct {
-	mu    sync.Mutex
-	seen  map[string]time.Time // key → expiry
-	sweep time.Time
+	seeds [2]maphash.Seed
+	epoch time.Time
 	now   func() time.Time
+
+	mu        sync.Mutex
+	cur, prev map[replayID]struct{}
+	start     time.Duration // of cur, since epoch
+	ttl       time.Duration // the longest asked for
 }
+
+// memoryReplayHint sizes each generation up front (16 KiB each): the first
+// thousand claims do not grow the maps, and rotation clears a map without
+// shrinking it, so a steady load stops growing them altogether.
+const memoryReplayHint = 1024
+
+// replayID is a claimed key's 128-bit keyed hash.
+type replayID [2]uint64
 
 // NewMemoryReplayCache returns an empty in-memory cache.
 func NewMemoryReplayCache() *MemoryReplayCache {
-	return &MemoryReplayCache{seen: make(map[string]time.Time), now: time.Now}
+	return &MemoryReplayCache{
+		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
+		epoch: time.Now(),
+		now:   time.Now,
+		cur:   make(map[replayID]struct{}, memoryReplayHint),
+		prev:  make(map[replayID]struct{}, memoryReplayHint),
+	}
 }
 
 // Claim implements ReplayCache.
 func (m *MemoryReplayCache) Claim(_ context.Context, key string, ttl time.Duration) error {
-	now := m.now()
+	return m.claim(m.id(bytesOf(key)), m.now(), ttl)
+}
+
+// claimProof claims replayKey(jkt, jti) as Claim does, at now (the proof
+// checker's clock, read once per proof) and without building the key
+// string: DPoP.Verify's path to a cache in its own process.
+func (m *MemoryReplayCache) claimProof(jkt, jti string, now time.Time, ttl time.Duration) error {
+	var buf [maxReplayKeyBytes]byte
+	return m.claim(m.id(appendReplayKey(buf[:0], jkt, jti)), now, ttl)
+}
+
+func (m *MemoryReplayCache) id(key []byte) replayID {
+	return replayID{maphash.Bytes(m.seeds[0], key), maphash.Bytes(m.seeds[1], key)}
+}
+
+func (m *MemoryReplayCache) claim(id replayID, now time.Time, ttl time.Duration) error {
+	t := now.Sub(m.epoch) // monotonic for time.Now's readings
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if now.After(m.sweep) {
-		for k, exp := range m.seen {
-			if now.After(exp) {
-				delete(m.seen, k)
-			}
+	m.ttl = max(m.ttl, ttl)
+	// Every key in cur was claimed less than ttl after start (else that
+	// claim would have rotated): at 2 ttl after start all of them, and those
+	// of prev, are at least ttl old.
+	if age := t - m.start; age >= m.ttl {
+		if age >= 2*m.ttl {
+			clear(m.cur)
 		}
-		m.sweep = now.Add(ttl)
+		m.prev, m.cur = m.cur, m.prev
+		clear(m.cur)
+		m.start = t
 	}
-	if exp, ok := m.seen[key]; ok && !now.After(exp) {
+	if _, ok := m.cur[id]; ok {
 		return ErrReplayed
 	}
-	m.seen[key] = now.Add(ttl)
+	if _, ok := m.prev[id]; ok {
+		return ErrReplayed
+	}
+	m.cur[id] = struct{}{}
 	return nil
 }
 

@@ -116,6 +116,7 @@ func (v *Validator) Validate(ctx context.Context, token string) (*Claims, error)
 		return nil, err
 	}
 	if v.cache != nil {
+		c.tokenSum, c.summed = sum, true
 		v.cache.put(sum, c)
 	}
 	return c, nil

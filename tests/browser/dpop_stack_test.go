@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,18 +29,9 @@ func TestSPADPoPRequired(t *testing.T) {
 	ctx, exe, shots := onStack(t)
 
 	alice := &stepper{t: t, ctx: browser(t, ctx, exe), dir: shots, who: "dpop-alice"}
-	alice.login("alice@authmesh.dev")
-	first := sessionOf(t, alice)
-	if first.TokenType != "DPoP" || first.CNF == "" || first.CNF != first.PageJKT {
-		t.Fatalf("alice: token_type %q, cnf.jkt %q, page key %q: want a DPoP token bound to the page's key", first.TokenType, first.CNF, first.PageJKT)
-	}
+	first := loginBound(alice)
 
-	alice.do("order-paid", 45*time.Second, orderMugs("1",
-		visible(`#detail-invoice-status[data-status="open"]`),
-		click(`#pay-invoice`),
-		visible(`#detail-order-status[data-status="paid"]`),
-		visible(`#detail-invoice-status[data-status="paid"]`),
-	)...)
+	orderAndPay(alice)
 	calls := evalJSON[map[string]int](t, alice, `
 		const api = await import("/api.js");
 		return {
@@ -86,6 +81,87 @@ func TestSPADPoPRequired(t *testing.T) {
 	alice.do("next-session-orders", 20*time.Second,
 		click(`#tab-orders`),
 		waitJS(`document.getElementById("orders-list").dataset.state === "loaded" && !!document.querySelector('#orders-list tr[data-order-id]')`),
+	)
+}
+
+// TestSPATenantRequiresDPoP runs the SPA against the whole stack with the
+// tenant requiring DPoP at its token endpoint: deploy/tenant.yaml's API with
+// proof_of_possession {mechanism: dpop, required: true, required_for:
+// public_clients}, as Auth0 configures it for browser apps. The tenant
+// refuses the public CLI client's password grant without a proof (so
+// devstack takes no start-up token); alice's page, which sends proofs on its
+// token requests, signs in with a token bound to its key, and places and
+// pays an order with the services in their default mode (DPoP allowed).
+// The services' own client-credentials tokens (confidential clients) stay
+// Bearer: pkg/authz/m2m sends no proofs, so required_for all_clients would
+// refuse them and the stack would not start.
+func TestSPATenantRequiresDPoP(t *testing.T) {
+	root := repoRoot(t)
+	raw, err := os.ReadFile(filepath.Join(root, "deploy", "tenant.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const optional = "    proof_of_possession:\n      mechanism: dpop\n      required: false\n"
+	if !strings.Contains(string(raw), optional) {
+		t.Fatal("deploy/tenant.yaml no longer has the API's optional proof_of_possession this test makes required")
+	}
+	tenantFile := filepath.Join(t.TempDir(), "tenant.yaml")
+	required := strings.Replace(string(raw), optional, "    proof_of_possession:\n      mechanism: dpop\n      required: true\n      required_for: public_clients\n", 1)
+	if err := os.WriteFile(tenantFile, []byte(required), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, exe, shots := onStackWithTenant(t, tenantFile)
+
+	resp, err := http.PostForm("http://localhost:8400/oauth/token", url.Values{
+		"grant_type": {"password"}, "client_id": {"authmesh-cli"}, "username": {"alice@authmesh.dev"},
+		"password": {"dev-password"}, "audience": {"https://api.authmesh.dev"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusal struct {
+		Error string `json:"error"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&refusal)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || refusal.Error != "invalid_request" {
+		t.Errorf("password grant without a proof: %d %q, want 400 invalid_request", resp.StatusCode, refusal.Error)
+	}
+
+	alice := &stepper{t: t, ctx: browser(t, ctx, exe), dir: shots, who: "tenant-dpop-alice"}
+	loginBound(alice)
+	orderAndPay(alice)
+}
+
+// loginBound signs alice in and returns her session, whose token must be
+// DPoP-bound to the page's key.
+func loginBound(alice *stepper) dpopSession {
+	alice.t.Helper()
+	alice.login("alice@authmesh.dev")
+	s := sessionOf(alice.t, alice)
+	if s.TokenType != "DPoP" || s.CNF == "" || s.CNF != s.PageJKT {
+		alice.t.Fatalf("alice: token_type %q, cnf.jkt %q, page key %q: want a DPoP token bound to the page's key", s.TokenType, s.CNF, s.PageJKT)
+	}
+	return s
+}
+
+// placeOrder orders a mug in the shop and waits for the order's open
+// invoice, as step.
+func placeOrder(s *stepper, step string) {
+	s.t.Helper()
+	s.do(step, 30*time.Second, orderMugs("1",
+		visible(`#detail-invoice-status[data-status="open"]`),
+	)...)
+}
+
+// orderAndPay places an order and pays its invoice.
+func orderAndPay(s *stepper) {
+	s.t.Helper()
+	placeOrder(s, "order-placed")
+	s.do("order-paid", 30*time.Second,
+		click(`#pay-invoice`),
+		visible(`#detail-order-status[data-status="paid"]`),
+		visible(`#detail-invoice-status[data-status="paid"]`),
 	)
 }
 

@@ -16,12 +16,19 @@ import (
 // screenshot directory.
 func onStack(t *testing.T) (ctx context.Context, chromium, shots string) {
 	t.Helper()
+	return onStackWithTenant(t, "")
+}
+
+// onStackWithTenant is onStack with devtenant serving tenantFile (empty:
+// deploy/tenant.yaml).
+func onStackWithTenant(t *testing.T, tenantFile string) (ctx context.Context, chromium, shots string) {
+	t.Helper()
 	chromium = chromiumPath(t)
 	portsFree(t)
 	root := repoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
-	startStack(t, ctx, root)
+	startStack(t, ctx, root, tenantFile)
 	return ctx, chromium, outputDir(t)
 }
 
@@ -29,7 +36,7 @@ func onStack(t *testing.T) (ctx context.Context, chromium, shots string) {
 // embedded NATS, devtenant, the three services, web/ on :8404) with a fresh
 // data directory, and stops it when the test ends. The stack's own logs go to
 // testdata/screenshots/stack.log next to the screenshots.
-func startStack(t *testing.T, ctx context.Context, root string) {
+func startStack(t *testing.T, ctx context.Context, root, tenantFile string) {
 	t.Helper()
 	logPath := filepath.Join(outputDir(t), "stack.log")
 	logFile, err := os.Create(logPath)
@@ -44,11 +51,12 @@ func startStack(t *testing.T, ctx context.Context, root string) {
 	go func() {
 		defer close(done)
 		runErr = devstack.Run(ctx, devstack.Config{
-			Root:     root,
-			DataDir:  t.TempDir(),
-			Out:      logFile,
-			NoBanner: true,
-			OnReady:  func(r devstack.Ready) { ready <- r },
+			Root:       root,
+			TenantFile: tenantFile,
+			DataDir:    t.TempDir(),
+			Out:        logFile,
+			NoBanner:   true,
+			OnReady:    func(r devstack.Ready) { ready <- r },
 		})
 	}()
 	t.Cleanup(func() {

@@ -89,9 +89,14 @@ type Config struct {
 	// services, the SPA and NATS (clients, monitoring, WebSocket). Default
 	// DefaultBindHost; see BindHost and BindEnv.
 	BindHost string
-	DataDir  string    // state kept between runs; default <Root>/.data
-	Out      io.Writer // children's prefixed logs and the banner; default os.Stdout
-	Logger   *slog.Logger
+	DataDir  string // state kept between runs; default <Root>/.data
+	// TenantFile is the Deploy CLI tenant.yaml devtenant serves and the
+	// services check their routes' permissions against; default
+	// <Root>/deploy/tenant.yaml. Tests run variants of it (an API that
+	// requires DPoP, say).
+	TenantFile string
+	Out        io.Writer // children's prefixed logs and the banner; default os.Stdout
+	Logger     *slog.Logger
 
 	// GoCmd builds the service binaries; default "go".
 	GoCmd string
@@ -115,7 +120,10 @@ type Config struct {
 
 // Ready describes the running stack.
 type Ready struct {
-	AliceToken string // a fresh access token for alice@authmesh.dev
+	// AliceToken is a fresh access token for alice@authmesh.dev, or empty
+	// when the tenant requires a DPoP proof of the CLI client: a token bound
+	// to a key nobody else holds would be of no use.
+	AliceToken string
 	WebServed  bool   // whether web/ exists and is served on :8404
 	JaegerURL  string // Jaeger's query API with Config.Tracing, else empty
 }
@@ -134,6 +142,15 @@ func (c *Config) defaults() error {
 	}
 	if c.DataDir == "" {
 		c.DataDir = filepath.Join(root, ".data")
+	}
+	if c.TenantFile == "" {
+		c.TenantFile = filepath.Join(root, "deploy", "tenant.yaml")
+	}
+	if c.TenantFile, err = filepath.Abs(c.TenantFile); err != nil {
+		return fmt.Errorf("devstack: tenant file: %w", err)
+	}
+	if _, err := os.Stat(c.TenantFile); err != nil {
+		return fmt.Errorf("devstack: tenant file: %w", err)
 	}
 	if c.Out == nil {
 		c.Out = os.Stdout
@@ -239,7 +256,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	tn, err := tenant.New(tenant.Config{
 		Issuer:     Issuer,
-		TenantFile: filepath.Join(cfg.Root, "deploy", "tenant.yaml"),
+		TenantFile: cfg.TenantFile,
 		DevDir:     filepath.Join(cfg.Root, "deploy", "dev"),
 		DataDir:    filepath.Join(cfg.DataDir, "devtenant"),
 		Logger:     slog.New(slog.NewTextHandler(prefixWriter(cfg.Out, "devtenant"), nil)),
@@ -321,9 +338,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	token, err := passwordToken(ctx, "http://localhost"+TenantAddr+"/oauth/token", "alice@authmesh.dev", "dev-password")
-	if err != nil {
-		return err
+	var token string
+	if !tn.DPoPRequired(Audience, cliClient) {
+		if token, err = passwordToken(ctx, "http://localhost"+TenantAddr+"/oauth/token", "alice@authmesh.dev", "dev-password"); err != nil {
+			return err
+		}
 	}
 	r := Ready{AliceToken: token, WebServed: webServed}
 	if cfg.Tracing {
@@ -401,8 +420,12 @@ func printBanner(w io.Writer, r Ready) {
 	if r.JaegerURL != "" {
 		fmt.Fprintf(&b, "  jaeger     %s  (query API; `make trace` prints the latest order's trace)\n", r.JaegerURL)
 	}
-	b.WriteString("\nAs alice (token valid 24 h; `make token USER=alice` prints a new one):\n\n")
-	fmt.Fprintf(&b, "  curl -s -X POST http://localhost:8402/v1/orders -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"items\":[{\"sku\":\"mug\",\"quantity\":2}]}'\n", r.AliceToken)
+	if r.AliceToken == "" {
+		b.WriteString("\nThe tenant requires DPoP of its public clients (proof_of_possession): no bearer token to\nshow; sign in on the web page, which sends a proof with every request.\n")
+	} else {
+		b.WriteString("\nAs alice (token valid 24 h; `make token USER=alice` prints a new one):\n\n")
+		fmt.Fprintf(&b, "  curl -s -X POST http://localhost:8402/v1/orders -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"items\":[{\"sku\":\"mug\",\"quantity\":2}]}'\n", r.AliceToken)
+	}
 	b.WriteString("\nCtrl-C stops everything; state stays in .data/ (delete it to start afresh).\n\n")
 	io.WriteString(w, b.String())
 }

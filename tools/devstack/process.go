@@ -41,7 +41,7 @@ func BuildServices(ctx context.Context, goCmd, root, bin string) error {
 // client-credentials token, the TTS with its development nkeys (its
 // defaults without AUTH0_DOMAIN). otlp, unless empty, is where it exports
 // its spans.
-func childEnv(root, dataDir, host string, svc Service, otlp string) []string {
+func childEnv(tenantFile, dataDir, host string, svc Service, otlp string) []string {
 	p := strings.ToUpper(svc.Name) + "_"
 	env := os.Environ()
 	if otlp != "" {
@@ -52,7 +52,7 @@ func childEnv(root, dataDir, host string, svc Service, otlp string) []string {
 		"TTS_KEYS_FILE="+filepath.Join(dataDir, "tts", "keys.json"),
 		"AUTH0_ISSUER="+Issuer,
 		"AUTH0_AUDIENCE="+Audience,
-		"AUTH0_TENANT_FILE="+filepath.Join(root, "deploy", "tenant.yaml"),
+		"AUTH0_TENANT_FILE="+tenantFile,
 		p+"HTTP_ADDR="+net.JoinHostPort(host, strconv.Itoa(svc.Port)),
 		p+"NATS_URL="+NATSURL,
 		p+"NATS_REPLICAS=1",
@@ -66,7 +66,7 @@ func childEnv(root, dataDir, host string, svc Service, otlp string) []string {
 func childCommand(ctx context.Context, cfg Config, bin string, svc Service, otlp string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, svc.Name))
 	cmd.Dir = cfg.Root
-	cmd.Env = childEnv(cfg.Root, cfg.DataDir, cfg.BindHost, svc, otlp)
+	cmd.Env = childEnv(cfg.TenantFile, cfg.DataDir, cfg.BindHost, svc, otlp)
 	out := prefixWriter(cfg.Out, svc.Name)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: a terminal's Ctrl-C reaches only devstack, which

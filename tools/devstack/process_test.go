@@ -2,6 +2,9 @@ package devstack
 
 import (
 	"bytes"
+	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,7 +49,7 @@ func TestChildEnv(t *testing.T) {
 	t.Setenv("ORDERS_HTTP_ADDR", ":9999")
 	t.Setenv("ORDERS_CLIENT_ID", "billing-service")
 	for _, svc := range Services {
-		env := childEnv("/repo", "/repo/.data", DefaultBindHost, svc, "")
+		env := childEnv("/repo/deploy/tenant.yaml", "/repo/.data", DefaultBindHost, svc, "")
 		last := map[string]string{}
 		for _, kv := range env {
 			k, v, _ := strings.Cut(kv, "=")
@@ -113,7 +116,7 @@ func TestBindHost(t *testing.T) {
 			t.Errorf("%s=%q: %q, %v; want %q (ok %v)", BindEnv, tc.env, got, err, tc.want, tc.ok)
 		}
 	}
-	if env := childEnv("/repo", "/repo/.data", "0.0.0.0", Service{"users", 8401}, ""); !slices.Contains(env, "USERS_HTTP_ADDR=0.0.0.0:8401") {
+	if env := childEnv("/repo/deploy/tenant.yaml", "/repo/.data", "0.0.0.0", Service{"users", 8401}, ""); !slices.Contains(env, "USERS_HTTP_ADDR=0.0.0.0:8401") {
 		t.Error("an opened stack does not open the services")
 	}
 }
@@ -161,11 +164,43 @@ func TestChildEnvTracing(t *testing.T) {
 			}
 			return v
 		}
-		if got := last(childEnv("/repo", "/repo/.data", DefaultBindHost, svc, OTLPEndpoint)); got != "http://localhost:4318" {
+		if got := last(childEnv("/repo/deploy/tenant.yaml", "/repo/.data", DefaultBindHost, svc, OTLPEndpoint)); got != "http://localhost:4318" {
 			t.Errorf("%s with tracing exports to %q, want http://localhost:4318", svc.Name, got)
 		}
-		if got := last(childEnv("/repo", "/repo/.data", DefaultBindHost, svc, "")); got != "http://elsewhere:4318" {
+		if got := last(childEnv("/repo/deploy/tenant.yaml", "/repo/.data", DefaultBindHost, svc, "")); got != "http://elsewhere:4318" {
 			t.Errorf("%s without tracing: endpoint %q, want the caller's untouched", svc.Name, got)
 		}
+	}
+}
+
+// TestConfigTenantFile: the tenant file defaults to the repository's
+// deploy/tenant.yaml, a relative one is made absolute (the services run in
+// the root), a missing one is an error before anything starts, and the
+// services check their routes against the file devtenant serves.
+func TestConfigTenantFile(t *testing.T) {
+	root, err := FindRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Root: root}
+	if err := c.defaults(); err != nil || c.TenantFile != filepath.Join(root, "deploy", "tenant.yaml") {
+		t.Fatalf("default: %q, %v", c.TenantFile, err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tenant.yaml"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	c = Config{Root: root, TenantFile: "tenant.yaml"}
+	if err := c.defaults(); err != nil || c.TenantFile != filepath.Join(dir, "tenant.yaml") {
+		t.Fatalf("relative: %q, %v", c.TenantFile, err)
+	}
+	env := childCommand(context.Background(), c, dir, Services[1], "").Env
+	if !slices.Contains(env, "AUTH0_TENANT_FILE="+c.TenantFile) {
+		t.Errorf("the services are not given the tenant file devtenant serves (%s)", c.TenantFile)
+	}
+	c = Config{Root: root, TenantFile: filepath.Join(dir, "missing.yaml")}
+	if err := c.defaults(); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("missing tenant file: %v", err)
 	}
 }

@@ -8,6 +8,9 @@ import (
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
 
+// cliClient is the public client passwordToken uses.
+const cliClient = "authmesh-cli"
+
 // passwordToken asks the tenant for a user's access token with the password
 // grant and the public CLI client, exactly as a developer would with curl.
 func passwordToken(ctx context.Context, tokenURL, username, password string) (string, error) {
@@ -15,7 +18,7 @@ func passwordToken(ctx context.Context, tokenURL, username, password string) (st
 		"grant_type": {"password"},
 		"username":   {username},
 		"password":   {password},
-		"client_id":  {"authmesh-cli"},
+		"client_id":  {cliClient},
 		"audience":   {Audience},
 		"scope":      {"openid profile email"},
 	}

@@ -12,7 +12,7 @@ import (
 const codeLifetime = 5 * time.Minute
 
 // authorizeFields travel from the /authorize query into hidden form fields and back.
-var authorizeFields = []string{"response_type", "client_id", "redirect_uri", "scope", "audience", "resource", "state", "nonce", "code_challenge", "code_challenge_method", "response_mode", "organization"}
+var authorizeFields = []string{"response_type", "client_id", "redirect_uri", "scope", "audience", "resource", "state", "nonce", "code_challenge", "code_challenge_method", "response_mode", "organization", "dpop_jkt"}
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Log in — devtenant</title>
@@ -99,6 +99,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	jkt := q.Get("dpop_jkt")
+	if jkt != "" && !validJKT(jkt) {
+		fail("invalid_request", "Invalid dpop_jkt: want the base64url SHA-256 thumbprint of the DPoP key")
+		return
+	}
 	api, aerr := s.userAudience(s.audienceParam(q.Get))
 	if aerr != nil {
 		fail(aerr.code, aerr.desc)
@@ -158,7 +163,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	code := s.store.newCode(&authCode{
 		clientID: c.ID, redirectURI: redirectURI, userID: u.ID, audience: aud, scope: q.Get("scope"),
-		nonce: q.Get("nonce"), orgID: orgID, challenge: challenge, challengeMethod: method, expires: s.now().Add(codeLifetime),
+		nonce: q.Get("nonce"), orgID: orgID, challenge: challenge, challengeMethod: method, jkt: jkt, expires: s.now().Add(codeLifetime),
 	})
 	redirectWith(w, r, redirectURI, url.Values{"code": {code}}, q.Get("state"))
 }

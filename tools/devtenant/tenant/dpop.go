@@ -3,6 +3,7 @@ package tenant
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -55,6 +56,15 @@ func parsePoP(p *popYAML) (*PoP, error) {
 		return nil, fmt.Errorf("proof_of_possession.required_for %q; fix: use all_clients or public_clients", p.RequiredFor)
 	}
 	return pop, nil
+}
+
+// DPoPRequired reports whether a token request of client clientID for the
+// API audience is refused without a DPoP proof (its proof_of_possession
+// requires one from every client, or from public ones and the client is
+// public). Unknown APIs and clients require none.
+func (s *Server) DPoPRequired(audience, clientID string) bool {
+	api, c := s.model.APIs[audience], s.model.Clients[clientID]
+	return api != nil && c != nil && api.PoP != nil && api.PoP.Required && (!api.PoP.PublicOnly || c.Public)
 }
 
 // tokenDPoP verifies token requests' proofs. devtenant is one process, so
@@ -161,6 +171,33 @@ func (s *Server) checkRefreshBinding(p params, grant, jkt string) *oauthErr {
 	return nil
 }
 
+// checkCodeBinding refuses, before the code is used up, to redeem a code
+// whose authorization request named a DPoP key (dpop_jkt, RFC 9449 §10)
+// without a proof by that key: whoever else got hold of the code (and its
+// PKCE verifier) cannot have tokens bound to a key of their own.
+func (s *Server) checkCodeBinding(p params, grant, jkt string) *oauthErr {
+	if grant != GrantAuthorizationCode {
+		return nil
+	}
+	want, ok := s.store.codeJKT(p.get("code"))
+	if !ok || want == "" {
+		return nil
+	}
+	if jkt == "" {
+		return errDPoP("The authorization code is bound to a DPoP key (dpop_jkt): a DPoP proof by that key is required")
+	}
+	if jkt != want {
+		return errDPoP("The DPoP proof key does not match the dpop_jkt of the authorization request")
+	}
+	return nil
+}
+
+// validJKT: a SHA-256 thumbprint, base64url without padding.
+func validJKT(jkt string) bool {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(jkt)
+	return err == nil && len(b) == sha256.Size
+}
+
 // bindDPoP turns an issued response into a DPoP-bound one when the token's
 // API opted in and a proof came (cnf.jkt, token_type DPoP, the public
 // client's refresh token bound), refuses it when the API requires a proof
@@ -263,6 +300,17 @@ func plainNumbers(v any) any {
 		}
 	}
 	return v
+}
+
+// codeJKT is the dpop_jkt a live code was bound to at /authorize.
+func (st *store) codeJKT(code string) (string, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c, ok := st.codes[digest(code)]
+	if !ok {
+		return "", false
+	}
+	return c.jkt, true
 }
 
 // bindRefresh binds a refresh token to a DPoP key.

@@ -183,6 +183,38 @@ func TestDPoPRequiredAndNonces(t *testing.T) {
 	}
 }
 
+// TestDPoPRequiredFor: DPoPRequired answers as the token endpoint refuses:
+// required for all clients, for public ones only, or not at all.
+func TestDPoPRequiredFor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, pop      string
+		cli, confident bool // the public CLI client; a confidential service client
+	}{
+		{"optional", "    proof_of_possession:\n      mechanism: dpop\n      required: false\n", false, false},
+		{"all clients", "    proof_of_possession:\n      mechanism: dpop\n      required: true\n", true, true},
+		{"public clients", "    proof_of_possession:\n      mechanism: dpop\n      required: true\n      required_for: public_clients\n", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tt := tenantWithPoP(t, tc.pop, nil)
+			if got := tt.srv.DPoPRequired(apiAud, "authmesh-cli"); got != tc.cli {
+				t.Errorf("authmesh-cli: %v, want %v", got, tc.cli)
+			}
+			if got := tt.srv.DPoPRequired(apiAud, "orders-service"); got != tc.confident {
+				t.Errorf("orders-service: %v, want %v", got, tc.confident)
+			}
+			// The token endpoint agrees.
+			if r := tt.postProof(t, passwordForm("alice@authmesh.dev", "openid"), ""); (r.status == 400) != tc.cli {
+				t.Errorf("password grant without a proof: %d %s", r.status, r.raw)
+			}
+			if tt.srv.DPoPRequired("https://unknown.example", "authmesh-cli") || tt.srv.DPoPRequired(apiAud, "nobody") {
+				t.Error("an unknown API or client requires DPoP")
+			}
+		})
+	}
+}
+
 // TestDPoPWithoutAPIPolicy: an API without proof_of_possession issues an
 // unbound Bearer token even to a client that sent a proof (Auth0's rule).
 func TestDPoPWithoutAPIPolicy(t *testing.T) {
@@ -205,4 +237,62 @@ func writeTenant(t *testing.T, pop string) string {
 	file := filepath.Join(t.TempDir(), "tenant.yaml")
 	_ = os.WriteFile(file, []byte(strings.Replace(string(raw), "    proof_of_possession:\n      mechanism: dpop\n      required: false\n", pop, 1)), 0o600)
 	return file
+}
+
+// TestDPoPBoundAuthorizationCode: a code whose /authorize request named
+// dpop_jkt (RFC 9449 §10) is redeemed only with a proof by that key — the
+// attacker holding the code and its PKCE verifier but another key gets no
+// tokens and does not use the code up — and the tokens are bound to the key.
+func TestDPoPBoundAuthorizationCode(t *testing.T) {
+	t.Parallel()
+	tt := newTenant(t, nil)
+	const cb = "http://localhost:8404/callback"
+	k, attacker := authztest.NewDPoPKey(t), authztest.NewDPoPKey(t)
+	code := func(t *testing.T, jkt, challenge string) response {
+		t.Helper()
+		form := url.Values{"response_type": {"code"}, "client_id": {"authmesh-web"}, "redirect_uri": {cb},
+			"scope": {"openid read:orders"}, "audience": {apiAud}, "code_challenge": {challenge}, "code_challenge_method": {"S256"},
+			"dpop_jkt": {jkt}, "username": {"alice@authmesh.dev"}, "password": {"dev-password"}}
+		return tt.do(t, http.MethodPost, "/authorize", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()), nil)
+	}
+	redirectParam := func(t *testing.T, r response, name string) string {
+		t.Helper()
+		loc, err := url.Parse(r.header.Get("Location"))
+		if r.status != http.StatusFound || err != nil {
+			t.Fatalf("authorize: %d %q", r.status, r.header.Get("Location"))
+		}
+		return loc.Query().Get(name)
+	}
+	redeem := func(code, verifier, proof string) response {
+		return tt.postProof(t, url.Values{"grant_type": {"authorization_code"}, "client_id": {"authmesh-web"},
+			"code": {code}, "redirect_uri": {cb}, "code_verifier": {verifier}}, proof)
+	}
+
+	verifier, challenge := pkcePair("j")
+	c := redirectParam(t, code(t, k.JKT(), challenge), "code")
+	for name, proof := range map[string]string{
+		"no proof":               "",
+		"a proof by another key": attacker.Proof(t, "POST", tt.tokenEndpoint(), ""),
+	} {
+		if r := redeem(c, verifier, proof); r.status != 400 || r.body["error"] != "invalid_dpop_proof" || r.body["access_token"] != nil {
+			t.Fatalf("%s: %d %s", name, r.status, r.raw)
+		}
+	}
+	r := redeem(c, verifier, k.Proof(t, "POST", tt.tokenEndpoint(), ""))
+	if r.status != 200 || r.body["token_type"] != "DPoP" {
+		t.Fatalf("the bound key: %d %s", r.status, r.raw)
+	}
+	if _, claims := decodeJWT(t, r.body["access_token"].(string)); claims["cnf"].(map[string]any)["jkt"] != k.JKT() {
+		t.Fatalf("cnf %v", claims["cnf"])
+	}
+
+	if e := redirectParam(t, code(t, "not-a-thumbprint", challenge), "error"); e != "invalid_request" {
+		t.Fatalf("malformed dpop_jkt: error %q, want invalid_request", e)
+	}
+	// Without dpop_jkt a code is bound by PKCE alone, and any key may be
+	// the tokens' (the first proof at the token endpoint chooses it).
+	v2, ch2 := pkcePair("k")
+	if r := redeem(redirectParam(t, code(t, "", ch2), "code"), v2, attacker.Proof(t, "POST", tt.tokenEndpoint(), "")); r.status != 200 || r.body["token_type"] != "DPoP" {
+		t.Fatalf("unbound code: %d %s", r.status, r.raw)
+	}
 }

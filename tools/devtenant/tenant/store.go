@@ -47,6 +47,7 @@ type authCode struct {
 	clientID, redirectURI, userID, audience, scope, nonce string
 	orgID                                                 string // the organization logged in to
 	challenge, challengeMethod                            string
+	jkt                                                   string // dpop_jkt: the DPoP key that must redeem it (RFC 9449 §10)
 	expires                                               time.Time
 	used                                                  bool
 	family                                                string // refresh family issued from it, revoked on reuse

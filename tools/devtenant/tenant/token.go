@@ -49,6 +49,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, p params) *oauthE
 	if err := s.checkRefreshBinding(p, grant, jkt); err != nil {
 		return err
 	}
+	if err := s.checkCodeBinding(p, grant, jkt); err != nil {
+		return err
+	}
 	resp, err := s.grant(r, p, grant)
 	if err != nil {
 		return err
