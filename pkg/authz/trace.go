@@ -34,7 +34,6 @@ const (
 	AttrKeyID        = attribute.Key("authz.kid")           // the signing key's id
 	AttrKeyCacheHit  = attribute.Key("authz.key_cache_hit") // the key was at hand, no refetch
 	AttrTokenCached  = attribute.Key("authz.token_cache_hit")
-	AttrTokenKind    = attribute.Key("authz.token_kind") // "access" or "transaction"
 	EventKeyRefetch  = "authz.key_refetch"
 	EventRevocation  = "authz.revocation_hit"
 	decisionAllowed  = "allowed"
@@ -64,22 +63,15 @@ func RecordDecision(ctx context.Context, p Policy, c *Claims, err error) {
 	if !span.IsRecording() {
 		return
 	}
-	attrs := make([]attribute.KeyValue, 0, 8)
-	if names := p.Names(); len(names) > 0 {
-		attrs = append(attrs, AttrPolicy.String(strings.Join(names, " ")))
-	} else if p.IsPublic() {
-		attrs = append(attrs, AttrPolicy.String("public"))
+	attrs := make([]attribute.KeyValue, 0, 7)
+	if label := p.traceLabel(); label != "" {
+		attrs = append(attrs, AttrPolicy.String(label))
 	}
 	if c != nil {
 		attrs = append(attrs, AttrSubjectHash.String(SubjectHash(c.Subject)), AttrKeyID.String(traceKID(c.KeyID)))
 		if cl := c.Client(); cl != "" {
 			attrs = append(attrs, AttrClient.String(cl))
 		}
-		kind := "access"
-		if c.IsTxn() {
-			kind = "transaction"
-		}
-		attrs = append(attrs, AttrTokenKind.String(kind))
 	}
 	if err == nil {
 		span.SetAttributes(append(attrs, AttrDecision.String(decisionAllowed))...)
@@ -101,6 +93,24 @@ func RecordDecision(ctx context.Context, p Policy, c *Claims, err error) {
 	if reason == "revoked" {
 		span.AddEvent(EventRevocation)
 	}
+}
+
+// traceLabel is the policy as authz.policy records it: its names
+// space-separated ("public" for Public), without allocating for the common
+// single name.
+func (p Policy) traceLabel() string {
+	switch {
+	case len(p.allOf)+len(p.anyOf) == 1:
+		if len(p.allOf) == 1 {
+			return p.allOf[0]
+		}
+		return p.anyOf[0]
+	case len(p.allOf)+len(p.anyOf) > 1:
+		return strings.Join(p.Names(), " ")
+	case p.public:
+		return "public"
+	}
+	return ""
 }
 
 // recordKeyLookup notes on ctx's span which key verified the token and
@@ -133,17 +143,27 @@ func recordRefetch(ctx context.Context, kid string, err error) {
 // characters of [A-Za-z0-9_-]) is recorded as "(unrecognised)" — whatever
 // a sender stuffs into it never reaches the trace store.
 func traceKID(kid string) string {
-	if kid == "" || len(kid) > 128 {
+	if !PlainID(kid) {
 		return "(unrecognised)"
 	}
-	for i := 0; i < len(kid); i++ {
-		switch c := kid[i]; {
+	return kid
+}
+
+// PlainID reports whether s is a plain identifier, 1 to 128 characters of
+// [A-Za-z0-9_-]: what a span may record of a value that came from outside.
+// A token (its dots), an email (its @) or an Auth0 subject (its |) never is.
+func PlainID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
 		default:
-			return "(unrecognised)"
+			return false
 		}
 	}
-	return kid
+	return true
 }
 
 // recordTokenCacheHit notes that the token was verified before and its key

@@ -19,7 +19,7 @@ import (
 
 // Put implements jetstream.KeyValue.Put under a span.
 func (b *Bucket) Put(ctx context.Context, key string, value []byte) (uint64, error) {
-	ctx, span := b.startWrite(ctx, "put", len(value))
+	ctx, span := b.startWrite(ctx, "put")
 	rev, err := b.KeyValue.Put(ctx, key, value)
 	endWrite(span, rev, err)
 	return rev, err
@@ -32,7 +32,7 @@ func (b *Bucket) PutString(ctx context.Context, key, value string) (uint64, erro
 
 // Create implements jetstream.KeyValue.Create under a span.
 func (b *Bucket) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
-	ctx, span := b.startWrite(ctx, "create", len(value))
+	ctx, span := b.startWrite(ctx, "create")
 	rev, err := b.KeyValue.Create(ctx, key, value, opts...)
 	endWrite(span, rev, err)
 	return rev, err
@@ -40,7 +40,7 @@ func (b *Bucket) Create(ctx context.Context, key string, value []byte, opts ...j
 
 // Update implements jetstream.KeyValue.Update under a span.
 func (b *Bucket) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
-	ctx, span := b.startWrite(ctx, "update", len(value))
+	ctx, span := b.startWrite(ctx, "update")
 	rev, err := b.KeyValue.Update(ctx, key, value, revision)
 	endWrite(span, rev, err)
 	return rev, err
@@ -48,7 +48,7 @@ func (b *Bucket) Update(ctx context.Context, key string, value []byte, revision 
 
 // Delete implements jetstream.KeyValue.Delete under a span.
 func (b *Bucket) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
-	ctx, span := b.startWrite(ctx, "delete", 0)
+	ctx, span := b.startWrite(ctx, "delete")
 	err := b.KeyValue.Delete(ctx, key, opts...)
 	endWrite(span, 0, err)
 	return err
@@ -56,17 +56,17 @@ func (b *Bucket) Delete(ctx context.Context, key string, opts ...jetstream.KVDel
 
 // Purge implements jetstream.KeyValue.Purge under a span.
 func (b *Bucket) Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
-	ctx, span := b.startWrite(ctx, "purge", 0)
+	ctx, span := b.startWrite(ctx, "purge")
 	err := b.KeyValue.Purge(ctx, key, opts...)
 	endWrite(span, 0, err)
 	return err
 }
 
-func (b *Bucket) startWrite(ctx context.Context, op string, size int) (context.Context, trace.Span) {
+func (b *Bucket) startWrite(ctx context.Context, op string) (context.Context, trace.Span) {
 	name := b.Bucket()
 	return otel.Tracer(tracerName).Start(ctx, "kv "+op+" "+name, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("db.system.name", "nats_kv"), attribute.String("db.namespace", name),
-			attribute.String("db.operation.name", op), attribute.Int("kv.value.size", size)))
+			attribute.String("db.operation.name", op)))
 }
 
 func endWrite(span trace.Span, rev uint64, err error) {

@@ -43,8 +43,7 @@ func (a *App) traceHTTP(next echo.HandlerFunc) echo.HandlerFunc {
 			scheme = "https"
 		}
 		ctx, span := otel.Tracer(tracerName).Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(semconv.HTTPRequestMethodKey.String(req.Method), semconv.HTTPRoute(route),
-				semconv.URLScheme(scheme), semconv.NetworkProtocolVersion(strconv.Itoa(req.ProtoMajor)+"."+strconv.Itoa(req.ProtoMinor))))
+			trace.WithAttributes(semconv.HTTPRequestMethodKey.String(req.Method), semconv.HTTPRoute(route), semconv.URLScheme(scheme)))
 		defer span.End()
 		c.SetRequest(req.WithContext(ctx))
 		err := next(c)

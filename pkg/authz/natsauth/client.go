@@ -131,7 +131,7 @@ func sendRequest(ctx context.Context, nc *nats.Conn, subj string, data []byte) (
 
 // request sends one request under a client span "request <subj>".
 func request(ctx context.Context, nc *nats.Conn, subj string, data []byte, tok string) (_ *nats.Msg, err error) {
-	ctx, span := startSpan(ctx, trace.SpanKindClient, "request", "send", subj, attrBodySize.Int(len(data)))
+	ctx, span := startSpan(ctx, trace.SpanKindClient, "request", "send", subj)
 	defer func() { failSpan(span, err); span.End() }()
 	reply, err := nc.RequestMsgWithContext(ctx, buildMsg(ctx, subj, data, tok))
 	if err != nil {
@@ -168,7 +168,7 @@ func publish(ctx context.Context, js jetstream.JetStream, subj string, data []by
 	ctx, opts := producerContext(ctx)
 	ctx, span := tracer().Start(ctx, "publish "+subj, append(opts, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(systemNATS, attrDestination.String(subj), attrOperation.String("publish"),
-			attrOperationType.String("send"), eventType(msgID), attrBodySize.Int(len(data))))...)
+			attrOperationType.String("send"), eventType(msgID)))...)
 	defer func() { failSpan(span, err); span.End() }()
 	msg := buildMsg(ctx, subj, data, tok)
 	msg.Header.Set(HeaderMsgID, msgID)
@@ -176,7 +176,12 @@ func publish(ctx context.Context, js jetstream.JetStream, subj string, data []by
 	if err != nil {
 		return nil, fmt.Errorf("natsauth: publish %s: %w", subj, err)
 	}
-	span.SetAttributes(attrStream.String(ack.Stream), attrStreamSeq.Int64(int64(ack.Sequence)), attrDuplicate.Bool(ack.Duplicate))
+	if span.IsRecording() {
+		span.SetAttributes(attrStream.String(ack.Stream), attrStreamSeq.Int64(int64(ack.Sequence)))
+		if ack.Duplicate {
+			span.SetAttributes(attrDuplicate.Bool(true))
+		}
+	}
 	return ack, nil
 }
 

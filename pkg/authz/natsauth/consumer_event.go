@@ -236,21 +236,22 @@ var errWrongHopScope = &authz.Error{Code: authz.CodeInsufficientScope, Reason: "
 // stored_time and this span's start.
 func (c *Consumer) startConsumerSpan(base context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata) (context.Context, trace.Span) {
 	ctx := ContextFromHeaders(base, msg.Headers())
-	attrs := []attribute.KeyValue{
-		attrConsumerGroup.String(meta.Consumer), attrStream.String(meta.Stream), attrConsumer.String(meta.Consumer),
+	ctx, span := startSpan(ctx, trace.SpanKindConsumer, "process", "process", msg.Subject())
+	if !span.IsRecording() {
+		return ctx, span // tracing off or not sampled: nothing to format
+	}
+	attrs := make([]attribute.KeyValue, 0, 7)
+	attrs = append(attrs, attrConsumerGroup.String(meta.Consumer), attrStream.String(meta.Stream),
 		attrStreamSeq.Int64(int64(meta.Sequence.Stream)), attrStored.String(meta.Timestamp.UTC().Format(time.RFC3339Nano)),
-		attrDelivered.Int64(int64(meta.NumDelivered)), attrRedelivered.Bool(meta.NumDelivered > 1),
-		attrBodySize.Int(len(msg.Data())),
+		attrDelivered.Int64(int64(meta.NumDelivered)))
+	if meta.NumDelivered > 1 {
+		attrs = append(attrs, attrRedelivered.Bool(true))
 	}
-	if h := msg.Headers(); h != nil {
-		if id := h.Get(HeaderMsgID); id != "" {
-			attrs = append(attrs, eventType(id))
-		}
-		if id := h.Get(HeaderRequestID); id != "" {
-			attrs = append(attrs, attrRequestID.String(id))
-		}
+	if id := msg.Headers().Get(HeaderMsgID); id != "" {
+		attrs = append(attrs, eventType(id))
 	}
-	return startSpan(ctx, trace.SpanKindConsumer, "process", "process", msg.Subject(), attrs...)
+	span.SetAttributes(attrs...)
+	return ctx, span
 }
 
 // retried notes on ctx's span that the delivery was nak'ed for another try.

@@ -135,15 +135,8 @@ func (s *Service) AddEndpoint(name, subject string, policy authz.Policy, h Handl
 // of the caller's client span, annotated with the authorization decision.
 func (s *Service) serve(endpoint string, policy authz.Policy, h Handler, req micro.Request) {
 	hdr := nats.Header(req.Headers())
-	ctx, span := startSpan(ContextFromHeaders(s.ctx, hdr), trace.SpanKindServer, "process", "process", req.Subject(),
-		attrService.String(s.name), attrEndpoint.String(endpoint), attrBodySize.Int(len(req.Data())))
+	ctx, req, span := StartServerSpan(s.ctx, req, endpoint)
 	defer span.End()
-	if span.IsRecording() {
-		if id, ok := RequestIDFromContext(ctx); ok {
-			span.SetAttributes(attrRequestID.String(id))
-		}
-		req = tracedRequest{Request: req, span: span}
-	}
 	// micro runs handlers on the connection's goroutine without a recover: a
 	// panicking handler would take the whole service down.
 	defer func() {
@@ -188,6 +181,22 @@ func (s *Service) serve(endpoint string, policy authz.Policy, h Handler, req mic
 	status, desc := denial(err, tok)
 	s.count(endpoint, "denied", reasonOf(err))
 	_ = req.Error(status, desc, nil)
+}
+
+// StartServerSpan starts the server span of a micro request, "process
+// <subject>": a child of the trace context in its headers (any case), under
+// base with the request id of its headers. Service's endpoints have it by
+// themselves; an endpoint answered outside Service (the Transaction Token
+// Service's exchange) starts it here, records its decision with
+// authz.RecordDecision on ctx, answers through the returned request (its
+// error code lands on the span, a 5xx as Error status) and ends the span.
+func StartServerSpan(base context.Context, req micro.Request, endpoint string) (context.Context, micro.Request, trace.Span) {
+	ctx, span := startSpan(ContextFromHeaders(base, nats.Header(req.Headers())), trace.SpanKindServer, "process", "process",
+		req.Subject(), attrEndpoint.String(endpoint))
+	if span.IsRecording() {
+		req = tracedRequest{Request: req, span: span}
+	}
+	return ctx, req, span
 }
 
 // tracedRequest records the error a handler answers with on the server

@@ -10,6 +10,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/authmesh/authmesh/pkg/authz"
 )
 
 // Tracing over NATS: the one way trace context crosses a process boundary
@@ -82,21 +84,17 @@ const (
 	attrOperation     = attribute.Key("messaging.operation.name")
 	attrOperationType = attribute.Key("messaging.operation.type")
 	attrEventType     = attribute.Key("authmesh.event_type")
-	attrBodySize      = attribute.Key("messaging.message.body.size")
 	attrConsumerGroup = attribute.Key("messaging.consumer.group.name")
 	attrStream        = attribute.Key("messaging.jetstream.stream")
-	attrConsumer      = attribute.Key("messaging.jetstream.consumer")
 	attrStreamSeq     = attribute.Key("messaging.jetstream.sequence.stream")
 	attrStored        = attribute.Key("messaging.jetstream.stored_time")
 	attrDelivered     = attribute.Key("messaging.jetstream.delivery_count")
 	attrRedelivered   = attribute.Key("messaging.jetstream.redelivered")
 	attrDuplicate     = attribute.Key("messaging.jetstream.duplicate")
 	attrEndpoint      = attribute.Key("nats.micro.endpoint")
-	attrService       = attribute.Key("nats.micro.service")
 	attrErrorCode     = attribute.Key("nats.micro.error_code")
 	attrResult        = attribute.Key("authmesh.result")
 	attrReason        = attribute.Key("authmesh.reason")
-	attrRequestID     = attribute.Key("authmesh.request_id")
 
 	// EventDeadLettered is the consumer span's event of a message sent to
 	// the dead-letter stream (its status is then Error); EventRetried one
@@ -182,6 +180,18 @@ func producerContext(ctx context.Context) (context.Context, []trace.SpanStartOpt
 			Attributes: []attribute.KeyValue{attribute.String("authmesh.link", "caused_by")}}))
 	}
 	return trace.ContextWithRemoteSpanContext(ctx, st.parent), opts
+}
+
+// RecordID notes on ctx's span — the request's HTTP server span, a NATS
+// server or consumer span — the id of an entity it acts on under key
+// (events.AttrOrderID, events.AttrInvoiceID), so that its trace can be found
+// by it (make trace ORDER=<id>). Only random ids of things, never of people:
+// a value that is not an authz.PlainID (a subject, an email, a token) is not
+// recorded. It does nothing when the span is not recording.
+func RecordID(ctx context.Context, key attribute.Key, id string) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && authz.PlainID(id) {
+		span.SetAttributes(key.String(id))
+	}
 }
 
 // eventType is the "<type>" of a Nats-Msg-Id "<type>:<entity id>": the id

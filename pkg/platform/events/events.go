@@ -4,6 +4,16 @@
 // consumers. The envelope around the data is natsauth.Envelope.
 package events
 
+import "go.opentelemetry.io/otel/attribute"
+
+// Span attributes naming the order and the invoice a request or an event
+// acts on (natsauth.RecordID): make trace ORDER=<id> finds an order's trace
+// by AttrOrderID. Both ids are random, no personal data.
+const (
+	AttrOrderID   = attribute.Key("order.id")
+	AttrInvoiceID = attribute.Key("invoice.id")
+)
+
 // Order events, on ORDERS_EVENTS: orders publishes them, billing consumes
 // them.
 const (

@@ -18,6 +18,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
@@ -222,6 +223,7 @@ func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
 	}
 	r := toRecord(inv)
 	r.Trace = natsauth.TraceCarrier(ctx)
+	natsauth.RecordID(ctx, events.AttrInvoiceID, inv.ID)
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err

@@ -92,6 +92,7 @@ func handleOrderEvent(ctx context.Context, svc *app.Service, ev *natsauth.Event)
 		if err := json.Unmarshal(ev.Data, &d); err != nil {
 			return fmt.Errorf("order.created data: %w", err)
 		}
+		natsauth.RecordID(ctx, events.AttrOrderID, d.OrderID)
 		return svc.OpenInvoice(ctx, app.OrderCreated{OrderID: d.OrderID, UserID: ev.UserID, OrgID: eventOrg(ev, d.OrgID),
 			AmountCents: d.TotalCents, Currency: d.Currency})
 	case events.OrderCancelled:
@@ -99,6 +100,7 @@ func handleOrderEvent(ctx context.Context, svc *app.Service, ev *natsauth.Event)
 		if err := json.Unmarshal(ev.Data, &d); err != nil {
 			return fmt.Errorf("order.cancelled data: %w", err)
 		}
+		natsauth.RecordID(ctx, events.AttrOrderID, d.OrderID)
 		return svc.OrderCancelled(ctx, d.OrderID, ev.UserID, eventOrg(ev, d.OrgID))
 	default:
 		return nil // another order event billing does not act on

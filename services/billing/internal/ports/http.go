@@ -10,7 +10,9 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
@@ -146,5 +148,6 @@ func byID(c echo.Context, use func(context.Context, app.Caller, string) (domain.
 	if err != nil {
 		return err
 	}
+	natsauth.RecordID(c.Request().Context(), events.AttrInvoiceID, inv.ID)
 	return c.JSON(http.StatusOK, toJSON(inv))
 }

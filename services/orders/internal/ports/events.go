@@ -86,6 +86,8 @@ func BillingHandler(svc *app.Service, log *slog.Logger) natsauth.EventHandler {
 		if err := json.Unmarshal(ev.Data, &d); err != nil || d.OrderID == "" {
 			return fmt.Errorf("%s %s: data without order_id", ev.Type, ev.ID)
 		}
+		natsauth.RecordID(ctx, events.AttrOrderID, d.OrderID)
+		natsauth.RecordID(ctx, events.AttrInvoiceID, d.InvoiceID)
 		return svc.ApplyInvoiceStatus(ctx, d.OrderID, ev.UserID, next)
 	}
 }

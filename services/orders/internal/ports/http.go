@@ -11,7 +11,9 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
+	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
@@ -175,6 +177,7 @@ func (h *HTTP) create(c echo.Context) error {
 	if err != nil {
 		return mapErr(err)
 	}
+	natsauth.RecordID(ctx, events.AttrOrderID, o.ID)
 	if replayed {
 		c.Response().Header().Set(HeaderIdempotentReplayed, "true")
 	}
