@@ -92,8 +92,9 @@ func badRequest(reason, desc string) *Error {
 // Result is an issued token with what the log may say about it.
 type Result struct {
 	natsauth.TxnResponse
-	Workload string // req_wl
-	Subject  string // sub (logged hashed by the caller)
+	Workload string        // req_wl
+	Subject  string        // sub (logged hashed by the caller)
+	Claims   *authz.Claims // the subject token's, for the caller's trace (authz.RecordDecision)
 }
 
 // Exchange checks req and issues a transaction token. requestID becomes the
@@ -200,7 +201,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 			AccessToken: tok, IssuedTokenType: authz.TokenTypeTxn, TokenType: "N_A",
 			ExpiresIn: max(int64(exp.Sub(now).Seconds()), 1), Scope: strings.Join(granted, " "),
 		},
-		Workload: actor.Client(), Subject: subj.Subject,
+		Workload: actor.Client(), Subject: subj.Subject, Claims: subj,
 	}, nil
 }
 

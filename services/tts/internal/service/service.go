@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/metric"
@@ -226,34 +227,49 @@ type handler struct {
 	ctx context.Context
 }
 
+// serve answers one exchange under a server span, as natsauth's endpoints
+// are answered: a child of the requesting workload's client span, with the
+// decision (authz.RecordDecision: the subject's hash, key id and client on
+// success; the code and reason of a refusal) and the requesting workload's
+// client id. Neither token nor the issued one is ever recorded.
 func (h *handler) serve(req micro.Request) {
 	start := time.Now()
-	res, err := h.exchange(req)
+	ctx, req, span := natsauth.StartServerSpan(h.ctx, req, "exchange")
+	defer span.End()
+	res, err := h.exchange(ctx, req)
 	workload, result, reason := "unknown", "issued", "ok"
 	if res != nil {
 		workload = res.Workload
+		authz.RecordDecision(ctx, authz.Policy{}, res.Claims, nil)
+		if span.IsRecording() {
+			span.SetAttributes(attrWorkload.String(res.Workload))
+		}
 	}
 	if err != nil {
 		var e *exchange.Error
 		if !errors.As(err, &e) {
 			e = &exchange.Error{Status: 500, Code: "server_error", Reason: "internal", Description: "internal error"}
-			h.log.Error("exchange failed", slog.String("error", err.Error()))
+			h.log.ErrorContext(ctx, "exchange failed", slog.String("error", err.Error()))
 		}
+		authz.RecordDecision(ctx, authz.Policy{}, nil, &authz.Error{Code: authz.Code(e.Code), Reason: e.Reason})
 		result, reason = "refused", e.Reason
 		// The reason, never a token.
-		h.log.Warn("transaction token refused", slog.String("reason", e.Reason), slog.Int("status", e.Status),
+		h.log.WarnContext(ctx, "transaction token refused", slog.String("reason", e.Reason), slog.Int("status", e.Status),
 			slog.String("request_id", req.Headers().Get(natsauth.HeaderRequestID)))
 		_ = req.Error(strconv.Itoa(e.Status), e.Error(), nil)
 	} else {
 		_ = req.RespondJSON(res.TxnResponse)
-		h.log.Debug("transaction token issued", slog.String("workload", res.Workload),
+		h.log.DebugContext(ctx, "transaction token issued", slog.String("workload", res.Workload),
 			slog.String("sub_hash", platform.SubjectHash(res.Subject)), slog.String("scope", res.Scope))
 	}
 	h.m.exchanges.WithLabelValues(workload, result, reason).Inc()
 	h.m.latency.WithLabelValues(result).Observe(time.Since(start).Seconds())
 }
 
-func (h *handler) exchange(req micro.Request) (*exchange.Result, error) {
+// attrWorkload is the requesting workload's client id on the exchange's span.
+const attrWorkload = attribute.Key("authz.req_wl")
+
+func (h *handler) exchange(ctx context.Context, req micro.Request) (*exchange.Result, error) {
 	if len(req.Data()) > maxRequestBytes {
 		return nil, &exchange.Error{Status: 400, Code: "invalid_request", Reason: "too_large", Description: "the request is too large"}
 	}
@@ -261,7 +277,7 @@ func (h *handler) exchange(req micro.Request) (*exchange.Result, error) {
 	if err := json.Unmarshal(req.Data(), &r); err != nil {
 		return nil, &exchange.Error{Status: 400, Code: "invalid_request", Reason: "not_json", Description: "the request is not a JSON token exchange request"}
 	}
-	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return h.ex.Exchange(ctx, r, req.Headers().Get(natsauth.HeaderRequestID))
 }
