@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -29,13 +27,7 @@ import (
 // out by the trace id of a root span it starts (startTestTrace).
 var recorded = tracetest.NewInMemoryExporter()
 
-func TestMain(m *testing.M) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(recorded))
-	otel.SetTracerProvider(tp)
-	code := m.Run()
-	_ = tp.Shutdown(context.Background())
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(authztest.RecordSpans(recorded, m.Run)) }
 
 // startTestTrace starts the test's root span; it ends with the test.
 func startTestTrace(t *testing.T) (context.Context, trace.TraceID) {
@@ -113,41 +105,6 @@ func childOf(child, parent tracetest.SpanStub) bool {
 	return child.Parent.SpanID() == parent.SpanContext.SpanID() && child.SpanContext.TraceID() == parent.SpanContext.TraceID()
 }
 
-// jwtShaped finds anything that looks like a JWS compact serialisation.
-var jwtShaped = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.`)
-
-// noSecrets fails when any attribute, event or link of spans holds a
-// JWT-shaped string or one of forbidden (tokens, raw subjects).
-func noSecrets(t *testing.T, spans tracetest.SpanStubs, forbidden ...string) {
-	t.Helper()
-	check := func(where, s string) {
-		if jwtShaped.MatchString(s) {
-			t.Errorf("%s holds a JWT: %.60s…", where, s)
-		}
-		for _, f := range forbidden {
-			if f != "" && strings.Contains(s, f) {
-				t.Errorf("%s holds %.20s…", where, f)
-			}
-		}
-	}
-	kvs := func(where string, kvs []attribute.KeyValue) {
-		for _, kv := range kvs {
-			check(where+" "+string(kv.Key), kv.Value.String())
-		}
-	}
-	for _, s := range spans {
-		check(s.Name+" name", s.Name)
-		check(s.Name+" status", s.Status.Description)
-		kvs(s.Name, s.Attributes)
-		for _, e := range s.Events {
-			kvs(s.Name+" event "+e.Name, e.Attributes)
-		}
-		for _, l := range s.Links {
-			kvs(s.Name+" link", l.Attributes)
-		}
-	}
-}
-
 func TestHeaderCarrier(t *testing.T) {
 	t.Parallel()
 	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -222,7 +179,7 @@ func TestSpansRequestReply(t *testing.T) {
 		wantAttr(t, srv, "authz.sub_hash", authz.SubjectHash(userSub))
 		wantAttr(t, srv, "authz.key_cache_hit", true)
 		wantAttr(t, srv, "messaging.system", "nats")
-		noSecrets(t, spans, tok, userSub)
+		authztest.NoSecrets(t, spans, tok, userSub)
 	})
 
 	t.Run("denied", func(t *testing.T) {
@@ -244,7 +201,7 @@ func TestSpansRequestReply(t *testing.T) {
 		if cli.Status.Code != codes.Error {
 			t.Errorf("client span status %v", cli.Status)
 		}
-		noSecrets(t, spans, wrong, userSub)
+		authztest.NoSecrets(t, spans, wrong, userSub)
 	})
 }
 
@@ -308,7 +265,7 @@ func TestSpansJetStream(t *testing.T) {
 		if len(deliveries[0].Events) == 0 || deliveries[0].Events[0].Name != EventRetried {
 			t.Errorf("first delivery events %v", deliveries[0].Events)
 		}
-		noSecrets(t, append(deliveries, prod), tok, userSub)
+		authztest.NoSecrets(t, append(deliveries, prod), tok, userSub)
 	})
 
 	t.Run("dead-lettered", func(t *testing.T) {

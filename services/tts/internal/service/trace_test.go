@@ -3,13 +3,10 @@ package service_test
 import (
 	"context"
 	"os"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -22,13 +19,7 @@ import (
 // SDK with it as its only exporter; the TTS runs in process).
 var recorded = tracetest.NewInMemoryExporter()
 
-func TestMain(m *testing.M) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(recorded))
-	otel.SetTracerProvider(tp)
-	code := m.Run()
-	_ = tp.Shutdown(context.Background())
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(authztest.RecordSpans(recorded, m.Run)) }
 
 // TestExchangeTraced: the TTS answers an exchange under a server span, a
 // child of the requesting workload's client span, with the decision on it
@@ -76,13 +67,13 @@ func TestExchangeTraced(t *testing.T) {
 	sub := c.Subject
 	wantAttrs(t, srv, map[string]string{"authz.decision": "allowed", "authz.sub_hash": authz.SubjectHash(sub),
 		"authz.req_wl": "orders-service", "nats.micro.endpoint": "exchange", "messaging.system": "nats"})
-	noSecrets(t, srv, alice, issued, email, sub)
+	authztest.NoSecrets(t, tracetest.SpanStubs{srv}, alice, issued, email, sub)
 
 	// billing may not ask for read:profile nor create:orders: refused.
 	_, srv, _ = exchange(billing)
 	wantAttrs(t, srv, map[string]string{"authz.decision": "denied", "authz.error_code": string(authz.CodeInsufficientScope),
 		"authz.reason": "no_scope_granted", "nats.micro.error_code": "403"})
-	noSecrets(t, srv, alice, email, sub)
+	authztest.NoSecrets(t, tracetest.SpanStubs{srv}, alice, email, sub)
 }
 
 func wantAttrs(t *testing.T, s tracetest.SpanStub, want map[string]string) {
@@ -94,34 +85,6 @@ func wantAttrs(t *testing.T, s tracetest.SpanStub, want map[string]string) {
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("span %q: %s = %q, want %q (attributes %v)", s.Name, k, got[k], v, got)
-		}
-	}
-}
-
-var jwtShaped = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.`)
-
-// noSecrets fails on any attribute or event of s that is JWT-shaped or
-// holds one of forbidden.
-func noSecrets(t *testing.T, s tracetest.SpanStub, forbidden ...string) {
-	t.Helper()
-	var strs []string
-	for _, kv := range s.Attributes {
-		strs = append(strs, string(kv.Key), kv.Value.Emit())
-	}
-	for _, e := range s.Events {
-		strs = append(strs, e.Name)
-		for _, kv := range e.Attributes {
-			strs = append(strs, string(kv.Key), kv.Value.Emit())
-		}
-	}
-	strs = append(strs, s.Status.Description)
-	for _, v := range strs {
-		leak := jwtShaped.MatchString(v)
-		for _, f := range forbidden {
-			leak = leak || (f != "" && strings.Contains(v, f))
-		}
-		if leak {
-			t.Errorf("span %q records %.60q", s.Name, v)
 		}
 	}
 }
