@@ -80,7 +80,7 @@ func wantAttrs(t *testing.T, s tracetest.SpanStub, want map[string]string) {
 	t.Helper()
 	got := map[string]string{}
 	for _, kv := range s.Attributes {
-		got[string(kv.Key)] = kv.Value.Emit()
+		got[string(kv.Key)] = kv.Value.String()
 	}
 	for k, v := range want {
 		if got[k] != v {
