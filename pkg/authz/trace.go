@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -172,6 +173,36 @@ func recordTokenCacheHit(ctx context.Context) {
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(AttrTokenCached.Bool(true), AttrKeyCacheHit.Bool(true))
 	}
+}
+
+// Tracer is otel.Tracer(name) for spans on a hot path: looked up once per
+// installed tracer provider rather than on every span (the SDK's Tracer
+// builds its configuration and takes a lock on each call). It follows the
+// global provider: a later otel.SetTracerProvider is picked up. Safe for
+// concurrent use.
+type Tracer struct {
+	name   string
+	cached atomic.Pointer[providerTracer]
+}
+
+type providerTracer struct {
+	p trace.TracerProvider
+	t trace.Tracer
+}
+
+// NewTracer returns the Tracer of the instrumentation scope name.
+func NewTracer(name string) *Tracer { return &Tracer{name: name} }
+
+// Start starts a span as trace.Tracer.Start does, with the global provider's
+// tracer of t's scope.
+func (t *Tracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	p := otel.GetTracerProvider()
+	c := t.cached.Load()
+	if c == nil || c.p != p {
+		c = &providerTracer{p: p, t: p.Tracer(t.name)}
+		t.cached.Store(c)
+	}
+	return c.t.Start(ctx, name, opts...)
 }
 
 // TracerName is the instrumentation scope of authz's and natsauth's spans.

@@ -5,7 +5,6 @@ import (
 	"errors"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -64,7 +63,7 @@ func (b *Bucket) Purge(ctx context.Context, key string, opts ...jetstream.KVDele
 
 func (b *Bucket) startWrite(ctx context.Context, op string) (context.Context, trace.Span) {
 	name := b.Bucket()
-	return otel.Tracer(tracerName).Start(ctx, "kv "+op+" "+name, trace.WithSpanKind(trace.SpanKindClient),
+	return platformTracer.Start(ctx, "kv "+op+" "+name, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("db.system.name", "nats_kv"), attribute.String("db.namespace", name),
 			attribute.String("db.operation.name", op)))
 }

@@ -5,18 +5,20 @@ import (
 	"strconv"
 
 	"github.com/labstack/echo/v4"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 )
 
-// tracerName is the instrumentation scope of the HTTP server spans.
+// tracerName is the instrumentation scope of the HTTP server and KV spans.
 const tracerName = "github.com/authmesh/authmesh/pkg/platform"
+
+var platformTracer = authz.NewTracer(tracerName)
 
 // traceHTTP is the outermost middleware: one server span per request, named
 // "<method> <route pattern>", a child of the caller's W3C trace context
@@ -42,7 +44,7 @@ func (a *App) traceHTTP(next echo.HandlerFunc) echo.HandlerFunc {
 		if req.TLS != nil {
 			scheme = "https"
 		}
-		ctx, span := otel.Tracer(tracerName).Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
+		ctx, span := platformTracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(semconv.HTTPRequestMethodKey.String(req.Method), semconv.HTTPRoute(route), semconv.URLScheme(scheme)))
 		defer span.End()
 		c.SetRequest(req.WithContext(ctx))

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -29,7 +28,9 @@ var Propagator propagation.TextMapPropagator = propagation.NewCompositeTextMapPr
 // tracerName is the instrumentation scope of natsauth's spans.
 const tracerName = "github.com/authmesh/authmesh/pkg/authz/natsauth"
 
-func tracer() trace.Tracer { return otel.Tracer(tracerName) }
+var natsTracer = authz.NewTracer(tracerName)
+
+func tracer() *authz.Tracer { return natsTracer }
 
 // HeaderCarrier adapts nats.Header to propagation.TextMapCarrier.
 //
