@@ -22,7 +22,7 @@ import (
 // no-op tracer) next to the same stage on a stack whose services record
 // every span (the default parentbased_always_on sampler, and the load's
 // requests carry no trace context, so 100 % are sampled) and export it over
-// OTLP/HTTP to an in-process receiver that counts and drops it. Each stage
+// OTLP/HTTP to an in-process sink that counts it undecoded. Each stage
 // runs on a fresh stack, in the order off, on, on, off (drift over the run
 // cancels out of the means).
 type tracingResult struct {
@@ -141,7 +141,8 @@ func (tr *tracingResult) markdown(p func(string, ...any)) {
 	p("`POST /v1/orders` with %d workers as fast as they go, as in the stack's create stage above, each stage on a\n", tr.Clients)
 	p("fresh `devstack.Run` (after one order and a short warm-up burst), in the order %s. **off**: no\n", tr.runOrder())
 	p("`OTEL_EXPORTER_OTLP_ENDPOINT`, the services run OpenTelemetry's no-op tracer. **on**: every service exports\n")
-	p("over OTLP/HTTP to an in-process receiver (`pkg/platform/telemetry/oteltest`, counting and dropping), with the\n")
+	p("over OTLP/HTTP to an in-process sink (`pkg/platform/telemetry/oteltest` with Discard: it counts the spans without\n")
+	p("decoding them, so the figure is the services' cost — a deployment exports to a collector elsewhere), with the\n")
 	p("default `parentbased_always_on` sampler and no trace context on the requests: 100 %% of them are traced.\n\n")
 	p("| tracing | req/s (mean of rounds) | p50 | p99 | rounds (req/s) |\n|---|---|---|---|---|\n")
 	for _, v := range []struct {
