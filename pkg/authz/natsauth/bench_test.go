@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 )
@@ -26,6 +28,7 @@ import (
 // authz sent from an HTTP handler: the caller's access token is exchanged
 // by a TxnClient, whose cache serves every request after the first.
 func BenchmarkNATSRequest(b *testing.B) {
+	tracingOff(b)
 	m := newMesh(b)
 	nc, _ := connect(b, startNATS(b))
 
@@ -119,4 +122,14 @@ func BenchmarkNATSRequest(b *testing.B) {
 		fmt.Printf("BenchmarkNATSRequest: authz-exchanged throughput = %.1f%% of raw (%.1f µs/op)\n",
 			100*nsPerOp[0]/nsPerOp[3], nsPerOp[3]/1e3)
 	}
+}
+
+// tracingOff runs b as a service without OTEL_EXPORTER_OTLP_ENDPOINT runs:
+// no SDK, OpenTelemetry's no-op tracer (TestMain installs a recording SDK
+// for the package's trace tests, which would otherwise time span recording
+// and let the recorder grow for the whole benchmark).
+func tracingOff(b *testing.B) {
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(noop.NewTracerProvider())
+	b.Cleanup(func() { otel.SetTracerProvider(prev) })
 }
