@@ -131,7 +131,7 @@ func sendRequest(ctx context.Context, nc *nats.Conn, subj string, data []byte) (
 
 // request sends one request under a client span "request <subj>".
 func request(ctx context.Context, nc *nats.Conn, subj string, data []byte, tok string) (_ *nats.Msg, err error) {
-	ctx, span := startSpan(ctx, trace.SpanKindClient, "request", "send", subj)
+	ctx, span := startSpan(ctx, trace.SpanKindClient, "request", subj)
 	defer func() { failSpan(span, err); span.End() }()
 	reply, err := nc.RequestMsgWithContext(ctx, buildMsg(ctx, subj, data, tok))
 	if err != nil {
@@ -166,9 +166,10 @@ func Publish(ctx context.Context, js jetstream.JetStream, subj string, data []by
 // span is a child of it.
 func publish(ctx context.Context, js jetstream.JetStream, subj string, data []byte, tok, msgID string) (_ *jetstream.PubAck, err error) {
 	ctx, opts := producerContext(ctx)
-	ctx, span := tracer().Start(ctx, "publish "+subj, append(opts, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(systemNATS, attrDestination.String(subj), attrOperation.String("publish"),
-			attrOperationType.String("send"), eventType(msgID)))...)
+	ctx, span := startSpan(ctx, trace.SpanKindProducer, "publish", subj, opts...)
+	if span.IsRecording() {
+		span.SetAttributes(eventType(msgID))
+	}
 	defer func() { failSpan(span, err); span.End() }()
 	msg := buildMsg(ctx, subj, data, tok)
 	msg.Header.Set(HeaderMsgID, msgID)

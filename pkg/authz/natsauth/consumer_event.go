@@ -236,7 +236,7 @@ var errWrongHopScope = &authz.Error{Code: authz.CodeInsufficientScope, Reason: "
 // stored_time and this span's start.
 func (c *Consumer) startConsumerSpan(base context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata) (context.Context, trace.Span) {
 	ctx := ContextFromHeaders(base, msg.Headers())
-	ctx, span := startSpan(ctx, trace.SpanKindConsumer, "process", "process", msg.Subject())
+	ctx, span := startSpan(ctx, trace.SpanKindConsumer, "process", msg.Subject())
 	if !span.IsRecording() {
 		return ctx, span // tracing off or not sampled: nothing to format
 	}

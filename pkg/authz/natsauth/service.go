@@ -191,9 +191,9 @@ func (s *Service) serve(endpoint string, policy authz.Policy, h Handler, req mic
 // authz.RecordDecision on ctx, answers through the returned request (its
 // error code lands on the span, a 5xx as Error status) and ends the span.
 func StartServerSpan(base context.Context, req micro.Request, endpoint string) (context.Context, micro.Request, trace.Span) {
-	ctx, span := startSpan(ContextFromHeaders(base, nats.Header(req.Headers())), trace.SpanKindServer, "process", "process",
-		req.Subject(), attrEndpoint.String(endpoint))
+	ctx, span := startSpan(ContextFromHeaders(base, nats.Header(req.Headers())), trace.SpanKindServer, "process", req.Subject())
 	if span.IsRecording() {
+		span.SetAttributes(attrEndpoint.String(endpoint))
 		req = tracedRequest{Request: req, span: span}
 	}
 	return ctx, req, span

@@ -305,7 +305,7 @@ func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []s
 	// request with every caller of the same key.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
 	defer cancel()
-	rctx, span := startSpan(rctx, trace.SpanKindClient, "request", "send", c.cfg.Subject)
+	rctx, span := startSpan(rctx, trace.SpanKindClient, "request", c.cfg.Subject)
 	defer func() { failSpan(span, err); span.End() }()
 	injectTrace(rctx, msg.Header)
 	reply, err := c.cfg.Conn.RequestMsgWithContext(rctx, msg)
