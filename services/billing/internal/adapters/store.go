@@ -241,19 +241,28 @@ func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
 	// event goes to the dead-letter stream with its invoice stored but
 	// unlisted (found by its order id), as before it went there with no
 	// invoice at all. A void without a user gets no key (see userIndexPrefix).
-	var indexed chan error
-	if inv.UserID != "" {
-		indexed = make(chan error, 1)
-		go func() {
-			_, err := kv.Put(ctx, userIndexKey(inv.UserID, inv.OrderID), []byte("1"))
-			indexed <- err
-		}()
-	}
-	_, err = kv.Create(ctx, inv.OrderID, b)
-	if indexed != nil {
-		if ierr := <-indexed; ierr != nil && (err == nil || errors.Is(err, jetstream.ErrKeyExists)) {
-			return fmt.Errorf("kv index %s: %w", inv.OrderID, ierr)
+	// Both writes are one logical write, traced as one span.
+	var indexErr error
+	_, err = kv.Write(ctx, "create", func(ctx context.Context) (uint64, error) {
+		var indexed chan error
+		if inv.UserID != "" {
+			indexed = make(chan error, 1)
+			go func() {
+				_, err := kv.Put(ctx, userIndexKey(inv.UserID, inv.OrderID), []byte("1"))
+				indexed <- err
+			}()
 		}
+		rev, err := kv.Create(ctx, inv.OrderID, b)
+		if indexed != nil {
+			if ierr := <-indexed; ierr != nil && (err == nil || errors.Is(err, jetstream.ErrKeyExists)) {
+				indexErr = fmt.Errorf("kv index %s: %w", inv.OrderID, ierr)
+				return rev, indexErr
+			}
+		}
+		return rev, err
+	})
+	if indexErr != nil {
+		return indexErr
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("%w: order %s has an invoice", domain.ErrConflict, inv.OrderID)
