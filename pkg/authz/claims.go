@@ -44,6 +44,19 @@ type Claims struct {
 	// proof's ath is compared with it rather than hashing the token again.
 	tokenSum [32]byte
 	summed   bool
+	// subHash is SubjectHash(Subject), set before the validators cache the
+	// claims: a cached token's decision is recorded (and logged) on every
+	// request, and need not hash the subject each time.
+	subHash string
+}
+
+// SubjectHash is authz.SubjectHash(c.Subject): computed once for claims a
+// validator cached, else on each call.
+func (c *Claims) SubjectHash() string {
+	if c.subHash != "" {
+		return c.subHash
+	}
+	return SubjectHash(c.Subject)
 }
 
 // IsM2M reports whether the token was issued to a machine through the

@@ -69,7 +69,7 @@ func RecordDecision(ctx context.Context, p Policy, c *Claims, err error) {
 		attrs = append(attrs, AttrPolicy.String(label))
 	}
 	if c != nil {
-		attrs = append(attrs, AttrSubjectHash.String(SubjectHash(c.Subject)), AttrKeyID.String(traceKID(c.KeyID)))
+		attrs = append(attrs, AttrSubjectHash.String(c.SubjectHash()), AttrKeyID.String(traceKID(c.KeyID)))
 		if cl := c.Client(); cl != "" {
 			attrs = append(attrs, AttrClient.String(cl))
 		}

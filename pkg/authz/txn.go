@@ -145,6 +145,7 @@ func (v *TxnValidator) validate(ctx context.Context, token string, at, stored ti
 			return nil, err
 		}
 		if v.cache != nil && v.o.now().Before(c.ExpiresAt) {
+			c.subHash = SubjectHash(c.Subject)
 			v.cache.put(sum, c)
 		}
 	}

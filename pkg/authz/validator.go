@@ -116,7 +116,7 @@ func (v *Validator) Validate(ctx context.Context, token string) (*Claims, error)
 		return nil, err
 	}
 	if v.cache != nil {
-		c.tokenSum, c.summed = sum, true
+		c.tokenSum, c.summed, c.subHash = sum, true, SubjectHash(c.Subject)
 		v.cache.put(sum, c)
 	}
 	return c, nil

@@ -95,7 +95,7 @@ func (a *App) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			slog.Int64("bytes_out", res.Size),
 		}
 		if cl, ok := authz.ClaimsFromEcho(c); ok {
-			attrs = append(attrs, slog.String("sub_hash", SubjectHash(cl.Subject)))
+			attrs = append(attrs, slog.String("sub_hash", cl.SubjectHash()))
 			if cl.IsM2M() {
 				attrs = append(attrs, slog.String("azp", cl.Client()))
 			}
