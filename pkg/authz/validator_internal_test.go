@@ -18,15 +18,7 @@ import (
 // an hour ago is good and one issued now is from the future.
 func TestAccessTokenTimesCheckedOnce(t *testing.T) {
 	t.Parallel()
-	iss := authztest.NewIssuer(t)
-	keys, err := NewKeyProvider(WithJWKSURL(iss.JWKSURL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := NewValidator(keys, WithIssuers(iss.Issuer()), WithAudiences(authztest.Audience), WithTokenCache(0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	iss, v := issuerValidator(t, WithTokenCache(0))
 	wall := time.Now()
 	v.o.now = func() time.Time { return wall.Add(-2 * time.Hour) }
 	old := iss.Token(t, authztest.Claims{"iat": wall.Add(-3 * time.Hour).Unix(), "exp": wall.Add(-time.Hour).Unix()})
@@ -57,4 +49,42 @@ func TestClassify(t *testing.T) {
 			t.Errorf("classify(%v) = %q, want %q", tc.err, got, tc.reason)
 		}
 	}
+}
+
+// TestCachedClaimsSubjectHash: claims the validator caches carry their
+// subject's hash, taken once; uncached claims hash on each call, the same.
+func TestCachedClaimsSubjectHash(t *testing.T) {
+	t.Parallel()
+	iss, v := issuerValidator(t)
+	tok := iss.Token(t, authztest.Claims{"sub": "auth0|0123456789abcdef01234567"})
+	c, err := v.Validate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := v.Validate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := SubjectHash("auth0|0123456789abcdef01234567")
+	if again != c || c.subHash != want || c.SubjectHash() != want {
+		t.Errorf("cached claims: same %v, subHash %q, SubjectHash() %q; want %q", again == c, c.subHash, c.SubjectHash(), want)
+	}
+	if plain := (&Claims{Subject: "auth0|0123456789abcdef01234567"}); plain.SubjectHash() != want {
+		t.Errorf("uncached claims: SubjectHash() %q, want %q", plain.SubjectHash(), want)
+	}
+}
+
+// issuerValidator is a test issuer and a Validator of its tokens, with opts.
+func issuerValidator(t *testing.T, opts ...Option) (*authztest.Issuer, *Validator) {
+	t.Helper()
+	iss := authztest.NewIssuer(t)
+	keys, err := NewKeyProvider(WithJWKSURL(iss.JWKSURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewValidator(keys, append([]Option{WithIssuers(iss.Issuer()), WithAudiences(authztest.Audience)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return iss, v
 }
