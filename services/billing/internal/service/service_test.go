@@ -60,38 +60,22 @@ func newStack(t *testing.T) *stack { return newStackWith(t, "") }
 func newStackWith(t *testing.T, dialect string) *stack {
 	t.Helper()
 	ms := ttstest.NewStack(t, ttstest.StackConfig{NATS: ttstest.WebSocket, TokenDialect: dialect})
-
-	ctx := context.Background()
+	tts := ms.StartTTS(t, nil)
 	// What the orders service owns, created here in its place, in its own
 	// account: ORDERS_EVENTS and the durable billing binds to (the
 	// revocation bucket, users', comes with the stack).
-	nc, js := meshtest.Connect(t, ms.NATS, mesh.Orders)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: ports.OrdersStream, Subjects: []string{"orders.events.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := mesh.ProvisionDurables(ctx, js, mesh.Orders); err != nil {
-		t.Fatal(err)
-	}
-	billingNC, billingJS := meshtest.Connect(t, ms.NATS, mesh.Billing)
-	tts := ms.StartTTS(t, nil)
+	orders := ms.Peer(t, mesh.Orders, jetstream.StreamConfig{Name: ports.OrdersStream, Subjects: []string{"orders.events.>"}})
+	billing := ms.Peer(t, mesh.Billing)
+	cfg := ms.ServiceConfig(t, "billing", tts, nil)
 
-	cfg, err := platform.LoadConfig("billing", func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": ms.Issuer, "BILLING_NATS_URL": ms.NATS.ClientURL(), "AUTH0_TENANT_FILE": ms.TenantFile,
-			"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &stack{t: t, ms: ms, nc: nc, js: js, billingJS: billingJS, tenant: ms.Tenant, tokens: map[string]string{}}
+	s := &stack{t: t, ms: ms, nc: orders.NC, js: orders.JS, billingJS: billing.JS, tenant: ms.Tenant, tokens: map[string]string{},
+		orders: orders.Txn, billing: billing.Txn, txn: ttstest.TxnValidator(t, tts.JWKSURL)}
 	for _, u := range []string{"alice", "bob", "dave", "carol"} {
 		s.tokens[u] = ms.UserToken(t, u+"@authmesh.dev", "openid")
 	}
 	for _, c := range []string{"orders-service", "billing-service"} {
 		s.tokens[c] = ms.ClientToken(t, c)
 	}
-	s.orders = ms.TxnClient(t, nc, "orders-service")
-	s.billing = ms.TxnClient(t, billingNC, "billing-service")
-	s.txn = ttstest.TxnValidator(t, tts.JWKSURL)
 	s.base, _ = platformtest.Serve(t, func(ctx context.Context, opts platform.Options) error {
 		return RunWith(ctx, cfg, opts, Tuning{})
 	})
