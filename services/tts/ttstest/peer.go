@@ -26,8 +26,8 @@ type Peer struct {
 // Peer connects as workload (client <workload>-service, as the mesh names
 // it) and creates in its place what it owns that the service under test
 // binds to: streams and, when there are any, the durables the mesh
-// provisions in its account. Call it after StartTTS: Txn exchanges through
-// the TTS.
+// provisions in its account. Its connection is authorized as any other:
+// by meshtest's callout before StartTTS, by the TTS's after it.
 func (s *Stack) Peer(tb testing.TB, workload string, streams ...jetstream.StreamConfig) *Peer {
 	tb.Helper()
 	nc, js := meshtest.Connect(tb, s.NATS, workload)
