@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,18 +112,6 @@ func (s *stack) billingTxn() string {
 	return tok
 }
 
-// sub reads the subject of a token the tenant issued.
-func sub(t *testing.T, tok string) string {
-	t.Helper()
-	raw, err := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c struct{ Sub string }
-	_ = json.Unmarshal(raw, &c)
-	return c.Sub
-}
-
 func (s *stack) do(method, path, who string) (int, map[string]any, []map[string]any, http.Header) {
 	s.t.Helper()
 	req, _ := http.NewRequest(method, s.base+path, nil)
@@ -150,7 +137,7 @@ func (s *stack) do(method, path, who string) (int, map[string]any, []map[string]
 // JetStream's de-duplication cannot hide a redelivery from billing.
 func (s *stack) orderEvent(who, typ, orderID, userID string, data any) {
 	s.t.Helper()
-	msg, err := natsauth.NewMsg(s.asOrders(who), orderSubject(typ), orderEnvelope(sub(s.t, s.tokens[who]), typ, userID, data))
+	msg, err := natsauth.NewMsg(s.asOrders(who), orderSubject(typ), orderEnvelope(ttstest.Subject(s.t, s.tokens[who]), typ, userID, data))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -190,7 +177,7 @@ func (s *stack) publishOrderEvent(msg *nats.Msg, orderID string) {
 }
 
 func (s *stack) created(who, orderID string, cents int) {
-	s.orderEvent(who, "order.created", orderID, sub(s.t, s.tokens[who]),
+	s.orderEvent(who, "order.created", orderID, ttstest.Subject(s.t, s.tokens[who]),
 		map[string]any{"order_id": orderID, "total_cents": cents, "currency": "EUR", "items": []any{}})
 }
 
@@ -294,7 +281,7 @@ func (s *stack) events(t *testing.T) func() (*jetstream.RawStreamMsg, map[string
 
 func TestBilling(t *testing.T) {
 	s := newStack(t)
-	alice := sub(t, s.tokens["alice"])
+	alice := ttstest.Subject(t, s.tokens["alice"])
 
 	t.Run("lifecycle: open, pay, refund, with events", func(t *testing.T) {
 		next := s.events(t)
@@ -341,7 +328,7 @@ func TestBilling(t *testing.T) {
 		if final["status"] != "refunded" || final["paid_at"] == nil {
 			t.Fatalf("final %v", final)
 		}
-		for _, want := range []struct{ typ, actor, scope string }{{"invoice.paid", alice, "pay:invoices"}, {"invoice.refunded", sub(t, s.tokens["carol"]), "refund:invoices"}} {
+		for _, want := range []struct{ typ, actor, scope string }{{"invoice.paid", alice, "pay:invoices"}, {"invoice.refunded", ttstest.Subject(t, s.tokens["carol"]), "refund:invoices"}} {
 			m, env := next()
 			if env["type"] != want.typ || env["actor"] != want.actor || env["user_id"] != alice {
 				t.Fatalf("event %v, want %s by %s", env, want.typ, want.actor)
@@ -381,7 +368,7 @@ func TestBilling(t *testing.T) {
 	t.Run("list: own, by order, other users need read:all-invoices", func(t *testing.T) {
 		s.created("bob", "ord-bob", 450)
 		s.invoiceOf("bob", "ord-bob")
-		bob := sub(t, s.tokens["bob"])
+		bob := ttstest.Subject(t, s.tokens["bob"])
 		cases := []struct {
 			name, path, who string
 			status, n       int
@@ -566,7 +553,7 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	lazy := platform.NewLazy[*platform.Bucket](adapters.InvoiceBucket)
 	lazy.Set(kv)
 	store := adapters.NewStore(lazy)
-	alice := sub(t, s.tokens["alice"])
+	alice := ttstest.Subject(t, s.tokens["alice"])
 	ctx := authz.WithClaims(context.Background(), &authz.Claims{Subject: alice}, s.tokens["alice"])
 	cur, err := store.Get(ctx, "ord-crash")
 	if err != nil {
@@ -638,7 +625,7 @@ func assertNoToken(t *testing.T, s *stack, raw []byte) {
 // their token void anyone's invoice.
 func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
 	s := newStack(t)
-	alice := sub(t, s.tokens["alice"])
+	alice := ttstest.Subject(t, s.tokens["alice"])
 	dlq := s.tail(t, adapters.DLQStream)
 	cases := []struct {
 		name, who string
@@ -703,7 +690,7 @@ func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
 // nothing.
 func TestOnlyThisHopsTransactionTokensAreAccepted(t *testing.T) {
 	s := newStack(t)
-	alice := sub(t, s.tokens["alice"])
+	alice := ttstest.Subject(t, s.tokens["alice"])
 	s.created("alice", "ord-bearer", 300)
 	s.invoiceOf("alice", "ord-bearer")
 	dlq := s.tail(t, adapters.DLQStream)

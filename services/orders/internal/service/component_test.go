@@ -3,7 +3,6 @@ package service_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -72,18 +71,6 @@ type fakeBilling struct {
 	mu     sync.Mutex
 	paid   map[string]bool
 	voided map[string]string // order id → sub of the token that asked
-}
-
-// subOf reads the sub of a token the tenant issued.
-func subOf(tok string) string {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return ""
-	}
-	b, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	var c struct{ Sub string }
-	_ = json.Unmarshal(b, &c)
-	return c.Sub
 }
 
 // verifiedTxn is what the real users and billing services' natsauth does
@@ -756,7 +743,7 @@ func TestProfileErrorsReachTheCaller(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	tok := s.token("bob@authmesh.dev")
-	bob := subOf(tok)
+	bob := ttstest.Subject(t, tok)
 	tests := []struct {
 		name, code, desc string
 		want             int
