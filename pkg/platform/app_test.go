@@ -168,6 +168,27 @@ func (is *issuer) startNATS(t testing.TB) *server.Server {
 
 var errGone = errors.New("widget not found")
 
+// newServedApp is New for a test that serves HTTP: on a loopback listener,
+// logging nowhere unless opts has a logger. It returns the app and the base
+// URL it will serve once run.
+func newServedApp(t *testing.T, ctx context.Context, cfg Config, opts Options) (*App, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Listener = ln
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	a, err := New(ctx, cfg, opts)
+	if err != nil {
+		_ = ln.Close()
+		t.Fatal(err)
+	}
+	return a, "http://" + ln.Addr().String()
+}
+
 func TestAppServesThroughTheSharedChain(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
@@ -175,20 +196,12 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 	tts := authztest.NewTxnIssuer(t)
 	cfg := is.billingConfig(t, map[string]string{"BILLING_NATS_URL": natsURL, "AUTHMESH_TTS_JWKS_URL": tts.JWKSURL()})
 	logs := &authztest.LogBuffer{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	app, err := New(ctx, cfg, Options{
-		Logger:   slog.New(slog.NewJSONHandler(logs, nil)),
-		Listener: ln,
-		Errors:   []ErrorMapping{{Target: errGone, Status: http.StatusNotFound, Code: "not_found"}},
+	app, base := newServedApp(t, ctx, cfg, Options{
+		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Errors: []ErrorMapping{{Target: errGone, Status: http.StatusNotFound, Code: "not_found"}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	release := make(chan struct{})
 	app.Route(http.MethodGet, "/v1/widgets/:id", authz.RequireAll("read:widgets").Users(), func(c echo.Context) error {
 		switch c.Param("id") {
@@ -222,7 +235,6 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- app.Run(ctx) }()
-	base := "http://" + ln.Addr().String()
 	waitReady(t, base)
 	if is.grants.Load() == 0 {
 		t.Fatal("ready without a client-credentials token: how did NATS let billing in?")

@@ -3,8 +3,6 @@ package platform
 import (
 	"context"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -58,23 +56,15 @@ func TestAppAcceptsEveryIssuerOfItsTenant(t *testing.T) {
 	is := newIssuer(t)
 	cfg := is.billingConfig(t, map[string]string{"AUTH0_ISSUER": is.iss + "," + customDomain,
 		"AUTHMESH_TTS_JWKS_URL": authztest.NewTxnIssuer(t).JWKSURL()})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	app, err := New(ctx, cfg, Options{Listener: ln, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	app, base := newServedApp(t, ctx, cfg, Options{})
 	app.Route(http.MethodGet, "/v1/widgets", authz.RequireAll("read:widgets").Users().Clients("orders-service"), func(c echo.Context) error {
 		cl, _ := authz.ClaimsFromEcho(c)
 		return c.String(http.StatusOK, cl.Issuer)
 	})
 	runErr := make(chan error, 1)
 	go func() { runErr <- app.Run(ctx) }()
-	base := "http://" + ln.Addr().String()
 	waitReady(t, base)
 
 	user := map[string]any{"sub": "auth0|alice", "azp": "authmesh-cli", "permissions": []string{"read:widgets"}, "gty": "password"}

@@ -3,12 +3,12 @@ package platform
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/platform/health"
 )
 
 // Main is the whole of a service's main function:
@@ -16,7 +16,7 @@ import (
 //	func main() { platform.Main("billing", run) }
 //
 // With the argument "healthcheck" it probes the running service's /healthz on
-// 127.0.0.1 (for the exec-form Docker HEALTHCHECK in scratch images) and
+// 127.0.0.1 (health.Local) (for the exec-form Docker HEALTHCHECK in scratch images) and
 // exits 0 or 1. Otherwise it loads the configuration, runs run until SIGINT or
 // SIGTERM, and exits 1 when run fails.
 func Main(service string, run func(ctx context.Context, cfg Config) error) {
@@ -32,8 +32,8 @@ func main(service string, args []string, getenv func(string) string, run func(co
 	if len(args) > 0 {
 		switch args[0] {
 		case "healthcheck":
-			if err := Healthcheck(cfg.HTTPAddr, 3*time.Second); err != nil {
-				fmt.Fprintln(os.Stderr, err)
+			if err := health.Local(context.Background(), cfg.HTTPAddr, 3*time.Second); err != nil {
+				fmt.Fprintln(os.Stderr, "healthcheck:", err)
 				return 1
 			}
 			return 0
@@ -49,22 +49,4 @@ func main(service string, args []string, getenv func(string) string, run func(co
 		return 1
 	}
 	return 0
-}
-
-// Healthcheck GETs http://127.0.0.1:<port of addr>/healthz and returns nil on 200.
-func Healthcheck(addr string, timeout time.Duration) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("healthcheck: address %q: %w", addr, err)
-	}
-	client := &http.Client{Timeout: timeout}
-	resp, err := client.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz")
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: status %d", resp.StatusCode)
-	}
-	return nil
 }

@@ -3,8 +3,6 @@ package platform
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -21,14 +19,7 @@ func TestSetUpRetriesAndGates(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
 	cfg := is.billingConfig(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(context.Background(), cfg, Options{Listener: ln, Logger: slog.New(slog.DiscardHandler), SetUpTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, _ := newServedApp(t, context.Background(), cfg, Options{SetUpTimeout: 50 * time.Millisecond})
 	store := NewLazy[string]("widget store")
 	var tries atomic.Int32
 	early := make(chan struct{})

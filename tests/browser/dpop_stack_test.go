@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/authmesh/authmesh/tools/devtenant/tenanttest"
 )
 
 // TestSPADPoPRequired runs the SPA against the whole stack with every service
@@ -96,20 +96,8 @@ func TestSPADPoPRequired(t *testing.T) {
 // Bearer: pkg/authz/m2m sends no proofs, so required_for all_clients would
 // refuse them and the stack would not start.
 func TestSPATenantRequiresDPoP(t *testing.T) {
-	root := repoRoot(t)
-	raw, err := os.ReadFile(filepath.Join(root, "deploy", "tenant.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const optional = "    proof_of_possession:\n      mechanism: dpop\n      required: false\n"
-	if !strings.Contains(string(raw), optional) {
-		t.Fatal("deploy/tenant.yaml no longer has the API's optional proof_of_possession this test makes required")
-	}
-	tenantFile := filepath.Join(t.TempDir(), "tenant.yaml")
-	required := strings.Replace(string(raw), optional, "    proof_of_possession:\n      mechanism: dpop\n      required: true\n      required_for: public_clients\n", 1)
-	if err := os.WriteFile(tenantFile, []byte(required), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	tenantFile := tenanttest.WithPoP(t, filepath.Join(repoRoot(t), "deploy", "tenant.yaml"),
+		"    proof_of_possession:\n      mechanism: dpop\n      required: true\n      required_for: public_clients\n")
 	ctx, exe, shots := onStackWithTenant(t, tenantFile)
 
 	resp, err := http.PostForm("http://localhost:8400/oauth/token", url.Values{

@@ -251,20 +251,15 @@ func TestMarkdownExchangeAndStack(t *testing.T) {
 			RSSIdle: map[string]int64{"tts": 14 * 1024, "users": 15 * 1024}, RSSLoad: map[string]int64{"tts": 18 * 1024},
 		},
 	}
-	md := r.markdown(nil, func(s string) string { return s })
-	for _, want := range []string{
+	markdownHas(t, r,
 		"| NATSRequest/authz-exchanged | 151000 | 10890 | 80 | NATSRequest/raw |",
 		"| uncached | 905195 | 33852 | 262 |",
 		"| cached | 1506 | 0 | 0 |",
 		"A cache hit is **601× faster** than an exchange",
 		"**orders-create reached 0.16 of orders-read's req/s** (1440 against 9000)",
 		"| tts | 14.0 MiB | 18.0 MiB | 1.3× |",
-		"| #13 | " + createShareWhat + " | 0.16 (1440 / 9000 req/s) | **INFO** |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+		"| #13 | "+createShareWhat+" | 0.16 (1440 / 9000 req/s) | **INFO** |",
+	)
 	// Without the exchange benchmark the section is left out, not empty.
 	delete(res, "Exchange/uncached")
 	delete(res, "Exchange/cached")
@@ -405,20 +400,15 @@ func TestNATSConnectReport(t *testing.T) {
 	if _, ok := r.Go.natsConnect("password"); ok {
 		t.Fatal("the baseline has no ratio")
 	}
-	md := r.markdown(nil, func(s string) string { return s })
-	for _, want := range []string{
+	markdownHas(t, r,
 		"### NATS connect: password against the auth callout",
 		"| password | password user, plain configuration (TCP) | 200 µs |  | 66219 | 238 |  |  |",
 		"| callout-workload-cold | orders' client-credentials token, a new one each time: signature and claims checked, JWKS cached | 1700 µs | 540 µs | 297725 | 1880 | password | 8.50× |",
 		"| callout-person-websocket-warm | a person's access token over WebSocket (account LIVE), the same token again | 2000 µs | 620 µs | 187194 | 883 | password-websocket | 8.00× |",
 		"| callout-jwks-cold | first connection after the callout starts: a new validator fetches the JWKS, then checks the token | — | — | — | — | password | not run |",
-		"| #14 | " + natsConnectTargets[0].what + " | 8.00× (1600 µs / 200 µs) | **INFO** |",
-		"| #14 | " + natsConnectTargets[2].what + " | — | **NOT MEASURED** |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+		"| #14 | "+natsConnectTargets[0].what+" | 8.00× (1600 µs / 200 µs) | **INFO** |",
+		"| #14 | "+natsConnectTargets[2].what+" | — | **NOT MEASURED** |",
+	)
 	// Without the benchmark the section is left out, not empty.
 	r.Go = &goBench{Results: map[string]benchStat{"Exchange/cached": {NsOp: 1}}}
 	if md := r.markdown(nil, func(s string) string { return s }); strings.Contains(md, "NATS connect: password") {
@@ -434,17 +424,27 @@ func TestTracingMarkdown(t *testing.T) {
 	tr := &tracingResult{Clients: 50, Spans: 24000, Exports: 60, OnCreated: 2000,
 		Off: []stage{{RPS: 1100, Lat: ds(40, 50, 90)}, {RPS: 900, Lat: ds(40, 60, 95)}},
 		On:  []stage{{RPS: 950, Lat: ds(45, 55, 100)}, {RPS: 850, Lat: ds(45, 65, 110)}}}
-	md := (&report{Tracing: tr}).markdown(nil, func(s string) string { return s })
-	for _, want := range []string{
+	markdownHas(t, (&report{Tracing: tr}),
 		"## Tracing overhead (issue 16)",
 		"off, on, on, off",
 		"| off | 1000 | 50.0 ms | 95.0 ms | 1100, 900 |",
 		"| on, 100 % sampled | 900 | 55.0 ms | 110.0 ms | 950, 850 |",
 		"**Throughput lost with tracing on: 10.0 %** (900 against 1000 req/s), within the target of ≤ 10 %.",
 		"24000 spans in 60 export requests for the 2000 orders the traced stacks created, warm-ups included (12.0 spans per order)",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("no %q in the tracing section:\n%s", want, md[strings.Index(md, "## Tracing"):])
+	)
+}
+
+// markdownHas fails the test for each of want that r's report lacks, and
+// then shows the report.
+func markdownHas(t *testing.T, r *report, want ...string) {
+	t.Helper()
+	md := r.markdown(nil, func(s string) string { return s })
+	for _, w := range want {
+		if !strings.Contains(md, w) {
+			t.Errorf("report lacks %q", w)
 		}
+	}
+	if t.Failed() {
+		t.Logf("the report:\n%s", md)
 	}
 }

@@ -79,7 +79,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 
 	if g := r.Go; g != nil && len(g.Results) > 0 {
 		p("## Go benchmarks\n\n`%s`. Figures: median of %d rounds; ratios: median of the ratios within each round.\n\n", g.Cmd, len(g.Rounds))
-		p("| benchmark | ns/op | B/op | allocs/op | baseline | ratio |\n|---|---|---|---|---|---|\n")
+		tableHeader(p, "benchmark", "ns/op", "B/op", "allocs/op", "baseline", "ratio")
 		rows := []struct{ name, base, kind string }{
 			{"Validate/baseline-go-jwt-middleware", "", ""},
 			{"Validate/authz-cold", "Validate/baseline-go-jwt-middleware", "time"},
@@ -94,9 +94,8 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 			{"NATSRequest/authz-exchanged", "NATSRequest/raw", "tput"},
 		}
 		for _, row := range rows {
-			s, ok := g.Results[row.name]
-			if !ok {
-				p("| %s | — | — | — | | not run |\n", row.name)
+			if _, ok := g.Results[row.name]; !ok {
+				tableRow(p, row.name, g.stat(row.name), "", "not run")
 				continue
 			}
 			ratio := ""
@@ -120,7 +119,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 					}
 				}
 			}
-			p("| %s | %.0f | %.0f | %.0f | %s | %s |\n", row.name, s.NsOp, s.BOp, s.AllocsOp, row.base, ratio)
+			tableRow(p, row.name, g.stat(row.name), row.base, ratio)
 		}
 		p("\n`Validate/paired-cold-vs-baseline` calls go-jwt-middleware's validator and authz-cold alternately\n")
 		p("in one loop (each first every other time) and reports authz-cold's total time over the baseline's: both\n")
@@ -250,23 +249,14 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 // pays for a transaction token, with and without its client's cache.
 func (r *report) exchangeSection(p func(string, ...any)) {
 	g := r.Go
-	un, okU := g.Results["Exchange/uncached"]
-	ca, okC := g.Results["Exchange/cached"]
-	if !okU && !okC {
+	variants := []string{"uncached", "cached"}
+	if !g.ranAny("Exchange/", variants) {
 		return
 	}
 	p("### Transaction token exchange (`services/tts`, `BenchmarkExchange`)\n\n")
-	p("| variant | ns/op | B/op | allocs/op |\n|---|---|---|---|\n")
-	for _, v := range []struct {
-		name string
-		s    benchStat
-		ok   bool
-	}{{"uncached", un, okU}, {"cached", ca, okC}} {
-		if !v.ok {
-			p("| %s | — | — | — |\n", v.name)
-			continue
-		}
-		p("| %s | %.0f | %.0f | %.0f |\n", v.name, v.s.NsOp, v.s.BOp, v.s.AllocsOp)
+	tableHeader(p, "variant", "ns/op", "B/op", "allocs/op")
+	for _, v := range variants {
+		tableRow(p, v, g.stat("Exchange/"+v))
 	}
 	if x, ok := g.ratio("Exchange/uncached", "Exchange/cached", speed); ok {
 		p("\nA cache hit is **%.0f× faster** than an exchange (median of the ratios within each round).\n", x)
@@ -306,18 +296,19 @@ func (g *goBench) natsConnect(name string) (x float64, ok bool) {
 // connect (issue 14).
 func (r *report) natsConnectSection(p func(string, ...any)) {
 	g := r.Go
-	if !slices.ContainsFunc(natsConnectVariants, func(v struct{ name, base, desc string }) bool {
-		_, ok := g.Results["NATSConnect/"+v.name]
-		return ok
-	}) {
+	var variants []string
+	for _, v := range natsConnectVariants {
+		variants = append(variants, v.name)
+	}
+	if !g.ranAny("NATSConnect/", variants) {
 		return
 	}
 	p("### NATS connect: password against the auth callout (`pkg/platform/callout`, `BenchmarkNATSConnect`)\n\n")
-	p("| variant | what | connect | callout decision (mean) | B/op | allocs/op | baseline | × the baseline's time |\n|---|---|---|---|---|---|---|---|\n")
+	tableHeader(p, "variant", "what", "connect", "callout decision (mean)", "B/op", "allocs/op", "baseline", "× the baseline's time")
 	for _, v := range natsConnectVariants {
 		s, ok := g.Results["NATSConnect/"+v.name]
 		if !ok {
-			p("| %s | %s | — | — | — | — | %s | not run |\n", v.name, v.desc, v.base)
+			tableRow(p, v.name, v.desc, "—", "—", "—", "—", v.base, "not run")
 			continue
 		}
 		decision, ratio := "", ""
@@ -327,7 +318,7 @@ func (r *report) natsConnectSection(p func(string, ...any)) {
 		if x, ok := g.natsConnect(v.name); ok {
 			ratio = fmt.Sprintf("%.2f×", x)
 		}
-		p("| %s | %s | %s | %s | %.0f | %.0f | %s | %s |\n", v.name, v.desc, us(s.NsOp), decision, s.BOp, s.AllocsOp, v.base, ratio)
+		tableRow(p, v.name, v.desc, us(s.NsOp), decision, fmt.Sprintf("%.0f", s.BOp), fmt.Sprintf("%.0f", s.AllocsOp), v.base, ratio)
 	}
 	p("\nA connection here is `nats.Connect` and its first `Flush` (CONNECT, the server's verdict, one PING/PONG),\n")
 	p("client, server and callout in one process on loopback. The password server has a plain configuration (one account\n")
@@ -395,14 +386,9 @@ func (r *report) dpopSection(p func(string, ...any)) {
 		return
 	}
 	p("### DPoP against Bearer (`pkg/authz`, `BenchmarkDPoP`)\n\n")
-	p("| variant | what | ns/op | B/op | allocs/op |\n|---|---|---|---|---|\n")
+	tableHeader(p, "variant", "what", "ns/op", "B/op", "allocs/op")
 	for _, row := range rows {
-		s, ok := g.Results["DPoP/"+row.name]
-		if !ok {
-			p("| %s | %s | — | — | — |\n", row.name, row.desc)
-			continue
-		}
-		p("| %s | %s | %.0f | %.0f | %.0f |\n", row.name, row.desc, s.NsOp, s.BOp, s.AllocsOp)
+		tableRow(p, row.name, row.desc, g.stat("DPoP/"+row.name))
 	}
 	if x, ok := g.metric("DPoP/paired", "x-of-target"); ok {
 		p("\nDPoP's cost is %.3f× the target (1.5× Bearer's cached cost plus one ES256 verify), measured by `paired`,\n", x)
@@ -414,4 +400,43 @@ func (r *report) dpopSection(p func(string, ...any)) {
 	}
 	p("Proofs are signed outside the timer (the client's work); the `jti` is claimed in an in-memory replay cache here,\n")
 	p("where a service claims it in its NATS KV bucket (one JetStream round trip more, shared by every replica).\n\n")
+}
+
+// tableHeader writes a Markdown table's header row and the row under it.
+func tableHeader(p func(string, ...any), columns ...string) {
+	tableRow(p, columns)
+	p("|%s\n", strings.Repeat("---|", len(columns)))
+}
+
+// tableRow writes one Markdown table row; each value is a string or a []string
+// of consecutive cells.
+func tableRow(p func(string, ...any), values ...any) {
+	var row []string
+	for _, v := range values {
+		switch v := v.(type) {
+		case []string:
+			row = append(row, v...)
+		default:
+			row = append(row, fmt.Sprint(v))
+		}
+	}
+	p("| %s |\n", strings.Join(row, " | "))
+}
+
+// stat is the ns/op, B/op and allocs/op cells of the benchmark name, or a
+// dash in each when it did not run.
+func (g *goBench) stat(name string) []string {
+	s, ok := g.Results[name]
+	if !ok {
+		return []string{"—", "—", "—"}
+	}
+	return []string{fmt.Sprintf("%.0f", s.NsOp), fmt.Sprintf("%.0f", s.BOp), fmt.Sprintf("%.0f", s.AllocsOp)}
+}
+
+// ranAny reports whether any of the sub-benchmarks prefix+name ran.
+func (g *goBench) ranAny(prefix string, names []string) bool {
+	return slices.ContainsFunc(names, func(n string) bool {
+		_, ok := g.Results[prefix+n]
+		return ok
+	})
 }

@@ -48,6 +48,7 @@ require (
 
 require (
 	github.com/authmesh/authmesh/pkg/authz v0.0.0
+	github.com/authmesh/authmesh/pkg/platform v0.0.0
 	github.com/authmesh/authmesh/tools/devtenant v0.0.0
 	github.com/authmesh/authmesh/tools/trace v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
@@ -60,3 +61,5 @@ replace github.com/authmesh/authmesh/tools/devtenant => ../devtenant
 replace github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
 
 replace github.com/authmesh/authmesh/tools/trace => ../trace
+
+replace github.com/authmesh/authmesh/pkg/platform => ../../pkg/platform

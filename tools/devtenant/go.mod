@@ -10,6 +10,7 @@ require (
 
 require (
 	github.com/auth0/go-jwt-middleware/v2 v2.3.1 // indirect
+	github.com/authmesh/authmesh/pkg/platform v0.0.0
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
@@ -46,3 +47,5 @@ require (
 )
 
 replace github.com/authmesh/authmesh/pkg/authz => ../../pkg/authz
+
+replace github.com/authmesh/authmesh/pkg/platform => ../../pkg/platform

@@ -32,6 +32,17 @@ func recorded(t testing.TB) []byte {
 	return b
 }
 
+// recordedData is the one trace of testdata/trace.json's answer, decoded
+// as T: a Trace, or json.RawMessage to build other answers from.
+func recordedData[T any](t testing.TB) T {
+	t.Helper()
+	var env struct{ Data []T }
+	if err := json.Unmarshal(recorded(t), &env); err != nil || len(env.Data) != 1 {
+		t.Fatalf("testdata/trace.json: %d traces, %v; want one", len(env.Data), err)
+	}
+	return env.Data[0]
+}
+
 // fakeJaeger serves the query API from canned answers by path; every
 // request's query is kept for the test to check.
 type fakeJaeger struct {
@@ -95,12 +106,9 @@ func TestDecodeRecordedTrace(t *testing.T) {
 
 func TestRenderRecordedTrace(t *testing.T) {
 	t.Parallel()
-	var env struct{ Data []Trace }
-	if err := json.Unmarshal(recorded(t), &env); err != nil {
-		t.Fatal(err)
-	}
+	tr := recordedData[Trace](t)
 	var out bytes.Buffer
-	if err := Render(&out, env.Data[0], Options{Width: 30}); err != nil {
+	if err := Render(&out, tr, Options{Width: 30}); err != nil {
 		t.Fatal(err)
 	}
 	if *update {
@@ -189,19 +197,16 @@ func FuzzRender(f *testing.F) {
 
 func TestLatestPicksTheNewestOrder(t *testing.T) {
 	t.Parallel()
-	var env struct{ Data []json.RawMessage }
-	if err := json.Unmarshal(recorded(t), &env); err != nil {
-		t.Fatal(err)
-	}
+	raw := recordedData[json.RawMessage](t)
 	// A second, later order: the same trace moved 5 s on, with another id.
-	later := strings.ReplaceAll(string(env.Data[0]), recordedID, "11111111111111111111111111111111")
+	later := strings.ReplaceAll(string(raw), recordedID, "11111111111111111111111111111111")
 	var tr Trace
 	json.Unmarshal([]byte(later), &tr)
 	for i := range tr.Spans {
 		tr.Spans[i].StartTime += 5_000_000
 	}
 	b, _ := json.Marshal(tr)
-	f := &fakeJaeger{answers: map[string]string{"/api/traces": `{"data":[` + string(env.Data[0]) + `,` + string(b) + `]}`}}
+	f := &fakeJaeger{answers: map[string]string{"/api/traces": `{"data":[` + string(raw) + `,` + string(b) + `]}`}}
 	got, err := f.start(t).Latest(context.Background(), OrdersService, CreateOrderSpan, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -219,10 +224,7 @@ func TestLatestPicksTheNewestOrder(t *testing.T) {
 
 func TestByOrder(t *testing.T) {
 	t.Parallel()
-	var env struct{ Data []json.RawMessage }
-	if err := json.Unmarshal(recorded(t), &env); err != nil {
-		t.Fatal(err)
-	}
+	raw := recordedData[json.RawMessage](t)
 	// A later trace that names the order too, without creating it: its payment.
 	pay, _ := json.Marshal(Trace{TraceID: "22222222222222222222222222222222", Processes: map[string]Process{"p1": {ServiceName: "billing"}},
 		Spans: []Span{{SpanID: "aa", OperationName: "POST /v1/invoices/:id/pay", ProcessID: "p1", StartTime: 1 << 60,
@@ -238,7 +240,7 @@ func TestByOrder(t *testing.T) {
 				w.Write([]byte(`{"data":[]}`))
 				return
 			}
-			w.Write([]byte(`{"data":[` + string(pay) + `,` + string(env.Data[0]) + `]}`))
+			w.Write([]byte(`{"data":[` + string(pay) + `,` + string(raw) + `]}`))
 		}))
 		t.Cleanup(srv.Close)
 		return &Client{URL: srv.URL}, &queries
@@ -327,10 +329,7 @@ func TestClearErrors(t *testing.T) {
 // Jaeger no longer holds keeps its ids.
 func TestLinkedSpans(t *testing.T) {
 	t.Parallel()
-	var env struct{ Data []Trace }
-	if err := json.Unmarshal(recorded(t), &env); err != nil {
-		t.Fatal(err)
-	}
+	tr := recordedData[Trace](t)
 	const payTrace = "0af7651916cd43dd8448eb211c80319c"
 	pay, _ := json.Marshal(Trace{TraceID: payTrace, Processes: map[string]Process{"p1": {ServiceName: "billing"}},
 		Spans: []Span{{SpanID: "b7ad6b7169203331", OperationName: "POST /v1/invoices/:id/pay", ProcessID: "p1"}}})
@@ -339,9 +338,9 @@ func TestLinkedSpans(t *testing.T) {
 		if held {
 			f.answers["/api/traces/"+payTrace] = `{"data":[` + string(pay) + `]}`
 		}
-		linked := f.start(t).LinkedSpans(context.Background(), env.Data[0])
+		linked := f.start(t).LinkedSpans(context.Background(), tr)
 		var out bytes.Buffer
-		if err := Render(&out, env.Data[0], Options{Linked: linked}); err != nil {
+		if err := Render(&out, tr, Options{Linked: linked}); err != nil {
 			t.Fatal(err)
 		}
 		want := `↳ link: billing "POST /v1/invoices/:id/pay" in trace ` + payTrace

@@ -36,7 +36,7 @@ type Feed struct {
 func (s *Stack) Feed(tb testing.TB, email string, kinds ...string) *Feed {
 	tb.Helper()
 	tok := s.UserToken(tb, email, "")
-	f := &Feed{Sub: tokenSubject(tb, tok), msgs: make(chan *nats.Msg, 64), errs: make(chan error, 16)}
+	f := &Feed{Sub: Subject(tb, tok), msgs: make(chan *nats.Msg, 64), errs: make(chan error, 16)}
 	nc, err := nats.Connect(s.NATS.WebsocketURL(), nats.Token(tok), nats.NoReconnect(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			select {
@@ -118,8 +118,9 @@ func (f *Feed) checkErrs(tb testing.TB) {
 	}
 }
 
-// tokenSubject reads the sub of a token the tenant issued.
-func tokenSubject(tb testing.TB, tok string) string {
+// Subject reads the sub of a token the tenant issued (not verified: the
+// test holds the token it was given).
+func Subject(tb testing.TB, tok string) string {
 	tb.Helper()
 	parts := strings.Split(tok, ".")
 	var c struct{ Sub string }

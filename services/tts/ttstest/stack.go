@@ -8,9 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -23,6 +21,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
+	"github.com/authmesh/authmesh/tools/devtenant/tenanttest"
 )
 
 // Audience is the API the development tenant issues access tokens for.
@@ -79,7 +78,7 @@ func NewStack(tb testing.TB, cfg StackConfig) *Stack {
 	}
 	served := s.TenantFile
 	if cfg.TokenDialect != "" {
-		served = withDialect(tb, s.TenantFile, cfg.TokenDialect)
+		served = tenanttest.WithDialect(tb, s.TenantFile, cfg.TokenDialect)
 	}
 	s.Tenant, err = tenant.New(tenant.Config{Issuer: s.Issuer, TenantFile: served, DevDir: filepath.Join(deploy, "dev"),
 		DataDir: tb.TempDir(), Logger: slog.New(slog.DiscardHandler)})
@@ -184,28 +183,15 @@ func TxnValidator(tb testing.TB, jwks string) *authz.TxnValidator {
 	return v
 }
 
-// withDialect writes a copy of the tenant file whose resource servers use
-// dialect, and returns its path.
-func withDialect(tb testing.TB, file, dialect string) string {
-	tb.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		tb.Fatalf("ttstest: %v", err)
-	}
-	re := regexp.MustCompile(`(?m)^([ \t]*token_dialect:[ \t]*)\S+[ \t]*$`)
-	if !re.Match(b) {
-		tb.Fatalf("ttstest: %s has no token_dialect to replace", file)
-	}
-	out := filepath.Join(tb.TempDir(), "tenant.yaml")
-	if err := os.WriteFile(out, re.ReplaceAll(b, []byte("${1}"+dialect)), 0o600); err != nil {
-		tb.Fatalf("ttstest: %v", err)
-	}
-	return out
-}
+// RFC9068 is the token dialect of Auth0's RFC 9068 profile with
+// permissions (typ at+jwt, client_id instead of azp, no gty), for
+// StackConfig.TokenDialect.
+const RFC9068 = "rfc9068_profile_authz"
 
-// TokenType returns the typ of tok's JOSE header (at+jwt for the RFC 9068
-// profile, JWT for Auth0's).
-func TokenType(tb testing.TB, tok string) string {
+// RequireRFC9068 fails the test unless tok's JOSE header says typ at+jwt,
+// as the RFC 9068 profile's tokens do (Auth0's own say JWT): a test of that
+// profile that got the other kind would prove nothing.
+func RequireRFC9068(tb testing.TB, tok string) {
 	tb.Helper()
 	head, _, _ := strings.Cut(tok, ".")
 	raw, err := base64.RawURLEncoding.DecodeString(head)
@@ -218,5 +204,7 @@ func TokenType(tb testing.TB, tok string) string {
 	if err := json.Unmarshal(raw, &h); err != nil {
 		tb.Fatalf("ttstest: token header: %v", err)
 	}
-	return h.Typ
+	if h.Typ != "at+jwt" {
+		tb.Fatalf("devtenant issued typ %q, want at+jwt", h.Typ)
+	}
 }

@@ -2,11 +2,13 @@
 // other components' tests: the same code as the tts binary, on a loopback
 // port, against the test's NATS server and tenant. Stack starts those too:
 // the in-process NATS with the mesh's accounts and devtenant, which every
-// component test of a service stands on.
+// component test of a service stands on, with the other workloads as its
+// peers (Stack.Peer) and the service's configuration (Stack.ServiceConfig).
 //
 //	st := ttstest.NewStack(t, ttstest.StackConfig{})
 //	tts := st.StartTTS(t, nil)
-//	env["AUTHMESH_TTS_JWKS_URL"] = tts.JWKSURL
+//	orders := st.Peer(t, mesh.Orders, ordersEvents) // its stream, its durables
+//	cfg := st.ServiceConfig(t, "billing", tts, nil)
 package ttstest
 
 import (

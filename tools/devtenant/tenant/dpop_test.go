@@ -3,31 +3,19 @@ package tenant
 import (
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/tools/devtenant/tenanttest"
 )
 
-// tenantWithPoP writes deploy/tenant.yaml with the API's proof_of_possession
-// replaced by pop ("" removes it) and returns a tenant serving it.
+// tenantWithPoP serves deploy/tenant.yaml with the API's
+// proof_of_possession replaced by pop ("" removes it).
 func tenantWithPoP(t *testing.T, pop string, mutate func(*Config)) *testTenant {
 	t.Helper()
-	raw, err := os.ReadFile(testTenantFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const current = "    proof_of_possession:\n      mechanism: dpop\n      required: false\n"
-	if !strings.Contains(string(raw), current) {
-		t.Fatal("deploy/tenant.yaml no longer has the API's proof_of_possession this test replaces")
-	}
-	file := filepath.Join(t.TempDir(), "tenant.yaml")
-	if err := os.WriteFile(file, []byte(strings.Replace(string(raw), current, pop, 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := tenanttest.WithPoP(t, testTenantFile, pop)
 	return newTenant(t, func(c *Config) {
 		c.TenantFile = file
 		if mutate != nil {
@@ -226,17 +214,9 @@ func TestDPoPWithoutAPIPolicy(t *testing.T) {
 	if r.status != 200 || r.body["token_type"] != "Bearer" || claims["cnf"] != nil {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
-	if _, err := LoadModel(testIssuer, writeTenant(t, "    proof_of_possession:\n      mechanism: mtls\n"), devDir); err == nil || !strings.Contains(err.Error(), "mtls") {
+	if _, err := LoadModel(testIssuer, tenanttest.WithPoP(t, testTenantFile, "    proof_of_possession:\n      mechanism: mtls\n"), devDir); err == nil || !strings.Contains(err.Error(), "mtls") {
 		t.Fatalf("mtls: %v", err)
 	}
-}
-
-func writeTenant(t *testing.T, pop string) string {
-	t.Helper()
-	raw, _ := os.ReadFile(testTenantFile)
-	file := filepath.Join(t.TempDir(), "tenant.yaml")
-	_ = os.WriteFile(file, []byte(strings.Replace(string(raw), "    proof_of_possession:\n      mechanism: dpop\n      required: false\n", pop, 1)), 0o600)
-	return file
 }
 
 // TestDPoPBoundAuthorizationCode: a code whose /authorize request named

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/authmesh/authmesh/services/tts/ttstest"
 )
 
 // orgOf reads the org_id of a token the tenant issued.
@@ -70,7 +72,7 @@ func TestInvoicesAreScopedToTheOrganization(t *testing.T) {
 	}
 
 	// Relayed by the orders service for bob: the data's org_id is the order's.
-	bob := sub(t, s.tokens["bob"])
+	bob := ttstest.Subject(t, s.tokens["bob"])
 	s.orderEvent("orders-service", "order.created", "ord_globex1", bob,
 		map[string]any{"order_id": "ord_globex1", "total_cents": 500, "currency": "EUR", "items": []any{}, "org_id": globexID})
 	if inv := s.invoiceOf("bob@globex", "ord_globex1"); inv["org_id"] != globexID {
@@ -84,7 +86,7 @@ func TestInvoicesAreScopedToTheOrganization(t *testing.T) {
 	}
 
 	// A customer's event cannot claim an organization its token lacks.
-	s.orderEvent("alice", "order.created", "ord_forged", sub(t, s.tokens["alice"]),
+	s.orderEvent("alice", "order.created", "ord_forged", ttstest.Subject(t, s.tokens["alice"]),
 		map[string]any{"order_id": "ord_forged", "total_cents": 100, "currency": "EUR", "items": []any{}, "org_id": acmeID})
 	if inv := s.invoiceOf("alice", "ord_forged"); inv["org_id"] != nil {
 		t.Errorf("an event's data moved the invoice into an organization: %v", inv)

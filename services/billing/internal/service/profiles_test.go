@@ -13,10 +13,8 @@ import (
 // the TTS's callout maps by client_id — and its HTTP edge admits users.
 func TestRFC9068Tokens(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, "rfc9068_profile_authz")
-	if typ := ttstest.TokenType(t, s.tokens["alice"]); typ != "at+jwt" {
-		t.Fatalf("devtenant issued typ %q, want at+jwt", typ)
-	}
+	s := newStackWith(t, ttstest.RFC9068)
+	ttstest.RequireRFC9068(t, s.tokens["alice"])
 	if status, _, _, _ := s.do(http.MethodGet, "/v1/invoices", "alice"); status != http.StatusOK {
 		t.Fatalf("list invoices with an RFC 9068 token: %d", status)
 	}

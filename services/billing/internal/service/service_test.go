@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,38 +59,22 @@ func newStack(t *testing.T) *stack { return newStackWith(t, "") }
 func newStackWith(t *testing.T, dialect string) *stack {
 	t.Helper()
 	ms := ttstest.NewStack(t, ttstest.StackConfig{NATS: ttstest.WebSocket, TokenDialect: dialect})
-
-	ctx := context.Background()
+	tts := ms.StartTTS(t, nil)
 	// What the orders service owns, created here in its place, in its own
 	// account: ORDERS_EVENTS and the durable billing binds to (the
 	// revocation bucket, users', comes with the stack).
-	nc, js := meshtest.Connect(t, ms.NATS, mesh.Orders)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: ports.OrdersStream, Subjects: []string{"orders.events.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := mesh.ProvisionDurables(ctx, js, mesh.Orders); err != nil {
-		t.Fatal(err)
-	}
-	billingNC, billingJS := meshtest.Connect(t, ms.NATS, mesh.Billing)
-	tts := ms.StartTTS(t, nil)
+	orders := ms.Peer(t, mesh.Orders, jetstream.StreamConfig{Name: ports.OrdersStream, Subjects: []string{"orders.events.>"}})
+	billing := ms.Peer(t, mesh.Billing)
+	cfg := ms.ServiceConfig(t, "billing", tts, nil)
 
-	cfg, err := platform.LoadConfig("billing", func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": ms.Issuer, "BILLING_NATS_URL": ms.NATS.ClientURL(), "AUTH0_TENANT_FILE": ms.TenantFile,
-			"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &stack{t: t, ms: ms, nc: nc, js: js, billingJS: billingJS, tenant: ms.Tenant, tokens: map[string]string{}}
+	s := &stack{t: t, ms: ms, nc: orders.NC, js: orders.JS, billingJS: billing.JS, tenant: ms.Tenant, tokens: map[string]string{},
+		orders: orders.Txn, billing: billing.Txn, txn: ttstest.TxnValidator(t, tts.JWKSURL)}
 	for _, u := range []string{"alice", "bob", "dave", "carol"} {
 		s.tokens[u] = ms.UserToken(t, u+"@authmesh.dev", "openid")
 	}
 	for _, c := range []string{"orders-service", "billing-service"} {
 		s.tokens[c] = ms.ClientToken(t, c)
 	}
-	s.orders = ms.TxnClient(t, nc, "orders-service")
-	s.billing = ms.TxnClient(t, billingNC, "billing-service")
-	s.txn = ttstest.TxnValidator(t, tts.JWKSURL)
 	s.base, _ = platformtest.Serve(t, func(ctx context.Context, opts platform.Options) error {
 		return RunWith(ctx, cfg, opts, Tuning{})
 	})
@@ -129,18 +112,6 @@ func (s *stack) billingTxn() string {
 	return tok
 }
 
-// sub reads the subject of a token the tenant issued.
-func sub(t *testing.T, tok string) string {
-	t.Helper()
-	raw, err := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c struct{ Sub string }
-	_ = json.Unmarshal(raw, &c)
-	return c.Sub
-}
-
 func (s *stack) do(method, path, who string) (int, map[string]any, []map[string]any, http.Header) {
 	s.t.Helper()
 	req, _ := http.NewRequest(method, s.base+path, nil)
@@ -166,7 +137,7 @@ func (s *stack) do(method, path, who string) (int, map[string]any, []map[string]
 // JetStream's de-duplication cannot hide a redelivery from billing.
 func (s *stack) orderEvent(who, typ, orderID, userID string, data any) {
 	s.t.Helper()
-	msg, err := natsauth.NewMsg(s.asOrders(who), orderSubject(typ), orderEnvelope(sub(s.t, s.tokens[who]), typ, userID, data))
+	msg, err := natsauth.NewMsg(s.asOrders(who), orderSubject(typ), orderEnvelope(ttstest.Subject(s.t, s.tokens[who]), typ, userID, data))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -206,7 +177,7 @@ func (s *stack) publishOrderEvent(msg *nats.Msg, orderID string) {
 }
 
 func (s *stack) created(who, orderID string, cents int) {
-	s.orderEvent(who, "order.created", orderID, sub(s.t, s.tokens[who]),
+	s.orderEvent(who, "order.created", orderID, ttstest.Subject(s.t, s.tokens[who]),
 		map[string]any{"order_id": orderID, "total_cents": cents, "currency": "EUR", "items": []any{}})
 }
 
@@ -310,7 +281,7 @@ func (s *stack) events(t *testing.T) func() (*jetstream.RawStreamMsg, map[string
 
 func TestBilling(t *testing.T) {
 	s := newStack(t)
-	alice := sub(t, s.tokens["alice"])
+	alice := ttstest.Subject(t, s.tokens["alice"])
 
 	t.Run("lifecycle: open, pay, refund, with events", func(t *testing.T) {
 		next := s.events(t)
@@ -357,7 +328,7 @@ func TestBilling(t *testing.T) {
 		if final["status"] != "refunded" || final["paid_at"] == nil {
 			t.Fatalf("final %v", final)
 		}
-		for _, want := range []struct{ typ, actor, scope string }{{"invoice.paid", alice, "pay:invoices"}, {"invoice.refunded", sub(t, s.tokens["carol"]), "refund:invoices"}} {
+		for _, want := range []struct{ typ, actor, scope string }{{"invoice.paid", alice, "pay:invoices"}, {"invoice.refunded", ttstest.Subject(t, s.tokens["carol"]), "refund:invoices"}} {
 			m, env := next()
 			if env["type"] != want.typ || env["actor"] != want.actor || env["user_id"] != alice {
 				t.Fatalf("event %v, want %s by %s", env, want.typ, want.actor)
@@ -397,7 +368,7 @@ func TestBilling(t *testing.T) {
 	t.Run("list: own, by order, other users need read:all-invoices", func(t *testing.T) {
 		s.created("bob", "ord-bob", 450)
 		s.invoiceOf("bob", "ord-bob")
-		bob := sub(t, s.tokens["bob"])
+		bob := ttstest.Subject(t, s.tokens["bob"])
 		cases := []struct {
 			name, path, who string
 			status, n       int
@@ -582,7 +553,7 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	lazy := platform.NewLazy[*platform.Bucket](adapters.InvoiceBucket)
 	lazy.Set(kv)
 	store := adapters.NewStore(lazy)
-	alice := sub(t, s.tokens["alice"])
+	alice := ttstest.Subject(t, s.tokens["alice"])
 	ctx := authz.WithClaims(context.Background(), &authz.Claims{Subject: alice}, s.tokens["alice"])
 	cur, err := store.Get(ctx, "ord-crash")
 	if err != nil {
@@ -654,7 +625,7 @@ func assertNoToken(t *testing.T, s *stack, raw []byte) {
 // their token void anyone's invoice.
 func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
 	s := newStack(t)
-	alice := sub(t, s.tokens["alice"])
+	alice := ttstest.Subject(t, s.tokens["alice"])
 	dlq := s.tail(t, adapters.DLQStream)
 	cases := []struct {
 		name, who string
@@ -719,7 +690,7 @@ func TestOrderEventOnAnotherUsersBehalf(t *testing.T) {
 // nothing.
 func TestOnlyThisHopsTransactionTokensAreAccepted(t *testing.T) {
 	s := newStack(t)
-	alice := sub(t, s.tokens["alice"])
+	alice := ttstest.Subject(t, s.tokens["alice"])
 	s.created("alice", "ord-bearer", 300)
 	s.invoiceOf("alice", "ord-bearer")
 	dlq := s.tail(t, adapters.DLQStream)

@@ -3,7 +3,6 @@ package service_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -45,15 +44,7 @@ type stack struct {
 	app     *platform.App
 	// peers are the users and billing services as the tests play them, by
 	// workload name.
-	peers map[string]*peer
-}
-
-// peer is another workload: its connection and JetStream in its own
-// account, and its TTS client (its own M2M token as the actor).
-type peer struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	txn *natsauth.TxnClient
+	peers map[string]*ttstest.Peer
 }
 
 // fakeUsers answers authmesh.users.profile for the caller named by the
@@ -80,18 +71,6 @@ type fakeBilling struct {
 	mu     sync.Mutex
 	paid   map[string]bool
 	voided map[string]string // order id → sub of the token that asked
-}
-
-// subOf reads the sub of a token the tenant issued.
-func subOf(tok string) string {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return ""
-	}
-	b, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	var c struct{ Sub string }
-	_ = json.Unmarshal(b, &c)
-	return c.Sub
 }
 
 // verifiedTxn is what the real users and billing services' natsauth does
@@ -192,43 +171,19 @@ func newStack(t *testing.T) *stack { return newStackWith(t, "") }
 func newStackWith(t *testing.T, dialect string) *stack {
 	t.Helper()
 	ms := ttstest.NewStack(t, ttstest.StackConfig{NATS: ttstest.WebSocket, TokenDialect: dialect})
+	tts := ms.StartTTS(t, nil)
 	// What the users and billing services own, created here in their place,
 	// each in its own account: their event streams with the durables orders
 	// binds to (the revocation bucket every validator watches comes with the
 	// stack).
-	peers := map[string]*peer{}
-	for _, o := range []struct {
-		workload string
-		stream   jetstream.StreamConfig
-	}{
-		{mesh.Billing, jetstream.StreamConfig{Name: ports.BillingStream, Subjects: []string{"billing.events.>"}}},
-		{mesh.Users, jetstream.StreamConfig{Name: ports.UsersStream, Subjects: []string{"users.events.>"}}},
-	} {
-		nc, js := meshtest.Connect(t, ms.NATS, o.workload)
-		if _, err := js.CreateOrUpdateStream(context.Background(), o.stream); err != nil {
-			t.Fatal(err)
-		}
-		if err := mesh.ProvisionDurables(context.Background(), js, o.workload); err != nil {
-			t.Fatal(err)
-		}
-		peers[o.workload] = &peer{nc: nc, js: js}
+	peers := map[string]*ttstest.Peer{
+		mesh.Billing: ms.Peer(t, mesh.Billing, jetstream.StreamConfig{Name: ports.BillingStream, Subjects: []string{"billing.events.>"}}),
+		mesh.Users:   ms.Peer(t, mesh.Users, jetstream.StreamConfig{Name: ports.UsersStream, Subjects: []string{"users.events.>"}}),
 	}
 	_, ordersJS := meshtest.Connect(t, ms.NATS, mesh.Orders)
-	tts := ms.StartTTS(t, nil)
-
-	users, billing := startFakes(t, peers[mesh.Users].nc, peers[mesh.Billing].nc, ttstest.TxnValidator(t, tts.JWKSURL))
-
-	cfg, err := platform.LoadConfig(service.Name, func(k string) string {
-		return map[string]string{"AUTH0_ISSUER": ms.Issuer, "ORDERS_NATS_URL": ms.NATS.ClientURL(), "ORDERS_LOG_LEVEL": "error", "AUTH0_TENANT_FILE": ms.TenantFile,
-			"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	users, billing := startFakes(t, peers[mesh.Users].NC, peers[mesh.Billing].NC, ttstest.TxnValidator(t, tts.JWKSURL))
+	cfg := ms.ServiceConfig(t, service.Name, tts, map[string]string{"ORDERS_LOG_LEVEL": "error"})
 	st := &stack{t: t, orders: ordersJS, ms: ms, tenant: ms.Tenant, users: users, billing: billing, peers: peers}
-	for w, p := range peers {
-		p.txn = ms.TxnClient(t, p.nc, cfg.PeerClientID(w))
-	}
 	st.base, _ = platformtest.Serve(t, func(ctx context.Context, opts platform.Options) error {
 		return service.RunWith(ctx, cfg, opts,
 			service.Tuning{RelayEvery: 100 * time.Millisecond, RelayGrace: 200 * time.Millisecond, MetricsEvery: 100 * time.Millisecond,
@@ -347,15 +302,15 @@ func envelopeOf(t *testing.T, m *jetstream.RawStreamMsg) natsauth.Envelope {
 func (s *stack) publishAs(token, subj, typ, entityID, userID string, data any) {
 	s.t.Helper()
 	p := s.sender(subj)
-	ctx := natsauth.WithOutbound(context.Background(), &natsauth.Outbound{Exchanger: p.txn, Scopes: mesh.HopScopes})
+	ctx := natsauth.WithOutbound(context.Background(), &natsauth.Outbound{Exchanger: p.Txn, Scopes: mesh.HopScopes})
 	ctx = authz.WithClaims(ctx, nil, token)
-	if _, err := natsauth.PublishEvent(ctx, p.js, subj, typ, entityID, userID, data); err != nil {
+	if _, err := natsauth.PublishEvent(ctx, p.JS, subj, typ, entityID, userID, data); err != nil {
 		s.t.Fatal(err)
 	}
 }
 
 // sender is the peer that sends subj (mesh.Hops).
-func (s *stack) sender(subj string) *peer {
+func (s *stack) sender(subj string) *ttstest.Peer {
 	s.t.Helper()
 	for _, h := range mesh.Hops {
 		if p, ok := s.peers[h.Sender]; ok && h.Subject == subj {
@@ -378,7 +333,7 @@ func (s *stack) publishRaw(hdr nats.Header, subj, typ, actor, entityID, userID s
 	msg.Header = hdr
 	msg.Header.Set(natsauth.HeaderMsgID, typ+":"+entityID+":"+app.NewUUID())
 	msg.Data = env
-	if _, err := s.sender(subj).js.PublishMsg(context.Background(), msg); err != nil {
+	if _, err := s.sender(subj).JS.PublishMsg(context.Background(), msg); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -736,7 +691,7 @@ func TestBlockedUsersPendingOrdersAreCancelled(t *testing.T) {
 	// transaction for bob, and the transaction token of his it did receive
 	// (orders reading his profile), put on an event about alice, is
 	// dead-lettered.
-	if _, err := s.peers[mesh.Users].txn.Exchange(context.Background(), bob, mesh.HopScopes("users.events.blocked")); authz.CodeOf(err) != authz.CodeInsufficientScope {
+	if _, err := s.peers[mesh.Users].Txn.Exchange(context.Background(), bob, mesh.HopScopes("users.events.blocked")); authz.CodeOf(err) != authz.CodeInsufficientScope {
 		t.Fatalf("bob's token exchanged for a block: %v", err)
 	}
 	bobTxn := s.users.txnOf(bobs.UserID)
@@ -788,7 +743,7 @@ func TestProfileErrorsReachTheCaller(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	tok := s.token("bob@authmesh.dev")
-	bob := subOf(tok)
+	bob := ttstest.Subject(t, tok)
 	tests := []struct {
 		name, code, desc string
 		want             int
@@ -842,7 +797,7 @@ func TestOnlyThisHopsTransactionTokensAreAccepted(t *testing.T) {
 	o := s.placeOrder(alice, mugs)
 	co := s.placeOrder(carol, mugs)
 	dlq := s.tail(t, adapters.DLQStream)
-	payTxn, err := s.peers[mesh.Billing].txn.Exchange(context.Background(), alice, mesh.HopScopes("billing.events.invoice.paid"))
+	payTxn, err := s.peers[mesh.Billing].Txn.Exchange(context.Background(), alice, mesh.HopScopes("billing.events.invoice.paid"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func TestOwnersHearOfTheirOrdersLive(t *testing.T) {
 	hears(paid.ID, "pending")
 	// Billing republishes (its relay, a redelivery) under a new message id,
 	// so JetStream does not drop the second: one transition, one update.
-	txn, err := s.peers[mesh.Billing].txn.Exchange(context.Background(), alice, mesh.HopScopes("billing.events.invoice.paid"))
+	txn, err := s.peers[mesh.Billing].Txn.Exchange(context.Background(), alice, mesh.HopScopes("billing.events.invoice.paid"))
 	if err != nil {
 		t.Fatal(err)
 	}

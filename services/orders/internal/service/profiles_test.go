@@ -15,11 +15,9 @@ import (
 // takes an RFC 9068 subject and actor token.
 func TestRFC9068Tokens(t *testing.T) {
 	t.Parallel()
-	s := newStackWith(t, "rfc9068_profile_authz")
+	s := newStackWith(t, ttstest.RFC9068)
 	alice := s.token("alice@authmesh.dev")
-	if typ := ttstest.TokenType(t, alice); typ != "at+jwt" {
-		t.Fatalf("devtenant issued typ %q, want at+jwt", typ)
-	}
+	ttstest.RequireRFC9068(t, alice)
 	o := s.placeOrder(alice, `{"items":[{"sku":"kettle","quantity":1}]}`)
 	if r := s.do(http.MethodGet, "/v1/orders/"+o.ID, alice, ""); r.Status != http.StatusOK {
 		t.Fatalf("get own order: %d %s", r.Status, r.Body)

@@ -14,11 +14,9 @@ import (
 // their permissions.
 func TestRFC9068Tokens(t *testing.T) {
 	t.Parallel()
-	s := startStackWith(t, "rfc9068_profile_authz")
+	s := startStackWith(t, ttstest.RFC9068)
 	alice := s.userToken("alice@authmesh.dev")
-	if typ := ttstest.TokenType(t, alice); typ != "at+jwt" {
-		t.Fatalf("devtenant issued typ %q, want at+jwt", typ)
-	}
+	ttstest.RequireRFC9068(t, alice)
 	if r := s.do(http.MethodGet, "/v1/me", alice, ""); r.Status != http.StatusOK {
 		t.Fatalf("GET /v1/me: %d %s", r.Status, r.Body)
 	}

@@ -68,32 +68,22 @@ func startStackWith(t *testing.T, dialect string) *stack {
 	s := &stack{t: t}
 	ms := ttstest.NewStack(t, ttstest.StackConfig{Issuer: issuer, Wrap: s.tenantFront, TokenDialect: dialect})
 	s.ms, s.tenant = ms, ms.Tenant
-	s.nc, _ = meshtest.Connect(t, ms.NATS, mesh.Orders)
 	_, s.js = meshtest.Connect(t, ms.NATS, mesh.Users)
 
 	// The revocation bucket is users' own, but the TTS, started first,
 	// waits for it: the stack creates it in users' place.
 	tts := ms.StartTTS(t, nil)
-	s.orders = ms.TxnClient(t, s.nc, "orders-service")
+	orders := ms.Peer(t, mesh.Orders)
+	s.nc, s.orders = orders.NC, orders.Txn
 	s.txn = ttstest.TxnValidator(t, tts.JWKSURL)
-
-	env := map[string]string{
-		"AUTH0_ISSUER":          issuer,
-		"AUTH0_AUDIENCE":        audience,
-		"AUTH0_JWKS_URL":        ms.JWKSURL,
-		"AUTH0_TOKEN_URL":       ms.TenantURL + "/oauth/token",
-		"USERS_MGMT_URL":        ms.TenantURL + "/api/v2/",
-		"USERS_MGMT_AUDIENCE":   mgmtAud,
-		"USERS_NATS_URL":        ms.NATS.ClientURL(),
-		"USERS_LOG_LEVEL":       "error",
-		"AUTH0_TENANT_FILE":     ms.TenantFile,
-		"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL,
-	}
-	cfg, err := platform.LoadConfig("users", func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cfg = cfg
+	s.cfg = ms.ServiceConfig(t, "users", tts, map[string]string{
+		"AUTH0_AUDIENCE":      audience,
+		"AUTH0_JWKS_URL":      ms.JWKSURL,
+		"AUTH0_TOKEN_URL":     ms.TenantURL + "/oauth/token",
+		"USERS_MGMT_URL":      ms.TenantURL + "/api/v2/",
+		"USERS_MGMT_AUDIENCE": mgmtAud,
+		"USERS_LOG_LEVEL":     "error",
+	})
 	s.base, s.stopUsers = s.startUsers()
 	return s
 }

@@ -4,10 +4,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/platform/health"
 )
 
 func main() {
@@ -15,14 +17,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: httpprobe URL")
 		os.Exit(2)
 	}
-	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get(os.Args[1])
-	if err != nil {
+	if err := health.Get(context.Background(), os.Args[1], 2*time.Second); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintln(os.Stderr, resp.Status)
 		os.Exit(1)
 	}
 }

@@ -9,12 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/platform/health"
 )
 
 func main() {
@@ -34,7 +35,7 @@ func run(args []string, getenv func(string) string) error {
 		dir = "/web"
 	}
 	if len(args) == 1 && args[0] == "healthcheck" {
-		return healthcheck(addr)
+		return health.Local(context.Background(), addr, 2*time.Second)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("unknown arguments %q (usage: webserve [healthcheck])", args)
@@ -93,20 +94,4 @@ func handler(dir string, log *slog.Logger) http.Handler {
 		files.ServeHTTP(w, r)
 		log.Debug("request", "method", r.Method, "path", r.URL.Path, "latency", time.Since(start))
 	})
-}
-
-func healthcheck(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("WEB_ADDR %q: %w", addr, err)
-	}
-	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://127.0.0.1:" + port + "/healthz")
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthz: %s", resp.Status)
-	}
-	return nil
 }

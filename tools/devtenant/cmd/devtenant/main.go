@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/authmesh/authmesh/pkg/platform/health"
 	"github.com/authmesh/authmesh/tools/devtenant/tenant"
 )
 
@@ -123,23 +124,10 @@ func logLevel() slog.Level {
 	return l
 }
 
+// healthcheck checks the devtenant serving on DEVTENANT_ADDR's port, from
+// inside its container.
 func healthcheck(ctx context.Context) error {
-	_, port, err := net.SplitHostPort(env("DEVTENANT_ADDR", ":8400"))
-	if err != nil {
-		return fmt.Errorf("DEVTENANT_ADDR: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+port+"/healthz", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthz: %s", resp.Status)
-	}
-	return nil
+	return health.Local(ctx, env("DEVTENANT_ADDR", ":8400"), 3*time.Second)
 }
 
 func token(ctx context.Context, args []string, out io.Writer) error {
