@@ -448,3 +448,19 @@ func markdownHas(t *testing.T, r *report, want ...string) {
 		t.Logf("the report:\n%s", md)
 	}
 }
+
+// TestDPoPMarkdown: the DPoP section gives the paired ratio and its floor,
+// and issue 15's target row carries the floor beside the verdict.
+func TestDPoPMarkdown(t *testing.T) {
+	t.Parallel()
+	paired := benchStat{NsOp: 190000, Metrics: map[string]float64{
+		"x-of-target": 1.02, "x-of-target-median": 1.021, "ns-beyond-bearer+es256": 1500,
+		"floor-x-of-target": 1.004, "floor-x-of-target-median": 1.001}}
+	res := map[string]benchStat{"DPoP/dpop-cold-proof": {NsOp: 64000}, "DPoP/paired": paired}
+	r := &report{Go: &goBench{Results: res, Rounds: []map[string]benchStat{res}}}
+	markdownHas(t, r,
+		"DPoP's cost is 1.020× the target",
+		"is 1.004× the target by itself (by each call's median: floor 1.001×, DPoP 1.021×)",
+		"| #15 | DPoP: cold proof + cached token ≤ 1.5× Bearer cached + one ES256 verify | 1.020× of the target (its floor, the signature check alone: 1.004×) | **MISSED** |",
+	)
+}

@@ -380,7 +380,7 @@ func (r *report) dpopSection(p func(string, ...any)) {
 		{"bearer-cached", "Bearer: a cached access token (the baseline)"},
 		{"es256-verify", "one ES256 verify of a proof, alone: SHA-256 of its signing input and the P-256 check (crypto/ecdsa)"},
 		{"dpop-cold-proof", "DPoP: the same cached token plus a new proof each request (signature, claims, ath, thumbprint, jti claimed)"},
-		{"paired", "the three above in turn, call by call (B/op and allocs/op: the three together)"},
+		{"paired", "the three above and the floor (the same cached token, only the proof's key lookup and signature check) in turn, call by call (B/op and allocs/op: the four together)"},
 	}
 	if _, ok := g.Results["DPoP/dpop-cold-proof"]; !ok {
 		return
@@ -397,6 +397,16 @@ func (r *report) dpopSection(p func(string, ...any)) {
 			p("; DPoP's work beyond the token and the signature took %.0f ns a request", ns)
 		}
 		p(". ")
+		if fl, ok := g.metric("DPoP/paired", "floor-x-of-target"); ok {
+			p("The floor, what any verifier pays before it reads a claim (the cached token, the proof's key\n")
+			p("lookup and its signature check), is %.3f× the target by itself", fl)
+			if flm, ok := g.metric("DPoP/paired", "floor-x-of-target-median"); ok {
+				if xm, ok := g.metric("DPoP/paired", "x-of-target-median"); ok {
+					p(" (by each call's median: floor %.3f×, DPoP %.3f×)", flm, xm)
+				}
+			}
+			p(": the target leaves the claims, `htu`, `iat`, `ath`, the binding and the replay claim no time at all.\n")
+		}
 	}
 	p("Proofs are signed outside the timer (the client's work); the `jti` is claimed in an in-memory replay cache here,\n")
 	p("where a service claims it in its NATS KV bucket (one JetStream round trip more, shared by every replica).\n\n")
