@@ -16,8 +16,8 @@ import (
 //	func main() { platform.Main("billing", run) }
 //
 // With the argument "healthcheck" it probes the running service's /healthz on
-// 127.0.0.1 (health.Local) (for the exec-form Docker HEALTHCHECK in scratch images) and
-// exits 0 or 1. Otherwise it loads the configuration, runs run until SIGINT or
+// 127.0.0.1 with health.Local (for the exec-form Docker HEALTHCHECK in scratch
+// images) and exits 0 or 1. Otherwise it loads the configuration, runs run until SIGINT or
 // SIGTERM, and exits 1 when run fails.
 func Main(service string, run func(ctx context.Context, cfg Config) error) {
 	os.Exit(main(service, os.Args[1:], os.Getenv, run))

@@ -464,3 +464,25 @@ func TestDPoPMarkdown(t *testing.T) {
 		"| #15 | DPoP: cold proof + cached token ≤ 1.5× Bearer cached + one ES256 verify | 1.020× of the target (its floor, the signature check alone: 1.004×) | **MISSED** |",
 	)
 }
+
+// TestTracingOrder: rounds alternate which of off and on goes first, so a
+// drift over the run weighs on both alike, and the report says the order.
+func TestTracingOrder(t *testing.T) {
+	t.Parallel()
+	got := (&tracingResult{Off: make([]stage, 4), On: make([]stage, 4)}).runOrder()
+	if want := "off, on, on, off, off, on, on, off (drift"; !strings.HasPrefix(got, want) {
+		t.Fatalf("run order %q; want it to start %q", got, want)
+	}
+	if got := (&tracingResult{Off: make([]stage, 1), On: make([]stage, 1)}).runOrder(); got != "off, on" {
+		t.Fatalf("one round: %q", got)
+	}
+	var on int
+	for _, o := range tracingOrder(3) {
+		if o {
+			on++
+		}
+	}
+	if n := len(tracingOrder(3)); n != 6 || on != 3 {
+		t.Fatalf("3 rounds: %d stages, %d on; want 6, 3", n, on)
+	}
+}

@@ -43,7 +43,7 @@ type options struct {
 	skipGo    bool
 	skipWrk   bool
 	skipStack bool
-	// The tracing overhead pair (tracing.go): 2 rounds are off, on, on, off.
+	// The tracing overhead rounds (tracing.go): each an off and an on stage, alternating.
 	skipTracing   bool
 	tracingRounds int
 	stackLog      string
@@ -71,15 +71,15 @@ func run() error {
 	flag.BoolVar(&o.skipWrk, "skip-wrk", false, "skip the wrk comparison")
 	flag.BoolVar(&o.skipStack, "skip-stack", false, "skip the stack under load")
 	flag.BoolVar(&o.skipTracing, "skip-tracing", false, "skip orders-create with tracing on and off")
-	flag.IntVar(&o.tracingRounds, "tracing-rounds", 2, "rounds of orders-create with tracing off and on: 1 (off, on) or 2 (off, on, on, off)")
+	flag.IntVar(&o.tracingRounds, "tracing-rounds", 4, "rounds of orders-create with tracing off and on, each an off and an on stage, alternating (off, on, on, off, off, on, …)")
 	flag.StringVar(&o.stackLog, "stack-log", "", "keep the stack's logs in this file (default: discarded with the temporary directory)")
 	quick := flag.Bool("quick", false, "short runs (a smoke test of the runner, not a measurement)")
 	flag.Parse()
 	if *quick {
 		o.count, o.benchtime, o.wrkDur, o.wrkRounds, o.stageDur, o.tracingRounds = 1, "200ms", time.Second, 1, 2*time.Second, 1
 	}
-	if o.tracingRounds != 1 && o.tracingRounds != 2 {
-		return fmt.Errorf("-tracing-rounds %d: want 1 or 2", o.tracingRounds)
+	if o.tracingRounds < 1 || o.tracingRounds > 20 {
+		return fmt.Errorf("-tracing-rounds %d: want 1 to 20", o.tracingRounds)
 	}
 	if o.root == "" {
 		wd, err := os.Getwd()

@@ -23,8 +23,8 @@ import (
 // every span (the default parentbased_always_on sampler, and the load's
 // requests carry no trace context, so 100 % are sampled) and export it over
 // OTLP/HTTP to an in-process sink that counts it undecoded. Each stage
-// runs on a fresh stack, in the order off, on, on, off (drift over the run
-// cancels out of the means).
+// runs on a fresh stack, alternating (off, on, on, off, off, on, …: drift
+// over the run cancels out of the means).
 type tracingResult struct {
 	Clients   int
 	Off, On   []stage // one per round, in run order within each
@@ -50,10 +50,7 @@ func runTracing(ctx context.Context, o options, log *slog.Logger) (*tracingResul
 	}
 	defer os.RemoveAll(dir)
 	res := &tracingResult{Clients: o.clients}
-	order := []bool{false, true, true, false}
-	if o.tracingRounds == 1 {
-		order = []bool{false, true}
-	}
+	order := tracingOrder(o.tracingRounds)
 	for i, on := range order {
 		endpoint, name := "", "orders-create-trace-off"
 		if on {
@@ -177,8 +174,24 @@ func (tr *tracingResult) markdown(p func(string, ...any)) {
 }
 
 func (tr *tracingResult) runOrder() string {
-	if len(tr.Off)+len(tr.On) > 2 {
-		return "off, on, on, off (drift over the run cancels out of the means)"
+	order := tracingOrder(min(len(tr.Off), len(tr.On)))
+	names := make([]string, len(order))
+	for i, on := range order {
+		names[i] = map[bool]string{false: "off", true: "on"}[on]
 	}
-	return "off, on"
+	if len(order) > 2 {
+		return strings.Join(names, ", ") + " (drift over the run cancels out of the means)"
+	}
+	return strings.Join(names, ", ")
+}
+
+// tracingOrder is the stages of rounds rounds, true for tracing on: each
+// round an off and an on stage, every other round the other way round (off,
+// on, on, off, off, on, …), so that a drift over the run weighs on both alike.
+func tracingOrder(rounds int) []bool {
+	order := make([]bool, 0, 2*rounds)
+	for i := range rounds {
+		order = append(order, i%2 == 1, i%2 == 0)
+	}
+	return order
 }
