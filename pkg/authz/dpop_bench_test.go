@@ -31,7 +31,7 @@ import (
 // runs them call by call in turn and compares their total times. It runs a
 // fourth call too, the floor: the same cached token and only the proof's
 // key lookup and signature check — what any DPoP check costs before it
-// reads a claim. floor-x-of-target above 1 means the target is below what
+// reads a claim. x-floor-of-target above 1 means the target is below what
 // checking a proof's signature costs, whatever the rest does.
 func BenchmarkDPoP(b *testing.B) {
 	iss := authztest.NewIssuer(b)
@@ -141,7 +141,7 @@ func BenchmarkDPoP(b *testing.B) {
 	// The four in turn, each first every fourth time, each call timed by
 	// one interval between clock reads (a clock read, some 20-50 ns, is in
 	// every interval alike). x-of-target is the DPoP calls' total time over
-	// 1.5× the Bearer calls' plus the ES256 verifies', floor-x-of-target the
+	// 1.5× the Bearer calls' plus the ES256 verifies', x-floor-of-target the
 	// floor calls'. B/op and allocs/op are the four calls' together. The -median metrics take each call's
 	// median interval instead of the mean: a call the scheduler preempted
 	// (a loaded machine) counts once, not with the whole time slice it lost,
@@ -204,12 +204,12 @@ func BenchmarkDPoP(b *testing.B) {
 			b.ReportMetric(dp/(1.5*bc+es), "x-of-target")
 			b.ReportMetric(dp/bc, "x-bearer-cached")
 			b.ReportMetric((dp-bc-es)/float64(b.N), "ns-beyond-bearer+es256")
-			b.ReportMetric(float64(spent[floorCall])/(1.5*bc+es), "floor-x-of-target")
+			b.ReportMetric(float64(spent[floorCall])/(1.5*bc+es), "x-floor-of-target")
 		}
 		if bc, es, dp, fl := median(each[bearerCall]), median(each[es256Call]), median(each[dpopCall]), median(each[floorCall]); bc > 0 {
 			b.ReportMetric(dp/(1.5*bc+es), "x-of-target-median")
 			b.ReportMetric(dp-bc-es, "ns-beyond-median")
-			b.ReportMetric(fl/(1.5*bc+es), "floor-x-of-target-median")
+			b.ReportMetric(fl/(1.5*bc+es), "x-floor-of-target-median")
 		}
 	})
 }

@@ -455,7 +455,7 @@ func TestDPoPMarkdown(t *testing.T) {
 	t.Parallel()
 	paired := benchStat{NsOp: 190000, Metrics: map[string]float64{
 		"x-of-target": 1.02, "x-of-target-median": 1.021, "ns-beyond-bearer+es256": 1500,
-		"floor-x-of-target": 1.004, "floor-x-of-target-median": 1.001}}
+		"x-floor-of-target": 1.004, "x-floor-of-target-median": 1.001}}
 	res := map[string]benchStat{"DPoP/dpop-cold-proof": {NsOp: 64000}, "DPoP/paired": paired}
 	r := &report{Go: &goBench{Results: res, Rounds: []map[string]benchStat{res}}}
 	markdownHas(t, r,

@@ -254,7 +254,7 @@ func (r *report) targets() []target {
 	add("#16", tracingTargetWhat, ok, fmt.Sprintf("%.1f%% (%.0f / %.0f req/s)", 100*loss, on, off), ok && loss <= tracingLossTarget)
 	x, ok := r.Go.metric("DPoP/paired", "x-of-target") // the three timed call by call: see BenchmarkDPoP
 	v := fmt.Sprintf("%.3f× of the target", x)
-	if fl, ok := r.Go.metric("DPoP/paired", "floor-x-of-target"); ok {
+	if fl, ok := r.Go.metric("DPoP/paired", "x-floor-of-target"); ok {
 		v += fmt.Sprintf(" (its floor, the signature check alone: %.3f×)", fl)
 	}
 	add("#15", dpopTargetWhat, ok, v, ok && x <= 1)
