@@ -93,8 +93,7 @@ func badRequest(reason, desc string) *Error {
 type Result struct {
 	natsauth.TxnResponse
 	Workload string        // req_wl
-	Subject  string        // sub (logged hashed by the caller)
-	Claims   *authz.Claims // the subject token's, for the caller's trace (authz.RecordDecision)
+	Claims   *authz.Claims // the subject token's, for the caller's trace and log (hashed sub only)
 }
 
 // Exchange checks req and issues a transaction token. requestID becomes the
@@ -201,7 +200,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 			AccessToken: tok, IssuedTokenType: authz.TokenTypeTxn, TokenType: "N_A",
 			ExpiresIn: max(int64(exp.Sub(now).Seconds()), 1), Scope: strings.Join(granted, " "),
 		},
-		Workload: actor.Client(), Subject: subj.Subject, Claims: subj,
+		Workload: actor.Client(), Claims: subj,
 	}, nil
 }
 

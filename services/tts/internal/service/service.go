@@ -260,7 +260,7 @@ func (h *handler) serve(req micro.Request) {
 	} else {
 		_ = req.RespondJSON(res.TxnResponse)
 		h.log.DebugContext(ctx, "transaction token issued", slog.String("workload", res.Workload),
-			slog.String("sub_hash", platform.SubjectHash(res.Subject)), slog.String("scope", res.Scope))
+			slog.String("sub_hash", res.Claims.SubjectHash()), slog.String("scope", res.Scope))
 	}
 	h.m.exchanges.WithLabelValues(workload, result, reason).Inc()
 	h.m.latency.WithLabelValues(result).Observe(time.Since(start).Seconds())
