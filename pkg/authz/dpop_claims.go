@@ -134,19 +134,9 @@ func (d *DPoP) check(proof string, chk ProofCheck, now time.Time) (Proof, error)
 	if first == last || strings.IndexByte(proof[first+1:last], '.') >= 0 { // not two dots
 		return Proof{}, badProof("malformed", "the DPoP proof is not a compact JWS", nil)
 	}
-	hdr := proof[:first]
-	k, cached := d.keys.get(hdr)
-	if !cached {
-		var err error
-		if k, err = d.readProofHeader(hdr); err != nil {
-			return Proof{}, err
-		}
-	}
-	if !k.verifySignature(proof, last) {
-		return Proof{}, badProof("bad_signature", "the DPoP proof's signature is invalid", nil)
-	}
-	if !cached {
-		d.keys.put(hdr, k)
+	k, err := d.signedBy(proof, first, last)
+	if err != nil {
+		return Proof{}, err
 	}
 	var pc proofClaims
 	if err := decodeProofClaims(proof[first+1:last], &pc); err != nil {
@@ -188,6 +178,27 @@ func (d *DPoP) check(proof string, chk ProofCheck, now time.Time) (Proof, error)
 		}
 	}
 	return Proof{JKT: k.jkt, JTI: pc.JTI, IssuedAt: iat}, nil
+}
+
+// signedBy returns the key of the compact JWS proof (whose dots are at first
+// and last), from the header cache or read from its header, once the proof's
+// signature verified with it; a header is cached only then.
+func (d *DPoP) signedBy(proof string, first, last int) (*proofKey, error) {
+	hdr := proof[:first]
+	k, cached := d.keys.get(hdr)
+	if !cached {
+		var err error
+		if k, err = d.readProofHeader(hdr); err != nil {
+			return nil, err
+		}
+	}
+	if !k.verifySignature(proof, last) {
+		return nil, badProof("bad_signature", "the DPoP proof's signature is invalid", nil)
+	}
+	if !cached {
+		d.keys.put(hdr, k)
+	}
+	return k, nil
 }
 
 // checkATH checks the proof's ath against the access token, when there is
