@@ -392,11 +392,7 @@ func (r *report) dpopSection(p func(string, ...any)) {
 	}
 	if x, ok := g.metric("DPoP/paired", "x-of-target"); ok {
 		p("\nDPoP's cost is %.3f× the target (1.5× Bearer's cached cost plus one ES256 verify), measured by `paired`,\n", x)
-		p("where the calls alternate one by one and see the same machine load")
-		if ns, ok := g.metric("DPoP/paired", "ns-beyond-bearer+es256"); ok {
-			p("; DPoP's work beyond the token and the signature took %.0f ns a request", ns)
-		}
-		p(". ")
+		p("where the calls alternate one by one and see the same machine load. ")
 		if fl, ok := g.metric("DPoP/paired", "x-floor-of-target"); ok {
 			p("The floor, what any verifier pays before it reads a claim (the cached token, the proof's key\n")
 			p("lookup and its signature check), is %.3f× the target by itself", fl)

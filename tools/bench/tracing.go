@@ -177,7 +177,10 @@ func (tr *tracingResult) runOrder() string {
 	order := tracingOrder(min(len(tr.Off), len(tr.On)))
 	names := make([]string, len(order))
 	for i, on := range order {
-		names[i] = map[bool]string{false: "off", true: "on"}[on]
+		names[i] = "off"
+		if on {
+			names[i] = "on"
+		}
 	}
 	if len(order) > 2 {
 		return strings.Join(names, ", ") + " (drift over the run cancels out of the means)"
