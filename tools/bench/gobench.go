@@ -42,6 +42,7 @@ var goBenchPkgs = []struct{ Dir, Pkg, Bench string }{
 	{"pkg/authz", "./natsauth", "^BenchmarkNATSRequest$"},
 	{"services/tts", "./internal/service", "^BenchmarkExchange$"},
 	{"pkg/platform", "./callout", "^BenchmarkNATSConnect$"},
+	{"pkg/platform", "./telemetry", "^BenchmarkExport$"},
 }
 
 // runGoBench compiles the test binaries of goBenchPkgs (workspace mode, the

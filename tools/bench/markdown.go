@@ -228,6 +228,9 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 	if tr := r.Tracing; tr != nil {
 		tr.markdown(p)
 	}
+	if r.Go != nil {
+		r.exportSection(p)
+	}
 
 	if len(r.Sizes.Static) > 0 || len(r.Sizes.Images) > 0 {
 		p("### Static binaries and images\n\n| artifact | size |\n|---|---|\n")
@@ -243,6 +246,29 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("No images of the services were found: make bench builds them when a Docker engine runs (`make k8s-images`).\n\n")
 	}
 	return b.String()
+}
+
+// exportSection reports BenchmarkExport (pkg/platform/telemetry): one OTLP
+// batch through the SDK's exporter and through telemetry's, which reuses its
+// protobuf messages.
+func (r *report) exportSection(p func(string, ...any)) {
+	g := r.Go
+	variants := []string{"sdk", "reuse"}
+	if !g.ranAny("Export/", variants) {
+		return
+	}
+	p("### OTLP export of one batch (`pkg/platform/telemetry`, `BenchmarkExport`)\n\n")
+	tableHeader(p, "exporter", "ns/op", "B/op", "allocs/op")
+	for _, v := range variants {
+		tableRow(p, v, g.stat("Export/"+v))
+	}
+	if x, ok := g.ratio("Export/sdk", "Export/reuse", speed); ok {
+		p("\nThe services' exporter is **%.1f× faster** than the SDK's (median of the ratios within each round).\n", x)
+	}
+	p("\nOne batch of 512 spans of six attributes each (the batch processor's default size), converted to OTLP\n")
+	p("protobuf and sent over HTTP to a local receiver that discards it. `sdk` is `otlptracehttp.New`; `reuse` is what\n")
+	p("`telemetry.Start` installs: the same client, with a conversion that overwrites the previous batch's messages\n")
+	p("instead of allocating new ones (`TestExporterSendsWhatTheSDKSends` holds it to the SDK's output).\n\n")
 }
 
 // exchangeSection reports BenchmarkExchange (services/tts): what a service

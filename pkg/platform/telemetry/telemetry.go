@@ -16,7 +16,9 @@
 // _COMPRESSION, ...) and the batch processor's (OTEL_BSP_*) are read by the
 // OpenTelemetry SDK itself. A value Parse cannot use is an error at start-up,
 // never a silent fallback. Spans go out over OTLP/HTTP (protobuf) only: no
-// gRPC exporter, so the binaries stay small.
+// gRPC exporter, so the binaries stay small. The conversion to protobuf is
+// this package's (export.go): the SDK's, field for field, without its
+// allocations.
 package telemetry
 
 import (
@@ -190,7 +192,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (Shutdown, error) 
 	if !cfg.Enabled() {
 		return func(context.Context) error { return nil }, nil
 	}
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(cfg.Endpoint))
+	exp, err := newExporter(ctx, otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(cfg.Endpoint)))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: OTLP exporter: %w", err)
 	}
