@@ -249,11 +249,10 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 }
 
 // exportSection reports BenchmarkExport (pkg/platform/telemetry): one OTLP
-// batch through the SDK's exporter and through telemetry's, which reuses its
-// protobuf messages.
+// batch through the SDK's exporter and through telemetry's own encoding.
 func (r *report) exportSection(p func(string, ...any)) {
 	g := r.Go
-	variants := []string{"sdk", "reuse"}
+	variants := []string{"sdk", "protowire"}
 	if !g.ranAny("Export/", variants) {
 		return
 	}
@@ -262,13 +261,14 @@ func (r *report) exportSection(p func(string, ...any)) {
 	for _, v := range variants {
 		tableRow(p, v, g.stat("Export/"+v))
 	}
-	if x, ok := g.ratio("Export/sdk", "Export/reuse", speed); ok {
+	if x, ok := g.ratio("Export/sdk", "Export/protowire", speed); ok {
 		p("\nThe services' exporter is **%.1f× faster** than the SDK's (median of the ratios within each round).\n", x)
 	}
-	p("\nOne batch of 512 spans of six attributes each (the batch processor's default size), converted to OTLP\n")
-	p("protobuf and sent over HTTP to a local receiver that discards it. `sdk` is `otlptracehttp.New`; `reuse` is what\n")
-	p("`telemetry.Start` installs: the same client, with a conversion that overwrites the previous batch's messages\n")
-	p("instead of allocating new ones (`TestExporterSendsWhatTheSDKSends` holds it to the SDK's output).\n\n")
+	p("\nOne batch of 512 spans of six attributes each (the batch processor's default size), encoded as OTLP protobuf\n")
+	p("and sent over HTTP to a local receiver that discards it. `sdk` is `otlptracehttp.New`: a new tree of protobuf\n")
+	p("messages per batch, marshalled by reflection. `protowire` is what `telemetry.Start` installs: the same client,\n")
+	p("sending the spans' encoding appended straight into a buffer kept from batch to batch\n")
+	p("(`TestExporterSendsWhatTheSDKSends` decodes both and requires the same messages).\n\n")
 }
 
 // exchangeSection reports BenchmarkExchange (services/tts): what a service

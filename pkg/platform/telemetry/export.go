@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -14,23 +13,32 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// exporter is otlptrace.Exporter with a conversion to protobuf that reuses
-// its messages from one batch to the next. The SDK's exporter builds every
-// batch anew, four objects per attribute and a dozen per span: in a service
-// at 100 % sampling that was about a seventh of all it allocated (issue 16's
-// profiles). Everything else stays the SDK's: the client (otlptracehttp,
-// with the OTEL_EXPORTER_OTLP_* variables, retries, compression and TLS)
-// marshals the messages, and the batch processor feeds it.
+// exporter is otlptrace.Exporter with its own OTLP encoding. The SDK's
+// exporter converts every batch into a fresh tree of protobuf messages
+// (four objects per attribute, a dozen per span) and then marshals that
+// tree through protobuf's reflection: in a service at 100 % sampling the two
+// were most of what tracing cost it beyond the spans themselves (issue 16's
+// profiles). This one appends the spans' wire encoding straight into one
+// buffer it keeps, with protowire. Everything else stays the SDK's: the
+// client (otlptracehttp: the OTEL_EXPORTER_OTLP_* variables, retries,
+// compression, TLS) sends it, and the batch processor feeds it.
+//
+// The client takes messages, not bytes, so each resource's encoding is
+// handed over as the unknown fields of an otherwise empty ResourceSpans:
+// protobuf writes unknown fields back out as they are, so the request on
+// the wire is byte for byte a normal one. TestExporterSendsWhatTheSDKSends
+// decodes what both exporters send and requires the same messages.
 type exporter struct {
 	client otlptrace.Client
 
 	mu      sync.Mutex // ExportSpans against itself and Shutdown
-	conv    converter
+	enc     encoder
 	stopped bool
 }
 
@@ -42,16 +50,16 @@ func newExporter(ctx context.Context, client otlptrace.Client) (*exporter, error
 	return &exporter{client: client}, nil
 }
 
-// ExportSpans converts spans and uploads them. The client has marshalled
-// the messages by the time UploadTraces returns, so they are free for the
-// next batch then.
+// ExportSpans encodes spans and uploads them. The client has copied the
+// encoding into its request body by the time UploadTraces returns, so the
+// buffer is free for the next batch then.
 func (e *exporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.stopped {
 		return nil
 	}
-	rs := e.conv.convert(spans)
+	rs := e.enc.encode(spans)
 	if len(rs) == 0 {
 		return nil
 	}
@@ -72,34 +80,19 @@ func (e *exporter) Shutdown(ctx context.Context) error {
 	return e.client.Stop(ctx)
 }
 
-// converter turns a batch of spans into OTLP messages, as the SDK's
-// tracetransform does field for field, into arenas it keeps: each batch
-// overwrites the previous one's messages whole. Resources and scopes are
-// converted once and kept (they do not change for a provider's life).
-type converter struct {
-	resources map[attribute.Distinct]*resourcepb.Resource
-	scopes    map[instrumentation.Scope]*commonpb.InstrumentationScope
-
-	groups   []group
-	member   []int // spans' group index
-	rs       arena[tracepb.ResourceSpans]
-	ss       arena[tracepb.ScopeSpans]
-	spans    arena[tracepb.Span]
-	statuses arena[tracepb.Status]
-	events   arena[tracepb.Span_Event]
-	links    arena[tracepb.Span_Link]
-	kvs      arena[commonpb.KeyValue]
-	values   arena[commonpb.AnyValue]
-	strs     arena[commonpb.AnyValue_StringValue]
-	ints     arena[commonpb.AnyValue_IntValue]
-	bools    arena[commonpb.AnyValue_BoolValue]
-	doubles  arena[commonpb.AnyValue_DoubleValue]
-	spanPtrs arena[*tracepb.Span]
-	evPtrs   arena[*tracepb.Span_Event]
-	linkPtrs arena[*tracepb.Span_Link]
-	kvPtrs   arena[*commonpb.KeyValue]
-	ids      []byte // trace, span and parent ids, sliced per span and link
-	rsPtrs   []*tracepb.ResourceSpans
+// encoder writes a batch of spans in the OTLP trace encoding
+// (opentelemetry/proto/trace/v1/trace.proto), field for field what the SDK's
+// conversion fills in. Resources and scopes are encoded once and kept (they
+// do not change for a provider's life).
+type encoder struct {
+	buf       []byte
+	groups    []group
+	member    []int  // each span's group, -1 for a nil span
+	done      []bool // groups written
+	ends      []int  // where each resource's encoding ends in buf
+	msgs      []*tracepb.ResourceSpans
+	resources map[attribute.Distinct][]byte // Resource messages' bodies
+	scopes    map[instrumentation.Scope][]byte
 }
 
 // group is the spans of one resource and instrumentation scope.
@@ -107,344 +100,309 @@ type group struct {
 	res   *resource.Resource
 	key   attribute.Distinct
 	scope instrumentation.Scope
-	n     int // spans
-	rs    int // index of its ResourceSpans
 }
 
-// arena is a reusable run of T: get hands out the next one, take the next n.
-// grow is called with the batch's count before any get or take, so the
-// backing array never moves while it is handed out.
-type arena[T any] struct {
-	items []T
-	next  int
-}
+// OTLP field numbers (trace.proto, common.proto, resource.proto).
+const (
+	fResourceSpansResource, fResourceSpansScopeSpans, fResourceSpansSchemaURL = 1, 2, 3
+	fScopeSpansScope, fScopeSpansSpans, fScopeSpansSchemaURL                  = 1, 2, 3
+	fScopeName, fScopeVersion, fScopeAttributes                               = 1, 2, 3
+	fResourceAttributes                                                       = 1
 
-func (a *arena[T]) grow(n int) {
-	if cap(a.items) < n {
-		a.items = make([]T, n)
-	}
-	a.items = a.items[:cap(a.items)]
-	a.next = 0
-}
+	fSpanTraceID, fSpanSpanID, fSpanTraceState, fSpanParentSpanID  = 1, 2, 3, 4
+	fSpanName, fSpanKind, fSpanStart, fSpanEnd                     = 5, 6, 7, 8
+	fSpanAttributes, fSpanDroppedAttributes                        = 9, 10
+	fSpanEvents, fSpanDroppedEvents, fSpanLinks, fSpanDroppedLinks = 11, 12, 13, 14
+	fSpanStatus, fSpanFlags                                        = 15, 16
+	fStatusMessage, fStatusCode                                    = 2, 3
+	fEventTime, fEventName, fEventAttributes, fEventDropped        = 1, 2, 3, 4
+	fLinkTraceID, fLinkSpanID, fLinkAttributes, fLinkDropped       = 1, 2, 4, 5
+	fLinkFlags                                                     = 6
 
-func (a *arena[T]) get() *T {
-	a.next++
-	return &a.items[a.next-1]
-}
+	fKeyValueKey, fKeyValueValue                                   = 1, 2
+	fValueString, fValueBool, fValueInt, fValueDouble, fValueArray = 1, 2, 3, 4, 5
+	fValueKVList, fValueBytes                                      = 6, 7
+	fListValues                                                    = 1 // ArrayValue's and KeyValueList's
+)
 
-func (a *arena[T]) take(n int) []T {
-	a.next += n
-	return a.items[a.next-n : a.next : a.next]
-}
-
-// convert returns the batch as ResourceSpans, grouped by resource and then
-// by scope in the order they first appear. The result and every message in
-// it are valid until the next call.
-func (c *converter) convert(spans []sdktrace.ReadOnlySpan) []*tracepb.ResourceSpans {
-	c.groups = c.groups[:0]
-	c.member = c.member[:0]
-	var nSpans, nEvents, nLinks int
-	var n counts
+// encode returns the batch as ResourceSpans, one per resource in the order
+// they first appear, each carrying its encoding as unknown fields; within
+// one, the scopes in the order they first appear and the spans in batch
+// order. The result is valid until the next call.
+func (e *encoder) encode(spans []sdktrace.ReadOnlySpan) []*tracepb.ResourceSpans {
+	e.groups = e.groups[:0]
+	e.member = e.member[:0]
 	for _, s := range spans {
-		if s == nil {
-			c.member = append(c.member, -1)
-			continue
-		}
-		c.member = append(c.member, c.groupOf(s))
-		nSpans++
-		n.add(s.Attributes())
-		for _, ev := range s.Events() {
-			n.add(ev.Attributes)
-		}
-		for _, l := range s.Links() {
-			n.add(l.Attributes)
-		}
-		nEvents += len(s.Events())
-		nLinks += len(s.Links())
+		e.member = append(e.member, e.groupOf(s))
 	}
-	if nSpans == 0 {
+	if len(e.groups) == 0 {
 		return nil
 	}
-	c.spans.grow(nSpans)
-	c.statuses.grow(nSpans)
-	c.events.grow(nEvents)
-	c.links.grow(nLinks)
-	c.kvs.grow(n.kvs)
-	c.values.grow(n.kvs)
-	c.strs.grow(n.strs)
-	c.ints.grow(n.ints)
-	c.bools.grow(n.bools)
-	c.doubles.grow(n.doubles)
-	c.ss.grow(len(c.groups))
-	c.rs.grow(len(c.groups))
-	c.spanPtrs.grow(nSpans)
-	c.evPtrs.grow(nEvents)
-	c.linkPtrs.grow(nLinks)
-	c.kvPtrs.grow(n.kvs)
-	c.ids = slices.Grow(c.ids[:0], 32*nSpans+24*nLinks)
-
-	// Each group's spans take a contiguous run of spanPtrs, in batch order.
-	scopeSpans := make([]*tracepb.ScopeSpans, len(c.groups))
-	c.rsPtrs = c.rsPtrs[:0]
-	for i := range c.groups {
-		g := &c.groups[i]
-		ss := c.ss.get()
-		*ss = tracepb.ScopeSpans{
-			Scope:     c.scope(g.scope),
-			Spans:     c.spanPtrs.take(g.n)[:0],
-			SchemaUrl: g.scope.SchemaURL,
+	b := e.buf[:0]
+	e.ends = e.ends[:0]
+	e.done = append(e.done[:0], make([]bool, len(e.groups))...)
+	for i, g := range e.groups {
+		if e.done[i] {
+			continue
 		}
-		scopeSpans[i] = ss
-		g.rs = -1
-		for j := range i {
-			if c.groups[j].key == g.key {
-				g.rs = c.groups[j].rs
-				break
+		if g.res != nil {
+			b = appendMessage(b, fResourceSpansResource, e.resource(g.res, g.key))
+		}
+		for j := i; j < len(e.groups); j++ {
+			if !e.done[j] && e.groups[j].key == g.key {
+				e.done[j] = true
+				b = e.appendScopeSpans(b, spans, j)
 			}
 		}
-		if g.rs < 0 {
-			rs := c.rs.get()
-			*rs = tracepb.ResourceSpans{Resource: c.resource(g.res, g.key), SchemaUrl: g.res.SchemaURL()}
-			g.rs = len(c.rsPtrs)
-			c.rsPtrs = append(c.rsPtrs, rs)
-		}
-		c.rsPtrs[g.rs].ScopeSpans = append(c.rsPtrs[g.rs].ScopeSpans, ss)
+		b = appendString(b, fResourceSpansSchemaURL, g.res.SchemaURL())
+		e.ends = append(e.ends, len(b))
 	}
-	for i, s := range spans {
-		if gi := c.member[i]; gi >= 0 {
-			scopeSpans[gi].Spans = append(scopeSpans[gi].Spans, c.span(s))
-		}
+	e.buf = b
+	for len(e.msgs) < len(e.ends) {
+		e.msgs = append(e.msgs, new(tracepb.ResourceSpans))
 	}
-	return c.rsPtrs
+	start := 0
+	for i, end := range e.ends {
+		proto.Reset(e.msgs[i])
+		e.msgs[i].ProtoReflect().SetUnknown(protoreflect.RawFields(b[start:end:end]))
+		start = end
+	}
+	return e.msgs[:len(e.ends)]
 }
 
-// groupOf is the index of s's group, added if new. A provider has one
-// resource and a handful of scopes: a linear search beats a map here.
-func (c *converter) groupOf(s sdktrace.ReadOnlySpan) int {
+// groupOf is the index of s's group, added if new (-1 for nil). A provider
+// has one resource and a handful of scopes: a linear search beats a map.
+func (e *encoder) groupOf(s sdktrace.ReadOnlySpan) int {
+	if s == nil {
+		return -1
+	}
 	res, scope := s.Resource(), s.InstrumentationScope()
 	key := res.Equivalent()
-	for i := range c.groups {
-		if g := &c.groups[i]; g.key == key && g.scope == scope {
-			g.n++
+	for i, g := range e.groups {
+		if g.key == key && g.scope == scope {
 			return i
 		}
 	}
-	c.groups = append(c.groups, group{res: res, key: key, scope: scope, n: 1})
-	return len(c.groups) - 1
+	e.groups = append(e.groups, group{res: res, key: key, scope: scope})
+	return len(e.groups) - 1
 }
 
-func (c *converter) resource(r *resource.Resource, key attribute.Distinct) *resourcepb.Resource {
-	if r == nil {
-		return nil
+func (e *encoder) appendScopeSpans(b []byte, spans []sdktrace.ReadOnlySpan, gi int) []byte {
+	g := e.groups[gi]
+	b, at := openMessage(b, fResourceSpansScopeSpans)
+	if g.scope != (instrumentation.Scope{}) {
+		b = appendMessage(b, fScopeSpansScope, e.scope(g.scope))
 	}
-	if pb, ok := c.resources[key]; ok {
-		return pb
+	for i, s := range spans {
+		if e.member[i] == gi {
+			b = appendSpan(b, s)
+		}
 	}
-	if c.resources == nil || len(c.resources) >= 8 {
-		c.resources = map[attribute.Distinct]*resourcepb.Resource{}
-	}
-	pb := &resourcepb.Resource{Attributes: newKeyValues(r.Attributes())}
-	c.resources[key] = pb
-	return pb
+	b = appendString(b, fScopeSpansSchemaURL, g.scope.SchemaURL)
+	return closeMessage(b, at)
 }
 
-func (c *converter) scope(s instrumentation.Scope) *commonpb.InstrumentationScope {
-	if s == (instrumentation.Scope{}) {
-		return nil
+func (e *encoder) resource(r *resource.Resource, key attribute.Distinct) []byte {
+	if enc, ok := e.resources[key]; ok {
+		return enc
 	}
-	if pb, ok := c.scopes[s]; ok {
-		return pb
+	if e.resources == nil || len(e.resources) >= 8 {
+		e.resources = map[attribute.Distinct][]byte{}
 	}
-	if c.scopes == nil || len(c.scopes) >= 64 {
-		c.scopes = map[instrumentation.Scope]*commonpb.InstrumentationScope{}
-	}
-	pb := &commonpb.InstrumentationScope{Name: s.Name, Version: s.Version, Attributes: newKeyValues(s.Attributes.ToSlice())}
-	c.scopes[s] = pb
-	return pb
+	enc := appendKeyValues(nil, fResourceAttributes, r.Attributes())
+	e.resources[key] = enc
+	return enc
 }
 
-func (c *converter) span(s sdktrace.ReadOnlySpan) *tracepb.Span {
+func (e *encoder) scope(s instrumentation.Scope) []byte {
+	if enc, ok := e.scopes[s]; ok {
+		return enc
+	}
+	if e.scopes == nil || len(e.scopes) >= 64 {
+		e.scopes = map[instrumentation.Scope][]byte{}
+	}
+	enc := appendString(nil, fScopeName, s.Name)
+	enc = appendString(enc, fScopeVersion, s.Version)
+	enc = appendKeyValues(enc, fScopeAttributes, s.Attributes.ToSlice())
+	e.scopes[s] = enc
+	return enc
+}
+
+func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	sc, parent := s.SpanContext(), s.Parent()
-	st := s.Status()
-	status := c.statuses.get()
-	*status = tracepb.Status{Code: statusCode(st.Code), Message: st.Description}
-	pb := c.spans.get()
-	*pb = tracepb.Span{
-		TraceId:                c.traceID(sc.TraceID()),
-		SpanId:                 c.spanID(sc.SpanID()),
-		TraceState:             sc.TraceState().String(),
-		Status:                 status,
-		StartTimeUnixNano:      unixNano(s.StartTime().UnixNano()),
-		EndTimeUnixNano:        unixNano(s.EndTime().UnixNano()),
-		Links:                  c.spanLinks(s.Links()),
-		Kind:                   spanKind(s.SpanKind()),
-		Name:                   s.Name(),
-		Attributes:             c.keyValues(s.Attributes()),
-		Events:                 c.spanEvents(s.Events()),
-		DroppedAttributesCount: clampUint32(s.DroppedAttributes()),
-		DroppedEventsCount:     clampUint32(s.DroppedEvents()),
-		DroppedLinksCount:      clampUint32(s.DroppedLinks()),
-		Flags:                  spanFlags(sc.TraceFlags(), parent),
-	}
+	b, at := openMessage(b, fScopeSpansSpans)
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = appendBytes(b, fSpanTraceID, tid[:])
+	b = appendBytes(b, fSpanSpanID, sid[:])
+	b = appendString(b, fSpanTraceState, sc.TraceState().String())
 	if psid := parent.SpanID(); psid.IsValid() {
-		pb.ParentSpanId = c.spanID(psid)
+		b = appendBytes(b, fSpanParentSpanID, psid[:])
 	}
-	return pb
-}
-
-func (c *converter) traceID(id trace.TraceID) []byte {
-	c.ids = append(c.ids, id[:]...)
-	return c.ids[len(c.ids)-len(id) : len(c.ids) : len(c.ids)]
-}
-
-func (c *converter) spanID(id trace.SpanID) []byte {
-	c.ids = append(c.ids, id[:]...)
-	return c.ids[len(c.ids)-len(id) : len(c.ids) : len(c.ids)]
-}
-
-func (c *converter) spanEvents(evs []sdktrace.Event) []*tracepb.Span_Event {
-	return fill(&c.evPtrs, &c.events, len(evs), func(i int, ev *tracepb.Span_Event) {
-		*ev = tracepb.Span_Event{
-			Name:                   evs[i].Name,
-			TimeUnixNano:           unixNano(evs[i].Time.UnixNano()),
-			Attributes:             c.keyValues(evs[i].Attributes),
-			DroppedAttributesCount: clampUint32(evs[i].DroppedAttributeCount),
-		}
-	})
-}
-
-func (c *converter) spanLinks(ls []sdktrace.Link) []*tracepb.Span_Link {
-	return fill(&c.linkPtrs, &c.links, len(ls), func(i int, l *tracepb.Span_Link) {
-		*l = tracepb.Span_Link{
-			TraceId:                c.traceID(ls[i].SpanContext.TraceID()),
-			SpanId:                 c.spanID(ls[i].SpanContext.SpanID()),
-			Attributes:             c.keyValues(ls[i].Attributes),
-			DroppedAttributesCount: clampUint32(ls[i].DroppedAttributeCount),
-			Flags:                  spanFlags(ls[i].SpanContext.TraceFlags(), ls[i].SpanContext),
-		}
-	})
-}
-
-// fill takes n messages from items, has set write each, and returns
-// pointers to them from ptrs (nil for none, as the SDK sends).
-func fill[M any](ptrs *arena[*M], items *arena[M], n int, set func(i int, m *M)) []*M {
-	if n == 0 {
-		return nil
+	b = appendString(b, fSpanName, s.Name())
+	b = appendVarint(b, fSpanKind, uint64(spanKind(s.SpanKind())))
+	b = appendFixed64(b, fSpanStart, unixNano(s.StartTime().UnixNano()))
+	b = appendFixed64(b, fSpanEnd, unixNano(s.EndTime().UnixNano()))
+	b = appendKeyValues(b, fSpanAttributes, s.Attributes())
+	b = appendVarint(b, fSpanDroppedAttributes, uint64(clampUint32(s.DroppedAttributes())))
+	for _, ev := range s.Events() {
+		var e int
+		b, e = openMessage(b, fSpanEvents)
+		b = appendFixed64(b, fEventTime, unixNano(ev.Time.UnixNano()))
+		b = appendString(b, fEventName, ev.Name)
+		b = appendKeyValues(b, fEventAttributes, ev.Attributes)
+		b = appendVarint(b, fEventDropped, uint64(clampUint32(ev.DroppedAttributeCount)))
+		b = closeMessage(b, e)
 	}
-	out := ptrs.take(n)
-	for i := range out {
-		out[i] = items.get()
-		set(i, out[i])
+	b = appendVarint(b, fSpanDroppedEvents, uint64(clampUint32(s.DroppedEvents())))
+	for _, l := range s.Links() {
+		var e int
+		b, e = openMessage(b, fSpanLinks)
+		ltid, lsid := l.SpanContext.TraceID(), l.SpanContext.SpanID()
+		b = appendBytes(b, fLinkTraceID, ltid[:])
+		b = appendBytes(b, fLinkSpanID, lsid[:])
+		b = appendKeyValues(b, fLinkAttributes, l.Attributes)
+		b = appendVarint(b, fLinkDropped, uint64(clampUint32(l.DroppedAttributeCount)))
+		b = appendFixed32(b, fLinkFlags, spanFlags(l.SpanContext.TraceFlags(), l.SpanContext))
+		b = closeMessage(b, e)
 	}
-	return out
+	b = appendVarint(b, fSpanDroppedLinks, uint64(clampUint32(s.DroppedLinks())))
+	// The SDK always sends a status, empty or not.
+	st := s.Status()
+	b, e := openMessage(b, fSpanStatus)
+	b = appendString(b, fStatusMessage, st.Description)
+	b = appendVarint(b, fStatusCode, uint64(statusCode(st.Code)))
+	b = closeMessage(b, e)
+	b = appendFixed32(b, fSpanFlags, spanFlags(sc.TraceFlags(), parent))
+	return closeMessage(b, at)
 }
 
-// keyValues converts attrs into the arenas; values of the slice and map
-// kinds, rare in spans, are built as newValue does.
-func (c *converter) keyValues(attrs []attribute.KeyValue) []*commonpb.KeyValue {
-	if len(attrs) == 0 {
-		return nil
-	}
-	out := c.kvPtrs.take(len(attrs))
-	for i, a := range attrs {
-		v := c.values.get()
-		*v = commonpb.AnyValue{}
-		switch a.Value.Type() {
-		case attribute.STRING:
-			v.Value = put(&c.strs, commonpb.AnyValue_StringValue{StringValue: a.Value.AsString()})
-		case attribute.INT64:
-			v.Value = put(&c.ints, commonpb.AnyValue_IntValue{IntValue: a.Value.AsInt64()})
-		case attribute.BOOL:
-			v.Value = put(&c.bools, commonpb.AnyValue_BoolValue{BoolValue: a.Value.AsBool()})
-		case attribute.FLOAT64:
-			v.Value = put(&c.doubles, commonpb.AnyValue_DoubleValue{DoubleValue: a.Value.AsFloat64()})
-		default:
-			v.Value = newValue(a.Value).Value
-		}
-		kv := c.kvs.get()
-		*kv = commonpb.KeyValue{Key: string(a.Key), Value: v}
-		out[i] = kv
-	}
-	return out
-}
-
-// put stores m, a oneof wrapper (no lock inside), in the next of a.
-func put[M any](a *arena[M], m M) *M {
-	p := a.get()
-	*p = m
-	return p
-}
-
-// counts is how many of each message a batch's attributes take.
-type counts struct{ kvs, strs, ints, bools, doubles int }
-
-func (n *counts) add(attrs []attribute.KeyValue) {
-	n.kvs += len(attrs)
+// appendKeyValues appends attrs as repeated KeyValue field num.
+func appendKeyValues(b []byte, num protowire.Number, attrs []attribute.KeyValue) []byte {
 	for _, a := range attrs {
-		switch a.Value.Type() {
-		case attribute.STRING:
-			n.strs++
-		case attribute.INT64:
-			n.ints++
-		case attribute.BOOL:
-			n.bools++
-		case attribute.FLOAT64:
-			n.doubles++
-		}
+		var at int
+		b, at = openMessage(b, num)
+		b = appendString(b, fKeyValueKey, string(a.Key))
+		b = appendValue(b, fKeyValueValue, a.Value)
+		b = closeMessage(b, at)
 	}
+	return b
 }
 
-// newKeyValues and newValue allocate, as the SDK's exporter does: for
-// resources and scopes (converted once) and the rare slice and map values.
-func newKeyValues(attrs []attribute.KeyValue) []*commonpb.KeyValue {
-	if len(attrs) == 0 {
-		return nil
-	}
-	out := make([]*commonpb.KeyValue, len(attrs))
-	for i, a := range attrs {
-		out[i] = &commonpb.KeyValue{Key: string(a.Key), Value: newValue(a.Value)}
-	}
-	return out
-}
-
-func newValue(v attribute.Value) *commonpb.AnyValue {
-	av := new(commonpb.AnyValue)
+// appendValue appends v as AnyValue field num: always present, as the SDK
+// sends it, with its one member set even to a zero value (it is a oneof).
+func appendValue(b []byte, num protowire.Number, v attribute.Value) []byte {
+	b, at := openMessage(b, num)
 	switch v.Type() {
-	case attribute.BOOL:
-		av.Value = &commonpb.AnyValue_BoolValue{BoolValue: v.AsBool()}
-	case attribute.INT64:
-		av.Value = &commonpb.AnyValue_IntValue{IntValue: v.AsInt64()}
-	case attribute.FLOAT64:
-		av.Value = &commonpb.AnyValue_DoubleValue{DoubleValue: v.AsFloat64()}
 	case attribute.STRING:
-		av.Value = &commonpb.AnyValue_StringValue{StringValue: v.AsString()}
+		b = protowire.AppendTag(b, fValueString, protowire.BytesType)
+		b = protowire.AppendString(b, v.AsString())
+	case attribute.BOOL:
+		b = protowire.AppendTag(b, fValueBool, protowire.VarintType)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(v.AsBool()))
+	case attribute.INT64:
+		b = protowire.AppendTag(b, fValueInt, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(v.AsInt64()))
+	case attribute.FLOAT64:
+		b = protowire.AppendTag(b, fValueDouble, protowire.Fixed64Type)
+		b = protowire.AppendFixed64(b, math.Float64bits(v.AsFloat64()))
 	case attribute.BYTESLICE:
-		av.Value = &commonpb.AnyValue_BytesValue{BytesValue: v.AsByteSlice()}
+		b = protowire.AppendTag(b, fValueBytes, protowire.BytesType)
+		b = protowire.AppendBytes(b, v.AsByteSlice())
 	case attribute.BOOLSLICE:
-		av.Value = arrayValue(v.AsBoolSlice(), func(b bool) attribute.Value { return attribute.BoolValue(b) })
+		b = appendArray(b, v.AsBoolSlice(), attribute.BoolValue)
 	case attribute.INT64SLICE:
-		av.Value = arrayValue(v.AsInt64Slice(), attribute.Int64Value)
+		b = appendArray(b, v.AsInt64Slice(), attribute.Int64Value)
 	case attribute.FLOAT64SLICE:
-		av.Value = arrayValue(v.AsFloat64Slice(), attribute.Float64Value)
+		b = appendArray(b, v.AsFloat64Slice(), attribute.Float64Value)
 	case attribute.STRINGSLICE:
-		av.Value = arrayValue(v.AsStringSlice(), attribute.StringValue)
+		b = appendArray(b, v.AsStringSlice(), attribute.StringValue)
 	case attribute.SLICE:
-		av.Value = arrayValue(v.AsSlice(), func(v attribute.Value) attribute.Value { return v })
+		b = appendArray(b, v.AsSlice(), func(v attribute.Value) attribute.Value { return v })
 	case attribute.MAP:
-		av.Value = &commonpb.AnyValue_KvlistValue{KvlistValue: &commonpb.KeyValueList{Values: newKeyValues(v.AsMap())}}
+		var list int
+		b, list = openMessage(b, fValueKVList)
+		b = appendKeyValues(b, fListValues, v.AsMap())
+		b = closeMessage(b, list)
 	case attribute.EMPTY:
 	default:
-		av.Value = &commonpb.AnyValue_StringValue{StringValue: "INVALID"}
+		b = protowire.AppendTag(b, fValueString, protowire.BytesType)
+		b = protowire.AppendString(b, "INVALID")
 	}
-	return av
+	return closeMessage(b, at)
 }
 
-func arrayValue[T any](vs []T, value func(T) attribute.Value) *commonpb.AnyValue_ArrayValue {
-	out := make([]*commonpb.AnyValue, len(vs))
-	for i, v := range vs {
-		out[i] = newValue(value(v))
+func appendArray[T any](b []byte, vs []T, value func(T) attribute.Value) []byte {
+	b, at := openMessage(b, fValueArray)
+	for _, v := range vs {
+		b = appendValue(b, fListValues, value(v))
 	}
-	return &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{Values: out}}
+	return closeMessage(b, at)
+}
+
+// openMessage appends the tag of the embedded message field num and one
+// byte for its length, and returns where the message's body starts;
+// closeMessage writes the length, moving the body on when it takes more
+// than that byte.
+func openMessage(b []byte, num protowire.Number) ([]byte, int) {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return append(b, 0), len(b) + 1
+}
+
+func closeMessage(b []byte, at int) []byte {
+	n := len(b) - at
+	if n < 0x80 {
+		b[at-1] = byte(n)
+		return b
+	}
+	k := protowire.SizeVarint(uint64(n))
+	b = append(b, make([]byte, k-1)...)
+	copy(b[at+k-1:], b[at:at+n])
+	protowire.AppendVarint(b[:at-1], uint64(n))
+	return b
+}
+
+// appendMessage appends the embedded message field num with the encoded
+// body, present even when the body is empty.
+func appendMessage(b []byte, num protowire.Number, body []byte) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, body)
+}
+
+// Scalar fields, left out at their zero value as proto3 encodes them.
+
+func appendLen[T string | []byte](b []byte, num protowire.Number, v T) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+func appendScalar(b []byte, num protowire.Number, typ protowire.Type, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, typ)
+	switch typ {
+	case protowire.Fixed64Type:
+		return protowire.AppendFixed64(b, v)
+	case protowire.Fixed32Type:
+		return protowire.AppendFixed32(b, uint32(v))
+	}
+	return protowire.AppendVarint(b, v)
+}
+
+func appendBytes(b []byte, num protowire.Number, v []byte) []byte  { return appendLen(b, num, v) }
+func appendString(b []byte, num protowire.Number, v string) []byte { return appendLen(b, num, v) }
+func appendVarint(b []byte, num protowire.Number, v uint64) []byte {
+	return appendScalar(b, num, protowire.VarintType, v)
+}
+func appendFixed64(b []byte, num protowire.Number, v uint64) []byte {
+	return appendScalar(b, num, protowire.Fixed64Type, v)
+}
+func appendFixed32(b []byte, num protowire.Number, v uint32) []byte {
+	return appendScalar(b, num, protowire.Fixed32Type, uint64(v))
 }
 
 func statusCode(c codes.Code) tracepb.Status_StatusCode {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -73,7 +74,12 @@ func recordSpans(t testing.TB) []sdktrace.ReadOnlySpan {
 		sdktrace.WithRawSpanLimits(sdktrace.SpanLimits{AttributeCountLimit: 6, EventCountLimit: 1, LinkCountLimit: 1,
 			AttributeValueLengthLimit: -1, AttributePerEventCountLimit: -1, AttributePerLinkCountLimit: -1}))
 	tp2 := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithResource(other))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = tp2.Shutdown(context.Background()) })
+	tp3 := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithResource(resource.Empty()))
+	t.Cleanup(func() {
+		for _, p := range []*sdktrace.TracerProvider{tp, tp2, tp3} {
+			_ = p.Shutdown(context.Background())
+		}
+	})
 
 	a := tp.Tracer("a")
 	b := tp.Tracer("b", trace.WithInstrumentationVersion("1.2.3"), trace.WithSchemaURL("https://example.com/s"),
@@ -102,14 +108,18 @@ func recordSpans(t testing.TB) []sdktrace.ReadOnlySpan {
 		attribute.BoolSlice("bools", []bool{true, false}), attribute.Int64Slice("ints", []int64{1, -2}),
 		attribute.Float64Slice("floats", []float64{1.5}), attribute.StringSlice("strings", []string{"x", ""}),
 		attribute.ByteSlice("bytes", []byte{0, 1}), attribute.Slice("mixed", attribute.IntValue(1), attribute.StringValue("s")),
-		attribute.Map("map", attribute.String("k", "v")), attribute.String("over.the.limit", "dropped"))
+		attribute.Map("map", attribute.String("k", "v"), attribute.Bool("", false)), attribute.String("over.the.limit", "dropped"))
 	child.SetStatus(codes.Error, "boom")
 	child.End()
 	_, d := c.Start(ctx, "kv put billing_invoices", trace.WithSpanKind(trace.SpanKindClient))
 	d.SetStatus(codes.Ok, "")
 	d.End()
-	_, e := a.Start(context.Background(), "internal, no parent")
+	_, e := a.Start(context.Background(), "internal, no parent", trace.WithAttributes(
+		attribute.String("two-byte length", strings.Repeat("x", 200)), attribute.String("three-byte length", strings.Repeat("y", 20000)),
+		attribute.Int64("zero", 0), attribute.String("empty", ""), attribute.Bool("false", false), attribute.Float64("negative", -1.5)))
 	e.End()
+	_, g := tp3.Tracer("", trace.WithSchemaURL("https://example.com/only-a-schema")).Start(ctx, "empty resource, scope of a schema only")
+	g.End()
 	_, f := tp2.Tracer("").Start(ctx, "consumer, empty scope", trace.WithSpanKind(trace.SpanKindConsumer))
 	f.End()
 	root.End()
@@ -152,7 +162,7 @@ func newTestExporter(t *testing.T) (*exporter, *capture) {
 // and a batch with a nil span.
 func TestExporterSendsWhatTheSDKSends(t *testing.T) {
 	spans := recordSpans(t)
-	if len(spans) != 5 {
+	if len(spans) != 6 {
 		t.Fatalf("recorded %d spans", len(spans))
 	}
 	ours, at := newTestExporter(t)
@@ -168,8 +178,8 @@ func TestExporterSendsWhatTheSDKSends(t *testing.T) {
 		if !proto.Equal(want, got) {
 			t.Fatalf("batch %d: ours differs from the SDK's\nSDK:  %s\nours: %s", i, prototext.Format(want), prototext.Format(got))
 		}
-		if i == 0 && (len(got.ResourceSpans) != 2 || len(got.ResourceSpans[1].ScopeSpans) != 2) {
-			t.Fatalf("batch 0 is not two resources, one of two scopes: %s", prototext.Format(got))
+		if i == 0 && (len(got.ResourceSpans) != 3 || len(got.ResourceSpans[2].ScopeSpans) != 2) {
+			t.Fatalf("batch 0 is not three resources, one of two scopes: %s", prototext.Format(got))
 		}
 	}
 }
@@ -215,9 +225,35 @@ func TestExporterReportsUploadFailures(t *testing.T) {
 	}
 }
 
+// TestExporterJSON: with OTEL_EXPORTER_OTLP_PROTOCOL=http/json the SDK's
+// exporter sends the spans in JSON (this package's encoding is protobuf
+// only: a JSON request would carry none of it).
+func TestExporterJSON(t *testing.T) {
+	cfg, err := Parse("orders", func(k string) string {
+		return map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://unused"}[k]
+	})
+	if err != nil || !cfg.JSON {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+	c := newCapture(t)
+	cfg.Endpoint = c.URL + "/v1/traces"
+	exp, err := cfg.exporter(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exp.Shutdown(context.Background())
+	if err := exp.ExportSpans(context.Background(), recordSpans(t)); err != nil {
+		t.Fatal(err)
+	}
+	body := <-c.bodies
+	if !bytes.HasPrefix(body, []byte("{")) || !bytes.Contains(body, []byte(`"POST /v1/orders"`)) {
+		t.Fatalf("not the spans in JSON: %.200s", body)
+	}
+}
+
 // BenchmarkExport is one batch of 512 spans shaped like an order's (six
-// attributes each) converted and sent to a receiver that discards it: the
-// SDK's exporter against this package's, which keeps its messages.
+// attributes each) encoded and sent to a receiver that discards it: the
+// SDK's exporter against this package's.
 func BenchmarkExport(b *testing.B) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -244,7 +280,7 @@ func BenchmarkExport(b *testing.B) {
 	for _, v := range []struct {
 		name string
 		exp  sdktrace.SpanExporter
-	}{{"sdk", sdk}, {"reuse", ours}} {
+	}{{"sdk", sdk}, {"protowire", ours}} {
 		b.Run(v.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -8,6 +8,8 @@
 //   - OTEL_SDK_DISABLED=true: nothing is installed even with an endpoint.
 //   - OTEL_SERVICE_NAME (default: the service's own name) and
 //     OTEL_RESOURCE_ATTRIBUTES (key=value,...; percent-encoded values).
+//   - OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL:
+//     http/protobuf (the default) or http/json; grpc is not built in.
 //   - OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG: always_on,
 //     always_off, traceidratio, parentbased_always_on (the default),
 //     parentbased_always_off, parentbased_traceidratio; the ratio in [0, 1].
@@ -15,10 +17,10 @@
 // The exporter's own variables (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT,
 // _COMPRESSION, ...) and the batch processor's (OTEL_BSP_*) are read by the
 // OpenTelemetry SDK itself. A value Parse cannot use is an error at start-up,
-// never a silent fallback. Spans go out over OTLP/HTTP (protobuf) only: no
-// gRPC exporter, so the binaries stay small. The conversion to protobuf is
-// this package's (export.go): the SDK's, field for field, without its
-// allocations.
+// never a silent fallback. Spans go out over OTLP/HTTP only: no gRPC
+// exporter, so the binaries stay small. In protobuf, the encoding is this
+// package's (export.go: what the SDK's exporter sends, at a fraction of its
+// cost); in JSON, the SDK's exporter does it all.
 package telemetry
 
 import (
@@ -49,6 +51,7 @@ type Config struct {
 	Resource    []attribute.KeyValue // OTEL_RESOURCE_ATTRIBUTES, in order
 	Sampler     string               // canonical name, e.g. "parentbased_always_on"
 	Ratio       float64              // for the traceidratio samplers
+	JSON        bool                 // protocol http/json rather than http/protobuf
 }
 
 // Enabled reports whether Start installs an SDK.
@@ -61,6 +64,9 @@ func (c Config) String() string {
 		return "off"
 	}
 	s := c.Endpoint + " as " + c.ServiceName + " sampler " + c.Sampler
+	if c.JSON {
+		s = c.Endpoint + " (http/json) as " + c.ServiceName + " sampler " + c.Sampler
+	}
 	if strings.HasSuffix(c.Sampler, "traceidratio") {
 		s += " " + strconv.FormatFloat(c.Ratio, 'g', -1, 64)
 	}
@@ -92,6 +98,19 @@ func Parse(service string, getenv func(string) string) (Config, error) {
 		if u, err := url.Parse(cfg.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("%s=%q: want an absolute http(s) URL of an OTLP endpoint (OTLP over HTTP; gRPC is not built in)", endpointVar, env(endpointVar)))
 		}
+	}
+	protoVar := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	protocol := env(protoVar)
+	if protocol == "" {
+		protoVar = "OTEL_EXPORTER_OTLP_PROTOCOL"
+		protocol = env(protoVar)
+	}
+	switch protocol {
+	case "", "http/protobuf":
+	case "http/json":
+		cfg.JSON = true
+	default:
+		errs = append(errs, fmt.Errorf("%s=%q: want http/protobuf or http/json (gRPC is not built in)", protoVar, protocol))
 	}
 	attrs, err := parseResource(env("OTEL_RESOURCE_ATTRIBUTES"))
 	if err != nil {
@@ -177,6 +196,17 @@ func (c Config) sampler() sdktrace.Sampler {
 	return sdktrace.ParentBased(sdktrace.AlwaysSample())
 }
 
+// exporter is the span exporter for cfg's endpoint and protocol: in
+// protobuf this package's encoding, in JSON the SDK's exporter, each over
+// otlptracehttp's client.
+func (c Config) exporter(ctx context.Context) (sdktrace.SpanExporter, error) {
+	endpoint := otlptracehttp.WithEndpointURL(c.Endpoint)
+	if c.JSON {
+		return otlptracehttp.New(ctx, endpoint, otlptracehttp.WithEncoding(otlptracehttp.EncodingJSON))
+	}
+	return newExporter(ctx, otlptracehttp.NewClient(endpoint))
+}
+
 // Shutdown flushes the spans still buffered and stops the exporter.
 type Shutdown func(context.Context) error
 
@@ -192,7 +222,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (Shutdown, error) 
 	if !cfg.Enabled() {
 		return func(context.Context) error { return nil }, nil
 	}
-	exp, err := newExporter(ctx, otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(cfg.Endpoint)))
+	exp, err := cfg.exporter(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: OTLP exporter: %w", err)
 	}

@@ -34,11 +34,15 @@ func TestParse(t *testing.T) {
 			telemetry.Config{ServiceName: "orders", Sampler: "parentbased_always_on", Ratio: 1}},
 		{"sampler and ratio", map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"},
 			telemetry.Config{ServiceName: "orders", Sampler: "parentbased_traceidratio", Ratio: 0.25}},
+		{"json", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+			telemetry.Config{ServiceName: "orders", Sampler: "parentbased_always_on", Ratio: 1, JSON: true}},
+		{"traces protocol wins", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"},
+			telemetry.Config{ServiceName: "orders", Sampler: "parentbased_always_on", Ratio: 1}},
 	}
 	for _, tc := range ok {
 		got, err := telemetry.Parse("orders", env(tc.env))
 		if err != nil || got.Endpoint != tc.want.Endpoint || got.ServiceName != tc.want.ServiceName ||
-			got.Sampler != tc.want.Sampler || got.Ratio != tc.want.Ratio {
+			got.Sampler != tc.want.Sampler || got.Ratio != tc.want.Ratio || got.JSON != tc.want.JSON {
 			t.Errorf("%s: %+v, %v; want %+v", tc.name, got, err, tc.want)
 		}
 	}
@@ -59,6 +63,8 @@ func TestParse(t *testing.T) {
 		"OTEL_RESOURCE_ATTRIBUTES":           {"OTEL_RESOURCE_ATTRIBUTES": "just-a-word"},
 		"OTEL_EXPORTER_OTLP_ENDPOINT":        {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"},
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "grpc://collector:4317"},
+		"OTEL_EXPORTER_OTLP_PROTOCOL":        {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+		"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/xml"},
 	}
 	for what, e := range bad {
 		if _, err := telemetry.Parse("orders", env(e)); err == nil || !strings.Contains(err.Error(), strings.Fields(what)[0]) {
