@@ -26,11 +26,15 @@ import (
 // runs on a fresh stack, alternating (off, on, on, off, off, on, …: drift
 // over the run cancels out of the means).
 type tracingResult struct {
-	Clients   int
-	Off, On   []stage // one per round, in run order within each
-	Spans     int64   // spans the receiver got during the "on" stages
-	Exports   int64   // export requests that carried them
-	OnCreated int     // orders created in the "on" stages: measured, warm-up and the first
+	Clients int
+	Off, On []stage // one per round, in run order within each
+	// The services' CPU (user+system, all of them) per order created in
+	// each stage: what tracing costs them, whatever else the machine is
+	// doing, where req/s moves with every stall of a shared host.
+	OffCPU, OnCPU []time.Duration
+	Spans         int64 // spans the receiver got during the "on" stages
+	Exports       int64 // export requests that carried them
+	OnCreated     int   // orders created in the "on" stages: measured, warm-up and the first
 }
 
 // tracingLossTarget is issue 16's target: tracing at 100 % sampling costs at
@@ -57,12 +61,12 @@ func runTracing(ctx context.Context, o options, log *slog.Logger) (*tracingResul
 			endpoint, name = rcv.Endpoint(), "orders-create-trace-on"
 		}
 		spans0, exports0 := rcv.Count(), rcv.Requests()
-		st, warm, err := createStage(ctx, o, log, filepath.Join(dir, fmt.Sprint(i)), endpoint)
+		st, warm, cpu, err := createStage(ctx, o, log, filepath.Join(dir, fmt.Sprint(i)), endpoint)
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", name, err)
 		}
 		st.Name = name
-		log.Info("stage", "name", st.Name, "req/s", int(st.RPS), "success", st.Success, "p99", st.P99, "codes", st.Codes, "errors", st.Errors)
+		log.Info("stage", "name", st.Name, "req/s", int(st.RPS), "success", st.Success, "p99", st.P99, "codes", st.Codes, "errors", st.Errors, "services-cpu/order", cpu)
 		if on {
 			// The services flush their batches when they stop, so the count is complete.
 			res.Spans += rcv.Count() - spans0
@@ -71,8 +75,10 @@ func runTracing(ctx context.Context, o options, log *slog.Logger) (*tracingResul
 			// order's and the warm-up's are in the count too.
 			res.OnCreated += st.Codes["201"] + warm
 			res.On = append(res.On, st)
+			res.OnCPU = append(res.OnCPU, cpu)
 		} else {
 			res.Off = append(res.Off, st)
+			res.OffCPU = append(res.OffCPU, cpu)
 		}
 	}
 	return res, nil
@@ -80,35 +86,67 @@ func runTracing(ctx context.Context, o options, log *slog.Logger) (*tracingResul
 
 // createStage starts a fresh stack exporting to otlp (none if empty), warms
 // it with a short burst of orders, runs the orders-create stage, and stops it.
-// warm is the orders created before the stage (the first and the warm-up's).
-func createStage(ctx context.Context, o options, log *slog.Logger, dir, otlp string) (st stage, warm int, err error) {
+// warm is the orders created before the stage (the first and the warm-up's);
+// cpu is the services' CPU per order the stage created.
+func createStage(ctx context.Context, o options, log *slog.Logger, dir, otlp string) (st stage, warm int, cpu time.Duration, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return stage{}, 0, err
+		return stage{}, 0, 0, err
 	}
 	logf, err := os.Create(filepath.Join(dir, "stack.log"))
 	if err != nil {
-		return stage{}, 0, err
+		return stage{}, 0, 0, err
 	}
 	defer logf.Close()
-	r, stop, err := startDevstack(ctx, o, filepath.Join(dir, "data"), logf, otlp, log)
+	data := filepath.Join(dir, "data")
+	r, stop, err := startDevstack(ctx, o, data, logf, otlp, log)
 	if err != nil {
-		return stage{}, 0, err
+		return stage{}, 0, 0, err
 	}
 	defer stop()
 	orders := "http://127.0.0.1:8402"
 	auth := http.Header{"Authorization": {"Bearer " + r.AliceToken}, "Content-Type": {"application/json"}}
 	body := []byte(`{"items":[{"sku":"mug","quantity":2},{"sku":"tea-green","quantity":1}]}`)
 	if _, err := createOrder(ctx, http.DefaultClient, orders, auth, body); err != nil {
-		return stage{}, 0, fmt.Errorf("creating a first order: %w", err)
+		return stage{}, 0, 0, fmt.Errorf("creating a first order: %w", err)
+	}
+	pids := findPIDs(filepath.Join(data, "bin"))
+	if len(pids) != len(devstack.Services) {
+		return stage{}, 0, 0, fmt.Errorf("found %d of %d service processes", len(pids), len(devstack.Services))
+	}
+	servicesCPU := func() (d time.Duration) {
+		for _, pid := range pids {
+			c, _ := procCPU(pid)
+			d += c
+		}
+		return d
 	}
 	t := vegeta.Target{Method: "POST", URL: orders + "/v1/orders", Header: auth, Body: body}
 	// Warm-up: token and profile caches, connections, consumers' first pulls.
 	w := attack(ctx, t, o.clients, min(o.stageDur/4, 2*time.Second))
+	cpu0 := servicesCPU()
 	st = attack(ctx, t, o.clients, o.stageDur)
-	if st.Success < 1 {
-		return st, 0, fmt.Errorf("%.1f%% of the requests succeeded (%v %v)", 100*st.Success, st.Codes, st.Errors)
+	// Orders go on to billing after their 201: let that finish before the
+	// CPU is read, as it is part of what an order costs.
+	time.Sleep(time.Second)
+	if n := st.Codes["201"]; n > 0 {
+		cpu = (servicesCPU() - cpu0) / time.Duration(n)
 	}
-	return st, 1 + w.Codes["201"], nil
+	if st.Success < 1 {
+		return st, 0, 0, fmt.Errorf("%.1f%% of the requests succeeded (%v %v)", 100*st.Success, st.Codes, st.Errors)
+	}
+	return st, 1 + w.Codes["201"], cpu, nil
+}
+
+// meanCPU is the mean of the rounds' CPU per order.
+func meanCPU(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, x := range d {
+		sum += x
+	}
+	return sum / time.Duration(len(d))
 }
 
 // mean is the variant's mean req/s over its rounds and the p50/p99 of all
@@ -166,6 +204,11 @@ func (tr *tracingResult) markdown(p func(string, ...any)) {
 			verdict = "over"
 		}
 		p("**Throughput lost with tracing on: %.1f %%** (%.0f against %.0f req/s), %s the target of ≤ %.0f %%.\n", 100*loss, on, off, verdict, 100*tracingLossTarget)
+		if off, on := meanCPU(tr.OffCPU), meanCPU(tr.OnCPU); off > 0 && on > 0 {
+			p("The services' CPU per order (user+system of all four from `/proc/<pid>/stat` over each stage and the second after\n")
+			p("it, divided by the orders it created; mean of rounds): **%d µs off, %d µs on (+%.0f %%)**. Unlike req/s, this does not\n", off.Microseconds(), on.Microseconds(), 100*(float64(on)/float64(off)-1))
+			p("move when the host stalls; what tracing costs beyond it is the export's traffic and the sink.\n")
+		}
 		if tr.OnCreated > 0 {
 			p("The receiver got %d spans in %d export requests for the %d orders the traced stacks created, warm-ups included (%.1f spans per order).\n", tr.Spans, tr.Exports, tr.OnCreated, float64(tr.Spans)/float64(tr.OnCreated))
 		}
