@@ -33,7 +33,10 @@ import (
 // handed over as the unknown fields of an otherwise empty ResourceSpans:
 // protobuf writes unknown fields back out as they are, so the request on
 // the wire is byte for byte a normal one. TestExporterSendsWhatTheSDKSends
-// decodes what both exporters send and requires the same messages.
+// decodes what both exporters send and requires the same messages. (The
+// client's experimental self-observability metrics, off unless
+// OTEL_GO_X_OBSERVABILITY is set, count spans in the messages, so they would
+// count none.)
 type exporter struct {
 	client otlptrace.Client
 
