@@ -81,7 +81,7 @@ func (h HeaderCarrier) Keys() []string {
 // plus JetStream's own under messaging.jetstream.*). Not recorded:
 // messaging.operation.type, which the span kind already says (producer and
 // client: send; consumer and server: process) — every attribute costs about
-// a microsecond and a half recorded and exported.
+// half a microsecond recorded and exported.
 const (
 	attrSystem        = attribute.Key("messaging.system")
 	attrDestination   = attribute.Key("messaging.destination.name")
