@@ -29,8 +29,8 @@ type tracingResult struct {
 	Clients int
 	Off, On []stage // one per round, in run order within each
 	// The services' CPU (user+system, all of them) per order created in
-	// each stage: what tracing costs them, whatever else the machine is
-	// doing, where req/s moves with every stall of a shared host.
+	// each stage: what tracing costs the services themselves, where req/s
+	// also moves with everything else on the host.
 	OffCPU, OnCPU []time.Duration
 	Spans         int64 // spans the receiver got during the "on" stages
 	Exports       int64 // export requests that carried them
@@ -206,8 +206,8 @@ func (tr *tracingResult) markdown(p func(string, ...any)) {
 		p("**Throughput lost with tracing on: %.1f %%** (%.0f against %.0f req/s), %s the target of ≤ %.0f %%.\n", 100*loss, on, off, verdict, 100*tracingLossTarget)
 		if off, on := meanCPU(tr.OffCPU), meanCPU(tr.OnCPU); off > 0 && on > 0 {
 			p("The services' CPU per order (user+system of all four from `/proc/<pid>/stat` over each stage and the second after\n")
-			p("it, divided by the orders it created; mean of rounds): **%d µs off, %d µs on (+%.0f %%)**. Unlike req/s, this does not\n", off.Microseconds(), on.Microseconds(), 100*(float64(on)/float64(off)-1))
-			p("move when the host stalls; what tracing costs beyond it is the export's traffic and the sink.\n")
+			p("it, divided by the orders it created; mean of rounds): **%d µs off, %d µs on (+%.0f %%)**. It counts the services'\n", off.Microseconds(), on.Microseconds(), 100*(float64(on)/float64(off)-1))
+			p("own work only (req/s also moves with NATS, the load generator, the sink and the host); it still follows the host's speed.\n")
 		}
 		if tr.OnCreated > 0 {
 			p("The receiver got %d spans in %d export requests for the %d orders the traced stacks created, warm-ups included (%.1f spans per order).\n", tr.Spans, tr.Exports, tr.OnCreated, float64(tr.Spans)/float64(tr.OnCreated))
