@@ -98,6 +98,10 @@ type encoder struct {
 	scopes    map[instrumentation.Scope][]byte
 }
 
+// maxKeptBuffer bounds the buffer kept between batches: a default batch of
+// 512 spans takes about 150 KiB.
+const maxKeptBuffer = 4 << 20
+
 // group is the spans of one resource and instrumentation scope.
 type group struct {
 	res   *resource.Resource
@@ -140,6 +144,9 @@ func (e *encoder) encode(spans []sdktrace.ReadOnlySpan) []*tracepb.ResourceSpans
 	}
 	if len(e.groups) == 0 {
 		return nil
+	}
+	if cap(e.buf) > maxKeptBuffer {
+		e.buf = nil // an outsized batch's buffer is not kept for ever
 	}
 	b := e.buf[:0]
 	e.ends = e.ends[:0]
