@@ -251,18 +251,9 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 // exportSection reports BenchmarkExport (pkg/platform/telemetry): one OTLP
 // batch through the SDK's exporter and through telemetry's own encoding.
 func (r *report) exportSection(p func(string, ...any)) {
-	g := r.Go
-	variants := []string{"sdk", "protowire"}
-	if !g.ranAny("Export/", variants) {
+	if !r.Go.pairTable(p, "OTLP export of one batch (`pkg/platform/telemetry`, `BenchmarkExport`)", "exporter", "Export/", "sdk", "protowire",
+		"The services' exporter is **%.1f× faster** than the SDK's") {
 		return
-	}
-	p("### OTLP export of one batch (`pkg/platform/telemetry`, `BenchmarkExport`)\n\n")
-	tableHeader(p, "exporter", "ns/op", "B/op", "allocs/op")
-	for _, v := range variants {
-		tableRow(p, v, g.stat("Export/"+v))
-	}
-	if x, ok := g.ratio("Export/sdk", "Export/protowire", speed); ok {
-		p("\nThe services' exporter is **%.1f× faster** than the SDK's (median of the ratios within each round).\n", x)
 	}
 	p("\nOne batch of 512 spans of six attributes each (the batch processor's default size), encoded as OTLP protobuf\n")
 	p("and sent over HTTP to a local receiver that discards it. `sdk` is `otlptracehttp.New`: a new tree of protobuf\n")
@@ -274,24 +265,34 @@ func (r *report) exportSection(p func(string, ...any)) {
 // exchangeSection reports BenchmarkExchange (services/tts): what a service
 // pays for a transaction token, with and without its client's cache.
 func (r *report) exchangeSection(p func(string, ...any)) {
-	g := r.Go
-	variants := []string{"uncached", "cached"}
-	if !g.ranAny("Exchange/", variants) {
+	if !r.Go.pairTable(p, "Transaction token exchange (`services/tts`, `BenchmarkExchange`)", "variant", "Exchange/", "uncached", "cached",
+		"A cache hit is **%.0f× faster** than an exchange") {
 		return
-	}
-	p("### Transaction token exchange (`services/tts`, `BenchmarkExchange`)\n\n")
-	tableHeader(p, "variant", "ns/op", "B/op", "allocs/op")
-	for _, v := range variants {
-		tableRow(p, v, g.stat("Exchange/"+v))
-	}
-	if x, ok := g.ratio("Exchange/uncached", "Exchange/cached", speed); ok {
-		p("\nA cache hit is **%.0f× faster** than an exchange (median of the ratios within each round).\n", x)
 	}
 	p("\n`uncached` is one full exchange: the client asks the real Transaction Token Service over NATS (orders'\n")
 	p("account importing the TTS's `authmesh.tts.exchange`), which verifies the caller's access token and orders'\n")
 	p("own client-credentials token (from its validator's cache, as under load), signs an ES256 transaction token\n")
 	p("and answers; the client then forgets it. `cached` is what a steady load pays instead: `natsauth.TxnClient`'s\n")
 	p("hit for the same (access token, scopes) until shortly before the transaction token expires.\n\n")
+}
+
+// pairTable writes the heading and the ns/op, B/op and allocs/op table of
+// the sub-benchmarks prefix+slow and prefix+fast, then faster (a format of
+// one number) with how many times faster fast is: the median of the ratios
+// within each round. It writes nothing and returns false when neither ran.
+func (g *goBench) pairTable(p func(string, ...any), heading, column, prefix, slow, fast, faster string) bool {
+	if !g.ranAny(prefix, []string{slow, fast}) {
+		return false
+	}
+	p("### %s\n\n", heading)
+	tableHeader(p, column, "ns/op", "B/op", "allocs/op")
+	for _, v := range []string{slow, fast} {
+		tableRow(p, v, g.stat(prefix+v))
+	}
+	if x, ok := g.ratio(prefix+slow, prefix+fast, speed); ok {
+		p("\n"+faster+" (median of the ratios within each round).\n", x)
+	}
+	return true
 }
 
 // natsConnectVariants are BenchmarkNATSConnect's sub-benchmarks (pkg/platform/callout)
