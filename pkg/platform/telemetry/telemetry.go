@@ -63,10 +63,11 @@ func (c Config) String() string {
 	if !c.Enabled() {
 		return "off"
 	}
-	s := c.Endpoint + " as " + c.ServiceName + " sampler " + c.Sampler
+	s := c.Endpoint
 	if c.JSON {
-		s = c.Endpoint + " (http/json) as " + c.ServiceName + " sampler " + c.Sampler
+		s += " (http/json)"
 	}
+	s += " as " + c.ServiceName + " sampler " + c.Sampler
 	if strings.HasSuffix(c.Sampler, "traceidratio") {
 		s += " " + strconv.FormatFloat(c.Ratio, 'g', -1, 64)
 	}
