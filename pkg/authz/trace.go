@@ -64,7 +64,8 @@ func RecordDecision(ctx context.Context, p Policy, c *Claims, err error) {
 	if !span.IsRecording() {
 		return
 	}
-	attrs := make([]attribute.KeyValue, 0, 7)
+	var buf [7]attribute.KeyValue
+	attrs := buf[:0]
 	if label := p.traceLabel(); label != "" {
 		attrs = append(attrs, AttrPolicy.String(label))
 	}
@@ -75,7 +76,7 @@ func RecordDecision(ctx context.Context, p Policy, c *Claims, err error) {
 		}
 	}
 	if err == nil {
-		span.SetAttributes(append(attrs, AttrDecision.String(decisionAllowed))...)
+		SetSpanAttributes(span, append(attrs, AttrDecision.String(decisionAllowed)))
 		return
 	}
 	code, reason := CodeOf(err), ""
@@ -90,7 +91,7 @@ func RecordDecision(ctx context.Context, p Policy, c *Claims, err error) {
 	if reason != "" {
 		attrs = append(attrs, AttrReason.String(reason))
 	}
-	span.SetAttributes(attrs...)
+	SetSpanAttributes(span, attrs)
 	if reason == "revoked" {
 		span.AddEvent(EventRevocation)
 	}
@@ -118,7 +119,7 @@ func (p Policy) traceLabel() string {
 // whether it was at hand (false: the JWKS was fetched for it first).
 func recordKeyLookup(ctx context.Context, kid string, hit bool) {
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.SetAttributes(AttrKeyID.String(traceKID(kid)), AttrKeyCacheHit.Bool(hit))
+		SetSpanAttributes(span, []attribute.KeyValue{AttrKeyID.String(traceKID(kid)), AttrKeyCacheHit.Bool(hit)})
 	}
 }
 
@@ -171,7 +172,7 @@ func PlainID(s string) bool {
 // is still published (the verified-token cache answered).
 func recordTokenCacheHit(ctx context.Context) {
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.SetAttributes(AttrTokenCached.Bool(true), AttrKeyCacheHit.Bool(true))
+		SetSpanAttributes(span, []attribute.KeyValue{AttrTokenCached.Bool(true), AttrKeyCacheHit.Bool(true)})
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/authmesh/authmesh/pkg/authz"
 )
 
 // Writes to a Bucket are client spans "kv <op> <bucket>" with
@@ -98,26 +100,30 @@ func (b *Bucket) startWrite(ctx context.Context, op string) (context.Context, tr
 	ctx, span := platformTracer.Start(ctx, "kv", trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
 		span.SetName("kv " + op + " " + b.Bucket())
-		span.SetAttributes(kvSystem)
 	}
 	return ctx, span
 }
 
+// endWrite sets the span's attributes, all in one call (each call costs
+// the SDK an allocation), and ends it.
 func endWrite(span trace.Span, rev uint64, err error) {
 	defer span.End()
 	if !span.IsRecording() {
 		return
 	}
+	var buf [2]attribute.KeyValue
+	attrs := append(buf[:0], kvSystem)
 	switch {
 	case err == nil:
 		if rev > 0 {
-			span.SetAttributes(attribute.Int64("kv.revision", int64(rev)))
+			attrs = append(attrs, attribute.Int64("kv.revision", int64(rev)))
 		}
 	case isCASConflict(err):
-		span.SetAttributes(attribute.Bool("kv.conflict", true))
+		attrs = append(attrs, attribute.Bool("kv.conflict", true))
 	default:
 		span.SetStatus(codes.Error, err.Error())
 	}
+	authz.SetSpanAttributes(span, attrs)
 }
 
 // isCASConflict reports a lost compare-and-set.

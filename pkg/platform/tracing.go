@@ -44,15 +44,23 @@ func (a *App) traceHTTP(next echo.HandlerFunc) echo.HandlerFunc {
 		if req.TLS != nil {
 			scheme = "https"
 		}
-		ctx, span := platformTracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(semconv.HTTPRequestMethodKey.String(req.Method), semconv.HTTPRoute(route), semconv.URLScheme(scheme)))
+		ctx, span := platformTracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+		if span.IsRecording() {
+			// Its attributes (these, the decision, the ids, the status)
+			// reach the SDK at End, in one call; the samplers telemetry
+			// installs decide on the trace id and parent alone, never on
+			// attributes.
+			ctx, span = authz.GatherAttributes(ctx, span)
+			authz.SetSpanAttributes(span, []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(req.Method),
+				semconv.HTTPRoute(route), semconv.URLScheme(scheme)})
+		}
 		defer span.End()
 		c.SetRequest(req.WithContext(ctx))
 		err := next(c)
 		if span.IsRecording() {
 			res := c.Response()
-			span.SetAttributes(semconv.HTTPResponseStatusCode(res.Status),
-				attrRequestID.String(res.Header().Get(echo.HeaderXRequestID)))
+			authz.SetSpanAttributes(span, []attribute.KeyValue{semconv.HTTPResponseStatusCode(res.Status),
+				attrRequestID.String(res.Header().Get(echo.HeaderXRequestID))})
 			if res.Status >= 500 {
 				span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(res.Status)))
 				span.SetStatus(codes.Error, http.StatusText(res.Status))

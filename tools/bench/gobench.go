@@ -38,7 +38,7 @@ var procsSuffix = regexp.MustCompile(`-\d+$`)
 // runs in each. Dir is the module's directory under the root (each module
 // builds its own test binary, in workspace mode); Pkg is relative to it.
 var goBenchPkgs = []struct{ Dir, Pkg, Bench string }{
-	{"pkg/authz", ".", "^Benchmark(Validate|EchoHTTP|DPoP)$"},
+	{"pkg/authz", ".", "^Benchmark(Validate|EchoHTTP|DPoP|DecisionSpan)$"},
 	{"pkg/authz", "./natsauth", "^BenchmarkNATSRequest$"},
 	{"services/tts", "./internal/service", "^BenchmarkExchange$"},
 	{"pkg/platform", "./callout", "^BenchmarkNATSConnect$"},

@@ -133,7 +133,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("`NATSRequest/authz` sends from a NATS handler's context, forwarding the transaction token it received;\n")
 		p("`NATSRequest/authz-exchanged` sends from an HTTP handler's context, so the caller's access token is first\n")
 		p("exchanged through a `natsauth.TxnClient`, whose cache answers every request after the first.\n\n")
-		r.exchangeSection(p)
+		r.Go.pairSection(p, exchangePair)
 		r.natsConnectSection(p)
 		r.dpopSection(p)
 	}
@@ -229,7 +229,8 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		tr.markdown(p)
 	}
 	if r.Go != nil {
-		r.exportSection(p)
+		r.Go.pairSection(p, exportPair)
+		r.Go.pairSection(p, decisionSpanPair)
 	}
 
 	if len(r.Sizes.Static) > 0 || len(r.Sizes.Images) > 0 {
@@ -248,51 +249,43 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 	return b.String()
 }
 
-// exportSection reports BenchmarkExport (pkg/platform/telemetry): one OTLP
-// batch through the SDK's exporter and through telemetry's own encoding.
-func (r *report) exportSection(p func(string, ...any)) {
-	if !r.Go.pairTable(p, "OTLP export of one batch (`pkg/platform/telemetry`, `BenchmarkExport`)", "exporter", "Export/", "sdk", "protowire",
-		"The services' exporter is **%.1f× faster** than the SDK's") {
-		return
-	}
-	p("\nOne batch of 512 spans of six attributes each (the batch processor's default size), encoded as OTLP protobuf\n")
-	p("and sent over HTTP to a local receiver that discards it. `sdk` is `otlptracehttp.New`: a new tree of protobuf\n")
-	p("messages per batch, marshalled by reflection. `protowire` is what `telemetry.Start` installs: the same client,\n")
-	p("sending the spans' encoding appended straight into a buffer kept from batch to batch\n")
-	p("(`TestExporterSendsWhatTheSDKSends` decodes both and requires the same messages).\n\n")
+// pairSection is a Go benchmark of two variants reported as a section of
+// its own: the table of prefix+slow and prefix+fast, how many times faster
+// fast is, and what the variants do.
+type pairSection struct {
+	heading, column, prefix, slow, fast string
+	faster                              string // a format of one number, the speed-up
+	about                               string // one paragraph
 }
 
-// exchangeSection reports BenchmarkExchange (services/tts): what a service
-// pays for a transaction token, with and without its client's cache.
-func (r *report) exchangeSection(p func(string, ...any)) {
-	if !r.Go.pairTable(p, "Transaction token exchange (`services/tts`, `BenchmarkExchange`)", "variant", "Exchange/", "uncached", "cached",
-		"A cache hit is **%.0f× faster** than an exchange") {
+var (
+	exportPair = pairSection{heading: "OTLP export of one batch (`pkg/platform/telemetry`, `BenchmarkExport`)",
+		column: "exporter", prefix: "Export/", slow: "sdk", fast: "protowire", faster: "The services' exporter is **%.1f× faster** than the SDK's",
+		about: "One batch of 512 spans of six attributes each (the batch processor's default size), encoded as OTLP protobuf and sent over HTTP to a local receiver that discards it. `sdk` is `otlptracehttp.New`: a new tree of protobuf messages per batch, marshalled by reflection. `protowire` is what `telemetry.Start` installs: the same client, sending the spans' encoding appended straight into a buffer kept from batch to batch (`TestExporterSendsWhatTheSDKSends` decodes both and requires the same messages)."}
+	decisionSpanPair = pairSection{heading: "A receiver's span (`pkg/authz`, `BenchmarkDecisionSpan`)",
+		column: "attributes", prefix: "DecisionSpan/", slow: "direct", fast: "gathered", faster: "A gathered span is **%.2f× faster**",
+		about: "One span with a receiver's 13 attributes in six calls (messaging, endpoint, key lookup, an id, the decision, the result), ended into a processor that drops it. `direct`: each call goes to the SDK, which grows the span's attribute slice whenever it is full. `gathered`: `authz.GatherAttributes`, as the services' HTTP server, NATS server, consumer and producer spans are: the SDK gets them in one call at End."}
+	exchangePair = pairSection{heading: "Transaction token exchange (`services/tts`, `BenchmarkExchange`)",
+		column: "variant", prefix: "Exchange/", slow: "uncached", fast: "cached", faster: "A cache hit is **%.0f× faster** than an exchange",
+		about: "`uncached` is one full exchange: the client asks the real Transaction Token Service over NATS (orders' account importing the TTS's `authmesh.tts.exchange`), which verifies the caller's access token and orders' own client-credentials token (from its validator's cache, as under load), signs an ES256 transaction token and answers; the client then forgets it. `cached` is what a steady load pays instead: `natsauth.TxnClient`'s hit for the same (access token, scopes) until shortly before the transaction token expires."}
+)
+
+// pairSection writes s: its heading, the ns/op, B/op and allocs/op table,
+// the speed-up (the median of the ratios within each round) and its
+// paragraph. It writes nothing when neither variant ran.
+func (g *goBench) pairSection(p func(string, ...any), s pairSection) {
+	if !g.ranAny(s.prefix, []string{s.slow, s.fast}) {
 		return
 	}
-	p("\n`uncached` is one full exchange: the client asks the real Transaction Token Service over NATS (orders'\n")
-	p("account importing the TTS's `authmesh.tts.exchange`), which verifies the caller's access token and orders'\n")
-	p("own client-credentials token (from its validator's cache, as under load), signs an ES256 transaction token\n")
-	p("and answers; the client then forgets it. `cached` is what a steady load pays instead: `natsauth.TxnClient`'s\n")
-	p("hit for the same (access token, scopes) until shortly before the transaction token expires.\n\n")
-}
-
-// pairTable writes the heading and the ns/op, B/op and allocs/op table of
-// the sub-benchmarks prefix+slow and prefix+fast, then faster (a format of
-// one number) with how many times faster fast is: the median of the ratios
-// within each round. It writes nothing and returns false when neither ran.
-func (g *goBench) pairTable(p func(string, ...any), heading, column, prefix, slow, fast, faster string) bool {
-	if !g.ranAny(prefix, []string{slow, fast}) {
-		return false
+	p("### %s\n\n", s.heading)
+	tableHeader(p, s.column, "ns/op", "B/op", "allocs/op")
+	for _, v := range []string{s.slow, s.fast} {
+		tableRow(p, v, g.stat(s.prefix+v))
 	}
-	p("### %s\n\n", heading)
-	tableHeader(p, column, "ns/op", "B/op", "allocs/op")
-	for _, v := range []string{slow, fast} {
-		tableRow(p, v, g.stat(prefix+v))
+	if x, ok := g.ratio(s.prefix+s.slow, s.prefix+s.fast, speed); ok {
+		p("\n"+s.faster+" (median of the ratios within each round).\n", x)
 	}
-	if x, ok := g.ratio(prefix+slow, prefix+fast, speed); ok {
-		p("\n"+faster+" (median of the ratios within each round).\n", x)
-	}
-	return true
+	p("\n%s\n\n", s.about)
 }
 
 // natsConnectVariants are BenchmarkNATSConnect's sub-benchmarks (pkg/platform/callout)

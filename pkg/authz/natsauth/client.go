@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authmesh/authmesh/pkg/authz"
@@ -178,10 +179,12 @@ func publish(ctx context.Context, js jetstream.JetStream, subj string, data []by
 		return nil, fmt.Errorf("natsauth: publish %s: %w", subj, err)
 	}
 	if span.IsRecording() {
-		span.SetAttributes(attrStream.String(ack.Stream), attrStreamSeq.Int64(int64(ack.Sequence)))
+		var buf [3]attribute.KeyValue
+		attrs := append(buf[:0], attrStream.String(ack.Stream), attrStreamSeq.Int64(int64(ack.Sequence)))
 		if ack.Duplicate {
-			span.SetAttributes(attrDuplicate.Bool(true))
+			attrs = append(attrs, attrDuplicate.Bool(true))
 		}
+		authz.SetSpanAttributes(span, attrs)
 	}
 	return ack, nil
 }

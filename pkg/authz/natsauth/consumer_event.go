@@ -240,8 +240,8 @@ func (c *Consumer) startConsumerSpan(base context.Context, msg jetstream.Msg, me
 	if !span.IsRecording() {
 		return ctx, span // tracing off or not sampled: nothing to format
 	}
-	attrs := make([]attribute.KeyValue, 0, 7)
-	attrs = append(attrs, attrConsumerGroup.String(meta.Consumer), attrStream.String(meta.Stream),
+	var buf [7]attribute.KeyValue
+	attrs := append(buf[:0], attrConsumerGroup.String(meta.Consumer), attrStream.String(meta.Stream),
 		attrStreamSeq.Int64(int64(meta.Sequence.Stream)), attrStored.String(meta.Timestamp.UTC().Format(time.RFC3339Nano)),
 		attrDelivered.Int64(int64(meta.NumDelivered)))
 	if meta.NumDelivered > 1 {
@@ -250,7 +250,7 @@ func (c *Consumer) startConsumerSpan(base context.Context, msg jetstream.Msg, me
 	if id := msg.Headers().Get(HeaderMsgID); id != "" {
 		attrs = append(attrs, eventType(id))
 	}
-	span.SetAttributes(attrs...)
+	authz.SetSpanAttributes(span, attrs)
 	return ctx, span
 }
 

@@ -117,8 +117,14 @@ var systemNATS = attrSystem.String("nats")
 func startSpan(ctx context.Context, kind trace.SpanKind, op, subj string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
 	ctx, span := tracer().Start(ctx, op, append(opts, trace.WithSpanKind(kind))...)
 	if span.IsRecording() {
+		if kind != trace.SpanKindClient {
+			// A receiver's span collects the most attributes, a few at a
+			// time (the decision, the ids, the result), a producer's a few
+			// after the acknowledgement: set at End, at once.
+			ctx, span = authz.GatherAttributes(ctx, span)
+		}
 		span.SetName(op + " " + subj)
-		span.SetAttributes(systemNATS, attrDestination.String(subj), attrOperation.String(op))
+		authz.SetSpanAttributes(span, []attribute.KeyValue{systemNATS, attrDestination.String(subj), attrOperation.String(op)})
 	}
 	return ctx, span
 }
