@@ -417,8 +417,8 @@ func TestNATSConnectReport(t *testing.T) {
 }
 
 // TestTracingMarkdown: the tracing section reports both sides' req/s and
-// p99 side by side, each round, the loss against the target, and the spans
-// the receiver got.
+// p99 side by side, each round, the loss against the target, how far apart
+// the off stages are, and the spans the receiver got.
 func TestTracingMarkdown(t *testing.T) {
 	t.Parallel()
 	tr := &tracingResult{Clients: 50, Spans: 24000, Exports: 60, OnCreated: 2000,
@@ -430,6 +430,7 @@ func TestTracingMarkdown(t *testing.T) {
 		"| off | 1000 | 50.0 ms | 95.0 ms | 1100, 900 |",
 		"| on, 100 % sampled | 900 | 55.0 ms | 110.0 ms | 950, 850 |",
 		"**Throughput lost with tracing on: 10.0 %** (900 against 1000 req/s), within the target of ≤ 10 %.",
+		"range from\n900 to 1100 req/s, 20 % of their mean apart.",
 		"24000 spans in 60 export requests for the 2000 orders the traced stacks created, warm-ups included (12.0 spans per order)",
 	)
 }

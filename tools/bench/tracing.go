@@ -161,6 +161,15 @@ func (tr *tracingResult) mean(st []stage) (rps float64, p50, p99 time.Duration) 
 	return rps, pct(lat, 50), pct(lat, 99)
 }
 
+// rpsRange is the lowest and the highest req/s of st (not empty).
+func rpsRange(st []stage) (lo, hi float64) {
+	lo, hi = st[0].RPS, st[0].RPS
+	for _, s := range st[1:] {
+		lo, hi = min(lo, s.RPS), max(hi, s.RPS)
+	}
+	return lo, hi
+}
+
 // loss is the throughput lost with tracing on, as a share of tracing off.
 func (tr *tracingResult) loss() (loss, on, off float64, ok bool) {
 	if tr == nil || len(tr.On) == 0 || len(tr.Off) == 0 {
@@ -204,6 +213,11 @@ func (tr *tracingResult) markdown(p func(string, ...any)) {
 			verdict = "over"
 		}
 		p("**Throughput lost with tracing on: %.1f %%** (%.0f against %.0f req/s), %s the target of ≤ %.0f %%.\n", 100*loss, on, off, verdict, 100*tracingLossTarget)
+		if len(tr.Off) > 1 {
+			lo, hi := rpsRange(tr.Off)
+			p("The host's speed moves between stages too: the off stages alone, the same configuration each time, range from\n")
+			p("%.0f to %.0f req/s, %.0f %% of their mean apart.\n", lo, hi, 100*(hi-lo)/off)
+		}
 		if off, on := meanCPU(tr.OffCPU), meanCPU(tr.OnCPU); off > 0 && on > 0 {
 			p("The services' CPU per order (user+system of all four from `/proc/<pid>/stat` over each stage and the second after\n")
 			p("it, divided by the orders it created; mean of rounds): **%d µs off, %d µs on (+%.0f %%)**. It counts the services'\n", off.Microseconds(), on.Microseconds(), 100*(float64(on)/float64(off)-1))
