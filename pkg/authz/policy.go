@@ -128,26 +128,69 @@ func (p Policy) Names() []string {
 // ReasonMissingPermission naming what was needed otherwise — or ErrNoPolicy
 // for the zero Policy.
 func (p Policy) Authorize(c *Claims) error {
-	if !p.set {
+	switch p.check(c) {
+	case allowed:
+		return nil
+	case noPolicy:
 		return ErrNoPolicy
+	case noToken:
+		return ErrMissingToken
+	case usersOnly:
+		return notAdmitted(ReasonUsersOnly, "only user tokens may call this; service tokens are refused")
+	case clientNotAllowed:
+		return notAdmitted(ReasonClientNotAllowed, "this service client may not call this")
+	case clientsOnly:
+		return notAdmitted(ReasonClientsOnly, "only named service clients may call this; user tokens are refused")
+	case orgRequired:
+		return notAdmitted(ReasonOrgRequired, "this requires a token issued for an organization")
+	case missingAllOf:
+		return insufficient(p.allOf)
+	}
+	return insufficient(p.anyOf)
+}
+
+// Allows reports whether the policy admits c, as Authorize(c) == nil does,
+// without building the refusal: for a check that only decides what a caller
+// sees (an admin's read-all), on every request of those who may not.
+func (p Policy) Allows(c *Claims) bool { return p.check(c) == allowed }
+
+// denial is why check refuses a token, or allowed.
+type denial uint8
+
+const (
+	allowed denial = iota
+	noPolicy
+	noToken
+	usersOnly
+	clientNotAllowed
+	clientsOnly
+	orgRequired
+	missingAllOf
+	missingAnyOf
+)
+
+// check is Authorize's decision, with nothing allocated.
+func (p Policy) check(c *Claims) denial {
+	if !p.set {
+		return noPolicy
 	}
 	if p.public {
-		return nil
+		return allowed
 	}
 	if c == nil {
-		return ErrMissingToken
+		return noToken
 	}
 	m2m := c.IsM2M()
 	switch {
 	case m2m && len(p.clients) == 0:
-		return notAdmitted(ReasonUsersOnly, "only user tokens may call this; service tokens are refused")
+		return usersOnly
 	case m2m && !slices.Contains(p.clients, c.Client()):
-		return notAdmitted(ReasonClientNotAllowed, "this service client may not call this")
+		return clientNotAllowed
 	case !m2m && !p.users:
-		return notAdmitted(ReasonClientsOnly, "only named service clients may call this; user tokens are refused")
+		return clientsOnly
 	}
 	if p.org && c.OrgID == "" {
-		return notAdmitted(ReasonOrgRequired, "this requires a token issued for an organization")
+		return orgRequired
 	}
 	has := c.HasPermission
 	if m2m {
@@ -155,11 +198,11 @@ func (p Policy) Authorize(c *Claims) error {
 	}
 	for _, v := range p.allOf {
 		if !has(v) {
-			return insufficient(p.allOf)
+			return missingAllOf
 		}
 	}
 	if len(p.anyOf) > 0 && !slices.ContainsFunc(p.anyOf, has) {
-		return insufficient(p.anyOf)
+		return missingAnyOf
 	}
-	return nil
+	return allowed
 }

@@ -24,6 +24,9 @@ func checkPolicies(t *testing.T, cases []policyCase, also func(*testing.T, *auth
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			err := tc.p.Authorize(tc.c)
+			if tc.p.Allows(tc.c) != (err == nil) {
+				t.Errorf("Allows = %v with Authorize = %v", tc.p.Allows(tc.c), err)
+			}
 			if tc.reason == "" {
 				if err != nil {
 					t.Fatalf("Authorize = %v, want allowed", err)
@@ -98,5 +101,33 @@ func TestPolicyWho(t *testing.T) {
 		t.Errorf("Authorize = %v", err)
 	} else if ae := err.(*authz.Error); ae.KindRefused() || ae.Reason != authz.ReasonMissingPermission {
 		t.Errorf("missing permission reported as %q", ae.Reason)
+	}
+}
+
+// TestAllowsIsAuthorize: Allows says yes exactly where Authorize returns
+// nil, for the policies and tokens checkPolicies' tables do not hold: the
+// zero policy, Public, no token, a missing permission of RequireAll and of
+// RequireAny.
+func TestAllowsIsAuthorize(t *testing.T) {
+	t.Parallel()
+	user := &authz.Claims{Subject: "auth0|1", Permissions: []string{"read:orders"}}
+	for _, tc := range []struct {
+		name string
+		p    authz.Policy
+		c    *authz.Claims
+		want bool
+	}{
+		{"zero policy", authz.Policy{}, user, false},
+		{"public, no token", authz.Public(), nil, true},
+		{"no token", authz.RequireAll("read:orders").Users(), nil, false},
+		{"all of, held", authz.RequireAll("read:orders").Users(), user, true},
+		{"all of, one missing", authz.RequireAll("read:orders", "read:all_orders").Users(), user, false},
+		{"any of, one held", authz.RequireAny("read:all_orders", "read:orders").Users(), user, true},
+		{"any of, none held", authz.RequireAny("read:all_orders").Users(), user, false},
+	} {
+		err := tc.p.Authorize(tc.c)
+		if got := tc.p.Allows(tc.c); got != tc.want || got != (err == nil) {
+			t.Errorf("%s: Allows = %v, Authorize = %v; want %v", tc.name, got, err, tc.want)
+		}
 	}
 }

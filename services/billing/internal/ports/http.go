@@ -94,7 +94,7 @@ func caller(cl *authz.Claims) app.Caller {
 		Subject:    cl.Subject,
 		OrgID:      cl.OrgID,
 		Service:    cl.IsM2M(),
-		CanReadAll: PolicyReadAll.Authorize(cl) == nil,
+		CanReadAll: PolicyReadAll.Allows(cl),
 	}
 }
 

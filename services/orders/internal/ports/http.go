@@ -135,7 +135,7 @@ func caller(c echo.Context) (context.Context, app.Caller, error) {
 	if !ok {
 		return nil, app.Caller{}, authz.ErrMissingToken
 	}
-	return c.Request().Context(), app.Caller{Subject: cl.Subject, OrgID: cl.OrgID, ReadAll: readAll.Authorize(cl) == nil}, nil
+	return c.Request().Context(), app.Caller{Subject: cl.Subject, OrgID: cl.OrgID, ReadAll: readAll.Allows(cl)}, nil
 }
 
 // mapErr turns domain validation failures into 422s with field messages and
