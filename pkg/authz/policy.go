@@ -145,8 +145,9 @@ func (p Policy) Authorize(c *Claims) error {
 		return notAdmitted(ReasonOrgRequired, "this requires a token issued for an organization")
 	case missingAllOf:
 		return insufficient(p.allOf)
+	default: // missingAnyOf
+		return insufficient(p.anyOf)
 	}
-	return insufficient(p.anyOf)
 }
 
 // Allows reports whether the policy admits c, as Authorize(c) == nil does,
