@@ -133,7 +133,7 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		p("`NATSRequest/authz` sends from a NATS handler's context, forwarding the transaction token it received;\n")
 		p("`NATSRequest/authz-exchanged` sends from an HTTP handler's context, so the caller's access token is first\n")
 		p("exchanged through a `natsauth.TxnClient`, whose cache answers every request after the first.\n\n")
-		r.Go.pairSection(p, exchangePair)
+		r.Go.writePair(p, exchangePair)
 		r.natsConnectSection(p)
 		r.dpopSection(p)
 	}
@@ -229,8 +229,8 @@ func (r *report) markdown(imgs []chart, rel func(string) string) string {
 		tr.markdown(p)
 	}
 	if r.Go != nil {
-		r.Go.pairSection(p, exportPair)
-		r.Go.pairSection(p, decisionSpanPair)
+		r.Go.writePair(p, exportPair)
+		r.Go.writePair(p, decisionSpanPair)
 	}
 
 	if len(r.Sizes.Static) > 0 || len(r.Sizes.Images) > 0 {
@@ -270,10 +270,10 @@ var (
 		about: "`uncached` is one full exchange: the client asks the real Transaction Token Service over NATS (orders' account importing the TTS's `authmesh.tts.exchange`), which verifies the caller's access token and orders' own client-credentials token (from its validator's cache, as under load), signs an ES256 transaction token and answers; the client then forgets it. `cached` is what a steady load pays instead: `natsauth.TxnClient`'s hit for the same (access token, scopes) until shortly before the transaction token expires."}
 )
 
-// pairSection writes s: its heading, the ns/op, B/op and allocs/op table,
+// writePair writes s: its heading, the ns/op, B/op and allocs/op table,
 // the speed-up (the median of the ratios within each round) and its
 // paragraph. It writes nothing when neither variant ran.
-func (g *goBench) pairSection(p func(string, ...any), s pairSection) {
+func (g *goBench) writePair(p func(string, ...any), s pairSection) {
 	if !g.ranAny(s.prefix, []string{s.slow, s.fast}) {
 		return
 	}
