@@ -172,7 +172,9 @@ func Connect(tb testing.TB, s *server.Server, workload string, opts ...nats.Opti
 	if !ok {
 		tb.Fatalf("no workload %q", workload)
 	}
-	opts = append([]nats.Option{nats.CustomInboxPrefix(w.InboxPrefix())}, opts...)
+	// The auth callout answers each connect; under -race on a loaded CI
+	// machine that takes longer than nats.go's 2 s default.
+	opts = append([]nats.Option{nats.CustomInboxPrefix(w.InboxPrefix()), nats.Timeout(15 * time.Second)}, opts...)
 	if w.AnswersCallout {
 		nk, err := callout.NKey(mesh.DevKeys.Service)
 		if err != nil {
