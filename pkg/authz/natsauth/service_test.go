@@ -41,7 +41,7 @@ func TestRequestPropagation(t *testing.T) {
 			c, _ := authz.ClaimsFromContext(ctx)
 			id, _ := RequestIDFromContext(ctx)
 			h := nats.Header(req.Headers())
-			_ = req.RespondJSON(seen{Sub: c.Subject, RequestID: id, Traceparent: TraceCarrier(ctx)[HeaderTraceparent], Txn: c.Txn,
+			_ = req.RespondJSON(seen{Sub: c.Subject, RequestID: id, Traceparent: TraceCarrier(ctx).Traceparent, Txn: c.Txn,
 				ReqWL: c.RequestingWorkload, Token: h.Get(HeaderTxnToken), Authorization: h.Get(HeaderAuthorization) != ""})
 		}); err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func TestRequestPropagation(t *testing.T) {
 			_ = json.Unmarshal(reply.Data, &s)
 			s.Downstream, s.DownstreamToken = s.Traceparent, s.Token
 			h := nats.Header(req.Headers())
-			s.Traceparent, s.Token = TraceCarrier(ctx)[HeaderTraceparent], h.Get(HeaderTxnToken)
+			s.Traceparent, s.Token = TraceCarrier(ctx).Traceparent, h.Get(HeaderTxnToken)
 			s.Authorization = s.Authorization || h.Get(HeaderAuthorization) != ""
 			if c, _ := authz.ClaimsFromContext(ctx); c.Txn != s.Txn {
 				s.Txn = "changed"

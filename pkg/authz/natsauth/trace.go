@@ -142,26 +142,61 @@ func failSpan(span trace.Span, err error) {
 	}
 }
 
-type storedTraceKey struct{}
+type continuedTraceKey struct{}
 
-// storedTrace is a trace context kept with an entity (TraceCarrier) and the
-// span that is now acting on it.
-type storedTrace struct {
+// continuedTrace is a stored trace context (ContinueTrace) and the span that
+// is now acting on it.
+type continuedTrace struct {
 	parent trace.SpanContext
 	now    trace.SpanContext
 }
 
-// TraceCarrier returns ctx's trace context as W3C headers ("traceparent",
-// "tracestate"), for an entity to keep with its state so that what happens
-// to it later can join the trace it was created in (ContinueTrace). It is
-// empty when ctx has no trace.
-func TraceCarrier(ctx context.Context) map[string]string {
-	if !trace.SpanContextFromContext(ctx).IsValid() {
-		return nil
+// StoredTrace is a trace context an entity keeps with its state
+// (TraceCarrier), so that what happens to it later can join the trace it
+// was created in (ContinueTrace). In JSON it is the W3C headers by their
+// names: {"traceparent": "00-…", "tracestate": "…"}.
+type StoredTrace struct {
+	Traceparent string `json:"traceparent"`
+	Tracestate  string `json:"tracestate,omitempty"`
+}
+
+// IsZero reports whether t holds no trace context (encoding/json's omitzero
+// leaves such a field out).
+func (t StoredTrace) IsZero() bool { return t == StoredTrace{} }
+
+// Get, Set and Keys make *StoredTrace a propagation.TextMapCarrier of the
+// two W3C trace-context headers; any other key is ignored.
+func (t *StoredTrace) Get(key string) string {
+	switch key {
+	case HeaderTraceparent:
+		return t.Traceparent
+	case HeaderTracestate:
+		return t.Tracestate
 	}
-	m := propagation.MapCarrier{}
-	propagation.TraceContext{}.Inject(ctx, m)
-	return m
+	return ""
+}
+
+// Set implements propagation.TextMapCarrier.
+func (t *StoredTrace) Set(key, value string) {
+	switch key {
+	case HeaderTraceparent:
+		t.Traceparent = value
+	case HeaderTracestate:
+		t.Tracestate = value
+	}
+}
+
+// Keys implements propagation.TextMapCarrier.
+func (t *StoredTrace) Keys() []string { return []string{HeaderTraceparent, HeaderTracestate} }
+
+// TraceCarrier returns ctx's trace context for an entity to keep with its
+// state (see StoredTrace); the zero StoredTrace when ctx has no trace.
+func TraceCarrier(ctx context.Context) StoredTrace {
+	var t StoredTrace
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		propagation.TraceContext{}.Inject(ctx, &t)
+	}
+	return t
 }
 
 // ContinueTrace returns ctx under which the next message published
@@ -173,21 +208,21 @@ func TraceCarrier(ctx context.Context) map[string]string {
 // invoice.paid, published while serving the separate pay request, lands in
 // the order's trace, linked to the pay request's trace. With no usable stored
 // context ctx is returned unchanged.
-func ContinueTrace(ctx context.Context, stored map[string]string) context.Context {
-	if len(stored) == 0 {
+func ContinueTrace(ctx context.Context, stored StoredTrace) context.Context {
+	if stored.Traceparent == "" {
 		return ctx
 	}
-	parent := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier(stored)))
+	parent := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), &stored))
 	if !parent.IsValid() {
 		return ctx
 	}
-	return context.WithValue(ctx, storedTraceKey{}, storedTrace{parent: parent, now: trace.SpanContextFromContext(ctx)})
+	return context.WithValue(ctx, continuedTraceKey{}, continuedTrace{parent: parent, now: trace.SpanContextFromContext(ctx)})
 }
 
 // producerContext is the parent a producer span starts under: the stored
 // trace of ContinueTrace (linked to the current span) or ctx itself.
 func producerContext(ctx context.Context) (context.Context, []trace.SpanStartOption) {
-	st, ok := ctx.Value(storedTraceKey{}).(storedTrace)
+	st, ok := ctx.Value(continuedTraceKey{}).(continuedTrace)
 	if !ok {
 		return ctx, nil
 	}

@@ -2,6 +2,7 @@ package natsauth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -297,6 +298,50 @@ func TestSpansJetStream(t *testing.T) {
 	})
 }
 
+// TestStoredTrace: TraceCarrier keeps traceparent and tracestate, its JSON
+// is the W3C headers by name (what billing stored as a map before
+// StoredTrace, so those records still decode), a zero one is left out under
+// omitzero, and ContinueTrace resumes exactly the stored span.
+func TestStoredTrace(t *testing.T) {
+	t.Parallel()
+	if got := TraceCarrier(context.Background()); !got.IsZero() {
+		t.Fatalf("no trace: %+v, want zero", got)
+	}
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	st := TraceCarrier(withTraceparent(context.Background(), tp, "k=v"))
+	if st != (StoredTrace{Traceparent: tp, Tracestate: "k=v"}) {
+		t.Fatalf("carrier %+v", st)
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asMap, err := json.Marshal(map[string]string{HeaderTraceparent: tp, HeaderTracestate: "k=v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != string(asMap) {
+		t.Fatalf("JSON %s, want %s", b, asMap)
+	}
+	var back StoredTrace
+	if err := json.Unmarshal(asMap, &back); err != nil || back != st {
+		t.Fatalf("decode %s: %+v, %v", asMap, back, err)
+	}
+	type record struct {
+		ID    string      `json:"id"`
+		Trace StoredTrace `json:"trace,omitzero"`
+	}
+	if b, _ := json.Marshal(record{ID: "i1"}); string(b) != `{"id":"i1"}` {
+		t.Fatalf("zero trace encoded as %s", b)
+	}
+	continued := ContinueTrace(context.Background(), st)
+	ct, ok := continued.Value(continuedTraceKey{}).(continuedTrace)
+	if !ok || ct.parent.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" ||
+		ct.parent.SpanID().String() != "00f067aa0ba902b7" || ct.parent.TraceState().Get("k") != "v" {
+		t.Fatalf("continued from %+v", ct.parent)
+	}
+}
+
 // TestContinueTrace: an event published under ContinueTrace is a child of
 // the stored trace context and links to the span that published it.
 func TestContinueTrace(t *testing.T) {
@@ -304,7 +349,7 @@ func TestContinueTrace(t *testing.T) {
 	r := newEventRig(t)
 	stored, storedID := startTestTrace(t)
 	carrier := TraceCarrier(stored)
-	if len(carrier[HeaderTraceparent]) != 55 {
+	if len(carrier.Traceparent) != 55 {
 		t.Fatalf("carrier %v", carrier)
 	}
 	ctx, payID := startTestTrace(t)
@@ -320,7 +365,7 @@ func TestContinueTrace(t *testing.T) {
 	if len(prod.Links) != 1 || prod.Links[0].SpanContext.SpanID() != pay.SpanID() || prod.Links[0].SpanContext.TraceID() != payID {
 		t.Fatalf("links %v, want the publishing request's span", prod.Links)
 	}
-	if ContinueTrace(ctx, nil) != ctx || ContinueTrace(ctx, map[string]string{"traceparent": "junk"}) != ctx {
+	if ContinueTrace(ctx, StoredTrace{}) != ctx || ContinueTrace(ctx, StoredTrace{Traceparent: "junk"}) != ctx {
 		t.Fatal("an unusable stored context must leave ctx alone")
 	}
 }

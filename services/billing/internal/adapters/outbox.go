@@ -117,7 +117,7 @@ func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error 
 // identity, the only credential billing holds at rest. The event joins the
 // trace the invoice was created in (its order's), linked to ctx's span (the
 // pay request's, say).
-func (o *Outbox) publish(ctx context.Context, ev outboxEvent, relayed bool, trace map[string]string) error {
+func (o *Outbox) publish(ctx context.Context, ev outboxEvent, relayed bool, trace natsauth.StoredTrace) error {
 	pctx := natsauth.ContinueTrace(context.WithoutCancel(ctx), trace)
 	c, hasClaims := authz.ClaimsFromContext(ctx)
 	_, hasToken := authz.TokenFromContext(ctx)

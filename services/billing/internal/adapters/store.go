@@ -123,7 +123,7 @@ type record struct {
 	// order.created delivery's, natsauth.TraceCarrier): its events are
 	// published as children of it, so an order is one trace from POST
 	// /v1/orders to invoice.paid consumed (natsauth.ContinueTrace).
-	Trace map[string]string `json:"trace,omitempty"`
+	Trace natsauth.StoredTrace `json:"trace,omitzero"`
 }
 
 // outboxEvent is an event owed by a state change. It keeps only the sub of
@@ -285,7 +285,7 @@ func (s *Store) Update(ctx context.Context, inv domain.Invoice, revision uint64,
 	}
 	r := toRecord(inv)
 	r.Outbox, r.Trace = cur.Outbox, cur.Trace
-	if len(r.Trace) == 0 {
+	if r.Trace.IsZero() {
 		r.Trace = natsauth.TraceCarrier(ctx) // a void recorded ahead of its order
 	}
 	var actor string
