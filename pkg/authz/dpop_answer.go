@@ -38,9 +38,13 @@ type DPoPChallenge struct {
 	Nonce string
 }
 
-// challenge rewrites the Bearer challenge AnswerOf built for e into the
-// challenges of both schemes: `Bearer realm="authmesh", DPoP algs="ES256 …"`
-// without credentials, the error in the challenge of the scheme used.
+// challenge adds DPoP's challenge to the Bearer challenge AnswerOf built for
+// e, as a WWW-Authenticate field of its own after it (RFC 9110 §11.6.1
+// allows one field a challenge; a client reading one value gets the Bearer
+// challenge of contract §5 unchanged): `Bearer realm="authmesh"` then
+// `DPoP realm="authmesh", algs="ES256 …"` without credentials, the error in
+// the challenge of the scheme used. Where Bearer is not accepted, DPoP's is
+// the only one.
 func (d *DPoPChallenge) challenge(h http.Header) {
 	if d.Nonce != "" {
 		h.Set(HeaderDPoPNonce, d.Nonce)
@@ -51,17 +55,21 @@ func (d *DPoPChallenge) challenge(h http.Header) {
 	}
 	realm := `Bearer realm="` + DefaultRealm + `"`
 	params := strings.TrimPrefix(bearer, realm) // "" or `, error="…", …`
-	algs := `algs="` + quoteSafe(d.Algs) + `"`
-	var v string
+	dpop := `DPoP realm="` + DefaultRealm + `"`
+	algs := `, algs="` + quoteSafe(d.Algs) + `"`
+	var v []string
 	switch {
 	case d.Both && d.Bearer:
-		v = bearer + `, DPoP realm="` + DefaultRealm + `"` + params + `, ` + algs
+		v = []string{bearer, dpop + params + algs}
 	case d.Used && d.Bearer:
-		v = realm + `, DPoP realm="` + DefaultRealm + `"` + params + `, ` + algs
+		v = []string{realm, dpop + params + algs}
 	case d.Used || !d.Bearer:
-		v = `DPoP realm="` + DefaultRealm + `"` + params + `, ` + algs
+		v = []string{dpop + params + algs}
 	default:
-		v = bearer + `, DPoP realm="` + DefaultRealm + `", ` + algs
+		v = []string{bearer, dpop + algs}
 	}
-	h.Set(echo.HeaderWWWAuthenticate, v)
+	h.Del(echo.HeaderWWWAuthenticate)
+	for _, c := range v {
+		h.Add(echo.HeaderWWWAuthenticate, c)
+	}
 }

@@ -181,7 +181,7 @@ func TestDPoPAttacks(t *testing.T) {
 			t.Parallel()
 			rec := tc.req.send(a)
 			if rec.Code != tc.status {
-				t.Fatalf("status = %d, want %d; body %s; WWW-Authenticate %s", rec.Code, tc.status, rec.Body, rec.Header().Get("WWW-Authenticate"))
+				t.Fatalf("status = %d, want %d; body %s; WWW-Authenticate %s", rec.Code, tc.status, rec.Body, challenges(rec))
 			}
 			checkDPoPAnswer(t, rec, tc.code, tc.wwwAuth, bound, boundToOther, unbound)
 		})
@@ -192,7 +192,7 @@ func TestDPoPAttacks(t *testing.T) {
 		p := k.Proof(t, "GET", uri, bound)
 		req := dpopReq{auth: dpop(bound), proofs: []string{p}}
 		if rec := req.send(a); rec.Code != 200 {
-			t.Fatalf("first use: %d %s %s", rec.Code, rec.Body, rec.Header().Get("WWW-Authenticate"))
+			t.Fatalf("first use: %d %s %s", rec.Code, rec.Body, challenges(rec))
 		}
 		for name, replica := range map[string]*echo.Echo{"other replica": b, "same replica": a} {
 			rec := req.send(replica)
@@ -204,6 +204,12 @@ func TestDPoPAttacks(t *testing.T) {
 	})
 }
 
+// challenges is the answer's WWW-Authenticate fields as one list (RFC 9110
+// §5.3: several fields are the same as one joined by commas).
+func challenges(rec *httptest.ResponseRecorder) string {
+	return strings.Join(rec.Header().Values("WWW-Authenticate"), ", ")
+}
+
 // checkDPoPAnswer checks the body code, the challenges (Bearer offered
 // without error, the DPoP challenge with the error and the algs) and that
 // no token leaks.
@@ -213,7 +219,7 @@ func checkDPoPAnswer(t *testing.T, rec *httptest.ResponseRecorder, code, wwwAuth
 	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["error"] != code || body["message"] == "" {
 		t.Errorf("body = %s, want error %q", rec.Body, code)
 	}
-	got := rec.Header().Get("WWW-Authenticate")
+	got := challenges(rec)
 	const bearer = `Bearer realm="authmesh", `
 	dp := strings.TrimPrefix(got, bearer)
 	if !strings.HasPrefix(dp, wwwAuthPrefix) || !strings.HasSuffix(got, allAlgs) {

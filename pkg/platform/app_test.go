@@ -287,9 +287,15 @@ func TestAppServesThroughTheSharedChain(t *testing.T) {
 			}
 			if tt.wwwAuth != "" {
 				// authz's answer, written once (the middleware's denial goes
-				// through the error handler, which renders it with authz).
-				if n := len(resp.Header.Values("WWW-Authenticate")); n != 1 || resp.Header.Get("Cache-Control") != "no-store" {
-					t.Errorf("%d WWW-Authenticate headers, Cache-Control %q; want 1 and no-store", n, resp.Header.Get("Cache-Control"))
+				// through the error handler, which renders it with authz):
+				// the Bearer challenge, then on a 401 DPoP's (on by default).
+				ch := resp.Header.Values("WWW-Authenticate")
+				want := 1
+				if tt.status == http.StatusUnauthorized {
+					want = 2
+				}
+				if len(ch) != want || !strings.HasPrefix(ch[0], "Bearer ") || (want == 2 && !strings.HasPrefix(ch[1], "DPoP ")) || resp.Header.Get("Cache-Control") != "no-store" {
+					t.Errorf("WWW-Authenticate %q, Cache-Control %q; want the Bearer challenge (and DPoP's on a 401) once, and no-store", ch, resp.Header.Get("Cache-Control"))
 				}
 			}
 			if tt.code == "" {

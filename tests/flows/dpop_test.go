@@ -62,8 +62,8 @@ func TestDPoPOrderEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Status != http.StatusUnauthorized || !strings.Contains(r.Header.Get("WWW-Authenticate"), "DPoP") {
-			t.Errorf("%s: %s (WWW-Authenticate %q), want 401 with a DPoP challenge", name, r, r.Header.Get("WWW-Authenticate"))
+		if ch := r.Header.Values("WWW-Authenticate"); r.Status != http.StatusUnauthorized || len(ch) != 2 || !strings.HasPrefix(ch[1], "DPoP ") {
+			t.Errorf("%s: %s (WWW-Authenticate %q), want 401 with a DPoP challenge", name, r, ch)
 		}
 	}
 }

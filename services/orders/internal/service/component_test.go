@@ -464,6 +464,15 @@ func TestHTTPAPI(t *testing.T) {
 			if tc.wantChallenge != "" && !strings.Contains(r.Header.Get("WWW-Authenticate"), tc.wantChallenge) {
 				t.Fatalf("WWW-Authenticate %q lacks %q", r.Header.Get("WWW-Authenticate"), tc.wantChallenge)
 			}
+			if tc.wantErr == "missing_token" {
+				// Contract §5 to the letter for a client reading one value;
+				// DPoP (on by default) offers its challenge in a field of
+				// its own after it.
+				ch := r.Header.Values("WWW-Authenticate")
+				if len(ch) != 2 || ch[0] != `Bearer realm="authmesh"` || !strings.HasPrefix(ch[1], `DPoP realm="authmesh", algs="`) {
+					t.Fatalf("WWW-Authenticate fields %q, want the Bearer challenge, then DPoP's", ch)
+				}
+			}
 		})
 	}
 
