@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -169,6 +170,20 @@ func TestCompose(t *testing.T) {
 		n := f.Services[fmt.Sprintf("nats-%d", i)]
 		if !slices.Contains(n.Command, "/etc/nats/cluster.conf") || !slices.Contains(n.Command, fmt.Sprintf("nats-%d", i)) {
 			t.Errorf("nats-%d command %v: want cluster.conf and its own name", i, n.Command)
+		}
+		// Routes present the cluster password (cluster.conf refuses any
+		// other): each to every node, the password from the environment
+		// (compose's development default unless it is set).
+		pw := cmp.Or(os.Getenv("NATS_ROUTE_PASSWORD"), "authmesh-dev-route-password")
+		var want []string
+		for j := 1; j <= 3; j++ {
+			want = append(want, fmt.Sprintf("nats://route:%s@nats-%d:6222", pw, j))
+		}
+		if k := slices.Index(n.Command, "--routes"); k < 0 || k+1 >= len(n.Command) || n.Command[k+1] != strings.Join(want, ",") {
+			t.Errorf("nats-%d command %v: want --routes %s", i, n.Command, strings.Join(want, ","))
+		}
+		if n.Environment["NATS_ROUTE_PASSWORD"] != pw {
+			t.Errorf("nats-%d: NATS_ROUTE_PASSWORD %q, want the one its routes present", i, n.Environment["NATS_ROUTE_PASSWORD"])
 		}
 	}
 	for i := 1; i <= 3; i++ {

@@ -513,10 +513,17 @@ func TestNATSBase(t *testing.T) {
 	if !slices.Contains(c.Args, "/etc/nats/cluster-k8s.conf") {
 		t.Errorf("args %v do not load cluster-k8s.conf", c.Args)
 	}
+	// Routes present the cluster password, from the Secret nats-route
+	// (cluster-k8s.conf refuses any other route), to every pod.
+	var routes []string
 	for i := range 3 {
-		if route := fmt.Sprintf("nats://nats-%d.%s:6222", i, ss.Spec.ServiceName); !strings.Contains(conf, route) {
-			t.Errorf("cluster-k8s.conf lacks the route %s", route)
-		}
+		routes = append(routes, fmt.Sprintf("nats://route:$(NATS_ROUTE_PASSWORD)@nats-%d.%s:6222", i, ss.Spec.ServiceName))
+	}
+	if k := slices.Index(c.Args, "--routes"); k < 0 || k+1 >= len(c.Args) || c.Args[k+1] != strings.Join(routes, ",") {
+		t.Errorf("args %v: want --routes %s", c.Args, strings.Join(routes, ","))
+	}
+	if !regexp.MustCompile(`(?s)cluster\s*\{[^}]*authorization\s*\{\s*user:\s*route\s+password:\s*\$NATS_ROUTE_PASSWORD\b`).MatchString(conf) {
+		t.Error("cluster-k8s.conf's cluster block does not require the route password")
 	}
 	if !regexp.MustCompile(`(?s)websocket\s*\{[^}]*listen:\s*"0\.0\.0\.0:8405"`).MatchString(conf) {
 		t.Error("cluster-k8s.conf has no websocket listener on 0.0.0.0:8405")
@@ -527,7 +534,9 @@ func TestNATSBase(t *testing.T) {
 	// That ConfigMap is created out of band (tts nats-keys init): in the
 	// base it would carry keys somebody else also has.
 	refs := map[string]string{}
+	var routePassword bool
 	for _, e := range c.Env {
+		routePassword = routePassword || e.Name == "NATS_ROUTE_PASSWORD"
 		switch {
 		case e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil:
 			refs[e.Name] = e.ValueFrom.ConfigMapKeyRef.Name + "/" + e.ValueFrom.ConfigMapKeyRef.Key
@@ -535,11 +544,18 @@ func TestNATSBase(t *testing.T) {
 				t.Errorf("env %s is optional: a server without the callout's keys must not start", e.Name)
 			}
 		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
-			t.Errorf("env %s comes from the Secret %s: the servers hold no secret", e.Name, e.ValueFrom.SecretKeyRef.Name)
+			// The route password is the servers' one secret; no
+			// workload's credential.
+			if ref := e.ValueFrom.SecretKeyRef; e.Name != "NATS_ROUTE_PASSWORD" || ref.Name != "nats-route" || ref.Key != "password" || (ref.Optional != nil && *ref.Optional) {
+				t.Errorf("env %s comes from the Secret %s: the servers hold no secret but the route password (nats-route/password, required)", e.Name, ref.Name)
+			}
 		}
 		if isNATSCredential(e.Name) {
 			t.Errorf("env %s: the servers know no workload's credential", e.Name)
 		}
+	}
+	if !routePassword {
+		t.Error("no NATS_ROUTE_PASSWORD: the routes' $(NATS_ROUTE_PASSWORD) would not expand and the nodes would not start")
 	}
 	want := map[string]string{}
 	for _, v := range devPub.Vars() {
