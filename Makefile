@@ -66,7 +66,7 @@ bench/%: ## Only the Go benchmarks of one module, e.g. make bench/pkg/authz
 	cd $* && $(GO) test $(BENCH_FLAGS) ./...
 
 .PHONY: run
-run: ## Start devtenant, embedded NATS, the three services and the SPA on this machine (no Docker); TRACING=1 adds Jaeger.
+run: ## Start devtenant, embedded NATS, the three services, the Transaction Token Service and the SPA on this machine (no Docker); TRACING=1 adds Jaeger.
 	$(GO) build -o .data/bin/devstack ./tools/devstack/cmd/devstack && .data/bin/devstack $(if $(TRACING_ON),-tracing)
 
 .PHONY: jaeger
