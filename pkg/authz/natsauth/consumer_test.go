@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,6 +236,56 @@ func TestConsumerVerifiesEvents(t *testing.T) {
 	}
 	if n, want := info.CachedInfo().State.Msgs, uint64(len(cases)-2); n != want {
 		t.Errorf("DLQ stream holds %d messages, want %d", n, want)
+	}
+}
+
+// TestDeadLetterDropsPublishDirectives: a publisher that wants its forged
+// event kept out of the dead-letter stream adds JetStream publish
+// directives that hold where it publishes and not at the DLQ
+// (Nats-Expected-Stream names the events stream; Nats-Expected-Last-Sequence
+// the events stream's sequence). Copied, they would make the DLQ refuse the
+// dead letter, and the event would be retried until the server gave up,
+// leaving no trace. The dead letters are in the stream itself (not only
+// seen in flight), with the reason and without the directives.
+func TestDeadLetterDropsPublishDirectives(t *testing.T) {
+	t.Parallel()
+	r := newEventRig(t)
+	ctx := context.Background()
+	events, err := r.js.Stream(ctx, "ORDERS_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := events.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	directives := map[string]nats.Header{
+		"orders.events.expected-stream":   {"Nats-Expected-Stream": {"ORDERS_EVENTS"}},
+		"orders.events.expected-sequence": {"Nats-Expected-Last-Sequence": {strconv.FormatUint(info.State.LastSeq+1, 10)}},
+	}
+	// In order: the second directive names the sequence the first leaves.
+	for _, subj := range []string{"orders.events.expected-stream", "orders.events.expected-sequence"} {
+		publishRaw(t, r.js, subj, directives[subj], envelope(t, userSub, userSub)) // no token: dead-lettered
+	}
+	r.run(t, ConsumerConfig{}, nil)
+	dlq, err := r.js.Stream(ctx, "BILLING_DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for subj, hdr := range directives {
+		var stored *jetstream.RawStreamMsg
+		authztest.Eventually(t, 10*time.Second, func() bool {
+			stored, err = dlq.GetLastMsgForSubject(ctx, "dlq.billing."+subj)
+			return err == nil
+		}, subj+" in the dead-letter stream")
+		if reason := stored.Header.Get(HeaderDLQReason); !strings.HasPrefix(reason, "missing_token") {
+			t.Errorf("%s: reason %q", subj, reason)
+		}
+		for k := range hdr {
+			if v := stored.Header.Values(k); len(v) != 0 {
+				t.Errorf("%s: the dead letter kept %s: %q", subj, k, v)
+			}
+		}
 	}
 }
 

@@ -133,12 +133,17 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, name, p
 	return nil
 }
 
-// copyHeaders copies h without tokens: dead letters are read by operators
-// and kept for weeks, so they hold no credential of any kind.
+// copyHeaders copies h for a dead letter: without tokens (dead letters are
+// read by operators and kept for weeks, so they hold no credential of any
+// kind) and without any Nats-* header. Those are instructions to the server
+// (Nats-Expected-Stream, Nats-Expected-Last-Sequence, Nats-Rollup, Nats-TTL,
+// Nats-Msg-Id…) that were true, or allowed, where the publisher sent them
+// and are not at the dead-letter stream: kept, they would make it refuse
+// the dead letter, so a publisher could keep a forged event out of it.
 func copyHeaders(h nats.Header) nats.Header {
 	out := nats.Header{}
 	for k, v := range h {
-		if k == HeaderTxnToken || k == HeaderAuthorization || k == HeaderMsgID {
+		if k == HeaderTxnToken || k == HeaderAuthorization || len(k) >= 5 && strings.EqualFold(k[:5], "nats-") {
 			continue
 		}
 		out[k] = append([]string(nil), v...)
