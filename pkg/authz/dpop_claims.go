@@ -36,6 +36,11 @@ type ProofCheck struct {
 	// checker handed out for this one exchange (the NATS server's INFO
 	// nonce at CONNECT), instead of DPoPConfig.Nonces.
 	Nonce string
+
+	// forwarded: the proof reached a receiver other than the edge that
+	// compared its htm and htu with the request (ForwardedProofVerifier).
+	// They must be there but are not compared, and no server nonce applies.
+	forwarded bool
 }
 
 // Proof is a verified proof.
@@ -149,10 +154,10 @@ func (d *DPoP) check(proof string, chk ProofCheck, now time.Time) (Proof, error)
 		return Proof{}, badProof("jti_too_long", "the DPoP proof's jti is too long", nil)
 	case pc.HTM == "" || pc.HTU == "" || !pc.hasIAT:
 		return Proof{}, badProof("missing_claim", "the DPoP proof needs htm, htu and iat", nil)
-	case pc.HTM != chk.Method:
+	case !chk.forwarded && pc.HTM != chk.Method:
 		return Proof{}, badProof("htm", "the DPoP proof is for another method", nil)
 	}
-	if !sameHTU(pc.HTU, chk.URI) {
+	if !chk.forwarded && !sameHTU(pc.HTU, chk.URI) {
 		return Proof{}, badProof("htu", "the DPoP proof is for another URI", nil)
 	}
 	iat := time.Unix(int64(pc.IAT), 0)
@@ -168,12 +173,15 @@ func (d *DPoP) check(proof string, chk ProofCheck, now time.Time) (Proof, error)
 	if err := checkBinding(k.jkt, chk); err != nil {
 		return Proof{}, err
 	}
-	if chk.Nonce != "" {
+	switch {
+	case chk.forwarded:
+		// The edge asked for its nonce, if any; the receiver has none.
+	case chk.Nonce != "":
 		if !pc.hasNonce || !equalSecret(pc.Nonce, chk.Nonce) {
 			return Proof{}, badProof("nonce", "the DPoP proof does not carry this exchange's nonce", nil)
 		}
-	} else if n := d.cfg.Nonces; n != nil {
-		if !pc.hasNonce || !n.valid(pc.Nonce, now) {
+	case d.cfg.Nonces != nil:
+		if !pc.hasNonce || !d.cfg.Nonces.valid(pc.Nonce, now) {
 			return Proof{}, &Error{Code: CodeUseDPoPNonce, Reason: "nonce", Description: "a current server nonce is required in the DPoP proof"}
 		}
 	}

@@ -116,7 +116,7 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 			}
 			cfg.Metrics.Decision("allow", "ok")
 			RecordDecision(req.Context(), policy, claims, nil)
-			c.SetRequest(req.WithContext(withProof(req.Context(), claims, token, jkt)))
+			c.SetRequest(req.WithContext(withVerifiedProof(withProof(req.Context(), claims, token, jkt), jkt, req.Header)))
 			return next(c)
 		}
 	}

@@ -170,12 +170,26 @@ type TxnRequest struct {
 	RequestDetails     json.RawMessage `json:"request_details,omitempty"`
 }
 
-// TxnRequestDetails is the request_details of an exchange natsauth sends.
+// TxnRequestDetails is the request_details of an exchange natsauth sends:
+// with a DPoP-bound subject token (cnf.jkt), sent from the request whose
+// proof the Echo middleware verified,
+//
+//	{"dpop_proof": "<the compact JWS of the request's DPoP header>", "dpop_jkt": "<its key's thumbprint>"}
+//
+// and nothing otherwise.
 type TxnRequestDetails struct {
-	// DPoPJKT says the requesting workload verified, on the HTTP request
-	// that carried subject_token, a DPoP proof by the key with this
-	// thumbprint. The Transaction Token Service exchanges a DPoP-bound
-	// subject token only with it, matching the token's cnf.jkt.
+	// DPoPProof is the DPoP proof (RFC 9449) the requesting workload
+	// verified on the HTTP request that carried subject_token. The
+	// Transaction Token Service exchanges a DPoP-bound subject token only
+	// with one: signed by the key of the token's cnf.jkt, with ath the
+	// token's hash, issued within the last minute, and not forwarded by
+	// another workload before. A thumbprint alone proves nothing (it is in
+	// the token); the proof shows the key holder's live request.
+	DPoPProof string `json:"dpop_proof,omitempty"`
+	// DPoPJKT is the thumbprint of the proof's key. The Transaction Token
+	// Service takes the key from the proof; when DPoPJKT is there it must
+	// match too. It is sent so that a Transaction Token Service predating
+	// dpop_proof still serves during a rolling upgrade.
 	DPoPJKT string `json:"dpop_jkt,omitempty"`
 }
 
@@ -211,7 +225,10 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 		var details json.RawMessage
 		if jkt, ok := authz.DPoPVerifiedFromContext(ctx); ok {
 			if t, _ := authz.TokenFromContext(ctx); t == subjectToken {
-				details, _ = json.Marshal(TxnRequestDetails{DPoPJKT: jkt})
+				// The proof the edge verified for this request: the TTS
+				// checks it itself (key, ath, iat) before it issues.
+				proof, _ := authz.DPoPProofFromContext(ctx)
+				details, _ = json.Marshal(TxnRequestDetails{DPoPProof: proof, DPoPJKT: jkt})
 			}
 		}
 		tok, exp, err := c.request(ctx, subjectToken, scopes, details)

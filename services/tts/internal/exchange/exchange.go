@@ -45,11 +45,21 @@ type Config struct {
 	Issuer      string // default authz.DefaultTxnIssuer
 	TrustDomain string // default authz.DefaultTrustDomain
 	Lifetime    time.Duration
-	Now         func() time.Time
+	// ProofMaxAge and ProofFutureSkew bound the iat of the DPoP proof a
+	// DPoP-bound subject token must come with (defaults DefaultProofMaxAge
+	// and DefaultProofFutureSkew); ProofUses bounds how many proofs are
+	// remembered at once (default DefaultProofUses). See checkProof.
+	ProofMaxAge, ProofFutureSkew time.Duration
+	ProofUses                    int
+	Now                          func() time.Time
 }
 
 // Exchanger issues transaction tokens.
-type Exchanger struct{ cfg Config }
+type Exchanger struct {
+	cfg    Config
+	proofs *authz.ForwardedProofVerifier
+	uses   *proofUses
+}
 
 // New validates cfg.
 func New(cfg Config) (*Exchanger, error) {
@@ -68,7 +78,21 @@ func New(cfg Config) (*Exchanger, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Exchanger{cfg: cfg}, nil
+	if cfg.ProofMaxAge == 0 {
+		cfg.ProofMaxAge = DefaultProofMaxAge
+	}
+	if cfg.ProofFutureSkew == 0 {
+		cfg.ProofFutureSkew = DefaultProofFutureSkew
+	}
+	if cfg.ProofUses <= 0 {
+		cfg.ProofUses = DefaultProofUses
+	}
+	proofs, err := authz.NewForwardedProofVerifier(authz.ForwardedProofConfig{
+		MaxAge: cfg.ProofMaxAge, FutureSkew: cfg.ProofFutureSkew, Now: cfg.Now})
+	if err != nil {
+		return nil, fmt.Errorf("exchange: DPoP proofs: %w", err)
+	}
+	return &Exchanger{cfg: cfg, proofs: proofs, uses: newProofUses(cfg.ProofUses)}, nil
 }
 
 // Error is a refused exchange. Status is the micro error code (400, 401,
@@ -110,7 +134,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 		return nil, badRequest("subject_token", "an access token is required as subject_token")
 	case req.ActorToken == "" || req.ActorTokenType != authz.TokenTypeAccess:
 		return nil, badRequest("actor_token", "the requesting workload's access token is required as actor_token")
-	case len(req.RequestDetails) > 1024:
+	case len(req.RequestDetails) > maxRequestDetailsBytes:
 		return nil, badRequest("request_details", "request_details is too large")
 	}
 	requested := strings.Fields(req.Scope)
@@ -141,15 +165,14 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 	}
 	if subj.JKT != "" {
 		// A DPoP-bound token (RFC 9449) is good only with a proof for one
-		// HTTP request, which only the edge could check: the workload must
-		// vouch that it verified one by the bound key. This service is not
-		// a resource server the token is used at — it never accepts the
-		// token as a credential of its caller, which is the actor token —
-		// so the token's binding is honoured by demanding that voucher and
-		// by issuing a transaction token, never the bound token, onward.
-		var d natsauth.TxnRequestDetails
-		if len(req.RequestDetails) == 0 || json.Unmarshal(req.RequestDetails, &d) != nil || d.DPoPJKT != subj.JKT {
-			return nil, badRequest("dpop_unverified", "a DPoP-bound subject token needs the requesting workload's verification of its proof")
+		// HTTP request. This service is not a resource server the token is
+		// used at — it never accepts the token as a credential of its
+		// caller, which is the actor token — so the binding is honoured by
+		// demanding the proof of the live request the workload serves
+		// (checkProof) and by issuing a transaction token, never the bound
+		// token, onward.
+		if err := x.checkProof(req.RequestDetails, req.SubjectToken, subj.JKT, actor.Client()); err != nil {
+			return nil, err
 		}
 	}
 	held := subj.Permissions

@@ -34,7 +34,7 @@ type fixture struct {
 	txnV *authz.TxnValidator
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...func(*exchange.Config)) *fixture {
 	t.Helper()
 	f := &fixture{iss: authztest.NewIssuer(t), rev: revocations{}}
 	kp, err := authz.NewKeyProvider(authz.WithJWKSURL(f.iss.JWKSURL()))
@@ -49,14 +49,18 @@ func newFixture(t *testing.T) *fixture {
 	if f.set, err = keys.New(); err != nil {
 		t.Fatal(err)
 	}
-	f.ex, err = exchange.New(exchange.Config{
+	cfg := exchange.Config{
 		Verifier: v,
 		Signer:   func() exchange.Signer { return f.set },
 		Workloads: map[string][]string{
 			"orders-service":  {"cancel:orders", "create:orders", "read:profile"},
 			"billing-service": {"pay:invoices", "refund:invoices"},
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	f.ex, err = exchange.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +193,7 @@ func TestExchangeRefusesAttacks(t *testing.T) {
 		{"other grant", mod(f.request(alice, orders, "read:profile"), func(r *natsauth.TxnRequest) { r.GrantType = "client_credentials" }), 400},
 		{"DPoP-bound subject without the edge's proof check", f.request(bound, orders, "read:profile"), 400},
 		{"DPoP-bound subject vouched for another key", mod(f.request(bound, orders, "read:profile"), vouch(authztest.NewDPoPKey(t).JKT())), 400},
+		{"DPoP-bound subject vouched for its own key, no proof", mod(f.request(bound, orders, "read:profile"), vouch(dpopKey.JKT())), 400},
 		{"other token type", mod(f.request(alice, orders, "read:profile"), func(r *natsauth.TxnRequest) { r.RequestedTokenType = authz.TokenTypeAccess }), 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -81,12 +81,18 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 	for _, w := range mesh.Requesters() {
 		workloads[cfg.PeerClientID(w)] = mesh.WorkloadScopes(w)
 	}
+	proofMaxAge, proofSkew, err := proofWindow(cfg)
+	if err != nil {
+		return err
+	}
 	ex, err := exchange.New(exchange.Config{
-		Verifier:    a.Validator,
-		Signer:      func() exchange.Signer { return current.Load() },
-		Workloads:   workloads,
-		Issuer:      cfg.Txn.Issuer,
-		TrustDomain: cfg.Txn.TrustDomain,
+		Verifier:        a.Validator,
+		Signer:          func() exchange.Signer { return current.Load() },
+		Workloads:       workloads,
+		Issuer:          cfg.Txn.Issuer,
+		TrustDomain:     cfg.Txn.TrustDomain,
+		ProofMaxAge:     proofMaxAge,
+		ProofFutureSkew: proofSkew,
 	})
 	if err != nil {
 		return err
@@ -126,6 +132,32 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 	a.Logger.Info("transaction token service", slog.String("signing_kid", set.CurrentKID()),
 		slog.Int("published_keys", len(set.KIDs())), slog.String("keys_file", path))
 	return a.Run(ctx)
+}
+
+// proofWindow reads <P>DPOP_PROOF_MAX_AGE and <P>DPOP_PROOF_FUTURE_SKEW (Go
+// durations: "60s", "5s"), the bounds of the iat of the DPoP proof a
+// DPoP-bound subject token is exchanged with; unset, the defaults
+// (exchange.DefaultProofMaxAge, exchange.DefaultProofFutureSkew).
+func proofWindow(cfg platform.Config) (maxAge, skew time.Duration, err error) {
+	read := func(name string, lo, hi time.Duration) (time.Duration, error) {
+		v := strings.TrimSpace(cfg.Getenv(name))
+		if v == "" {
+			return 0, nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < lo || d > hi {
+			return 0, fmt.Errorf("tts: %s%s %q: want a duration within [%v, %v], such as 60s", cfg.Prefix, name, v, lo, hi)
+		}
+		return d, nil
+	}
+	if maxAge, err = read("DPOP_PROOF_MAX_AGE", time.Second, 10*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	// A zero skew is the default's, as for exchange.Config: at least 1 s.
+	if skew, err = read("DPOP_PROOF_FUTURE_SKEW", time.Second, 5*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	return maxAge, skew, nil
 }
 
 // startCallout answers the NATS auth callout on the TTS's own connection:
