@@ -460,8 +460,27 @@ func TestNATSBase(t *testing.T) {
 	if c.Image != "authmesh/nats:dev" {
 		t.Errorf("image = %q", c.Image)
 	}
-	if path, port := probe(t, c, c.ReadinessProbe); !strings.HasPrefix(path, "/healthz") || port != 8222 {
-		t.Errorf("readiness = %s on %d, want /healthz on 8222", path, port)
+	// Monitoring answers on the pod's loopback only (it asks for no
+	// credential and lists every account's connections, subscriptions and
+	// streams): the probes run /httpprobe in the pod, and no port or Service
+	// offers 8222.
+	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if p == nil || p.Exec == nil || len(p.Exec.Command) != 2 || p.Exec.Command[0] != "/httpprobe" ||
+			!strings.HasPrefix(p.Exec.Command[1], "http://127.0.0.1:8222/healthz") {
+			t.Errorf("%s probe %+v: want /httpprobe http://127.0.0.1:8222/healthz…", name, p)
+		}
+	}
+	for _, p := range c.Ports {
+		if p.ContainerPort == 8222 {
+			t.Errorf("container port %s 8222: monitoring is the pod's own", p.Name)
+		}
+	}
+	for name, svc := range o.services {
+		for _, p := range svc.Spec.Ports {
+			if p.Port == 8222 || p.TargetPort.IntVal == 8222 || p.TargetPort.StrVal == "monitor" {
+				t.Errorf("Service %s offers the monitoring port", name)
+			}
+		}
 	}
 	// The generated ConfigMap (hashed name) must be the one mounted, and hold
 	// the shared accounts file from deploy/nats, with the callout's public
@@ -524,6 +543,9 @@ func TestNATSBase(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?s)cluster\s*\{[^}]*authorization\s*\{\s*user:\s*route\s+password:\s*\$NATS_ROUTE_PASSWORD\b`).MatchString(conf) {
 		t.Error("cluster-k8s.conf's cluster block does not require the route password")
+	}
+	if !regexp.MustCompile(`(?m)^http:\s*"127\.0\.0\.1:8222"`).MatchString(conf) {
+		t.Error("cluster-k8s.conf's monitoring is not on 127.0.0.1:8222")
 	}
 	if !regexp.MustCompile(`(?s)websocket\s*\{[^}]*listen:\s*"0\.0\.0\.0:8405"`).MatchString(conf) {
 		t.Error("cluster-k8s.conf has no websocket listener on 0.0.0.0:8405")
