@@ -86,8 +86,11 @@ var services = []string{"users", "orders", "billing"}
 // system is one running stack: containers by name, and their published URLs.
 type system struct {
 	runID string
-	root  string // repository root
-	work  string // temporary: static binaries
+	// routePassword is the NATS cluster's (deploy/nats/cluster.conf): this
+	// run's own, random.
+	routePassword string
+	root          string // repository root
+	work          string // temporary: static binaries
 	// jaegerBin is Jaeger's binary, built (or found cached) by tools/jaeger/build.sh.
 	jaegerBin string
 	provider  *testcontainers.DockerProvider
@@ -118,7 +121,7 @@ func newSystem() (*system, error) {
 		return nil, err
 	}
 	return &system{
-		runID: hex.EncodeToString(b), root: root, work: work, provider: p,
+		runID: hex.EncodeToString(b), routePassword: rand.Text(), root: root, work: work, provider: p,
 		ctrs: map[string]testcontainers.Container{}, urls: map[string]string{},
 	}, nil
 }
@@ -336,7 +339,13 @@ func (s *system) base(name, img string) testcontainers.GenericContainerRequest {
 func (s *system) natsRequest(name string) testcontainers.GenericContainerRequest {
 	r := s.base(name, "nats")
 	r.ExposedPorts = []string{natsHealth, natsClient, natsWS}
-	r.Cmd = []string{"--config", "/etc/nats/cluster.conf", "--name", name}
+	// As compose runs them: routes to every node, with the cluster password.
+	routes := make([]string, len(natsNodes))
+	for i, n := range natsNodes {
+		routes[i] = "nats://route:" + s.routePassword + "@" + n + ":6222"
+	}
+	r.Cmd = []string{"--config", "/etc/nats/cluster.conf", "--name", name, "--routes", strings.Join(routes, ",")}
+	r.Env = map[string]string{"NATS_ROUTE_PASSWORD": s.routePassword}
 	r.WaitingFor = wait.ForHTTP("/healthz").WithPort(natsHealth).
 		WithStartupTimeout(90 * time.Second).WithPollInterval(250 * time.Millisecond)
 	return r
