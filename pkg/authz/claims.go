@@ -132,9 +132,10 @@ const identityKey ctxKey = iota
 type identity struct {
 	claims *Claims
 	token  string
-	// proofJKT is set when the middleware verified the request's DPoP
-	// proof for the token (see DPoPVerifiedFromContext).
-	proofJKT string
+	// proofJKT and proof are set when the middleware verified the request's
+	// DPoP proof for the token (see DPoPVerifiedFromContext and
+	// DPoPProofFromContext).
+	proofJKT, proof string
 }
 
 // WithClaims returns a context carrying the verified claims and the raw token

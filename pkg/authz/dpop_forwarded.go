@@ -3,7 +3,6 @@ package authz
 import (
 	"context"
 	"errors"
-	"net/http"
 	"time"
 )
 
@@ -18,41 +17,17 @@ import (
 // token is bound to, for this very token (ath), and minutes-fresh (iat). Only
 // the key holder can make one, and only while a live request is under way.
 
-// verifiedProofKey is the context key of the proof the middleware verified.
-type verifiedProofKey struct{}
-
-// verifiedProof is a verified request's DPoP proof and its key's thumbprint.
-type verifiedProof struct{ proof, jkt string }
-
-// withVerifiedProof returns ctx carrying the DPoP proof of h, which the
-// middleware verified by the key jkt; ctx itself when jkt is empty (the
-// request used no DPoP).
-func withVerifiedProof(ctx context.Context, jkt string, h http.Header) context.Context {
-	if jkt == "" {
-		return ctx
-	}
-	proof, err := ProofHeader(h)
-	if err != nil {
-		return ctx
-	}
-	return context.WithValue(ctx, verifiedProofKey{}, &verifiedProof{proof: proof, jkt: jkt})
-}
-
 // DPoPProofFromContext returns the DPoP proof (the compact JWS of the DPoP
 // header) that the Echo middleware verified for this request's token, when
 // DPoPVerifiedFromContext holds too. It is forwarded to the Transaction Token
 // Service with the exchange of a DPoP-bound token (natsauth), which checks it
 // with ForwardedProofVerifier. Like the token, never log it.
 func DPoPProofFromContext(ctx context.Context) (string, bool) {
-	jkt, ok := DPoPVerifiedFromContext(ctx)
-	if !ok {
+	if _, ok := DPoPVerifiedFromContext(ctx); !ok {
 		return "", false
 	}
-	p, ok := ctx.Value(verifiedProofKey{}).(*verifiedProof)
-	if !ok || p.proof == "" || p.jkt != jkt {
-		return "", false
-	}
-	return p.proof, true
+	id := ctx.Value(identityKey).(*identity)
+	return id.proof, id.proof != ""
 }
 
 // ForwardedProofConfig configures a ForwardedProofVerifier.

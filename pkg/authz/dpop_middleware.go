@@ -108,9 +108,9 @@ func splitAuthorization(h string) (string, string) {
 }
 
 // withProof returns a context carrying the verified claims and token, and
-// the thumbprint of the DPoP proof key verified for this request.
-func withProof(ctx context.Context, c *Claims, token, jkt string) context.Context {
-	return context.WithValue(ctx, identityKey, &identity{claims: c, token: token, proofJKT: jkt})
+// the DPoP proof verified for this request with its key's thumbprint.
+func withProof(ctx context.Context, c *Claims, token, jkt, proof string) context.Context {
+	return context.WithValue(ctx, identityKey, &identity{claims: c, token: token, proofJKT: jkt, proof: proof})
 }
 
 // DPoPVerifiedFromContext returns the thumbprint of the DPoP key whose

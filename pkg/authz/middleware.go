@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -116,7 +117,11 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 			}
 			cfg.Metrics.Decision("allow", "ok")
 			RecordDecision(req.Context(), policy, claims, nil)
-			c.SetRequest(req.WithContext(withVerifiedProof(withProof(req.Context(), claims, token, jkt), jkt, req.Header)))
+			var proof string
+			if jkt != "" {
+				proof = strings.TrimSpace(req.Header.Get(HeaderDPoP)) // the one authenticate verified
+			}
+			c.SetRequest(req.WithContext(withProof(req.Context(), claims, token, jkt, proof)))
 			return next(c)
 		}
 	}
