@@ -183,6 +183,9 @@ func TestNATSKubernetesConfig(t *testing.T) {
 		}
 	}
 	k8sConf := filepath.Join(dir, "cluster-k8s.conf")
+	// The route password is present throughout: what is checked first is
+	// the callout's keys (mesh's routes_test checks the password).
+	t.Setenv("NATS_ROUTE_PASSWORD", "test-route-password")
 	for k := range env {
 		t.Setenv(k, "") // restored when the test ends
 		os.Unsetenv(k)
@@ -222,7 +225,10 @@ func TestNATSKubernetesConfig(t *testing.T) {
 	if w := k8s.Websocket; w.Host != "0.0.0.0" || w.Port != 8405 || !w.NoTLS {
 		t.Errorf("k8s websocket %s:%d (no_tls %v), want plain 0.0.0.0:8405 (TLS ends in front of it)", w.Host, w.Port, w.NoTLS)
 	}
-	if len(k8s.Routes) != 3 || k8s.Cluster.Name != "authmesh" {
-		t.Errorf("cluster %q with %d routes, want authmesh with 3", k8s.Cluster.Name, len(k8s.Routes))
+	// The routes, with the password, are the StatefulSet's args
+	// (tests/deploy); the file requires the password of every route.
+	if k8s.Cluster.Name != "authmesh" || k8s.Cluster.Username != "route" || k8s.Cluster.Password != "test-route-password" {
+		t.Errorf("cluster %q, route user %q, password from the environment %v; want authmesh, route, true",
+			k8s.Cluster.Name, k8s.Cluster.Username, k8s.Cluster.Password == "test-route-password")
 	}
 }
