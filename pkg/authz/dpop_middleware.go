@@ -12,13 +12,14 @@ import (
 // <token>", or, unless DPoP is disabled, "Authorization: DPoP <token>" with
 // its proof in the DPoP header. The token itself is verified by v either
 // way (go-jwt-middleware underneath); DPoP adds the proof and the binding.
-// It returns the claims, the token and, for DPoP, the proof key's
-// thumbprint. required: the route demands DPoP (Policy.RequireDPoP).
-func authenticate(req *http.Request, v *Validator, d *DPoP, required bool) (*Claims, string, string, error) {
+// It returns what the request's context carries from then on: the claims,
+// the token and, for DPoP, the verified proof and its key's thumbprint.
+// required: the route demands DPoP (Policy.RequireDPoP).
+func authenticate(req *http.Request, v *Validator, d *DPoP, required bool) (*identity, error) {
 	ch := d.challengeFor(required)
 	if required && ch == nil {
 		// Fail closed: a route that requires DPoP on a service without it.
-		return nil, "", "", invalid("dpop_unavailable", "this route requires DPoP, which this service does not accept", nil)
+		return nil, invalid("dpop_unavailable", "this route requires DPoP, which this service does not accept", nil)
 	}
 	auths := req.Header.Values(echo.HeaderAuthorization)
 	if len(auths) > 1 {
@@ -28,7 +29,7 @@ func authenticate(req *http.Request, v *Validator, d *DPoP, required bool) (*Cla
 		if e, ok := err.(*Error); ok && e.DPoP != nil {
 			e.DPoP.Both = true
 		}
-		return nil, "", "", err
+		return nil, err
 	}
 	var scheme, token string
 	if len(auths) == 1 {
@@ -38,29 +39,29 @@ func authenticate(req *http.Request, v *Validator, d *DPoP, required bool) (*Cla
 	switch {
 	case scheme == "bearer" && token != "":
 		if ch != nil && !ch.Bearer {
-			return nil, "", "", withChallenge(invalid("dpop_required", "this API requires a DPoP-bound token and a DPoP proof", nil), ch, true)
+			return nil, withChallenge(invalid("dpop_required", "this API requires a DPoP-bound token and a DPoP proof", nil), ch, true)
 		}
 		c, err := v.Validate(ctx, token)
 		if err != nil {
-			return nil, "", "", withChallenge(err, ch, false)
+			return nil, withChallenge(err, ch, false)
 		}
 		if c.JKT != "" {
 			// RFC 9449 §7.2: a stolen DPoP-bound token must not work as a
 			// bearer token. Refused in every mode, disabled included.
-			return nil, "", "", withChallenge(invalid("dpop_downgrade", "a DPoP-bound token must be sent with the DPoP scheme and a proof", nil), ch, true)
+			return nil, withChallenge(invalid("dpop_downgrade", "a DPoP-bound token must be sent with the DPoP scheme and a proof", nil), ch, true)
 		}
-		return c, token, "", nil
+		return &identity{claims: c, token: token}, nil
 	case scheme == "dpop" && token != "" && ch != nil:
 		c, err := v.Validate(ctx, token)
 		if err != nil {
-			return nil, "", "", withChallenge(err, ch, true)
+			return nil, withChallenge(err, ch, true)
 		}
 		if c.JKT == "" {
-			return nil, "", "", withChallenge(invalid("dpop_unbound", "the token is not DPoP-bound: send it with the Bearer scheme", nil), ch, true)
+			return nil, withChallenge(invalid("dpop_unbound", "the token is not DPoP-bound: send it with the Bearer scheme", nil), ch, true)
 		}
 		proof, err := ProofHeader(req.Header)
 		if err != nil {
-			return nil, "", "", withChallenge(err, ch, true)
+			return nil, withChallenge(err, ch, true)
 		}
 		p, err := d.Verify(ctx, proof, ProofCheck{Method: req.Method, URI: d.RequestURI(req), AccessToken: token, Claims: c})
 		if err != nil {
@@ -69,11 +70,11 @@ func authenticate(req *http.Request, v *Validator, d *DPoP, required bool) (*Cla
 				nch.Nonce = d.cfg.Nonces.Issue()
 				ch = &nch
 			}
-			return nil, "", "", withChallenge(err, ch, true)
+			return nil, withChallenge(err, ch, true)
 		}
-		return c, token, p.JKT, nil
+		return &identity{claims: c, token: token, proofJKT: p.JKT, proof: proof}, nil
 	}
-	return nil, "", "", withChallenge(ErrMissingToken, ch, false)
+	return nil, withChallenge(ErrMissingToken, ch, false)
 }
 
 // challengeFor is the DPoP challenge of d's answers, nil without DPoP.
@@ -105,12 +106,6 @@ func splitAuthorization(h string) (string, string) {
 		return strings.ToLower(h), ""
 	}
 	return strings.ToLower(scheme), strings.TrimSpace(rest)
-}
-
-// withProof returns a context carrying the verified claims and token, and
-// the DPoP proof verified for this request with its key's thumbprint.
-func withProof(ctx context.Context, c *Claims, token, jkt, proof string) context.Context {
-	return context.WithValue(ctx, identityKey, &identity{claims: c, token: token, proofJKT: jkt, proof: proof})
 }
 
 // DPoPVerifiedFromContext returns the thumbprint of the DPoP key whose

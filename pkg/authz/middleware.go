@@ -1,10 +1,10 @@
 package authz
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"reflect"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -108,20 +108,16 @@ func MiddlewareWithConfig(cfg MiddlewareConfig) echo.MiddlewareFunc {
 				RecordDecision(req.Context(), policy, nil, nil)
 				return next(c)
 			}
-			claims, token, jkt, err := authenticate(req, cfg.Validator, cfg.DPoP, policy.DPoPRequired())
+			id, err := authenticate(req, cfg.Validator, cfg.DPoP, policy.DPoPRequired())
 			if err != nil {
 				return deny(c, policy, nil, err)
 			}
-			if err := policy.Authorize(claims); err != nil {
-				return deny(c, policy, claims, err)
+			if err := policy.Authorize(id.claims); err != nil {
+				return deny(c, policy, id.claims, err)
 			}
 			cfg.Metrics.Decision("allow", "ok")
-			RecordDecision(req.Context(), policy, claims, nil)
-			var proof string
-			if jkt != "" {
-				proof = strings.TrimSpace(req.Header.Get(HeaderDPoP)) // the one authenticate verified
-			}
-			c.SetRequest(req.WithContext(withProof(req.Context(), claims, token, jkt, proof)))
+			RecordDecision(req.Context(), policy, id.claims, nil)
+			c.SetRequest(req.WithContext(context.WithValue(req.Context(), identityKey, id)))
 			return next(c)
 		}
 	}
