@@ -78,15 +78,11 @@ func New(cfg Config) (*Exchanger, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.ProofMaxAge == 0 {
-		cfg.ProofMaxAge = DefaultProofMaxAge
-	}
-	if cfg.ProofFutureSkew == 0 {
-		cfg.ProofFutureSkew = DefaultProofFutureSkew
-	}
 	if cfg.ProofUses <= 0 {
 		cfg.ProofUses = DefaultProofUses
 	}
+	// Zero ProofMaxAge and ProofFutureSkew take the verifier's defaults,
+	// which DefaultProofMaxAge and DefaultProofFutureSkew name.
 	proofs, err := authz.NewForwardedProofVerifier(authz.ForwardedProofConfig{
 		MaxAge: cfg.ProofMaxAge, FutureSkew: cfg.ProofFutureSkew, Now: cfg.Now})
 	if err != nil {
