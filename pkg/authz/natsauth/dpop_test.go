@@ -1,8 +1,10 @@
 package natsauth
 
 import (
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	"github.com/labstack/echo/v4"
@@ -23,13 +25,7 @@ func TestDPoPBoundTokenIsExchangedNotForwarded(t *testing.T) {
 	k := authztest.NewDPoPKey(t)
 	bound := m.tenant.Token(t, authztest.Claims{"permissions": []string{"read:profile"}, "cnf": k.Cnf()})
 
-	dp, err := authz.NewDPoP(authz.DPoPConfig{Replay: authz.NewMemoryReplayCache(), Origin: "https://api.example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := echo.New()
-	reg := authz.NewRegistry()
-	e.Use(authz.MiddlewareWithConfig(authz.MiddlewareConfig{Validator: m.access, Registry: reg, DPoP: dp}))
+	e, reg := dpopEdge(t, m)
 	var header string
 	authz.GET(e, reg, "/v1/me", func(c echo.Context) error {
 		ctx := WithOutbound(c.Request().Context(), &Outbound{Exchanger: tc, Scopes: func(string) []string { return []string{"read:profile"} }})
@@ -75,13 +71,7 @@ func TestTxnClientForwardsVerifiedDPoPProof(t *testing.T) {
 	bound := m.tenant.Token(t, authztest.Claims{"permissions": []string{"read:profile", "create:orders"}, "cnf": k.Cnf()})
 	plain := m.tenant.Token(t, authztest.Claims{"permissions": []string{"read:profile", "create:orders"}})
 
-	dp, err := authz.NewDPoP(authz.DPoPConfig{Replay: authz.NewMemoryReplayCache(), Origin: "https://api.example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := echo.New()
-	reg := authz.NewRegistry()
-	e.Use(authz.MiddlewareWithConfig(authz.MiddlewareConfig{Validator: m.access, Registry: reg, DPoP: dp}))
+	e, reg := dpopEdge(t, m)
 	scopes := map[string][]string{"authmesh.users.profile": {"read:profile"}, "authmesh.orders.created": {"create:orders"}}
 	authz.POST(e, reg, "/v1/orders", func(c echo.Context) error {
 		ctx := WithOutbound(c.Request().Context(), &Outbound{Exchanger: tc, Scopes: func(s string) []string { return scopes[s] }})
@@ -131,10 +121,18 @@ func TestTxnClientForwardsVerifiedDPoPProof(t *testing.T) {
 	}
 }
 
-func detailKeys(m map[string]any) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
+// dpopEdge is an HTTP edge of https://api.example.com behind the Echo
+// middleware, accepting DPoP with m's access tokens.
+func dpopEdge(t *testing.T, m *testMesh) (*echo.Echo, *authz.Registry) {
+	t.Helper()
+	dp, err := authz.NewDPoP(authz.DPoPConfig{Replay: authz.NewMemoryReplayCache(), Origin: "https://api.example.com"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	e := echo.New()
+	reg := authz.NewRegistry()
+	e.Use(authz.MiddlewareWithConfig(authz.MiddlewareConfig{Validator: m.access, Registry: reg, DPoP: dp}))
+	return e, reg
 }
+
+func detailKeys(m map[string]any) []string { return slices.Collect(maps.Keys(m)) }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 	"github.com/authmesh/authmesh/pkg/authz/natstest"
 )
 
@@ -39,9 +40,9 @@ func TestClusterRoutesNeedThePassword(t *testing.T) {
 			for _, name := range []string{"nats-2", "nats-3"} {
 				nodes = append(nodes, natstest.Run(t, clusterNode(t, file, name, seed)))
 			}
-			waitFor(t, "a cluster of three", func() bool {
+			authztest.Eventually(t, 15*time.Second, func() bool {
 				return nodes[0].NumRemotes() == 2 && nodes[1].NumRemotes() == 2 && nodes[2].NumRemotes() == 2
-			})
+			}, "a cluster of three")
 			victim := nodes[1]
 
 			rogues := map[string]*server.Server{}
@@ -119,15 +120,4 @@ func routeURL(s *server.Server, user *url.Userinfo) []*url.URL {
 	addr := s.ClusterAddr()
 	u := &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", addr.Port), User: user}
 	return []*url.URL{u}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after 15 s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
