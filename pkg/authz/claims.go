@@ -38,6 +38,7 @@ type Claims struct {
 	Txn                string          // the transaction id, the same along the call chain
 	RequestingWorkload string          // req_wl: the workload that asked for the token
 	TxnContext         json.RawMessage // tctx: immutable context of the transaction
+	Event              *EventBinding   // tctx.evt: the one event the token may carry (nil: none)
 
 	// tokenSum is the SHA-256 of the access token these claims were
 	// verified from, when the Validator took it (its cache key): a DPoP

@@ -37,6 +37,10 @@ const (
 	// MaxTxnLifetime bounds exp - iat of an accepted transaction token: the
 	// service issues minutes; anything longer was not issued by it.
 	MaxTxnLifetime = time.Hour
+	// MaxEventTxnLifetime bounds exp - iat of a transaction token bound to
+	// one event (tctx.evt): it waits in an outbox until its event is
+	// published, through an outage of NATS, and authorizes only that event.
+	MaxEventTxnLifetime = 24 * time.Hour
 )
 
 // TxnClaims is the payload of a transaction token, as the Transaction Token
@@ -195,7 +199,7 @@ func (v *TxnValidator) verify(ctx context.Context, token string, keyAt time.Time
 		return nil, invalid("audience", "the token is not meant for this trust domain", nil)
 	case rc.Expiry == nil || rc.IssuedAt == nil:
 		return nil, invalid("missing_exp", "the token has no expiry or issue time", nil)
-	case rc.Expiry.Time().Sub(rc.IssuedAt.Time()) > MaxTxnLifetime:
+	case rc.Expiry.Time().Sub(rc.IssuedAt.Time()) > MaxEventTxnLifetime:
 		return nil, invalid("lifetime", "the token lives longer than a transaction token may", nil)
 	case rc.Subject == "" || tc.Txn == "" || tc.ReqWL == "" || strings.TrimSpace(tc.Scope) == "":
 		return nil, invalid("missing_claim", "the token lacks sub, txn, scope or req_wl", nil)
@@ -216,6 +220,9 @@ func (v *TxnValidator) verify(ctx context.Context, token string, keyAt time.Time
 	}
 	if err := applyTxnContext(c, tc.TCtx); err != nil {
 		return nil, err
+	}
+	if c.Event == nil && c.ExpiresAt.Sub(c.IssuedAt) > MaxTxnLifetime {
+		return nil, invalid("lifetime", "the token lives longer than a transaction token may", nil)
 	}
 	if client, ok := strings.CutSuffix(rc.Subject, "@clients"); ok {
 		// Work no user started: the service acts as itself, and the policies

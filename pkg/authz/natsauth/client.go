@@ -38,30 +38,42 @@ func AsService(ctx context.Context, ts m2m.TokenSource) context.Context {
 // A context without any identity yields "", which only Public endpoints
 // accept.
 func outgoingToken(ctx context.Context, subj string) (string, error) {
+	tok, forwarded, err := identityToken(ctx)
+	if err != nil || forwarded || tok == "" {
+		return tok, err
+	}
+	return exchange(ctx, tok, subj)
+}
+
+// identityToken returns the token that stands for ctx's identity: the
+// service's M2M token under AsService, else the caller's token, which is a
+// transaction token to forward (forwarded=true) or an access token to
+// exchange.
+func identityToken(ctx context.Context) (tok string, forwarded bool, err error) {
 	if ts, ok := ctx.Value(tokenSourceKey).(m2m.TokenSource); ok && ts != nil {
 		tok, err := ts.Token(ctx)
 		if err != nil {
-			return "", fmt.Errorf("natsauth: service token: %w", err)
+			return "", false, fmt.Errorf("natsauth: service token: %w", err)
 		}
-		return exchange(ctx, tok, subj)
+		return tok, false, nil
 	}
 	tok, ok := authz.TokenFromContext(ctx)
 	if !ok {
-		return "", nil
+		return "", false, nil
 	}
 	c, _ := authz.ClaimsFromContext(ctx)
 	if c != nil && c.IsTxn() {
-		return tok, nil
+		return tok, true, nil
 	}
 	if c != nil && c.JKT != "" {
 		// A DPoP-bound token is good only with a proof for one HTTP
 		// request: it is exchanged (TxnClient says the proof was verified)
 		// only where the edge verified that proof, never forwarded.
 		if _, ok := authz.DPoPVerifiedFromContext(ctx); !ok {
-			return "", errDPoPUnverified
+			return "", false, errDPoPUnverified
 		}
 	}
-	return exchange(ctx, tok, subj)
+	return tok, false, nil
 }
 
 // errDPoPUnverified: a DPoP-bound token in a context where no proof was
@@ -146,20 +158,6 @@ func request(ctx context.Context, nc *nats.Conn, subj string, data []byte, tok s
 		return reply, err
 	}
 	return reply, nil
-}
-
-// Publish publishes data on a JetStream subject with the headers NewMsg sets
-// and Nats-Msg-Id = msgID, so a republish within the stream's duplicate
-// window is dropped by the server (docs/conventions.md: "<type>:<entity id>").
-func Publish(ctx context.Context, js jetstream.JetStream, subj string, data []byte, msgID string) (*jetstream.PubAck, error) {
-	if msgID == "" {
-		return nil, errors.New("natsauth: publish: a message id is required for de-duplication")
-	}
-	tok, err := outgoingToken(ctx, subj)
-	if err != nil {
-		return nil, err
-	}
-	return publish(ctx, js, subj, data, tok, msgID)
 }
 
 // publish sends a JetStream message under a producer span "publish <subj>"

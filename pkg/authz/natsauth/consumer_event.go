@@ -105,7 +105,9 @@ func (c *Consumer) safeHandle(ctx context.Context, ev *Event) (err error) {
 
 // verify checks, in order: backlog age, token presence, the token as of the
 // stored time (signature, issuer, audience, exp/iat, revocation), the
-// consumer's policy, the envelope, actor == sub, and the on-behalf policy.
+// consumer's policy and hop scopes, the token's binding to this very message
+// (subject and payload), the envelope, actor == sub, and the on-behalf
+// policy.
 func (c *Consumer) verify(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata) (*Event, string, *rejection) {
 	stored := meta.Timestamp
 	if age := c.now().Sub(stored); age > c.cfg.MaxBacklogAge {
@@ -127,6 +129,16 @@ func (c *Consumer) verify(ctx context.Context, msg jetstream.Msg, meta *jetstrea
 	if c.cfg.Scopes != nil && !slices.ContainsFunc(c.cfg.Scopes(msg.Subject()), claims.HasScope) {
 		authz.RecordDecision(ctx, c.cfg.Policy, claims, errWrongHopScope)
 		return nil, "", &rejection{label: "not_authorized", detail: "wrong_hop_scope"}
+	}
+	if claims.Event == nil || !claims.Event.Matches(msg.Subject(), msg.Data()) {
+		// The token was not issued for this message: an unbound token (a
+		// request's), or one bound to another payload or subject.
+		label := "event_mismatch"
+		if claims.Event == nil {
+			label = "event_unbound"
+		}
+		authz.RecordDecision(ctx, c.cfg.Policy, claims, errEventBinding)
+		return nil, "", &rejection{label: label}
 	}
 	authz.RecordDecision(ctx, c.cfg.Policy, claims, nil)
 	env, err := DecodeEnvelope(msg.Data())
@@ -220,6 +232,11 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// errEventBinding is the denial recorded for an event whose token was not
+// issued for it (authz.EventBinding).
+var errEventBinding = &authz.Error{Code: authz.CodeInvalidToken, Reason: "event_binding",
+	Description: "the transaction token is not bound to this event"}
 
 // errWrongHopScope is the denial recorded for a token narrowed to another hop.
 var errWrongHopScope = &authz.Error{Code: authz.CodeInsufficientScope, Reason: "wrong_hop_scope",

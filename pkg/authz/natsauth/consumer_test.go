@@ -1,6 +1,7 @@
 package natsauth
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -130,6 +131,20 @@ func publishRaw(t *testing.T, js jetstream.JetStream, subj string, hdr nats.Head
 	}
 }
 
+// bound returns the claims that bind a transaction token to data published
+// on subj, as the Transaction Token Service writes them.
+func bound(subj string, data []byte) authztest.Claims {
+	b := authz.NewEventBinding(subj, data)
+	return authztest.Claims{"tctx": authz.TxnContext{Event: &b}}
+}
+
+// publishBound publishes data on subj with a user's transaction token bound
+// to it, bypassing natsauth's publishing side.
+func publishBound(t *testing.T, r *eventRig, subj string, data []byte) {
+	t.Helper()
+	publishRaw(t, r.js, subj, header(HeaderTxnToken, r.userTxn(t, "create:orders", bound(subj, data))), data)
+}
+
 // tamper changes the token's payload and keeps the original signature.
 func tamper(t *testing.T, tok string) string {
 	t.Helper()
@@ -145,45 +160,70 @@ func TestConsumerVerifiesEvents(t *testing.T) {
 	t.Parallel()
 	r := newEventRig(t)
 	now := time.Now()
-	user := r.userTxn(t, "create:orders", nil)
 	other := "auth0|someone-else"
 	foreignKey := authztest.NewECKey(t)
 	foreignKey.KeyID = r.tts.SigningKey().KeyID
-	foreign := authztest.SignJWS(t, foreignKey, map[string]any{"typ": authz.TxnTokenType}, authztest.Claims{
-		"iss": r.tts.Issuer, "aud": r.tts.TrustDomain, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
-		"txn": "t-forged", "sub": userSub, "scope": "create:orders", "req_wl": "orders-service"})
-	expiredBeforeStore := r.userTxn(t, "create:orders", authztest.Claims{"iat": now.Add(-10 * time.Minute).Unix(), "exp": now.Add(-5 * time.Minute).Unix()})
-	m2m := r.serviceTxn(t, "users-service", "cancel:orders")
-	m2mOther := r.serviceTxn(t, "billing-service", "cancel:orders")
 	access := r.tenant.Token(t, authztest.Claims{"permissions": []string{"create:orders"}})
-	txn := func(tok string) nats.Header { return header(HeaderTxnToken, tok) }
+	// Each case's token is bound to its own message (b), as the service
+	// binds every event's token, unless the case is about the binding.
+	type token func(b authztest.Claims) string
+	user := func(over authztest.Claims) token {
+		return func(b authztest.Claims) string { return r.userTxn(t, "create:orders", b.With(over)) }
+	}
+	service := func(client string) token {
+		return func(b authztest.Claims) string {
+			return r.tts.Token(t, client+"@clients", "cancel:orders", b.With(authztest.Claims{"req_wl": client}))
+		}
+	}
+	foreign := func(b authztest.Claims) string {
+		return authztest.SignJWS(t, foreignKey, map[string]any{"typ": authz.TxnTokenType}, authztest.Claims{
+			"iss": r.tts.Issuer, "aud": r.tts.TrustDomain, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
+			"txn": "t-forged", "sub": userSub, "scope": "create:orders", "req_wl": "orders-service"}.With(b))
+	}
+	txn := func(tok token) func(authztest.Claims) nats.Header {
+		return func(b authztest.Claims) nats.Header { return header(HeaderTxnToken, tok(b)) }
+	}
+	fixed := func(h nats.Header) func(authztest.Claims) nats.Header {
+		return func(authztest.Claims) nats.Header { return h }
+	}
+	withAccess := func(b authztest.Claims) nats.Header {
+		return header(HeaderTxnToken, user(nil)(b), HeaderAuthorization, "Bearer "+access)
+	}
+	twice := func(b authztest.Claims) nats.Header { tok := user(nil)(b); return header(HeaderTxnToken, tok, HeaderTxnToken, tok) }
+	tampered := func(b authztest.Claims) nats.Header { return header(HeaderTxnToken, tamper(t, user(nil)(b))) }
+	unbound := func(authztest.Claims) nats.Header { return header(HeaderTxnToken, r.userTxn(t, "create:orders", nil)) }
+	otherPayload := func(authztest.Claims) nats.Header {
+		return header(HeaderTxnToken, r.userTxn(t, "create:orders", bound("orders.events.casea", envelope(t, userSub, userSub))))
+	}
 
 	cases := []struct {
 		name       string
-		hdr        nats.Header
+		hdr        func(b authztest.Claims) nats.Header
 		data       []byte
 		wantReason string // "" = handled
 	}{
-		{"own event", txn(user), envelope(t, userSub, userSub), ""},
-		{"m2m on behalf, allowed client", txn(m2m), envelope(t, "users-service@clients", other), ""},
-		{"missing token", nil, envelope(t, userSub, userSub), "missing_token"},
-		{"tampered token", txn(tamper(t, user)), envelope(t, userSub, userSub), "invalid_token"},
+		{"own event", txn(user(nil)), envelope(t, userSub, userSub), ""},
+		{"m2m on behalf, allowed client", txn(service("users-service")), envelope(t, "users-service@clients", other), ""},
+		{"missing token", fixed(nil), envelope(t, userSub, userSub), "missing_token"},
+		{"tampered token", tampered, envelope(t, userSub, userSub), "invalid_token"},
 		{"foreign key", txn(foreign), envelope(t, userSub, userSub), "invalid_token"},
-		{"stolen token replayed after exp", txn(expiredBeforeStore), envelope(t, userSub, userSub), "invalid_token"},
-		{"other trust domain", txn(r.userTxn(t, "create:orders", authztest.Claims{"aud": "urn:other:mesh"})), envelope(t, userSub, userSub), "invalid_token"},
-		{"Auth0 access token in Txn-Token", txn(access), envelope(t, userSub, userSub), "invalid_token"},
-		{"access token in Authorization", header(HeaderAuthorization, "Bearer "+access), envelope(t, userSub, userSub), "invalid_token: access_token_on_nats"},
-		{"access token beside a valid Txn-Token", header(HeaderTxnToken, user, HeaderAuthorization, "Bearer "+access), envelope(t, userSub, userSub), "invalid_token: access_token_on_nats"},
-		{"two Txn-Token values", header(HeaderTxnToken, user, HeaderTxnToken, user), envelope(t, userSub, userSub), "invalid_token: malformed_header"},
-		{"payload actor is not sub", txn(user), envelope(t, other, other), "actor_mismatch"},
-		{"payload user is not actor", txn(user), envelope(t, userSub, other), "on_behalf_denied"},
-		{"m2m on behalf, other client", txn(m2mOther), envelope(t, "billing-service@clients", other), "on_behalf_denied"},
-		{"undecodable payload", txn(user), []byte(`{"id":`), "bad_payload"},
-		{"envelope without actor", txn(user), []byte(`{"id":"1","type":"order.created","user_id":"x","occurred_at":"2026-01-01T00:00:00Z","data":{}}`), "bad_payload"},
+		{"stolen token replayed after exp", txn(user(authztest.Claims{"iat": now.Add(-10 * time.Minute).Unix(), "exp": now.Add(-5 * time.Minute).Unix()})), envelope(t, userSub, userSub), "invalid_token"},
+		{"other trust domain", txn(user(authztest.Claims{"aud": "urn:other:mesh"})), envelope(t, userSub, userSub), "invalid_token"},
+		{"Auth0 access token in Txn-Token", fixed(header(HeaderTxnToken, access)), envelope(t, userSub, userSub), "invalid_token"},
+		{"access token in Authorization", fixed(header(HeaderAuthorization, "Bearer "+access)), envelope(t, userSub, userSub), "invalid_token: access_token_on_nats"},
+		{"access token beside a valid Txn-Token", withAccess, envelope(t, userSub, userSub), "invalid_token: access_token_on_nats"},
+		{"two Txn-Token values", twice, envelope(t, userSub, userSub), "invalid_token: malformed_header"},
+		{"token bound to no event", unbound, envelope(t, userSub, userSub), "event_unbound"},
+		{"token bound to another event", otherPayload, envelope(t, userSub, userSub), "event_mismatch"},
+		{"payload actor is not sub", txn(user(nil)), envelope(t, other, other), "actor_mismatch"},
+		{"payload user is not actor", txn(user(nil)), envelope(t, userSub, other), "on_behalf_denied"},
+		{"m2m on behalf, other client", txn(service("billing-service")), envelope(t, "billing-service@clients", other), "on_behalf_denied"},
+		{"undecodable payload", txn(user(nil)), []byte(`{"id":`), "bad_payload"},
+		{"envelope without actor", txn(user(nil)), []byte(`{"id":"1","type":"order.created","user_id":"x","occurred_at":"2026-01-01T00:00:00Z","data":{}}`), "bad_payload"},
 	}
 	subj := func(i int) string { return "orders.events.case" + string(rune('a'+i)) }
 	for i, tc := range cases {
-		publishRaw(t, r.js, subj(i), tc.hdr, tc.data)
+		publishRaw(t, r.js, subj(i), tc.hdr(bound(subj(i), tc.data)), tc.data)
 	}
 	r.run(t, ConsumerConfig{OnBehalfPolicy: authz.RequireAll("cancel:orders").Clients("users-service")}, nil)
 
@@ -225,6 +265,11 @@ func TestConsumerVerifiesEvents(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "rejected", "invalid_token")); got != 8 {
 		t.Errorf("invalid_token rejections counted %v, want 8", got)
+	}
+	for _, label := range []string{"event_unbound", "event_mismatch"} {
+		if got := testutil.ToFloat64(r.metrics.deadLettered.WithLabelValues("billing-orders", label)); got != 1 {
+			t.Errorf("%s dead letters counted %v, want 1", label, got)
+		}
 	}
 	if got := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "accepted", "ok")); got != 2 {
 		t.Errorf("accepted counted %v, want 2", got)
@@ -291,23 +336,25 @@ func TestDeadLetterDropsPublishDirectives(t *testing.T) {
 
 // TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume: a backlog consumed
 // after the transaction token's exp is still accepted, because the token is
-// checked as of the stored time; the same token is refused by Validate now.
-// The event was published from a NATS handler, forwarding the transaction
-// token it received.
+// checked as of the stored time; the same token is refused by Validate now,
+// and an event stored after its exp is refused.
 func TestConsumerAcceptsEventWhoseTokenExpiredBeforeConsume(t *testing.T) {
 	t.Parallel()
 	r := newEventRig(t, authz.WithLeeway(0))
-	tok := r.userTxn(t, "create:orders", authztest.Claims{"iat": time.Now().Add(-time.Minute).Unix(), "exp": time.Now().Add(2 * time.Second).Unix()})
-	ctx := txnCtx(t, r.txn, tok)
-	if _, err := PublishEvent(ctx, r.js, "orders.events.created", "order.created", "o-1", userSub, map[string]any{"order_id": "o-1"}); err != nil {
-		t.Fatal(err)
+	short := func(subj string, data []byte) string {
+		return r.userTxn(t, "create:orders", bound(subj, data).With(authztest.Claims{"iat": time.Now().Add(-time.Minute).Unix(), "exp": time.Now().Add(2 * time.Second).Unix()}))
 	}
+	data := envelope(t, userSub, userSub)
+	tok := short("orders.events.created", data)
+	publishRaw(t, r.js, "orders.events.created", header(HeaderTxnToken, tok), data)
+	late := envelope(t, userSub, userSub)
+	lateTok := short("orders.events.late", late)
 	authztest.Eventually(t, 10*time.Second, func() bool {
 		_, err := r.txn.Validate(context.Background(), tok)
 		return authz.CodeOf(err) == authz.CodeInvalidToken
 	}, "token expired")
-	// Published now, with the same token: stored after its exp, refused.
-	publishRaw(t, r.js, "orders.events.late", header(HeaderTxnToken, tok), envelope(t, userSub, userSub))
+	// Published now: stored after its exp, refused.
+	publishRaw(t, r.js, "orders.events.late", header(HeaderTxnToken, lateTok), late)
 
 	r.run(t, ConsumerConfig{}, nil)
 	var ev *Event
@@ -379,7 +426,7 @@ func TestConsumerTransactionFlow(t *testing.T) {
 func TestConsumerRejectsTooOldBacklog(t *testing.T) {
 	t.Parallel()
 	r := newEventRig(t)
-	publishRaw(t, r.js, "orders.events.old", header(HeaderTxnToken, r.userTxn(t, "create:orders", nil)), envelope(t, userSub, userSub))
+	publishBound(t, r, "orders.events.old", envelope(t, userSub, userSub))
 	time.Sleep(1100 * time.Millisecond)
 	r.run(t, ConsumerConfig{MaxBacklogAge: time.Second}, nil)
 	var dead *nats.Msg
@@ -410,7 +457,7 @@ func TestConsumerRedeliveryBounded(t *testing.T) {
 			mu.Unlock()
 			return errorString("database down")
 		})
-	publishRaw(t, r.js, "orders.events.flaky", header(HeaderTxnToken, r.userTxn(t, "create:orders", nil)), envelope(t, userSub, userSub))
+	publishBound(t, r, "orders.events.flaky", envelope(t, userSub, userSub))
 	var dead *nats.Msg
 	authztest.Eventually(t, 5*time.Second, func() bool { _, dead = r.outcome("orders.events.flaky"); return dead != nil }, "dead letter")
 	if reason := dead.Header.Get(HeaderDLQReason); reason != "handler_error: database down" {
@@ -506,7 +553,6 @@ func TestConsumerWorkers(t *testing.T) {
 		total.Add(1)
 		return nil
 	})
-	tok := r.userTxn(t, "create:orders", nil)
 	for step := range steps {
 		for e := range entities {
 			entity := fmt.Sprintf("o%d", e)
@@ -517,7 +563,7 @@ func TestConsumerWorkers(t *testing.T) {
 			}
 			msg := nats.NewMsg("orders.events.step")
 			msg.Data = env
-			msg.Header.Set(HeaderTxnToken, tok)
+			msg.Header.Set(HeaderTxnToken, r.userTxn(t, "create:orders", bound(msg.Subject, env)))
 			msg.Header.Set(HeaderMsgID, fmt.Sprintf("order.step%d:%s", step, entity))
 			if _, err := r.js.PublishMsg(context.Background(), msg); err != nil {
 				t.Fatal(err)
@@ -546,10 +592,11 @@ func TestConsumerRequiresTheHopScope(t *testing.T) {
 	hop := map[string][]string{"orders.events.created": {"create:orders", "cancel:orders"}}
 	r.run(t, ConsumerConfig{Scopes: func(subj string) []string { return hop[subj] }}, nil)
 	sub := r.tenant.DefaultClaims()["sub"].(string)
-	profileRead := r.tts.Token(t, sub, "read:profile", nil)
-	ordered := r.tts.Token(t, sub, "create:orders", nil)
-	publishRaw(t, r.js, "orders.events.created", nats.Header{HeaderTxnToken: {profileRead}}, envelope(t, sub, sub))
-	publishRaw(t, r.js, "orders.events.other", nats.Header{HeaderTxnToken: {ordered}}, envelope(t, sub, sub))
+	data := envelope(t, sub, sub)
+	profileRead := r.tts.Token(t, sub, "read:profile", bound("orders.events.created", data))
+	publishRaw(t, r.js, "orders.events.created", nats.Header{HeaderTxnToken: {profileRead}}, data)
+	other := envelope(t, sub, sub)
+	publishRaw(t, r.js, "orders.events.other", nats.Header{HeaderTxnToken: {r.tts.Token(t, sub, "create:orders", bound("orders.events.other", other))}}, other)
 	for _, subj := range []string{"orders.events.created", "orders.events.other"} {
 		authztest.Eventually(t, 5*time.Second, func() bool { _, dead := r.outcome(subj); return dead != nil }, subj+" dead-lettered")
 		ev, dead := r.outcome(subj)
@@ -559,10 +606,73 @@ func TestConsumerRequiresTheHopScope(t *testing.T) {
 	}
 	good := nats.NewMsg("orders.events.created")
 	good.Data = envelope(t, sub, sub)
-	good.Header.Set(HeaderTxnToken, ordered)
+	good.Header.Set(HeaderTxnToken, r.tts.Token(t, sub, "create:orders", bound(good.Subject, good.Data)))
 	good.Header.Set(HeaderMsgID, "order.created:o2")
 	if _, err := r.js.PublishMsg(context.Background(), good); err != nil {
 		t.Fatal(err)
 	}
 	authztest.Eventually(t, 5*time.Second, func() bool { ev, _ := r.outcome("orders.events.created"); return ev != nil }, "the right hop's event handled")
+}
+
+// TestSealedEventPublishedLater: what an outbox does. The event is sealed
+// while the caller's request is served, stored, and published later from a
+// context with no identity at all; the consumer accepts it. Its token
+// carries nothing else: not the same event changed by one byte, not the same
+// bytes on another subject, not a request.
+func TestSealedEventPublishedLater(t *testing.T) {
+	t.Parallel()
+	r := newEventRig(t)
+	access := r.tenant.Token(t, authztest.Claims{"permissions": []string{"create:orders", "read:profile"}})
+	scopes := hops(map[string][]string{"orders.events.created": {"create:orders"}, "orders.events.other": {"create:orders"}})
+	ctx := userCtx(t, r.access, r.ex, access, scopes)
+	ev, err := SealEvent(ctx, "orders.events.created", "order.created:o-1", Envelope{Type: "order.created", UserID: userSub, Data: json.RawMessage(`{"order_id":"o-1","total_cents":100}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Expired(time.Now(), 30*time.Minute) || !ev.Expired(time.Now(), 2*time.Hour) {
+		t.Fatalf("expires %v: want about an hour from now (the test exchanger's)", ev.Expires)
+	}
+	stored, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var relayed SealedEvent
+	if err := json.Unmarshal(stored, &relayed); err != nil {
+		t.Fatal(err)
+	}
+	r.run(t, ConsumerConfig{}, nil)
+	if _, err := relayed.Publish(context.Background(), r.js); err != nil {
+		t.Fatal(err)
+	}
+	var got *Event
+	authztest.Eventually(t, 5*time.Second, func() bool { got, _ = r.outcome("orders.events.created"); return got != nil }, "the relayed event handled")
+	if got.Actor != userSub || got.UserID != userSub || got.Claims.Event == nil {
+		t.Fatalf("handled %+v", got.Envelope)
+	}
+
+	// The relay's attacker: the stored token on a changed payload, and on
+	// another subject.
+	changed := bytes.Replace(ev.Payload, []byte(`"total_cents":100`), []byte(`"total_cents":1`), 1)
+	publishRaw(t, r.js, "orders.events.other", header(HeaderTxnToken, ev.Token), ev.Payload)
+	forged := *ev
+	forged.Payload, forged.MsgID = changed, "order.created:o-1-forged"
+	if _, err := forged.Publish(context.Background(), r.js); err != nil {
+		t.Fatal(err)
+	}
+	authztest.Eventually(t, 5*time.Second, func() bool { _, dead := r.outcome("orders.events.other"); return dead != nil }, "the other subject's copy dead-lettered")
+	if _, dead := r.outcome("orders.events.other"); dead.Header.Get(HeaderDLQReason) != "event_mismatch" {
+		t.Fatalf("other subject: reason %q", dead.Header.Get(HeaderDLQReason))
+	}
+	authztest.Eventually(t, 5*time.Second, func() bool {
+		return testutil.ToFloat64(r.metrics.deadLettered.WithLabelValues("billing-orders", "event_mismatch")) == 2
+	}, "the changed payload dead-lettered")
+	if n := testutil.ToFloat64(r.metrics.events.WithLabelValues("billing-orders", "accepted", "ok")); n != 1 {
+		t.Fatalf("%v events accepted, want the sealed one only", n)
+	}
+
+	// Sealing needs the caller's own token or the service's: a handler of
+	// a NATS message cannot turn the transaction token it got into events.
+	if _, err := SealEvent(txnCtx(t, r.txn, r.userTxn(t, "create:orders", nil)), "orders.events.created", "order.created:o-2", Envelope{Type: "order.created", UserID: userSub}); err == nil {
+		t.Fatal("sealed under a forwarded transaction token")
+	}
 }

@@ -57,41 +57,106 @@ func DecodeEnvelope(data []byte) (*Envelope, error) {
 	return &e, nil
 }
 
-// PublishEvent publishes an event on subj with the identity of ctx (the
-// caller's token, or AsService's). It fills the envelope: a new id, actor =
-// the sub of the token it sends, occurred_at = now; and sets
-// Nats-Msg-Id = "<type>:<entityID>" so a republish is de-duplicated.
+// PublishEvent seals an event under ctx's identity (see SealEvent) and
+// publishes it: envelope id new, occurred_at now, Nats-Msg-Id
+// "<type>:<entityID>" so a republish is de-duplicated. A service with an
+// outbox seals first, stores the SealedEvent with its state change and
+// publishes it after (SealedEvent.Publish).
 func PublishEvent(ctx context.Context, js jetstream.JetStream, subj, typ, entityID, userID string, data any) (*jetstream.PubAck, error) {
-	if typ == "" || entityID == "" || userID == "" {
-		return nil, errors.New("natsauth: publish event: type, entity id and user id are required")
-	}
-	tok, err := outgoingToken(ctx, subj)
-	if err != nil {
-		return nil, err
-	}
-	if tok == "" {
-		return nil, errors.New("natsauth: publish event: no identity in context (use the caller's context or AsService)")
-	}
-	actor, ok := unverifiedSubject(tok)
-	if !ok {
-		return nil, errors.New("natsauth: publish event: token has no readable sub")
+	if entityID == "" {
+		return nil, errors.New("natsauth: publish event: an entity id is required")
 	}
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return nil, fmt.Errorf("natsauth: publish event: data: %w", err)
 	}
-	payload, err := json.Marshal(Envelope{
-		ID: newUUID(), Type: typ, Actor: actor, UserID: userID,
-		OccurredAt: time.Now().UTC(), Data: raw,
-	})
+	ev, err := SealEvent(ctx, subj, typ+":"+entityID, Envelope{Type: typ, UserID: userID, Data: raw})
 	if err != nil {
-		return nil, fmt.Errorf("natsauth: publish event: %w", err)
+		return nil, err
 	}
-	return publish(ctx, js, subj, payload, tok, typ+":"+entityID)
+	return ev.Publish(ctx, js)
 }
 
-// unverifiedSubject reads sub from our own outgoing transaction token: it only fills the
-// envelope's actor, which consumers check against the verified token anyway.
+// SealedEvent is an event ready to publish with the one credential it
+// needs: a transaction token bound to its subject and payload
+// (authz.EventBinding), issued for the caller whose request caused it. It
+// is meant to be stored: an outbox keeps it with the state change and its
+// relay publishes it after an outage or a crash without holding any
+// credential of that caller, or any of its own that could speak for them.
+// The token is good for this event only — a changed byte, another subject
+// or a request fails it — until Expires (hours, authz.MaxEventTxnLifetime).
+type SealedEvent struct {
+	Subject string          `json:"subject"`
+	MsgID   string          `json:"msg_id"` // Nats-Msg-Id, "<type>:<entity id>"
+	Payload json.RawMessage `json:"payload"`
+	Token   string          `json:"token"`
+	Expires time.Time       `json:"expires"`
+}
+
+// SealEvent builds env's payload and exchanges ctx's identity for a token
+// bound to it: the caller's access token in an HTTP handler (with its DPoP
+// proof where the edge verified one), or the service's own M2M token under
+// AsService. It fills the envelope's actor (the token's sub), and its id and
+// occurred_at when they are empty. A transaction token that came with a
+// NATS request or event is not exchanged again: an event is sealed where a
+// caller's own token is.
+func SealEvent(ctx context.Context, subj, msgID string, env Envelope) (*SealedEvent, error) {
+	if msgID == "" || env.Type == "" || env.UserID == "" {
+		return nil, errors.New("natsauth: seal event: the message id, type and user id are required")
+	}
+	tok, forwarded, err := identityToken(ctx)
+	switch {
+	case err != nil:
+		return nil, err
+	case tok == "":
+		return nil, errors.New("natsauth: seal event: no identity in context (use the caller's context or AsService)")
+	case forwarded:
+		return nil, errors.New("natsauth: seal event: a forwarded transaction token cannot seal an event (use the caller's access token or AsService)")
+	}
+	actor, ok := unverifiedSubject(tok)
+	if !ok {
+		return nil, errors.New("natsauth: seal event: token has no readable sub")
+	}
+	env.Actor = actor
+	if env.ID == "" {
+		env.ID = newUUID()
+	}
+	if env.OccurredAt.IsZero() {
+		env.OccurredAt = time.Now()
+	}
+	env.OccurredAt = env.OccurredAt.UTC()
+	payload, err := json.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("natsauth: seal event: %w", err)
+	}
+	txn, exp, err := exchangeEvent(ctx, tok, subj, payload)
+	if err != nil {
+		return nil, err
+	}
+	return &SealedEvent{Subject: subj, MsgID: msgID, Payload: payload, Token: txn, Expires: exp}, nil
+}
+
+// Publish publishes the event under its own token, with ctx's trace context
+// and request id: ctx needs no identity.
+func (e *SealedEvent) Publish(ctx context.Context, js jetstream.JetStream) (*jetstream.PubAck, error) {
+	if e.Token == "" || e.MsgID == "" {
+		return nil, errors.New("natsauth: publish event: the event is not sealed")
+	}
+	return publish(ctx, js, e.Subject, e.Payload, e.Token, e.MsgID)
+}
+
+// Expired reports whether the event's token is no longer good at now plus
+// margin (the time the event may take to reach the stream): its relay must
+// then settle the change another way, since nothing can speak for the
+// caller any more.
+func (e *SealedEvent) Expired(now time.Time, margin time.Duration) bool {
+	return !now.Add(margin).Before(e.Expires)
+}
+
+// unverifiedSubject reads sub from the token an event is sealed under (an
+// access token the edge verified, or the service's own): it only fills the
+// envelope's actor, which consumers check against the verified transaction
+// token anyway.
 func unverifiedSubject(tok string) (string, bool) {
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -79,6 +80,11 @@ func (s *stubExchanger) Exchange(_ context.Context, tok string, scopes []string)
 		return "", s.err
 	}
 	return "txn(" + tok + ";" + strings.Join(scopes, " ") + ")", nil
+}
+
+func (s *stubExchanger) ExchangeEvent(ctx context.Context, tok string, scopes []string, ev authz.EventBinding) (string, time.Time, error) {
+	t, err := s.Exchange(ctx, tok, scopes)
+	return t + "@" + ev.SHA256, time.Now().Add(time.Hour), err
 }
 
 // TestTokenFromHeader: exactly one Txn-Token, and never an Authorization

@@ -127,6 +127,7 @@ func (m *testMesh) m2mToken(tb testing.TB, client, scope string) string {
 type exchangeCall struct {
 	subjectToken string
 	scopes       []string
+	event        *authz.EventBinding
 }
 
 // testExchanger plays the Transaction Token Service in-process. It verifies
@@ -162,9 +163,23 @@ func (e *testExchanger) Exchange(ctx context.Context, subjectToken string, scope
 	if tok, ok := e.cache[key]; ok {
 		return tok, nil
 	}
-	c, err := e.access.Validate(ctx, subjectToken)
+	c, granted, err := e.grant(ctx, subjectToken, scopes)
 	if err != nil {
 		return "", err
+	}
+	tok := e.minter.Token(e.tb, c.Subject, strings.Join(granted, " "), authztest.Claims{"req_wl": e.workload})
+	if e.cache != nil {
+		e.cache[key] = tok
+	}
+	e.exchanges = append(e.exchanges, exchangeCall{subjectToken: subjectToken, scopes: scopes})
+	return tok, nil
+}
+
+// grant verifies subjectToken and returns the scopes of scopes it holds.
+func (e *testExchanger) grant(ctx context.Context, subjectToken string, scopes []string) (*authz.Claims, []string, error) {
+	c, err := e.access.Validate(ctx, subjectToken)
+	if err != nil {
+		return nil, nil, err
 	}
 	held := c.Permissions
 	if c.IsM2M() {
@@ -177,15 +192,26 @@ func (e *testExchanger) Exchange(ctx context.Context, subjectToken string, scope
 		}
 	}
 	if len(granted) == 0 {
-		return "", &authz.Error{Code: authz.CodeInsufficientScope, Reason: "missing_permission",
+		return nil, nil, &authz.Error{Code: authz.CodeInsufficientScope, Reason: "missing_permission",
 			Description: "the subject token holds none of the requested scopes", Needed: scopes}
 	}
-	tok := e.minter.Token(e.tb, c.Subject, strings.Join(granted, " "), authztest.Claims{"req_wl": e.workload})
-	if e.cache != nil {
-		e.cache[key] = tok
+	return c, granted, nil
+}
+
+// ExchangeEvent implements Exchanger: as the service does, a token bound to
+// ev that lives an hour.
+func (e *testExchanger) ExchangeEvent(ctx context.Context, subjectToken string, scopes []string, ev authz.EventBinding) (string, time.Time, error) {
+	c, granted, err := e.grant(ctx, subjectToken, scopes)
+	if err != nil {
+		return "", time.Time{}, err
 	}
-	e.exchanges = append(e.exchanges, exchangeCall{subjectToken: subjectToken, scopes: scopes})
-	return tok, nil
+	exp := time.Now().Add(time.Hour)
+	tok := e.minter.Token(e.tb, c.Subject, strings.Join(granted, " "), authztest.Claims{"req_wl": e.workload,
+		"exp": exp.Unix(), "tctx": authz.TxnContext{AZP: c.Client(), Event: &ev}})
+	e.mu.Lock()
+	e.exchanges = append(e.exchanges, exchangeCall{subjectToken: subjectToken, scopes: scopes, event: &ev})
+	e.mu.Unlock()
+	return tok, exp.Truncate(time.Second), nil
 }
 
 // Forget implements what Request calls to drop the transaction tokens
@@ -245,11 +271,17 @@ func anySubject(scopes ...string) func(string) []string {
 // (pkg/platform's), so outgoing messages get exchanged transaction tokens.
 func userCtx(tb testing.TB, v *authz.Validator, ex Exchanger, tok string, scopes func(string) []string) context.Context {
 	tb.Helper()
+	return userCtxFrom(context.Background(), tb, v, ex, tok, scopes)
+}
+
+// userCtxFrom is userCtx under parent (its trace, say).
+func userCtxFrom(parent context.Context, tb testing.TB, v *authz.Validator, ex Exchanger, tok string, scopes func(string) []string) context.Context {
+	tb.Helper()
 	claims, err := v.Validate(context.Background(), tok)
 	if err != nil {
 		tb.Fatalf("validate test token: %v", err)
 	}
-	ctx := WithOutbound(context.Background(), &Outbound{Exchanger: ex, Scopes: scopes})
+	ctx := WithOutbound(parent, &Outbound{Exchanger: ex, Scopes: scopes})
 	return authz.WithClaims(ctx, claims, tok)
 }
 

@@ -167,6 +167,9 @@ func (s *Service) serve(endpoint string, policy authz.Policy, h Handler, req mic
 	var claims *authz.Claims
 	if err == nil {
 		claims, err = s.v.Validate(ctx, tok)
+		if err == nil && claims.Event != nil {
+			err = errEventTokenOnRequest
+		}
 		if err == nil {
 			err = policy.Authorize(claims)
 		}
@@ -182,6 +185,11 @@ func (s *Service) serve(endpoint string, policy authz.Policy, h Handler, req mic
 	s.count(endpoint, "denied", reasonOf(err))
 	_ = req.Error(status, desc, nil)
 }
+
+// errEventTokenOnRequest: a transaction token bound to one event
+// (authz.EventBinding) authorizes publishing that event, never a request.
+var errEventTokenOnRequest = &authz.Error{Code: authz.CodeInvalidToken, Reason: "event_token",
+	Description: "the transaction token is bound to an event"}
 
 // StartServerSpan starts the server span of a micro request, "process
 // <subject>": a child of the trace context in its headers (any case), under

@@ -175,6 +175,7 @@ func TestEndpointPolicy(t *testing.T) {
 		{"access token beside a valid Txn-Token", "t.profile", header(HeaderTxnToken, user, HeaderAuthorization, "Bearer "+accessTok), 401, authz.CodeInvalidToken, denied},
 		{"txn token in Authorization", "t.profile", header(HeaderAuthorization, "Bearer "+user), 401, authz.CodeInvalidToken, denied},
 		{"missing permission", "t.admin", header(HeaderTxnToken, user), 403, authz.CodeInsufficientScope, ""},
+		{"token bound to an event", "t.profile", header(HeaderTxnToken, m.userTxn(t, "read:profile", bound("orders.events.created", []byte(`{}`)))), 401, authz.CodeInvalidToken, "bound to an event"},
 		{"m2m allowed client", "t.cancel", header(HeaderTxnToken, m.serviceTxn(t, "users-service", "cancel:orders")), 0, "", ""},
 		{"m2m other client", "t.cancel", header(HeaderTxnToken, m.serviceTxn(t, "billing-service", "cancel:orders")), 403, authz.CodeInsufficientScope, ""},
 		{"m2m allowed client, scope narrowed away", "t.cancel", header(HeaderTxnToken, m.serviceTxn(t, "users-service", "read:profile")), 403, authz.CodeInsufficientScope, ""},

@@ -221,11 +221,11 @@ func TestSpansJetStream(t *testing.T) {
 			}
 			return nil
 		})
-	tok := r.userTxn(t, "create:orders", nil)
+	access := r.tenant.Token(t, authztest.Claims{"permissions": []string{"create:orders"}})
 
 	publish := func(t *testing.T, subj, typ string) (trace.TraceID, tracetest.SpanStub, tracetest.SpanStubs) {
 		ctx, id := startTestTrace(t)
-		ctx = authz.WithClaims(ctx, &authz.Claims{Txn: "t", Subject: userSub}, tok)
+		ctx = userCtxFrom(ctx, t, r.access, r.ex, access, anySubject("create:orders"))
 		if _, err := PublishEvent(ctx, r.js, subj, typ, "o-"+typ, userSub, map[string]string{"order_id": "o1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -266,7 +266,7 @@ func TestSpansJetStream(t *testing.T) {
 		if len(deliveries[0].Events) == 0 || deliveries[0].Events[0].Name != EventRetried {
 			t.Errorf("first delivery events %v", deliveries[0].Events)
 		}
-		authztest.NoSecrets(t, append(deliveries, prod), tok, userSub)
+		authztest.NoSecrets(t, append(deliveries, prod), access, userSub)
 	})
 
 	t.Run("dead-lettered", func(t *testing.T) {
@@ -354,7 +354,8 @@ func TestContinueTrace(t *testing.T) {
 	}
 	ctx, payID := startTestTrace(t)
 	pay := trace.SpanContextFromContext(ctx)
-	ctx = authz.WithClaims(ContinueTrace(ctx, carrier), &authz.Claims{Txn: "t", Subject: userSub}, r.userTxn(t, "create:orders", nil))
+	access := r.tenant.Token(t, authztest.Claims{"permissions": []string{"create:orders"}})
+	ctx = userCtxFrom(ContinueTrace(ctx, carrier), t, r.access, r.ex, access, anySubject("create:orders"))
 	if _, err := PublishEvent(ctx, r.js, "orders.events.paid", "invoice.paid", "i1", userSub, map[string]string{}); err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,10 @@ const DefaultTxnSubject = "authmesh.tts.exchange"
 // the implementation; tests may substitute their own.
 type Exchanger interface {
 	Exchange(ctx context.Context, subjectToken string, scopes []string) (string, error)
+	// ExchangeEvent returns a token bound to one event (see
+	// authz.EventBinding) and its expiry. Each event has its own: nothing
+	// is cached.
+	ExchangeEvent(ctx context.Context, subjectToken string, scopes []string, ev authz.EventBinding) (string, time.Time, error)
 }
 
 // Outbound says how messages sent under a context get their transaction
@@ -62,18 +66,37 @@ func txnUnavailable(reason string, cause error) *authz.Error {
 }
 
 func exchange(ctx context.Context, subjectToken, subj string) (string, error) {
+	o, scopes, err := outbound(ctx, subj)
+	if err != nil {
+		return "", err
+	}
+	return o.Exchanger.Exchange(ctx, subjectToken, scopes)
+}
+
+// exchangeEvent exchanges subjectToken for a token bound to the event whose
+// payload goes on subj.
+func exchangeEvent(ctx context.Context, subjectToken, subj string, payload []byte) (string, time.Time, error) {
+	o, scopes, err := outbound(ctx, subj)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return o.Exchanger.ExchangeEvent(ctx, subjectToken, scopes, authz.NewEventBinding(subj, payload))
+}
+
+// outbound returns ctx's Outbound and the scopes a message on subj carries.
+func outbound(ctx context.Context, subj string) (*Outbound, []string, error) {
 	o, ok := ctx.Value(outboundKey).(*Outbound)
 	if !ok || o == nil || o.Exchanger == nil {
-		return "", errors.New("natsauth: no transaction token service configured (WithOutbound)")
+		return nil, nil, errors.New("natsauth: no transaction token service configured (WithOutbound)")
 	}
 	var scopes []string
 	if o.Scopes != nil {
 		scopes = o.Scopes(subj)
 	}
 	if len(scopes) == 0 {
-		return "", fmt.Errorf("natsauth: no scopes declared for subject %q: nothing may be sent there", subj)
+		return nil, nil, fmt.Errorf("natsauth: no scopes declared for subject %q: nothing may be sent there", subj)
 	}
-	return o.Exchanger.Exchange(ctx, subjectToken, scopes)
+	return o, scopes, nil
 }
 
 // forget drops what the context's exchanger cached for subjectToken.
@@ -176,7 +199,11 @@ type TxnRequest struct {
 //
 //	{"dpop_proof": "<the compact JWS of the request's DPoP header>", "dpop_jkt": "<its key's thumbprint>"}
 //
-// and nothing otherwise.
+// and, for a token bound to one event (ExchangeEvent),
+//
+//	{"event": {"subject": "orders.events.created", "sha256": "<base64url SHA-256 of the payload>"}}
+//
+// next to them.
 type TxnRequestDetails struct {
 	// DPoPProof is the DPoP proof (RFC 9449) the requesting workload
 	// verified on the HTTP request that carried subject_token. The
@@ -191,6 +218,10 @@ type TxnRequestDetails struct {
 	// match too. It is sent so that a Transaction Token Service predating
 	// dpop_proof still serves during a rolling upgrade.
 	DPoPJKT string `json:"dpop_jkt,omitempty"`
+	// Event asks for a token bound to one event (its tctx.evt): it may
+	// live longer than a transaction (authz.MaxEventTxnLifetime), since it
+	// waits in the publisher's outbox, and carries that event only.
+	Event *authz.EventBinding `json:"event,omitempty"`
 }
 
 // TxnResponse is the exchange answer (RFC 8693 §2.2.1; token_type "N_A").
@@ -222,30 +253,7 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 		return e.token, nil
 	}
 	v, err, _ := c.sf.Do(string(key.subject[:])+key.scopes, func() (any, error) {
-		var details json.RawMessage
-		if jkt, ok := authz.DPoPVerifiedFromContext(ctx); ok {
-			if t, _ := authz.TokenFromContext(ctx); t == subjectToken {
-				// The proof the edge verified for this request: the TTS
-				// checks it itself (key, ath, iat) before it issues.
-				proof, _ := authz.DPoPProofFromContext(ctx)
-				details, _ = json.Marshal(TxnRequestDetails{DPoPProof: proof, DPoPJKT: jkt})
-			}
-		}
-		tok, exp, err := c.request(ctx, subjectToken, scopes, details)
-		if errors.Is(err, errActorRefused) {
-			// The service's own token died (its signing key was revoked,
-			// say): drop it and try once more with a new one.
-			if inv, ok := c.cfg.Actor.(m2m.Invalidator); ok {
-				if actor, aerr := c.cfg.Actor.Token(ctx); aerr == nil {
-					inv.Invalidate(actor)
-				}
-				tok, exp, err = c.request(ctx, subjectToken, scopes, details)
-			}
-		}
-		if errors.Is(err, errActorRefused) {
-			// Not the caller's fault and not theirs to fix: unavailable.
-			return "", txnUnavailable("actor_refused", err)
-		}
+		tok, exp, err := c.exchange(ctx, subjectToken, scopes, nil)
 		if err != nil {
 			return "", err
 		}
@@ -256,6 +264,49 @@ func (c *TxnClient) Exchange(ctx context.Context, subjectToken string, scopes []
 		return "", err
 	}
 	return v.(string), nil
+}
+
+// ExchangeEvent returns a transaction token for subjectToken narrowed to
+// scopes and bound to one event, and its expiry. It is asked for while the
+// request that caused the event is served (a DPoP-bound token's proof goes
+// with it, as for Exchange), and is not cached.
+func (c *TxnClient) ExchangeEvent(ctx context.Context, subjectToken string, scopes []string, ev authz.EventBinding) (string, time.Time, error) {
+	return c.exchange(ctx, subjectToken, scopes, &ev)
+}
+
+// exchange asks the Transaction Token Service once, and once more with a
+// new actor token when it refused the service's own.
+func (c *TxnClient) exchange(ctx context.Context, subjectToken string, scopes []string, ev *authz.EventBinding) (string, time.Time, error) {
+	var d TxnRequestDetails
+	if jkt, ok := authz.DPoPVerifiedFromContext(ctx); ok {
+		if t, _ := authz.TokenFromContext(ctx); t == subjectToken {
+			// The proof the edge verified for this request: the TTS
+			// checks it itself (key, ath, iat) before it issues.
+			d.DPoPProof, _ = authz.DPoPProofFromContext(ctx)
+			d.DPoPJKT = jkt
+		}
+	}
+	d.Event = ev
+	var details json.RawMessage
+	if d != (TxnRequestDetails{}) {
+		details, _ = json.Marshal(d)
+	}
+	tok, exp, err := c.request(ctx, subjectToken, scopes, details)
+	if errors.Is(err, errActorRefused) {
+		// The service's own token died (its signing key was revoked,
+		// say): drop it and try once more with a new one.
+		if inv, ok := c.cfg.Actor.(m2m.Invalidator); ok {
+			if actor, aerr := c.cfg.Actor.Token(ctx); aerr == nil {
+				inv.Invalidate(actor)
+			}
+			tok, exp, err = c.request(ctx, subjectToken, scopes, details)
+		}
+	}
+	if errors.Is(err, errActorRefused) {
+		// Not the caller's fault and not theirs to fix: unavailable.
+		return "", time.Time{}, txnUnavailable("actor_refused", err)
+	}
+	return tok, exp, err
 }
 
 // Forget drops every cached token exchanged for subjectToken.

@@ -22,12 +22,14 @@ type Hop struct {
 var Hops = []Hop{
 	{ProfileSubject, Orders, []string{"read:profile"}},
 	{VoidSubject, Orders, []string{"cancel:orders"}},
-	// The relay republishes under orders-service (cancel:orders); a user's
-	// own order carries create:orders.
-	{"orders.events.created", Orders, []string{"create:orders", "cancel:orders"}},
+	// Only the customer's own order: the orders service holds no
+	// create:orders, so it cannot announce an order nobody placed (its
+	// relay publishes the event sealed at the customer's request).
+	{"orders.events.created", Orders, []string{"create:orders"}},
 	{"orders.events.cancelled", Orders, []string{"cancel:orders"}},
-	// The relay republishes under billing-service (refund:invoices).
-	{"billing.events.invoice.paid", Billing, []string{"pay:invoices", "refund:invoices"}},
+	// Only the payer's own payment, for the same reason (billing holds
+	// refund:invoices, not pay:invoices).
+	{"billing.events.invoice.paid", Billing, []string{"pay:invoices"}},
 	{"billing.events.invoice.refunded", Billing, []string{"refund:invoices"}},
 	{"users.events.blocked", Users, []string{"block:users"}},
 	{"users.events.unblocked", Users, []string{"block:users"}},
@@ -56,6 +58,19 @@ func WorkloadScopes(service string) []string {
 			if !slices.Contains(out, s) {
 				out = append(out, s)
 			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// WorkloadSubjects returns the subjects service sends on: the Transaction
+// Token Service binds a token to an event on one of them only.
+func WorkloadSubjects(service string) []string {
+	var out []string
+	for _, h := range Hops {
+		if h.Sender == service {
+			out = append(out, h.Subject)
 		}
 	}
 	sort.Strings(out)

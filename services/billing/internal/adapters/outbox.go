@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
@@ -48,9 +47,9 @@ type Outbox struct {
 var _ app.Outbox = (*Outbox)(nil)
 
 // NewOutbox returns the outbox. service is billing's own M2M identity, under
-// which the relay publishes what a crash or an outage left behind (tenant:
-// billing-service holds refund:invoices, the on-behalf policy orders
-// declares for BILLING_EVENTS).
+// which an invoice.refunded whose sealed token ran out is sealed again
+// (tenant: billing-service holds refund:invoices, the on-behalf policy
+// orders declares for BILLING_EVENTS); nothing else is published under it.
 func NewOutbox(kv *LazyBucket, js jetstream.JetStream, service m2m.TokenSource, log *slog.Logger) *Outbox {
 	return &Outbox{kv: kv, js: js, service: service, log: log, delay: time.Second, pending: map[string]time.Time{}}
 }
@@ -72,15 +71,13 @@ func (o *Outbox) Ready(context.Context) error {
 	return nil
 }
 
-// Flush implements app.Outbox: the fast path, right after the write, under
-// the request's identity.
+// Flush implements app.Outbox: the fast path, right after the write.
 func (o *Outbox) Flush(ctx context.Context, orderID string) error {
-	return o.flush(ctx, orderID, false)
+	return o.flush(ctx, orderID)
 }
 
-// flush publishes orderID's owed events. relayed events always go out under
-// billing's own identity: the caller's token is not kept (see outboxEvent).
-func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error {
+// flush publishes orderID's owed events, in order, each as it was sealed.
+func (o *Outbox) flush(ctx context.Context, orderID string) error {
 	store := &Store{kv: o.kv}
 	_, err := cas.Retry(func() (struct{}, error) {
 		r, rev, err := store.entry(ctx, orderID)
@@ -90,7 +87,7 @@ func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error 
 		sent := 0
 		var pubErr error
 		for _, ev := range r.Outbox {
-			if pubErr = o.publish(ctx, ev, relayed, r.Trace); pubErr != nil {
+			if pubErr = o.publish(ctx, ev, r.Trace); pubErr != nil {
 				break
 			}
 			sent++
@@ -111,30 +108,36 @@ func (o *Outbox) flush(ctx context.Context, orderID string, relayed bool) error 
 	return err
 }
 
-// publish sends one event. On the fast path the request's token goes with
-// an event its own caller caused; an event someone else's change left owing
-// (their fast path failed) and every relayed event go under billing's M2M
-// identity, the only credential billing holds at rest. The event joins the
-// trace the invoice was created in (its order's), linked to ctx's span (the
-// pay request's, say).
-func (o *Outbox) publish(ctx context.Context, ev outboxEvent, relayed bool, trace natsauth.StoredTrace) error {
+// relayMargin is how long before its token's expiry a sealed event is no
+// longer published: the time to reach the stream.
+const relayMargin = time.Minute
+
+// errSealRanOut: an invoice.paid whose token expired before it could be
+// published (an outage longer than the token's life). Nothing can announce
+// the payment for the payer any more, and billing may not: an operator
+// settles the invoice (a refund, say), and the record keeps the event until
+// then.
+var errSealRanOut = errors.New("the event's token expired before it could be published; an operator must settle the invoice")
+
+// publish sends one event with the token sealed with it at the change: the
+// fast path and the relay alike, so billing's own identity never speaks for
+// a payer. An invoice.refunded whose token ran out is sealed again as
+// billing (refund:invoices is its own permission); an invoice.paid cannot
+// be (errSealRanOut). The event joins the trace the invoice was created in
+// (its order's), linked to ctx's span (the pay request's, say).
+func (o *Outbox) publish(ctx context.Context, ev outboxEvent, trace natsauth.StoredTrace) error {
 	pctx := natsauth.ContinueTrace(context.WithoutCancel(ctx), trace)
-	c, hasClaims := authz.ClaimsFromContext(ctx)
-	_, hasToken := authz.TokenFromContext(ctx)
-	switch {
-	case !relayed && hasClaims && hasToken && ev.Actor != "" && c.Subject == ev.Actor:
-		// pctx keeps the request's identity as the middleware stored it,
-		// with the DPoP proof it verified for a bound token (natsauth
-		// exchanges such a token only then).
-	case o.service != nil:
-		pctx = natsauth.AsService(pctx, o.service)
-	default:
-		return fmt.Errorf("outbox: no identity to publish %s under", ev.ID)
-	}
 	pctx, cancel := context.WithTimeout(pctx, 5*time.Second)
 	defer cancel()
-	data := events.InvoiceData{InvoiceID: ev.InvoiceID, OrderID: ev.OrderID, AmountCents: ev.AmountCents}
-	_, err := natsauth.PublishEvent(pctx, o.js, eventSubjectBase+ev.Type, ev.Type, ev.InvoiceID, ev.UserID, data)
+	if ev.Sealed == nil || ev.Sealed.Expired(time.Now(), relayMargin) {
+		if ev.Type != events.InvoiceRefunded || o.service == nil {
+			return fmt.Errorf("outbox %s: %w", ev.ID, errSealRanOut)
+		}
+		if err := ev.seal(natsauth.AsService(pctx, o.service)); err != nil {
+			return err
+		}
+	}
+	_, err := ev.Sealed.Publish(pctx, o.js)
 	return err
 }
 
@@ -204,7 +207,16 @@ func (o *Outbox) relay(ctx context.Context) {
 	}
 	o.mu.Unlock()
 	for _, k := range due {
-		if err := o.flush(ctx, k, true); err != nil {
+		err := o.flush(ctx, k)
+		switch {
+		case errors.Is(err, errSealRanOut):
+			// Not retried: nothing changes until an operator does, and
+			// their change brings the record back through the watch.
+			o.log.Error("outbox relay: event cannot be published", slog.String("order_id", k), slog.String("error", err.Error()))
+			o.mu.Lock()
+			delete(o.pending, k)
+			o.mu.Unlock()
+		case err != nil:
 			o.log.Warn("outbox relay: publish failed; will retry", slog.String("order_id", k), slog.String("error", err.Error()))
 			o.mu.Lock()
 			if _, ok := o.pending[k]; ok {

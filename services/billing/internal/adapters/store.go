@@ -15,7 +15,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/events"
@@ -140,8 +139,26 @@ type outboxEvent struct {
 	OrderID     string    `json:"order_id"`
 	UserID      string    `json:"user_id"`
 	AmountCents int64     `json:"amount_cents"`
-	Actor       string    `json:"actor,omitempty"` // sub of the caller who made the change
 	RecordedAt  time.Time `json:"recorded_at"`
+	// Sealed is the event's message with the token bound to it, exchanged
+	// for the caller who made the change (natsauth.SealEvent): whoever
+	// flushes the record publishes it as it is.
+	Sealed *natsauth.SealedEvent `json:"sealed,omitempty"`
+}
+
+// seal binds ev to a token exchanged for ctx's identity (the caller's, or
+// billing's own under natsauth.AsService).
+func (ev *outboxEvent) seal(ctx context.Context) error {
+	data, err := json.Marshal(events.InvoiceData{InvoiceID: ev.InvoiceID, OrderID: ev.OrderID, AmountCents: ev.AmountCents})
+	if err != nil {
+		return err
+	}
+	ev.Sealed, err = natsauth.SealEvent(ctx, eventSubjectBase+ev.Type, ev.ID,
+		natsauth.Envelope{Type: ev.Type, UserID: ev.UserID, OccurredAt: ev.RecordedAt, Data: data})
+	if err != nil {
+		return fmt.Errorf("seal %s: %w", ev.ID, err)
+	}
+	return nil
 }
 
 func toRecord(inv domain.Invoice) record {
@@ -288,16 +305,16 @@ func (s *Store) Update(ctx context.Context, inv domain.Invoice, revision uint64,
 	if r.Trace.IsZero() {
 		r.Trace = natsauth.TraceCarrier(ctx) // a void recorded ahead of its order
 	}
-	var actor string
-	if c, ok := authz.ClaimsFromContext(ctx); ok {
-		actor = c.Subject
-	}
 	now := time.Now().UTC()
 	for _, ev := range events {
-		r.Outbox = append(r.Outbox, outboxEvent{
+		oe := outboxEvent{
 			ID: ev.Type + ":" + ev.Invoice.ID, Type: ev.Type, InvoiceID: ev.Invoice.ID, OrderID: ev.Invoice.OrderID,
-			UserID: ev.Invoice.UserID, AmountCents: ev.Invoice.AmountCents, Actor: actor, RecordedAt: now,
-		})
+			UserID: ev.Invoice.UserID, AmountCents: ev.Invoice.AmountCents, RecordedAt: now,
+		}
+		if err := oe.seal(ctx); err != nil {
+			return err
+		}
+		r.Outbox = append(r.Outbox, oe)
 	}
 	return s.put(ctx, r, revision)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/services/tts/ttstest"
 )
 
@@ -71,9 +73,15 @@ func TestInvoicesAreScopedToTheOrganization(t *testing.T) {
 		t.Errorf("pay in acme: %d %v", code, obj)
 	}
 
-	// Relayed by the orders service for bob: the data's org_id is the order's.
+	// The orders service cannot announce an order for bob: the TTS gives
+	// its own identity no create:orders. His own (relayed or not, the
+	// event carries his token) is in the organization his token names.
 	bob := ttstest.Subject(t, s.tokens["bob"])
-	s.orderEvent("orders-service", "order.created", "ord_globex1", bob,
+	if _, err := natsauth.SealEvent(s.asOrders("orders-service"), orderSubject("order.created"), "order.created:ord_globex1",
+		natsauth.Envelope{Type: "order.created", UserID: bob, Data: []byte(`{"order_id":"ord_globex1"}`)}); authz.CodeOf(err) != authz.CodeInsufficientScope {
+		t.Errorf("the orders service sealed an order.created for bob: %v", err)
+	}
+	s.orderEvent("bob@globex", "order.created", "ord_globex1", bob,
 		map[string]any{"order_id": "ord_globex1", "total_cents": 500, "currency": "EUR", "items": []any{}, "org_id": globexID})
 	if inv := s.invoiceOf("bob@globex", "ord_globex1"); inv["org_id"] != globexID {
 		t.Errorf("relayed globex order's invoice: %v", inv)

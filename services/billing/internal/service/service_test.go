@@ -2,11 +2,13 @@ package service
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,11 +139,15 @@ func (s *stack) do(method, path, who string) (int, map[string]any, []map[string]
 // JetStream's de-duplication cannot hide a redelivery from billing.
 func (s *stack) orderEvent(who, typ, orderID, userID string, data any) {
 	s.t.Helper()
-	msg, err := natsauth.NewMsg(s.asOrders(who), orderSubject(typ), orderEnvelope(ttstest.Subject(s.t, s.tokens[who]), typ, userID, data))
+	raw, _ := json.Marshal(data)
+	ev, err := natsauth.SealEvent(s.asOrders(who), orderSubject(typ), fmt.Sprintf("%s:%s:%d", typ, orderID, time.Now().UnixNano()),
+		natsauth.Envelope{Type: typ, UserID: userID, Data: raw})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.publishOrderEvent(msg, orderID)
+	if _, err := ev.Publish(context.Background(), s.js); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // rawOrderEvent publishes an order event with exactly the headers hdr, as
@@ -357,7 +363,7 @@ func TestBilling(t *testing.T) {
 		}
 		sawOutbox := false
 		for _, e := range hist {
-			assertNoToken(t, s, e.Value())
+			assertNoCredential(t, s, e.Value())
 			sawOutbox = sawOutbox || strings.Contains(string(e.Value()), `"outbox"`)
 		}
 		if !sawOutbox {
@@ -539,7 +545,8 @@ func TestBilling(t *testing.T) {
 
 // TestOutboxRelayPublishesWhatACrashLeftBehind writes a paid invoice with its
 // owed event the way the use case does, but never flushes, as if the process
-// died right after the write: the relay must publish it.
+// died right after the write: the relay must publish it, as it was sealed for
+// the payer.
 func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	s := newStack(t)
 	s.created("alice", "ord-crash", 700)
@@ -554,7 +561,9 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	lazy.Set(kv)
 	store := adapters.NewStore(lazy)
 	alice := ttstest.Subject(t, s.tokens["alice"])
-	ctx := authz.WithClaims(context.Background(), &authz.Claims{Subject: alice}, s.tokens["alice"])
+	// The pay request's context: alice's access token, and the exchange.
+	ctx := natsauth.WithOutbound(authz.WithClaims(context.Background(), &authz.Claims{Subject: alice}, s.tokens["alice"]),
+		&natsauth.Outbound{Exchanger: s.billing, Scopes: mesh.HopScopes})
 	cur, err := store.Get(ctx, "ord-crash")
 	if err != nil {
 		t.Fatal(err)
@@ -570,24 +579,23 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	if err := store.Update(ctx, inv, cur.Revision); !errors.Is(err, app.ErrStale) {
 		t.Fatalf("stale update: %v", err)
 	}
-	// What sits in the bucket names the actor but holds no token.
+	// What sits in the bucket is the event sealed for alice, and no
+	// credential of hers.
 	e, err := kv.Get(context.Background(), "ord-crash")
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertNoToken(t, s, e.Value())
-	if !strings.Contains(string(e.Value()), `"actor":"`+alice+`"`) {
-		t.Fatalf("record %s lacks the actor", e.Value())
-	}
-	// The relay has no caller token: it publishes as billing-service.
+	assertNoCredential(t, s, e.Value())
+	// The relay holds no token of alice's: it publishes the sealed event,
+	// still hers, never one of billing's own.
 	m, env := next()
 	if env["type"] != "invoice.paid" || m.Header.Get(natsauth.HeaderMsgID) != "invoice.paid:"+domain.InvoiceID("ord-crash") {
 		t.Fatalf("event %v %v", env, m.Header)
 	}
-	if env["actor"] != "billing-service@clients" || env["user_id"] != alice {
-		t.Fatalf("relayed event not under billing-service: actor %v, user %v", env["actor"], env["user_id"])
+	if env["actor"] != alice || env["user_id"] != alice {
+		t.Fatalf("relayed event: actor %v, user %v; want alice's sealed event", env["actor"], env["user_id"])
 	}
-	s.checkTxn(t, m, "billing-service@clients", "refund:invoices")
+	s.checkTxn(t, m, alice, "pay:invoices")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		e, err := kv.Get(context.Background(), "ord-crash")
@@ -604,16 +612,32 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	}
 }
 
-// assertNoToken fails when a stored value holds a JWT: any of the tenant's
-// tokens, or anything shaped like one (base64url JSON header "eyJ").
-func assertNoToken(t *testing.T, s *stack, raw []byte) {
+// jwtShaped finds compact JWS values (base64url JSON header "eyJ").
+var jwtShaped = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`)
+
+// assertNoCredential fails when a stored value holds any of the tenant's
+// tokens, or a JWT that is not a transaction token bound to one of billing's
+// own events (the sealed events of the outbox, which carry nothing else).
+func assertNoCredential(t *testing.T, s *stack, raw []byte) {
 	t.Helper()
-	if strings.Contains(string(raw), "eyJ") {
-		t.Fatalf("stored record holds a JWT-shaped value: %d bytes", len(raw))
-	}
 	for who, tok := range s.tokens {
 		if strings.Contains(string(raw), tok) {
 			t.Fatalf("stored record holds %s's token", who)
+		}
+	}
+	if rest := jwtShaped.ReplaceAll(raw, nil); strings.Contains(string(rest), "eyJ") {
+		t.Fatal("stored record holds a piece of a JWT")
+	}
+	for _, tok := range jwtShaped.FindAll(raw, -1) {
+		payload, err := base64.RawURLEncoding.DecodeString(strings.Split(string(tok), ".")[1])
+		var c struct {
+			Typ  string `json:"typ"`
+			TCtx struct {
+				Evt *authz.EventBinding `json:"evt"`
+			} `json:"tctx"`
+		}
+		if err != nil || json.Unmarshal(payload, &c) != nil || c.TCtx.Evt == nil || !strings.HasPrefix(c.TCtx.Evt.Subject, "billing.events.") {
+			t.Fatalf("stored record holds a JWT that is not bound to a billing event: %d bytes", len(tok))
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"reflect"
 	"testing"
 	"time"
 
@@ -114,7 +115,8 @@ func TestOutbox(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStores(t)
 	a := app.PendingEvent{EventID: app.NewUUID(), Type: app.EventOrderCreated, OrderID: app.NewUUID(), UserID: "auth0|a", OccurredAt: time.Now().UTC()}
-	b := app.PendingEvent{EventID: app.NewUUID(), Type: app.EventOrderCancelled, OrderID: a.OrderID, UserID: "auth0|a", Reason: "r", OccurredAt: time.Now().UTC()}
+	b := app.PendingEvent{EventID: app.NewUUID(), Type: app.EventOrderCancelled, OrderID: a.OrderID, UserID: "auth0|a", Reason: "r", OccurredAt: time.Now().UTC(),
+		Sealed: app.SealedEvent{Message: []byte(`{"subject":"orders.events.cancelled"}`), Expires: time.Now().Add(time.Hour).UTC().Round(0)}}
 	for _, e := range []app.PendingEvent{a, b} {
 		if err := s.Add(ctx, e); err != nil {
 			t.Fatal(err)
@@ -135,7 +137,7 @@ func TestOutbox(t *testing.T) {
 		t.Fatalf("second remove: %v", err)
 	}
 	list, err = s.List(ctx)
-	if err != nil || len(list) != 1 || list[0] != b {
+	if err != nil || len(list) != 1 || !reflect.DeepEqual(list[0], b) {
 		t.Fatalf("after remove: %+v %v", list, err)
 	}
 }

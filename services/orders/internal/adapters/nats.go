@@ -42,10 +42,10 @@ var _ app.Publisher = (*EventPublisher)(nil)
 // NewEventPublisher returns a publisher on js.
 func NewEventPublisher(js jetstream.JetStream) *EventPublisher { return &EventPublisher{js: js} }
 
-// Publish implements app.Publisher: the token of ctx goes in Authorization and
-// Nats-Msg-Id is "<type>:<order id>". The envelope keeps the event's own id,
-// actor and time (a relayed event was recorded before it is published).
-func (p *EventPublisher) Publish(ctx context.Context, e app.Event) error {
+// Seal implements app.Publisher: the envelope keeps the event's own id and
+// time (a relayed event was recorded before it is published), its actor is
+// the sub of ctx's identity, and Nats-Msg-Id is "<type>:<order id>".
+func (p *EventPublisher) Seal(ctx context.Context, e app.Event) (app.SealedEvent, error) {
 	var subj string
 	var data any
 	switch e.Type {
@@ -56,17 +56,31 @@ func (p *EventPublisher) Publish(ctx context.Context, e app.Event) error {
 		subj = SubjectCancelled
 		data = events.OrderCancelledData{OrderID: e.Order.ID, OrgID: e.Order.OrgID, Reason: e.Reason}
 	default:
-		return fmt.Errorf("publish: unknown event type %q", e.Type)
+		return app.SealedEvent{}, fmt.Errorf("seal: unknown event type %q", e.Type)
 	}
 	raw, err := json.Marshal(data)
 	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
+		return app.SealedEvent{}, fmt.Errorf("encode event: %w", err)
 	}
-	b, err := json.Marshal(natsauth.Envelope{ID: e.ID, Type: string(e.Type), Actor: e.Actor, UserID: e.UserID, OccurredAt: e.OccurredAt.UTC(), Data: raw})
+	sealed, err := natsauth.SealEvent(ctx, subj, string(e.Type)+":"+e.Order.ID,
+		natsauth.Envelope{ID: e.ID, Type: string(e.Type), UserID: e.UserID, OccurredAt: e.OccurredAt, Data: raw})
 	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
+		return app.SealedEvent{}, err
 	}
-	if _, err := natsauth.Publish(ctx, p.js, subj, b, string(e.Type)+":"+e.Order.ID); err != nil {
+	msg, err := json.Marshal(sealed)
+	if err != nil {
+		return app.SealedEvent{}, fmt.Errorf("encode sealed event: %w", err)
+	}
+	return app.SealedEvent{Message: msg, Expires: sealed.Expires}, nil
+}
+
+// Publish implements app.Publisher.
+func (p *EventPublisher) Publish(ctx context.Context, e app.SealedEvent) error {
+	var sealed natsauth.SealedEvent
+	if err := json.Unmarshal(e.Message, &sealed); err != nil {
+		return fmt.Errorf("decode sealed event: %w", err)
+	}
+	if _, err := sealed.Publish(ctx, p.js); err != nil {
 		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package adapters
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"sort"
 	"time"
 
@@ -45,6 +46,10 @@ type pendingRecord struct {
 	UserID     string    `json:"user_id"`
 	Reason     string    `json:"reason,omitempty"`
 	OccurredAt time.Time `json:"occurred_at"`
+	// The event's message with the token bound to it (natsauth.SealedEvent);
+	// absent for a cancel intent.
+	Sealed  json.RawMessage `json:"sealed,omitempty"`
+	Expires time.Time       `json:"expires,omitzero"`
 }
 
 type idemRecord struct {

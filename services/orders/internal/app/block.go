@@ -53,7 +53,7 @@ func (s *Service) CancelPendingForUser(ctx context.Context, userID string) (int,
 				}
 				return nil
 			}
-			if _, err := s.finishCancel(sctx, s.cfg.Identity.Subject(), o.ID, "user_blocked"); err != nil {
+			if _, err := s.finishCancel(sctx, o.ID, "user_blocked"); err != nil {
 				if !errors.Is(err, domain.ErrConflict) {
 					fail(fmt.Errorf("cancel %s: %w", o.ID, err))
 				}

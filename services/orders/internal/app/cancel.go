@@ -43,7 +43,7 @@ func (s *Service) CancelOrder(ctx context.Context, caller Caller, id string) (do
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
-	done, err := s.finishCancel(fctx, caller.Subject, id, intent.Reason)
+	done, err := s.finishCancel(fctx, id, intent.Reason)
 	if errors.Is(err, domain.ErrConflict) {
 		// Someone finished it first (the relay on a slow request, or a
 		// block): the caller's cancel happened all the same.
@@ -78,7 +78,7 @@ func (s *Service) finishIntent(sctx context.Context, pe PendingEvent, o domain.O
 		}
 		return false, false, fmt.Errorf("cancel intent %s: void: %w", pe.OrderID, err)
 	}
-	if _, err := s.finishCancel(sctx, s.cfg.Identity.Subject(), pe.OrderID, pe.Reason); err != nil {
+	if _, err := s.finishCancel(sctx, pe.OrderID, pe.Reason); err != nil {
 		if errors.Is(err, domain.ErrConflict) {
 			return true, false, nil // moved meanwhile
 		}
@@ -87,13 +87,24 @@ func (s *Service) finishIntent(sctx context.Context, pe PendingEvent, o domain.O
 	return true, true, nil
 }
 
-func (s *Service) finishCancel(ctx context.Context, actor, id, reason string) (domain.Order, error) {
-	pe := PendingEvent{EventID: s.cfg.NewID(), Type: EventOrderCancelled, OrderID: id, Reason: reason, OccurredAt: s.cfg.Now().UTC()}
+// finishCancel moves a pending order to cancelled and announces it, under
+// the identity of ctx (the caller's, or the service's).
+func (s *Service) finishCancel(ctx context.Context, id, reason string) (domain.Order, error) {
+	var pe PendingEvent
 	o, err := s.transition(ctx, id, "", domain.StatusCancelled, func(o domain.Order) error {
 		if o.Status != domain.StatusPending {
 			return fmt.Errorf("order %s is %s: %w", id, o.Status, domain.ErrConflict)
 		}
-		pe.UserID = o.UserID
+		if pe.UserID == "" {
+			// Sealed once: the event's data (id, organization, reason)
+			// does not change between attempts.
+			sealed, err := s.seal(ctx, PendingEvent{EventID: s.cfg.NewID(), Type: EventOrderCancelled, OrderID: id,
+				UserID: o.UserID, Reason: reason, OccurredAt: s.cfg.Now().UTC()}, o)
+			if err != nil {
+				return err
+			}
+			pe = sealed
+		}
 		return s.cfg.Outbox.Add(ctx, pe)
 	})
 	if err != nil {
@@ -102,6 +113,6 @@ func (s *Service) finishCancel(ctx context.Context, actor, id, reason string) (d
 		}
 		return domain.Order{}, err
 	}
-	s.publish(ctx, pe, actor, o)
+	s.publish(ctx, pe)
 	return o, nil
 }

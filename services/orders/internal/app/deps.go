@@ -44,6 +44,12 @@ const IntentCancel EventType = "intent.cancel"
 // PendingEvent is an outbox entry: an event that must reach ORDERS_EVENTS.
 // It is written before the state change it announces, so a crash between the
 // change and the publish leaves it behind for the relay.
+//
+// An event's entry holds it sealed (Publisher.Seal): its message with the
+// token bound to it, which the caller whose request caused it was exchanged
+// for. The relay publishes that and nothing else, so it needs no credential
+// that could speak for the customer, and the service's own identity cannot
+// announce an order nobody placed.
 type PendingEvent struct {
 	EventID    string
 	Type       EventType
@@ -51,6 +57,20 @@ type PendingEvent struct {
 	UserID     string
 	Reason     string // order.cancelled only
 	OccurredAt time.Time
+	Sealed     SealedEvent // events only (an IntentCancel has none)
+}
+
+// SealedEvent is an event's message with the token bound to it, in the
+// publisher's encoding, and the time that token stops being good.
+type SealedEvent struct {
+	Message []byte
+	Expires time.Time
+}
+
+// Usable reports whether the sealed event can still be published at now,
+// leaving margin for it to reach the stream.
+func (e SealedEvent) Usable(now time.Time, margin time.Duration) bool {
+	return len(e.Message) > 0 && now.Add(margin).Before(e.Expires)
 }
 
 // Outbox keeps pending events until they are published.
@@ -62,22 +82,26 @@ type Outbox interface {
 	List(ctx context.Context) ([]PendingEvent, error)
 }
 
-// Event is what is published. Actor must be the subject of the token the
-// publisher sends with it (the context's token).
+// Event is what is published. Its actor is the subject of the token it is
+// sealed with.
 type Event struct {
 	ID         string
 	Type       EventType
-	Actor      string
 	UserID     string
 	OccurredAt time.Time
 	Order      domain.Order
 	Reason     string
 }
 
-// Publisher publishes events on ORDERS_EVENTS with the token carried by ctx,
-// de-duplicated by "<type>:<order id>".
+// Publisher publishes events on ORDERS_EVENTS, de-duplicated by
+// "<type>:<order id>".
 type Publisher interface {
-	Publish(ctx context.Context, e Event) error
+	// Seal builds e's message and binds a token to it, exchanged for the
+	// identity ctx carries: the caller's, or the service's own
+	// (ServiceIdentity) for work no user started.
+	Seal(ctx context.Context, e Event) (SealedEvent, error)
+	// Publish publishes a sealed event; ctx needs no identity.
+	Publish(ctx context.Context, e SealedEvent) error
 }
 
 // IdempotencyRecord binds an Idempotency-Key to the request it first came with.

@@ -132,7 +132,10 @@ func (s *Service) create(ctx context.Context, caller Caller, id string, req []do
 		return domain.Order{}, err
 	}
 	o.OrgID = caller.OrgID
-	pe := PendingEvent{EventID: s.cfg.NewID(), Type: EventOrderCreated, OrderID: o.ID, UserID: o.UserID, OccurredAt: o.CreatedAt}
+	pe, err := s.seal(ctx, PendingEvent{EventID: s.cfg.NewID(), Type: EventOrderCreated, OrderID: o.ID, UserID: o.UserID, OccurredAt: o.CreatedAt}, o)
+	if err != nil {
+		return domain.Order{}, err
+	}
 	// The outbox entry goes first: once the order exists, its event is owed.
 	if err := s.cfg.Outbox.Add(ctx, pe); err != nil {
 		return domain.Order{}, err
@@ -142,6 +145,6 @@ func (s *Service) create(ctx context.Context, caller Caller, id string, req []do
 		return domain.Order{}, err
 	}
 	s.cfg.Live.OrderStatus(ctx, o)
-	s.publish(ctx, pe, caller.Subject, o)
+	s.publish(ctx, pe)
 	return o, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
@@ -11,18 +12,24 @@ import (
 // Publishing events, and the outbox relay for those a request could not.
 
 // RelayOutbox publishes the events whose requests stored the state change but
-// did not get to publish (NATS down, process crash). It publishes with the
-// service's own M2M token and actor = its subject: the user's token is not
-// stored (it is a credential) and may have expired by then. Entries whose
-// change was never stored are dropped. Cancel intents left behind are
-// finished (billing's void asked again, then pending → cancelled). It returns
-// how many entries it published or finished.
+// did not get to publish (NATS down, process crash). It publishes each as it
+// was sealed at that request: the token bound to it is the only credential
+// it carries, and the customer's token is never stored. An event whose
+// token has run out (an outage longer than its lifetime) is settled as the
+// service: an order.cancelled is sealed again under the service's identity
+// (cancel:orders is its own permission), and an order whose order.created
+// never went out is cancelled ("not_announced"), since nothing may announce
+// it for the customer any more. Entries whose change was never stored are
+// dropped. Cancel intents left behind are finished (billing's void asked
+// again, then pending → cancelled). It returns how many entries it
+// published or finished.
 func (s *Service) RelayOutbox(ctx context.Context) (int, error) {
 	pending, err := s.cfg.Outbox.List(ctx)
 	if err != nil {
 		return 0, err
 	}
-	cutoff := s.cfg.Now().Add(-s.cfg.RelayGrace)
+	now := s.cfg.Now()
+	cutoff := now.Add(-s.cfg.RelayGrace)
 	var sctx context.Context
 	n := 0
 	var errs []error
@@ -43,41 +50,83 @@ func (s *Service) RelayOutbox(ctx context.Context) (int, error) {
 			s.dropPending(ctx, pe) // the cancel lost its compare-and-set
 			continue
 		}
+		if pe.Type != IntentCancel && pe.Sealed.Usable(now, relayMargin) {
+			if err := s.cfg.Publisher.Publish(ctx, pe.Sealed); err != nil {
+				errs = append(errs, fmt.Errorf("relay %s %s: %w", pe.Type, pe.OrderID, err))
+				continue
+			}
+			s.dropPending(ctx, pe)
+			n++
+			continue
+		}
 		if sctx == nil {
 			if sctx, err = s.cfg.Identity.Context(ctx); err != nil {
 				return n, fmt.Errorf("service identity: %w", err)
 			}
 		}
-		if pe.Type == IntentCancel {
-			settled, cancelled, err := s.finishIntent(sctx, pe, o)
-			if err != nil {
-				errs = append(errs, err)
-			}
-			if settled {
-				s.dropPending(ctx, pe)
-			}
-			if cancelled {
-				n++
-			}
-			continue
+		done, err := s.settle(sctx, pe, o)
+		if err != nil {
+			errs = append(errs, err)
 		}
-		ev := Event{ID: pe.EventID, Type: pe.Type, Actor: s.cfg.Identity.Subject(), UserID: o.UserID, OccurredAt: pe.OccurredAt, Order: o, Reason: pe.Reason}
-		if err := s.cfg.Publisher.Publish(sctx, ev); err != nil {
-			errs = append(errs, fmt.Errorf("relay %s %s: %w", pe.Type, pe.OrderID, err))
-			continue
+		if done {
+			n++
 		}
-		s.dropPending(ctx, pe)
-		n++
 	}
 	return n, errors.Join(errs...)
 }
 
-// publish sends the event with the token in ctx and clears its outbox entry.
-// A failure is logged, not returned: the state change is already stored and
+// relayMargin is how long before its token's expiry the relay stops
+// publishing a sealed event: the time to reach the stream.
+const relayMargin = time.Minute
+
+// settle finishes, as the service (sctx), an entry that has no usable sealed
+// event: a cancel intent, or an event whose token ran out. done: it
+// published or cancelled something.
+func (s *Service) settle(sctx context.Context, pe PendingEvent, o domain.Order) (done bool, err error) {
+	switch pe.Type {
+	case IntentCancel:
+		settled, cancelled, err := s.finishIntent(sctx, pe, o)
+		if settled {
+			s.dropPending(sctx, pe)
+		}
+		return cancelled, err
+	case EventOrderCancelled:
+		resealed, err := s.seal(sctx, pe, o)
+		if err == nil {
+			err = s.cfg.Publisher.Publish(sctx, resealed.Sealed)
+		}
+		if err != nil {
+			return false, fmt.Errorf("relay %s %s as the service: %w", pe.Type, pe.OrderID, err)
+		}
+		s.dropPending(sctx, pe)
+		return true, nil
+	case EventOrderCreated:
+		s.log.WarnContext(sctx, "order.created expired in the outbox; cancelling the order", "order_id", pe.OrderID)
+		settled, cancelled, err := s.finishIntent(sctx, PendingEvent{Type: IntentCancel, OrderID: pe.OrderID, Reason: "not_announced"}, o)
+		if settled {
+			s.dropPending(sctx, pe)
+		}
+		return cancelled, err
+	default:
+		return false, fmt.Errorf("relay: unknown outbox entry type %q", pe.Type)
+	}
+}
+
+// seal returns pe with its event, about o, sealed under ctx's identity.
+func (s *Service) seal(ctx context.Context, pe PendingEvent, o domain.Order) (PendingEvent, error) {
+	sealed, err := s.cfg.Publisher.Seal(ctx, Event{ID: pe.EventID, Type: pe.Type, UserID: o.UserID, OccurredAt: pe.OccurredAt, Order: o, Reason: pe.Reason})
+	if err != nil {
+		return pe, fmt.Errorf("seal %s: %w", pe.Type, err)
+	}
+	pe.Sealed = sealed
+	return pe, nil
+}
+
+// publish publishes the sealed event of pe and clears its outbox entry. A
+// failure is logged, not returned: the state change is already stored and
 // the relay will publish the event.
-func (s *Service) publish(ctx context.Context, pe PendingEvent, actor string, o domain.Order) {
-	ev := Event{ID: pe.EventID, Type: pe.Type, Actor: actor, UserID: o.UserID, OccurredAt: pe.OccurredAt, Order: o, Reason: pe.Reason}
-	if err := s.cfg.Publisher.Publish(ctx, ev); err != nil {
+func (s *Service) publish(ctx context.Context, pe PendingEvent) {
+	if err := s.cfg.Publisher.Publish(ctx, pe.Sealed); err != nil {
 		s.log.WarnContext(ctx, "event left to the outbox relay", "type", pe.Type, "order_id", pe.OrderID, "err", err)
 		return
 	}

@@ -2,8 +2,10 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,28 +17,58 @@ import (
 	"github.com/authmesh/authmesh/services/orders/internal/natstest"
 )
 
+// fakePublisher seals an event as the identity of ctx: the service's under
+// fakeIdentity, else the customer's own (the tests' callers act on their
+// own orders). Its sealed events live life (default an hour).
 type fakePublisher struct {
 	mu     sync.Mutex
 	fail   bool
-	events []app.Event
+	life   time.Duration
+	now    func() time.Time
+	events []published
 }
 
-func (p *fakePublisher) Publish(_ context.Context, e app.Event) error {
+// published is an event as it went out, with the actor it was sealed by.
+type published struct {
+	app.Event
+	Actor string
+}
+
+func (p *fakePublisher) Seal(ctx context.Context, e app.Event) (app.SealedEvent, error) {
+	actor := e.UserID
+	if ctx.Value(svcKey{}) != nil {
+		actor = fakeIdentity{}.Subject()
+	}
+	b, err := json.Marshal(published{Event: e, Actor: actor})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	life := p.life
+	if life == 0 {
+		life = time.Hour
+	}
+	return app.SealedEvent{Message: b, Expires: p.now().Add(life)}, err
+}
+
+func (p *fakePublisher) Publish(_ context.Context, e app.SealedEvent) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fail {
 		return domain.ErrUnavailable
 	}
-	p.events = append(p.events, e)
+	var ev published
+	if err := json.Unmarshal(e.Message, &ev); err != nil {
+		return err
+	}
+	p.events = append(p.events, ev)
 	return nil
 }
 
 func (p *fakePublisher) setFail(f bool) { p.mu.Lock(); p.fail = f; p.mu.Unlock() }
 
-func (p *fakePublisher) byType(t app.EventType) []app.Event {
+func (p *fakePublisher) byType(t app.EventType) []published {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []app.Event
+	var out []published
 	for _, e := range p.events {
 		if e.Type == t {
 			out = append(out, e)
@@ -141,10 +173,12 @@ func newFixture(t *testing.T) *fixture {
 	ordersKV.Set(okv)
 	idemKV.Set(ikv)
 	f := &fixture{orders: adapters.NewOrderStore(ordersKV), pub: &fakePublisher{}, billing: &fakeBilling{paid: map[string]bool{}}, clock: &atomic.Int64{}}
+	now := func() time.Time { return time.Now().Add(time.Duration(f.clock.Load())) }
+	f.pub.now = now
 	f.svc, err = app.New(app.Config{
 		Orders: f.orders, Outbox: f.orders, Idempotency: adapters.NewIdempotencyStore(idemKV),
 		Publisher: f.pub, Profiles: &fakeProfiles{}, Billing: f.billing, Identity: fakeIdentity{},
-		Now: func() time.Time { return time.Now().Add(time.Duration(f.clock.Load())) },
+		Now: now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -289,8 +323,77 @@ func TestOutboxRelay(t *testing.T) {
 		t.Fatalf("relay: n=%d err=%v", n, err)
 	}
 	ev := f.pub.byType(app.EventOrderCreated)
-	if len(ev) != 1 || ev[0].Order.ID != o.ID || ev[0].Actor != "orders-service@clients" || ev[0].UserID != alice.Subject || ev[0].Order.TotalCents != 2400 {
+	// Relayed as sealed at alice's request: under her identity, not the
+	// service's, which may not announce orders.
+	if len(ev) != 1 || ev[0].Order.ID != o.ID || ev[0].Actor != alice.Subject || ev[0].UserID != alice.Subject || ev[0].Order.TotalCents != 2400 {
 		t.Fatalf("relayed %+v", ev)
+	}
+	mustDrained(t, f, "relay")
+}
+
+// TestOutboxRelayWhenTheSealRanOut: an outage outlived the tokens sealed
+// with two events. Nothing may announce alice's order for her any more, and
+// the service may not announce orders at all, so the relay cancels it as
+// the service (billing voids first) and never publishes its order.created;
+// a cancel's event, which the service may publish as itself, is sealed
+// again under its identity and published.
+func TestOutboxRelayWhenTheSealRanOut(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	f.pub.life = 10 * time.Minute
+	f.pub.setFail(true)
+	placed, _, err := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := f.svc.PlaceOrder(ctx, bob, "", mugs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pub.setFail(false)
+	f.clock.Store(int64(time.Minute))
+	if n, err := f.svc.RelayOutbox(ctx); err != nil || n != 2 {
+		t.Fatalf("relay within the seal's life: n=%d err=%v", n, err)
+	}
+	f.pub.setFail(true)
+	cancelled, err := f.svc.CancelOrder(ctx, bob, other.ID)
+	if err != nil || cancelled.Status != domain.StatusCancelled {
+		t.Fatalf("cancel: %+v %v", cancelled, err)
+	}
+	lost, _, err := f.svc.PlaceOrder(ctx, alice, "", mugs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pub.setFail(false)
+	f.clock.Store(int64(time.Hour))
+	if n, err := f.svc.RelayOutbox(ctx); err != nil || n != 2 {
+		t.Fatalf("relay after the seals ran out: n=%d err=%v", n, err)
+	}
+	for _, e := range f.pub.byType(app.EventOrderCreated) {
+		if e.Order.ID == lost.ID {
+			t.Fatalf("order.created of %s published after its seal ran out: %+v", lost.ID, e)
+		}
+	}
+	o, _, err := f.orders.Get(ctx, lost.ID)
+	if err != nil || o.Status != domain.StatusCancelled {
+		t.Fatalf("the unannounced order is %s (%v), want cancelled", o.Status, err)
+	}
+	if n, asService := f.billing.voidsOf(lost.ID); n != 1 || !asService {
+		t.Fatalf("billing voided %s %d times (as the service: %v), want once as the service", lost.ID, n, asService)
+	}
+	var reasons []string
+	for _, e := range f.pub.byType(app.EventOrderCancelled) {
+		if e.Actor != "orders-service@clients" || e.UserID != o.UserID && e.UserID != bob.Subject {
+			t.Errorf("cancelled event %+v: want the service's, about its customer", e)
+		}
+		reasons = append(reasons, e.Order.ID+" "+e.Reason)
+	}
+	if len(reasons) != 2 || !slices.Contains(reasons, lost.ID+" not_announced") || !slices.Contains(reasons, other.ID+" cancelled_by_user") {
+		t.Fatalf("cancelled events %v, want %s not_announced and %s cancelled_by_user", reasons, lost.ID, other.ID)
+	}
+	if placed.Status != domain.StatusPending {
+		t.Fatalf("alice's first order %s", placed.Status)
 	}
 	mustDrained(t, f, "relay")
 }

@@ -646,13 +646,15 @@ func TestOutboxReplaysAfterPublishFailure(t *testing.T) {
 		t.Fatalf("%d created events", len(msgs))
 	}
 	e := envelopeOf(t, msgs[0])
-	if e.Actor != "orders-service@clients" || e.UserID != o.UserID || !strings.Contains(string(e.Data), o.ID) ||
+	if e.Actor != o.UserID || e.UserID != o.UserID || !strings.Contains(string(e.Data), o.ID) ||
 		msgs[0].Header.Get(natsauth.HeaderMsgID) != "order.created:"+o.ID {
 		t.Fatalf("relayed event %+v", e)
 	}
-	// The relayed token is the service's own transaction: it verifies, and
-	// names its client.
-	if cl := s.checkTxn(t, msgs[0], "orders-service@clients", "cancel:orders"); cl.AZP != "orders-service" || !cl.IsM2M() {
+	// The relayed token is the one sealed with the event at alice's
+	// request: hers, bound to exactly this message. The service's own
+	// identity cannot announce an order.
+	cl := s.checkTxn(t, msgs[0], o.UserID, "create:orders")
+	if cl.IsM2M() || cl.Event == nil || !cl.Event.Matches(msgs[0].Subject, msgs[0].Data) {
 		t.Fatalf("relayed token: %+v", cl)
 	}
 	// Nothing is relayed twice.

@@ -2,6 +2,8 @@ package service_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
@@ -37,13 +40,19 @@ func TestOwnersHearOfTheirOrdersLive(t *testing.T) {
 	hears(paid.ID, "pending")
 	// Billing republishes (its relay, a redelivery) under a new message id,
 	// so JetStream does not drop the second: one transition, one update.
-	txn, err := s.peers[mesh.Billing].Txn.Exchange(context.Background(), alice, mesh.HopScopes("billing.events.invoice.paid"))
+	data, _ := json.Marshal(invoiceData(paid))
+	ctx := natsauth.WithOutbound(authz.WithClaims(context.Background(), nil, alice),
+		&natsauth.Outbound{Exchanger: s.peers[mesh.Billing].Txn, Scopes: mesh.HopScopes})
+	ev, err := natsauth.SealEvent(ctx, "billing.events.invoice.paid", "invoice.paid:inv_"+paid.ID,
+		natsauth.Envelope{Type: "invoice.paid", UserID: paid.UserID, Data: data})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 2 {
-		s.publishRaw(nats.Header{natsauth.HeaderTxnToken: {txn}}, "billing.events.invoice.paid", "invoice.paid", aliceFeed.Sub,
-			"inv_"+paid.ID, paid.UserID, invoiceData(paid))
+	for i := range 2 {
+		ev.MsgID = fmt.Sprintf("invoice.paid:inv_%s:%d", paid.ID, i)
+		if _, err := ev.Publish(context.Background(), s.peers[mesh.Billing].JS); err != nil {
+			t.Fatal(err)
+		}
 	}
 	hears(paid.ID, "paid")
 	s.publishAs(carol, "billing.events.invoice.refunded", "invoice.refunded", "inv_"+paid.ID, paid.UserID, invoiceData(paid))

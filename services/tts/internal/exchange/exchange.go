@@ -24,6 +24,13 @@ import (
 // p99 of a call chain, far below an access token's day.
 const DefaultLifetime = 5 * time.Minute
 
+// DefaultEventLifetime is the lifetime of a token bound to one event
+// (request_details.event): the longest an outbox may hold the event through
+// an outage of NATS before its relay must settle the change another way.
+// It is not cut to the subject token's expiry: the token attests one event
+// the caller caused while their token was good, and carries nothing else.
+const DefaultEventLifetime = authz.MaxEventTxnLifetime
+
 // Verifier verifies Auth0 access tokens (*authz.Validator): signature,
 // issuer, audience, expiry and revocation.
 type Verifier interface {
@@ -41,10 +48,15 @@ type Config struct {
 	Signer   func() Signer // the current signer (keys reload)
 	// Workloads maps a requesting workload's client id (the actor token's
 	// azp) to the scopes it may ask for. A client not listed gets nothing.
-	Workloads   map[string][]string
-	Issuer      string // default authz.DefaultTxnIssuer
-	TrustDomain string // default authz.DefaultTrustDomain
-	Lifetime    time.Duration
+	Workloads map[string][]string
+	// Subjects maps a workload's client id to the subjects it publishes on:
+	// a token bound to an event (request_details.event) is issued only for
+	// one of them.
+	Subjects      map[string][]string
+	EventLifetime time.Duration // default DefaultEventLifetime, at most authz.MaxEventTxnLifetime
+	Issuer        string        // default authz.DefaultTxnIssuer
+	TrustDomain   string        // default authz.DefaultTrustDomain
+	Lifetime      time.Duration
 	// ProofMaxAge and ProofFutureSkew bound the iat of the DPoP proof a
 	// DPoP-bound subject token must come with (defaults DefaultProofMaxAge
 	// and DefaultProofFutureSkew); ProofUses bounds how many proofs are
@@ -74,6 +86,12 @@ func New(cfg Config) (*Exchanger, error) {
 	}
 	if cfg.Lifetime <= 0 {
 		cfg.Lifetime = DefaultLifetime
+	}
+	if cfg.EventLifetime <= 0 {
+		cfg.EventLifetime = DefaultEventLifetime
+	}
+	if cfg.Lifetime > authz.MaxTxnLifetime || cfg.EventLifetime > authz.MaxEventTxnLifetime {
+		return nil, fmt.Errorf("exchange: lifetimes above %v (%v for event tokens) would be refused by every receiver", authz.MaxTxnLifetime, authz.MaxEventTxnLifetime)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -133,6 +151,13 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 	case len(req.RequestDetails) > maxRequestDetailsBytes:
 		return nil, badRequest("request_details", "request_details is too large")
 	}
+	var details natsauth.TxnRequestDetails
+	if len(req.RequestDetails) > 0 && json.Unmarshal(req.RequestDetails, &details) != nil {
+		return nil, badRequest("request_details", "request_details is not a JSON object of the known fields")
+	}
+	if details.Event != nil && !details.Event.Valid() {
+		return nil, badRequest("event", "request_details.event needs a subject and the payload's SHA-256 (base64url)")
+	}
 	requested := strings.Fields(req.Scope)
 	if len(requested) == 0 {
 		return nil, &Error{Status: 400, Code: "invalid_scope", Reason: "no_scope", Description: "scope is required"}
@@ -167,7 +192,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 		// demanding the proof of the live request the workload serves
 		// (checkProof) and by issuing a transaction token, never the bound
 		// token, onward.
-		if err := x.checkProof(req.RequestDetails, req.SubjectToken, subj.JKT, actor.Client()); err != nil {
+		if err := x.checkProof(details, req.SubjectToken, subj.JKT, actor.Client()); err != nil {
 			return nil, err
 		}
 	}
@@ -192,12 +217,19 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 
 	now := x.cfg.Now()
 	exp := now.Add(x.cfg.Lifetime)
-	if subj.ExpiresAt.Before(exp) {
+	if ev := details.Event; ev != nil {
+		// One event, which the workload publishes: it may wait in its
+		// outbox (see DefaultEventLifetime).
+		if !slices.Contains(x.cfg.Subjects[actor.Client()], ev.Subject) {
+			return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "event_subject", Description: "this client does not publish on the event's subject"}
+		}
+		exp = now.Add(x.cfg.EventLifetime)
+	} else if subj.ExpiresAt.Before(exp) {
 		exp = subj.ExpiresAt // never outlive the token it stands for
 	}
 	// The organization travels with the identity: a hop scopes data to
 	// the org the caller's token was issued for, as the edge did.
-	tctx, err := json.Marshal(authz.TxnContext{AZP: subj.Client(), OrgID: subj.OrgID, OrgName: subj.OrgName})
+	tctx, err := json.Marshal(authz.TxnContext{AZP: subj.Client(), OrgID: subj.OrgID, OrgName: subj.OrgName, Event: details.Event})
 	if err != nil {
 		return nil, err
 	}

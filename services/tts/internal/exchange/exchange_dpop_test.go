@@ -110,7 +110,10 @@ func TestDPoPBoundTokenWithoutLiveProofRefused(t *testing.T) {
 		r := f.request(bound, orders, "read:profile")
 		r.RequestDetails = json.RawMessage(`"x"`)
 		_, err := f.ex.Exchange(context.Background(), r, "")
-		wantDPoPRefused(t, err, "dpop_unverified")
+		var xe *exchange.Error
+		if !errors.As(err, &xe) || xe.Status != 400 || xe.Code != "invalid_request" || xe.Reason != "request_details" {
+			t.Fatalf("got %v, want 400 invalid_request request_details", err)
+		}
 	})
 }
 

@@ -56,6 +56,10 @@ func newFixture(t *testing.T, opts ...func(*exchange.Config)) *fixture {
 			"orders-service":  {"cancel:orders", "create:orders", "read:profile"},
 			"billing-service": {"pay:invoices", "refund:invoices"},
 		},
+		Subjects: map[string][]string{
+			"orders-service":  {"orders.events.cancelled", "orders.events.created"},
+			"billing-service": {"billing.events.invoice.paid"},
+		},
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -221,6 +225,66 @@ func TestExchangeNeverOutlivesSubject(t *testing.T) {
 	}
 	if res.ExpiresIn > 41 {
 		t.Fatalf("expires in %d s, past the access token", res.ExpiresIn)
+	}
+}
+
+// TestExchangeBindsEvents: a token asked for with request_details.event is
+// bound to that event (tctx.evt), lives the event lifetime rather than the
+// subject token's remaining minutes, and still grants only what the caller
+// holds: the orders service, whose own token holds no create:orders, cannot
+// have an order.created event of its own, nor bind an event to a subject
+// another service publishes on.
+func TestExchangeBindsEvents(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *exchange.Config) { c.EventLifetime = 6 * time.Hour })
+	orders := f.iss.M2MToken(t, "orders-service", "x")
+	soon := f.iss.Token(t, authztest.Claims{"permissions": []string{"create:orders"}, "exp": time.Now().Add(40 * time.Second).Unix()})
+	ev := authz.NewEventBinding("orders.events.created", []byte(`{"id":"e1"}`))
+	withEvent := func(r natsauth.TxnRequest, ev authz.EventBinding) natsauth.TxnRequest {
+		r.RequestDetails, _ = json.Marshal(natsauth.TxnRequestDetails{Event: &ev})
+		return r
+	}
+	res, err := f.ex.Exchange(context.Background(), withEvent(f.request(soon, orders, "create:orders"), ev), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.verify(t, res.AccessToken)
+	if c.Event == nil || *c.Event != ev || !c.Event.Matches("orders.events.created", []byte(`{"id":"e1"}`)) {
+		t.Fatalf("tctx.evt %+v, want %+v", c.Event, ev)
+	}
+	if life := c.ExpiresAt.Sub(c.IssuedAt); life != 6*time.Hour || res.ExpiresIn != int64((6 * time.Hour).Seconds()) {
+		t.Fatalf("lives %v (expires_in %d), want the event lifetime", life, res.ExpiresIn)
+	}
+	plain, err := f.ex.Exchange(context.Background(), f.request(soon, orders, "create:orders"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := f.verify(t, plain.AccessToken); c.Event != nil || plain.ExpiresIn > 41 {
+		t.Fatalf("an unbound token: event %+v, expires in %d", c.Event, plain.ExpiresIn)
+	}
+
+	for _, tc := range []struct {
+		name         string
+		req          natsauth.TxnRequest
+		status       int
+		code, reason string
+	}{
+		{"the service as itself", withEvent(f.request(f.iss.M2MToken(t, "orders-service", "cancel:orders read:all-orders"), orders, "create:orders"), ev),
+			403, "insufficient_scope", "no_scope_granted"},
+		{"another service's subject", withEvent(f.request(soon, orders, "create:orders"), authz.NewEventBinding("billing.events.invoice.paid", nil)),
+			403, "insufficient_scope", "event_subject"},
+		{"no digest", withEvent(f.request(soon, orders, "create:orders"), authz.EventBinding{Subject: "orders.events.created"}),
+			400, "invalid_request", "event"},
+		{"a digest that is not SHA-256", withEvent(f.request(soon, orders, "create:orders"), authz.EventBinding{Subject: "orders.events.created", SHA256: "AAAA"}),
+			400, "invalid_request", "event"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.ex.Exchange(context.Background(), tc.req, "")
+			var xe *exchange.Error
+			if !errors.As(err, &xe) || xe.Status != tc.status || xe.Code != tc.code || xe.Reason != tc.reason {
+				t.Fatalf("got %v, want %d %s (%s)", err, tc.status, tc.code, tc.reason)
+			}
+		})
 	}
 }
 

@@ -2,7 +2,6 @@ package exchange
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -53,9 +52,8 @@ func dpopRefused(reason string) *Error {
 // ProofFutureSkew]. One proof serves every exchange of its request (orders
 // makes two per order, for different scopes) by the workload that first
 // forwarded it, and no other workload's, until it is too old anyway.
-func (x *Exchanger) checkProof(details json.RawMessage, subjectToken, jkt, actor string) error {
-	var d natsauth.TxnRequestDetails
-	if len(details) == 0 || json.Unmarshal(details, &d) != nil || d.DPoPProof == "" {
+func (x *Exchanger) checkProof(d natsauth.TxnRequestDetails, subjectToken, jkt, actor string) error {
+	if d.DPoPProof == "" {
 		return dpopRefused("dpop_unverified")
 	}
 	if d.DPoPJKT != "" && d.DPoPJKT != jkt {

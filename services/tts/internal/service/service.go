@@ -77,11 +77,12 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 	var current atomic.Pointer[keys.Set]
 	current.Store(set)
 
-	workloads := map[string][]string{}
+	workloads, subjects := map[string][]string{}, map[string][]string{}
 	for _, w := range mesh.Requesters() {
 		workloads[cfg.PeerClientID(w)] = mesh.WorkloadScopes(w)
+		subjects[cfg.PeerClientID(w)] = mesh.WorkloadSubjects(w)
 	}
-	proofMaxAge, proofSkew, err := proofWindow(cfg)
+	win, err := readWindows(cfg)
 	if err != nil {
 		return err
 	}
@@ -89,10 +90,12 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 		Verifier:        a.Validator,
 		Signer:          func() exchange.Signer { return current.Load() },
 		Workloads:       workloads,
+		Subjects:        subjects,
 		Issuer:          cfg.Txn.Issuer,
 		TrustDomain:     cfg.Txn.TrustDomain,
-		ProofMaxAge:     proofMaxAge,
-		ProofFutureSkew: proofSkew,
+		ProofMaxAge:     win.ProofMaxAge,
+		ProofFutureSkew: win.ProofFutureSkew,
+		EventLifetime:   win.EventLifetime,
 	})
 	if err != nil {
 		return err
@@ -134,30 +137,42 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 	return a.Run(ctx)
 }
 
-// proofWindow reads <P>DPOP_PROOF_MAX_AGE and <P>DPOP_PROOF_FUTURE_SKEW (Go
-// durations: "60s", "5s"), the bounds of the iat of the DPoP proof a
-// DPoP-bound subject token is exchanged with; unset, the defaults
-// (exchange.DefaultProofMaxAge, exchange.DefaultProofFutureSkew).
-func proofWindow(cfg platform.Config) (maxAge, skew time.Duration, err error) {
-	read := func(name string, lo, hi time.Duration) (time.Duration, error) {
+// exchangeWindows holds the exchange's optional durations, each a Go
+// duration ("60s", "12h") from the environment; zero when unset, which
+// leaves exchange.Config's default.
+type exchangeWindows struct {
+	// ProofMaxAge and ProofFutureSkew (<P>DPOP_PROOF_MAX_AGE,
+	// <P>DPOP_PROOF_FUTURE_SKEW) bound the iat of the DPoP proof a
+	// DPoP-bound subject token is exchanged with (defaults
+	// exchange.DefaultProofMaxAge, exchange.DefaultProofFutureSkew).
+	ProofMaxAge, ProofFutureSkew time.Duration
+	// EventLifetime (<P>EVENT_TOKEN_LIFETIME) is how long a token bound to
+	// one event lives (default exchange.DefaultEventLifetime): the longest
+	// outage an outbox relay rides out.
+	EventLifetime time.Duration
+}
+
+// readWindows reads exchangeWindows, refusing a value outside its bounds.
+func readWindows(cfg platform.Config) (exchangeWindows, error) {
+	var w exchangeWindows
+	var errs []error
+	read := func(dst *time.Duration, name string, lo, hi time.Duration) {
 		v := strings.TrimSpace(cfg.Getenv(name))
 		if v == "" {
-			return 0, nil
+			return
 		}
 		d, err := time.ParseDuration(v)
 		if err != nil || d < lo || d > hi {
-			return 0, fmt.Errorf("tts: %s%s %q: want a duration within [%v, %v], such as 60s", cfg.Prefix, name, v, lo, hi)
+			errs = append(errs, fmt.Errorf("tts: %s%s %q: want a duration within [%v, %v], such as %v", cfg.Prefix, name, v, lo, hi, hi/2))
+			return
 		}
-		return d, nil
+		*dst = d
 	}
-	if maxAge, err = read("DPOP_PROOF_MAX_AGE", time.Second, 10*time.Minute); err != nil {
-		return 0, 0, err
-	}
+	read(&w.ProofMaxAge, "DPOP_PROOF_MAX_AGE", time.Second, 10*time.Minute)
 	// A zero skew is the default's, as for exchange.Config: at least 1 s.
-	if skew, err = read("DPOP_PROOF_FUTURE_SKEW", time.Second, 5*time.Minute); err != nil {
-		return 0, 0, err
-	}
-	return maxAge, skew, nil
+	read(&w.ProofFutureSkew, "DPOP_PROOF_FUTURE_SKEW", time.Second, 5*time.Minute)
+	read(&w.EventLifetime, "EVENT_TOKEN_LIFETIME", time.Minute, authz.MaxEventTxnLifetime)
+	return w, errors.Join(errs...)
 }
 
 // startCallout answers the NATS auth callout on the TTS's own connection:
