@@ -189,7 +189,10 @@ func TestConsumerVerifiesEvents(t *testing.T) {
 	withAccess := func(b authztest.Claims) nats.Header {
 		return header(HeaderTxnToken, user(nil)(b), HeaderAuthorization, "Bearer "+access)
 	}
-	twice := func(b authztest.Claims) nats.Header { tok := user(nil)(b); return header(HeaderTxnToken, tok, HeaderTxnToken, tok) }
+	twice := func(b authztest.Claims) nats.Header {
+		tok := user(nil)(b)
+		return header(HeaderTxnToken, tok, HeaderTxnToken, tok)
+	}
 	tampered := func(b authztest.Claims) nats.Header { return header(HeaderTxnToken, tamper(t, user(nil)(b))) }
 	unbound := func(authztest.Claims) nats.Header { return header(HeaderTxnToken, r.userTxn(t, "create:orders", nil)) }
 	otherPayload := func(authztest.Claims) nats.Header {

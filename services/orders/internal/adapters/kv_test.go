@@ -3,8 +3,8 @@ package adapters
 import (
 	"context"
 	"errors"
-	"sync"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 

@@ -252,7 +252,7 @@ func TestExchangeBindsEvents(t *testing.T) {
 	if c.Event == nil || *c.Event != ev || !c.Event.Matches("orders.events.created", []byte(`{"id":"e1"}`)) {
 		t.Fatalf("tctx.evt %+v, want %+v", c.Event, ev)
 	}
-	if life := c.ExpiresAt.Sub(c.IssuedAt); life != 6*time.Hour || res.ExpiresIn != int64((6 * time.Hour).Seconds()) {
+	if life := c.ExpiresAt.Sub(c.IssuedAt); life != 6*time.Hour || res.ExpiresIn != int64((6*time.Hour).Seconds()) {
 		t.Fatalf("lives %v (expires_in %d), want the event lifetime", life, res.ExpiresIn)
 	}
 	plain, err := f.ex.Exchange(context.Background(), f.request(soon, orders, "create:orders"), "")
