@@ -4,10 +4,11 @@
 // Service issued for one hop, never an access token. See README.md for the
 // guarantees.
 //
-// Client side: Request, Publish, PublishEvent and NewMsg put a transaction
-// token on the message — exchanged (TxnClient, cached) for the caller's access
-// token or for AsService's own M2M token, or the one a NATS handler received,
-// forwarded — with the W3C trace context and the request id. Server side:
+// Client side: Request, PublishEvent (SealEvent, SealedEvent.Publish) and
+// NewMsg put a transaction token on the message — exchanged (TxnClient) for
+// the caller's access token or for AsService's own M2M token, or the one a
+// NATS handler received, forwarded; an event's is bound to the event — with
+// the W3C trace context and the request id. Server side:
 // NewService/AddEndpoint verify it with an authz.TxnValidator and the same
 // policies as HTTP, refuse an Authorization header and endpoints without a
 // policy. Events: Consumer verifies each event's token as of JetStream's

@@ -125,13 +125,12 @@ type record struct {
 	Trace natsauth.StoredTrace `json:"trace,omitzero"`
 }
 
-// outboxEvent is an event owed by a state change. It keeps only the sub of
-// the caller who made the change, never their token: the bucket is
-// replicated and keeps history, and a bearer token at rest there would be a
-// credential anyone with read access to the bucket (or its disk) could
-// replay until it expires. The fast path publishes under the request's own
-// token; the relay, which has no caller, publishes under billing's M2M
-// identity (see Outbox.publish).
+// outboxEvent is an event owed by a state change, sealed for the caller who
+// made it. It never keeps their access token: the bucket is replicated and
+// keeps history, and a bearer token at rest there would be a credential
+// anyone with read access to the bucket (or its disk) could replay until it
+// expires. The sealed token carries this event's exact bytes and nothing
+// else; the fast path and the relay both publish it (see Outbox.publish).
 type outboxEvent struct {
 	ID          string    `json:"id"` // "<type>:<invoice id>", the Nats-Msg-Id
 	Type        string    `json:"type"`

@@ -26,10 +26,12 @@ const (
 // eventOrg is the organization an order event is about. Signed by the
 // customer, it is the one their transaction token carries (the Transaction
 // Token Service copied it from the token the order was placed with), and
-// the data cannot say otherwise. Signed by the orders service on the
-// customer's behalf (its relay; OrdersOnBehalfPolicy admitted it), its own
-// token names no organization of the customer's, and the data's org_id is
-// the order's, written by the service trusted to act for any customer.
+// the data cannot say otherwise (a relayed event carries the token sealed
+// at the customer's request). Signed by the orders service on the
+// customer's behalf (a block's cascade; OrdersOnBehalfPolicy admitted it),
+// its own token names no organization of the customer's, and the data's
+// org_id is the order's, written by the service trusted to act for any
+// customer.
 func eventOrg(ev *natsauth.Event, dataOrg string) string {
 	if ev.Claims.IsM2M() {
 		return dataOrg

@@ -28,9 +28,11 @@ const (
 )
 
 // BillingConsumerConfig is the orders-billing consumer. BILLING_EVENTS
-// carries users' tokens (the payer, the admin who refunded) and billing's own
-// (client billingClient), which signs what its outbox relay republishes; no
-// other client's. An event about another user's invoice needs
+// carries users' tokens (the payer, the admin who refunded), each sealed with
+// its event, and billing's own (client billingClient), which seals again an
+// invoice.refunded whose sealed token ran out in its outbox; no other
+// client's. billing.events.invoice.paid accepts pay:invoices only
+// (mesh.Hops), which billing's own token lacks. An event about another user's invoice needs
 // refund:invoices, from a user or from billing's client: an admin's refund of
 // alice's invoice is published under the admin's own token and is exactly
 // the legitimate case; refund:invoices is an admin-only permission, so no
