@@ -75,6 +75,7 @@ func TestTxnValidatorAttacks(t *testing.T) {
 		return c.With(over)
 	}
 	foreign := authztest.NewECKey(t)
+	event := authz.NewEventBinding("orders.events.created", []byte(`{"id":"e1"}`))
 	for name, tok := range map[string]string{
 		"tenant access token":  tenant.Token(t, authztest.Claims{"permissions": []string{"read:profile"}}),
 		"tenant M2M token":     tenant.M2MToken(t, "orders-service", "cancel:orders"),
@@ -84,14 +85,20 @@ func TestTxnValidatorAttacks(t *testing.T) {
 		"wrong audience":       tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"aud": "https://api.authmesh.dev"}),
 		"wrong issuer":         tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iss": "http://localhost:8400/"}),
 		"expired":              tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": now.Add(-10 * time.Minute).Unix(), "exp": now.Add(-time.Minute).Unix()}),
-		"too long lived":       tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"exp": now.Add(24 * time.Hour).Unix()}),
-		"no scope":             tts.Token(t, "auth0|alice", "", nil),
-		"no txn":               tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"txn": nil}),
-		"no req_wl":            tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"req_wl": nil}),
-		"no iat":               tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": nil}),
-		"alg none":             authztest.Encode(t, map[string]any{"alg": "none", "typ": authz.TxnTokenType, "kid": currentKid(t, tts)}) + "." + authztest.Encode(t, valid(nil)) + ".",
-		"embedded jwk":         signWithHeader(t, tts, map[string]any{"typ": authz.TxnTokenType, "jwk": map[string]any{"kty": "EC"}}, valid(nil)),
-		"garbage":              "not.a.token",
+		"too long lived":       tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"exp": now.Add(2 * time.Hour).Unix()}),
+		"event-bound, too long lived": tts.Token(t, "auth0|alice", "create:orders", authztest.Claims{"exp": now.Add(25 * time.Hour).Unix(),
+			"tctx": authz.TxnContext{Event: &event}}),
+		"event binding without a digest": tts.Token(t, "auth0|alice", "create:orders", authztest.Claims{
+			"tctx": authz.TxnContext{Event: &authz.EventBinding{Subject: "orders.events.created"}}}),
+		"event binding with a short digest": tts.Token(t, "auth0|alice", "create:orders", authztest.Claims{
+			"tctx": authz.TxnContext{Event: &authz.EventBinding{Subject: "orders.events.created", SHA256: "AAAA"}}}),
+		"no scope":     tts.Token(t, "auth0|alice", "", nil),
+		"no txn":       tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"txn": nil}),
+		"no req_wl":    tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"req_wl": nil}),
+		"no iat":       tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": nil}),
+		"alg none":     authztest.Encode(t, map[string]any{"alg": "none", "typ": authz.TxnTokenType, "kid": currentKid(t, tts)}) + "." + authztest.Encode(t, valid(nil)) + ".",
+		"embedded jwk": signWithHeader(t, tts, map[string]any{"typ": authz.TxnTokenType, "jwk": map[string]any{"kty": "EC"}}, valid(nil)),
+		"garbage":      "not.a.token",
 	} {
 		t.Run(name, func(t *testing.T) {
 			for entry, validate := range map[string]func() error{
@@ -107,6 +114,40 @@ func TestTxnValidatorAttacks(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTxnValidatorEventBinding: a token bound to one event may live up to a
+// day (it waits in an outbox), and its claims name the event; it matches
+// that subject and those bytes only.
+func TestTxnValidatorEventBinding(t *testing.T) {
+	t.Parallel()
+	tts := authztest.NewTxnIssuer(t)
+	v := newTxnValidator(t, tts)
+	payload := []byte(`{"id":"e1","data":{"total_cents":100}}`)
+	event := authz.NewEventBinding("orders.events.created", payload)
+	tok := tts.Token(t, "auth0|alice", "create:orders", authztest.Claims{"exp": time.Now().Add(23 * time.Hour).Unix(),
+		"tctx": authz.TxnContext{AZP: "spa", Event: &event}})
+	c, err := v.Validate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Event == nil || *c.Event != event {
+		t.Fatalf("event %+v, want %+v", c.Event, event)
+	}
+	for _, tc := range []struct {
+		subject string
+		payload []byte
+		want    bool
+	}{
+		{"orders.events.created", payload, true},
+		{"orders.events.cancelled", payload, false},
+		{"orders.events.created", []byte(`{"id":"e1","data":{"total_cents":1}}`), false},
+		{"orders.events.created", append(payload, ' '), false},
+	} {
+		if got := c.Event.Matches(tc.subject, tc.payload); got != tc.want {
+			t.Errorf("Matches(%s, %s) = %v, want %v", tc.subject, tc.payload, got, tc.want)
+		}
 	}
 }
 
