@@ -19,8 +19,8 @@ import (
 
 // Policies of billing's routes (contract §4). Every route is for people.
 // Refund in particular: billing-service's own M2M token holds
-// refund:invoices (it signs the invoice.refunded events its relay
-// republishes), and a token taken from an event must not refund anything
+// refund:invoices (it seals again an invoice.refunded whose sealed token
+// ran out in its outbox), and a token taken from an event must not refund anything
 // here (docs/contract.md §7).
 var (
 	PolicyRead    = authz.RequireAll("read:invoices").Users()

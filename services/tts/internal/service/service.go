@@ -171,7 +171,9 @@ func readWindows(cfg platform.Config) (exchangeWindows, error) {
 	read(&w.ProofMaxAge, "DPOP_PROOF_MAX_AGE", time.Second, 10*time.Minute)
 	// A zero skew is the default's, as for exchange.Config: at least 1 s.
 	read(&w.ProofFutureSkew, "DPOP_PROOF_FUTURE_SKEW", time.Second, 5*time.Minute)
-	read(&w.EventLifetime, "EVENT_TOKEN_LIFETIME", time.Minute, authz.MaxEventTxnLifetime)
+	// At least an hour: well above the relays' grace and margin, so a short
+	// NATS outage never runs a seal out.
+	read(&w.EventLifetime, "EVENT_TOKEN_LIFETIME", time.Hour, authz.MaxEventTxnLifetime)
 	return w, errors.Join(errs...)
 }
 

@@ -28,11 +28,13 @@ func TestReadWindows(t *testing.T) {
 	if err != nil || w != (exchangeWindows{ProofMaxAge: 30 * time.Second, ProofFutureSkew: 5 * time.Second, EventLifetime: 2 * time.Hour}) {
 		t.Fatalf("set: %+v %v", w, err)
 	}
-	for name, v := range map[string]string{
-		"TTS_DPOP_PROOF_MAX_AGE":     "1h",
-		"TTS_DPOP_PROOF_FUTURE_SKEW": "soon",
-		"TTS_EVENT_TOKEN_LIFETIME":   "48h", // longer than any receiver accepts
+	for _, bad := range [][2]string{
+		{"TTS_DPOP_PROOF_MAX_AGE", "1h"},
+		{"TTS_DPOP_PROOF_FUTURE_SKEW", "soon"},
+		{"TTS_EVENT_TOKEN_LIFETIME", "48h"}, // longer than any receiver accepts
+		{"TTS_EVENT_TOKEN_LIFETIME", "5m"},  // shorter than an outage worth riding out
 	} {
+		name, v := bad[0], bad[1]
 		if _, err := readWindows(load(map[string]string{name: v})); err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s=%s: %v, want an error naming it", name, v, err)
 		}
