@@ -156,10 +156,28 @@ func (v *TxnValidator) validate(ctx context.Context, token string, at, stored ti
 	if err := checkTimes(c.ExpiresAt, time.Time{}, c.IssuedAt, at, v.o.leeway); err != nil {
 		return nil, err
 	}
-	if err := checkRevoked(&v.o, c, stored); err != nil {
+	if err := checkRevoked(&v.o, c, revocationTime(c, stored)); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// revocationTime is the time as of which a token's subject must not be
+// revoked: the message's stored time, or, for a token bound to one event,
+// the time it was sealed. A block stops what a user does after it; an event
+// sealed before it records what they did while they could (the Transaction
+// Token Service checked their token, revocation included, when it sealed
+// it), and its relay may publish it after an outage that outlasted the
+// block. iat has second precision: only a token sealed a whole second before
+// the revocation is spared.
+func revocationTime(c *Claims, stored time.Time) time.Time {
+	if c.Event == nil || stored.IsZero() {
+		return stored
+	}
+	if sealed := c.IssuedAt.Add(time.Second); sealed.Before(stored) {
+		return sealed
+	}
+	return stored
 }
 
 // verify checks what does not depend on the verification instant beyond

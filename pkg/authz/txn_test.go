@@ -222,6 +222,42 @@ func TestTxnValidatorCachedChecksEachTime(t *testing.T) {
 	}
 }
 
+// TestTxnValidatorSparesEventsSealedBefore: an event sealed before its user
+// was blocked records what they did while they could; its relay may store
+// it after the block (an outage outlasted it), and it must still be
+// accepted, or the block strands it. A token sealed after the block (the
+// TTS would not seal one), an unbound token stored after the block, and a
+// bound token used live are refused.
+func TestTxnValidatorSparesEventsSealedBefore(t *testing.T) {
+	t.Parallel()
+	tts := authztest.NewTxnIssuer(t)
+	revokedAt := time.Now().Truncate(time.Second)
+	rev := &authztest.Revocations{}
+	rev.Revoke("auth0|alice", revokedAt)
+	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
+	event := authz.NewEventBinding("billing.events.invoice.paid", []byte(`{"id":"e1"}`))
+	sealed := func(iat time.Time) string {
+		return tts.Token(t, "auth0|alice", "pay:invoices", authztest.Claims{"iat": iat.Unix(), "exp": iat.Add(time.Hour).Unix(),
+			"tctx": authz.TxnContext{Event: &event}})
+	}
+	later := revokedAt.Add(10 * time.Minute)
+	if _, err := v.ValidateAt(ctxT(t), sealed(revokedAt.Add(-time.Minute)), later); err != nil {
+		t.Errorf("sealed before the block, stored after it: %v", err)
+	}
+	for name, tok := range map[string]string{
+		"sealed in the block's second": sealed(revokedAt),
+		"sealed after the block":       sealed(revokedAt.Add(time.Second)),
+		"unbound, issued before":       tts.Token(t, "auth0|alice", "pay:invoices", authztest.Claims{"iat": revokedAt.Add(-time.Minute).Unix()}),
+	} {
+		if _, err := v.ValidateAt(ctxT(t), tok, later); !errors.Is(err, authz.ErrInvalidToken) {
+			t.Errorf("%s, stored after the block: err = %v, want revoked", name, err)
+		}
+	}
+	if _, err := v.Validate(ctxT(t), sealed(revokedAt.Add(-time.Minute))); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("a bound token used live after the block: err = %v, want revoked", err)
+	}
+}
+
 // TestTxnValidatorSparesEventsStoredBefore: an event the log stored before
 // its user was blocked was published while the token was good; it must still
 // be accepted, or the block strands it (an invoice paid, its order never

@@ -40,7 +40,8 @@ type Outbox struct {
 	delay   time.Duration // how long the relay leaves a fresh event to Flush
 
 	mu      sync.Mutex
-	pending map[string]time.Time // order id → when the relay first saw it owing events
+	pending map[string]time.Time       // order id → when the relay first saw it owing events
+	waiting map[string]map[string]bool // user id → order ids whose events wait for them (Resume)
 	synced  bool
 }
 
@@ -51,7 +52,8 @@ var _ app.Outbox = (*Outbox)(nil)
 // (tenant: billing-service holds refund:invoices, the on-behalf policy
 // orders declares for BILLING_EVENTS); nothing else is published under it.
 func NewOutbox(kv *LazyBucket, js jetstream.JetStream, service m2m.TokenSource, log *slog.Logger) *Outbox {
-	return &Outbox{kv: kv, js: js, service: service, log: log, delay: time.Second, pending: map[string]time.Time{}}
+	return &Outbox{kv: kv, js: js, service: service, log: log, delay: time.Second,
+		pending: map[string]time.Time{}, waiting: map[string]map[string]bool{}}
 }
 
 // Pending is the number of records owing events (a metric).
@@ -112,32 +114,93 @@ func (o *Outbox) flush(ctx context.Context, orderID string) error {
 // longer published: the time to reach the stream.
 const relayMargin = time.Minute
 
-// errSealRanOut: an invoice.paid whose token expired before it could be
+// sealRanOut: an invoice.paid whose token expired before it could be
 // published (an outage longer than the token's life). Nothing can announce
-// the payment for the payer any more, and billing may not: an operator
-// settles the invoice (a refund, say), and the record keeps the event until
-// then.
-var errSealRanOut = errors.New("the event's token expired before it could be published; an operator must settle the invoice")
+// the payment for the payer but the payer: the record keeps the event, and
+// it is sealed again under their token on their next request (Resume).
+type sealRanOut struct{ id, userID string }
+
+func (e *sealRanOut) Error() string {
+	return "outbox " + e.id + ": the event's token expired before it could be published; it waits for the payer's next request"
+}
 
 // publish sends one event with the token sealed with it at the change: the
 // fast path and the relay alike, so billing's own identity never speaks for
 // a payer. An invoice.refunded whose token ran out is sealed again as
 // billing (refund:invoices is its own permission); an invoice.paid cannot
-// be (errSealRanOut). The event joins the trace the invoice was created in
+// be (sealRanOut). The event joins the trace the invoice was created in
 // (its order's), linked to ctx's span (the pay request's, say).
 func (o *Outbox) publish(ctx context.Context, ev outboxEvent, trace natsauth.StoredTrace) error {
 	pctx := natsauth.ContinueTrace(context.WithoutCancel(ctx), trace)
 	pctx, cancel := context.WithTimeout(pctx, 5*time.Second)
 	defer cancel()
-	if ev.Sealed == nil || ev.Sealed.Expired(time.Now(), relayMargin) {
+	if !ev.usable() {
 		if ev.Type != events.InvoiceRefunded || o.service == nil {
-			return fmt.Errorf("outbox %s: %w", ev.ID, errSealRanOut)
+			return &sealRanOut{id: ev.ID, userID: ev.UserID}
 		}
 		if err := ev.seal(natsauth.AsService(pctx, o.service)); err != nil {
 			return err
 		}
 	}
 	_, err := ev.Sealed.Publish(pctx, o.js)
+	return err
+}
+
+// Resume implements app.Outbox: the events of userID's records that wait
+// for them are sealed again under ctx's identity (the request's, theirs) and
+// published.
+func (o *Outbox) Resume(ctx context.Context, userID string) {
+	o.mu.Lock()
+	ids := make([]string, 0, len(o.waiting[userID]))
+	for id := range o.waiting[userID] {
+		ids = append(ids, id)
+	}
+	o.mu.Unlock()
+	for _, id := range ids {
+		if err := o.reseal(ctx, id, userID); err != nil {
+			o.log.WarnContext(ctx, "outbox: waiting event not sealed again", slog.String("order_id", id), slog.String("error", err.Error()))
+			continue
+		}
+		o.mu.Lock()
+		delete(o.waiting[userID], id)
+		if len(o.waiting[userID]) == 0 {
+			delete(o.waiting, userID)
+		}
+		o.mu.Unlock()
+		if err := o.flush(ctx, id); err != nil {
+			o.log.WarnContext(ctx, "outbox: event sealed again, left to the relay", slog.String("order_id", id), slog.String("error", err.Error()))
+		}
+	}
+}
+
+// reseal seals again, under ctx's identity, the events of orderID's record
+// that are userID's and whose token ran out.
+func (o *Outbox) reseal(ctx context.Context, orderID, userID string) error {
+	store := &Store{kv: o.kv}
+	_, err := cas.Retry(func() (struct{}, error) {
+		r, rev, err := store.entry(ctx, orderID)
+		if err != nil {
+			return struct{}{}, err
+		}
+		changed := false
+		for i := range r.Outbox {
+			if ev := &r.Outbox[i]; ev.UserID == userID && !ev.usable() {
+				if err := ev.seal(ctx); err != nil {
+					return struct{}{}, err
+				}
+				changed = true
+			}
+		}
+		if !changed {
+			return struct{}{}, nil
+		}
+		if err := store.put(ctx, r, rev); errors.Is(err, app.ErrStale) {
+			return struct{}{}, cas.Lost(err)
+		} else if err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, nil
+	})
 	return err
 }
 
@@ -208,13 +271,17 @@ func (o *Outbox) relay(ctx context.Context) {
 	o.mu.Unlock()
 	for _, k := range due {
 		err := o.flush(ctx, k)
+		var ran *sealRanOut
 		switch {
-		case errors.Is(err, errSealRanOut):
-			// Not retried: nothing changes until an operator does, and
-			// their change brings the record back through the watch.
-			o.log.Error("outbox relay: event cannot be published", slog.String("order_id", k), slog.String("error", err.Error()))
+		case errors.As(err, &ran):
+			// Not retried: it waits for the payer (Resume).
+			o.log.Warn("outbox relay: event waits for its user's next request", slog.String("order_id", k), slog.String("error", err.Error()))
 			o.mu.Lock()
 			delete(o.pending, k)
+			if o.waiting[ran.userID] == nil {
+				o.waiting[ran.userID] = map[string]bool{}
+			}
+			o.waiting[ran.userID][k] = true
 			o.mu.Unlock()
 		case err != nil:
 			o.log.Warn("outbox relay: publish failed; will retry", slog.String("order_id", k), slog.String("error", err.Error()))

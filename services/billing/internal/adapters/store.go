@@ -145,6 +145,11 @@ type outboxEvent struct {
 	Sealed *natsauth.SealedEvent `json:"sealed,omitempty"`
 }
 
+// usable reports whether ev's sealed token can still carry it to the stream.
+func (ev *outboxEvent) usable() bool {
+	return ev.Sealed != nil && !ev.Sealed.Expired(time.Now(), relayMargin)
+}
+
 // seal binds ev to a token exchanged for ctx's identity (the caller's, or
 // billing's own under natsauth.AsService).
 func (ev *outboxEvent) seal(ctx context.Context) error {

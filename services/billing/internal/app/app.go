@@ -54,8 +54,13 @@ type Store interface {
 
 // Outbox publishes the events recorded with an invoice. Flush is a fast path
 // after a write; events it cannot publish are published later by the relay.
+// Resume is called on each request of userID: it seals again, under the
+// identity ctx carries (theirs), their events that the relay could no longer
+// publish because the token sealed with them ran out, and publishes them.
+// It is best effort and costs a map lookup when nothing waits.
 type Outbox interface {
 	Flush(ctx context.Context, orderID string) error
+	Resume(ctx context.Context, userID string)
 }
 
 // LiveUpdates tells the person an invoice belongs to that it now exists or
@@ -207,6 +212,7 @@ func (s *Service) visible(ctx context.Context, c Caller, invoiceID string) (stri
 
 // Get returns an invoice the caller owns, or any with read:all-invoices.
 func (s *Service) Get(ctx context.Context, c Caller, invoiceID string) (domain.Invoice, error) {
+	s.outbox.Resume(ctx, c.Subject)
 	orderID, err := s.visible(ctx, c, invoiceID)
 	if err != nil {
 		return domain.Invoice{}, err
@@ -218,6 +224,7 @@ func (s *Service) Get(ctx context.Context, c Caller, invoiceID string) (domain.I
 // List returns the caller's invoices, or user f.UserID's when the caller
 // may read all (the ports check the permission before asking).
 func (s *Service) List(ctx context.Context, c Caller, f Filter) ([]domain.Invoice, error) {
+	s.outbox.Resume(ctx, c.Subject)
 	if f.UserID == "" {
 		f.UserID = c.Subject
 	} else if f.UserID != c.Subject && !c.CanReadAll {
@@ -261,6 +268,7 @@ func (c Caller) listed(inv domain.Invoice, user string) bool {
 
 // Pay pays the caller's own open invoice.
 func (s *Service) Pay(ctx context.Context, c Caller, invoiceID string) (domain.Invoice, error) {
+	s.outbox.Resume(ctx, c.Subject)
 	orderID, err := domain.OrderIDOf(invoiceID)
 	if err != nil {
 		return domain.Invoice{}, err

@@ -76,6 +76,7 @@ func (s *memStore) status(orderID string) domain.Status {
 type nopOutbox struct{}
 
 func (nopOutbox) Flush(context.Context, string) error { return nil }
+func (nopOutbox) Resume(context.Context, string)      {}
 
 // The invoice is created (order.created arrives) after VoidOrder looked and
 // found none but before it records a void one: whoever may void it still

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
@@ -774,4 +775,66 @@ func TestOnlyThisHopsTransactionTokensAreAccepted(t *testing.T) {
 	if st := s.invoiceOf("alice", "ord-bearer")["status"]; st != "void" {
 		t.Fatalf("invoice %v after the owner's void", st)
 	}
+}
+
+// TestPaymentWaitsForThePayerWhenItsSealRanOut: a payment whose sealed
+// token ran out before it could be published (here, a record from before
+// events were sealed, which holds none) cannot be announced by billing: its
+// own identity may not say that anyone paid. The relay leaves it in the
+// record, and the payer's next request seals it again under her own token
+// and publishes it. Someone else's request does not.
+func TestPaymentWaitsForThePayerWhenItsSealRanOut(t *testing.T) {
+	s := newStack(t)
+	alice := ttstest.Subject(t, s.tokens["alice"])
+	s.created("alice", "ord-late", 500)
+	s.invoiceOf("alice", "ord-late")
+	ctx := context.Background()
+	kv, err := s.billingJS.KeyValue(ctx, adapters.InvoiceBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, "ord-late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	id := domain.InvoiceID("ord-late")
+	rec["status"], rec["paid_at"] = "paid", now
+	rec["outbox"] = []map[string]any{{"id": "invoice.paid:" + id, "type": "invoice.paid", "invoice_id": id, "order_id": "ord-late",
+		"user_id": alice, "amount_cents": 500, "recorded_at": now}}
+	b, _ := json.Marshal(rec)
+	tl := meshtest.NewTail(t, s.billingJS, adapters.EventsStream, 3*time.Second)
+	if _, err := kv.Update(ctx, "ord-late", b, e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := tl.Next(); err == nil {
+		t.Fatalf("the relay published an unsealed payment: %s", m.Data)
+	}
+	if code, _, _, _ := s.do("GET", "/v1/invoices", "bob"); code != http.StatusOK {
+		t.Fatalf("bob's list: %d", code)
+	}
+	if m, err := tl.Next(); err == nil {
+		t.Fatalf("bob's request published alice's payment: %s", m.Data)
+	}
+	if code, _, _, _ := s.do("GET", "/v1/invoices", "alice"); code != http.StatusOK {
+		t.Fatalf("alice's list: %d", code)
+	}
+	m, err := tl.Next()
+	if err != nil {
+		t.Fatalf("alice's request did not publish her payment: %v", err)
+	}
+	var env map[string]any
+	_ = json.Unmarshal(m.Data, &env)
+	if env["type"] != "invoice.paid" || env["actor"] != alice || m.Header.Get(natsauth.HeaderMsgID) != "invoice.paid:"+id {
+		t.Fatalf("published %s %v", m.Data, m.Header)
+	}
+	s.checkTxn(t, m, alice, "pay:invoices")
+	authztest.Eventually(t, 5*time.Second, func() bool {
+		e, err := kv.Get(ctx, "ord-late")
+		return err == nil && !strings.Contains(string(e.Value()), `"outbox"`)
+	}, "the outbox cleared")
 }
