@@ -3,6 +3,7 @@ package mesh
 import (
 	"slices"
 	"sort"
+	"strings"
 )
 
 // Hop is one kind of NATS message a workload sends on behalf of a
@@ -64,17 +65,46 @@ func WorkloadScopes(service string) []string {
 	return out
 }
 
-// WorkloadSubjects returns the subjects service sends on: the Transaction
-// Token Service binds a token to an event on one of them only.
-func WorkloadSubjects(service string) []string {
+// EventSubjects returns the subjects service publishes events on: its hops
+// that fall in one of its event streams. The Transaction Token Service binds
+// a token to an event on one of them only.
+func EventSubjects(service string) []string {
+	var streams []string
+	for _, w := range Workloads {
+		if w.Name != service {
+			continue
+		}
+		for _, st := range w.Streams {
+			if st.Events {
+				streams = append(streams, st.Subjects...)
+			}
+		}
+	}
 	var out []string
 	for _, h := range Hops {
-		if h.Sender == service {
+		if h.Sender == service && slices.ContainsFunc(streams, func(f string) bool { return subjectMatches(f, h.Subject) }) {
 			out = append(out, h.Subject)
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// subjectMatches reports whether the NATS subject subj falls under filter
+// ("*" one token, a trailing ">" one or more).
+func subjectMatches(filter, subj string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subj, ".")
+	for i, tok := range f {
+		switch {
+		case tok == ">":
+			return i == len(f)-1 && len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(f) == len(s)
 }
 
 // Requesters are the workloads that ask the Transaction Token Service for

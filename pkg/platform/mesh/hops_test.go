@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/authmesh/authmesh/pkg/authz"
@@ -51,18 +50,16 @@ func TestHopsMatchTheTable(t *testing.T) {
 	if WorkloadScopes(TTS) != nil {
 		t.Error("the TTS asks itself for tokens")
 	}
-}
-
-// subjectMatches reports whether pattern (with * and > wildcards) matches subject.
-func subjectMatches(pattern, subject string) bool {
-	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
-	for i, tok := range p {
-		if tok == ">" {
-			return len(s) > i
-		}
-		if i >= len(s) || (tok != "*" && tok != s[i]) {
-			return false
+	// Event tokens are bound only to a workload's own event subjects, never
+	// to a request subject or another's events.
+	for svc, want := range map[string][]string{
+		Orders:  {"orders.events.cancelled", "orders.events.created"},
+		Billing: {"billing.events.invoice.paid", "billing.events.invoice.refunded"},
+		Users:   {"users.events.blocked", "users.events.unblocked"},
+		TTS:     nil,
+	} {
+		if got := EventSubjects(svc); !slices.Equal(got, want) {
+			t.Errorf("EventSubjects(%s) = %v, want %v", svc, got, want)
 		}
 	}
-	return len(p) == len(s)
 }

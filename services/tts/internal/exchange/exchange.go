@@ -49,10 +49,12 @@ type Config struct {
 	// Workloads maps a requesting workload's client id (the actor token's
 	// azp) to the scopes it may ask for. A client not listed gets nothing.
 	Workloads map[string][]string
-	// Subjects maps a workload's client id to the subjects it publishes on:
-	// a token bound to an event (request_details.event) is issued only for
-	// one of them.
+	// Subjects maps a workload's client id to the subjects it publishes
+	// events on: a token bound to an event (request_details.event) is issued
+	// only for one of them, and narrowed to SubjectScopes of that subject
+	// (the scopes its consumers check).
 	Subjects      map[string][]string
+	SubjectScopes func(subject string) []string
 	EventLifetime time.Duration // default DefaultEventLifetime, at most authz.MaxEventTxnLifetime
 	Issuer        string        // default authz.DefaultTxnIssuer
 	TrustDomain   string        // default authz.DefaultTrustDomain
@@ -204,6 +206,17 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 		}
 		held = subj.Scopes.List()
 	}
+	if ev := details.Event; ev != nil {
+		// One event, which the workload publishes, narrowed to what its
+		// consumers check.
+		if !slices.Contains(x.cfg.Subjects[actor.Client()], ev.Subject) {
+			return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "event_subject", Description: "this client does not publish events on the event's subject"}
+		}
+		if x.cfg.SubjectScopes != nil {
+			hop := x.cfg.SubjectScopes(ev.Subject)
+			allowed = slices.DeleteFunc(slices.Clone(allowed), func(s string) bool { return !slices.Contains(hop, s) })
+		}
+	}
 	var granted []string
 	for _, s := range requested {
 		if slices.Contains(allowed, s) && slices.Contains(held, s) && !slices.Contains(granted, s) {
@@ -217,13 +230,8 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 
 	now := x.cfg.Now()
 	exp := now.Add(x.cfg.Lifetime)
-	if ev := details.Event; ev != nil {
-		// One event, which the workload publishes: it may wait in its
-		// outbox (see DefaultEventLifetime).
-		if !slices.Contains(x.cfg.Subjects[actor.Client()], ev.Subject) {
-			return nil, &Error{Status: 403, Code: string(authz.CodeInsufficientScope), Reason: "event_subject", Description: "this client does not publish on the event's subject"}
-		}
-		exp = now.Add(x.cfg.EventLifetime)
+	if details.Event != nil {
+		exp = now.Add(x.cfg.EventLifetime) // it may wait in an outbox (see DefaultEventLifetime)
 	} else if subj.ExpiresAt.Before(exp) {
 		exp = subj.ExpiresAt // never outlive the token it stands for
 	}

@@ -60,6 +60,10 @@ func newFixture(t *testing.T, opts ...func(*exchange.Config)) *fixture {
 			"orders-service":  {"orders.events.cancelled", "orders.events.created"},
 			"billing-service": {"billing.events.invoice.paid"},
 		},
+		SubjectScopes: func(subject string) []string {
+			return map[string][]string{"orders.events.created": {"create:orders"}, "orders.events.cancelled": {"cancel:orders"},
+				"billing.events.invoice.paid": {"pay:invoices"}}[subject]
+		},
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -271,6 +275,10 @@ func TestExchangeBindsEvents(t *testing.T) {
 	}{
 		{"the service as itself", withEvent(f.request(f.iss.M2MToken(t, "orders-service", "cancel:orders read:all-orders"), orders, "create:orders"), ev),
 			403, "insufficient_scope", "no_scope_granted"},
+		{"a scope the event's consumers do not check", withEvent(f.request(f.iss.Token(t, authztest.Claims{"permissions": []string{"create:orders", "read:profile"}}), orders, "read:profile"), ev),
+			403, "insufficient_scope", "no_scope_granted"},
+		{"a request subject", withEvent(f.request(soon, orders, "read:profile"), authz.NewEventBinding("authmesh.users.profile", nil)),
+			403, "insufficient_scope", "event_subject"},
 		{"another service's subject", withEvent(f.request(soon, orders, "create:orders"), authz.NewEventBinding("billing.events.invoice.paid", nil)),
 			403, "insufficient_scope", "event_subject"},
 		{"no digest", withEvent(f.request(soon, orders, "create:orders"), authz.EventBinding{Subject: "orders.events.created"}),

@@ -80,7 +80,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 	workloads, subjects := map[string][]string{}, map[string][]string{}
 	for _, w := range mesh.Requesters() {
 		workloads[cfg.PeerClientID(w)] = mesh.WorkloadScopes(w)
-		subjects[cfg.PeerClientID(w)] = mesh.WorkloadSubjects(w)
+		subjects[cfg.PeerClientID(w)] = mesh.EventSubjects(w)
 	}
 	win, err := readWindows(cfg)
 	if err != nil {
@@ -91,6 +91,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 		Signer:          func() exchange.Signer { return current.Load() },
 		Workloads:       workloads,
 		Subjects:        subjects,
+		SubjectScopes:   mesh.HopScopes,
 		Issuer:          cfg.Txn.Issuer,
 		TrustDomain:     cfg.Txn.TrustDomain,
 		ProofMaxAge:     win.ProofMaxAge,
