@@ -63,6 +63,18 @@ func (o *Outbox) Pending() int {
 	return len(o.pending)
 }
 
+// Waiting is the number of records whose events wait for their user's next
+// request (a metric).
+func (o *Outbox) Waiting() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, ids := range o.waiting {
+		n += len(ids)
+	}
+	return n
+}
+
 // Ready reports whether the relay has seen every record once.
 func (o *Outbox) Ready(context.Context) error {
 	o.mu.Lock()

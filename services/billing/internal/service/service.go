@@ -170,5 +170,7 @@ func (m *metrics) watchLag(a *platform.App, o *adapters.Outbox) {
 			info(func(_, ap uint64) float64 { return float64(ap) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "billing_outbox_pending", Help: "Invoices owing an event to BILLING_EVENTS."},
 			func() float64 { return float64(o.Pending()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "billing_outbox_waiting", Help: "Invoices whose event waits for its payer's next request (its sealed token ran out)."},
+			func() float64 { return float64(o.Waiting()) }),
 	)
 }

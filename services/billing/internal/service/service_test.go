@@ -814,6 +814,7 @@ func TestPaymentWaitsForThePayerWhenItsSealRanOut(t *testing.T) {
 	if m, err := tl.Next(); err == nil {
 		t.Fatalf("the relay published an unsealed payment: %s", m.Data)
 	}
+	s.wantMetric(t, "billing_outbox_waiting 1")
 	if code, _, _, _ := s.do("GET", "/v1/invoices", "bob"); code != http.StatusOK {
 		t.Fatalf("bob's list: %d", code)
 	}
@@ -837,4 +838,19 @@ func TestPaymentWaitsForThePayerWhenItsSealRanOut(t *testing.T) {
 		e, err := kv.Get(ctx, "ord-late")
 		return err == nil && !strings.Contains(string(e.Value()), `"outbox"`)
 	}, "the outbox cleared")
+	s.wantMetric(t, "billing_outbox_waiting 0")
+}
+
+// wantMetric fails unless billing's /metrics holds line.
+func (s *stack) wantMetric(t *testing.T, line string) {
+	t.Helper()
+	resp, err := http.Get(s.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(raw), "\n"+line+"\n") {
+		t.Fatalf("metrics lack %q", line)
+	}
 }
