@@ -222,19 +222,36 @@ func TestTxnValidatorCachedChecksEachTime(t *testing.T) {
 	}
 }
 
-// TestTxnValidatorSparesEventsSealedBefore: an event sealed before its user
-// was blocked records what they did while they could; its relay may store
-// it after the block (an outage outlasted it), and it must still be
-// accepted, or the block strands it. A token sealed after the block (the
-// TTS would not seal one), an unbound token stored after the block, and a
-// bound token used live are refused.
-func TestTxnValidatorSparesEventsSealedBefore(t *testing.T) {
+// TestTxnValidatorSparesEventsStoredBefore: an event the log stored before
+// its user was blocked was published while the token was good, and one
+// sealed before the block was caused while it was; both must still be
+// accepted, or the block strands them (an invoice paid, its order never
+// told). A live request with the same token is refused.
+func TestTxnValidatorSparesEventsStoredBefore(t *testing.T) {
 	t.Parallel()
 	tts := authztest.NewTxnIssuer(t)
 	revokedAt := time.Now().Truncate(time.Second)
 	rev := &authztest.Revocations{}
 	rev.Revoke("auth0|alice", revokedAt)
 	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
+	tok := tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": revokedAt.Add(-time.Minute).Unix()})
+	if _, err := v.ValidateAt(ctxT(t), tok, revokedAt.Add(-time.Millisecond)); err != nil {
+		t.Errorf("stored just before the block: %v", err)
+	}
+	for _, at := range []time.Time{revokedAt, revokedAt.Add(time.Minute)} {
+		if _, err := v.ValidateAt(ctxT(t), tok, at); !errors.Is(err, authz.ErrInvalidToken) {
+			t.Errorf("stored at %v (block at %v): err = %v, want revoked", at, revokedAt, err)
+		}
+	}
+	if _, err := v.Validate(ctxT(t), tok); !errors.Is(err, authz.ErrInvalidToken) {
+		t.Errorf("Validate now: err = %v, want revoked", err)
+	}
+
+	// An event sealed before the block records what the user did while
+	// they could; its relay may store it after the block (an outage
+	// outlasted it). A token sealed in or after the block's second (the TTS
+	// would not seal one), an unbound token stored after the block, and a
+	// bound token used live are refused.
 	event := authz.NewEventBinding("billing.events.invoice.paid", []byte(`{"id":"e1"}`))
 	sealed := func(iat time.Time) string {
 		return tts.Token(t, "auth0|alice", "pay:invoices", authztest.Claims{"iat": iat.Unix(), "exp": iat.Add(time.Hour).Unix(),
@@ -255,31 +272,6 @@ func TestTxnValidatorSparesEventsSealedBefore(t *testing.T) {
 	}
 	if _, err := v.Validate(ctxT(t), sealed(revokedAt.Add(-time.Minute))); !errors.Is(err, authz.ErrInvalidToken) {
 		t.Errorf("a bound token used live after the block: err = %v, want revoked", err)
-	}
-}
-
-// TestTxnValidatorSparesEventsStoredBefore: an event the log stored before
-// its user was blocked was published while the token was good; it must still
-// be accepted, or the block strands it (an invoice paid, its order never
-// told). A live request with the same token is refused.
-func TestTxnValidatorSparesEventsStoredBefore(t *testing.T) {
-	t.Parallel()
-	tts := authztest.NewTxnIssuer(t)
-	revokedAt := time.Now().Truncate(time.Second)
-	rev := &authztest.Revocations{}
-	rev.Revoke("auth0|alice", revokedAt)
-	v := newTxnValidator(t, tts, authz.WithRevocations(rev))
-	tok := tts.Token(t, "auth0|alice", "read:profile", authztest.Claims{"iat": revokedAt.Add(-time.Minute).Unix()})
-	if _, err := v.ValidateAt(ctxT(t), tok, revokedAt.Add(-time.Millisecond)); err != nil {
-		t.Errorf("stored just before the block: %v", err)
-	}
-	for _, at := range []time.Time{revokedAt, revokedAt.Add(time.Minute)} {
-		if _, err := v.ValidateAt(ctxT(t), tok, at); !errors.Is(err, authz.ErrInvalidToken) {
-			t.Errorf("stored at %v (block at %v): err = %v, want revoked", at, revokedAt, err)
-		}
-	}
-	if _, err := v.Validate(ctxT(t), tok); !errors.Is(err, authz.ErrInvalidToken) {
-		t.Errorf("Validate now: err = %v, want revoked", err)
 	}
 }
 

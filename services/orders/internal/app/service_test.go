@@ -342,15 +342,16 @@ func TestOutboxRelayWhenTheSealRanOut(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	f.pub.life = 10 * time.Minute
+	place := func(c app.Caller) domain.Order {
+		t.Helper()
+		o, _, err := f.svc.PlaceOrder(ctx, c, "", mugs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
 	f.pub.setFail(true)
-	placed, _, err := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, _, err := f.svc.PlaceOrder(ctx, bob, "", mugs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	placed, other := place(alice), place(bob)
 	f.pub.setFail(false)
 	f.clock.Store(int64(time.Minute))
 	if n, err := f.svc.RelayOutbox(ctx); err != nil || n != 2 {
@@ -361,10 +362,7 @@ func TestOutboxRelayWhenTheSealRanOut(t *testing.T) {
 	if err != nil || cancelled.Status != domain.StatusCancelled {
 		t.Fatalf("cancel: %+v %v", cancelled, err)
 	}
-	lost, _, err := f.svc.PlaceOrder(ctx, alice, "", mugs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lost := place(alice)
 	f.pub.setFail(false)
 	f.clock.Store(int64(time.Hour))
 	if n, err := f.svc.RelayOutbox(ctx); err != nil || n != 2 {
