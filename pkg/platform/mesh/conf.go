@@ -210,6 +210,12 @@ func (w Workload) Imports() []Import {
 	return is
 }
 
+// AuthTimeoutSeconds is how long nats-server waits for a connection to
+// authenticate, the auth callout's answer included: its 2 s default leaves
+// no room for the Transaction Token Service to refetch the tenant's keys,
+// or for a loaded replica.
+const AuthTimeoutSeconds = 5
+
 // WriteNATSConfig writes the accounts and authorization section of the
 // server configuration (deploy/nats/accounts.conf). Only the Transaction
 // Token Service has a NATS user of its own (an nkey: it answers the auth
@@ -248,6 +254,9 @@ func WriteNATSConfig(out io.Writer) error {
 	p(0, "system_account: %s", SystemAccount)
 	p(0, "")
 	p(0, "authorization {")
+	p(1, "# Seconds a connection may take to authenticate, the callout's answer included (default 2):")
+	p(1, "# the TTS verifies an Auth0 token, which may mean fetching the tenant's keys after a rotation.")
+	p(1, "timeout: %d", AuthTimeoutSeconds)
 	p(1, "auth_callout {")
 	p(2, "issuer: $%s", IssuerVar)
 	p(2, "xkey: $%s", XKeyVar)
