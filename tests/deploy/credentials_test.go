@@ -151,15 +151,20 @@ const platformTTS = "tts"
 
 // checkCalloutConfig asserts the auth callout in an accounts.conf: the
 // issuer and xkey from the variables the servers get, the callout's account,
-// and the TTS's two nkey users as the only ones bypassing it; no user has a
-// password.
+// the TTS's two nkey users as the only ones bypassing it, and the time a
+// connection has to authenticate; no user has a password.
 func checkCalloutConfig(t *testing.T, accounts string) {
 	t.Helper()
-	m := regexp.MustCompile(`(?s)authorization\s*\{\s*auth_callout\s*\{([^}]*)\}`).FindStringSubmatch(accounts)
+	m := regexp.MustCompile(`(?s)authorization\s*\{([^{}]*)auth_callout\s*\{([^}]*)\}`).FindStringSubmatch(accounts)
 	if m == nil {
 		t.Fatal("accounts.conf has no authorization { auth_callout { ... } }")
 	}
-	block := m[1]
+	// The callout's answer must fit in the time a connection has to
+	// authenticate (nats-server's 2 s default timed out under load).
+	if want := fmt.Sprintf("timeout: %d", mesh.AuthTimeoutSeconds); !regexp.MustCompile(`(?m)^\s*`+want+`\s*$`).MatchString(m[1]) {
+		t.Errorf("authorization lacks %q:\n%s", want, m[1])
+	}
+	block := m[2]
 	for _, want := range []string{
 		"issuer: $" + mesh.IssuerVar,
 		"xkey: $" + mesh.XKeyVar,
