@@ -161,7 +161,7 @@ func checkCalloutConfig(t *testing.T, accounts string) {
 	}
 	// The callout's answer must fit in the time a connection has to
 	// authenticate (nats-server's 2 s default timed out under load).
-	if want := fmt.Sprintf("timeout: %d", mesh.AuthTimeoutSeconds); !regexp.MustCompile(`(?m)^\s*`+want+`\s*$`).MatchString(m[1]) {
+	if want := fmt.Sprintf("timeout: %d", mesh.AuthTimeoutSeconds); !regexp.MustCompile(`(?m)^\s*` + want + `\s*$`).MatchString(m[1]) {
 		t.Errorf("authorization lacks %q:\n%s", want, m[1])
 	}
 	block := m[2]
