@@ -99,6 +99,19 @@ func ordersJetStream(t *testing.T) jetstream.JetStream { return jetStreamAs(t, "
 // streams (e.g. billing's BILLING_DLQ) are.
 func jetStreamAs(t *testing.T, name string) jetstream.JetStream {
 	t.Helper()
+	nc, _ := connectAs(t, name)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// connectAs connects as the service name does, with its client-credentials
+// token (the tenant file's dev secret) through the auth callout, and returns
+// the connection (closed with t) and that token.
+func connectAs(t *testing.T, name string) (*nats.Conn, string) {
+	t.Helper()
 	tok := clientCredentials(t, name+"-service", name+"-service-dev-secret")
 	nc, err := nats.Connect(stack.nats.ClientURL(), nats.Token(tok), nats.Name("flows-test"),
 		nats.CustomInboxPrefix("_INBOX_"+name)) // a service may subscribe to its own inboxes only
@@ -106,11 +119,7 @@ func jetStreamAs(t *testing.T, name string) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return nc, tok
 }
 
 // storedCreated waits for the order.created event orders stored for o and

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -97,11 +96,7 @@ func TestOwnedServiceSpeaksOnlyForLiveRequests(t *testing.T) {
 // at the real Transaction Token Service over its own NATS connection.
 func attackerContext(t *testing.T, name string) context.Context {
 	t.Helper()
-	tok := clientCredentials(t, name+"-service", name+"-service-dev-secret")
-	nc, err := natsConnectAs(t, name, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, tok := connectAs(t, name)
 	txn, err := natsauth.NewTxnClient(natsauth.TxnClientConfig{Conn: nc, Actor: staticToken(tok)})
 	if err != nil {
 		t.Fatal(err)
@@ -113,15 +108,6 @@ func attackerContext(t *testing.T, name string) context.Context {
 type staticToken string
 
 func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
-
-func natsConnectAs(t *testing.T, name, tok string) (*nats.Conn, error) {
-	t.Helper()
-	nc, err := nats.Connect(stack.nats.ClientURL(), nats.Token(tok), nats.CustomInboxPrefix("_INBOX_"+name), nats.Timeout(5*time.Second))
-	if err == nil {
-		t.Cleanup(nc.Close)
-	}
-	return nc, err
-}
 
 // publishWith publishes data on subj with exactly txn as its token.
 func publishWith(t *testing.T, js jetstream.JetStream, subj, msgID string, data []byte, txn string) {

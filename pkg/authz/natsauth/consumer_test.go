@@ -632,7 +632,7 @@ func TestSealedEventPublishedLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.Expired(time.Now(), 30*time.Minute) || !ev.Expired(time.Now(), 2*time.Hour) {
+	if !ev.Usable(time.Now().Add(30*time.Minute)) || ev.Usable(time.Now().Add(2*time.Hour)) {
 		t.Fatalf("expires %v: want about an hour from now (the test exchanger's)", ev.Expires)
 	}
 	stored, err := json.Marshal(ev)

@@ -145,13 +145,17 @@ func (e *SealedEvent) Publish(ctx context.Context, js jetstream.JetStream) (*jet
 	return publish(ctx, js, e.Subject, e.Payload, e.Token, e.MsgID)
 }
 
-// Expired reports whether the event's token is no longer good at now plus
-// margin (the time the event may take to reach the stream): its relay must
-// then settle the change another way, since nothing can speak for the
-// caller any more.
-func (e *SealedEvent) Expired(now time.Time, margin time.Duration) bool {
-	return !now.Add(margin).Before(e.Expires)
-}
+// SealMargin is the time a sealed event may take to reach the stream: one
+// whose token expires sooner is no longer published.
+const SealMargin = time.Minute
+
+// PublishBy is the last instant the event may be published: SealMargin
+// before its token expires. After it, its outbox must settle the change
+// another way, since nothing can speak for the caller any more.
+func (e *SealedEvent) PublishBy() time.Time { return e.Expires.Add(-SealMargin) }
+
+// Usable reports whether the event may still be published at now.
+func (e *SealedEvent) Usable(now time.Time) bool { return now.Before(e.PublishBy()) }
 
 // unverifiedSubject reads sub from the token an event is sealed under (an
 // access token the edge verified, or the service's own): it only fills the

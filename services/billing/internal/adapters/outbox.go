@@ -122,10 +122,6 @@ func (o *Outbox) flush(ctx context.Context, orderID string) error {
 	return err
 }
 
-// relayMargin is how long before its token's expiry a sealed event is no
-// longer published: the time to reach the stream.
-const relayMargin = time.Minute
-
 // sealRanOut: an invoice.paid whose token expired before it could be
 // published (an outage longer than the token's life). Nothing can announce
 // the payment for the payer but the payer: the record keeps the event, and

@@ -147,7 +147,7 @@ type outboxEvent struct {
 
 // usable reports whether ev's sealed token can still carry it to the stream.
 func (ev *outboxEvent) usable() bool {
-	return ev.Sealed != nil && !ev.Sealed.Expired(time.Now(), relayMargin)
+	return ev.Sealed != nil && ev.Sealed.Usable(time.Now())
 }
 
 // seal binds ev to a token exchanged for ctx's identity (the caller's, or

@@ -529,15 +529,10 @@ func TestBilling(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		resp, err := http.Get(s.base + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		raw := s.metrics(t)
 		for _, want := range []string{`billing_invoice_transitions_total{status="paid"}`, "billing_orders_consumer_pending", "billing_outbox_pending 0",
 			`http_requests_total{code="200",method="POST",route="/v1/invoices/:id/pay"}`, "billing_authz_decisions_total", "authmesh_events_total"} {
-			if !strings.Contains(string(raw), want) {
+			if !strings.Contains(raw, want) {
 				t.Errorf("metrics lack %s", want)
 			}
 		}
@@ -841,8 +836,8 @@ func TestPaymentWaitsForThePayerWhenItsSealRanOut(t *testing.T) {
 	s.wantMetric(t, "billing_outbox_waiting 0")
 }
 
-// wantMetric fails unless billing's /metrics holds line.
-func (s *stack) wantMetric(t *testing.T, line string) {
+// metrics returns billing's /metrics.
+func (s *stack) metrics(t *testing.T) string {
 	t.Helper()
 	resp, err := http.Get(s.base + "/metrics")
 	if err != nil {
@@ -850,7 +845,13 @@ func (s *stack) wantMetric(t *testing.T, line string) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(raw), "\n"+line+"\n") {
+	return string(raw)
+}
+
+// wantMetric fails unless billing's /metrics holds line.
+func (s *stack) wantMetric(t *testing.T, line string) {
+	t.Helper()
+	if !strings.Contains(s.metrics(t), "\n"+line+"\n") {
 		t.Fatalf("metrics lack %q", line)
 	}
 }

@@ -250,7 +250,7 @@ func (s *OrderStore) Add(ctx context.Context, e app.PendingEvent) error {
 	}
 	b, err := json.Marshal(pendingRecord{
 		EventID: e.EventID, Type: string(e.Type), OrderID: e.OrderID, UserID: e.UserID,
-		Reason: e.Reason, OccurredAt: e.OccurredAt, Sealed: e.Sealed.Message, Expires: e.Sealed.Expires,
+		Reason: e.Reason, OccurredAt: e.OccurredAt, Sealed: e.Sealed.Message, PublishBy: e.Sealed.PublishBy,
 	})
 	if err != nil {
 		return fmt.Errorf("encode outbox entry: %w", err)
@@ -299,7 +299,7 @@ func (s *OrderStore) List(ctx context.Context) ([]app.PendingEvent, error) {
 		}
 		out = append(out, app.PendingEvent{
 			EventID: r.EventID, Type: app.EventType(r.Type), OrderID: r.OrderID, UserID: r.UserID,
-			Reason: r.Reason, OccurredAt: r.OccurredAt, Sealed: app.SealedEvent{Message: r.Sealed, Expires: r.Expires},
+			Reason: r.Reason, OccurredAt: r.OccurredAt, Sealed: app.SealedEvent{Message: r.Sealed, PublishBy: r.PublishBy},
 		})
 	}
 	return out, nil

@@ -116,7 +116,7 @@ func TestOutbox(t *testing.T) {
 	s, _ := newStores(t)
 	a := app.PendingEvent{EventID: app.NewUUID(), Type: app.EventOrderCreated, OrderID: app.NewUUID(), UserID: "auth0|a", OccurredAt: time.Now().UTC()}
 	b := app.PendingEvent{EventID: app.NewUUID(), Type: app.EventOrderCancelled, OrderID: a.OrderID, UserID: "auth0|a", Reason: "r", OccurredAt: time.Now().UTC(),
-		Sealed: app.SealedEvent{Message: []byte(`{"subject":"orders.events.cancelled"}`), Expires: time.Now().Add(time.Hour).UTC().Round(0)}}
+		Sealed: app.SealedEvent{Message: []byte(`{"subject":"orders.events.cancelled"}`), PublishBy: time.Now().Add(time.Hour).UTC().Round(0)}}
 	for _, e := range []app.PendingEvent{a, b} {
 		if err := s.Add(ctx, e); err != nil {
 			t.Fatal(err)

@@ -71,7 +71,7 @@ func (p *EventPublisher) Seal(ctx context.Context, e app.Event) (app.SealedEvent
 	if err != nil {
 		return app.SealedEvent{}, fmt.Errorf("encode sealed event: %w", err)
 	}
-	return app.SealedEvent{Message: msg, Expires: sealed.Expires}, nil
+	return app.SealedEvent{Message: msg, PublishBy: sealed.PublishBy()}, nil
 }
 
 // Publish implements app.Publisher.

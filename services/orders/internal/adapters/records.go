@@ -48,8 +48,8 @@ type pendingRecord struct {
 	OccurredAt time.Time `json:"occurred_at"`
 	// The event's message with the token bound to it (natsauth.SealedEvent);
 	// absent for a cancel intent.
-	Sealed  json.RawMessage `json:"sealed,omitempty"`
-	Expires time.Time       `json:"expires,omitzero"`
+	Sealed    json.RawMessage `json:"sealed,omitempty"`
+	PublishBy time.Time       `json:"publish_by,omitzero"`
 }
 
 type idemRecord struct {

@@ -61,16 +61,16 @@ type PendingEvent struct {
 }
 
 // SealedEvent is an event's message with the token bound to it, in the
-// publisher's encoding, and the time that token stops being good.
+// publisher's encoding, and the last instant it may be published (its
+// token's expiry, less the time to reach the stream).
 type SealedEvent struct {
-	Message []byte
-	Expires time.Time
+	Message   []byte
+	PublishBy time.Time
 }
 
-// Usable reports whether the sealed event can still be published at now,
-// leaving margin for it to reach the stream.
-func (e SealedEvent) Usable(now time.Time, margin time.Duration) bool {
-	return len(e.Message) > 0 && now.Add(margin).Before(e.Expires)
+// Usable reports whether the sealed event may still be published at now.
+func (e SealedEvent) Usable(now time.Time) bool {
+	return len(e.Message) > 0 && now.Before(e.PublishBy)
 }
 
 // Outbox keeps pending events until they are published.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
@@ -50,7 +49,7 @@ func (s *Service) RelayOutbox(ctx context.Context) (int, error) {
 			s.dropPending(ctx, pe) // the cancel lost its compare-and-set
 			continue
 		}
-		if pe.Type != IntentCancel && pe.Sealed.Usable(now, relayMargin) {
+		if pe.Type != IntentCancel && pe.Sealed.Usable(now) {
 			if err := s.cfg.Publisher.Publish(ctx, pe.Sealed); err != nil {
 				errs = append(errs, fmt.Errorf("relay %s %s: %w", pe.Type, pe.OrderID, err))
 				continue
@@ -74,10 +73,6 @@ func (s *Service) RelayOutbox(ctx context.Context) (int, error) {
 	}
 	return n, errors.Join(errs...)
 }
-
-// relayMargin is how long before its token's expiry the relay stops
-// publishing a sealed event: the time to reach the stream.
-const relayMargin = time.Minute
 
 // settle finishes, as the service (sctx), an entry that has no usable sealed
 // event: a cancel intent, or an event whose token ran out. done: it

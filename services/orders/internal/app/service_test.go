@@ -46,7 +46,7 @@ func (p *fakePublisher) Seal(ctx context.Context, e app.Event) (app.SealedEvent,
 	if life == 0 {
 		life = time.Hour
 	}
-	return app.SealedEvent{Message: b, Expires: p.now().Add(life)}, err
+	return app.SealedEvent{Message: b, PublishBy: p.now().Add(life)}, err
 }
 
 func (p *fakePublisher) Publish(_ context.Context, e app.SealedEvent) error {
