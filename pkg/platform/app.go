@@ -223,6 +223,14 @@ func (a *App) flushTelemetry() {
 // outside Go should hang off it.
 func (a *App) Context() context.Context { return a.ctx }
 
+// Router is where a service's ports declare their HTTP routes, each with its
+// policy: *App is one, and so is what a port's test declares them on.
+type Router interface {
+	Route(method, path string, policy authz.Policy, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) *echo.Route
+}
+
+var _ Router = (*App)(nil)
+
 // Route adds an HTTP route with its policy (declared in a.Routes, which
 // authz's middleware enforces). A route whose policy is the zero
 // authz.Policy makes Run refuse to start.

@@ -2,7 +2,6 @@ package platform
 
 import (
 	"context"
-	"errors"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
@@ -10,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/cas"
 )
 
 // Writes to a Bucket are client spans "kv <op> <bucket>" with
@@ -17,8 +17,7 @@ import (
 // (db.operation.name, db.namespace) are in the name and not recorded again,
 // since every attribute costs about half a microsecond recorded and exported
 // (BenchmarkSpanAttributes in pkg/platform/telemetry). The key is not recorded: keys hold user ids ("u.<sub>.<order>").
-// A lost compare-and-set (jetstream.ErrKeyExists, a wrong last sequence)
-// is an expected outcome of optimistic concurrency, recorded as
+// A lost compare-and-set (cas.Conflict) is an expected outcome of optimistic concurrency, recorded as
 // kv.conflict, not as an error. One logical write made of several calls
 // (Write) is one span.
 
@@ -118,19 +117,10 @@ func endWrite(span trace.Span, rev uint64, err error) {
 		if rev > 0 {
 			attrs = append(attrs, attribute.Int64("kv.revision", int64(rev)))
 		}
-	case isCASConflict(err):
+	case cas.Conflict(err):
 		attrs = append(attrs, attribute.Bool("kv.conflict", true))
 	default:
 		span.SetStatus(codes.Error, err.Error())
 	}
 	authz.SetSpanAttributes(span, attrs)
-}
-
-// isCASConflict reports a lost compare-and-set.
-func isCASConflict(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }

@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+
+	"github.com/authmesh/authmesh/pkg/platform/fault"
 )
 
 // ErrNotReady is what a Lazy answers until its value is set: the service
 // serves before NATS is reachable, and what a set-up step creates (a bucket,
-// a store) is not there yet. The error handler answers it with 503
-// "unavailable"; services whose domain has an "unavailable" sentinel wrap it
-// with that too, so their own mapping (and Retry-After) applies.
+// a store) is not there yet. It comes wrapped with fault.ErrUnavailable, so
+// a domain's "unavailable" sentinel (fault.New of that kind, or that kind
+// itself) and its mapping apply; the error handler's own answer to it, after
+// the service's mappings, is 503 "unavailable".
 var ErrNotReady = errors.New("not set up yet")
 
 // notReadyMapping is the answer to ErrNotReady, after the service's own.
@@ -54,7 +57,8 @@ func (l *Lazy[T]) Set(v T) {
 }
 
 // Get returns the value without waiting: ctx's error when ctx has ended,
-// an error wrapping ErrNotReady until the value is set.
+// an error wrapping fault.ErrUnavailable and ErrNotReady until the value is
+// set.
 func (l *Lazy[T]) Get(ctx context.Context) (T, error) {
 	var zero T
 	if err := ctx.Err(); err != nil {
@@ -64,27 +68,12 @@ func (l *Lazy[T]) Get(ctx context.Context) (T, error) {
 	case <-l.set:
 		return l.v, nil
 	default:
-		return zero, fmt.Errorf("%s: %w", l.name, ErrNotReady)
+		return zero, fmt.Errorf("%s: %w: %w", l.name, fault.ErrUnavailable, ErrNotReady)
 	}
 }
 
-// Wait returns the value once it is set, or an error wrapping ErrNotReady
-// and ctx's error when ctx ends first.
-func (l *Lazy[T]) Wait(ctx context.Context) (T, error) {
-	select {
-	case <-l.set:
-		return l.v, nil
-	case <-ctx.Done():
-		var zero T
-		return zero, fmt.Errorf("%s: %w: %w", l.name, ErrNotReady, ctx.Err())
-	}
-}
+// LazyBucket is a bucket its service's set-up step creates.
+type LazyBucket = Lazy[*Bucket]
 
-// Ready is a ReadyCheck: nil once the value is set.
-func (l *Lazy[T]) Ready(context.Context) error {
-	_, err := l.Get(context.Background())
-	return err
-}
-
-// Done is closed once the value is set.
-func (l *Lazy[T]) Done() <-chan struct{} { return l.set }
+// NewLazyBucket returns the empty holder of the bucket called name.
+func NewLazyBucket(name string) *LazyBucket { return NewLazy[*Bucket]("bucket " + name) }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/platform/fault"
 )
 
 // TestSetUpRetriesAndGates: a failing step is retried, /readyz names it until
@@ -67,10 +68,8 @@ func TestSetUpRetriesAndGates(t *testing.T) {
 	if n := tries.Load(); n != 3 {
 		t.Errorf("%d tries, want 3", n)
 	}
-	wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
-	defer wcancel()
-	if v, err := store.Wait(wctx); err != nil || v != "ready" {
-		t.Errorf("Wait = %q, %v", v, err)
+	if v, err := store.Get(context.Background()); err != nil || v != "ready" {
+		t.Errorf("Get after set-up = %q, %v", v, err)
 	}
 }
 
@@ -79,14 +78,12 @@ func TestLazyHonoursContext(t *testing.T) {
 	l := NewLazy[int]("n")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := l.Wait(ctx); !errors.Is(err, ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Wait past its deadline = %v", err)
+	if _, err := l.Get(context.Background()); !errors.Is(err, ErrNotReady) || !errors.Is(err, fault.ErrUnavailable) {
+		t.Fatalf("Get before Set = %v, want ErrNotReady and fault.ErrUnavailable", err)
 	}
+	<-ctx.Done()
 	if _, err := l.Get(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Get with an ended context = %v", err)
-	}
-	if err := l.Ready(context.Background()); !errors.Is(err, ErrNotReady) {
-		t.Fatalf("Ready = %v", err)
 	}
 	l.Set(1)
 	l.Set(2)

@@ -295,6 +295,9 @@ func retryable(err error) bool {
 		c := re.Response.StatusCode
 		return c == http.StatusTooManyRequests || c == http.StatusRequestTimeout || c >= 500
 	}
+	// A 200 without a token is a misbehaving tenant, not a passing fault.
+	// x/oauth2 reports it with an unexported errors.New, so its text is the
+	// only handle on it.
 	return !strings.Contains(err.Error(), "missing access_token")
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/cas"
 )
 
 // DPoPReplayCache is authz.ReplayCache on a JetStream KV bucket every
@@ -50,7 +51,7 @@ func (c *DPoPReplayCache) Claim(ctx context.Context, key string, ttl time.Durati
 		return fmt.Errorf("natsauth: the replay bucket keeps keys %v, the verifier needs %v", c.ttl, ttl)
 	}
 	_, err := c.kv.Create(ctx, key, nil) // the key is the record
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if cas.Conflict(err) {
 		return authz.ErrReplayed
 	}
 	return err

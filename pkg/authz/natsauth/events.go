@@ -179,27 +179,43 @@ func unverifiedSubject(tok string) (string, bool) {
 	return c.Sub, true
 }
 
-// EnsureDeadLetterStream creates (or updates) the dead-letter stream a
-// consuming service owns, e.g. ORDERS_DLQ on "dlq.orders.>". Dead letters are
-// kept 30 days for operators.
-func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, name, prefix string, replicas int) error {
-	if replicas < 1 {
-		replicas = 1
-	}
+// Settings every stream of the mesh gets, events and dead letters alike
+// (EnsureStream).
+const (
+	// StreamMaxAge keeps messages well beyond the oldest backlog a consumer
+	// accepts (DefaultMaxBacklogAge): events for replays and audits, dead
+	// letters for operators.
+	StreamMaxAge = 30 * 24 * time.Hour
+	// StreamDuplicates is the window in which a republished Nats-Msg-Id (an
+	// outbox relay's retry) is dropped; later duplicates reach consumers,
+	// which are idempotent.
+	StreamDuplicates = 10 * time.Minute
+)
+
+// EnsureStream creates (or updates) a stream on subjects with the mesh's
+// settings: file storage, limits retention, StreamMaxAge and
+// StreamDuplicates, replicas (at least one).
+func EnsureStream(ctx context.Context, js jetstream.JetStream, name, description string, subjects []string, replicas int) error {
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        name,
-		Description: "authmesh dead letters (header " + HeaderDLQReason + ")",
-		Subjects:    []string{prefix + ".>"},
+		Description: description,
+		Subjects:    subjects,
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      30 * 24 * time.Hour,
-		Replicas:    replicas,
-		Duplicates:  10 * time.Minute,
+		MaxAge:      StreamMaxAge,
+		Replicas:    max(replicas, 1),
+		Duplicates:  StreamDuplicates,
 	})
 	if err != nil {
-		return fmt.Errorf("natsauth: dead-letter stream %s: %w", name, err)
+		return fmt.Errorf("natsauth: stream %s: %w", name, err)
 	}
 	return nil
+}
+
+// EnsureDeadLetterStream creates (or updates) the dead-letter stream a
+// consuming service owns, e.g. ORDERS_DLQ on "dlq.orders.>" (EnsureStream).
+func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, name, prefix string, replicas int) error {
+	return EnsureStream(ctx, js, name, "authmesh dead letters (header "+HeaderDLQReason+")", []string{prefix + ".>"}, replicas)
 }
 
 // copyHeaders copies h for a dead letter: without tokens (dead letters are

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authmesh/authmesh/pkg/authz/cas"
 )
 
 // RevocationBucket is the JetStream KV bucket of revoked subjects
@@ -82,34 +84,34 @@ func (s *RevocationStore) Revoke(ctx context.Context, sub string, at time.Time) 
 	}
 	// Optimistic concurrency: two replicas blocking the same user at once
 	// must end with the later instant, whatever the order of writes.
-	for range 10 {
+	_, err = cas.Retry(func() (struct{}, error) {
 		entry, err := s.kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			if _, err = s.kv.Create(ctx, key, val); err == nil {
-				return nil
-			}
+			_, err = s.kv.Create(ctx, key, val)
 		case err != nil:
-			return fmt.Errorf("natsauth: revoke: %w", err)
+			return struct{}{}, err
 		default:
 			var cur Revocation
 			if json.Unmarshal(entry.Value(), &cur) == nil && !cur.RevokedAt.Before(at) {
-				return nil
+				return struct{}{}, nil
 			}
-			if _, err = s.kv.Update(ctx, key, val, entry.Revision()); err == nil {
-				return nil
-			}
+			_, err = s.kv.Update(ctx, key, val, entry.Revision())
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLastSequence(err) {
-			return fmt.Errorf("natsauth: revoke: %w", err)
-		}
+		return struct{}{}, lostRace(err)
+	})
+	if err != nil {
+		return fmt.Errorf("natsauth: revoke: %w", err)
 	}
-	return errors.New("natsauth: revoke: too many concurrent writers")
+	return nil
 }
 
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+// lostRace marks err for cas.Retry when it is a lost compare-and-set.
+func lostRace(err error) error {
+	if cas.Conflict(err) {
+		return cas.Lost(err)
+	}
+	return err
 }
 
 // Lift records that sub was unblocked at at: tokens issued from then on are
@@ -122,34 +124,34 @@ func (s *RevocationStore) Lift(ctx context.Context, sub string, at time.Time) er
 		return errors.New("natsauth: lift: empty subject or zero time")
 	}
 	key := RevocationKey(sub)
-	for range 10 {
+	errUnreadable := errors.New("unreadable revocation entry")
+	_, err := cas.Retry(func() (struct{}, error) {
 		entry, err := s.kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
+			return struct{}{}, nil
 		}
 		if err != nil {
-			return fmt.Errorf("natsauth: lift: %w", err)
+			return struct{}{}, err
 		}
 		var cur Revocation
 		if err := json.Unmarshal(entry.Value(), &cur); err != nil || cur.Subject != sub {
-			return errors.New("natsauth: lift: unreadable revocation entry")
+			return struct{}{}, errUnreadable
 		}
 		if !at.After(cur.RevokedAt) || !cur.LiftedAt.Before(at) {
-			return nil
+			return struct{}{}, nil
 		}
 		cur.LiftedAt = at.UTC()
 		val, err := json.Marshal(cur)
 		if err != nil {
-			return fmt.Errorf("natsauth: lift: %w", err)
+			return struct{}{}, err
 		}
-		if _, err = s.kv.Update(ctx, key, val, entry.Revision()); err == nil {
-			return nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLastSequence(err) {
-			return fmt.Errorf("natsauth: lift: %w", err)
-		}
+		_, err = s.kv.Update(ctx, key, val, entry.Revision())
+		return struct{}{}, lostRace(err)
+	})
+	if err != nil {
+		return fmt.Errorf("natsauth: lift: %w", err)
 	}
-	return errors.New("natsauth: lift: too many concurrent writers")
+	return nil
 }
 
 // RevocationWatcher implements authz.RevocationChecker from an in-memory copy

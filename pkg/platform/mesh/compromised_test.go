@@ -55,11 +55,7 @@ func TestProvisionAppliesOneSetOfDefaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := s.CachedInfo().Config
-			want := mesh.EventsMaxAge
-			if !st.Events {
-				want = 30 * 24 * time.Hour // natsauth.EnsureDeadLetterStream's
-			}
-			if c.MaxAge != want || c.Duplicates != 10*time.Minute || c.Storage != jetstream.FileStorage {
+			if c.MaxAge != 30*24*time.Hour || c.Duplicates != 10*time.Minute || c.Storage != jetstream.FileStorage {
 				t.Errorf("%s: MaxAge %v, Duplicates %v, storage %v", st.Name, c.MaxAge, c.Duplicates, c.Storage)
 			}
 		}

@@ -4,54 +4,29 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 )
 
-// Settings every event stream gets (dead-letter streams get
-// natsauth.EnsureDeadLetterStream's).
-const (
-	// EventsMaxAge keeps events well beyond the oldest backlog a consumer
-	// accepts (natsauth.DefaultMaxBacklogAge), for replays and audits.
-	EventsMaxAge = 30 * 24 * time.Hour
-	// EventsDuplicates is the window in which a republished Nats-Msg-Id (an
-	// outbox relay's retry) is dropped; later duplicates reach consumers,
-	// which are idempotent.
-	EventsDuplicates = 10 * time.Minute
-)
-
 // Provision creates or updates, idempotently, the streams owner owns with
-// the mesh's settings (events: EventsMaxAge and EventsDuplicates; dead
-// letters: natsauth.EnsureDeadLetterStream's), then the durables its
-// readers bind to (ProvisionDurables). Buckets are the owner's to create.
+// the mesh's settings (natsauth.EnsureStream, the same for events and dead
+// letters), then the durables its readers bind to (ProvisionDurables). Buckets are the owner's to create.
 func Provision(ctx context.Context, js jetstream.JetStream, owner string, replicas int) error {
 	w, ok := Lookup(owner)
 	if !ok {
 		return fmt.Errorf("mesh: no workload %q", owner)
 	}
-	replicas = max(replicas, 1)
 	for _, s := range w.Streams {
-		if !s.Events {
-			if err := natsauth.EnsureDeadLetterStream(ctx, js, s.Name, strings.TrimSuffix(s.Subjects[0], ".>"), replicas); err != nil {
-				return err
-			}
-			continue
+		var err error
+		if s.Events {
+			err = natsauth.EnsureStream(ctx, js, s.Name, w.Name+" events", s.Subjects, replicas)
+		} else {
+			err = natsauth.EnsureDeadLetterStream(ctx, js, s.Name, strings.TrimSuffix(s.Subjects[0], ".>"), replicas)
 		}
-		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:        s.Name,
-			Description: w.Name + " events",
-			Subjects:    s.Subjects,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-			Retention:   jetstream.LimitsPolicy,
-			MaxAge:      EventsMaxAge,
-			Duplicates:  EventsDuplicates,
-		})
 		if err != nil {
-			return fmt.Errorf("stream %s: %w", s.Name, err)
+			return err
 		}
 	}
 	return ProvisionDurables(ctx, js, owner)

@@ -11,10 +11,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/authz/cas"
 	"github.com/authmesh/authmesh/pkg/authz/m2m"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
-	"github.com/authmesh/authmesh/pkg/platform/cas"
 	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
@@ -33,7 +33,7 @@ import (
 // same Nats-Msg-Id ("<type>:<invoice id>"), so the stream drops duplicates
 // within its window, and orders applies paid/refunded idempotently beyond it.
 type Outbox struct {
-	kv      *LazyBucket
+	kv      *platform.LazyBucket
 	js      jetstream.JetStream
 	service m2m.TokenSource
 	log     *slog.Logger
@@ -51,7 +51,7 @@ var _ app.Outbox = (*Outbox)(nil)
 // which an invoice.refunded whose sealed token ran out is sealed again
 // (tenant: billing-service holds refund:invoices, the on-behalf policy
 // orders declares for BILLING_EVENTS); nothing else is published under it.
-func NewOutbox(kv *LazyBucket, js jetstream.JetStream, service m2m.TokenSource, log *slog.Logger) *Outbox {
+func NewOutbox(kv *platform.LazyBucket, js jetstream.JetStream, service m2m.TokenSource, log *slog.Logger) *Outbox {
 	return &Outbox{kv: kv, js: js, service: service, log: log, delay: time.Second,
 		pending: map[string]time.Time{}, waiting: map[string]map[string]bool{}}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/authz/cas"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/events"
@@ -192,18 +193,13 @@ func (r record) invoice() domain.Invoice {
 // so a second create for the same order fails in the server (kv.Create), and
 // updates are compare-and-set on the revision read.
 type Store struct {
-	kv *LazyBucket
+	kv *platform.LazyBucket
 }
-
-// LazyBucket is the invoice bucket once the set-up step created it (Setup):
-// billing serves before NATS is reachable, and until then every call
-// answers platform.ErrNotReady (503).
-type LazyBucket = platform.Lazy[*platform.Bucket]
 
 var _ app.Store = (*Store)(nil)
 
 // NewStore returns a store on kv.
-func NewStore(kv *LazyBucket) *Store { return &Store{kv: kv} }
+func NewStore(kv *platform.LazyBucket) *Store { return &Store{kv: kv} }
 
 func (s *Store) entry(ctx context.Context, orderID string) (record, uint64, error) {
 	kv, err := s.kv.Get(ctx)
@@ -275,7 +271,7 @@ func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
 		}
 		rev, err := kv.Create(ctx, inv.OrderID, b)
 		if indexed != nil {
-			if ierr := <-indexed; ierr != nil && (err == nil || errors.Is(err, jetstream.ErrKeyExists)) {
+			if ierr := <-indexed; ierr != nil && (err == nil || cas.Conflict(err)) {
 				indexErr = fmt.Errorf("kv index %s: %w", inv.OrderID, ierr)
 				return rev, indexErr
 			}
@@ -285,7 +281,7 @@ func (s *Store) Create(ctx context.Context, inv domain.Invoice) error {
 	if indexErr != nil {
 		return indexErr
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if cas.Conflict(err) {
 		return fmt.Errorf("%w: order %s has an invoice", domain.ErrConflict, inv.OrderID)
 	}
 	if err != nil {
@@ -333,20 +329,12 @@ func (s *Store) put(ctx context.Context, r record, revision uint64) error {
 		return err
 	}
 	if _, err := kv.Update(ctx, r.OrderID, b, revision); err != nil {
-		if isWrongLastSequence(err) {
+		if cas.Conflict(err) {
 			return app.ErrStale
 		}
 		return fmt.Errorf("kv update %s: %w", r.OrderID, err)
 	}
 	return nil
-}
-
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return true
-	}
-	return errors.Is(err, jetstream.ErrKeyExists) || strings.Contains(err.Error(), "wrong last sequence")
 }
 
 // List implements app.Store. One order's invoice is read by its key; a

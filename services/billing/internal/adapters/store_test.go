@@ -149,8 +149,8 @@ func TestStoreCreateRepairsIndex(t *testing.T) {
 }
 
 // set returns a holder with kv set, as the set-up step leaves it.
-func set(kv *platform.Bucket) *LazyBucket {
-	l := platform.NewLazy[*platform.Bucket](InvoiceBucket)
+func set(kv *platform.Bucket) *platform.LazyBucket {
+	l := platform.NewLazyBucket(InvoiceBucket)
 	l.Set(kv)
 	return l
 }

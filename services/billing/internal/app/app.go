@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/authmesh/authmesh/pkg/platform/cas"
+	"github.com/authmesh/authmesh/pkg/authz/cas"
 	"github.com/authmesh/authmesh/pkg/platform/events"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
@@ -113,27 +113,29 @@ type Service struct {
 	outbox  Outbox
 	now     func() time.Time
 	metrics Metrics
-	onFlush func(error) // the flush's own failure; the relay retries
+	onFlush func(error)
 	live    LiveUpdates
 }
 
-// Option adjusts a Service.
-type Option func(*Service)
+// Deps is what the use cases need. Store, Outbox and OnFlushError are
+// required.
+type Deps struct {
+	Store  Store
+	Outbox Outbox
+	// OnFlushError is told when the fast path after a write could not
+	// publish the write's events (the relay publishes them later); the
+	// service counts and logs it.
+	OnFlushError func(error)
+	Metrics      Metrics     // optional
+	Live         LiveUpdates // optional: no live updates sent
+}
 
-// WithLive sends the invoices' owners live updates through l (default:
-// none sent).
-func WithLive(l LiveUpdates) Option { return func(s *Service) { s.live = l } }
-
-// New returns the use cases over store and outbox.
-func New(store Store, outbox Outbox, m Metrics, onFlushError func(error), opts ...Option) *Service {
-	if onFlushError == nil {
-		onFlushError = func(error) {}
+// New returns the use cases over d.
+func New(d Deps) (*Service, error) {
+	if d.Store == nil || d.Outbox == nil || d.OnFlushError == nil {
+		return nil, errors.New("app: Store, Outbox and OnFlushError are required")
 	}
-	s := &Service{store: store, outbox: outbox, now: time.Now, metrics: m, onFlush: onFlushError}
-	for _, o := range opts {
-		o(s)
-	}
-	return s
+	return &Service{store: d.Store, outbox: d.Outbox, now: time.Now, metrics: d.Metrics, onFlush: d.OnFlushError, live: d.Live}, nil
 }
 
 // announce tells inv's owner, if it has one yet, of its stored state.

@@ -109,7 +109,7 @@ func TestVoidOrderInvoiceCreatedMeanwhile(t *testing.T) {
 				}
 				created = s.Create(context.Background(), *inv) == nil
 			}
-			svc := app.New(st, nopOutbox{}, nil, nil)
+			svc := newService(t, st)
 			inv, err := svc.VoidOrder(context.Background(), tt.caller, order)
 			if !created {
 				t.Fatal("the race was not staged: the invoice was never created between the calls")
@@ -132,7 +132,7 @@ func TestVoidOrderInvoiceCreatedMeanwhile(t *testing.T) {
 func TestVoidOrderWithoutInvoice(t *testing.T) {
 	t.Parallel()
 	st := newMemStore()
-	svc := app.New(st, nopOutbox{}, nil, nil)
+	svc := newService(t, st)
 	inv, err := svc.VoidOrder(context.Background(), app.Caller{Subject: "auth0|alice"}, "ord_2")
 	if err != nil || inv.Status != domain.StatusVoid || inv.UserID != "auth0|alice" {
 		t.Fatalf("got %+v, %v", inv, err)
@@ -150,7 +150,7 @@ func TestVoidOrderWithoutInvoice(t *testing.T) {
 func TestVoidOrderByAnotherUserBeforeCreated(t *testing.T) {
 	t.Parallel()
 	st := newMemStore()
-	svc := app.New(st, nopOutbox{}, nil, nil)
+	svc := newService(t, st)
 	if _, err := svc.VoidOrder(context.Background(), app.Caller{Subject: "auth0|mallory"}, "ord_3"); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestVoidOrderByAnotherUserBeforeCreated(t *testing.T) {
 func TestOrderCancelledChecksOwner(t *testing.T) {
 	t.Parallel()
 	st := newMemStore()
-	svc := app.New(st, nopOutbox{}, nil, nil)
+	svc := newService(t, st)
 	ctx := context.Background()
 	if err := svc.OpenInvoice(ctx, app.OrderCreated{OrderID: "ord_4", UserID: "auth0|alice", AmountCents: 100, Currency: "EUR"}); err != nil {
 		t.Fatal(err)
@@ -187,5 +187,30 @@ func TestOrderCancelledChecksOwner(t *testing.T) {
 	}
 	if got := st.status("ord_4"); got != domain.StatusVoid {
 		t.Fatalf("owner's cancel: invoice is %s, want void", got)
+	}
+}
+
+// newService returns the use cases over st, with no events published.
+func newService(t *testing.T, st app.Store) *app.Service {
+	t.Helper()
+	svc, err := app.New(app.Deps{Store: st, Outbox: nopOutbox{}, OnFlushError: func(err error) { t.Errorf("flush: %v", err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// A service without somewhere to report a failed flush would lose it
+// silently: New refuses it, as it refuses a missing store or outbox.
+func TestNewRequiresDeps(t *testing.T) {
+	t.Parallel()
+	for _, d := range []app.Deps{
+		{Outbox: nopOutbox{}, OnFlushError: func(error) {}},
+		{Store: newMemStore(), OnFlushError: func(error) {}},
+		{Store: newMemStore(), Outbox: nopOutbox{}},
+	} {
+		if _, err := app.New(d); err == nil {
+			t.Errorf("New(%+v) succeeded", d)
+		}
 	}
 }

@@ -37,11 +37,13 @@ func PolicyVoid(ordersClient string) authz.Policy {
 	return authz.RequireAll("cancel:orders").Users().Clients(ordersClient)
 }
 
-// Errors maps the domain's sentinels to HTTP answers.
-var Errors = []platform.ErrorMapping{
-	{Target: domain.ErrNotFound, Status: http.StatusNotFound, Code: "not_found", Message: "invoice not found"},
-	{Target: domain.ErrConflict, Status: http.StatusConflict, Code: "conflict", Message: "the invoice's status does not allow this"},
-	{Target: domain.ErrInvalid, Status: http.StatusUnprocessableEntity, Code: "validation_failed", Message: "invalid invoice data"},
+// ErrorMappings maps the domain's sentinels to HTTP answers.
+func ErrorMappings() []platform.ErrorMapping {
+	return []platform.ErrorMapping{
+		{Target: domain.ErrNotFound, Status: http.StatusNotFound, Code: "not_found", Message: "invoice not found"},
+		{Target: domain.ErrConflict, Status: http.StatusConflict, Code: "conflict", Message: "the invoice's status does not allow this"},
+		{Target: domain.ErrInvalid, Status: http.StatusUnprocessableEntity, Code: "validation_failed", Message: "invalid invoice data"},
+	}
 }
 
 // invoiceJSON is the invoice on the wire.
@@ -69,18 +71,13 @@ func toJSON(inv domain.Invoice) invoiceJSON {
 	return out
 }
 
-// Router is where routes go (platform.App).
-type Router interface {
-	Route(method, path string, policy authz.Policy, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) *echo.Route
-}
-
 // HTTP serves billing's API.
 type HTTP struct {
 	svc *app.Service
 }
 
 // RegisterHTTP adds billing's routes with their policies.
-func RegisterHTTP(r Router, svc *app.Service) {
+func RegisterHTTP(r platform.Router, svc *app.Service) {
 	h := &HTTP{svc: svc}
 	r.Route(http.MethodGet, "/v1/invoices", PolicyRead, h.list)
 	r.Route(http.MethodGet, "/v1/invoices/:id", PolicyRead, h.get)

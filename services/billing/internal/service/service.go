@@ -37,7 +37,7 @@ func Run(ctx context.Context, cfg platform.Config) error {
 
 // RunWith is Run with explicit platform options and tuning.
 func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tun Tuning) error {
-	opts.Errors = append(opts.Errors, ports.Errors...)
+	opts.Errors = append(ports.ErrorMappings(), opts.Errors...)
 	a, err := platform.New(ctx, cfg, opts)
 	if err != nil {
 		return err
@@ -60,14 +60,23 @@ func wire(a *platform.App) error {
 	if err != nil {
 		return err
 	}
-	kv := platform.NewLazy[*platform.Bucket]("bucket " + adapters.InvoiceBucket)
+	kv := platform.NewLazyBucket(adapters.InvoiceBucket)
 	store := adapters.NewStore(kv)
 	outbox := adapters.NewOutbox(kv, a.JetStream, a.Tokens, a.Logger)
-	svc := app.New(store, outbox, m, func(err error) {
-		// The change is stored with its event; the relay publishes it.
-		m.flushErrors.Inc()
-		a.Logger.Warn("event left to the outbox relay", slog.String("error", err.Error()))
-	}, app.WithLive(adapters.LiveUpdates{Live: a.Live()}))
+	svc, err := app.New(app.Deps{
+		Store:  store,
+		Outbox: outbox,
+		OnFlushError: func(err error) {
+			// The change is stored with its event; the relay publishes it.
+			m.flushErrors.Inc()
+			a.Logger.Warn("event left to the outbox relay", slog.String("error", err.Error()))
+		},
+		Metrics: m,
+		Live:    adapters.LiveUpdates{Live: a.Live()},
+	})
+	if err != nil {
+		return err
+	}
 	ports.RegisterHTTP(a, svc)
 	ordersClient := a.Config.PeerClientID("orders")
 	a.DeclarePolicy("NATS endpoint "+ports.VoidSubject, ports.PolicyVoid(ordersClient))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/authz/cas"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
@@ -51,26 +52,6 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (o
 	return orders, idem, nil
 }
 
-// LazyBucket is a bucket once the set-up step created it: the service
-// serves (and answers /readyz with 503) before NATS is reachable, and its
-// stores answer domain.ErrUnavailable until then.
-type LazyBucket = platform.Lazy[*platform.Bucket]
-
-// NewLazyBucket returns the empty holder of the bucket called name.
-func NewLazyBucket(name string) *LazyBucket {
-	return platform.NewLazy[*platform.Bucket]("bucket " + name)
-}
-
-// bucket returns the bucket, or an error wrapping domain.ErrUnavailable
-// until it is set up.
-func bucket(ctx context.Context, l *LazyBucket) (*platform.Bucket, error) {
-	kv, err := l.Get(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
-	}
-	return kv, nil
-}
-
 // Key layout of the orders bucket:
 //
 //	u.<base64url(user id)>.<order id>   the order (one user's orders are one filter)
@@ -97,7 +78,7 @@ func orderKey(userID, id string) string { return userPrefix + userToken(userID) 
 
 // OrderStore implements app.Orders and app.Outbox on the orders bucket.
 type OrderStore struct {
-	kv *LazyBucket
+	kv *platform.LazyBucket
 }
 
 var (
@@ -106,11 +87,11 @@ var (
 )
 
 // NewOrderStore wraps the orders bucket.
-func NewOrderStore(kv *LazyBucket) *OrderStore { return &OrderStore{kv: kv} }
+func NewOrderStore(kv *platform.LazyBucket) *OrderStore { return &OrderStore{kv: kv} }
 
 // Create implements app.Orders.
 func (s *OrderStore) Create(ctx context.Context, o domain.Order) (uint64, error) {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -122,7 +103,7 @@ func (s *OrderStore) Create(ctx context.Context, o domain.Order) (uint64, error)
 		return 0, fmt.Errorf("encode order: %w", err)
 	}
 	rev, err := kv.Create(ctx, orderKey(o.UserID, o.ID), b)
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if cas.Conflict(err) {
 		return 0, fmt.Errorf("order %s exists: %w", o.ID, domain.ErrConflict)
 	}
 	if err != nil {
@@ -133,7 +114,7 @@ func (s *OrderStore) Create(ctx context.Context, o domain.Order) (uint64, error)
 
 // Get implements app.Orders.
 func (s *OrderStore) Get(ctx context.Context, id string) (domain.Order, uint64, error) {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return domain.Order{}, 0, err
 	}
@@ -151,7 +132,7 @@ func (s *OrderStore) Get(ctx context.Context, id string) (domain.Order, uint64, 
 }
 
 func (s *OrderStore) getKey(ctx context.Context, key string) (domain.Order, uint64, error) {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return domain.Order{}, 0, err
 	}
@@ -175,7 +156,7 @@ func decodeOrder(key string, value []byte, rev uint64) (domain.Order, uint64, er
 
 // Update implements app.Orders with a compare-and-set on rev.
 func (s *OrderStore) Update(ctx context.Context, o domain.Order, rev uint64) (uint64, error) {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -184,7 +165,7 @@ func (s *OrderStore) Update(ctx context.Context, o domain.Order, rev uint64) (ui
 		return 0, fmt.Errorf("encode order: %w", err)
 	}
 	nrev, err := kv.Update(ctx, orderKey(o.UserID, o.ID), b, rev)
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+	if cas.Conflict(err) {
 		return 0, fmt.Errorf("order %s changed concurrently: %w", o.ID, domain.ErrConflict)
 	}
 	if err != nil {
@@ -196,7 +177,7 @@ func (s *OrderStore) Update(ctx context.Context, o domain.Order, rev uint64) (ui
 // ListByUser implements app.Orders; only the user's keys are read, as the
 // stream leader knows them (an order placed a moment ago is listed).
 func (s *OrderStore) ListByUser(ctx context.Context, userID string) ([]domain.Order, error) {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +201,7 @@ func (s *OrderStore) ListByUser(ctx context.Context, userID string) ([]domain.Or
 }
 
 func (s *OrderStore) keys(ctx context.Context, filter string) ([]string, error) {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +225,7 @@ func outboxKey(e app.PendingEvent) string { return outboxPrefix + e.OrderID + ".
 
 // Add implements app.Outbox.
 func (s *OrderStore) Add(ctx context.Context, e app.PendingEvent) error {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return err
 	}
@@ -264,7 +245,7 @@ func (s *OrderStore) Add(ctx context.Context, e app.PendingEvent) error {
 // Remove implements app.Outbox. Purge (not Delete) so that no history of
 // delivered entries piles up.
 func (s *OrderStore) Remove(ctx context.Context, e app.PendingEvent) error {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return err
 	}
@@ -276,7 +257,7 @@ func (s *OrderStore) Remove(ctx context.Context, e app.PendingEvent) error {
 
 // List implements app.Outbox.
 func (s *OrderStore) List(ctx context.Context) ([]app.PendingEvent, error) {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -307,13 +288,13 @@ func (s *OrderStore) List(ctx context.Context) ([]app.PendingEvent, error) {
 
 // IdempotencyStore implements app.Idempotency on the orders_idempotency bucket.
 type IdempotencyStore struct {
-	kv *LazyBucket
+	kv *platform.LazyBucket
 }
 
 var _ app.Idempotency = (*IdempotencyStore)(nil)
 
 // NewIdempotencyStore wraps the orders_idempotency bucket.
-func NewIdempotencyStore(kv *LazyBucket) *IdempotencyStore { return &IdempotencyStore{kv: kv} }
+func NewIdempotencyStore(kv *platform.LazyBucket) *IdempotencyStore { return &IdempotencyStore{kv: kv} }
 
 // The client's key is hashed: it may hold any characters, KV keys may not.
 func idemKey(userID, key string) string {
@@ -323,7 +304,7 @@ func idemKey(userID, key string) string {
 // Reserve implements app.Idempotency with a KV create, which exactly one of
 // several concurrent callers wins.
 func (s *IdempotencyStore) Reserve(ctx context.Context, userID, key string, rec app.IdempotencyRecord) (app.IdempotencyRecord, bool, error) {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return app.IdempotencyRecord{}, false, err
 	}
@@ -332,26 +313,33 @@ func (s *IdempotencyStore) Reserve(ctx context.Context, userID, key string, rec 
 		return app.IdempotencyRecord{}, false, fmt.Errorf("encode idempotency record: %w", err)
 	}
 	k := idemKey(userID, key)
-	for range 3 {
-		_, err = kv.Create(ctx, k, b)
-		if err == nil {
-			return rec, true, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return app.IdempotencyRecord{}, false, fmt.Errorf("reserve idempotency key: %w: %w", domain.ErrUnavailable, err)
-		}
-		existing, gerr := s.Get(ctx, userID, key)
-		if errors.Is(gerr, domain.ErrNotFound) {
-			continue // released between our create and get
-		}
-		return existing, false, gerr
+	type outcome struct {
+		rec app.IdempotencyRecord
+		won bool
 	}
-	return app.IdempotencyRecord{}, false, fmt.Errorf("idempotency key contended: %w", domain.ErrConflict)
+	o, err := cas.Retry(func() (outcome, error) {
+		_, err := kv.Create(ctx, k, b)
+		if err == nil {
+			return outcome{rec, true}, nil
+		}
+		if !cas.Conflict(err) {
+			return outcome{}, fmt.Errorf("reserve idempotency key: %w: %w", domain.ErrUnavailable, err)
+		}
+		existing, err := s.Get(ctx, userID, key)
+		if errors.Is(err, domain.ErrNotFound) {
+			return outcome{}, cas.Lost(err) // released between our create and get
+		}
+		return outcome{existing, false}, err
+	})
+	if errors.Is(err, cas.ErrContended) {
+		return app.IdempotencyRecord{}, false, fmt.Errorf("idempotency key contended: %w", domain.ErrConflict)
+	}
+	return o.rec, o.won, err
 }
 
 // Get implements app.Idempotency.
 func (s *IdempotencyStore) Get(ctx context.Context, userID, key string) (app.IdempotencyRecord, error) {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return app.IdempotencyRecord{}, err
 	}
@@ -371,7 +359,7 @@ func (s *IdempotencyStore) Get(ctx context.Context, userID, key string) (app.Ide
 
 // Release implements app.Idempotency.
 func (s *IdempotencyStore) Release(ctx context.Context, userID, key string) error {
-	kv, err := bucket(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return err
 	}

@@ -14,9 +14,9 @@ import (
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
 )
 
-// Config of the Service. Orders, Outbox, Idempotency, Publisher, Profiles,
+// Deps is what the Service needs. Orders, Outbox, Idempotency, Publisher, Profiles,
 // Billing and Identity are required.
-type Config struct {
+type Deps struct {
 	Catalog     *domain.Catalog // default domain.SeedCatalog()
 	Orders      Orders
 	Outbox      Outbox
@@ -41,12 +41,12 @@ type Config struct {
 
 // Service implements the orders use cases.
 type Service struct {
-	cfg Config
+	cfg Deps
 	log *slog.Logger
 }
 
 // New checks cfg and returns a Service.
-func New(cfg Config) (*Service, error) {
+func New(cfg Deps) (*Service, error) {
 	if cfg.Catalog == nil {
 		cfg.Catalog = domain.SeedCatalog()
 	}

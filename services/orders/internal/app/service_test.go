@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/orders/internal/adapters"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
@@ -169,13 +170,13 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ordersKV, idemKV := adapters.NewLazyBucket(adapters.OrdersBucket), adapters.NewLazyBucket(adapters.IdempotencyBucket)
+	ordersKV, idemKV := platform.NewLazyBucket(adapters.OrdersBucket), platform.NewLazyBucket(adapters.IdempotencyBucket)
 	ordersKV.Set(okv)
 	idemKV.Set(ikv)
 	f := &fixture{orders: adapters.NewOrderStore(ordersKV), pub: &fakePublisher{}, billing: &fakeBilling{paid: map[string]bool{}}, clock: &atomic.Int64{}}
 	now := func() time.Time { return time.Now().Add(time.Duration(f.clock.Load())) }
 	f.pub.now = now
-	f.svc, err = app.New(app.Config{
+	f.svc, err = app.New(app.Deps{
 		Orders: f.orders, Outbox: f.orders, Idempotency: adapters.NewIdempotencyStore(idemKV),
 		Publisher: f.pub, Profiles: &fakeProfiles{}, Billing: f.billing, Identity: fakeIdentity{},
 		Now: now,

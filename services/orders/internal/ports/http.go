@@ -32,9 +32,6 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 // HeaderIdempotentReplayed marks an answer that repeats an earlier order.
 const HeaderIdempotentReplayed = "Idempotent-Replayed"
 
-// Router adds a route with its policy; *platform.App's Route method is one.
-type Router func(method, path string, p authz.Policy, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) *echo.Route
-
 // readAll is what reading other users' orders requires.
 var readAll = authz.RequireAll(PermReadAll).Users()
 
@@ -45,13 +42,13 @@ type HTTP struct {
 
 // RegisterHTTP declares every route of contract §4 with its policy. Orders
 // belong to users, so only user tokens may create, list or cancel them.
-func RegisterHTTP(route Router, svc *app.Service) {
+func RegisterHTTP(r platform.Router, svc *app.Service) {
 	h := &HTTP{svc: svc}
-	route(http.MethodGet, "/v1/catalog", authz.Public(), h.catalog)
-	route(http.MethodPost, "/v1/orders", authz.RequireAll(PermCreate).Users(), h.create)
-	route(http.MethodGet, "/v1/orders", authz.RequireAll(PermRead).Users(), h.list)
-	route(http.MethodGet, "/v1/orders/:id", authz.RequireAll(PermRead).Users(), h.get)
-	route(http.MethodPost, "/v1/orders/:id/cancel", authz.RequireAll(PermCancel).Users(), h.cancel)
+	r.Route(http.MethodGet, "/v1/catalog", authz.Public(), h.catalog)
+	r.Route(http.MethodPost, "/v1/orders", authz.RequireAll(PermCreate).Users(), h.create)
+	r.Route(http.MethodGet, "/v1/orders", authz.RequireAll(PermRead).Users(), h.list)
+	r.Route(http.MethodGet, "/v1/orders/:id", authz.RequireAll(PermRead).Users(), h.get)
+	r.Route(http.MethodPost, "/v1/orders/:id/cancel", authz.RequireAll(PermCancel).Users(), h.cancel)
 }
 
 // ErrorMappings maps the domain's sentinels to HTTP answers (contract §5).

@@ -22,12 +22,12 @@ import (
 )
 
 // Name is the service's name (config prefix ORDERS_).
-const Name = "orders"
+const Name = mesh.Orders
 
 // Tuning of the background loops; tests shorten them.
 type Tuning struct {
 	RelayEvery   time.Duration // outbox relay period (default 5 s)
-	RelayGrace   time.Duration // see app.Config.RelayGrace (default 5 s)
+	RelayGrace   time.Duration // see app.Deps.RelayGrace (default 5 s)
 	MetricsEvery time.Duration // consumer lag poll period (default 10 s)
 	// BeforeRun, when set, sees the assembled app before it runs (tests).
 	BeforeRun func(*platform.App, *app.Service)
@@ -52,19 +52,35 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 	if err != nil {
 		return err
 	}
+	svc, err := wire(a, tun)
+	if err != nil {
+		a.NATS.Close()
+		return err
+	}
+	if tun.BeforeRun != nil {
+		tun.BeforeRun(a, svc)
+	}
+	a.Logger.Info("starting", slog.String("config", cfg.String()))
+	return a.Run(ctx)
+}
+
+// wire adds the orders service to a. The buckets and streams are a set-up
+// step; the consumers and the outbox relay start once it succeeded.
+func wire(a *platform.App, tun Tuning) (*app.Service, error) {
+	cfg := a.Config
 	m, err := newMetrics(a.Registry)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	natsMetrics, err := natsauth.NewMetrics(a.Registry)
 	if err != nil {
-		return fmt.Errorf("natsauth metrics: %w", err)
+		return nil, fmt.Errorf("natsauth metrics: %w", err)
 	}
 
-	ordersBucket := adapters.NewLazyBucket(adapters.OrdersBucket)
-	idemBucket := adapters.NewLazyBucket(adapters.IdempotencyBucket)
+	ordersBucket := platform.NewLazyBucket(adapters.OrdersBucket)
+	idemBucket := platform.NewLazyBucket(adapters.IdempotencyBucket)
 	store := adapters.NewOrderStore(ordersBucket)
-	svc, err := app.New(app.Config{
+	svc, err := app.New(app.Deps{
 		Orders: store, Outbox: store,
 		Idempotency: adapters.NewIdempotencyStore(idemBucket),
 		Publisher:   adapters.NewEventPublisher(a.JetStream),
@@ -76,9 +92,9 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 		RelayGrace:  tun.RelayGrace,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ports.RegisterHTTP(a.Route, svc)
+	ports.RegisterHTTP(a, svc)
 
 	billingCfg := ports.BillingConsumerConfig(a.Config.PeerClientID("billing"), natsMetrics, a.Logger)
 	usersCfg := ports.UsersConsumerConfig(a.Config.PeerClientID("users"), natsMetrics, a.Logger)
@@ -90,11 +106,11 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 	// binds to them through their accounts' exported API (pkg/platform/mesh).
 	billingConsumer, err := bindConsumer(a, billingCfg, ports.BillingHandler(svc, a.Logger))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	usersConsumer, err := bindConsumer(a, usersCfg, ports.UsersHandler(svc, a.Logger))
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	a.AddReadyCheck(ports.BillingDurable, func(context.Context) error { return billingConsumer.Ready() })
@@ -120,11 +136,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 	a.Go("consumer-lag", func(ctx context.Context) error {
 		return lagLoop(ctx, a, m, tun.MetricsEvery)
 	})
-	if tun.BeforeRun != nil {
-		tun.BeforeRun(a, svc)
-	}
-	a.Logger.Info("starting", slog.String("config", cfg.String()))
-	return a.Run(ctx)
+	return svc, nil
 }
 
 // bindConsumer binds cfg's consumer, which the stream's owner provisions.

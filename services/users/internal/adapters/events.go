@@ -46,19 +46,15 @@ func (e *Events) PublishModeration(ctx context.Context, m domain.Moderation) err
 	return nil
 }
 
-// RevocationKV is the revocation bucket, once the set-up step created it.
-type RevocationKV = platform.Lazy[*natsauth.RevocationStore]
-
-// NewRevocationKV returns the empty holder the set-up step fills.
-func NewRevocationKV() *RevocationKV {
-	return platform.NewLazy[*natsauth.RevocationStore]("bucket " + natsauth.RevocationBucket)
+// Revocations writes to natsauth's revocation bucket (app.Revoker).
+type Revocations struct {
+	kv *platform.Lazy[*natsauth.RevocationStore]
 }
 
-// Revocations writes to natsauth's revocation bucket (app.Revoker).
-type Revocations struct{ kv *RevocationKV }
-
 // NewRevocations returns the writer on the revocation bucket.
-func NewRevocations(kv *RevocationKV) *Revocations { return &Revocations{kv: kv} }
+func NewRevocations(kv *platform.Lazy[*natsauth.RevocationStore]) *Revocations {
+	return &Revocations{kv: kv}
+}
 
 // Revoke implements app.Revoker.
 func (r *Revocations) Revoke(ctx context.Context, sub string, at time.Time) error {
@@ -73,7 +69,7 @@ func (r *Revocations) Lift(ctx context.Context, sub string, at time.Time) error 
 // do runs write on the bucket once it is ready; a failed write is
 // domain.ErrUnavailable.
 func (r *Revocations) do(ctx context.Context, write func(*natsauth.RevocationStore) error) error {
-	store, err := ready(ctx, r.kv)
+	store, err := r.kv.Get(ctx)
 	if err != nil {
 		return err
 	}

@@ -11,29 +11,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/authz/cas"
 	"github.com/authmesh/authmesh/pkg/platform"
-	"github.com/authmesh/authmesh/pkg/platform/cas"
 	"github.com/authmesh/authmesh/services/users/internal/domain"
 )
-
-// ProfilesKV is the profiles bucket, once the set-up step created it: until
-// then the stores answer domain.ErrUnavailable and readiness is 503.
-type ProfilesKV = platform.Lazy[jetstream.KeyValue]
-
-// NewProfilesKV returns the empty holder the set-up step fills.
-func NewProfilesKV() *ProfilesKV {
-	return platform.NewLazy[jetstream.KeyValue]("bucket " + ProfilesBucket)
-}
-
-// ready returns what l holds, or an error wrapping domain.ErrUnavailable
-// until the set-up step set it.
-func ready[T any](ctx context.Context, l *platform.Lazy[T]) (T, error) {
-	v, err := l.Get(ctx)
-	if err != nil {
-		return v, fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
-	}
-	return v, nil
-}
 
 // ProfilesBucket is the service's KV bucket (docs/conventions.md). It holds
 // profiles under "profile.<id>" and block/unblock intents under
@@ -53,8 +34,8 @@ func decodeID(s string) (string, error) {
 	return string(b), err
 }
 
-// EnsureProfilesBucket creates or updates the bucket idempotently.
-func EnsureProfilesBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+// EnsureBuckets creates or updates the service's bucket (idempotent).
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (*platform.Bucket, error) {
 	// Reads go to the stream leader: a profile reads back right after it is
 	// written, also on a replicated stream (platform.KeyValue).
 	kv, err := platform.KeyValue(ctx, js, jetstream.KeyValueConfig{
@@ -70,18 +51,8 @@ func EnsureProfilesBucket(ctx context.Context, js jetstream.JetStream, replicas 
 	return kv, nil
 }
 
-// isConflict reports a failed compare-and-set: Create on an existing key, or
-// Update with a stale revision.
-func isConflict(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
-
 // casPut stores val under key if its revision is still rev (0: absent).
-func casPut(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, rev uint64) (uint64, error) {
+func casPut(ctx context.Context, kv *platform.Bucket, key string, val []byte, rev uint64) (uint64, error) {
 	var (
 		n   uint64
 		err error
@@ -91,7 +62,7 @@ func casPut(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, 
 	} else {
 		n, err = kv.Update(ctx, key, val, rev)
 	}
-	if isConflict(err) {
+	if cas.Conflict(err) {
 		return 0, fmt.Errorf("kv %s: %w", key, domain.ErrConflict)
 	}
 	if err != nil {
@@ -101,7 +72,7 @@ func casPut(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, 
 }
 
 // get returns the entry's value and revision; domain.ErrNotFound when absent.
-func get(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64, error) {
+func get(ctx context.Context, kv *platform.Bucket, key string) ([]byte, uint64, error) {
 	e, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, 0, fmt.Errorf("kv %s: %w", key, domain.ErrNotFound)
@@ -114,9 +85,9 @@ func get(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64
 
 // getRecord reads the JSON record R of userID under prefix, once the
 // bucket is ready; what names it in the error for a corrupt one.
-func getRecord[R any](ctx context.Context, l *ProfilesKV, prefix, what, userID string) (R, uint64, error) {
+func getRecord[R any](ctx context.Context, l *platform.LazyBucket, prefix, what, userID string) (R, uint64, error) {
 	var r R
-	kv, err := ready(ctx, l)
+	kv, err := l.Get(ctx)
 	if err != nil {
 		return r, 0, err
 	}
@@ -132,10 +103,12 @@ func getRecord[R any](ctx context.Context, l *ProfilesKV, prefix, what, userID s
 }
 
 // Profiles stores local profile data (app.Profiles).
-type Profiles struct{ kv *ProfilesKV }
+type Profiles struct {
+	kv *platform.LazyBucket
+}
 
 // NewProfiles returns the store on the profiles bucket.
-func NewProfiles(kv *ProfilesKV) *Profiles { return &Profiles{kv: kv} }
+func NewProfiles(kv *platform.LazyBucket) *Profiles { return &Profiles{kv: kv} }
 
 type addressRecord struct {
 	Line1      string `json:"line1"`
@@ -213,7 +186,7 @@ func (s *Profiles) Update(ctx context.Context, userID string, fn func(*domain.Pr
 		if err != nil {
 			return domain.Profile{}, err
 		}
-		kv, err := ready(ctx, s.kv)
+		kv, err := s.kv.Get(ctx)
 		if err != nil {
 			return domain.Profile{}, err
 		}
@@ -229,10 +202,12 @@ func (s *Profiles) Update(ctx context.Context, userID string, fn func(*domain.Pr
 }
 
 // Moderations stores block/unblock intents (app.Moderations).
-type Moderations struct{ kv *ProfilesKV }
+type Moderations struct {
+	kv *platform.LazyBucket
+}
 
 // NewModerations returns the store on the profiles bucket.
-func NewModerations(kv *ProfilesKV) *Moderations { return &Moderations{kv: kv} }
+func NewModerations(kv *platform.LazyBucket) *Moderations { return &Moderations{kv: kv} }
 
 type moderationRecord struct {
 	UserID         string    `json:"user_id"`
@@ -257,7 +232,7 @@ func (s *Moderations) Put(ctx context.Context, m domain.Moderation, rev uint64) 
 	if err != nil {
 		return 0, err
 	}
-	kv, err := ready(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -267,7 +242,7 @@ func (s *Moderations) Put(ctx context.Context, m domain.Moderation, rev uint64) 
 // Unfinished implements app.Moderations. It reads every intent: there is
 // one per user ever blocked, which stays small for a moderation log.
 func (s *Moderations) Unfinished(ctx context.Context) ([]string, error) {
-	kv, err := ready(ctx, s.kv)
+	kv, err := s.kv.Get(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/authmesh/authmesh/pkg/platform/cas"
+	"github.com/authmesh/authmesh/pkg/authz/cas"
 	"github.com/authmesh/authmesh/services/users/internal/domain"
 )
 

@@ -17,16 +17,8 @@ import (
 	"github.com/authmesh/authmesh/services/users/internal/domain"
 )
 
-// Router is where routes are declared with their policies (*platform.App).
-type Router interface {
-	Route(method, path string, policy authz.Policy, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) *echo.Route
-}
-
 // HTTP serves contract §4's users endpoints.
 type HTTP struct{ svc *app.Service }
-
-// NewHTTP returns the handlers.
-func NewHTTP(svc *app.Service) *HTTP { return &HTTP{svc: svc} }
 
 // Policies of the routes (contract §4). Every route is for people: /v1/me
 // is about the caller, and blocking, unblocking and role changes are an
@@ -42,7 +34,8 @@ var (
 )
 
 // Register declares every route with its policy.
-func (h *HTTP) Register(r Router) {
+func RegisterHTTP(r platform.Router, svc *app.Service) {
+	h := &HTTP{svc: svc}
 	r.Route(http.MethodGet, "/v1/me", PolicyReadProfile, h.getMe)
 	r.Route(http.MethodPatch, "/v1/me", PolicyUpdateProfile, h.patchMe)
 	r.Route(http.MethodGet, "/v1/users", PolicyReadUsers, h.listUsers)

@@ -59,7 +59,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 
 // The Management API client renews a token the tenant refuses (a revoked
 // signing key) through this.
-var _ mgmt.Invalidator = (*m2m.ClientCredentials)(nil)
+var _ m2m.Invalidator = (*m2m.ClientCredentials)(nil)
 
 // wire adds the users service to a.
 func wire(a *platform.App, opts platform.Options, tun Tuning) error {
@@ -79,7 +79,8 @@ func wire(a *platform.App, opts platform.Options, tun Tuning) error {
 	if err != nil {
 		return fmt.Errorf("users: %w", err)
 	}
-	profilesKV, revocationKV := adapters.NewProfilesKV(), adapters.NewRevocationKV()
+	profilesKV := platform.NewLazyBucket(adapters.ProfilesBucket)
+	revocationKV := platform.NewLazy[*natsauth.RevocationStore]("bucket " + natsauth.RevocationBucket)
 	svc, err := app.New(app.Deps{
 		Directory:   adapters.NewTenant(mc),
 		Profiles:    adapters.NewProfiles(profilesKV),
@@ -92,7 +93,7 @@ func wire(a *platform.App, opts platform.Options, tun Tuning) error {
 		return err
 	}
 
-	ports.NewHTTP(svc).Register(a)
+	ports.RegisterHTTP(a, svc)
 	a.DeclarePolicy("NATS endpoint "+ports.ProfileSubject, ports.PolicyProfile)
 
 	nm, err := natsauth.NewMetrics(a.Registry)
@@ -120,7 +121,7 @@ func wire(a *platform.App, opts platform.Options, tun Tuning) error {
 		if err := mesh.Provision(ctx, a.JetStream, Name, cfg.NATSReplicas); err != nil {
 			return err
 		}
-		kv, err := adapters.EnsureProfilesBucket(ctx, a.JetStream, cfg.NATSReplicas)
+		kv, err := adapters.EnsureBuckets(ctx, a.JetStream, cfg.NATSReplicas)
 		if err != nil {
 			return err
 		}

@@ -4,7 +4,7 @@
 //
 // It speaks Auth0's wire format, so it works unchanged against a real tenant
 // (https://TENANT/api/v2/) and against devtenant. Requests carry a bearer token
-// for the Management API audience from a TokenSource, rate limits (429 with
+// for the Management API audience from an m2m.TokenSource, rate limits (429 with
 // x-ratelimit-reset) and transient failures are retried within bounds, and
 // error bodies are decoded into *Error.
 package mgmt
@@ -23,22 +23,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz/m2m"
 )
-
-// TokenSource returns a bearer token for the Management API audience. It must
-// be safe for concurrent use and cache its token: every fetch counts against
-// the tenant's quota.
-type TokenSource interface {
-	Token(ctx context.Context) (string, error)
-}
-
-// Invalidator is implemented by token sources that can drop a cached token
-// the API refused (m2m.ClientCredentials does): a token signed by a key
-// the tenant has since revoked still looks valid to its holder until expiry.
-// Invalidate(tok) must drop the cached token only if it is still tok.
-type Invalidator interface {
-	Invalidate(tok string)
-}
 
 // ErrNoToken wraps a failure to obtain a Management API token.
 var ErrNoToken = errors.New("mgmt: no management API token")
@@ -50,9 +37,9 @@ var ErrNoToken = errors.New("mgmt: no management API token")
 //		Tokens:  tokens, // client-credentials, audience = the Management API
 //	})
 type Config struct {
-	BaseURL    string       // e.g. "http://localhost:8400/api/v2/"; required
-	Tokens     TokenSource  // required
-	HTTPClient *http.Client // default: 10 s timeout
+	BaseURL    string          // e.g. "http://localhost:8400/api/v2/"; required
+	Tokens     m2m.TokenSource // required: the Management API audience; an m2m.Invalidator is told of a refused token
+	HTTPClient *http.Client    // default: 10 s timeout
 	// MaxRetries bounds retries after a 429, a 5xx or a transport error (default 3).
 	MaxRetries int
 	// MaxRetryWait is the longest the client waits for a rate-limit reset
@@ -66,7 +53,7 @@ type Config struct {
 // Client calls the Management API. It is safe for concurrent use.
 type Client struct {
 	base    *url.URL
-	tokens  TokenSource
+	tokens  m2m.TokenSource
 	hc      *http.Client
 	retries int
 	maxWait time.Duration
@@ -292,7 +279,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		// A 401 means the tenant no longer accepts the token (its signing key
 		// was revoked, say): once, drop it and ask again with a fresh one.
 		// This does not count as a retry.
-		if inv, ok := c.tokens.(Invalidator); ok && !renewed && errors.Is(err, ErrUnauthorized) {
+		if inv, ok := c.tokens.(m2m.Invalidator); ok && !renewed && errors.Is(err, ErrUnauthorized) {
 			inv.Invalidate(tok)
 			renewed = true
 			attempt--

@@ -1,11 +1,16 @@
 // Package cas retries compare-and-set writes that lost a race: one loop,
-// one limit, for every read-modify-write on a JetStream bucket. It imports
-// nothing, so use cases (app packages) and adapters alike can use it.
+// one limit, and one test of a lost race (Conflict), for every
+// read-modify-write on a JetStream bucket. Use cases (app packages) call
+// Retry and Lost; adapters tell a lost race from a failure with Conflict. It
+// sits in the authz module because natsauth's revocation list is one of
+// those buckets, and pkg/authz imports nothing of the platform's.
 package cas
 
 import (
 	"errors"
 	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Attempts bounds Retry: how many times a read-modify-write is tried
@@ -61,4 +66,12 @@ func Retry[T any](try func() (T, error)) (T, error) {
 	}
 	var zero T
 	return zero, fmt.Errorf("%w (%d attempts): %w", ErrContended, Attempts, err)
+}
+
+// Conflict reports whether err is a compare-and-set on a JetStream KV bucket
+// that lost a race: Create on a key that exists, or Update (Delete, Purge)
+// at a revision that is no longer the key's last. Any other error is a
+// failure to report, not to retry.
+func Conflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }
