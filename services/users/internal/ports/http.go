@@ -33,7 +33,7 @@ var (
 	PolicyAssignRoles   = authz.RequireAll("assign:roles").Users()
 )
 
-// Register declares every route with its policy.
+// RegisterHTTP declares every route with its policy.
 func RegisterHTTP(r platform.Router, svc *app.Service) {
 	h := &HTTP{svc: svc}
 	r.Route(http.MethodGet, "/v1/me", PolicyReadProfile, h.getMe)
