@@ -8,21 +8,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmesh/authmesh/pkg/authz/natstest"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
-	"github.com/authmesh/authmesh/services/orders/internal/natstest"
 )
 
 func newStores(t *testing.T) (*OrderStore, *IdempotencyStore) {
 	t.Helper()
-	ns := natstest.Start(t)
-	orders, idem, err := EnsureBuckets(context.Background(), ns.JS, 1)
+	js := natstest.JetStream(t)
+	orders, idem, err := EnsureBuckets(context.Background(), js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A second call must be a no-op (every replica runs it at start-up).
-	if _, _, err := EnsureBuckets(context.Background(), ns.JS, 1); err != nil {
+	if _, _, err := EnsureBuckets(context.Background(), js, 1); err != nil {
 		t.Fatal(err)
 	}
 	return NewOrderStore(set(OrdersBucket, orders)), NewIdempotencyStore(set(IdempotencyBucket, idem))
@@ -195,8 +195,8 @@ func TestStoresAnswerUnavailableUntilSetUp(t *testing.T) {
 	if _, err := s.Create(ctx, order("auth0|a", time.Now())); !errors.Is(err, domain.ErrUnavailable) {
 		t.Fatalf("unbound create: %v", err)
 	}
-	ns := natstest.Start(t)
-	kv, _, err := EnsureBuckets(ctx, ns.JS, 1)
+	js := natstest.JetStream(t)
+	kv, _, err := EnsureBuckets(ctx, js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmesh/authmesh/pkg/authz/natstest"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/services/orders/internal/adapters"
 	"github.com/authmesh/authmesh/services/orders/internal/app"
 	"github.com/authmesh/authmesh/services/orders/internal/domain"
-	"github.com/authmesh/authmesh/services/orders/internal/natstest"
 )
 
 // fakePublisher seals an event as the identity of ctx: the service's under
@@ -165,8 +165,8 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ns := natstest.Start(t)
-	okv, ikv, err := adapters.EnsureBuckets(context.Background(), ns.JS, 1)
+	js := natstest.JetStream(t)
+	okv, ikv, err := adapters.EnsureBuckets(context.Background(), js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
