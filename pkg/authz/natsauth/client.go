@@ -99,11 +99,7 @@ func buildMsg(ctx context.Context, subj string, data []byte, tok string) *nats.M
 	if tok != "" {
 		msg.Header.Set(HeaderTxnToken, tok)
 	}
-	id, ok := RequestIDFromContext(ctx)
-	if !ok {
-		id = newUUID()
-	}
-	msg.Header.Set(HeaderRequestID, id)
+	msg.Header.Set(HeaderRequestID, outgoingRequestID(ctx))
 	injectTrace(ctx, msg.Header)
 	return msg
 }
