@@ -29,14 +29,13 @@ func TestRequestIDOverHTTP(t *testing.T) {
 		return c.JSON(http.StatusOK, map[string]string{
 			"ctx": RequestIDFromContext(c.Request().Context()), "nats": msg.Header.Get(natsauth.HeaderRequestID)})
 	})
+	// The rule itself is natsauth's (TestAcceptRequestID): here, that the
+	// middleware applies it.
 	for name, inbound := range map[string]string{
-		"valid":     "req-123",
-		"a UUID":    "0b6a1c2e-8f0d-4a5b-9c3e-7d1f2a3b4c5d",
-		"oversized": strings.Repeat("r", 65),
-		"space":     "a b",
-		"json":      `{"level":"ERROR"}`,
-		"non-ASCII": "réq",
-		"missing":   "",
+		"valid":           "req-123",
+		"oversized":       strings.Repeat("r", 65),
+		"forged log line": `{"level":"ERROR"}`,
+		"missing":         "",
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
