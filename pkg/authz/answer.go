@@ -18,7 +18,7 @@ const (
 )
 
 // Status is the status a failure of code is answered with, over HTTP and
-// NATS alike (natsauth's Nats-Service-Error-Code): 401 for a missing or
+// NATS alike (AnswerOf's, natsauth's Nats-Service-Error-Code): 401 for a missing or
 // invalid token, 403 for a valid token that may not do this (or a route
 // without a policy), 503 when keys or the revocation list are unavailable
 // (retry: never a 401), and 500 for anything else.
@@ -55,9 +55,11 @@ type ErrorBody struct {
 var retryAfter = strconv.Itoa(int(DefaultRetryAfter / time.Second))
 
 // AnswerOf returns the answer to err, the one RFC 6750 writer: the Echo
-// middleware's denials and the errors handlers return (pkg/platform's error
-// handler) are both rendered by it. An error that is not an *Error is denied
-// as an invalid token, without details.
+// middleware's denials, the errors handlers return (pkg/platform's error
+// handler) and natsauth's NATS denials (its status as the
+// Nats-Service-Error-Code, "<Body.Error>: <Body.Message>" as the description)
+// are all rendered by it. An error that is not an *Error is denied as an
+// invalid token, without details (fail closed, over HTTP and NATS alike).
 //
 //	a := authz.AnswerOf(err)
 //	for k, v := range a.Header { c.Response().Header()[k] = v }
@@ -103,9 +105,28 @@ func publicCode(c Code) string {
 	return string(c)
 }
 
+// CodeOfAnswer returns the Code whose answers carry bodyError as the body's
+// error, AnswerOf's inverse (keys_unavailable for temporarily_unavailable; a
+// Code's own name is accepted too), or "" when it names no Code. natsauth's
+// client reads the code of a NATS denial back with it.
+func CodeOfAnswer(bodyError string) Code {
+	if bodyError == "temporarily_unavailable" {
+		return CodeKeysUnavailable
+	}
+	switch c := Code(bodyError); c {
+	case CodeMissingToken, CodeInvalidToken, CodeInsufficientScope, CodeKeysUnavailable, CodeNoPolicy,
+		CodeInvalidDPoPProof, CodeUseDPoPNonce, CodeInvalidRequest:
+		return c
+	}
+	return ""
+}
+
 func message(e *Error) string {
 	switch e.Code {
 	case CodeMissingToken:
+		if e.Description != "" {
+			return e.Description // which token: natsauth asks for a Txn-Token
+		}
 		return "a bearer token is required"
 	case CodeInsufficientScope:
 		if e.KindRefused() {

@@ -22,6 +22,8 @@ func TestAnswerOf(t *testing.T) {
 		message    string
 	}{
 		{"missing token", authz.ErrMissingToken, 401, realm, "", "missing_token", "a bearer token is required"},
+		{"missing token saying which", &authz.Error{Code: authz.CodeMissingToken, Description: "a transaction token (Txn-Token) is required"},
+			401, realm, "", "missing_token", "a transaction token (Txn-Token) is required"},
 		{"invalid token", &authz.Error{Code: authz.CodeInvalidToken, Reason: "expired", Description: "the token has expired"},
 			401, realm + `, error="invalid_token", error_description="the token has expired"`, "", "invalid_token", "the token has expired"},
 		{"description sanitised", &authz.Error{Code: authz.CodeInvalidToken, Description: "a \"quoted\"\r\nSet-Cookie: x\\ é"},
@@ -53,9 +55,32 @@ func TestAnswerOf(t *testing.T) {
 			if code := authz.CodeOf(tc.err); code != "" && code.Status() != a.Status {
 				t.Errorf("Code.Status() = %d, answer %d", code.Status(), a.Status)
 			}
+			if code := authz.CodeOfAnswer(a.Body.Error); code.Status() != a.Status || authz.AnswerOf(&authz.Error{Code: code}).Body.Error != a.Body.Error {
+				t.Errorf("CodeOfAnswer(%q) = %q, answered %d", a.Body.Error, code, code.Status())
+			}
 		})
 	}
 	if s := authz.Code("surprise").Status(); s != http.StatusInternalServerError {
 		t.Errorf("unknown code status %d", s)
+	}
+}
+
+// TestCodeOfAnswer: every code reads back from its answer's body error (and
+// from its own name); anything else names no code.
+func TestCodeOfAnswer(t *testing.T) {
+	t.Parallel()
+	for _, c := range []authz.Code{authz.CodeMissingToken, authz.CodeInvalidToken, authz.CodeInsufficientScope,
+		authz.CodeKeysUnavailable, authz.CodeNoPolicy, authz.CodeInvalidDPoPProof, authz.CodeUseDPoPNonce, authz.CodeInvalidRequest} {
+		if got := authz.CodeOfAnswer(authz.AnswerOf(&authz.Error{Code: c}).Body.Error); got != c {
+			t.Errorf("%s answered, read back as %q", c, got)
+		}
+		if got := authz.CodeOfAnswer(string(c)); got != c {
+			t.Errorf("%s read back as %q", c, got)
+		}
+	}
+	for _, s := range []string{"", "internal_error", "invalid_client", "server_error", "Invalid_Token"} {
+		if got := authz.CodeOfAnswer(s); got != "" {
+			t.Errorf("CodeOfAnswer(%q) = %q, want none", s, got)
+		}
 	}
 }

@@ -87,7 +87,7 @@ func (a *App) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 		}
 		attrs := []slog.Attr{
-			slog.String("request_id", res.Header().Get(echo.HeaderXRequestID)),
+			slog.String("request_id", RequestIDFromContext(c.Request().Context())),
 			slog.String("method", c.Request().Method),
 			slog.String("route", route),
 			slog.Int("status", res.Status),

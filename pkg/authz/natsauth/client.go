@@ -99,11 +99,7 @@ func buildMsg(ctx context.Context, subj string, data []byte, tok string) *nats.M
 	if tok != "" {
 		msg.Header.Set(HeaderTxnToken, tok)
 	}
-	id, ok := RequestIDFromContext(ctx)
-	if !ok {
-		id = newUUID()
-	}
-	msg.Header.Set(HeaderRequestID, id)
+	msg.Header.Set(HeaderRequestID, outgoingRequestID(ctx))
 	injectTrace(ctx, msg.Header)
 	return msg
 }
@@ -193,7 +189,8 @@ type ServiceError struct {
 	Code        int    // the Nats-Service-Error-Code (401, 403, 503, 500, ...)
 	Description string // the Nats-Service-Error text
 	// AuthCode is the authz failure code of a 401/403/503 from a natsauth
-	// service ("" for other errors).
+	// service (keys_unavailable for its temporarily_unavailable; "" for
+	// other errors).
 	AuthCode authz.Code
 }
 
@@ -225,8 +222,14 @@ func replyError(subj string, reply *nats.Msg) error {
 		code = 500
 	}
 	se := &ServiceError{Subject: subj, Code: code, Description: desc}
+	// A denial's description starts with authz.AnswerOf's body error
+	// (temporarily_unavailable for keys_unavailable; the Transaction Token
+	// Service writes keys_unavailable itself). Only refusals of the
+	// message's token are read back: the DPoP codes concern an HTTP
+	// request's proof, and the Transaction Token Service's invalid_request
+	// is a bug of its caller, not an authorization failure.
 	prefix, _, _ := strings.Cut(desc, ": ")
-	switch ac := authz.Code(prefix); ac {
+	switch ac := authz.CodeOfAnswer(prefix); ac {
 	case authz.CodeMissingToken, authz.CodeInvalidToken, authz.CodeInsufficientScope,
 		authz.CodeKeysUnavailable, authz.CodeNoPolicy:
 		se.AuthCode = ac

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -243,6 +242,12 @@ var errAccessTokenOnNATS = &authz.Error{
 	Description: "NATS carries transaction tokens (Txn-Token), never access tokens (Authorization)",
 }
 
+// errMissingTxnToken is authz.ErrMissingToken saying which token NATS wants.
+var errMissingTxnToken = &authz.Error{
+	Code:        authz.CodeMissingToken,
+	Description: "a transaction token (Txn-Token) is required",
+}
+
 var errMalformedTxnHeader = &authz.Error{
 	Code:        authz.CodeInvalidToken,
 	Reason:      "malformed_header",
@@ -259,45 +264,24 @@ func tokenFromHeader(h nats.Header) (string, error) {
 	vals := h.Values(HeaderTxnToken)
 	switch {
 	case len(vals) == 0 || (len(vals) == 1 && vals[0] == ""):
-		return "", authz.ErrMissingToken
+		return "", errMissingTxnToken
 	case len(vals) > 1 || strings.ContainsAny(vals[0], " \t,"):
 		return "", errMalformedTxnHeader
 	}
 	return vals[0], nil
 }
 
-// denial maps an authorization failure to a micro error code (the status
-// authz answers HTTP with, Code.Status) and a description
-// "<authz code>: <safe description>" that clients can map back (see
-// ServiceError). The token is never echoed.
+// denial is the micro error answering an authorization failure, derived
+// from authz.AnswerOf, the answer the same failure gets over HTTP: its status
+// as the code, "<body error>: <body message>" as the description (ServiceError
+// and authz.CodeOfAnswer read the code back). The token is never echoed.
 func denial(err error, tok string) (status, desc string) {
-	code := authz.CodeOf(err)
-	if code.Status() == http.StatusInternalServerError {
-		// Not an authz failure (a bug or an unexpected validator error): deny,
-		// without details.
-		return "500", "internal_error: authorization failed"
-	}
-	status = strconv.Itoa(code.Status())
-	var e *authz.Error
-	detail := ""
-	if errors.As(err, &e) {
-		detail = e.Description
-	}
-	if detail == "" {
-		detail = defaultDescription[code]
-	}
+	a := authz.AnswerOf(err)
+	msg := a.Body.Message
 	if tok != "" {
-		detail = strings.ReplaceAll(detail, tok, "[token]")
+		msg = strings.ReplaceAll(msg, tok, "[token]")
 	}
-	return status, string(code) + ": " + detail
-}
-
-var defaultDescription = map[authz.Code]string{
-	authz.CodeMissingToken:      "a transaction token (Txn-Token) is required",
-	authz.CodeInvalidToken:      "the token is not valid",
-	authz.CodeInsufficientScope: "the token lacks a required permission",
-	authz.CodeKeysUnavailable:   "signing keys are unavailable, retry later",
-	authz.CodeNoPolicy:          "no policy declared",
+	return strconv.Itoa(a.Status), a.Body.Error + ": " + msg
 }
 
 func reasonOf(err error) string {

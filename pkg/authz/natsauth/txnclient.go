@@ -364,11 +364,7 @@ func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []s
 	}
 	msg := nats.NewMsg(c.cfg.Subject)
 	msg.Data = body
-	id, ok := RequestIDFromContext(ctx)
-	if !ok {
-		id = newUUID()
-	}
-	msg.Header.Set(HeaderRequestID, id)
+	msg.Header.Set(HeaderRequestID, outgoingRequestID(ctx))
 	// Detached from the caller's cancellation: singleflight shares this
 	// request with every caller of the same key.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)

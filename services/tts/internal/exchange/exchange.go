@@ -7,8 +7,6 @@ package exchange
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -137,7 +135,8 @@ type Result struct {
 }
 
 // Exchange checks req and issues a transaction token. requestID becomes the
-// token's txn when it is a safe identifier, so logs of every hop share it.
+// token's txn when it is a valid request id (natsauth.AcceptRequestID, else a
+// fresh one), so logs of every hop share it.
 func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, requestID string) (*Result, error) {
 	switch {
 	case req.GrantType != authz.GrantTypeTokenExchange:
@@ -244,7 +243,7 @@ func (x *Exchanger) Exchange(ctx context.Context, req natsauth.TxnRequest, reque
 	payload, err := json.Marshal(authz.TxnClaims{
 		Issuer: x.cfg.Issuer, Audience: x.cfg.TrustDomain,
 		IssuedAt: now.Unix(), ExpiresAt: exp.Unix(),
-		Txn: txnID(requestID), Subject: subj.Subject, Scope: strings.Join(granted, " "),
+		Txn: natsauth.AcceptRequestID(requestID), Subject: subj.Subject, Scope: strings.Join(granted, " "),
 		ReqWL: actor.Client(), TCtx: tctx,
 	})
 	if err != nil {
@@ -284,15 +283,4 @@ func authError(err error, prefix string) *Error {
 		return &Error{Status: 401, Code: string(authz.CodeInvalidToken), Reason: prefix + reason, Description: "the subject token is not valid"}
 	}
 	return &Error{Status: 403, Code: string(ae.Code), Reason: prefix + reason, Description: "the token was refused"}
-}
-
-// txnID keeps a caller's request id as the transaction id when it is a short
-// safe identifier, else makes one.
-func txnID(requestID string) string {
-	if n := len(requestID); n > 0 && n <= 64 && strings.Trim(requestID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") == "" {
-		return requestID
-	}
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

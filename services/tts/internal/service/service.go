@@ -305,7 +305,7 @@ func (h *handler) serve(req micro.Request) {
 		result, reason = "refused", e.Reason
 		// The reason, never a token.
 		h.log.WarnContext(ctx, "transaction token refused", slog.String("reason", e.Reason), slog.Int("status", e.Status),
-			slog.String("request_id", req.Headers().Get(natsauth.HeaderRequestID)))
+			slog.String("request_id", platform.RequestIDFromContext(ctx)))
 		_ = req.Error(strconv.Itoa(e.Status), e.Error(), nil)
 	} else {
 		_ = req.RespondJSON(res.TxnResponse)
@@ -329,7 +329,7 @@ func (h *handler) exchange(ctx context.Context, req micro.Request) (*exchange.Re
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return h.ex.Exchange(ctx, r, req.Headers().Get(natsauth.HeaderRequestID))
+	return h.ex.Exchange(ctx, r, platform.RequestIDFromContext(ctx))
 }
 
 type metrics struct {
