@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authmesh/authmesh/pkg/authz/metric"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/callout"
 )
 
@@ -146,4 +149,41 @@ func (a *App) drainNATS(d time.Duration) {
 		a.Logger.Warn("nats drain timed out")
 		a.NATS.Close()
 	}
+}
+
+// ServeNATS serves a NATS micro service whose endpoints register adds (a
+// port's RegisterNATS), verifying transaction tokens with a.TxnValidator. It
+// is a task (Go): it starts once every set-up step added before it
+// succeeded, so a replica whose stores are not there yet takes no share of
+// the queue group's requests (a caller finding no responder at all reports
+// the service unavailable); /readyz reports it until the endpoints are
+// subscribed; it stops at shutdown, before NATS drains.
+func (a *App) ServeNATS(cfg micro.Config, m *natsauth.Metrics, register func(*natsauth.Service) error) {
+	name := "nats " + cfg.Name
+	var serving atomic.Bool
+	a.AddReadyCheck(name, func(context.Context) error {
+		if !serving.Load() {
+			return errors.New("not subscribed yet")
+		}
+		return nil
+	})
+	a.Go(name, func(ctx context.Context) error {
+		ms, err := natsauth.NewService(a.NATS, cfg, a.TxnValidator,
+			natsauth.WithMetrics(m), natsauth.WithContext(ctx), natsauth.WithLogger(a.Logger))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = ms.Stop() }()
+		if err := register(ms); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		// The server has the subscriptions once a flush returns; without a
+		// connection the client sends them when it reconnects.
+		if err := a.NATS.FlushTimeout(time.Second); err != nil {
+			a.Logger.Warn(name+": subscriptions not confirmed", slog.String("error", err.Error()))
+		}
+		serving.Store(true)
+		<-ctx.Done()
+		return nil
+	})
 }

@@ -109,21 +109,8 @@ func wire(a *platform.App) error {
 		}
 		return err
 	})
-	// Orders' void requests find no responder until the store is there,
-	// which orders reports as unavailable.
-	a.Go("void-endpoint", func(ctx context.Context) error {
-		ms, err := natsauth.NewService(a.NATS, micro.Config{Name: Name, Version: "1.0.0", Description: "billing: voids invoices for cancelled orders"},
-			a.TxnValidator, natsauth.WithMetrics(nm), natsauth.WithContext(ctx), natsauth.WithLogger(a.Logger))
-		if err != nil {
-			return err
-		}
-		defer func() { _ = ms.Stop() }()
-		if err := ports.RegisterNATS(ms, svc, ordersClient, a.Logger); err != nil {
-			return err
-		}
-		<-ctx.Done()
-		return nil
-	})
+	a.ServeNATS(micro.Config{Name: Name, Version: "1.0.0", Description: "billing: voids invoices for cancelled orders"}, nm,
+		func(ms *natsauth.Service) error { return ports.RegisterNATS(ms, svc, ordersClient, a.Logger) })
 	a.Go(ports.OrdersDurable, consumer.Run)
 	a.Go("outbox-relay", outbox.Run)
 	return nil

@@ -32,11 +32,11 @@ type ProfileJSON struct {
 	ShippingAddress *addressJSON `json:"shipping_address"`
 }
 
-// AddProfileEndpoint registers users/profile on svc: it replies with the
+// RegisterNATS registers users/profile on svc: it replies with the
 // profile of the caller (the token's sub), never anyone else's. While the
 // tenant is unreachable it still answers (app.Service.Profile), so orders
 // can take orders with the shipping address.
-func AddProfileEndpoint(svc *natsauth.Service, users *app.Service, log *slog.Logger) error {
+func RegisterNATS(svc *natsauth.Service, users *app.Service, log *slog.Logger) error {
 	return svc.AddEndpoint(ProfileEndpoint, ProfileSubject, PolicyProfile, func(ctx context.Context, req micro.Request) {
 		cl, ok := authz.ClaimsFromContext(ctx)
 		if !ok {

@@ -100,22 +100,6 @@ func wire(a *platform.App, opts platform.Options, tun Tuning) error {
 	if err != nil {
 		return fmt.Errorf("users: nats metrics: %w", err)
 	}
-	ms, err := natsauth.NewService(a.NATS, micro.Config{
-		Name:        ports.ServiceName,
-		Version:     "1.0.0",
-		Description: "authmesh users: the caller's profile",
-	}, a.TxnValidator, natsauth.WithMetrics(nm), natsauth.WithContext(a.Context()), natsauth.WithLogger(a.Logger))
-	if err != nil {
-		return fmt.Errorf("users: micro service: %w", err)
-	}
-	if err := ports.AddProfileEndpoint(ms, svc, a.Logger); err != nil {
-		return fmt.Errorf("users: profile endpoint: %w", err)
-	}
-	a.Go("micro-service", func(ctx context.Context) error {
-		<-ctx.Done()
-		return ms.Stop()
-	})
-
 	a.SetUp("users-storage", func(ctx context.Context) error {
 		// USERS_EVENTS and the durables others read from it (orders-users).
 		if err := mesh.Provision(ctx, a.JetStream, Name, cfg.NATSReplicas); err != nil {
@@ -133,6 +117,8 @@ func wire(a *platform.App, opts platform.Options, tun Tuning) error {
 		revocationKV.Set(rs)
 		return nil
 	})
+	a.ServeNATS(micro.Config{Name: ports.ServiceName, Version: "1.0.0", Description: "authmesh users: the caller's profile"}, nm,
+		func(ms *natsauth.Service) error { return ports.RegisterNATS(ms, svc, a.Logger) })
 	a.Go("moderation-reconciler", func(ctx context.Context) error {
 		reconcile(ctx, a.Logger, svc, a.Tokens, tun.ReconcileEvery)
 		return nil
