@@ -52,7 +52,7 @@ func Start(tb testing.TB, cfg Config) *TTS {
 	for k, v := range cfg.Env {
 		env[k] = v
 	}
-	pc, err := platform.LoadConfig("tts", func(k string) string { return env[k] })
+	pc, err := platform.LoadConfig(service.Name, func(k string) string { return env[k] })
 	if err != nil {
 		tb.Fatalf("ttstest: config: %v", err)
 	}

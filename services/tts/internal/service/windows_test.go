@@ -15,7 +15,7 @@ import (
 func TestReadWindows(t *testing.T) {
 	t.Parallel()
 	load := func(env map[string]string) platform.Config {
-		cfg, err := platform.LoadConfig("tts", func(k string) string { return env[k] })
+		cfg, err := platform.LoadConfig(Name, func(k string) string { return env[k] })
 		if err != nil {
 			t.Fatal(err)
 		}
