@@ -3,6 +3,7 @@ module github.com/authmesh/authmesh/tests/browser
 go 1.26.0
 
 require (
+	github.com/authmesh/authmesh/pkg/authz v0.0.0
 	github.com/authmesh/authmesh/tools/devstack v0.0.0
 	github.com/authmesh/authmesh/tools/devtenant v0.0.0
 	github.com/chromedp/cdproto v0.159.0
@@ -15,7 +16,6 @@ require (
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/auth0/go-jwt-middleware/v2 v2.3.1 // indirect
-	github.com/authmesh/authmesh/pkg/authz v0.0.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect

@@ -12,6 +12,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/authmesh/authmesh/pkg/authz/natstest"
 )
 
 // natsTokenAuth authenticates NATS clients by the bearer token of their CONNECT,
@@ -81,7 +83,8 @@ func startNATS(t *testing.T, grants map[string]natsGrant) *natsServer {
 	return n
 }
 
-// start runs a server, on wsPort for WebSockets (-1: any free port).
+// start runs a server, on wsPort for WebSockets (-1: any free port); it
+// is shut down by stop, or when the test ends.
 func (n *natsServer) start(t *testing.T, wsPort int) {
 	t.Helper()
 	opts := &server.Options{
@@ -101,14 +104,7 @@ func (n *natsServer) start(t *testing.T, wsPort int) {
 			PingInterval: 100 * time.Millisecond,
 		},
 	}
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	srv := natstest.Run(t, opts)
 	ports := srv.PortsInfo(5 * time.Second)
 	if ports == nil || len(ports.WebSocket) == 0 {
 		t.Fatal("nats-server has no websocket listener")

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
@@ -43,6 +44,17 @@ func (s *Stack) Peer(tb testing.TB, workload string, streams ...jetstream.Stream
 		}
 	}
 	return &Peer{NC: nc, JS: js, Txn: s.TxnClient(tb, nc, workload+"-service")}
+}
+
+// Outbound is the context p sends under while serving token's holder: the
+// access token, exchanged by p's TTS client for a transaction token narrowed
+// to each message's hop; "" is no identity (natsauth.AsService, or nothing).
+func (p *Peer) Outbound(ctx context.Context, token string) context.Context {
+	ctx = natsauth.WithOutbound(ctx, &natsauth.Outbound{Exchanger: p.Txn, Scopes: mesh.HopScopes})
+	if token == "" {
+		return ctx
+	}
+	return authz.WithClaims(ctx, nil, token)
 }
 
 // ServiceConfig is service's configuration on the stack, as its

@@ -151,43 +151,37 @@ func asAuthz(err error, target **authz.Error) bool {
 	return ok
 }
 
-// checkRefreshBinding refuses, before the refresh token is used up, a
-// refresh of a key-bound token without a proof by that key (RFC 9449 §5:
-// a public client's refresh tokens are bound).
-func (s *Server) checkRefreshBinding(p params, grant, jkt string) *oauthErr {
-	if grant != GrantRefreshToken {
-		return nil
-	}
-	rec, ok := s.store.peekRefresh(p.get("refresh_token"))
-	if !ok || rec.jkt == "" {
-		return nil
-	}
-	if jkt == "" {
-		return errDPoP("The refresh token is bound to a DPoP key: a DPoP proof by that key is required")
-	}
-	if jkt != rec.jkt {
-		return errDPoP("The DPoP proof key does not match the refresh token's binding")
-	}
-	return nil
+// refreshBinding refuses, before the refresh token is used up, a refresh
+// of a key-bound token without a proof by that key (RFC 9449 §5: a public
+// client's refresh tokens are bound).
+func (s *Server) refreshBinding(p params, jkt string) *oauthErr {
+	rec, _ := s.store.peekRefresh(p.get("refresh_token"))
+	return requireProof(rec.jkt, jkt,
+		"The refresh token is bound to a DPoP key: a DPoP proof by that key is required",
+		"The DPoP proof key does not match the refresh token's binding")
 }
 
-// checkCodeBinding refuses, before the code is used up, to redeem a code
-// whose authorization request named a DPoP key (dpop_jkt, RFC 9449 §10)
-// without a proof by that key: whoever else got hold of the code (and its
-// PKCE verifier) cannot have tokens bound to a key of their own.
-func (s *Server) checkCodeBinding(p params, grant, jkt string) *oauthErr {
-	if grant != GrantAuthorizationCode {
+// codeBinding refuses, before the code is used up, to redeem a code whose
+// authorization request named a DPoP key (dpop_jkt, RFC 9449 §10) without
+// a proof by that key: whoever else got hold of the code (and its PKCE
+// verifier) cannot have tokens bound to a key of their own.
+func (s *Server) codeBinding(p params, jkt string) *oauthErr {
+	bound, _ := s.store.codeJKT(p.get("code"))
+	return requireProof(bound, jkt,
+		"The authorization code is bound to a DPoP key (dpop_jkt): a DPoP proof by that key is required",
+		"The DPoP proof key does not match the dpop_jkt of the authorization request")
+}
+
+// requireProof refuses a proof by a key other than bound, or none, when
+// bound is not "": missing and mismatch say which.
+func requireProof(bound, jkt, missing, mismatch string) *oauthErr {
+	switch {
+	case bound == "":
 		return nil
-	}
-	want, ok := s.store.codeJKT(p.get("code"))
-	if !ok || want == "" {
-		return nil
-	}
-	if jkt == "" {
-		return errDPoP("The authorization code is bound to a DPoP key (dpop_jkt): a DPoP proof by that key is required")
-	}
-	if jkt != want {
-		return errDPoP("The DPoP proof key does not match the dpop_jkt of the authorization request")
+	case jkt == "":
+		return errDPoP(missing)
+	case jkt != bound:
+		return errDPoP(mismatch)
 	}
 	return nil
 }

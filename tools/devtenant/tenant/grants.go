@@ -30,14 +30,19 @@ type grantType struct {
 	issue func(s *Server, r *http.Request, c *Client, p params) (*tokenResponse, *oauthErr)
 	// confidential grants need a client that can keep a secret.
 	confidential bool
+	// binding, for a grant whose credential (a refresh token, a code) can
+	// be bound to a DPoP key, refuses a request without a proof by that key
+	// (jkt: the request's proof's key, "" without one) before issue uses the
+	// credential up.
+	binding func(s *Server, p params, jkt string) *oauthErr
 }
 
 var grantTypes = []grantType{
 	{name: GrantPassword, issue: (*Server).passwordGrant},
 	{name: GrantPasswordRealm, issue: (*Server).passwordRealmGrant},
 	{name: GrantClientCredentials, issue: (*Server).clientCredentialsGrant, confidential: true},
-	{name: GrantRefreshToken, issue: (*Server).refreshGrant},
-	{name: GrantAuthorizationCode, issue: (*Server).codeGrant},
+	{name: GrantRefreshToken, issue: (*Server).refreshGrant, binding: (*Server).refreshBinding},
+	{name: GrantAuthorizationCode, issue: (*Server).codeGrant, binding: (*Server).codeBinding},
 	{name: GrantImplicit},
 }
 
@@ -100,7 +105,7 @@ func (s *Server) passwordGrant(r *http.Request, c *Client, p params) (*tokenResp
 		return nil, err
 	}
 	s.store.recordLogin(u.ID)
-	return s.userTokens(c, u, api, p.get("scope"), "password", "", "", "", org)
+	return s.userTokens(c, u, api, p.get("scope"), GrantPassword, "", "", "", org)
 }
 
 func (s *Server) clientCredentialsGrant(r *http.Request, c *Client, p params) (*tokenResponse, *oauthErr) {
@@ -154,7 +159,7 @@ func (s *Server) refreshGrant(r *http.Request, c *Client, p params) (*tokenRespo
 	if err != nil {
 		return nil, err
 	}
-	return s.userTokens(c, u, s.model.APIs[rec.audience], scope, "refresh_token", rec.family, "", "", org)
+	return s.userTokens(c, u, s.model.APIs[rec.audience], scope, GrantRefreshToken, rec.family, "", "", org)
 }
 
 func (s *Server) codeGrant(r *http.Request, c *Client, p params) (*tokenResponse, *oauthErr) {

@@ -60,7 +60,7 @@ func (s *Server) issueUserToken(email, orgParam, audience, scope string) (string
 	if c == nil {
 		return "", fmt.Errorf("%w: no client with the password grant", ErrUnknown)
 	}
-	resp, oerr := s.userTokens(c, u, api, scope, "password", "", "", "", org)
+	resp, oerr := s.userTokens(c, u, api, scope, GrantPassword, "", "", "", org)
 	if oerr != nil {
 		return "", errors.New("devtenant: " + oerr.desc)
 	}

@@ -61,6 +61,9 @@ type keyStore struct {
 	path string
 	now  func() time.Time
 	keys []*signingKey // current, next, previous (if any), revoked...
+	// changes counts rotations and revocations, so that what was derived
+	// from the published keys knows when to derive it again.
+	changes uint64
 }
 
 func openKeyStore(dataDir string, now func() time.Time) (*keyStore, error) {
@@ -230,15 +233,11 @@ func (ks *keyStore) jwks() jose.JSONWebKeySet {
 	return set
 }
 
-func (ks *keyStore) publicKey(kid string) *rsa.PublicKey {
+// version changes whenever the published keys do.
+func (ks *keyStore) version() uint64 {
 	ks.mu.RLock()
 	defer ks.mu.RUnlock()
-	for _, k := range ks.keys {
-		if k.KID == kid && k.State != "revoked" {
-			return &k.priv.PublicKey
-		}
-	}
-	return nil
+	return ks.changes
 }
 
 // rotate makes next current, current previous, drops an unrevoked previous
@@ -273,6 +272,7 @@ func (ks *keyStore) rotate() (*signingKey, error) {
 		ks.keys = old
 		return nil, err
 	}
+	ks.changes++
 	return ks.byState("current"), nil
 }
 
@@ -290,6 +290,7 @@ func (ks *keyStore) revokePrevious(kid string) (*signingKey, error) {
 		*prev = before
 		return nil, err
 	}
+	ks.changes++
 	return prev, nil
 }
 

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz"
 )
 
 // mgmtError is the Management API v2 error body.
@@ -27,7 +28,7 @@ func writeMgmtError(w http.ResponseWriter, status int, message, code string) {
 	writeJSON(w, status, mgmtError{StatusCode: status, Error: http.StatusText(status), Message: message, ErrorCode: code})
 }
 
-type mgmtHandler func(w http.ResponseWriter, r *http.Request, c *verifiedClaims)
+type mgmtHandler func(w http.ResponseWriter, r *http.Request, c *authz.Claims)
 
 func (s *Server) mgmtRoutes(mux *http.ServeMux) {
 	h := func(pattern, scope string, fn mgmtHandler) { mux.Handle(pattern, s.mgmt(scope, fn)) }
@@ -59,13 +60,13 @@ func (s *Server) mgmt(scopes string, fn mgmtHandler) http.Handler {
 			writeMgmtError(w, http.StatusUnauthorized, "Missing authentication", "")
 			return
 		}
-		c, err := s.verify(raw, s.model.MgmtAud)
+		c, err := s.verify(r.Context(), raw, s.model.MgmtAud)
 		if err != nil {
 			writeMgmtError(w, http.StatusUnauthorized, "Invalid token", "")
 			return
 		}
-		note(r, "client_id", c.Azp)
-		remaining, reset, allowed := s.limiter.take(c.Azp)
+		note(r, "client_id", c.AZP)
+		remaining, reset, allowed := s.limiter.take(c.AZP)
 		h := w.Header()
 		h.Set("x-ratelimit-limit", strconv.Itoa(s.limiter.limit))
 		h.Set("x-ratelimit-remaining", strconv.Itoa(remaining))
@@ -75,9 +76,8 @@ func (s *Server) mgmt(scopes string, fn mgmtHandler) http.Handler {
 			writeMgmtError(w, http.StatusTooManyRequests, "Global limit has been reached", "too_many_requests")
 			return
 		}
-		have := strings.Fields(c.Scope)
 		for _, sc := range need {
-			if !slices.Contains(have, sc) {
+			if !c.HasScope(sc) {
 				writeMgmtError(w, http.StatusForbidden, "Insufficient scope, expected all of: "+strings.Join(need, ","), "insufficient_scope")
 				return
 			}

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/authmesh/authmesh/pkg/authz"
 )
 
 func keyJSON(k signingKey) map[string]any {
@@ -39,7 +41,7 @@ func keyJSON(k signingKey) map[string]any {
 	return out
 }
 
-func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	out := []map[string]any{}
 	for _, k := range s.keys.list() {
 		out = append(out, keyJSON(k))
@@ -47,7 +49,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *verifiedCla
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) getKey(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	for _, k := range s.keys.list() {
 		if k.KID == r.PathValue("kid") {
 			writeJSON(w, http.StatusOK, keyJSON(k))
@@ -57,7 +59,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, _ *verifiedClaim
 	writeMgmtError(w, http.StatusNotFound, "Signing key not found", "inexistent_signing_key")
 }
 
-func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	k, err := s.keys.rotate()
 	if err != nil {
 		note(r, "store_error", err.Error())
@@ -68,7 +70,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, _ *verifiedCl
 	writeJSON(w, http.StatusCreated, map[string]string{"cert": k.Cert, "kid": k.KID})
 }
 
-func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	kid := r.PathValue("kid")
 	var found *signingKey
 	for _, k := range s.keys.list() {

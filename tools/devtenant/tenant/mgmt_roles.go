@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/authmesh/authmesh/pkg/authz"
 )
 
 func (s *Server) roleJSON(role *Role) map[string]any {
@@ -42,7 +44,7 @@ func (s *Server) writeRoles(w http.ResponseWriter, r *http.Request, names []stri
 	writeJSON(w, http.StatusOK, map[string]any{"start": page * perPage, "limit": perPage, "total": len(all), "roles": sel})
 }
 
-func (s *Server) listRoles(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) listRoles(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	filter := strings.ToLower(r.URL.Query().Get("name_filter"))
 	names := slices.DeleteFunc(slices.Clone(s.model.RoleOrder), func(n string) bool {
 		return filter != "" && !strings.Contains(strings.ToLower(n), filter)
@@ -50,7 +52,7 @@ func (s *Server) listRoles(w http.ResponseWriter, r *http.Request, _ *verifiedCl
 	s.writeRoles(w, r, names)
 }
 
-func (s *Server) getRole(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) getRole(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	role := s.roleByID(r.PathValue("id"))
 	if role == nil {
 		writeMgmtError(w, http.StatusNotFound, "The role does not exist.", "inexistent_role")
@@ -59,7 +61,7 @@ func (s *Server) getRole(w http.ResponseWriter, r *http.Request, _ *verifiedClai
 	writeJSON(w, http.StatusOK, s.roleJSON(role))
 }
 
-func (s *Server) getUserRoles(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) getUserRoles(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	if u, ok := s.userFromPath(w, r); ok {
 		s.writeRoles(w, r, s.inRoleOrder(u.Roles))
 	}
@@ -70,7 +72,7 @@ func (s *Server) inRoleOrder(names []string) []string {
 }
 
 func (s *Server) changeUserRoles(add bool) mgmtHandler {
-	return func(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+	return func(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 		id, body, ok := s.userChangeRequest(w, r)
 		if !ok {
 			return

@@ -115,7 +115,9 @@ func TestManagementAPI(t *testing.T) {
 
 func TestManagementRateLimit(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(1_800_000_000, 0)
+	// A frozen clock at the wall clock's time: the limiter's window does not
+	// move, and the tokens it dates stay valid for the Validator's wall clock.
+	now := time.Now().Truncate(time.Second)
 	tt := newTenant(t, func(c *Config) {
 		c.ManagementRateLimit = 2
 		c.ManagementRateWindow = time.Minute
@@ -204,6 +206,9 @@ func TestKeyLifecycle(t *testing.T) {
 	}
 	if err := again.verifyWithJWKS(t, old); err != nil {
 		t.Errorf("token from before the restart: %v", err)
+	}
+	if r := again.do(t, "GET", "/userinfo", "", nil, map[string]string{"Authorization": "Bearer " + old}); r.status != 200 {
+		t.Errorf("userinfo with a previous-key token: %d %s", r.status, r.raw)
 	}
 
 	// Revoke the previous key (in-process API): it leaves the JWKS and its tokens stop verifying.

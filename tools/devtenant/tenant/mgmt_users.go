@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/authmesh/authmesh/pkg/authz"
 )
 
 func (s *Server) userJSON(u userRecord) map[string]any {
@@ -90,7 +92,7 @@ func matchQuery(u userRecord, q string) (bool, error) {
 	return true, nil
 }
 
-func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	page, perPage, totals, err := paging(r)
 	if err != nil {
 		writeMgmtError(w, http.StatusBadRequest, err.Error(), "invalid_query_string")
@@ -116,7 +118,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *verifiedCl
 	writeJSON(w, http.StatusOK, map[string]any{"start": page * perPage, "limit": perPage, "length": len(sel), "total": len(out), "users": sel})
 }
 
-func (s *Server) usersByEmail(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) usersByEmail(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	email := r.URL.Query().Get("email")
 	if email == "" {
 		writeMgmtError(w, http.StatusBadRequest, "Query validation error: Missing required property: email", "invalid_query_string")
@@ -147,13 +149,13 @@ func (s *Server) userChangeRequest(w http.ResponseWriter, r *http.Request) (stri
 	return r.PathValue("id"), body, ok
 }
 
-func (s *Server) getUser(w http.ResponseWriter, r *http.Request, _ *verifiedClaims) {
+func (s *Server) getUser(w http.ResponseWriter, r *http.Request, _ *authz.Claims) {
 	if u, ok := s.userFromPath(w, r); ok {
 		writeJSON(w, http.StatusOK, s.userJSON(u))
 	}
 }
 
-func (s *Server) patchUser(w http.ResponseWriter, r *http.Request, c *verifiedClaims) {
+func (s *Server) patchUser(w http.ResponseWriter, r *http.Request, c *authz.Claims) {
 	id, body, ok := s.userChangeRequest(w, r)
 	if !ok {
 		return

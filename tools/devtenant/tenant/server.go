@@ -49,7 +49,11 @@ type Config struct {
 	DevDir     string // deploy/dev: users.yaml, client-secrets.yaml, keywords.yaml
 	DataDir    string // signing keys and Management API changes; created 0700
 	Logger     *slog.Logger
-	Now        func() time.Time // default time.Now
+	// Now is the tenant's clock (default time.Now): what it issues is dated
+	// by it. The tokens it verifies itself (/userinfo, the Management API)
+	// are checked by pkg/authz's Validator on the wall clock, as the
+	// services check them.
+	Now func() time.Time
 
 	// ManagementRateLimit is how many Management API requests one client may
 	// make per ManagementRateWindow (default 1000 per minute).
@@ -71,7 +75,9 @@ type Server struct {
 	store   *store
 	limiter *rateLimiter
 	dpop    *tokenDPoP
-	handler http.Handler
+	// ownTokens verifies the tokens sent to /userinfo and the Management API.
+	ownTokens ownTokens
+	handler   http.Handler
 }
 
 // New validates the configuration and the tenant files, loads (or creates) the
@@ -123,6 +129,9 @@ func New(cfg Config) (*Server, error) {
 		limiter: newRateLimiter(cfg.ManagementRateLimit, cfg.ManagementRateWindow, cfg.Now)}
 	if s.dpop, err = newTokenDPoP(cfg.DPoPNonces); err != nil {
 		return nil, fmt.Errorf("devtenant: %w", err)
+	}
+	if _, err := s.validator(model.MgmtAud); err != nil {
+		return nil, fmt.Errorf("devtenant: token validators: %w", err)
 	}
 	s.handler = s.routes()
 	s.log.Warn("DEVELOPMENT TENANT — NOT FOR PRODUCTION: devtenant issues tokens for dev users with published passwords; never expose it or trust its issuer outside a dev machine",

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
@@ -70,6 +71,49 @@ func TestUserinfo(t *testing.T) {
 		if r := tt.do(t, "GET", "/userinfo", "", nil, map[string]string{"Authorization": hdr}); r.status != 401 {
 			t.Errorf("%s: %d", name, r.status)
 		}
+	}
+}
+
+// TestUserinfoRefusesOtherTokens signs tokens with the tenant's own key that
+// differ from a good one in one claim: only the good one gets a profile.
+func TestUserinfoRefusesOtherTokens(t *testing.T) {
+	t.Parallel()
+	tt := newTenant(t, nil)
+	now := time.Now()
+	claims := func(change func(map[string]any)) map[string]any {
+		c := map[string]any{"iss": testIssuer, "sub": aliceID, "aud": []string{apiAud, testIssuer + "userinfo"},
+			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "azp": "authmesh-cli", "scope": "openid email"}
+		change(c)
+		return c
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(map[string]any)
+		status int
+	}{
+		{"good", func(map[string]any) {}, http.StatusOK},
+		{"another audience", func(c map[string]any) { c["aud"] = apiAud }, http.StatusUnauthorized},
+		{"the Management API's audience", func(c map[string]any) { c["aud"] = mgmtAud }, http.StatusUnauthorized},
+		{"another issuer", func(c map[string]any) { c["iss"] = "https://evil.example/" }, http.StatusUnauthorized},
+		{"expired", func(c map[string]any) {
+			c["iat"], c["exp"] = now.Add(-2*time.Hour).Unix(), now.Add(-time.Hour).Unix()
+		}, http.StatusUnauthorized},
+		{"no expiry", func(c map[string]any) { delete(c, "exp") }, http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tok, err := tt.srv.keys.sign(claims(tc.change))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := tt.do(t, http.MethodGet, "/userinfo", "", nil, map[string]string{"Authorization": "Bearer " + tok})
+			if r.status != tc.status || (tc.status == http.StatusOK && r.body["email"] != "alice@authmesh.dev") {
+				t.Errorf("got %d %s, want %d", r.status, r.raw, tc.status)
+			}
+			if tc.status == http.StatusUnauthorized && r.body["error"] != "invalid_token" {
+				t.Errorf("error = %v", r.body["error"])
+			}
+		})
 	}
 }
 

@@ -46,11 +46,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, p params) *oauthE
 	if err != nil {
 		return err
 	}
-	if err := s.checkRefreshBinding(p, grant, jkt); err != nil {
-		return err
-	}
-	if err := s.checkCodeBinding(p, grant, jkt); err != nil {
-		return err
+	if g := lookupGrant(grant); g != nil && g.binding != nil {
+		if err := g.binding(s, p, jkt); err != nil {
+			return err
+		}
 	}
 	resp, err := s.grant(r, p, grant)
 	if err != nil {

@@ -2,6 +2,15 @@
 // configuration (deploy/nats/accounts.conf, with the development callout
 // keys) and its auth callout, so component tests see the same isolation and
 // the same token-to-identity mapping as make run, compose and Kubernetes.
+//
+// make run's embedded server (tools/devstack.NATSOptions, which tests/flows
+// also starts) loads deploy/nats/nats.conf instead: its server settings
+// (listeners, WebSocket, monitoring) around accounts.conf (which compose and
+// Kubernetes include too) and keys.conf, both of which mesh's
+// TestGeneratedFilesAreCurrent keeps equal to what Config generates here. The
+// two are not one starter on purpose: meshtest generates the configuration so
+// that a service's tests need no file outside its module (nor pkg/platform a
+// tool's), and make run keeps running the files that are deployed.
 package meshtest
 
 import (

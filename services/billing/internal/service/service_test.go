@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -51,8 +50,9 @@ type stack struct {
 	tokens    map[string]string // email or client → access token
 	// orders and billing exchange tokens as those services do (their own
 	// M2M token as the actor); txn verifies what billing sends.
-	orders, billing *natsauth.TxnClient
-	txn             *authz.TxnValidator
+	orders  *ttstest.Peer
+	billing *natsauth.TxnClient
+	txn     *authz.TxnValidator
 }
 
 func newStack(t *testing.T) *stack { return newStackWith(t, "") }
@@ -71,7 +71,7 @@ func newStackWith(t *testing.T, dialect string) *stack {
 	cfg := ms.ServiceConfig(t, "billing", tts, nil)
 
 	s := &stack{t: t, ms: ms, nc: orders.NC, js: orders.JS, billingJS: billing.JS, tenant: ms.Tenant, tokens: map[string]string{},
-		orders: orders.Txn, billing: billing.Txn, txn: ttstest.TxnValidator(t, tts.JWKSURL)}
+		orders: orders, billing: billing.Txn, txn: ttstest.TxnValidator(t, tts.JWKSURL)}
 	for _, u := range []string{"alice", "bob", "dave", "carol"} {
 		s.tokens[u] = ms.UserToken(t, u+"@authmesh.dev", "openid")
 	}
@@ -91,15 +91,10 @@ type staticToken = ttstest.StaticToken
 // transaction token narrowed to each message's hop; "orders-service" is
 // orders acting as itself (natsauth.AsService), "" no identity at all.
 func (s *stack) asOrders(who string) context.Context {
-	ctx := natsauth.WithOutbound(context.Background(), &natsauth.Outbound{Exchanger: s.orders, Scopes: mesh.HopScopes})
-	switch who {
-	case "":
-		return ctx
-	case "orders-service":
-		return natsauth.AsService(ctx, staticToken(s.tokens[who]))
-	default:
-		return authz.WithClaims(ctx, nil, s.tokens[who])
+	if who == "orders-service" {
+		return natsauth.AsService(s.orders.Outbound(context.Background(), ""), staticToken(s.tokens[who]))
 	}
+	return s.orders.Outbound(context.Background(), s.tokens[who])
 }
 
 // billingTxn is a transaction token of billing-service's own, minted for a
@@ -115,24 +110,17 @@ func (s *stack) billingTxn() string {
 	return tok
 }
 
+// do sends method path with who's token ("" for none) and returns the
+// answer's status, its body as an object or as a list, and its header.
 func (s *stack) do(method, path, who string) (int, map[string]any, []map[string]any, http.Header) {
 	s.t.Helper()
-	req, _ := http.NewRequest(method, s.base+path, nil)
-	if who != "" {
-		req.Header.Set("Authorization", "Bearer "+s.tokens[who])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	r := platformtest.Do(s.t, method, s.base+path, s.tokens[who], "")
 	var obj map[string]any
 	var list []map[string]any
-	if json.Unmarshal(raw, &obj) != nil {
-		_ = json.Unmarshal(raw, &list)
+	if json.Unmarshal(r.Body, &obj) != nil {
+		_ = json.Unmarshal(r.Body, &list)
 	}
-	return resp.StatusCode, obj, list, resp.Header
+	return r.Status, obj, list, r.Header
 }
 
 // orderEvent publishes an order event as the orders service would on
@@ -839,13 +827,7 @@ func TestPaymentWaitsForThePayerWhenItsSealRanOut(t *testing.T) {
 // metrics returns billing's /metrics.
 func (s *stack) metrics(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get(s.base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return string(raw)
+	return string(platformtest.Do(t, http.MethodGet, s.base+"/metrics", "", "").Body)
 }
 
 // wantMetric fails unless billing's /metrics holds line.

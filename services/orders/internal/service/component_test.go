@@ -302,9 +302,7 @@ func envelopeOf(t *testing.T, m *jetstream.RawStreamMsg) natsauth.Envelope {
 func (s *stack) publishAs(token, subj, typ, entityID, userID string, data any) {
 	s.t.Helper()
 	p := s.sender(subj)
-	ctx := natsauth.WithOutbound(context.Background(), &natsauth.Outbound{Exchanger: p.Txn, Scopes: mesh.HopScopes})
-	ctx = authz.WithClaims(ctx, nil, token)
-	if _, err := natsauth.PublishEvent(ctx, p.JS, subj, typ, entityID, userID, data); err != nil {
+	if _, err := natsauth.PublishEvent(p.Outbound(context.Background(), token), p.JS, subj, typ, entityID, userID, data); err != nil {
 		s.t.Fatal(err)
 	}
 }

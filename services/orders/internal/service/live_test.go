@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
@@ -41,8 +40,7 @@ func TestOwnersHearOfTheirOrdersLive(t *testing.T) {
 	// Billing republishes (its relay, a redelivery) under a new message id,
 	// so JetStream does not drop the second: one transition, one update.
 	data, _ := json.Marshal(invoiceData(paid))
-	ctx := natsauth.WithOutbound(authz.WithClaims(context.Background(), nil, alice),
-		&natsauth.Outbound{Exchanger: s.peers[mesh.Billing].Txn, Scopes: mesh.HopScopes})
+	ctx := s.peers[mesh.Billing].Outbound(context.Background(), alice)
 	ev, err := natsauth.SealEvent(ctx, "billing.events.invoice.paid", "invoice.paid:inv_"+paid.ID,
 		natsauth.Envelope{Type: "invoice.paid", UserID: paid.UserID, Data: data})
 	if err != nil {

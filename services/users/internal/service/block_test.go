@@ -102,7 +102,7 @@ func TestBlockAndUnblock(t *testing.T) {
 	}
 	// A transaction orders got for bob before the block, as a message in
 	// flight or queued would carry it.
-	oldBobTxn, err := s.orders.Exchange(t.Context(), oldBob, mesh.HopScopes(ports.ProfileSubject))
+	oldBobTxn, err := s.orders.Txn.Exchange(t.Context(), oldBob, mesh.HopScopes(ports.ProfileSubject))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,11 +262,11 @@ func TestProfileEndpoint(t *testing.T) {
 	// Transactions that orders holds legitimately but that are not this
 	// hop's: its own (the void it asks billing for, cancel:orders), and
 	// alice's minted for her order events.
-	ordersOwn, err := s.orders.Exchange(t.Context(), s.clientToken("orders-service"), mesh.HopScopes("authmesh.billing.orders.void"))
+	ordersOwn, err := s.orders.Txn.Exchange(t.Context(), s.clientToken("orders-service"), mesh.HopScopes("authmesh.billing.orders.void"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	aliceOrders, err := s.orders.Exchange(t.Context(), alice, mesh.HopScopes("orders.events.created"))
+	aliceOrders, err := s.orders.Txn.Exchange(t.Context(), alice, mesh.HopScopes("orders.events.created"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestProfileEndpoint(t *testing.T) {
 	}
 	// The old way: an access token in Authorization, alone or beside a
 	// valid transaction token, is refused before anything else.
-	valid, err := s.orders.Exchange(t.Context(), alice, mesh.HopScopes(ports.ProfileSubject))
+	valid, err := s.orders.Txn.Exchange(t.Context(), alice, mesh.HopScopes(ports.ProfileSubject))
 	if err != nil {
 		t.Fatal(err)
 	}

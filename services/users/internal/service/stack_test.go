@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authmesh/authmesh/pkg/authz"
-	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
@@ -55,7 +54,7 @@ type stack struct {
 
 	// orders exchanges tokens as the orders service does (its own M2M
 	// token as the actor); txn verifies what users sends.
-	orders *natsauth.TxnClient
+	orders *ttstest.Peer
 	txn    *authz.TxnValidator
 }
 
@@ -74,7 +73,7 @@ func startStackWith(t *testing.T, dialect string) *stack {
 	// waits for it: the stack creates it in users' place.
 	tts := ms.StartTTS(t, nil)
 	orders := ms.Peer(t, mesh.Orders)
-	s.nc, s.orders = orders.NC, orders.Txn
+	s.nc, s.orders = orders.NC, orders
 	s.txn = ttstest.TxnValidator(t, tts.JWKSURL)
 	s.cfg = ms.ServiceConfig(t, "users", tts, map[string]string{
 		"AUTH0_AUDIENCE":      audience,
@@ -122,11 +121,7 @@ func (s *stack) startUsers() (base string, stop func()) {
 // token's holder: the access token, exchanged by orders' own client for a
 // transaction token narrowed to each message's hop ("" is no identity).
 func (s *stack) asOrders(ctx context.Context, token string) context.Context {
-	ctx = natsauth.WithOutbound(ctx, &natsauth.Outbound{Exchanger: s.orders, Scopes: mesh.HopScopes})
-	if token == "" {
-		return ctx
-	}
-	return authz.WithClaims(ctx, nil, token)
+	return s.orders.Outbound(ctx, token)
 }
 
 // forwarding is the context of a handler that received tok as its
