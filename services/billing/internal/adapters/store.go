@@ -19,7 +19,6 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform"
 	"github.com/authmesh/authmesh/pkg/platform/events"
-	"github.com/authmesh/authmesh/pkg/platform/mesh"
 	"github.com/authmesh/authmesh/services/billing/internal/app"
 	"github.com/authmesh/authmesh/services/billing/internal/domain"
 )
@@ -32,14 +31,9 @@ const (
 	eventSubjectBase = "billing.events."
 )
 
-// Setup creates or updates billing's streams and bucket, idempotently, with
-// the configured replicas; the streams take the mesh's settings (mesh.Provision).
-func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (*platform.Bucket, error) {
-	// BILLING_EVENTS, BILLING_DLQ and the durables others read from them
-	// (orders-billing).
-	if err := mesh.Provision(ctx, js, mesh.Billing, replicas); err != nil {
-		return nil, err
-	}
+// EnsureBuckets creates or updates the service's bucket (idempotent), and
+// writes the per-user index keys a bucket from before them lacks.
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) (*platform.Bucket, error) {
 	// Reads go to the stream leader: an invoice reads back right after it is
 	// written, also on a replicated stream (platform.KeyValue).
 	kv, err := platform.KeyValue(ctx, js, jetstream.KeyValueConfig{

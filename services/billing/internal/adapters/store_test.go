@@ -57,7 +57,7 @@ func TestStoreListsThroughUserIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	kv, err := Setup(ctx, js, 1)
+	kv, err := EnsureBuckets(ctx, js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestStoreListsThroughUserIndex(t *testing.T) {
 func TestStoreCreateRepairsIndex(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	kv, err := Setup(ctx, startJetStream(t), 1)
+	kv, err := EnsureBuckets(ctx, startJetStream(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}

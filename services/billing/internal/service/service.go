@@ -103,11 +103,17 @@ func wire(a *platform.App) error {
 	m.watchLag(a, outbox)
 
 	a.SetUp("billing-storage", func(ctx context.Context) error {
-		b, err := adapters.Setup(ctx, a.JetStream, a.Config.NATSReplicas)
-		if err == nil {
-			kv.Set(b)
+		// BILLING_EVENTS, BILLING_DLQ and the durables others read from
+		// them (orders-billing).
+		if err := mesh.Provision(ctx, a.JetStream, Name, a.Config.NATSReplicas); err != nil {
+			return err
 		}
-		return err
+		b, err := adapters.EnsureBuckets(ctx, a.JetStream, a.Config.NATSReplicas)
+		if err != nil {
+			return err
+		}
+		kv.Set(b)
+		return nil
 	})
 	a.ServeNATS(micro.Config{Name: Name, Version: "1.0.0", Description: "billing: voids invoices for cancelled orders"}, nm,
 		func(ms *natsauth.Service) error { return ports.RegisterNATS(ms, svc, ordersClient, a.Logger) })

@@ -537,11 +537,11 @@ func TestOutboxRelayPublishesWhatACrashLeftBehind(t *testing.T) {
 	s.invoiceOf("alice", "ord-crash")
 	next := s.events(t)
 
-	kv, err := adapters.Setup(context.Background(), s.billingJS, 1)
+	kv, err := adapters.EnsureBuckets(context.Background(), s.billingJS, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lazy := platform.NewLazy[*platform.Bucket](adapters.InvoiceBucket)
+	lazy := platform.NewLazyBucket(adapters.InvoiceBucket)
 	lazy.Set(kv)
 	store := adapters.NewStore(lazy)
 	alice := ttstest.Subject(t, s.tokens["alice"])

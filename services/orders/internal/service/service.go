@@ -116,12 +116,12 @@ func wire(a *platform.App, tun Tuning) (*app.Service, error) {
 	a.AddReadyCheck(ports.BillingDurable, func(context.Context) error { return billingConsumer.Ready() })
 	a.AddReadyCheck(ports.UsersDurable, func(context.Context) error { return usersConsumer.Ready() })
 	a.SetUp("orders-storage", func(ctx context.Context) error {
-		o, i, err := adapters.EnsureBuckets(ctx, a.JetStream, cfg.NATSReplicas)
-		if err != nil {
-			return err
-		}
 		// ORDERS_EVENTS, ORDERS_DLQ and the durables others read from them.
 		if err := mesh.Provision(ctx, a.JetStream, Name, cfg.NATSReplicas); err != nil {
+			return err
+		}
+		o, i, err := adapters.EnsureBuckets(ctx, a.JetStream, cfg.NATSReplicas)
+		if err != nil {
 			return err
 		}
 		ordersBucket.Set(o)
