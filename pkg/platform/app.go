@@ -54,6 +54,8 @@ type Options struct {
 	// SetUpTimeout bounds one try of a set-up step (default
 	// DefaultSetUpTimeout; see SetUp).
 	SetUpTimeout time.Duration
+	// BeforeRun, when set, sees the wired app before Boot runs it (tests).
+	BeforeRun func(*App)
 }
 
 // ReadyCheck reports nil when a dependency is ready.

@@ -50,3 +50,26 @@ func main(service string, args []string, getenv func(string) string, run func(co
 	}
 	return 0
 }
+
+// Boot is every service's run: New, then wire, which adds the service's
+// routes, set-up steps and tasks (a wiring that fails closes the NATS
+// connection New opened), then Options.BeforeRun, then Run.
+//
+//	func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) error {
+//		opts.Errors = append(ports.ErrorMappings(), opts.Errors...)
+//		return platform.Boot(ctx, cfg, opts, wire)
+//	}
+func Boot(ctx context.Context, cfg Config, opts Options, wire func(*App) error) error {
+	a, err := New(ctx, cfg, opts)
+	if err != nil {
+		return err
+	}
+	if err := wire(a); err != nil {
+		a.NATS.Close()
+		return err
+	}
+	if opts.BeforeRun != nil {
+		opts.BeforeRun(a)
+	}
+	return a.Run(ctx)
+}

@@ -24,32 +24,16 @@ import (
 // Name is the service's name (config prefix BILLING_).
 const Name = mesh.Billing
 
-// Tuning is what tests adjust.
-type Tuning struct {
-	// BeforeRun, when set, sees the assembled app before it runs (tests).
-	BeforeRun func(*platform.App)
-}
-
 // Run is billing's run function for platform.Main.
 func Run(ctx context.Context, cfg platform.Config) error {
-	return RunWith(ctx, cfg, platform.Options{}, Tuning{})
+	return RunWith(ctx, cfg, platform.Options{})
 }
 
-// RunWith is Run with explicit platform options and tuning.
-func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tun Tuning) error {
+// RunWith is Run with explicit platform options (tests pass a listener and
+// a logger).
+func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) error {
 	opts.Errors = append(ports.ErrorMappings(), opts.Errors...)
-	a, err := platform.New(ctx, cfg, opts)
-	if err != nil {
-		return err
-	}
-	if err := wire(a); err != nil {
-		a.NATS.Close()
-		return err
-	}
-	if tun.BeforeRun != nil {
-		tun.BeforeRun(a)
-	}
-	return a.Run(ctx)
+	return platform.Boot(ctx, cfg, opts, wire)
 }
 
 // wire adds billing to a. The streams and the bucket are a set-up step; the

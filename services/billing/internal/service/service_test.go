@@ -79,7 +79,7 @@ func newStackWith(t *testing.T, dialect string) *stack {
 		s.tokens[c] = ms.ClientToken(t, c)
 	}
 	s.base, _ = platformtest.Serve(t, func(ctx context.Context, opts platform.Options) error {
-		return RunWith(ctx, cfg, opts, Tuning{})
+		return RunWith(ctx, cfg, opts)
 	})
 	return s
 }

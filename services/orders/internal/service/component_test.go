@@ -185,9 +185,9 @@ func newStackWith(t *testing.T, dialect string) *stack {
 	cfg := ms.ServiceConfig(t, service.Name, tts, map[string]string{"ORDERS_LOG_LEVEL": "error"})
 	st := &stack{t: t, orders: ordersJS, ms: ms, tenant: ms.Tenant, users: users, billing: billing, peers: peers}
 	st.base, _ = platformtest.Serve(t, func(ctx context.Context, opts platform.Options) error {
+		opts.BeforeRun = func(a *platform.App) { st.app = a }
 		return service.RunWith(ctx, cfg, opts,
-			service.Tuning{RelayEvery: 100 * time.Millisecond, RelayGrace: 200 * time.Millisecond, MetricsEvery: 100 * time.Millisecond,
-				BeforeRun: func(a *platform.App, _ *app.Service) { st.app = a }})
+			service.Tuning{RelayEvery: 100 * time.Millisecond, RelayGrace: 200 * time.Millisecond, MetricsEvery: 100 * time.Millisecond})
 	})
 	return st
 }

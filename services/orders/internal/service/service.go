@@ -29,8 +29,6 @@ type Tuning struct {
 	RelayEvery   time.Duration // outbox relay period (default 5 s)
 	RelayGrace   time.Duration // see app.Deps.RelayGrace (default 5 s)
 	MetricsEvery time.Duration // consumer lag poll period (default 10 s)
-	// BeforeRun, when set, sees the assembled app before it runs (tests).
-	BeforeRun func(*platform.App, *app.Service)
 }
 
 // Run is the orders service's run function for platform.Main.
@@ -48,33 +46,20 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 	}
 	opts.Errors = append(ports.ErrorMappings(), opts.Errors...)
 	opts.CORSAllowHeaders = append(opts.CORSAllowHeaders, ports.HeaderIdempotencyKey)
-	a, err := platform.New(ctx, cfg, opts)
-	if err != nil {
-		return err
-	}
-	svc, err := wire(a, tun)
-	if err != nil {
-		a.NATS.Close()
-		return err
-	}
-	if tun.BeforeRun != nil {
-		tun.BeforeRun(a, svc)
-	}
-	a.Logger.Info("starting", slog.String("config", cfg.String()))
-	return a.Run(ctx)
+	return platform.Boot(ctx, cfg, opts, func(a *platform.App) error { return wire(a, tun) })
 }
 
 // wire adds the orders service to a. The buckets and streams are a set-up
 // step; the consumers and the outbox relay start once it succeeded.
-func wire(a *platform.App, tun Tuning) (*app.Service, error) {
+func wire(a *platform.App, tun Tuning) error {
 	cfg := a.Config
 	m, err := newMetrics(a.Registry)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	natsMetrics, err := natsauth.NewMetrics(a.Registry)
 	if err != nil {
-		return nil, fmt.Errorf("natsauth metrics: %w", err)
+		return fmt.Errorf("natsauth metrics: %w", err)
 	}
 
 	ordersBucket := platform.NewLazyBucket(adapters.OrdersBucket)
@@ -92,7 +77,7 @@ func wire(a *platform.App, tun Tuning) (*app.Service, error) {
 		RelayGrace:  tun.RelayGrace,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ports.RegisterHTTP(a, svc)
 
@@ -106,11 +91,11 @@ func wire(a *platform.App, tun Tuning) (*app.Service, error) {
 	// binds to them through their accounts' exported API (pkg/platform/mesh).
 	billingConsumer, err := bindConsumer(a, billingCfg, ports.BillingHandler(svc, a.Logger))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	usersConsumer, err := bindConsumer(a, usersCfg, ports.UsersHandler(svc, a.Logger))
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	a.AddReadyCheck(ports.BillingDurable, func(context.Context) error { return billingConsumer.Ready() })
@@ -136,7 +121,7 @@ func wire(a *platform.App, tun Tuning) (*app.Service, error) {
 	a.Go("consumer-lag", func(ctx context.Context) error {
 		return lagLoop(ctx, a, m, tun.MetricsEvery)
 	})
-	return svc, nil
+	return nil
 }
 
 // bindConsumer binds cfg's consumer, which the stream's owner provisions.

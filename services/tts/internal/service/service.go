@@ -64,15 +64,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) er
 		return err
 	}
 	opts.TokenService = true
-	a, err := platform.New(ctx, cfg, opts)
-	if err != nil {
-		return err
-	}
-	if err := wire(a, path, set); err != nil {
-		a.NATS.Close()
-		return err
-	}
-	return a.Run(ctx)
+	return platform.Boot(ctx, cfg, opts, func(a *platform.App) error { return wire(a, path, set) })
 }
 
 // wire adds the TTS to a, signing with set (read from path) until the file

@@ -28,8 +28,6 @@ const Name = mesh.Users
 // Tuning of the background loops; tests shorten them.
 type Tuning struct {
 	ReconcileEvery time.Duration // moderation reconciler period (default 5 s)
-	// BeforeRun, when set, sees the assembled app before it runs (tests).
-	BeforeRun func(*platform.App)
 }
 
 // Run is the users service's run function for platform.Main.
@@ -43,18 +41,7 @@ func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options, tu
 		tun.ReconcileEvery = 5 * time.Second
 	}
 	opts.Errors = append(ports.ErrorMappings(), opts.Errors...)
-	a, err := platform.New(ctx, cfg, opts)
-	if err != nil {
-		return err
-	}
-	if err := wire(a, opts, tun); err != nil {
-		a.NATS.Close()
-		return err
-	}
-	if tun.BeforeRun != nil {
-		tun.BeforeRun(a)
-	}
-	return a.Run(ctx)
+	return platform.Boot(ctx, cfg, opts, func(a *platform.App) error { return wire(a, opts, tun) })
 }
 
 // The Management API client renews a token the tenant refuses (a revoked
