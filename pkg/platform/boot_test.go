@@ -3,8 +3,79 @@ package platform
 import (
 	"context"
 	"errors"
+	"net/http"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/authmesh/authmesh/pkg/authz"
+	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
+	"github.com/authmesh/authmesh/pkg/platform/mesh"
 )
+
+// TestServeNATSAfterSetUp: the endpoints subscribe only once the set-up
+// step before them succeeded, so a replica without its stores takes no
+// requests, and /readyz reports them until they do.
+func TestServeNATSAfterSetUp(t *testing.T) {
+	t.Parallel()
+	is := newIssuer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tts := authztest.NewTxnIssuer(t)
+	a, base := newServedApp(t, ctx, is.billingConfig(t, map[string]string{"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL()}), Options{})
+	release := make(chan struct{})
+	a.SetUp("stores", func(ctx context.Context) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	m, err := natsauth.NewMetrics(a.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	registered := make(chan struct{})
+	a.ServeNATS(micro.Config{Name: "billing", Version: "1.0.0"}, m, func(ms *natsauth.Service) error {
+		close(registered)
+		return ms.AddEndpoint("void", mesh.VoidSubject, authz.RequireAll("cancel:orders").Users(),
+			func(ctx context.Context, req micro.Request) { _ = req.Respond([]byte("ok")) })
+	})
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		select {
+		case <-registered:
+			t.Fatal("the endpoints were added before the set-up step succeeded")
+		default:
+		}
+		if resp, err := http.Get(base + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Fatal("ready before the set-up step and the endpoints")
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(release)
+	waitReady(t, base)
+	select {
+	case <-registered:
+	default:
+		t.Fatal("ready, and the endpoints were never added")
+	}
+}
 
 // TestBootClosesNATSWhenWiringFails: a service whose wiring fails returns
 // the error, leaves no NATS connection open and never runs.
