@@ -77,28 +77,13 @@ func (s *RevocationStore) Revoke(ctx context.Context, sub string, at time.Time) 
 	if at.IsZero() {
 		return errors.New("natsauth: revoke: zero time")
 	}
-	key := RevocationKey(sub)
-	val, err := json.Marshal(Revocation{Subject: sub, RevokedAt: at.UTC()})
-	if err != nil {
-		return fmt.Errorf("natsauth: revoke: %w", err)
-	}
 	// Optimistic concurrency: two replicas blocking the same user at once
 	// must end with the later instant, whatever the order of writes.
-	_, err = cas.Retry(func() (struct{}, error) {
-		entry, err := s.kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			_, err = s.kv.Create(ctx, key, val)
-		case err != nil:
-			return struct{}{}, err
-		default:
-			var cur Revocation
-			if json.Unmarshal(entry.Value(), &cur) == nil && !cur.RevokedAt.Before(at) {
-				return struct{}{}, nil
-			}
-			_, err = s.kv.Update(ctx, key, val, entry.Revision())
+	err := s.update(ctx, sub, func(cur *Revocation) (*Revocation, error) {
+		if cur != nil && !cur.RevokedAt.Before(at) {
+			return nil, nil
 		}
-		return struct{}{}, lostRace(err)
+		return &Revocation{Subject: sub, RevokedAt: at.UTC()}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("natsauth: revoke: %w", err)
@@ -106,11 +91,43 @@ func (s *RevocationStore) Revoke(ctx context.Context, sub string, at time.Time) 
 	return nil
 }
 
-// lostRace marks err for cas.Retry when it is a lost compare-and-set.
-func lostRace(err error) error {
-	if cas.Conflict(err) {
-		return cas.Lost(err)
-	}
+// update applies change to sub's entry with compare-and-set, again on a lost
+// race. change sees the entry (nil when there is none; an unreadable one
+// as the zero Revocation) and returns what to write, or nil to write
+// nothing.
+func (s *RevocationStore) update(ctx context.Context, sub string, change func(cur *Revocation) (*Revocation, error)) error {
+	key := RevocationKey(sub)
+	_, err := cas.Retry(func() (struct{}, error) {
+		entry, err := s.kv.Get(ctx, key)
+		var cur *Revocation
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return struct{}{}, err
+		default:
+			cur = &Revocation{}
+			if json.Unmarshal(entry.Value(), cur) != nil {
+				*cur = Revocation{}
+			}
+		}
+		next, err := change(cur)
+		if next == nil || err != nil {
+			return struct{}{}, err
+		}
+		val, err := json.Marshal(next)
+		if err != nil {
+			return struct{}{}, err
+		}
+		if cur == nil {
+			_, err = s.kv.Create(ctx, key, val)
+		} else {
+			_, err = s.kv.Update(ctx, key, val, entry.Revision())
+		}
+		if cas.Conflict(err) {
+			return struct{}{}, cas.Lost(err)
+		}
+		return struct{}{}, err
+	})
 	return err
 }
 
@@ -123,30 +140,18 @@ func (s *RevocationStore) Lift(ctx context.Context, sub string, at time.Time) er
 	if sub == "" || at.IsZero() {
 		return errors.New("natsauth: lift: empty subject or zero time")
 	}
-	key := RevocationKey(sub)
-	errUnreadable := errors.New("unreadable revocation entry")
-	_, err := cas.Retry(func() (struct{}, error) {
-		entry, err := s.kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return struct{}{}, nil
+	err := s.update(ctx, sub, func(cur *Revocation) (*Revocation, error) {
+		switch {
+		case cur == nil:
+			return nil, nil
+		case cur.Subject != sub:
+			return nil, errors.New("unreadable revocation entry")
+		case !at.After(cur.RevokedAt) || !cur.LiftedAt.Before(at):
+			return nil, nil
 		}
-		if err != nil {
-			return struct{}{}, err
-		}
-		var cur Revocation
-		if err := json.Unmarshal(entry.Value(), &cur); err != nil || cur.Subject != sub {
-			return struct{}{}, errUnreadable
-		}
-		if !at.After(cur.RevokedAt) || !cur.LiftedAt.Before(at) {
-			return struct{}{}, nil
-		}
-		cur.LiftedAt = at.UTC()
-		val, err := json.Marshal(cur)
-		if err != nil {
-			return struct{}{}, err
-		}
-		_, err = s.kv.Update(ctx, key, val, entry.Revision())
-		return struct{}{}, lostRace(err)
+		next := *cur
+		next.LiftedAt = at.UTC()
+		return &next, nil
 	})
 	if err != nil {
 		return fmt.Errorf("natsauth: lift: %w", err)
