@@ -21,10 +21,8 @@ import (
 func TestServeNATSAfterSetUp(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	tts := authztest.NewTxnIssuer(t)
-	a, base := newServedApp(t, ctx, is.billingConfig(t, map[string]string{"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL()}), Options{})
+	a, base := newServedApp(t, context.Background(), is.billingConfig(t, map[string]string{"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL()}), Options{})
 	release := make(chan struct{})
 	a.SetUp("stores", func(ctx context.Context) error {
 		select {
@@ -44,14 +42,7 @@ func TestServeNATSAfterSetUp(t *testing.T) {
 		return ms.AddEndpoint("void", mesh.VoidSubject, authz.RequireAll("cancel:orders").Users(),
 			func(ctx context.Context, req micro.Request) { _ = req.Respond([]byte("ok")) })
 	})
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runInBackground(t, a)
 
 	deadline := time.Now().Add(300 * time.Millisecond)
 	for time.Now().Before(deadline) {

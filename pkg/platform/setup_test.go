@@ -43,15 +43,7 @@ func TestSetUpRetriesAndGates(t *testing.T) {
 		<-ctx.Done()
 		return nil
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runInBackground(t, a)
 
 	<-early
 	if _, err := store.Get(context.Background()); !errors.Is(err, ErrNotReady) {
@@ -93,4 +85,18 @@ func TestLazyHonoursContext(t *testing.T) {
 	if e, _ := resolve(ErrNotReady, []ErrorMapping{notReadyMapping}); e.Status != http.StatusServiceUnavailable {
 		t.Fatalf("ErrNotReady answers %d", e.Status)
 	}
+}
+
+// runInBackground runs a until the test ends, failing it if Run returns an
+// error.
+func runInBackground(t *testing.T, a *App) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 }
