@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
+	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/authz/natstest"
 	"github.com/authmesh/authmesh/pkg/platform/callout"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
@@ -249,4 +251,30 @@ func (tl *Tail) Next() (*jetstream.RawStreamMsg, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// CheckEventToken fails the test unless m carries no access token but a
+// transaction token v accepts, that workload's client (<workload>-service)
+// got for sub, narrowed to m's hop and holding want. It returns the token's
+// claims.
+func CheckEventToken(t testing.TB, v *authz.TxnValidator, m *jetstream.RawStreamMsg, workload, sub, want string) *authz.Claims {
+	t.Helper()
+	if h, ok := m.Header[natsauth.HeaderAuthorization]; ok {
+		t.Fatalf("%s carries Authorization %q", m.Subject, h)
+	}
+	c, err := v.Validate(context.Background(), m.Header.Get(natsauth.HeaderTxnToken))
+	if err != nil {
+		t.Fatalf("%s: Txn-Token: %v", m.Subject, err)
+	}
+	client := workload + "-service"
+	if c.Subject != sub || c.RequestingWorkload != client || !c.HasPermission(want) {
+		t.Fatalf("%s: transaction token sub %q, req_wl %q, scope %v; want %s by %s with %s",
+			m.Subject, c.Subject, c.RequestingWorkload, c.Permissions, sub, client, want)
+	}
+	for _, p := range c.Permissions {
+		if !slices.Contains(mesh.HopScopes(m.Subject), p) {
+			t.Fatalf("%s: scope %s beyond the hop's %v", m.Subject, p, mesh.HopScopes(m.Subject))
+		}
+	}
+	return c
 }

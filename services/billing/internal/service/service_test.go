@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,26 +222,10 @@ func (s *stack) rawVoid(hdr nats.Header, orderID string) int {
 	return n
 }
 
-// checkTxn verifies that m carries no access token but a transaction token
-// billing got for sub, narrowed to m's hop and holding want.
-func (s *stack) checkTxn(t *testing.T, m *jetstream.RawStreamMsg, sub, want string) {
+// checkTxn verifies what billing sent for sub (meshtest.CheckEventToken).
+func (s *stack) checkTxn(t *testing.T, m *jetstream.RawStreamMsg, sub, want string) *authz.Claims {
 	t.Helper()
-	if v, ok := m.Header[natsauth.HeaderAuthorization]; ok {
-		t.Fatalf("%s carries Authorization %q", m.Subject, v)
-	}
-	c, err := s.txn.Validate(context.Background(), m.Header.Get(natsauth.HeaderTxnToken))
-	if err != nil {
-		t.Fatalf("%s: Txn-Token: %v", m.Subject, err)
-	}
-	if c.Subject != sub || c.RequestingWorkload != "billing-service" || !c.HasPermission(want) {
-		t.Fatalf("%s: transaction token sub %q, req_wl %q, scope %v; want %s by billing-service with %s",
-			m.Subject, c.Subject, c.RequestingWorkload, c.Permissions, sub, want)
-	}
-	for _, p := range c.Permissions {
-		if !slices.Contains(mesh.HopScopes(m.Subject), p) {
-			t.Fatalf("%s: scope %s beyond the hop's %v", m.Subject, p, mesh.HopScopes(m.Subject))
-		}
-	}
+	return meshtest.CheckEventToken(t, s.txn, m, mesh.Billing, sub, want)
 }
 
 func serviceCode(err error) int {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -336,27 +335,10 @@ func (s *stack) publishRaw(hdr nats.Header, subj, typ, actor, entityID, userID s
 	}
 }
 
-// checkTxn verifies that m carries no access token but a transaction token
-// orders got for sub, narrowed to m's hop and holding want.
+// checkTxn verifies what orders sent for sub (meshtest.CheckEventToken).
 func (s *stack) checkTxn(t *testing.T, m *jetstream.RawStreamMsg, sub, want string) *authz.Claims {
 	t.Helper()
-	if v, ok := m.Header[natsauth.HeaderAuthorization]; ok {
-		t.Fatalf("%s carries Authorization %q", m.Subject, v)
-	}
-	c, err := s.app.TxnValidator.Validate(context.Background(), m.Header.Get(natsauth.HeaderTxnToken))
-	if err != nil {
-		t.Fatalf("%s: Txn-Token: %v", m.Subject, err)
-	}
-	if c.Subject != sub || c.RequestingWorkload != "orders-service" || !c.HasPermission(want) {
-		t.Fatalf("%s: transaction token sub %q, req_wl %q, scope %v; want %s by orders-service with %s",
-			m.Subject, c.Subject, c.RequestingWorkload, c.Permissions, sub, want)
-	}
-	for _, p := range c.Permissions {
-		if !slices.Contains(mesh.HopScopes(m.Subject), p) {
-			t.Fatalf("%s: scope %s beyond the hop's %v", m.Subject, p, mesh.HopScopes(m.Subject))
-		}
-	}
-	return c
+	return meshtest.CheckEventToken(t, s.app.TxnValidator, m, mesh.Orders, sub, want)
 }
 
 const mugs = `{"items":[{"sku":"mug","quantity":2},{"sku":"tea-green","quantity":1}]}`
