@@ -3,9 +3,14 @@ package authz_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labstack/echo/v4"
 
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
@@ -104,6 +109,46 @@ func FuzzTxnValidate(f *testing.F) {
 			if token != good && !strings.HasPrefix(token, parts[0]+".") {
 				t.Fatalf("accepted a token with a foreign header")
 			}
+		}
+	})
+}
+
+// FuzzMiddleware feeds the Echo middleware arbitrary Authorization headers
+// (Bearer and DPoP schemes, the access-token attacks among the seeds): it
+// never panics, never answers 5xx, answers 2xx only to a header holding the
+// issuer's own token, and never echoes the header.
+func FuzzMiddleware(f *testing.F) {
+	iss := authztest.NewIssuer(f)
+	v := newValidator(f, iss, []authz.KeyOption{authz.WithRefetchCooldown(1 << 62)})
+	dp, err := authz.NewDPoP(authz.DPoPConfig{Replay: authz.NewMemoryReplayCache(), Origin: apiOrigin})
+	if err != nil {
+		f.Fatal(err)
+	}
+	e := echo.New()
+	reg := authz.NewRegistry()
+	e.Use(authz.MiddlewareWithConfig(authz.MiddlewareConfig{Validator: v, Registry: reg, DPoP: dp}))
+	authz.GET(e, reg, "/v1/me", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) },
+		authz.RequireAll("read:profile").Users())
+	good := iss.Token(f, nil)
+	for _, s := range append(authztest.Seeds(authztest.AccessTokenAttacks(f, iss)), good) {
+		f.Add("Bearer " + s)
+		f.Add("DPoP " + s)
+	}
+	for _, s := range []string{"", "Bearer", "Bearer ", "bearer " + good, "Bearer  " + good, "Basic dXNlcjpwYXNz", "Bearer a b", "DPoP"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, authorization string) {
+		req := httptest.NewRequest(http.MethodGet, "/v1/me", nil)
+		req.Header["Authorization"] = []string{authorization}
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		switch {
+		case rec.Code >= 500:
+			t.Fatalf("HTTP %d", rec.Code)
+		case rec.Code < 300 && !strings.Contains(authorization, good):
+			t.Fatalf("HTTP %d for a header without the issuer's token", rec.Code)
+		case len(authorization) >= 16 && strings.Contains(rec.Body.String()+fmt.Sprint(rec.Header()), authorization):
+			t.Fatal("the answer echoes the header")
 		}
 	})
 }
