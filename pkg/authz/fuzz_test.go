@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/authmesh/authmesh/pkg/authz"
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
@@ -120,16 +118,7 @@ func FuzzTxnValidate(f *testing.F) {
 // echoes the header.
 func FuzzMiddleware(f *testing.F) {
 	iss := authztest.NewIssuer(f)
-	v := newValidator(f, iss, []authz.KeyOption{authz.WithRefetchCooldown(1 << 62)})
-	dp, err := authz.NewDPoP(authz.DPoPConfig{Replay: authz.NewMemoryReplayCache(), Origin: apiOrigin})
-	if err != nil {
-		f.Fatal(err)
-	}
-	e := echo.New()
-	reg := authz.NewRegistry()
-	e.Use(authz.MiddlewareWithConfig(authz.MiddlewareConfig{Validator: v, Registry: reg, DPoP: dp}))
-	authz.GET(e, reg, "/v1/me", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) },
-		authz.RequireAll("read:profile").Users())
+	e := dpopReplica(f, iss, nil, authz.DPoPConfig{Replay: authz.NewMemoryReplayCache()})
 	good := iss.Token(f, nil)
 	// A token verifies with its signature in another base64 spelling too.
 	signed := good[:strings.LastIndex(good, ".")+1]

@@ -14,14 +14,17 @@ import (
 
 // TestValidateAttackCorpus runs authztest's access-token attacks against
 // this package's entry points: the access-token Validator (with the
-// reason), the Echo middleware, and the TxnValidator live and as of a stored
-// time (an access token, forged or not, is never a transaction token). The
-// auth callout and the TTS run the same corpus in their packages.
+// reason), the Echo middleware (Bearer, and DPoP with a good proof), and the
+// TxnValidator live and as of a stored time (an access token, forged or
+// not, is never a transaction token). The auth callout and the TTS run the
+// same corpus in their packages.
 func TestValidateAttackCorpus(t *testing.T) {
 	t.Parallel()
 	iss, v := newIssuerValidator(t)
 	e, _ := newEcho(t, v)
 	txn := newTxnValidator(t, authztest.NewTxnIssuer(t))
+	dp := dpopReplica(t, iss, nil, authz.DPoPConfig{Replay: authz.NewMemoryReplayCache()})
+	key := authztest.NewDPoPKey(t)
 	// The control: the issuer's own token passes where the attacks fail.
 	if _, err := v.Validate(context.Background(), iss.Token(t, nil)); err != nil {
 		t.Fatalf("Validate refused the issuer's token: %v", err)
@@ -54,6 +57,12 @@ func TestValidateAttackCorpus(t *testing.T) {
 			}
 			if strings.Contains(rec.Body.String(), tc.Token) {
 				t.Error("body echoes the token")
+			}
+			// With the DPoP scheme and a good proof for it, the token is
+			// still what is refused.
+			rec = dpopReq{auth: []string{"DPoP " + tc.Token}, proofs: []string{key.Proof(t, "GET", apiOrigin+"/v1/me", tc.Token)}}.send(dp)
+			if rec.Code != 401 || !strings.Contains(challenges(rec), `error="invalid_token"`) || strings.Contains(rec.Body.String(), tc.Token) {
+				t.Errorf("DPoP: HTTP %d %q, want 401 invalid_token", rec.Code, challenges(rec))
 			}
 		})
 	}
