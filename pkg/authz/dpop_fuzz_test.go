@@ -53,7 +53,8 @@ func FuzzForwardedProof(f *testing.F) {
 	k := authztest.NewDPoPKey(f)
 	const tok = "header.payload.signature"
 	const uri = apiOrigin + "/v1/me"
-	f.Add(k.Proof(f, "GET", uri, tok))
+	good := k.Proof(f, "GET", uri, tok)
+	f.Add(good)
 	f.Add(authztest.NewDPoPKey(f).Proof(f, "GET", uri, tok))
 	f.Add(k.ProofWith(f, authztest.Claims{"jwk": k.PrivateJWK()}, k.ProofClaims("GET", uri, tok)))
 	f.Add(authztest.HS256Proof(f, []byte(strings.Repeat("s", 32)), k.ProofClaims("GET", uri, tok)))
@@ -65,6 +66,9 @@ func FuzzForwardedProof(f *testing.F) {
 	v, err := authz.NewForwardedProofVerifier(authz.ForwardedProofConfig{})
 	if err != nil {
 		f.Fatal(err)
+	}
+	if _, err := v.Verify(good, k.JKT(), tok); err != nil {
+		f.Fatalf("the key's own proof: %v", err)
 	}
 	f.Fuzz(func(t *testing.T, proof string) {
 		p, err := v.Verify(proof, k.JKT(), tok)

@@ -122,6 +122,9 @@ func FuzzMiddleware(f *testing.F) {
 	good := iss.Token(f, nil)
 	// A token verifies with its signature in another base64 spelling too.
 	signed := good[:strings.LastIndex(good, ".")+1]
+	if rec := do(e, http.MethodGet, "/v1/me", good); rec.Code != http.StatusOK {
+		f.Fatalf("HTTP %d for the issuer's token", rec.Code)
+	}
 	for _, s := range append(authztest.Seeds(authztest.AccessTokenAttacks(f, iss)), good) {
 		f.Add("Bearer " + s)
 		f.Add("DPoP " + s)

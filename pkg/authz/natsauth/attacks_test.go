@@ -127,7 +127,10 @@ func TestConsumerRefusesTxnAttacks(t *testing.T) {
 func FuzzServiceTxnToken(f *testing.F) {
 	m := newMesh(f)
 	nc := profileService(f, m)
-	good := m.tts.Token(f, attackSub, attackScope, authztest.Claims{"exp": time.Now().Add(time.Hour).Unix()})
+	good := m.tts.Token(f, attackSub, attackScope, nil)
+	if _, err := askProfile(f, nc, good); err != nil {
+		f.Fatalf("the service's own token: %v", err)
+	}
 	for _, s := range append(authztest.Seeds(authztest.TxnTokenAttacks(f, m.tts, m.tenant)), good, "", "Bearer "+good, " "+good) {
 		f.Add(s)
 	}
@@ -173,9 +176,9 @@ func (m storedMsg) Headers() nats.Header { return m.hdr }
 // bound to that event, and refuses the rest with a reason that does not
 // quote the header.
 func FuzzConsumerEvent(f *testing.F) {
-	m := &testMesh{tenant: authztest.NewIssuer(f), tts: authztest.NewTxnIssuer(f)}
-	keys := startKeys(f, authz.WithJWKSURL(m.tts.JWKSURL()), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(1<<62))
-	v, err := authz.NewTxnValidator(keys, authz.WithIssuers(m.tts.Issuer), authz.WithAudiences(m.tts.TrustDomain))
+	tts := authztest.NewTxnIssuer(f)
+	keys := startKeys(f, authz.WithJWKSURL(tts.JWKSURL()), authz.WithAlgorithm("ES256"), authz.WithRefetchCooldown(1<<62))
+	v, err := authz.NewTxnValidator(keys, authz.WithIssuers(tts.Issuer), authz.WithAudiences(tts.TrustDomain))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -187,13 +190,20 @@ func FuzzConsumerEvent(f *testing.F) {
 	const subject = "orders.events.created"
 	data := []byte(`{"id":"e1","type":"order.created","actor":"` + attackSub + `","user_id":"` + attackSub +
 		`","occurred_at":"2026-01-01T00:00:00Z","data":{}}`)
-	good := m.tts.Token(f, attackSub, attackScope, authztest.Claims{"exp": time.Now().Add(time.Hour).Unix()}.With(bound(subject, data)))
-	for _, s := range append(authztest.Seeds(authztest.TxnTokenAttacks(f, m.tts, m.tenant)), good, "", "Bearer "+good) {
+	good := tts.Token(f, attackSub, attackScope, bound(subject, data))
+	verify := func(token string) (*Event, *rejection) {
+		msg := storedMsg{subject: subject, data: data, hdr: nats.Header{HeaderTxnToken: {token}}}
+		ev, _, rej := c.verify(context.Background(), msg, &jetstream.MsgMetadata{Timestamp: time.Now()})
+		return ev, rej
+	}
+	if _, rej := verify(good); rej != nil {
+		f.Fatalf("the event's own token: %s", rej.reason())
+	}
+	for _, s := range append(authztest.Seeds(authztest.TxnTokenAttacks(f, tts, authztest.NewIssuer(f))), good, "", "Bearer "+good) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, token string) {
-		msg := storedMsg{subject: subject, data: data, hdr: nats.Header{HeaderTxnToken: {token}}}
-		ev, _, rej := c.verify(context.Background(), msg, &jetstream.MsgMetadata{Timestamp: time.Now()})
+		ev, rej := verify(token)
 		if rej == nil {
 			if !strings.HasPrefix(token, signedPart(good)) || ev.Actor != attackSub {
 				t.Fatalf("accepted an event as %+v", ev)

@@ -76,6 +76,9 @@ func FuzzDecide(f *testing.F) {
 	iss := authztest.NewIssuer(f)
 	co := tenantCallout(f, iss)
 	good := iss.Token(f, nil)
+	if _, err := co.Decide(context.Background(), connectWith(f, good)); err != nil {
+		f.Fatalf("the tenant's token: %v", err)
+	}
 	for _, s := range append(authztest.Seeds(authztest.AccessTokenAttacks(f, iss)), good, "", "Bearer "+good) {
 		f.Add(s)
 	}
