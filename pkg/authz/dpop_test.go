@@ -33,7 +33,7 @@ func sharedReplayBucket(t *testing.T, ttl time.Duration) jetstream.KeyValue {
 
 // dpopReplica is one replica of a service: its own validator and DPoP
 // verifier, the replay bucket shared.
-func dpopReplica(t *testing.T, iss *authztest.Issuer, kv jetstream.KeyValue, cfg authz.DPoPConfig) *echo.Echo {
+func dpopReplica(t testing.TB, iss *authztest.Issuer, kv jetstream.KeyValue, cfg authz.DPoPConfig) *echo.Echo {
 	t.Helper()
 	v := newValidator(t, iss, nil)
 	if cfg.Replay == nil {
@@ -171,7 +171,6 @@ func TestDPoPAttacks(t *testing.T) {
 		{"unbound token with the DPoP scheme", dpopReq{auth: dpop(unbound), proofs: []string{k.Proof(t, "GET", uri, unbound)}}, 401, "invalid_token", badTokenCh + "the token is not DPoP-bound"},
 		{"bound token as Bearer (downgrade)", dpopReq{auth: []string{"Bearer " + bound}}, 401, "invalid_token", badTokenCh + "a DPoP-bound token must be sent with the DPoP scheme"},
 		{"bound token as Bearer with a proof (downgrade)", dpopReq{auth: []string{"Bearer " + bound}, proofs: []string{k.Proof(t, "GET", uri, bound)}}, 401, "invalid_token", badTokenCh + "a DPoP-bound token must be sent"},
-		{"bad token with a good proof", dpopReq{auth: dpop(bound[:len(bound)-4] + "AAAA"), proofs: []string{k.Proof(t, "GET", uri, bound)}}, 401, "invalid_token", badTokenCh},
 		{"two Authorization headers", dpopReq{auth: []string{"DPoP " + bound, "Bearer " + unbound}, proofs: []string{k.Proof(t, "GET", uri, bound)}}, 400, "invalid_request", `error="invalid_request", error_description="send exactly one Authorization header", DPoP realm="authmesh", error="invalid_request"`},
 		{"Bearer on a route requiring DPoP", dpopReq{path: "/v1/bound-only", auth: []string{"Bearer " + unbound}}, 401, "invalid_token", badTokenCh + "this API requires a DPoP-bound token"},
 		{"no credentials", dpopReq{}, 401, "missing_token", `DPoP realm="authmesh", ` + allAlgs},

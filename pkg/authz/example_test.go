@@ -81,7 +81,7 @@ func ExamplePolicy_Authorize() {
 
 // Start-up checks: every route has a policy, every permission exists in the tenant.
 func ExampleRegistry_CheckPermissions() {
-	known, err := authz.LoadTenantPermissions("testdata/tenant.yaml", "https://api.authmesh.dev")
+	known, err := authz.LoadTenantPermissions("../../deploy/tenant.yaml", "https://api.authmesh.dev")
 	if err != nil {
 		log.Fatal(err)
 	}

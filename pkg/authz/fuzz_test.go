@@ -3,6 +3,9 @@ package authz_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +107,43 @@ func FuzzTxnValidate(f *testing.F) {
 			if token != good && !strings.HasPrefix(token, parts[0]+".") {
 				t.Fatalf("accepted a token with a foreign header")
 			}
+		}
+	})
+}
+
+// FuzzMiddleware feeds the Echo middleware arbitrary Authorization headers
+// (Bearer and DPoP schemes, the access-token attacks among the seeds): it
+// never panics, never answers 5xx, answers 2xx only to a header holding the
+// issuer's own token (its signature perhaps spelled otherwise), and never
+// echoes the header.
+func FuzzMiddleware(f *testing.F) {
+	iss := authztest.NewIssuer(f)
+	e := dpopReplica(f, iss, nil, authz.DPoPConfig{Replay: authz.NewMemoryReplayCache()})
+	good := iss.Token(f, nil)
+	// A token verifies with its signature in another base64 spelling too.
+	signed := good[:strings.LastIndex(good, ".")+1]
+	if rec := do(e, http.MethodGet, "/v1/me", good); rec.Code != http.StatusOK {
+		f.Fatalf("HTTP %d for the issuer's token", rec.Code)
+	}
+	for _, s := range append(authztest.Seeds(authztest.AccessTokenAttacks(f, iss)), good) {
+		f.Add("Bearer " + s)
+		f.Add("DPoP " + s)
+	}
+	for _, s := range []string{"", "Bearer", "Bearer ", "bearer " + good, "Bearer  " + good, "Basic dXNlcjpwYXNz", "Bearer a b", "DPoP"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, authorization string) {
+		req := httptest.NewRequest(http.MethodGet, "/v1/me", nil)
+		req.Header["Authorization"] = []string{authorization}
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		switch {
+		case rec.Code >= 500:
+			t.Fatalf("HTTP %d", rec.Code)
+		case rec.Code < 300 && !strings.Contains(authorization, signed):
+			t.Fatalf("HTTP %d for a header without the issuer's token", rec.Code)
+		case len(authorization) >= 16 && strings.Contains(rec.Body.String()+fmt.Sprint(rec.Header()), authorization):
+			t.Fatal("the answer echoes the header")
 		}
 	})
 }

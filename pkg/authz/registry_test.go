@@ -83,9 +83,13 @@ func TestRegistryCheckRefusesPolicyWithoutWho(t *testing.T) {
 	}
 }
 
+// deployTenant is the repository's real tenant file, the one the services
+// load: the permission checks run against what is deployed, not a copy.
+var deployTenant = filepath.Join("..", "..", "deploy", "tenant.yaml")
+
 func TestRegistryCheckPermissions(t *testing.T) {
 	t.Parallel()
-	known, err := authz.LoadTenantPermissions(filepath.Join("testdata", "tenant.yaml"), "https://api.authmesh.dev")
+	known, err := authz.LoadTenantPermissions(deployTenant, "https://api.authmesh.dev")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +121,7 @@ func TestLoadTenantPermissionsErrors(t *testing.T) {
 	tests := []struct{ name, path, aud string }{
 		{"missing file", filepath.Join(dir, "nope.yaml"), "https://api.authmesh.dev"},
 		{"bad yaml", bad, "https://api.authmesh.dev"},
-		{"unknown audience", filepath.Join("testdata", "tenant.yaml"), "https://other"},
+		{"unknown audience", deployTenant, "https://other"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

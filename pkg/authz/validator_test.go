@@ -2,9 +2,6 @@ package authz_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -15,102 +12,57 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 )
 
-// attack is a token that must be refused, with the reason the access-token
-// Validator gives.
-type attack struct{ name, token, reason string }
-
-// accessTokenAttacks are forged, tampered, misdirected and malformed access
-// tokens of iss's tenant.
-func accessTokenAttacks(t *testing.T, iss *authztest.Issuer) []attack {
-	k := iss.SigningKey()
-	attacker := authztest.AttackerKey(t, k.Private)
-	hdr := func(extra map[string]any) map[string]any {
-		return authztest.Claims{"alg": "RS256", "typ": "JWT", "kid": k.ID}.With(extra)
-	}
-	claims := func(extra authztest.Claims) authztest.Claims {
-		return iss.DefaultClaims().With(extra)
-	}
-	b64 := base64.RawURLEncoding.EncodeToString
-	// HS256 with the RSA public key (as its PEM/JWK modulus bytes) as the secret.
-	hsToken := func() string {
-		in := authztest.Encode(t, hdr(map[string]any{"alg": "HS256"})) + "." + authztest.Encode(t, claims(nil))
-		mac := hmac.New(sha256.New, k.Private.PublicKey.N.Bytes())
-		mac.Write([]byte(in))
-		return in + "." + b64(mac.Sum(nil))
-	}
-	attackerJWK := authztest.PublicJWK(&authztest.Key{ID: k.ID, Private: attacker})
-	now := time.Now()
-	good := iss.Token(t, nil)
-	parts := strings.Split(good, ".")
-	return []attack{
-		{"alg none", authztest.Encode(t, hdr(map[string]any{"alg": "none"})) + "." + authztest.Encode(t, claims(nil)) + ".", "algorithm"},
-		{"HS256 with public key as secret", hsToken(), "algorithm"},
-		{"foreign key under known kid", authztest.Sign(t, attacker, hdr(nil), claims(nil)), "bad_signature"},
-		{"unknown kid", authztest.Sign(t, attacker, hdr(map[string]any{"kid": "nope"}), claims(nil)), "unknown_kid"},
-		{"no kid", authztest.Sign(t, k.Private, hdr(map[string]any{"kid": nil}), claims(nil)), "missing_kid"},
-		{"expired", iss.Token(t, authztest.Claims{"exp": now.Add(-time.Hour).Unix(), "iat": now.Add(-2 * time.Hour).Unix()}), "expired"},
-		{"nbf in the future", iss.Token(t, authztest.Claims{"nbf": now.Add(time.Hour).Unix()}), "not_yet_valid"},
-		{"iat in the future", iss.Token(t, authztest.Claims{"iat": now.Add(time.Hour).Unix()}), "issued_in_future"},
-		{"missing exp", iss.Token(t, authztest.Claims{"exp": nil}), "missing_exp"},
-		{"wrong issuer", iss.Token(t, authztest.Claims{"iss": "https://evil.example/"}), "issuer"},
-		{"issuer without trailing slash", iss.Token(t, authztest.Claims{"iss": strings.TrimSuffix(iss.Issuer(), "/")}), "issuer"},
-		{"wrong audience", iss.Token(t, authztest.Claims{"aud": "https://other.api"}), "audience"},
-		{"wrong audience array", iss.Token(t, authztest.Claims{"aud": []string{"https://other.api", iss.Issuer() + "userinfo"}}), "audience"},
-		{"jku to attacker", authztest.Sign(t, attacker, hdr(map[string]any{"jku": "https://evil.example/jwks.json"}), claims(nil)), "key_in_header"},
-		{"x5u to attacker", authztest.Sign(t, attacker, hdr(map[string]any{"x5u": "https://evil.example/cert.pem"}), claims(nil)), "key_in_header"},
-		{"embedded jwk", authztest.Sign(t, attacker, hdr(map[string]any{"jwk": attackerJWK}), claims(nil)), "key_in_header"},
-		{"embedded x5c", authztest.Sign(t, attacker, hdr(map[string]any{"x5c": []string{"MIIB"}}), claims(nil)), "key_in_header"},
-		{"crit header", authztest.Sign(t, k.Private, hdr(map[string]any{"crit": []string{"exp"}, "exp": 1}), claims(nil)), "crit_header"},
-		{"two segments", parts[0] + "." + parts[1], "malformed"},
-		{"four segments", good + ".x", "malformed"},
-		{"bad base64 header", "%%%." + parts[1] + "." + parts[2], "malformed"},
-		{"bad base64 payload", parts[0] + ".!!!." + parts[2], "malformed"},
-		{"bad base64 signature", parts[0] + "." + parts[1] + ".***", "malformed"},
-		{"header not JSON", b64([]byte("not json")) + "." + parts[1] + "." + parts[2], "malformed"},
-		{"claims not JSON", authztest.Sign(t, k.Private, hdr(nil), []byte("not json")), "malformed"},
-		{"claims JSON array", authztest.Sign(t, k.Private, hdr(nil), []byte("[1,2]")), "malformed"},
-		{"permissions wrong type", iss.Token(t, authztest.Claims{"permissions": "read:profile"}), "malformed"},
-		{"exp wrong type", iss.Token(t, authztest.Claims{"exp": "tomorrow"}), "malformed"},
-		{"tampered payload", parts[0] + "." + authztest.Encode(t, claims(authztest.Claims{"permissions": []string{"block:users"}})) + "." + parts[2], "bad_signature"},
-		{"typ id_token-ish", authztest.Sign(t, k.Private, hdr(map[string]any{"typ": "dpop+jwt"}), claims(nil)), "typ"},
-		{"1 MB token", parts[0] + "." + strings.Repeat("A", 1<<20) + "." + parts[2], "too_large"},
-	}
-}
-
-// TestValidateAttackCorpus runs the attack table against every entry point:
-// the access-token Validator (with the reason), the Echo middleware, and the
-// TxnValidator live and as of a stored time (an access token, forged or not,
-// is never a transaction token).
+// TestValidateAttackCorpus runs authztest's access-token attacks against
+// this package's entry points: the access-token Validator (with the
+// reason), the Echo middleware (Bearer, and DPoP with a good proof), and the
+// TxnValidator live and as of a stored time (an access token, forged or
+// not, is never a transaction token). The auth callout and the TTS run the
+// same corpus in their packages.
 func TestValidateAttackCorpus(t *testing.T) {
 	t.Parallel()
 	iss, v := newIssuerValidator(t)
 	e, _ := newEcho(t, v)
 	txn := newTxnValidator(t, authztest.NewTxnIssuer(t))
-	for _, tc := range accessTokenAttacks(t, iss) {
-		t.Run(tc.name, func(t *testing.T) {
+	dp := dpopReplica(t, iss, nil, authz.DPoPConfig{Replay: authz.NewMemoryReplayCache()})
+	key := authztest.NewDPoPKey(t)
+	// The control: the issuer's own token passes where the attacks fail.
+	if _, err := v.Validate(context.Background(), iss.Token(t, nil)); err != nil {
+		t.Fatalf("Validate refused the issuer's token: %v", err)
+	}
+	if rec := do(e, "GET", "/v1/me", iss.Token(t, nil)); rec.Code != 200 {
+		t.Fatalf("HTTP %d for the issuer's token", rec.Code)
+	}
+	for _, tc := range authztest.AccessTokenAttacks(t, iss) {
+		t.Run(tc.Name, func(t *testing.T) {
 			t.Parallel()
 			for name, validate := range map[string]func() error{
-				"TxnValidator.Validate":   func() error { _, err := txn.Validate(context.Background(), tc.token); return err },
-				"TxnValidator.ValidateAt": func() error { _, err := txn.ValidateAt(context.Background(), tc.token, time.Now()); return err },
+				"TxnValidator.Validate":   func() error { _, err := txn.Validate(context.Background(), tc.Token); return err },
+				"TxnValidator.ValidateAt": func() error { _, err := txn.ValidateAt(context.Background(), tc.Token, time.Now()); return err },
 			} {
 				if err := validate(); !errors.Is(err, authz.ErrInvalidToken) {
 					t.Errorf("%s error = %v, want invalid_token", name, err)
 				}
 			}
-			_, err := v.Validate(context.Background(), tc.token)
+			_, err := v.Validate(context.Background(), tc.Token)
 			var ae *authz.Error
 			if !errors.As(err, &ae) || ae.Code != authz.CodeInvalidToken {
 				t.Fatalf("Validate error = %v, want invalid_token", err)
 			}
-			if ae.Reason != tc.reason {
-				t.Errorf("reason = %q, want %q (%v)", ae.Reason, tc.reason, err)
+			if ae.Reason != tc.Reason {
+				t.Errorf("reason = %q, want %q (%v)", ae.Reason, tc.Reason, err)
 			}
-			rec := do(e, "GET", "/v1/me", tc.token)
+			rec := do(e, "GET", "/v1/me", tc.Token)
 			if rec.Code != 401 || !strings.Contains(rec.Header().Get("WWW-Authenticate"), `error="invalid_token"`) {
 				t.Errorf("HTTP %d %q, want 401 invalid_token", rec.Code, rec.Header().Get("WWW-Authenticate"))
 			}
-			if strings.Contains(rec.Body.String(), tc.token) {
+			if strings.Contains(rec.Body.String(), tc.Token) {
 				t.Error("body echoes the token")
+			}
+			// With the DPoP scheme and a good proof for it, the token is
+			// still what is refused.
+			rec = dpopReq{auth: []string{"DPoP " + tc.Token}, proofs: []string{key.Proof(t, "GET", apiOrigin+"/v1/me", tc.Token)}}.send(dp)
+			if rec.Code != 401 || !strings.Contains(challenges(rec), `error="invalid_token"`) || strings.Contains(rec.Body.String(), tc.Token) {
+				t.Errorf("DPoP: HTTP %d %q, want 401 invalid_token", rec.Code, challenges(rec))
 			}
 		})
 	}

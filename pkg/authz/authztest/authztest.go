@@ -1,6 +1,8 @@
 // Package authztest stands up an Auth0-shaped issuer for tests: an httptest
 // server with discovery and a JWKS, RSA keys that can be rotated, and a minter
-// of RS256 access tokens (plus raw signing for attack cases).
+// of RS256 access tokens (plus raw signing for attack cases); a transaction
+// token service (TxnIssuer); and the attack corpora every entry point of a
+// kind of token runs (AccessTokenAttacks, TxnTokenAttacks).
 //
 //	iss := authztest.NewIssuer(t)
 //	keys, _ := authz.NewKeyProvider(authz.WithJWKSURL(iss.JWKSURL()))

@@ -88,15 +88,16 @@ func (i *TxnIssuer) Rotate(tb testing.TB) jose.JSONWebKey {
 // (a nil value deletes one).
 func (i *TxnIssuer) Token(tb testing.TB, sub, scope string, over Claims) string {
 	tb.Helper()
+	return SignJWS(tb, i.SigningKey(), map[string]any{"typ": txnTokenType}, i.claims(sub, scope, over))
+}
+
+// claims is the payload Token signs.
+func (i *TxnIssuer) claims(sub, scope string, over Claims) Claims {
 	now := time.Now()
-	c := Claims{
+	return Claims{
 		"iss": i.Issuer, "aud": i.TrustDomain, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
 		"txn": randomID(), "sub": sub, "scope": scope, "req_wl": "orders-service",
 	}.With(over)
-	i.mu.Lock()
-	key := i.keys[0]
-	i.mu.Unlock()
-	return SignJWS(tb, key, map[string]any{"typ": "txntoken+jwt"}, c)
 }
 
 // SignJWS signs payload with key (its algorithm and kid), adding hdr to the

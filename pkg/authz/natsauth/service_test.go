@@ -116,7 +116,7 @@ func TestRequestPropagation(t *testing.T) {
 }
 
 // TestEndpointPolicy: every authorization outcome maps to the right micro
-// error code, authz.CodeOf recovers the code, the token is never echoed, and
+// error code (the forged and misdirected tokens are TestServiceRefusesTxnAttacks's), authz.CodeOf recovers the code, the token is never echoed, and
 // each decision is counted with its reason.
 func TestEndpointPolicy(t *testing.T) {
 	t.Parallel()
@@ -142,16 +142,7 @@ func TestEndpointPolicy(t *testing.T) {
 		}
 	}
 
-	now := time.Now()
 	user := m.userTxn(t, "read:profile", nil)
-	expired := m.userTxn(t, "read:profile", authztest.Claims{"iat": now.Add(-10 * time.Minute).Unix(), "exp": now.Add(-5 * time.Minute).Unix()})
-	foreignKey := authztest.NewECKey(t)
-	foreignKey.KeyID = m.tts.SigningKey().KeyID // a forger claims the service's kid
-	foreign := authztest.SignJWS(t, foreignKey, map[string]any{"typ": authz.TxnTokenType}, authztest.Claims{
-		"iss": m.tts.Issuer, "aud": m.tts.TrustDomain, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
-		"txn": "t-forged", "sub": userSub, "scope": "read:profile admin:users", "req_wl": "orders-service"})
-	otherDomain := m.userTxn(t, "read:profile", authztest.Claims{"aud": "urn:other:mesh"})
-	apiAudience := m.userTxn(t, "read:profile", authztest.Claims{"aud": authztest.Audience})
 	accessTok := m.tenant.Token(t, nil)
 	const denied = "never access tokens"
 	cases := []struct {
@@ -166,11 +157,6 @@ func TestEndpointPolicy(t *testing.T) {
 		{"empty Txn-Token", "t.profile", header(HeaderTxnToken, ""), 401, authz.CodeMissingToken, ""},
 		{"Bearer scheme in Txn-Token", "t.profile", header(HeaderTxnToken, "Bearer "+user), 401, authz.CodeInvalidToken, "exactly one token"},
 		{"two Txn-Token values", "t.profile", header(HeaderTxnToken, user, HeaderTxnToken, user), 401, authz.CodeInvalidToken, "exactly one token"},
-		{"expired", "t.profile", header(HeaderTxnToken, expired), 401, authz.CodeInvalidToken, ""},
-		{"foreign key", "t.admin", header(HeaderTxnToken, foreign), 401, authz.CodeInvalidToken, ""},
-		{"other trust domain", "t.profile", header(HeaderTxnToken, otherDomain), 401, authz.CodeInvalidToken, ""},
-		{"API audience", "t.profile", header(HeaderTxnToken, apiAudience), 401, authz.CodeInvalidToken, ""},
-		{"Auth0 access token in Txn-Token", "t.profile", header(HeaderTxnToken, accessTok), 401, authz.CodeInvalidToken, ""},
 		{"access token in Authorization", "t.profile", header(HeaderAuthorization, "Bearer "+accessTok), 401, authz.CodeInvalidToken, denied},
 		{"access token beside a valid Txn-Token", "t.profile", header(HeaderTxnToken, user, HeaderAuthorization, "Bearer "+accessTok), 401, authz.CodeInvalidToken, denied},
 		{"txn token in Authorization", "t.profile", header(HeaderAuthorization, "Bearer "+user), 401, authz.CodeInvalidToken, denied},

@@ -58,7 +58,7 @@ func (v claimsValidator) Validate(context.Context, string) (*authz.Claims, error
 	return v.c, nil
 }
 
-func request(t *testing.T, connType string) *jwt.AuthorizationRequestClaims {
+func request(t testing.TB, connType string) *jwt.AuthorizationRequestClaims {
 	t.Helper()
 	kp, err := nkeys.CreateUser()
 	if err != nil {

@@ -152,7 +152,8 @@ func TestExchangeRFC9068Profile(t *testing.T) {
 	}
 }
 
-// TestExchangeRefusesAttacks: what a compromised workload might try.
+// TestExchangeRefusesAttacks: what a compromised workload might try (the
+// forged and misdirected tokens are TestExchangeRefusesAccessAttacks's).
 func TestExchangeRefusesAttacks(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -160,13 +161,8 @@ func TestExchangeRefusesAttacks(t *testing.T) {
 	orders := f.iss.M2MToken(t, "orders-service", "cancel:orders")
 	billing := f.iss.M2MToken(t, "billing-service", "refund:invoices")
 	stranger := f.iss.M2MToken(t, "tenant-admin", "cancel:orders")
-	expired := f.iss.Token(t, authztest.Claims{"iat": time.Now().Add(-2 * time.Hour).Unix(), "exp": time.Now().Add(-time.Hour).Unix()})
-	wrongAud := f.iss.Token(t, authztest.Claims{"aud": "https://other.api"})
 	blocked := f.iss.Token(t, authztest.Claims{"sub": "auth0|blocked", "permissions": []string{"read:profile"}, "iat": time.Now().Add(-time.Minute).Unix()})
 	f.rev["auth0|blocked"] = time.Now()
-	foreign := authztest.Sign(t, authztest.AttackerKey(t, f.iss.SigningKey().Private), map[string]any{"alg": "RS256", "typ": "JWT", "kid": f.iss.SigningKey().ID}, f.iss.DefaultClaims())
-	tts := authztest.NewTxnIssuer(t)
-	txnAsSubject := tts.Token(t, "auth0|alice", "read:profile", nil)
 	dpopKey := authztest.NewDPoPKey(t)
 	bound := f.iss.Token(t, authztest.Claims{"permissions": []string{"read:profile"}, "cnf": dpopKey.Cnf()})
 	vouch := func(jkt string) func(*natsauth.TxnRequest) {
@@ -182,14 +178,8 @@ func TestExchangeRefusesAttacks(t *testing.T) {
 		{"no actor token", f.request(alice, "", "read:profile"), 400},
 		{"user token as actor", f.request(alice, alice, "read:profile"), 403},
 		{"client not a workload", f.request(alice, stranger, "cancel:orders"), 403},
-		{"forged actor", f.request(alice, foreign, "read:profile"), 401},
 		{"no subject token", f.request("", orders, "read:profile"), 400},
-		{"garbage subject", f.request("garbage", orders, "read:profile"), 401},
-		{"forged subject", f.request(foreign, orders, "read:profile"), 401},
-		{"expired subject", f.request(expired, orders, "read:profile"), 401},
-		{"wrong audience subject", f.request(wrongAud, orders, "read:profile"), 401},
 		{"blocked user", f.request(blocked, orders, "read:profile"), 401},
-		{"transaction token as subject", f.request(txnAsSubject, orders, "read:profile"), 401},
 		{"scope the token lacks", f.request(alice, orders, "create:orders"), 403},
 		{"scope the workload may not ask", f.request(alice, billing, "read:profile cancel:orders"), 403},
 		{"another workload's identity", f.request(orders, billing, "cancel:orders"), 403},
@@ -213,6 +203,37 @@ func TestExchangeRefusesAttacks(t *testing.T) {
 			for _, tok := range []string{tc.req.SubjectToken, tc.req.ActorToken} {
 				if tok != "" && strings.Contains(e.Error(), tok) {
 					t.Fatal("the error quotes a token")
+				}
+			}
+		})
+	}
+}
+
+// TestExchangeRefusesAccessAttacks runs authztest's access-token attacks as
+// the subject token and as the actor token: each is refused 401 with the
+// validator's reason under the token's role, never quoted.
+func TestExchangeRefusesAccessAttacks(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	alice := f.iss.Token(t, nil)
+	orders := f.iss.M2MToken(t, "orders-service", "cancel:orders")
+	if _, err := f.ex.Exchange(context.Background(), f.request(alice, orders, "read:profile"), ""); err != nil {
+		t.Fatalf("the tenant's tokens: %v", err)
+	}
+	for _, a := range authztest.AccessTokenAttacks(t, f.iss) {
+		t.Run(a.Name, func(t *testing.T) {
+			t.Parallel()
+			for role, req := range map[string]natsauth.TxnRequest{
+				"subject": f.request(a.Token, orders, "read:profile"),
+				"actor":   f.request(alice, a.Token, "read:profile"),
+			} {
+				_, err := f.ex.Exchange(context.Background(), req, "")
+				var e *exchange.Error
+				if !errors.As(err, &e) || e.Status != 401 || e.Reason != role+"_"+a.Reason {
+					t.Fatalf("%s token: %v, want 401 %s_%s", role, err, role, a.Reason)
+				}
+				if strings.Contains(e.Error(), a.Token) {
+					t.Fatalf("%s token: the error quotes it", role)
 				}
 			}
 		})
