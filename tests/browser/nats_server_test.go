@@ -83,8 +83,8 @@ func startNATS(t *testing.T, grants map[string]natsGrant) *natsServer {
 	return n
 }
 
-// start runs a server, on wsPort for WebSockets (-1: any free port); it
-// is shut down by stop, or when the test ends.
+// start runs a server, on wsPort for WebSockets (-1: any free port), until
+// stop.
 func (n *natsServer) start(t *testing.T, wsPort int) {
 	t.Helper()
 	opts := &server.Options{
@@ -104,7 +104,12 @@ func (n *natsServer) start(t *testing.T, wsPort int) {
 			PingInterval: 100 * time.Millisecond,
 		},
 	}
-	srv := natstest.Run(t, opts)
+	// Not natstest.Run: the server lives until stop (restart calls it in a
+	// subtest, and the new server outlives that subtest).
+	srv, err := natstest.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ports := srv.PortsInfo(5 * time.Second)
 	if ports == nil || len(ports.WebSocket) == 0 {
 		t.Fatal("nats-server has no websocket listener")

@@ -5,6 +5,8 @@
 package natstest
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,24 +15,35 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Run starts a server with opts, waits until it accepts connections and
-// shuts it down (waiting for its store to close) when tb ends.
+// Run starts a server with opts (Start) and shuts it down, waiting for its
+// store to close, when tb ends.
 func Run(tb testing.TB, opts *server.Options) *server.Server {
 	tb.Helper()
-	s, err := server.NewServer(opts)
+	s, err := Start(opts)
 	if err != nil {
-		tb.Fatalf("nats-server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		tb.Fatal("nats-server not ready")
+		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
 		s.Shutdown()
 		s.WaitForShutdown()
 	})
 	return s
+}
+
+// Start starts a server with opts and waits until it accepts connections;
+// stopping it is the caller's (a test that restarts its server in a
+// subtest keeps it past that subtest).
+func Start(opts *server.Options) (*server.Server, error) {
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats-server: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("nats-server not ready")
+	}
+	return s, nil
 }
 
 // RunJetStream runs a server with JetStream, its store in tb's temporary
