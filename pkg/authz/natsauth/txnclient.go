@@ -383,7 +383,10 @@ func (c *TxnClient) request(ctx context.Context, subjectToken string, scopes []s
 		if errors.As(err, &se) && strings.HasPrefix(se.Description, "invalid_client:") {
 			return "", time.Time{}, fmt.Errorf("%w: %w", errActorRefused, err)
 		}
-		if errors.As(err, &se) && se.AuthCode == "" && se.Code >= 500 {
+		// The service's own failures, overload included (503
+		// temporarily_unavailable), are it being unavailable; only its
+		// keys_unavailable says it cannot verify the subject token now.
+		if errors.As(err, &se) && se.Code >= 500 && !strings.HasPrefix(se.Description, string(authz.CodeKeysUnavailable)+":") {
 			return "", time.Time{}, txnUnavailable(ErrTxnUnavailable.Reason, err)
 		}
 		return "", time.Time{}, err

@@ -372,6 +372,26 @@ func TestTxnClientErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("the service is overloaded", func(t *testing.T) {
+		t.Parallel()
+		sub, err := nc.Subscribe("tts.busy", func(m *nats.Msg) {
+			r := nats.NewMsg(m.Reply)
+			r.Header.Set(micro.ErrorCodeHeader, "503")
+			r.Header.Set(micro.ErrorHeader, "temporarily_unavailable: too many DPoP proofs in flight, retry later")
+			_ = m.RespondMsg(r)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		c := newTxnClient(t, nc, func(cfg *TxnClientConfig) { cfg.Subject = "tts.busy" })
+		_, err = c.Exchange(ctx, access, []string{"read:profile"})
+		var e *authz.Error
+		if !errors.Is(err, ErrTxnUnavailable) || !errors.As(err, &e) || e.Reason != ErrTxnUnavailable.Reason {
+			t.Fatalf("an overloaded service: %v, want %s", err, ErrTxnUnavailable.Reason)
+		}
+	})
+
 	t.Run("back after being away", func(t *testing.T) {
 		t.Parallel()
 		c := newTxnClient(t, nc, func(cfg *TxnClientConfig) { cfg.Subject = "tts.later" })
