@@ -13,6 +13,7 @@ import (
 	"github.com/authmesh/authmesh/pkg/authz/authztest"
 	"github.com/authmesh/authmesh/pkg/authz/natsauth"
 	"github.com/authmesh/authmesh/pkg/platform/mesh"
+	"github.com/authmesh/authmesh/pkg/platform/mesh/meshtest"
 )
 
 // TestServeNATSAfterSetUp: the endpoints subscribe only once the set-up
@@ -22,7 +23,9 @@ func TestServeNATSAfterSetUp(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
 	tts := authztest.NewTxnIssuer(t)
-	a, base := newServedApp(t, context.Background(), is.billingConfig(t, map[string]string{"AUTHMESH_TTS_JWKS_URL": tts.JWKSURL()}), Options{})
+	srv := is.startNATS(t)
+	a, base := newServedApp(t, context.Background(), is.billingConfig(t, map[string]string{
+		"BILLING_NATS_URL": srv.ClientURL(), "AUTHMESH_TTS_JWKS_URL": tts.JWKSURL()}), Options{})
 	release := make(chan struct{})
 	a.SetUp("stores", func(ctx context.Context) error {
 		select {
@@ -66,10 +69,21 @@ func TestServeNATSAfterSetUp(t *testing.T) {
 	default:
 		t.Fatal("ready, and the endpoints were never added")
 	}
+	// Ready means subscribed: the endpoint answers orders at once (here with
+	// the denial of a request that carries no transaction token).
+	orders, _ := meshtest.Connect(t, srv, mesh.Orders)
+	reply, err := orders.Request(mesh.VoidSubject, nil, 2*time.Second)
+	if err != nil {
+		t.Fatalf("request once ready: %v", err)
+	}
+	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "401" {
+		t.Fatalf("request without a token answered %q %q, want 401", code, reply.Header.Get(micro.ErrorHeader))
+	}
 }
 
 // TestBootClosesNATSWhenWiringFails: a service whose wiring fails returns
-// the error, leaves no NATS connection open and never runs.
+// the error, leaves neither the NATS connection nor New's background loops
+// running, and never runs.
 func TestBootClosesNATSWhenWiringFails(t *testing.T) {
 	t.Parallel()
 	is := newIssuer(t)
@@ -85,5 +99,8 @@ func TestBootClosesNATSWhenWiringFails(t *testing.T) {
 	}
 	if wired == nil || !wired.NATS.IsClosed() {
 		t.Fatal("the NATS connection New opened is still open")
+	}
+	if wired.Context().Err() == nil {
+		t.Fatal("the app's context, which New's background loops run under, was not cancelled")
 	}
 }

@@ -14,36 +14,43 @@
 // context carries trace_id and span_id, and Run flushes the spans at
 // shutdown.
 //
-// A service's main package reads:
+// A service's main package calls platform.Main(service.Name, service.Run),
+// and its internal/service package reads:
 //
-//	func main() { platform.Main("billing", run) }
+//	func Run(ctx context.Context, cfg platform.Config) error {
+//		opts := platform.Options{Errors: ports.ErrorMappings()}
+//		return platform.Boot(ctx, cfg, opts, wire)
+//	}
 //
-//	func run(ctx context.Context, cfg platform.Config) error {
-//		app, err := platform.New(ctx, cfg, platform.Options{
-//			Errors: []platform.ErrorMapping{
-//				{Target: domain.ErrNotFound, Status: http.StatusNotFound, Code: "not_found"},
-//				{Target: domain.ErrConflict, Status: http.StatusConflict, Code: "conflict"},
-//			},
-//		})
+//	func wire(a *platform.App) error {
+//		bucket := platform.NewLazyBucket(adapters.InvoiceBucket)
+//		svc, err := app.New(app.Deps{Store: adapters.NewStore(bucket), ...})
 //		if err != nil {
 //			return err
 //		}
-//		bucket := platform.NewLazy[*platform.Bucket]("invoices bucket")
-//		app.Route(http.MethodGet, "/v1/invoices", authz.RequireAll("read:invoices").Users(), h.list)
-//		app.SetUp("invoices-bucket", func(ctx context.Context) error {
-//			b, err := platform.KeyValue(ctx, app.JetStream, bucketConfig)
+//		ports.RegisterHTTP(a, svc) // each route with its policy
+//		a.SetUp("billing-storage", func(ctx context.Context) error {
+//			if err := mesh.Provision(ctx, a.JetStream, Name, a.Config.NATSReplicas); err != nil {
+//				return err
+//			}
+//			b, err := adapters.EnsureBuckets(ctx, a.JetStream, a.Config.NATSReplicas)
 //			if err == nil {
 //				bucket.Set(b)
 //			}
 //			return err
 //		})
-//		app.Go("orders-consumer", consumer.Run) // starts once the bucket is set up
-//		return app.Run(ctx)
+//		// Both start once the bucket is set up.
+//		a.ServeNATS(micro.Config{Name: Name, Version: "1.0.0"}, natsMetrics, func(ms *natsauth.Service) error {
+//			return ports.RegisterNATS(ms, svc)
+//		})
+//		a.Go("orders-consumer", consumer.Run)
+//		return nil
 //	}
 //
 // Every service boots the same way: what needs NATS is a set-up step
 // (App.SetUp, retried with backoff, gating readiness and later tasks), what
-// it produces reaches the handlers through a Lazy (503 until set), and a
+// it produces reaches the handlers through a Lazy (503 until set), a NATS
+// endpoint is served by ServeNATS once the steps before it succeeded, and a
 // read-modify-write on a bucket retries through cas.Retry.
 //
 // Run refuses to start when a route was added to the Echo instance without a

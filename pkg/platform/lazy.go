@@ -13,9 +13,9 @@ import (
 // ErrNotReady is what a Lazy answers until its value is set: the service
 // serves before NATS is reachable, and what a set-up step creates (a bucket,
 // a store) is not there yet. It comes wrapped with fault.ErrUnavailable, so
-// a domain's "unavailable" sentinel (fault.New of that kind, or that kind
-// itself) and its mapping apply; the error handler's own answer to it, after
-// the service's mappings, is 503 "unavailable".
+// a service's mapping of that kind (its domain's ErrUnavailable is that kind
+// itself) applies; without one, the error handler answers it, after the
+// service's mappings, with 503 "unavailable".
 var ErrNotReady = errors.New("not set up yet")
 
 // notReadyMapping is the answer to ErrNotReady, after the service's own.

@@ -52,8 +52,9 @@ func main(service string, args []string, getenv func(string) string, run func(co
 }
 
 // Boot is every service's run: New, then wire, which adds the service's
-// routes, set-up steps and tasks (a wiring that fails closes the NATS
-// connection New opened), then Options.BeforeRun, then Run.
+// routes, set-up steps and tasks (a wiring that fails stops what New
+// started: its background loops, telemetry and NATS connection), then
+// Options.BeforeRun, then Run.
 //
 //	func RunWith(ctx context.Context, cfg platform.Config, opts platform.Options) error {
 //		opts.Errors = append(ports.ErrorMappings(), opts.Errors...)
@@ -65,6 +66,7 @@ func Boot(ctx context.Context, cfg Config, opts Options, wire func(*App) error) 
 		return err
 	}
 	if err := wire(a); err != nil {
+		a.abort()
 		a.NATS.Close()
 		return err
 	}

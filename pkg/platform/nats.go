@@ -152,14 +152,42 @@ func (a *App) drainNATS(d time.Duration) {
 }
 
 // ServeNATS serves a NATS micro service whose endpoints register adds (a
-// port's RegisterNATS), verifying transaction tokens with a.TxnValidator. It
-// is a task (Go): it starts once every set-up step added before it
-// succeeded, so a replica whose stores are not there yet takes no share of
-// the queue group's requests (a caller finding no responder at all reports
-// the service unavailable); /readyz reports it until the endpoints are
-// subscribed; it stops at shutdown, before NATS drains.
+// port's RegisterNATS), verifying transaction tokens with a.TxnValidator, as
+// a task after the set-up steps (see ServeMicro).
 func (a *App) ServeNATS(cfg micro.Config, m *natsauth.Metrics, register func(*natsauth.Service) error) {
-	name := "nats " + cfg.Name
+	a.serveNATS(cfg.Name, func() (func() error, error) {
+		// The handlers' context outlives the task's, so requests the drain
+		// still delivers at shutdown are answered.
+		ms, err := natsauth.NewService(a.NATS, cfg, a.TxnValidator,
+			natsauth.WithMetrics(m), natsauth.WithContext(a.Context()), natsauth.WithLogger(a.Logger))
+		if err != nil {
+			return nil, err
+		}
+		return ms.Stop, register(ms)
+	})
+}
+
+// ServeMicro serves a plain NATS micro service whose endpoints register
+// adds, for a service that checks its callers itself (the Transaction Token
+// Service). It is a task (Go): it starts once every set-up step added before
+// it succeeded, so a replica whose stores are not there yet takes no share
+// of the queue group's requests (a caller finding no responder at all
+// reports the service unavailable); /readyz reports it until the endpoints
+// are subscribed; it stops at shutdown, before NATS drains.
+func (a *App) ServeMicro(cfg micro.Config, register func(micro.Service) error) {
+	a.serveNATS(cfg.Name, func() (func() error, error) {
+		ms, err := micro.AddService(a.NATS, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return ms.Stop, register(ms)
+	})
+}
+
+// serveNATS runs the service start adds, as ServeMicro says; start returns
+// how to stop it, also when adding its endpoints failed.
+func (a *App) serveNATS(service string, start func() (stop func() error, err error)) {
+	name := "nats-" + service
 	var serving atomic.Bool
 	a.AddReadyCheck(name, func(context.Context) error {
 		if !serving.Load() {
@@ -168,13 +196,11 @@ func (a *App) ServeNATS(cfg micro.Config, m *natsauth.Metrics, register func(*na
 		return nil
 	})
 	a.Go(name, func(ctx context.Context) error {
-		ms, err := natsauth.NewService(a.NATS, cfg, a.TxnValidator,
-			natsauth.WithMetrics(m), natsauth.WithContext(ctx), natsauth.WithLogger(a.Logger))
-		if err != nil {
-			return err
+		stop, err := start()
+		if stop != nil {
+			defer func() { _ = stop() }()
 		}
-		defer func() { _ = ms.Stop() }()
-		if err := register(ms); err != nil {
+		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		// The server has the subscriptions once a flush returns; without a

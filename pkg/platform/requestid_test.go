@@ -18,6 +18,9 @@ import (
 // natsauth's one format, and never echoed.
 func TestRequestIDOverHTTP(t *testing.T) {
 	t.Parallel()
+	if natsauth.HeaderRequestID != echo.HeaderXRequestID {
+		t.Fatalf("NATS carries the request id in %q, HTTP in %q", natsauth.HeaderRequestID, echo.HeaderXRequestID)
+	}
 	fresh := regexp.MustCompile(`^[0-9a-f]{32}$`)
 	e := echo.New()
 	e.Use((&App{}).requestID)

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 )
 
@@ -19,8 +18,8 @@ const (
 	// HeaderAuthorization is refused on NATS: access tokens stay at the edge.
 	HeaderAuthorization = "Authorization"
 	// HeaderRequestID carries the request id, on NATS as over HTTP (one
-	// name: Echo's).
-	HeaderRequestID = echo.HeaderXRequestID
+	// name: Echo's HeaderXRequestID, which a test holds it to).
+	HeaderRequestID = "X-Request-Id"
 	// W3C trace context (Propagator writes them, HeaderCarrier reads any case).
 	HeaderTraceparent = "traceparent"
 	HeaderTracestate  = "tracestate"

@@ -125,34 +125,13 @@ func wire(a *platform.App, path string, set *keys.Set) error {
 	a.Go("nats-kicks", kicker.Run)
 
 	ports.RegisterHTTP(a, current.Load)
-	var serving atomic.Bool
-	a.AddReadyCheck("exchange-endpoint", func(context.Context) error {
-		if !serving.Load() {
-			return errors.New("not serving yet")
-		}
-		return nil
-	})
-	a.Go("exchange-endpoint", func(ctx context.Context) error {
-		ms, err := micro.AddService(a.NATS, micro.Config{
-			Name: Name, Version: "1.0.0",
-			Description: "authmesh Transaction Token Service: access token + workload token -> transaction token",
-		})
-		if err != nil {
-			return fmt.Errorf("tts: micro service: %w", err)
-		}
-		defer func() { _ = ms.Stop() }()
-		if err := ports.AddExchangeEndpoint(a.Context(), ms, ex, m, a.Logger); err != nil {
-			return fmt.Errorf("tts: endpoint: %w", err)
-		}
-		// Ready once the server holds the subscription, so that /readyz
-		// never answers 200 while the exchange finds no responder here. A
-		// flush failing means NATS is down, which the nats check reports.
-		fctx, cancel := context.WithTimeout(ctx, time.Second)
-		_ = a.NATS.FlushWithContext(fctx)
-		cancel()
-		serving.Store(true)
-		<-ctx.Done()
-		return nil
+	a.ServeMicro(micro.Config{
+		Name: Name, Version: "1.0.0",
+		Description: "authmesh Transaction Token Service: access token + workload token -> transaction token",
+	}, func(ms micro.Service) error {
+		// Handlers run under the app's context, so an exchange in flight
+		// when the endpoint stops still finishes while it drains.
+		return ports.AddExchangeEndpoint(a.Context(), ms, ex, m, a.Logger)
 	})
 
 	a.Go("keys-reload", func(ctx context.Context) error {
